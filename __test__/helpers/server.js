@@ -1,0 +1,27 @@
+'use strict'
+// Starts a bundled Server on a free loopback port and closes it after the test.
+
+const { Server } = require('imt-gateway')
+const { createPki } = require('imt-gateway/testing')
+
+function start (t, options = {}) {
+  const server = new Server(options)
+  t.teardown(() => new Promise((resolve) => server.destroy(resolve)))
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => resolve(server))
+  })
+}
+
+/** A server with mutual TLS, and the PKI that made its certificates. */
+async function startTls (t, options = {}) {
+  const pki = createPki()
+  const server = await start(t, { key: pki.server.key, cert: pki.server.cert, ca: pki.caCert, ...options })
+  return { server, pki }
+}
+
+function once (emitter, name) {
+  return new Promise((resolve) => emitter.once(name, (...args) => resolve(args)))
+}
+
+module.exports = { start, startTls, once }

@@ -1,0 +1,202 @@
+'use strict'
+
+const { EventEmitter } = require('events')
+const { randomUUID } = require('crypto')
+const { NativeServer } = require('../binding.js')
+const { Event } = require('./messages')
+const { gatewayError, fromNative } = require('./errors')
+const { pemBuffer, caList } = require('./tls-options')
+
+const DEFAULT_PORT = 7777
+
+// What an `onEvent` handler returned, as the acknowledgement to send.
+function verdictOf (result) {
+  if (result === undefined || result === null || result === true) return null
+  if (result === false) return { message: 'Event rejected.' }
+  if (typeof result === 'object') {
+    return {
+      code: result.code === undefined || result.code === null ? undefined : String(result.code),
+      message: String(result.message === undefined ? 'Event rejected.' : result.message)
+    }
+  }
+  return { message: String(result) }
+}
+
+/**
+ * The local gateway: the original's test server (`new Server().listen(cb)` on port 7777, plain
+ * TCP, every event acknowledged and echoed back as an action), grown into a gateway for tests,
+ * demos and development: TLS and mutual TLS, any port, per-event acknowledgement decisions,
+ * actions queued for devices, and a list of connected devices.
+ */
+class Server extends EventEmitter {
+  constructor (options = {}) {
+    super()
+    if (options === null || typeof options !== 'object') throw new TypeError('Options must be an object.')
+    if (options.onEvent !== undefined && typeof options.onEvent !== 'function') {
+      throw new TypeError('options.onEvent must be a function.')
+    }
+    this._port = options.port === undefined ? DEFAULT_PORT : options.port
+    this._host = options.host
+    this._onEvent = options.onEvent
+    this._actionCallbacks = new Map()
+    this._listening = false
+    // Native calls run one after another, so close() right after listen() closes what it opened.
+    this._queue = Promise.resolve()
+    try {
+      this._native = new NativeServer({
+        key: pemBuffer(options.key),
+        cert: pemBuffer(options.cert),
+        ca: caList(options.ca),
+        echo: options.echo !== false,
+        decideEvents: typeof options.onEvent === 'function'
+      })
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
+
+  /** listen([port], [host], [callback]) or listen({port, host}, [callback]). */
+  listen (...args) {
+    const callback = typeof args[args.length - 1] === 'function' ? args.pop() : undefined
+    let [port, host] = args
+    if (port !== null && typeof port === 'object') ({ port, host } = port)
+    port = port === undefined || port === null ? this._port : Number(port)
+    host = host === undefined || host === null ? this._host : host
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      throw gatewayError(`Port should be >= 0 and < 65536. Received ${port}.`, 'ERR_SOCKET_BAD_PORT', RangeError)
+    }
+    if (callback) this.once('listening', callback)
+    this._run(() => this._native.listen(port, host === undefined ? null : String(host), (batch) => this._deliver(batch)))
+      .then((result) => {
+        if (result.error) return this.emit('error', gatewayError(result.error.message, result.error.code))
+        this._listening = true
+        this.emit('listening')
+      }, (err) => this.emit('error', err))
+    return this
+  }
+
+  get listening () {
+    return this._listening
+  }
+
+  /** `{address, family, port}` while listening, else null. */
+  address () {
+    return this._native.address() || null
+  }
+
+  /** Sends BYE (without a body) to every connected device and closes their connections. */
+  kick () {
+    this._native.kick()
+    return this
+  }
+
+  /** Stops listening and says BYE to every connection; `callback` runs once all are gone. */
+  close (callback) {
+    return this._shutdown(true, callback, true)
+  }
+
+  /** Stops listening and drops every connection at once, without BYE. */
+  destroy (callback) {
+    return this._shutdown(false, callback, false)
+  }
+
+  _shutdown (graceful, callback, reportNotRunning) {
+    this._run(() => this._native.close(graceful)).then(() => {
+      if (!callback) return
+      if (this._listening) this.once('close', () => callback())
+      else if (reportNotRunning) callback(gatewayError('Server is not running.', 'ERR_SERVER_NOT_RUNNING'))
+      else callback()
+    })
+    return this
+  }
+
+  /** The connected peers: `{id, remoteAddress, remotePort, deviceName, subject}`. */
+  connections () {
+    return this._native.connections()
+  }
+
+  /**
+   * Queues an action for the device whose HELLO named it `deviceName`: sent at once if it is
+   * connected and drained, otherwise held and sent before its next DRAINED. `callback(err)`
+   * runs when the device acknowledges it (`err` when it acked with an error).
+   */
+  queueAction (deviceName, action, callback) {
+    if (typeof deviceName !== 'string') throw new TypeError('Device name expected.')
+    if (action === null || typeof action !== 'object') throw new TypeError('Action expected.')
+    if (typeof action.type !== 'string' || !action.type) throw new TypeError('Invalid action type.')
+    if (callback !== undefined && typeof callback !== 'function') throw new TypeError('Invalid callback.')
+    const id = action.id === undefined || action.id === null ? randomUUID().replace(/-/g, '') : action.id
+    const parameters = action.parameters === undefined ? null : action.parameters
+    const ticket = this._native.queueAction(deviceName, id, action.type, parameters)
+    if (callback) this._actionCallbacks.set(ticket, callback)
+    return id
+  }
+
+  _run (operation) {
+    const result = this._queue.then(operation)
+    this._queue = result.catch(() => {})
+    return result
+  }
+
+  _decide (decision, verdict) {
+    if (verdict) this._native.decide(decision, verdict.code, verdict.message)
+    else this._native.decide(decision)
+  }
+
+  _deliver (batch) {
+    for (const notice of batch) {
+      switch (notice.kind) {
+        case 'connection':
+        case 'hello':
+        case 'disconnect':
+          this.emit(notice.kind, notice.connection)
+          break
+        case 'event': {
+          const event = new Event(notice.type, notice.payload, notice.id)
+          if (notice.decision !== undefined && notice.decision !== null) this._handle(notice.decision, event, notice.connection)
+          this.emit('event', event, notice.connection)
+          break
+        }
+        case 'acknowledgement': {
+          const error = notice.status === 0 ? null : gatewayError(notice.message || 'Action failed.', notice.code)
+          this.emit('acknowledgement', { id: notice.id, status: notice.status, error }, notice.connection)
+          this._settleAction(notice.ticket, error)
+          break
+        }
+        case 'discarded':
+          this._settleAction(notice.ticket, gatewayError('The server closed before the action was acknowledged.', 'ECLOSED'))
+          break
+        case 'clientError':
+          this.emit('clientError', gatewayError(notice.message, notice.code), notice.connection || null)
+          break
+        case 'close':
+          this._listening = false
+          this.emit('close')
+          break
+      }
+    }
+  }
+
+  _handle (decision, event, connection) {
+    let outcome
+    try {
+      outcome = this._onEvent(event, connection)
+    } catch (err) {
+      outcome = Promise.reject(err)
+    }
+    Promise.resolve(outcome).then(
+      (result) => this._decide(decision, verdictOf(result)),
+      (err) => this._decide(decision, verdictOf(err instanceof Error || (err && typeof err === 'object') ? err : { message: String(err) }))
+    )
+  }
+
+  _settleAction (ticket, error) {
+    if (ticket === undefined || ticket === null) return
+    const callback = this._actionCallbacks.get(ticket)
+    if (!callback) return
+    this._actionCallbacks.delete(ticket)
+    callback(error)
+  }
+}
+
+module.exports = { Server }

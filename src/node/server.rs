@@ -1,0 +1,332 @@
+//! `NativeServer`: the gateway [`Server`] as index.js's `Server` sees it. Everything the server
+//! does reaches JavaScript in batches through one threadsafe function, which exists only while
+//! the server listens, so a closed server never keeps Node alive.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::Buffer;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Result, Status};
+use napi_derive::napi;
+use tokio::sync::mpsc;
+
+use super::value::JsValue;
+use crate::protocol::ErrorBody;
+use crate::server::{ConnectionInfo, OutboundAction, Server, ServerEvent, ServerOptions, Verdict};
+
+type EventSink = ThreadsafeFunction<Vec<ServerNotice>, (), Vec<ServerNotice>, Status, false>;
+type Inbox = Arc<Mutex<Option<mpsc::UnboundedReceiver<ServerEvent>>>>;
+
+#[napi(object)]
+pub struct NativeServerOptions {
+    pub key: Option<Buffer>,
+    pub cert: Option<Buffer>,
+    pub ca: Option<Vec<Buffer>>,
+    pub echo: Option<bool>,
+    pub decide_events: Option<bool>,
+}
+
+/// A code and message for index.js to turn into an `Error`.
+#[napi(object)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+}
+
+#[napi(object)]
+pub struct Address {
+    pub address: String,
+    pub family: String,
+    pub port: u32,
+}
+
+/// `listen()`'s outcome: an address, or why not.
+#[napi(object)]
+pub struct Listened {
+    pub address: Option<Address>,
+    pub error: Option<Failure>,
+}
+
+#[napi(object)]
+pub struct Connection {
+    pub id: f64,
+    pub remote_address: String,
+    pub remote_port: u32,
+    pub device_name: Option<String>,
+    pub subject: Option<String>,
+}
+
+/// One thing that happened, flattened for JavaScript: `kind` says which fields are set.
+#[napi(object, object_from_js = false)]
+pub struct ServerNotice {
+    pub kind: String,
+    pub connection: Option<Connection>,
+    pub id: Option<JsValue>,
+    #[napi(js_name = "type")]
+    pub event_type: Option<String>,
+    pub payload: Option<JsValue>,
+    pub decision: Option<f64>,
+    pub ticket: Option<f64>,
+    pub status: Option<f64>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+fn address(addr: SocketAddr) -> Address {
+    Address {
+        address: addr.ip().to_string(),
+        family: if addr.is_ipv6() { "IPv6" } else { "IPv4" }.into(),
+        port: u32::from(addr.port()),
+    }
+}
+
+fn connection(info: &ConnectionInfo) -> Connection {
+    Connection {
+        id: info.id as f64,
+        remote_address: info.remote.ip().to_string(),
+        remote_port: u32::from(info.remote.port()),
+        device_name: info.device_name.clone(),
+        subject: info.subject.clone(),
+    }
+}
+
+fn notice(kind: &str) -> ServerNotice {
+    ServerNotice {
+        kind: kind.into(),
+        connection: None,
+        id: None,
+        event_type: None,
+        payload: None,
+        decision: None,
+        ticket: None,
+        status: None,
+        code: None,
+        message: None,
+    }
+}
+
+fn to_notice(event: ServerEvent) -> ServerNotice {
+    match event {
+        ServerEvent::Connection(info) => ServerNotice {
+            connection: Some(connection(&info)),
+            ..notice("connection")
+        },
+        ServerEvent::Hello(info) => ServerNotice {
+            connection: Some(connection(&info)),
+            ..notice("hello")
+        },
+        ServerEvent::Event {
+            conn,
+            id,
+            kind,
+            bundle,
+            decision,
+        } => ServerNotice {
+            connection: Some(connection(&conn)),
+            id: Some(JsValue(id)),
+            event_type: Some(kind),
+            payload: Some(JsValue(bundle)),
+            decision: decision.map(|d| d as f64),
+            ..notice("event")
+        },
+        ServerEvent::Acknowledgement {
+            conn,
+            ticket,
+            correlid,
+            status,
+            error,
+        } => ServerNotice {
+            connection: Some(connection(&conn)),
+            id: Some(JsValue(correlid)),
+            ticket: ticket.map(|t| t as f64),
+            status: Some(status as f64),
+            code: error.as_ref().and_then(|e| e.code.clone()),
+            message: error.map(|e| e.message),
+            ..notice("acknowledgement")
+        },
+        ServerEvent::ActionDiscarded { ticket } => ServerNotice {
+            ticket: Some(ticket as f64),
+            ..notice("discarded")
+        },
+        ServerEvent::ClientError {
+            conn,
+            code,
+            message,
+        } => ServerNotice {
+            connection: conn.as_deref().map(connection),
+            code: Some(code),
+            message: Some(message),
+            ..notice("clientError")
+        },
+        ServerEvent::Disconnect(info) => ServerNotice {
+            connection: Some(connection(&info)),
+            ..notice("disconnect")
+        },
+        ServerEvent::Closed => notice("close"),
+    }
+}
+
+/// Forwards server events to JavaScript in batches until the server reports `Closed`, then
+/// puts the receiver back for the next `listen()` and drops the threadsafe function.
+fn spawn_pump(inbox: Inbox, mut rx: mpsc::UnboundedReceiver<ServerEvent>, sink: EventSink) {
+    napi::bindgen_prelude::spawn(async move {
+        let mut closed = false;
+        while !closed {
+            let Some(first) = rx.recv().await else { break };
+            let mut batch = Vec::new();
+            let mut next = Some(first);
+            while let Some(event) = next {
+                closed |= event == ServerEvent::Closed;
+                batch.push(to_notice(event));
+                if closed {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            sink.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+        *inbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
+        drop(sink);
+    });
+}
+
+#[napi]
+pub struct NativeServer {
+    server: Arc<Server>,
+    inbox: Inbox,
+}
+
+#[napi]
+impl NativeServer {
+    #[napi(constructor)]
+    pub fn new(options: NativeServerOptions) -> Result<Self> {
+        let tls = match (&options.key, &options.cert) {
+            (Some(key), Some(cert)) => {
+                let ca: Option<Vec<Vec<u8>>> = options
+                    .ca
+                    .as_ref()
+                    .map(|list| list.iter().map(|b| b.to_vec()).collect());
+                Some(
+                    crate::tls::server_config(key, cert, ca.as_deref()).map_err(|e| {
+                        napi::Error::new(Status::InvalidArg, format!("{}: {e}", e.code()))
+                    })?,
+                )
+            }
+            (None, None) => None,
+            _ => {
+                return Err(napi::Error::new(
+                    Status::InvalidArg,
+                    "EINVALIDKEY: key and cert must be given together.",
+                ))
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let server = Server::new(
+            ServerOptions {
+                tls,
+                echo: options.echo.unwrap_or(true),
+                decide_events: options.decide_events.unwrap_or(false),
+                ..ServerOptions::default()
+            },
+            tx,
+        );
+        Ok(NativeServer {
+            server: Arc::new(server),
+            inbox: Arc::new(Mutex::new(Some(rx))),
+        })
+    }
+
+    #[napi]
+    pub async fn listen(
+        &self,
+        port: u32,
+        host: Option<String>,
+        on_events: EventSink,
+    ) -> Result<Listened> {
+        let port = u16::try_from(port).map_err(|_| {
+            napi::Error::new(Status::InvalidArg, "Port should be >= 0 and < 65536.")
+        })?;
+        let Some(rx) = self.inbox.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Ok(Listened {
+                address: None,
+                error: Some(Failure {
+                    code: "ERR_SERVER_ALREADY_LISTEN".into(),
+                    message: "Listen method has been called more than once without closing.".into(),
+                }),
+            });
+        };
+        match self.server.listen(host.as_deref(), port).await {
+            Ok(addr) => {
+                spawn_pump(self.inbox.clone(), rx, on_events);
+                Ok(Listened {
+                    address: Some(address(addr)),
+                    error: None,
+                })
+            }
+            Err(e) => {
+                *self.inbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
+                Ok(Listened {
+                    address: None,
+                    error: Some(Failure {
+                        code: crate::errors::io_code(&e),
+                        message: e.to_string(),
+                    }),
+                })
+            }
+        }
+    }
+
+    #[napi]
+    pub fn address(&self) -> Option<Address> {
+        self.server.local_addr().map(address)
+    }
+
+    #[napi]
+    pub fn kick(&self) {
+        self.server.kick();
+    }
+
+    /// Stops listening and ends every connection: with BYE when `graceful`, at once otherwise.
+    #[napi]
+    pub async fn close(&self, graceful: bool) {
+        self.server.close(graceful).await;
+    }
+
+    #[napi]
+    pub fn queue_action(
+        &self,
+        device_name: String,
+        id: JsValue,
+        action_type: String,
+        parameters: JsValue,
+    ) -> f64 {
+        self.server.queue_action(
+            &device_name,
+            OutboundAction {
+                id: id.0,
+                kind: action_type,
+                parameters: parameters.0,
+            },
+        ) as f64
+    }
+
+    /// Accepts the event (no `message`) or rejects it with `{code, message}`.
+    #[napi]
+    pub fn decide(&self, decision: f64, code: Option<String>, message: Option<String>) -> bool {
+        let verdict = match message {
+            None => Verdict::Accept,
+            Some(message) => Verdict::Reject(ErrorBody { code, message }),
+        };
+        self.server.decide(decision as u64, verdict)
+    }
+
+    #[napi]
+    pub fn connections(&self) -> Vec<Connection> {
+        self.server
+            .connections()
+            .iter()
+            .map(|c| connection(c))
+            .collect()
+    }
+}

@@ -1,0 +1,298 @@
+//! Framing (PROTOCOL.md section 2): a 6-byte header `token, 0, u32 LE length`, then the body.
+//! The decoder waits for whole frames, reserves room for a large frame once (so receiving is
+//! linear in the frame size), and refuses a frame that could never fit the 10 MiB buffer limit.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// The most a peer may buffer without holding a complete frame (IM491 past it).
+pub const MAX_BUFFER: usize = 10 * 1024 * 1024;
+/// Size of the frame header.
+pub const HEADER_LEN: usize = 6;
+
+/// Message types (PROTOCOL.md section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Token {
+    Hello = 0x01,
+    Welcome = 0x02,
+    Bye = 0x03,
+    Event = 0x04,
+    Action = 0x05,
+    Acknowledgement = 0x06,
+    Drained = 0x07,
+}
+
+impl TryFrom<u8> for Token {
+    type Error = u8;
+    fn try_from(byte: u8) -> Result<Self, u8> {
+        Ok(match byte {
+            0x01 => Token::Hello,
+            0x02 => Token::Welcome,
+            0x03 => Token::Bye,
+            0x04 => Token::Event,
+            0x05 => Token::Action,
+            0x06 => Token::Acknowledgement,
+            0x07 => Token::Drained,
+            other => return Err(other),
+        })
+    }
+}
+
+/// One frame as it came off the wire: the raw token byte (unknown tokens are the message
+/// layer's to refuse) and the body, empty when the length was 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub token: u8,
+    pub body: Bytes,
+}
+
+/// Why the byte stream could not be framed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer announced or sent a frame larger than [`MAX_BUFFER`]: IM491.
+    #[error("Maximum buffer size exceeded.")]
+    Oversize { frame_len: u64 },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// `tokio_util` codec for [`Frame`]s.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FrameCodec;
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = FrameError;
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let Some(&[token, _reserved, l0, l1, l2, l3]) = src.get(..HEADER_LEN) else {
+            return Ok(None);
+        };
+        let body_len = u64::from(u32::from_le_bytes([l0, l1, l2, l3]));
+        let frame_len = HEADER_LEN as u64 + body_len;
+        // Judged from the header alone: waiting for bytes that can never be accepted would
+        // only let the peer fill our memory first.
+        if frame_len > MAX_BUFFER as u64 {
+            return Err(FrameError::Oversize { frame_len });
+        }
+        // Both fit in usize now: they are at most MAX_BUFFER.
+        let (frame_len, body_len) = (frame_len as usize, body_len as usize);
+        if src.len() < frame_len {
+            // Grow to the whole frame at once rather than doubling through many reads.
+            src.reserve(frame_len - src.len());
+            return Ok(None);
+        }
+        src.advance(HEADER_LEN);
+        let body = if body_len == 0 {
+            // Not a slice of the read buffer, so it does not pin that buffer's memory.
+            Bytes::new()
+        } else {
+            src.split_to(body_len).freeze()
+        };
+        Ok(Some(Frame { token, body }))
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = FrameError;
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let body_len = u32::try_from(frame.body.len()).map_err(|_| FrameError::Oversize {
+            frame_len: HEADER_LEN as u64 + frame.body.len() as u64,
+        })?;
+        dst.reserve(HEADER_LEN + frame.body.len());
+        dst.put_u8(frame.token);
+        dst.put_u8(0);
+        dst.put_u32_le(body_len);
+        dst.put_slice(&frame.body);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(token: u8, body: &[u8]) -> Frame {
+        Frame {
+            token,
+            body: Bytes::copy_from_slice(body),
+        }
+    }
+
+    fn wire(frames: &[Frame]) -> BytesMut {
+        let mut out = BytesMut::new();
+        for f in frames {
+            FrameCodec.encode(f.clone(), &mut out).unwrap();
+        }
+        out
+    }
+
+    fn decode_all(buf: &mut BytesMut) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(f) = FrameCodec.decode(buf).unwrap() {
+            frames.push(f);
+        }
+        frames
+    }
+
+    #[test]
+    fn tokens_are_the_seven_protocol_bytes() {
+        for byte in 0..=u8::MAX {
+            match Token::try_from(byte) {
+                Ok(token) => assert_eq!(token as u8, byte),
+                Err(back) => {
+                    assert_eq!(back, byte);
+                    assert!(byte == 0 || byte > 7);
+                }
+            }
+        }
+        assert_eq!(Token::try_from(0x06), Ok(Token::Acknowledgement));
+    }
+
+    #[test]
+    fn header_is_token_zero_and_little_endian_length() {
+        let out = wire(&[frame(0x04, &[0xaa; 0x0102])]);
+        assert_eq!(&out[..HEADER_LEN], &[0x04, 0x00, 0x02, 0x01, 0x00, 0x00]);
+        assert_eq!(out.len(), HEADER_LEN + 0x0102);
+        assert_eq!(&wire(&[frame(0x02, &[])])[..], &[0x02, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn reserved_byte_is_ignored_and_unknown_tokens_pass() {
+        let mut buf = BytesMut::from(&[0x09, 0x7f, 0x01, 0x00, 0x00, 0x00, 0xc0][..]);
+        assert_eq!(decode_all(&mut buf), vec![frame(0x09, &[0xc0])]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_frame_fed_byte_by_byte() {
+        let sent = frame(0x05, b"\x81\xa1a\x01");
+        let bytes = wire(std::slice::from_ref(&sent));
+        let mut buf = BytesMut::new();
+        for (i, b) in bytes.iter().enumerate() {
+            assert_eq!(
+                FrameCodec.decode(&mut buf).unwrap(),
+                None,
+                "after {i} bytes"
+            );
+            buf.extend_from_slice(&[*b]);
+        }
+        assert_eq!(FrameCodec.decode(&mut buf).unwrap(), Some(sent));
+        assert_eq!(FrameCodec.decode(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn a_frame_in_two_halves() {
+        let sent = frame(0x04, &[7; 1000]);
+        let bytes = wire(std::slice::from_ref(&sent));
+        let mut buf = BytesMut::from(&bytes[..500]);
+        assert_eq!(FrameCodec.decode(&mut buf).unwrap(), None);
+        // The incomplete frame made room for all of itself at once.
+        assert!(buf.capacity() >= bytes.len());
+        buf.extend_from_slice(&bytes[500..]);
+        assert_eq!(decode_all(&mut buf), vec![sent]);
+    }
+
+    #[test]
+    fn three_frames_in_one_read() {
+        let sent = vec![
+            frame(0x02, &[]),
+            frame(0x05, b"\x83\xa2id\x01\xa4type\xa1x\xaaparameters\xc0"),
+            frame(0x07, &[]),
+        ];
+        let mut buf = wire(&sent);
+        buf.extend_from_slice(&[0x06, 0x00, 0x09]);
+        assert_eq!(decode_all(&mut buf), sent);
+        // The start of a fourth stays buffered.
+        assert_eq!(&buf[..], &[0x06, 0x00, 0x09]);
+    }
+
+    #[test]
+    fn bodies_share_the_read_buffer() {
+        let mut buf = wire(&[frame(0x04, &[1, 2, 3])]);
+        let start = buf.as_ptr();
+        let f = FrameCodec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(f.body.as_ptr(), start.wrapping_add(HEADER_LEN));
+    }
+
+    fn header(token: u8, body_len: u32) -> BytesMut {
+        let mut h = BytesMut::from(&[token, 0][..]);
+        h.extend_from_slice(&body_len.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn a_frame_of_exactly_max_buffer_is_accepted() {
+        let body_len = MAX_BUFFER - HEADER_LEN;
+        let mut buf = header(0x04, body_len as u32);
+        assert_eq!(FrameCodec.decode(&mut buf).unwrap(), None);
+        buf.resize(MAX_BUFFER, 0xc0);
+        let f = FrameCodec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(f.body.len(), body_len);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn one_byte_more_is_refused_from_the_header_alone() {
+        let mut buf = header(0x04, (MAX_BUFFER - HEADER_LEN + 1) as u32);
+        match FrameCodec.decode(&mut buf) {
+            Err(FrameError::Oversize { frame_len }) => {
+                assert_eq!(frame_len, MAX_BUFFER as u64 + 1)
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut buf = header(0x04, u32::MAX);
+        match FrameCodec.decode(&mut buf) {
+            Err(e @ FrameError::Oversize { frame_len }) => {
+                assert_eq!(frame_len, u64::from(u32::MAX) + 6);
+                assert_eq!(e.to_string(), "Maximum buffer size exceeded.");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn short_headers_wait() {
+        for n in 0..HEADER_LEN {
+            let mut buf = BytesMut::from(&[0x01, 0, 0xff, 0xff, 0xff, 0xff][..n]);
+            assert_eq!(FrameCodec.decode(&mut buf).unwrap(), None);
+            assert_eq!(buf.len(), n);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn codec_never_panics(
+            chunks in proptest::collection::vec(
+                proptest::collection::vec(proptest::num::u8::ANY, 0..64), 0..8),
+        ) {
+            let mut buf = BytesMut::new();
+            for chunk in chunks {
+                buf.extend_from_slice(&chunk);
+                loop {
+                    match FrameCodec.decode(&mut buf) {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => break,
+                        Err(_) => return Ok(()),
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn frames_survive_any_split(
+            bodies in proptest::collection::vec(
+                proptest::collection::vec(proptest::num::u8::ANY, 0..40), 1..5),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let sent: Vec<Frame> = bodies.iter().map(|b| frame(0x04, b)).collect();
+            let bytes = wire(&sent);
+            let at = cut.index(bytes.len() + 1);
+            let mut buf = BytesMut::from(&bytes[..at]);
+            let mut got = decode_all(&mut buf);
+            buf.extend_from_slice(&bytes[at..]);
+            got.extend(decode_all(&mut buf));
+            proptest::prop_assert_eq!(got, sent);
+        }
+    }
+}

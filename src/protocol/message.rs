@@ -1,0 +1,633 @@
+//! The seven messages of the protocol as typed values, and their bodies as the original writes
+//! them (PROTOCOL.md section 3): the one place that knows which keys each body has.
+
+use super::frame::{Frame, Token, HEADER_LEN};
+use super::value::{
+    decode, js_string, write_map_header, write_str, write_value, DecodeError, Value,
+};
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// `{code, message}` carried by BYE and by a failed ACKNOWLEDGEMENT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorBody {
+    pub code: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// `{metadata: {device_name, ...}}`; the whole metadata map is kept.
+    Hello {
+        metadata: Value,
+    },
+    Welcome,
+    Bye {
+        error: Option<ErrorBody>,
+    },
+    /// `{id, type, bundle}`
+    Event {
+        id: Value,
+        kind: String,
+        bundle: Value,
+    },
+    /// `{id, type, parameters}`
+    Action {
+        id: Value,
+        kind: String,
+        parameters: Value,
+    },
+    /// `{correlid, status}` plus `error` when status is not 0.
+    Acknowledgement {
+        correlid: Value,
+        status: i64,
+        error: Option<ErrorBody>,
+    },
+    Drained,
+}
+
+/// Why a frame is not a message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MessageError {
+    #[error("Unknown message token 0x{0:02x}.")]
+    UnknownToken(u8),
+    #[error("Failed to deserialize packet. {0}")]
+    Body(#[from] DecodeError),
+    #[error("Malformed {token:?} message: {reason}")]
+    Shape { token: Token, reason: String },
+}
+
+impl Message {
+    pub fn token(&self) -> Token {
+        match self {
+            Message::Hello { .. } => Token::Hello,
+            Message::Welcome => Token::Welcome,
+            Message::Bye { .. } => Token::Bye,
+            Message::Event { .. } => Token::Event,
+            Message::Action { .. } => Token::Action,
+            Message::Acknowledgement { .. } => Token::Acknowledgement,
+            Message::Drained => Token::Drained,
+        }
+    }
+
+    pub fn hello(device_name: &str) -> Message {
+        Message::Hello {
+            metadata: Value::Map(vec![(
+                "device_name".to_owned(),
+                Value::String(device_name.to_owned()),
+            )]),
+        }
+    }
+
+    pub fn device_name(&self) -> Option<&str> {
+        match self {
+            Message::Hello { metadata } => match metadata.get("device_name") {
+                Some(Value::String(name)) => Some(name),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Reads a frame as leniently as the original: absent fields become `null` or `""`, and
+    /// only what would make the message meaningless (a body that is no MessagePack, a body
+    /// that is no object, a `type` or `status` of the wrong kind) is refused.
+    ///
+    /// An ACKNOWLEDGEMENT carries an error exactly when its status is not 0 (an empty one if
+    /// the peer sent none), so a decoded message always encodes back to the same bytes.
+    pub fn from_frame(frame: &Frame) -> Result<Message, MessageError> {
+        let token = Token::try_from(frame.token).map_err(MessageError::UnknownToken)?;
+        let shape = |reason: &str| MessageError::Shape {
+            token,
+            reason: reason.to_owned(),
+        };
+        Ok(match token {
+            // Whatever body these carry, the original never looks at it.
+            Token::Welcome => Message::Welcome,
+            Token::Drained => Message::Drained,
+            Token::Bye => match decode(&frame.body)? {
+                Value::Nil => Message::Bye { error: None },
+                Value::Map(entries) => Message::Bye {
+                    error: match Fields(entries).take("error") {
+                        Value::Nil => None,
+                        error => Some(ErrorBody::from_value(&error)),
+                    },
+                },
+                _ => return Err(shape("body is not a map")),
+            },
+            Token::Hello => Message::Hello {
+                metadata: Fields::read(frame, token)?.take("metadata"),
+            },
+            Token::Event => {
+                let mut fields = Fields::read(frame, token)?;
+                Message::Event {
+                    id: fields.take("id"),
+                    kind: fields.kind().map_err(shape)?,
+                    bundle: fields.take("bundle"),
+                }
+            }
+            Token::Action => {
+                let mut fields = Fields::read(frame, token)?;
+                Message::Action {
+                    id: fields.take("id"),
+                    kind: fields.kind().map_err(shape)?,
+                    parameters: fields.take("parameters"),
+                }
+            }
+            Token::Acknowledgement => {
+                let mut fields = Fields::read(frame, token)?;
+                let correlid = fields.take("correlid");
+                let status = match fields.take("status") {
+                    Value::Nil => 0,
+                    // Saturating: any huge status is still "not 0", which is all it means.
+                    Value::Number(n) if n.fract() == 0.0 => n as i64,
+                    Value::Number(_) => return Err(shape("status is not an integer")),
+                    _ => return Err(shape("status is not a number")),
+                };
+                let error = (status != 0).then(|| ErrorBody::from_value(&fields.take("error")));
+                Message::Acknowledgement {
+                    correlid,
+                    status,
+                    error,
+                }
+            }
+        })
+    }
+
+    pub fn to_frame(&self) -> Frame {
+        let mut body = Vec::new();
+        self.write_body(&mut body);
+        Frame {
+            token: self.token() as u8,
+            body: Bytes::from(body),
+        }
+    }
+
+    /// Writes the header and the body straight into `dst`: the body is encoded in place and
+    /// the header's length patched afterwards, so a large bundle is never copied.
+    ///
+    /// A body over 4 GiB (far past the 10 MiB limit) gets the largest length the header can
+    /// say, which the peer refuses as oversize.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        let start = dst.len();
+        dst.put_slice(&[self.token() as u8, 0, 0, 0, 0, 0]);
+        self.write_body(dst);
+        let body_len = u32::try_from(dst.len() - start - HEADER_LEN).unwrap_or(u32::MAX);
+        dst[start + 2..start + HEADER_LEN].copy_from_slice(&body_len.to_le_bytes());
+    }
+
+    /// The body, keys in the original's order; bodyless messages write nothing.
+    fn write_body<B: BufMut>(&self, out: &mut B) {
+        match self {
+            Message::Welcome | Message::Drained | Message::Bye { error: None } => {}
+            Message::Hello { metadata } => {
+                write_map_header(1, out);
+                write_str("metadata", out);
+                write_value(metadata, out);
+            }
+            Message::Bye { error: Some(error) } => {
+                write_map_header(1, out);
+                write_str("error", out);
+                error.write(ErrorKeys::CodeFirst, out);
+            }
+            Message::Event { id, kind, bundle } => {
+                write_map_header(3, out);
+                write_str("id", out);
+                write_value(id, out);
+                write_str("type", out);
+                write_str(kind, out);
+                write_str("bundle", out);
+                write_value(bundle, out);
+            }
+            Message::Action {
+                id,
+                kind,
+                parameters,
+            } => {
+                write_map_header(3, out);
+                write_str("id", out);
+                write_value(id, out);
+                write_str("type", out);
+                write_str(kind, out);
+                write_str("parameters", out);
+                write_value(parameters, out);
+            }
+            Message::Acknowledgement {
+                correlid,
+                status,
+                error,
+            } => {
+                let failed = *status != 0;
+                write_map_header(if failed { 3 } else { 2 }, out);
+                write_str("correlid", out);
+                write_value(correlid, out);
+                write_str("status", out);
+                // Beyond 2^53 an i64 is no exact JavaScript number anyway.
+                write_value(&Value::Number(*status as f64), out);
+                if failed {
+                    write_str("error", out);
+                    let empty = ErrorBody {
+                        code: None,
+                        message: String::new(),
+                    };
+                    error
+                        .as_ref()
+                        .unwrap_or(&empty)
+                        .write(ErrorKeys::MessageFirst, out);
+                }
+            }
+        }
+    }
+}
+
+/// The original writes BYE's error as `{code, message}` but an acknowledgement's as
+/// `{message, code}`; byte-exact output keeps both orders.
+#[derive(Clone, Copy)]
+enum ErrorKeys {
+    CodeFirst,
+    MessageFirst,
+}
+
+impl ErrorBody {
+    /// Lenient like `new Error(error.message)` plus `err.code = error.code`: a missing message
+    /// is empty, a code of any kind is shown as a string, and a non-object error carries
+    /// neither.
+    fn from_value(error: &Value) -> ErrorBody {
+        let text = |v: Option<&Value>| match v {
+            None | Some(Value::Nil) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => Some(js_string(other)),
+        };
+        ErrorBody {
+            code: text(error.get("code")),
+            message: text(error.get("message")).unwrap_or_default(),
+        }
+    }
+
+    fn write<B: BufMut>(&self, order: ErrorKeys, out: &mut B) {
+        let code = |out: &mut B| {
+            if let Some(code) = &self.code {
+                write_str("code", out);
+                write_str(code, out);
+            }
+        };
+        write_map_header(if self.code.is_some() { 2 } else { 1 }, out);
+        if let ErrorKeys::CodeFirst = order {
+            code(out);
+        }
+        write_str("message", out);
+        write_str(&self.message, out);
+        if let ErrorKeys::MessageFirst = order {
+            code(out);
+        }
+    }
+}
+
+/// A decoded body's properties, taken out by name (the last of repeated keys wins, as in
+/// the object the original would have built) so that large values move instead of cloning.
+struct Fields(Vec<(String, Value)>);
+
+impl Fields {
+    /// The body of a token whose body must be an object.
+    fn read(frame: &Frame, token: Token) -> Result<Fields, MessageError> {
+        match decode(&frame.body)? {
+            Value::Map(entries) => Ok(Fields(entries)),
+            _ => Err(MessageError::Shape {
+                token,
+                reason: "body is not a map".to_owned(),
+            }),
+        }
+    }
+
+    fn take(&mut self, key: &str) -> Value {
+        match self.0.iter().rposition(|(k, _)| k == key) {
+            Some(i) => std::mem::replace(&mut self.0[i].1, Value::Nil),
+            None => Value::Nil,
+        }
+    }
+
+    /// `type` must be a string when present; absent (or undefined, sent as nil) is empty.
+    fn kind(&mut self) -> Result<String, &'static str> {
+        match self.take("type") {
+            Value::Nil => Ok(String::new()),
+            Value::String(kind) => Ok(kind),
+            _ => Err("type is not a string"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::FrameCodec;
+    use tokio_util::codec::Decoder;
+
+    fn text(s: &str) -> Value {
+        Value::String(s.to_owned())
+    }
+
+    fn error(code: Option<&str>, message: &str) -> ErrorBody {
+        ErrorBody {
+            code: code.map(str::to_owned),
+            message: message.to_owned(),
+        }
+    }
+
+    fn every_message() -> Vec<Message> {
+        vec![
+            Message::hello("kitchen-pi"),
+            Message::Hello {
+                metadata: Value::Map(vec![
+                    ("device_name".into(), text("x")),
+                    ("version".into(), text("2.0.8")),
+                ]),
+            },
+            Message::Welcome,
+            Message::Bye { error: None },
+            Message::Bye {
+                error: Some(error(Some("IM491"), "Maximum buffer size exceeded.")),
+            },
+            Message::Bye {
+                error: Some(error(None, "Go away.")),
+            },
+            Message::Event {
+                id: text("0123456789abcdef0123456789abcdef"),
+                kind: "temperature".into(),
+                bundle: Value::Map(vec![
+                    ("celsius".into(), Value::Number(21.5)),
+                    ("at".into(), Value::Date(1_718_000_000_123.0)),
+                ]),
+            },
+            Message::Event {
+                id: text("e"),
+                kind: "ping".into(),
+                bundle: Value::Nil,
+            },
+            Message::Action {
+                id: Value::Number(1_718_000_000_123.0),
+                kind: "reboot".into(),
+                parameters: Value::Array(vec![Value::Binary(Bytes::from_static(b"\x00"))]),
+            },
+            Message::Acknowledgement {
+                correlid: text("0123456789abcdef0123456789abcdef"),
+                status: 0,
+                error: None,
+            },
+            Message::Acknowledgement {
+                correlid: Value::Number(7.0),
+                status: 1,
+                error: Some(error(None, "Failed.")),
+            },
+            Message::Acknowledgement {
+                correlid: Value::Number(7.0),
+                status: -3,
+                error: Some(error(Some("E42"), "Failed.")),
+            },
+            Message::Drained,
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let mut wire = BytesMut::new();
+        for m in every_message() {
+            m.encode(&mut wire);
+            assert_eq!(Message::from_frame(&m.to_frame()), Ok(m.clone()));
+        }
+        let mut back = Vec::new();
+        while let Some(frame) = FrameCodec.decode(&mut wire).unwrap() {
+            back.push(Message::from_frame(&frame).unwrap());
+        }
+        assert_eq!(back, every_message());
+    }
+
+    #[test]
+    fn encode_appends_after_what_is_buffered() {
+        let mut wire = BytesMut::from(&b"xyz"[..]);
+        Message::Drained.encode(&mut wire);
+        Message::hello("h").encode(&mut wire);
+        let mut expected = b"xyz\x07\x00\x00\x00\x00\x00\x01\x00\x19\x00\x00\x00".to_vec();
+        expected.extend_from_slice(b"\x81\xa8metadata\x81\xabdevice_name\xa1h");
+        assert_eq!(&wire[..], &expected[..]);
+    }
+
+    fn bytes(m: &Message) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        m.encode(&mut out);
+        out.to_vec()
+    }
+
+    fn framed(token: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![token, 0];
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn bodies_are_written_as_the_original_writes_them() {
+        assert_eq!(bytes(&Message::Welcome), framed(0x02, b""));
+        assert_eq!(bytes(&Message::Drained), framed(0x07, b""));
+        assert_eq!(bytes(&Message::Bye { error: None }), framed(0x03, b""));
+        assert_eq!(
+            bytes(&Message::Bye {
+                error: Some(error(Some("IM491"), "Full."))
+            }),
+            framed(
+                0x03,
+                b"\x81\xa5error\x82\xa4code\xa5IM491\xa7message\xa5Full."
+            )
+        );
+        assert_eq!(
+            bytes(&Message::Bye {
+                error: Some(error(None, "Full."))
+            }),
+            framed(0x03, b"\x81\xa5error\x81\xa7message\xa5Full.")
+        );
+        assert_eq!(
+            bytes(&Message::Event {
+                id: text("a"),
+                kind: "t".into(),
+                bundle: Value::Map(vec![("a".into(), Value::Nil)]),
+            }),
+            framed(0x04, b"\x83\xa2id\xa1a\xa4type\xa1t\xa6bundle\x81\xa1a\xc0")
+        );
+        assert_eq!(
+            bytes(&Message::Action {
+                id: Value::Number(300.0),
+                kind: "t".into(),
+                parameters: Value::Nil,
+            }),
+            framed(
+                0x05,
+                b"\x83\xa2id\xcd\x01\x2c\xa4type\xa1t\xaaparameters\xc0"
+            )
+        );
+        assert_eq!(
+            bytes(&Message::Acknowledgement {
+                correlid: text("a"),
+                status: 0,
+                error: None,
+            }),
+            framed(0x06, b"\x82\xa8correlid\xa1a\xa6status\x00")
+        );
+        assert_eq!(
+            bytes(&Message::Acknowledgement {
+                correlid: text("a"),
+                status: 1,
+                error: Some(error(Some("E"), "m")),
+            }),
+            framed(
+                0x06,
+                b"\x83\xa8correlid\xa1a\xa6status\x01\xa5error\x82\xa7message\xa1m\xa4code\xa1E"
+            )
+        );
+        // A failed ack always says why, if only with an empty message.
+        assert_eq!(
+            bytes(&Message::Acknowledgement {
+                correlid: text("a"),
+                status: 1,
+                error: None,
+            }),
+            framed(
+                0x06,
+                b"\x83\xa8correlid\xa1a\xa6status\x01\xa5error\x81\xa7message\xa0"
+            )
+        );
+    }
+
+    #[test]
+    fn device_name_comes_from_hello_metadata() {
+        assert_eq!(Message::hello("pi").device_name(), Some("pi"));
+        let odd = Message::Hello {
+            metadata: Value::Map(vec![("device_name".into(), Value::Number(1.0))]),
+        };
+        assert_eq!(odd.device_name(), None);
+        assert_eq!(
+            Message::Hello {
+                metadata: Value::Nil
+            }
+            .device_name(),
+            None
+        );
+        assert_eq!(Message::Welcome.device_name(), None);
+    }
+
+    fn read(token: u8, body: &[u8]) -> Result<Message, MessageError> {
+        Message::from_frame(&Frame {
+            token,
+            body: Bytes::copy_from_slice(body),
+        })
+    }
+
+    fn shape(result: Result<Message, MessageError>) -> bool {
+        matches!(result, Err(MessageError::Shape { .. }))
+    }
+
+    #[test]
+    fn reading_is_lenient_like_the_original() {
+        // Bodyless tokens ignore whatever they carry, even garbage.
+        assert_eq!(read(0x02, b"\xc1\xc1"), Ok(Message::Welcome));
+        assert_eq!(read(0x07, b"\x81"), Ok(Message::Drained));
+        // Missing fields.
+        assert_eq!(
+            read(0x04, b"\x80"),
+            Ok(Message::Event {
+                id: Value::Nil,
+                kind: String::new(),
+                bundle: Value::Nil
+            })
+        );
+        assert_eq!(
+            read(0x05, b"\x81\xa4type\xc0"),
+            Ok(Message::Action {
+                id: Value::Nil,
+                kind: String::new(),
+                parameters: Value::Nil
+            })
+        );
+        assert_eq!(
+            read(0x01, b"\x80"),
+            Ok(Message::Hello {
+                metadata: Value::Nil
+            })
+        );
+        assert_eq!(
+            read(0x06, b"\x81\xa8correlid\x01"),
+            Ok(Message::Acknowledgement {
+                correlid: Value::Number(1.0),
+                status: 0,
+                error: None
+            })
+        );
+        // Status 0 ignores an error; any other status carries one, however incomplete.
+        assert_eq!(
+            read(0x06, b"\x82\xa6status\x00\xa5error\x81\xa7message\xa1m"),
+            Ok(Message::Acknowledgement {
+                correlid: Value::Nil,
+                status: 0,
+                error: None
+            })
+        );
+        assert_eq!(
+            read(0x06, b"\x81\xa6status\x02"),
+            Ok(Message::Acknowledgement {
+                correlid: Value::Nil,
+                status: 2,
+                error: Some(error(None, ""))
+            })
+        );
+        assert_eq!(
+            read(
+                0x06,
+                b"\x82\xa6status\xff\xa5error\x82\xa4code\xcd\x01\xeb\xa7message\x05"
+            ),
+            Ok(Message::Acknowledgement {
+                correlid: Value::Nil,
+                status: -1,
+                error: Some(error(Some("491"), "5"))
+            })
+        );
+        // BYE: no body, nil, an object without error, an error without message.
+        assert_eq!(read(0x03, b""), Ok(Message::Bye { error: None }));
+        assert_eq!(read(0x03, b"\xc0"), Ok(Message::Bye { error: None }));
+        assert_eq!(read(0x03, b"\x80"), Ok(Message::Bye { error: None }));
+        assert_eq!(
+            read(0x03, b"\x81\xa5error\x81\xa4code\xa5IM491"),
+            Ok(Message::Bye {
+                error: Some(error(Some("IM491"), ""))
+            })
+        );
+        // The last of repeated keys wins, as in a JavaScript object.
+        assert_eq!(
+            read(0x04, b"\x82\xa4type\xa1a\xa4type\xa1b"),
+            Ok(Message::Event {
+                id: Value::Nil,
+                kind: "b".into(),
+                bundle: Value::Nil
+            })
+        );
+    }
+
+    #[test]
+    fn meaningless_messages_are_refused() {
+        assert_eq!(read(0x00, b""), Err(MessageError::UnknownToken(0x00)));
+        assert_eq!(read(0x08, b"\x80"), Err(MessageError::UnknownToken(0x08)));
+        let bad = read(0x04, b"\xc1").unwrap_err();
+        assert!(matches!(bad, MessageError::Body(_)));
+        assert!(bad.to_string().starts_with("Failed to deserialize packet."));
+        assert!(matches!(
+            read(0x03, b"\x80\x80"),
+            Err(MessageError::Body(_))
+        ));
+        assert!(matches!(read(0x06, b"\x92"), Err(MessageError::Body(_))));
+        for token in [0x01, 0x04, 0x05, 0x06] {
+            assert!(shape(read(token, b"")), "{token}: null body");
+            assert!(shape(read(token, b"\x90")), "{token}: array body");
+        }
+        assert!(shape(read(0x03, b"\xa3bye")));
+        assert!(shape(read(0x04, b"\x81\xa4type\x01")));
+        assert!(shape(read(0x05, b"\x81\xa4type\x90")));
+        assert!(shape(read(0x06, b"\x81\xa6status\xa1\x31")));
+        assert!(shape(read(0x06, b"\x81\xa6status\xcb\x3f\xf8\0\0\0\0\0\0")));
+    }
+}

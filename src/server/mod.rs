@@ -1,0 +1,374 @@
+//! The local gateway server: the bundled stand-in for the vendor's gateway, used by the tests,
+//! the demo and users' own tests. It speaks the protocol of PROTOCOL.md over plain TCP or TLS
+//! (mutual TLS when given a client CA), holds actions for devices until they connect, lets its
+//! embedder accept or reject each event, and by default behaves like the original's test server
+//! (every event acknowledged, then echoed back as an action).
+//!
+//! The embedder (the napi layer, or a Rust test) talks to it through [`Server`] methods and
+//! receives everything that happens as [`ServerEvent`]s on one channel.
+
+mod connection;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::rustls;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::protocol::{ErrorBody, Value};
+
+/// How a server behaves.
+#[derive(Clone)]
+pub struct ServerOptions {
+    /// TLS configuration (see [`crate::tls::server_config`]); plain TCP when `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Echo every accepted event back as an action, as the original's server does.
+    pub echo: bool,
+    /// Hold each event's acknowledgement until [`Server::decide`] is called for it.
+    pub decide_events: bool,
+    /// How long a client may take to finish the TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            tls: None,
+            echo: true,
+            decide_events: false,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the server knows about one connected peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionInfo {
+    pub id: u64,
+    pub remote: SocketAddr,
+    /// `metadata.device_name` from the peer's HELLO; `None` before it.
+    pub device_name: Option<String>,
+    /// Subject of the client certificate, under mutual TLS.
+    pub subject: Option<String>,
+}
+
+/// An action to deliver to a device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundAction {
+    pub id: Value,
+    pub kind: String,
+    pub parameters: Value,
+}
+
+/// The embedder's answer to an event (with [`ServerOptions::decide_events`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Accept,
+    Reject(ErrorBody),
+}
+
+/// Everything that happens on the server, in order per connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    /// A peer connected (after the TLS handshake, if any).
+    Connection(Arc<ConnectionInfo>),
+    /// A peer said HELLO and was welcomed.
+    Hello(Arc<ConnectionInfo>),
+    /// A peer sent an event. With `decision`, the acknowledgement waits for [`Server::decide`].
+    Event {
+        conn: Arc<ConnectionInfo>,
+        id: Value,
+        kind: String,
+        bundle: Value,
+        decision: Option<u64>,
+    },
+    /// A peer acknowledged an action; `ticket` is [`Server::queue_action`]'s (None for echoes).
+    Acknowledgement {
+        conn: Arc<ConnectionInfo>,
+        ticket: Option<u64>,
+        correlid: Value,
+        status: i64,
+        error: Option<ErrorBody>,
+    },
+    /// A queued action was discarded undelivered because the server closed.
+    ActionDiscarded { ticket: u64 },
+    /// A peer broke the protocol or failed the TLS handshake; the connection is closed.
+    ClientError {
+        conn: Option<Arc<ConnectionInfo>>,
+        code: String,
+        message: String,
+    },
+    /// A peer's connection ended.
+    Disconnect(Arc<ConnectionInfo>),
+    /// [`Server::close`] finished: no listener and no connection is left.
+    Closed,
+}
+
+/// An action waiting for delivery; echoes have no ticket and are not redelivered.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    action: OutboundAction,
+    ticket: Option<u64>,
+}
+
+pub(crate) enum Command {
+    /// BYE with no body, then close (the original's `kick()`).
+    Kick,
+    /// Deliver this action now (the connection is past DRAINED).
+    Action(Queued),
+}
+
+struct ConnEntry {
+    info: Arc<ConnectionInfo>,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Past DRAINED: new actions go straight to it instead of being held.
+    live: bool,
+    kill: CancellationToken,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    conns: HashMap<u64, ConnEntry>,
+    held: HashMap<String, VecDeque<Queued>>,
+    decisions: HashMap<u64, oneshot::Sender<Verdict>>,
+    listening: Option<(SocketAddr, CancellationToken)>,
+}
+
+impl State {
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+pub(crate) struct Shared {
+    options: ServerOptions,
+    events: mpsc::UnboundedSender<ServerEvent>,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means another task panicked mid-update; the maps stay usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, event: ServerEvent) {
+        // The embedder may have stopped listening; nothing is owed to it then.
+        let _ = self.events.send(event);
+    }
+}
+
+/// Handle on a gateway server. Cheap to share; all methods take `&self`.
+pub struct Server {
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+}
+
+impl Server {
+    /// A server that reports to `events`. It does nothing until [`Server::listen`].
+    pub fn new(options: ServerOptions, events: mpsc::UnboundedSender<ServerEvent>) -> Server {
+        Server {
+            shared: Arc::new(Shared {
+                options,
+                events,
+                state: Mutex::new(State::default()),
+            }),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Binds and starts accepting. `host` `None` means every interface (IPv6 and IPv4 where
+    /// the system allows one socket for both, as Node does); port 0 picks a free port.
+    pub async fn listen(&self, host: Option<&str>, port: u16) -> io::Result<SocketAddr> {
+        if self.shared.state().listening.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "Server is already listening.",
+            ));
+        }
+        let listener = match host {
+            None => bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port))
+                .or_else(|_| bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)))?,
+            Some(host) => {
+                let mut last = io::Error::new(io::ErrorKind::NotFound, "host not found");
+                let mut bound = None;
+                for addr in tokio::net::lookup_host((host, port)).await? {
+                    match bind(addr) {
+                        Ok(l) => {
+                            bound = Some(l);
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                bound.ok_or(last)?
+            }
+        };
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        {
+            let mut state = self.shared.state();
+            if state.listening.is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "Server is already listening.",
+                ));
+            }
+            state.listening = Some((addr, stop.clone()));
+        }
+        self.tracker.reopen();
+        self.tracker.spawn(accept_loop(
+            self.shared.clone(),
+            listener,
+            stop,
+            self.tracker.clone(),
+        ));
+        Ok(addr)
+    }
+
+    /// Where the server listens, if it does.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.shared.state().listening.as_ref().map(|(a, _)| *a)
+    }
+
+    /// Sends BYE (no body) to every connection and closes them; the listener stays open.
+    pub fn kick(&self) {
+        for entry in self.shared.state().conns.values() {
+            let _ = entry.commands.send(Command::Kick);
+        }
+    }
+
+    /// Stops listening, ends every connection (politely with BYE when `graceful`, else at
+    /// once) and returns when no task of the server is left. Undelivered actions are discarded.
+    pub async fn close(&self, graceful: bool) {
+        let was_listening = {
+            let mut state = self.shared.state();
+            for entry in state.conns.values() {
+                if graceful {
+                    let _ = entry.commands.send(Command::Kick);
+                } else {
+                    entry.kill.cancel();
+                }
+            }
+            match state.listening.take() {
+                Some((_, stop)) => {
+                    stop.cancel();
+                    true
+                }
+                None => false,
+            }
+        };
+        self.tracker.close();
+        self.tracker.wait().await;
+        let discarded: Vec<u64> = {
+            let mut state = self.shared.state();
+            state.decisions.clear();
+            state
+                .held
+                .drain()
+                .flat_map(|(_, q)| q.into_iter())
+                .filter_map(|q| q.ticket)
+                .collect()
+        };
+        for ticket in discarded {
+            self.shared.emit(ServerEvent::ActionDiscarded { ticket });
+        }
+        if was_listening {
+            self.shared.emit(ServerEvent::Closed);
+        }
+    }
+
+    /// Queues an action for the device whose HELLO carried `device_name`: delivered live if it
+    /// is connected past DRAINED, otherwise held and delivered before its next DRAINED. The
+    /// returned ticket comes back in the [`ServerEvent::Acknowledgement`] for it.
+    pub fn queue_action(&self, device_name: &str, action: OutboundAction) -> u64 {
+        let mut state = self.shared.state();
+        let ticket = state.next_id();
+        let mut queued = Queued {
+            action,
+            ticket: Some(ticket),
+        };
+        let live = state
+            .conns
+            .values()
+            .filter(|e| e.live && e.info.device_name.as_deref() == Some(device_name))
+            .min_by_key(|e| e.info.id);
+        if let Some(entry) = live {
+            match entry.commands.send(Command::Action(queued)) {
+                Ok(()) => return ticket,
+                Err(mpsc::error::SendError(cmd)) => match cmd {
+                    Command::Action(q) => queued = q,
+                    Command::Kick => unreachable!("sent an action"),
+                },
+            }
+        }
+        state
+            .held
+            .entry(device_name.to_owned())
+            .or_default()
+            .push_back(queued);
+        ticket
+    }
+
+    /// Answers the event that carried `decision`; false when nothing waits for it any more.
+    pub fn decide(&self, decision: u64, verdict: Verdict) -> bool {
+        let waiting = self.shared.state().decisions.remove(&decision);
+        waiting.is_some_and(|tx| tx.send(verdict).is_ok())
+    }
+
+    /// The peers connected now, oldest first.
+    pub fn connections(&self) -> Vec<Arc<ConnectionInfo>> {
+        let mut list: Vec<_> = self
+            .shared
+            .state()
+            .conns
+            .values()
+            .map(|e| e.info.clone())
+            .collect();
+        list.sort_by_key(|i| i.id);
+        list
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(511)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    tracker.spawn(connection::run(shared.clone(), stream, remote));
+                }
+                // Out of descriptors and the like: back off instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
