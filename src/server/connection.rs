@@ -95,6 +95,7 @@ pub(super) async fn run(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr)
                 info,
                 commands: tx,
                 live: false,
+                announced: false,
                 kill: kill.clone(),
             },
         );
@@ -186,6 +187,9 @@ impl Conn {
 
     fn announce(&mut self) {
         self.announced = true;
+        if let Some(entry) = self.shared.state().conns.get_mut(&self.info.id) {
+            entry.announced = true;
+        }
         self.shared.emit(ServerEvent::Connection(self.info.clone()));
     }
 

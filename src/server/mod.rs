@@ -129,6 +129,8 @@ struct ConnEntry {
     commands: mpsc::UnboundedSender<Command>,
     /// Past DRAINED: new actions go straight to it instead of being held.
     live: bool,
+    /// Past the TLS handshake and reported as a `Connection`: listed by `connections()`.
+    announced: bool,
     kill: CancellationToken,
 }
 
@@ -331,6 +333,7 @@ impl Server {
             .state()
             .conns
             .values()
+            .filter(|e| e.announced)
             .map(|e| e.info.clone())
             .collect();
         list.sort_by_key(|i| i.id);

@@ -1,0 +1,112 @@
+// Type definitions for imt-gateway.
+
+import { EventEmitter } from 'events'
+
+/** A MessagePack-mappable value (PROTOCOL.md section 5). */
+export type GatewayValue =
+  | null
+  | undefined
+  | boolean
+  | number
+  | string
+  | Buffer
+  | Date
+  | GatewayValue[]
+  | { [key: string]: GatewayValue }
+
+/** An `Error` carrying a stable `code`. */
+export interface GatewayError extends Error {
+  code?: string
+}
+
+export class Event {
+  constructor (type: string, bundle?: Record<string, GatewayValue> | null, id?: string | number | null)
+  type: string
+  bundle: Record<string, GatewayValue> | null
+  id: string | number | null
+}
+
+export class Action {
+  constructor (id: string | number, type: string, parameters: GatewayValue)
+  id: string | number
+  type: string
+  parameters: GatewayValue
+}
+
+/** PEM text or bytes. */
+export type Pem = string | Buffer
+
+export interface ServerOptions {
+  /** Default port for `listen()`; 7777. */
+  port?: number
+  /** Default host for `listen()`; all interfaces. */
+  host?: string
+  /** Server private key and certificate: with both, the server speaks TLS. */
+  key?: Pem
+  cert?: Pem
+  /** Trust anchors for client certificates: with `ca`, clients must present one (mutual TLS). */
+  ca?: Pem | Pem[] | { root?: Pem, intermediate?: Pem }
+  /** Echo every accepted event back to its device as an action; true. */
+  echo?: boolean
+  /**
+   * Decides each event's acknowledgement: return nothing (accept), or `{code, message}`, an
+   * `Error`, or `false` (reject), or a Promise of one of those; a throw rejects.
+   */
+  onEvent?: (event: Event, connection: Connection) => unknown
+}
+
+export interface Connection {
+  id: number
+  remoteAddress: string
+  remotePort: number
+  /** `metadata.device_name` from the device's HELLO. */
+  deviceName?: string
+  /** Subject of the client certificate, under mutual TLS. */
+  subject?: string
+}
+
+export interface AddressInfo {
+  address: string
+  family: string
+  port: number
+}
+
+export interface ActionAcknowledgement {
+  id: string | number
+  status: number
+  error: GatewayError | null
+}
+
+export interface ActionInput {
+  id?: string | number
+  type: string
+  parameters?: GatewayValue
+}
+
+export class Server extends EventEmitter {
+  constructor (options?: ServerOptions)
+  listen (callback?: () => void): this
+  listen (port?: number, callback?: () => void): this
+  listen (port?: number, host?: string, callback?: () => void): this
+  listen (options: { port?: number, host?: string }, callback?: () => void): this
+  readonly listening: boolean
+  address (): AddressInfo | null
+  kick (): this
+  close (callback?: (err?: GatewayError) => void): this
+  destroy (callback?: () => void): this
+  connections (): Connection[]
+  queueAction (deviceName: string, action: ActionInput | Action, callback?: (err: GatewayError | null) => void): string | number
+
+  on (event: 'listening' | 'close', listener: () => void): this
+  on (event: 'connection' | 'hello' | 'disconnect', listener: (connection: Connection) => void): this
+  on (event: 'event', listener: (event: Event, connection: Connection) => void): this
+  on (event: 'acknowledgement', listener: (ack: ActionAcknowledgement, connection: Connection) => void): this
+  on (event: 'clientError', listener: (err: GatewayError, connection: Connection | null) => void): this
+  on (event: 'error', listener: (err: GatewayError) => void): this
+  once (event: 'listening' | 'close', listener: () => void): this
+  once (event: 'connection' | 'hello' | 'disconnect', listener: (connection: Connection) => void): this
+  once (event: 'event', listener: (event: Event, connection: Connection) => void): this
+  once (event: 'acknowledgement', listener: (ack: ActionAcknowledgement, connection: Connection) => void): this
+  once (event: 'clientError', listener: (err: GatewayError, connection: Connection | null) => void): this
+  once (event: 'error', listener: (err: GatewayError) => void): this
+}
