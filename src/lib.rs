@@ -5,6 +5,7 @@ pub mod errors;
 pub mod pki;
 pub mod protocol;
 pub mod server;
+pub mod session;
 pub mod tls;
 
 #[cfg(feature = "node")]

@@ -1,0 +1,1411 @@
+//! The protocol state of one gateway client (PROTOCOL.md sections 3, 4 and 6) as a sans-I/O
+//! state machine: it never touches a socket, a timer or the clock. The driver in
+//! `src/client/` owns those, feeds the session what happened (a frame arrived, the socket
+//! closed, the reconnect delay elapsed, the user called a method) and carries out the
+//! [`Output`]s it gets back, in order. Keeping every protocol decision here means the whole
+//! behaviour, reconnects and queue included, is tested by feeding frames, with no sockets and
+//! no sleeps, and a fuzzer can throw any input sequence at it.
+//!
+//! Where the original client has defects (PROTOCOL.md section 6) this implements the fix: an
+//! event in flight when the connection drops is re-sent after the next DRAINED, `close()`
+//! fails the queued events' callbacks (unless asked to keep them) and always stops
+//! reconnecting.
+//!
+//! Reconnect attempts are counted as the original counts them: each automatic reconnect (each
+//! [`Session::reconnect_timer`]) is one attempt, WELCOME and a user `connect()` start the count
+//! again, and when a connection or connection attempt ends without WELCOME after the Nth
+//! attempt, with N equal to `max_reconnect_attempts`, the session gives up. The first drop or
+//! failure, which leads to the first reconnect, is not itself an attempt.
+
+use crate::protocol::{ErrorBody, Message, Value};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::fmt;
+
+/// The client options that shape the protocol (the rest, host, TLS and the reconnect delay,
+/// are the driver's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    /// Sent in HELLO so the gateway can tell a user's devices apart.
+    pub device_name: String,
+    /// Reconnect after a dropped connection (`autoReconnect`).
+    pub auto_reconnect: bool,
+    /// Give up after this many automatic reconnects without a WELCOME; 0 is unlimited.
+    pub max_reconnect_attempts: u32,
+    /// How many events may await their acknowledgement at once. 1 is the original's
+    /// stop-and-wait; more pipelines events over a slow link. 0 is taken as 1.
+    pub max_in_flight: usize,
+}
+
+impl SessionConfig {
+    /// The original's defaults: reconnect forever, one event at a time.
+    pub fn new(device_name: impl Into<String>) -> SessionConfig {
+        SessionConfig {
+            device_name: device_name.into(),
+            auto_reconnect: true,
+            max_reconnect_attempts: 0,
+            max_in_flight: 1,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig::new(String::new())
+    }
+}
+
+/// An event handed to [`Session::send`]. The frame is encoded once, by the caller, so that
+/// re-sending it after a reconnect is a cheap clone and carries the very same bytes and id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingEvent {
+    /// The caller's handle for the send callback, given back in [`Notice::EventDone`].
+    pub seq: u64,
+    /// The event id, which the server's acknowledgement names as its `correlid`.
+    pub id: Value,
+    /// The whole EVENT frame, header and body.
+    pub frame: Bytes,
+}
+
+impl OutgoingEvent {
+    /// Encodes the EVENT frame for `{id, type, bundle}`.
+    pub fn new(seq: u64, id: Value, kind: impl Into<String>, bundle: Value) -> OutgoingEvent {
+        let frame = encode(&Message::Event {
+            id: id.clone(),
+            kind: kind.into(),
+            bundle,
+        });
+        OutgoingEvent { seq, id, frame }
+    }
+}
+
+/// An error as the JavaScript layer shows it: `new Error(message)` with `err.code = code`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionError {
+    pub code: String,
+    pub message: String,
+}
+
+impl SessionError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> SessionError {
+        SessionError {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+/// What the driver must do, in the order given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Open a connection now (TCP, then TLS); the driver later calls [`Session::connected`] or
+    /// [`Session::connect_failed`].
+    Connect,
+    /// Write these bytes to the socket.
+    Write(Bytes),
+    /// Close the socket after writing anything already output, or abandon the connection
+    /// attempt in progress. The driver reports nothing more about that connection.
+    CloseSocket,
+    /// Start the reconnect delay (1 s by default, the driver's choice); when it elapses the
+    /// driver calls [`Session::reconnect_timer`].
+    ScheduleReconnect,
+    /// Tell the application.
+    Emit(Notice),
+}
+
+/// What the application hears: the client's JavaScript events and send callbacks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// `connect`: the first WELCOME after `connect()`.
+    Connect,
+    /// `drain` (the JavaScript layer emits `drained` right after it).
+    Drain,
+    /// `action`; the application answers through [`Session::ack_action`].
+    Action {
+        id: Value,
+        kind: String,
+        parameters: Value,
+    },
+    /// `acknowledgement`, always before the matching [`Notice::EventDone`].
+    Acknowledgement {
+        correlid: Value,
+        status: i64,
+        error: Option<ErrorBody>,
+    },
+    /// The send callback of the event with this `seq`: exactly once per event, in send order.
+    EventDone {
+        seq: u64,
+        result: Result<(), SessionError>,
+    },
+    /// `reconnect`: an automatic reconnect attempt starts now.
+    Reconnect,
+    /// `disconnect`: finally disconnected after having been connected.
+    Disconnect,
+    /// `error`.
+    Error(SessionError),
+}
+
+/// Where the session is in its connection's life; public so that drivers and tests can
+/// check it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Never connected, closed by the user, or given up.
+    Idle,
+    /// [`Output::Connect`] was given; waiting for the driver's verdict.
+    Connecting,
+    /// HELLO was written; the server has not authorized the client yet.
+    AwaitingWelcome,
+    /// Welcomed; the server is still delivering the actions it held.
+    Receiving,
+    /// The server said DRAINED: events may be sent.
+    Drained,
+    /// The connection is gone and the reconnect delay is running.
+    WaitingToReconnect,
+}
+
+impl Phase {
+    fn socket_open(self) -> bool {
+        matches!(
+            self,
+            Phase::AwaitingWelcome | Phase::Receiving | Phase::Drained
+        )
+    }
+}
+
+/// How far an event has got. Acknowledged events wait here when an earlier event is still
+/// unacknowledged, because callbacks run in send order.
+#[derive(Debug)]
+enum Delivery {
+    Queued,
+    Sent,
+    Acked(Result<(), SessionError>),
+}
+
+#[derive(Debug)]
+struct Pending {
+    event: OutgoingEvent,
+    delivery: Delivery,
+}
+
+/// How the last connection or attempt ended, kept for the error emitted when reconnecting
+/// gives up before any WELCOME.
+#[derive(Debug)]
+enum Ending {
+    /// The application has already been told (a BYE error or a protocol violation).
+    Reported,
+    /// A connection error that reconnecting kept quiet.
+    Quiet(SessionError),
+    /// The peer closed the connection without an error.
+    Clean,
+}
+
+/// The state machine; see the module documentation.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    phase: Phase,
+    /// Every event whose callback has not run yet, in send order.
+    pending: VecDeque<Pending>,
+    /// `pending[..written]` holds no `Queued` event: the next event to write is at or after
+    /// this index. Writing is allowed only for indices below the window (`max_in_flight`), so
+    /// held results and this scan stay bounded by it.
+    written: usize,
+    /// Ids of the actions delivered on the current connection and not yet acknowledged.
+    actions: Vec<Value>,
+    /// WELCOME was seen since the user's `connect()`: `connect` was emitted and `disconnect`
+    /// is owed.
+    welcomed: bool,
+    /// Automatic reconnects since the last WELCOME or user `connect()`.
+    attempts: u32,
+}
+
+const NO_EVENT_IN_QUEUE: &str = "Received acknowledgement even if there is no event in the queue.";
+const DIFFERENT_EVENT: &str = "Received acknowledgement for different event.";
+
+impl Session {
+    pub fn new(config: SessionConfig) -> Session {
+        Session {
+            config,
+            phase: Phase::Idle,
+            pending: VecDeque::new(),
+            written: 0,
+            actions: Vec::new(),
+            welcomed: false,
+            attempts: 0,
+        }
+    }
+
+    /// The user's `connect()`. During the reconnect delay it connects at once, still in the
+    /// same connection cycle (so no second `connect` notice), with a fresh attempt count.
+    pub fn connect(&mut self) -> Vec<Output> {
+        match self.phase {
+            Phase::Idle | Phase::WaitingToReconnect => {
+                self.phase = Phase::Connecting;
+                self.attempts = 0;
+                vec![Output::Connect]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The connection (and its TLS handshake) is up: introduce the client. A connection that
+    /// completes after `close()` is not wanted any more.
+    pub fn connected(&mut self) -> Vec<Output> {
+        match self.phase {
+            Phase::Connecting => {
+                self.phase = Phase::AwaitingWelcome;
+                vec![Output::Write(encode(&Message::hello(
+                    &self.config.device_name,
+                )))]
+            }
+            Phase::Idle => vec![Output::CloseSocket],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The connection could not be opened.
+    pub fn connect_failed(&mut self, err: SessionError) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.phase == Phase::Connecting {
+            self.connection_gone(&mut out, Ending::Quiet(err));
+        }
+        out
+    }
+
+    /// A decoded frame from the server. Frames that arrive when no connection is open (stale
+    /// ones, after `close()`) are ignored.
+    pub fn receive(&mut self, message: Message) -> Vec<Output> {
+        let mut out = Vec::new();
+        if !self.phase.socket_open() {
+            return out;
+        }
+        match message {
+            Message::Welcome if self.phase == Phase::AwaitingWelcome => {
+                self.phase = Phase::Receiving;
+                self.attempts = 0;
+                if !self.welcomed {
+                    self.welcomed = true;
+                    out.push(Output::Emit(Notice::Connect));
+                }
+            }
+            Message::Welcome => self.violation(&mut out, "EPROTO", "Received welcome twice."),
+            Message::Drained if self.phase == Phase::AwaitingWelcome => {
+                self.violation(&mut out, "EPROTO", "Received drained before welcome.")
+            }
+            Message::Drained => {
+                self.phase = Phase::Drained;
+                out.push(Output::Emit(Notice::Drain));
+                self.flush(&mut out);
+            }
+            Message::Action {
+                id,
+                kind,
+                parameters,
+            } => {
+                self.actions.push(id.clone());
+                out.push(Output::Emit(Notice::Action {
+                    id,
+                    kind,
+                    parameters,
+                }));
+            }
+            Message::Acknowledgement {
+                correlid,
+                status,
+                error,
+            } => self.acknowledged(&mut out, correlid, status, error),
+            Message::Bye { error: Some(error) } => {
+                out.push(Output::Emit(Notice::Error(SessionError {
+                    code: error.code.unwrap_or_else(|| "EBYE".to_owned()),
+                    message: error.message,
+                })));
+                out.push(Output::CloseSocket);
+                self.connection_gone(&mut out, Ending::Reported);
+            }
+            Message::Bye { error: None } => {
+                out.push(Output::CloseSocket);
+                self.connection_gone(&mut out, Ending::Clean);
+            }
+            Message::Hello { .. } => self.violation(
+                &mut out,
+                "EPROTO",
+                "Received hello, which only a client sends.",
+            ),
+            Message::Event { .. } => self.violation(
+                &mut out,
+                "EPROTO",
+                "Received event, which only a client sends.",
+            ),
+        }
+        out
+    }
+
+    /// The driver could not read the server's bytes (an undecodable frame, an oversize
+    /// buffer): the server broke the protocol. An empty code becomes `EPROTO`.
+    pub fn protocol_error(&mut self, err: SessionError) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.phase.socket_open() {
+            let code = if err.code.is_empty() {
+                "EPROTO"
+            } else {
+                &err.code
+            };
+            self.violation(&mut out, code, &err.message);
+        }
+        out
+    }
+
+    /// The socket closed (`None`) or failed. Before [`Session::connected`] this counts as a
+    /// failed connection attempt.
+    pub fn connection_lost(&mut self, err: Option<SessionError>) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.phase.socket_open() || self.phase == Phase::Connecting {
+            let ending = match err {
+                Some(err) => Ending::Quiet(err),
+                None => Ending::Clean,
+            };
+            self.connection_gone(&mut out, ending);
+        }
+        out
+    }
+
+    /// The reconnect delay elapsed. Ignored unless the session is still waiting for it, so a
+    /// timer that `close()` or `connect()` made obsolete does nothing.
+    pub fn reconnect_timer(&mut self) -> Vec<Output> {
+        if self.phase != Phase::WaitingToReconnect {
+            return Vec::new();
+        }
+        self.phase = Phase::Connecting;
+        self.attempts = self.attempts.saturating_add(1);
+        vec![Output::Emit(Notice::Reconnect), Output::Connect]
+    }
+
+    /// Queues an event; it is written at once when the server has drained and the window
+    /// has room, else it waits, across reconnects too.
+    pub fn send(&mut self, event: OutgoingEvent) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.pending.push_back(Pending {
+            event,
+            delivery: Delivery::Queued,
+        });
+        self.flush(&mut out);
+        out
+    }
+
+    /// The application acknowledged an action. The acknowledgement goes out only on the
+    /// connection that delivered the action: a server that lost the connection delivers the
+    /// action again. Actions are matched by id, so an ack for an id the current connection
+    /// delivered again answers that delivery; a second ack for the same delivery writes
+    /// nothing.
+    pub fn ack_action(&mut self, id: Value, error: Option<ErrorBody>) -> Vec<Output> {
+        let Some(index) = self.actions.iter().position(|delivered| *delivered == id) else {
+            return Vec::new();
+        };
+        self.actions.remove(index);
+        let status = if error.is_some() { 1 } else { 0 };
+        vec![Output::Write(encode(&Message::Acknowledgement {
+            correlid: id,
+            status,
+            error,
+        }))]
+    }
+
+    /// The user's `close()`: always stops reconnecting. Unless `keep_queue`, no callback is
+    /// left hanging: every waiting event gets its `ECLOSED` error now, in send order, except
+    /// one the server already acknowledged behind an unacknowledged one, which gets the
+    /// server's verdict.
+    pub fn close(&mut self, keep_queue: bool) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.phase.socket_open() || self.phase == Phase::Connecting {
+            out.push(Output::CloseSocket);
+        }
+        self.phase = Phase::Idle;
+        self.attempts = 0;
+        self.forget_connection();
+        self.disconnect(&mut out);
+        if !keep_queue {
+            self.written = 0;
+            for pending in self.pending.drain(..) {
+                let result = match pending.delivery {
+                    Delivery::Acked(result) => result,
+                    Delivery::Queued | Delivery::Sent => {
+                        Err(SessionError::new("ECLOSED", "Client closed."))
+                    }
+                };
+                out.push(Output::Emit(Notice::EventDone {
+                    seq: pending.event.seq,
+                    result,
+                }));
+            }
+        }
+        out
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The server said DRAINED on the current connection, so events flow.
+    pub fn is_drained(&self) -> bool {
+        self.phase == Phase::Drained
+    }
+
+    /// Events not written on the current connection (including those to be re-sent).
+    pub fn queued(&self) -> usize {
+        self.count(|d| matches!(d, Delivery::Queued))
+    }
+
+    /// Events written and awaiting their acknowledgement.
+    pub fn in_flight(&self) -> usize {
+        self.count(|d| matches!(d, Delivery::Sent))
+    }
+
+    /// Events whose callback has not run yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn count(&self, which: impl Fn(&Delivery) -> bool) -> usize {
+        self.pending.iter().filter(|p| which(&p.delivery)).count()
+    }
+
+    fn window(&self) -> usize {
+        self.config.max_in_flight.max(1)
+    }
+
+    /// Writes queued events in order while the server is drained and the window has room.
+    fn flush(&mut self, out: &mut Vec<Output>) {
+        if self.phase != Phase::Drained {
+            return;
+        }
+        let end = self.window().min(self.pending.len());
+        while self.written < end {
+            if let Some(pending) = self.pending.get_mut(self.written) {
+                if let Delivery::Queued = pending.delivery {
+                    pending.delivery = Delivery::Sent;
+                    out.push(Output::Write(pending.event.frame.clone()));
+                }
+            }
+            self.written += 1;
+        }
+    }
+
+    fn acknowledged(
+        &mut self,
+        out: &mut Vec<Output>,
+        correlid: Value,
+        status: i64,
+        error: Option<ErrorBody>,
+    ) {
+        let written = self.written.min(self.pending.len());
+        let mut any_sent = false;
+        let mut matched = None;
+        for (index, pending) in self.pending.range(..written).enumerate() {
+            if let Delivery::Sent = pending.delivery {
+                any_sent = true;
+                if pending.event.id == correlid {
+                    matched = Some(index);
+                    break;
+                }
+            }
+        }
+        let Some(index) = matched else {
+            let message = if any_sent {
+                DIFFERENT_EVENT
+            } else {
+                NO_EVENT_IN_QUEUE
+            };
+            return self.violation(out, "EPROTO", message);
+        };
+        let result = match (status, &error) {
+            (0, _) => Ok(()),
+            (_, Some(error)) => Err(SessionError {
+                code: error.code.clone().unwrap_or_else(|| "EACK".to_owned()),
+                message: error.message.clone(),
+            }),
+            (_, None) => Err(SessionError::new("EACK", "")),
+        };
+        out.push(Output::Emit(Notice::Acknowledgement {
+            correlid,
+            status,
+            error,
+        }));
+        if let Some(pending) = self.pending.get_mut(index) {
+            pending.delivery = Delivery::Acked(result);
+        }
+        self.release(out);
+        self.flush(out);
+    }
+
+    /// Runs the callbacks of the acknowledged events at the head of the queue.
+    fn release(&mut self, out: &mut Vec<Output>) {
+        while matches!(
+            self.pending.front(),
+            Some(Pending {
+                delivery: Delivery::Acked(_),
+                ..
+            })
+        ) {
+            let Some(pending) = self.pending.pop_front() else {
+                break;
+            };
+            self.written = self.written.saturating_sub(1);
+            if let Delivery::Acked(result) = pending.delivery {
+                out.push(Output::Emit(Notice::EventDone {
+                    seq: pending.event.seq,
+                    result,
+                }));
+            }
+        }
+    }
+
+    /// The server broke the protocol: say so once, and drop the connection.
+    fn violation(&mut self, out: &mut Vec<Output>, code: &str, message: &str) {
+        out.push(Output::Emit(Notice::Error(SessionError::new(
+            code, message,
+        ))));
+        out.push(Output::CloseSocket);
+        self.connection_gone(out, Ending::Reported);
+    }
+
+    /// What the connection carried that only it can finish: unacknowledged events go back
+    /// to be written again (same frame, same id) and its actions can no longer be acked.
+    fn forget_connection(&mut self) {
+        for pending in self
+            .pending
+            .range_mut(..self.written.min(self.pending.len()))
+        {
+            if let Delivery::Sent = pending.delivery {
+                pending.delivery = Delivery::Queued;
+            }
+        }
+        self.written = 0;
+        self.actions.clear();
+    }
+
+    /// The connection or the attempt is over: reconnect, give up, or end the cycle.
+    fn connection_gone(&mut self, out: &mut Vec<Output>, ending: Ending) {
+        self.forget_connection();
+        if !self.config.auto_reconnect {
+            self.phase = Phase::Idle;
+            if let Ending::Quiet(err) = ending {
+                out.push(Output::Emit(Notice::Error(err)));
+            }
+            self.disconnect(out);
+            return;
+        }
+        let limit = self.config.max_reconnect_attempts;
+        if limit == 0 || self.attempts < limit {
+            self.phase = Phase::WaitingToReconnect;
+            out.push(Output::ScheduleReconnect);
+            return;
+        }
+        self.phase = Phase::Idle;
+        if self.welcomed {
+            self.disconnect(out);
+            return;
+        }
+        let err = match ending {
+            Ending::Reported => return,
+            Ending::Quiet(err) => err,
+            Ending::Clean => SessionError::new(
+                "ECONNRESET",
+                "Connection closed before the gateway welcomed the client.",
+            ),
+        };
+        out.push(Output::Emit(Notice::Error(err)));
+    }
+
+    /// Ends the connection cycle, telling the application if it had been connected.
+    fn disconnect(&mut self, out: &mut Vec<Output>) {
+        if self.welcomed {
+            self.welcomed = false;
+            out.push(Output::Emit(Notice::Disconnect));
+        }
+    }
+}
+
+fn encode(message: &Message) -> Bytes {
+    let mut buf = BytesMut::new();
+    message.encode(&mut buf);
+    buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn text(s: &str) -> Value {
+        Value::String(s.to_owned())
+    }
+
+    fn event(seq: u64) -> OutgoingEvent {
+        OutgoingEvent::new(seq, text(&format!("e{seq}")), "t", Value::Nil)
+    }
+
+    fn ack(seq: u64) -> Message {
+        Message::Acknowledgement {
+            correlid: text(&format!("e{seq}")),
+            status: 0,
+            error: None,
+        }
+    }
+
+    fn acked(seq: u64) -> Output {
+        Output::Emit(Notice::Acknowledgement {
+            correlid: text(&format!("e{seq}")),
+            status: 0,
+            error: None,
+        })
+    }
+
+    fn done(seq: u64) -> Output {
+        Output::Emit(Notice::EventDone {
+            seq,
+            result: Ok(()),
+        })
+    }
+
+    fn closed(seq: u64) -> Output {
+        Output::Emit(Notice::EventDone {
+            seq,
+            result: Err(SessionError::new("ECLOSED", "Client closed.")),
+        })
+    }
+
+    fn write(seq: u64) -> Output {
+        Output::Write(event(seq).frame)
+    }
+
+    fn emit(notice: Notice) -> Output {
+        Output::Emit(notice)
+    }
+
+    fn proto(message: &str) -> Output {
+        emit(Notice::Error(SessionError::new("EPROTO", message)))
+    }
+
+    fn hello() -> Output {
+        Output::Write(encode(&Message::hello("dev")))
+    }
+
+    fn config() -> SessionConfig {
+        SessionConfig::new("dev")
+    }
+
+    fn session(config: SessionConfig) -> Session {
+        Session::new(config)
+    }
+
+    /// A session through connect, HELLO and WELCOME, not yet drained.
+    fn welcomed(config: SessionConfig) -> Session {
+        let mut s = session(config);
+        assert_eq!(s.connect(), [Output::Connect]);
+        assert_eq!(s.connected(), [hello()]);
+        assert_eq!(s.receive(Message::Welcome), [emit(Notice::Connect)]);
+        s
+    }
+
+    fn drained(config: SessionConfig) -> Session {
+        let mut s = welcomed(config);
+        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain)]);
+        s
+    }
+
+    fn refused() -> SessionError {
+        SessionError::new("ECONNREFUSED", "connect ECONNREFUSED 127.0.0.1:7777")
+    }
+
+    #[test]
+    fn happy_path() {
+        let mut s = session(config());
+        assert_eq!(s.phase(), Phase::Idle);
+        assert_eq!(s.send(event(1)), []);
+        assert_eq!(s.connect(), [Output::Connect]);
+        assert_eq!(s.connect(), [], "already connecting");
+        let mut expected = BytesMut::new();
+        Message::hello("dev").encode(&mut expected);
+        assert_eq!(s.connected(), [Output::Write(expected.freeze())]);
+        assert_eq!(s.phase(), Phase::AwaitingWelcome);
+        assert_eq!(s.receive(Message::Welcome), [emit(Notice::Connect)]);
+        let action = Message::Action {
+            id: Value::Number(5.0),
+            kind: "reboot".into(),
+            parameters: Value::Nil,
+        };
+        assert_eq!(
+            s.receive(action),
+            [emit(Notice::Action {
+                id: Value::Number(5.0),
+                kind: "reboot".into(),
+                parameters: Value::Nil,
+            })]
+        );
+        assert_eq!(s.send(event(2)), [], "not drained yet");
+        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain), write(1)]);
+        assert!(s.is_drained());
+        assert_eq!(s.receive(ack(1)), [acked(1), done(1), write(2)]);
+        assert_eq!(s.receive(ack(2)), [acked(2), done(2)]);
+        assert_eq!(s.send(event(3)), [write(3)]);
+        assert_eq!(s.connect(), [], "already connected");
+    }
+
+    #[test]
+    fn ten_events_are_sent_one_at_a_time_in_order() {
+        let mut s = drained(config());
+        assert_eq!(s.send(event(0)), [write(0)]);
+        for seq in 1..10 {
+            assert_eq!(s.send(event(seq)), []);
+        }
+        assert_eq!((s.queued(), s.in_flight()), (9, 1));
+        for seq in 0..9 {
+            assert_eq!(s.receive(ack(seq)), [acked(seq), done(seq), write(seq + 1)]);
+        }
+        assert_eq!(s.receive(ack(9)), [acked(9), done(9)]);
+        assert_eq!(s.pending(), 0);
+    }
+
+    #[test]
+    fn a_failed_acknowledgement_fails_the_callback() {
+        let mut s = drained(config());
+        s.send(event(1));
+        s.send(event(2));
+        let error = ErrorBody {
+            code: Some("IM4".into()),
+            message: "Invalid bundle.".into(),
+        };
+        let failed = |seq: u64, error: &ErrorBody| Message::Acknowledgement {
+            correlid: text(&format!("e{seq}")),
+            status: 1,
+            error: Some(error.clone()),
+        };
+        assert_eq!(
+            s.receive(failed(1, &error)),
+            [
+                emit(Notice::Acknowledgement {
+                    correlid: text("e1"),
+                    status: 1,
+                    error: Some(error.clone()),
+                }),
+                emit(Notice::EventDone {
+                    seq: 1,
+                    result: Err(SessionError::new("IM4", "Invalid bundle.")),
+                }),
+                write(2),
+            ]
+        );
+        let uncoded = ErrorBody {
+            code: None,
+            message: "No.".into(),
+        };
+        let out = s.receive(failed(2, &uncoded));
+        assert_eq!(
+            out[1],
+            emit(Notice::EventDone {
+                seq: 2,
+                result: Err(SessionError::new("EACK", "No.")),
+            })
+        );
+    }
+
+    #[test]
+    fn an_acknowledgement_for_a_different_event_drops_the_connection() {
+        let mut s = drained(config());
+        s.send(event(1));
+        assert_eq!(
+            s.receive(ack(7)),
+            [
+                proto(DIFFERENT_EVENT),
+                Output::CloseSocket,
+                Output::ScheduleReconnect
+            ]
+        );
+        assert_eq!((s.queued(), s.in_flight()), (1, 0));
+    }
+
+    #[test]
+    fn an_acknowledgement_with_nothing_in_flight_drops_the_connection() {
+        let mut s = drained(SessionConfig {
+            auto_reconnect: false,
+            ..config()
+        });
+        assert_eq!(
+            s.receive(ack(1)),
+            [
+                proto(NO_EVENT_IN_QUEUE),
+                Output::CloseSocket,
+                emit(Notice::Disconnect)
+            ]
+        );
+        assert_eq!(s.phase(), Phase::Idle);
+    }
+
+    #[test]
+    fn other_violations_drop_the_connection() {
+        let mut s = welcomed(config());
+        assert_eq!(
+            s.receive(Message::Welcome),
+            [
+                proto("Received welcome twice."),
+                Output::CloseSocket,
+                Output::ScheduleReconnect
+            ]
+        );
+        let mut s = session(config());
+        s.connect();
+        s.connected();
+        assert_eq!(
+            s.receive(Message::Drained),
+            [
+                proto("Received drained before welcome."),
+                Output::CloseSocket,
+                Output::ScheduleReconnect
+            ]
+        );
+        let mut s = drained(config());
+        let from_server = Message::Event {
+            id: text("x"),
+            kind: "t".into(),
+            bundle: Value::Nil,
+        };
+        assert_eq!(
+            s.receive(from_server),
+            [
+                proto("Received event, which only a client sends."),
+                Output::CloseSocket,
+                Output::ScheduleReconnect
+            ]
+        );
+        let mut s = drained(config());
+        assert_eq!(
+            s.receive(Message::hello("x"))[0],
+            proto("Received hello, which only a client sends.")
+        );
+        let mut s = drained(SessionConfig {
+            auto_reconnect: false,
+            ..config()
+        });
+        let bad = SessionError::new("", "Failed to deserialize packet. truncated");
+        assert_eq!(
+            s.protocol_error(bad),
+            [
+                proto("Failed to deserialize packet. truncated"),
+                Output::CloseSocket,
+                emit(Notice::Disconnect)
+            ]
+        );
+        let mut s = drained(config());
+        let oversize = SessionError::new("IM491", "Maximum buffer size exceeded.");
+        assert_eq!(
+            s.protocol_error(oversize.clone()),
+            [
+                emit(Notice::Error(oversize)),
+                Output::CloseSocket,
+                Output::ScheduleReconnect
+            ]
+        );
+    }
+
+    #[test]
+    fn bye_with_an_error_is_reported_once() {
+        let mut s = drained(SessionConfig {
+            auto_reconnect: false,
+            ..config()
+        });
+        let bye = Message::Bye {
+            error: Some(ErrorBody {
+                code: Some("IM401".into()),
+                message: "Unauthorized.".into(),
+            }),
+        };
+        assert_eq!(
+            s.receive(bye),
+            [
+                emit(Notice::Error(SessionError::new("IM401", "Unauthorized."))),
+                Output::CloseSocket,
+                emit(Notice::Disconnect)
+            ]
+        );
+        assert_eq!(s.connection_lost(None), [], "already handled");
+
+        let mut s = drained(config());
+        let bye = Message::Bye {
+            error: Some(ErrorBody {
+                code: None,
+                message: "Go away.".into(),
+            }),
+        };
+        assert_eq!(
+            s.receive(bye),
+            [
+                emit(Notice::Error(SessionError::new("EBYE", "Go away."))),
+                Output::CloseSocket,
+                Output::ScheduleReconnect
+            ]
+        );
+        let mut s = drained(config());
+        assert_eq!(
+            s.receive(Message::Bye { error: None }),
+            [Output::CloseSocket, Output::ScheduleReconnect]
+        );
+    }
+
+    #[test]
+    fn an_event_in_flight_is_resent_after_a_reconnect() {
+        let mut s = drained(config());
+        assert_eq!(s.send(event(1)), [write(1)]);
+        s.send(event(2));
+        let reset = SessionError::new("ECONNRESET", "read ECONNRESET");
+        assert_eq!(s.connection_lost(Some(reset)), [Output::ScheduleReconnect]);
+        assert_eq!(s.phase(), Phase::WaitingToReconnect);
+        assert_eq!((s.queued(), s.in_flight()), (2, 0));
+        assert_eq!(
+            s.reconnect_timer(),
+            [emit(Notice::Reconnect), Output::Connect]
+        );
+        assert_eq!(s.connected(), [hello()]);
+        assert_eq!(s.receive(Message::Welcome), [], "no second connect");
+        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain), write(1)]);
+        assert_eq!(s.receive(ack(1)), [acked(1), done(1), write(2)]);
+    }
+
+    #[test]
+    fn a_kick_and_reconnect_then_close_give_each_notice_its_count() {
+        let mut s = session(config());
+        let mut all = Vec::new();
+        all.extend(s.connect());
+        all.extend(s.connected());
+        all.extend(s.receive(Message::Welcome));
+        all.extend(s.receive(Message::Drained));
+        all.extend(s.receive(Message::Bye { error: None }));
+        all.extend(s.connection_lost(None));
+        all.extend(s.reconnect_timer());
+        all.extend(s.connected());
+        all.extend(s.receive(Message::Welcome));
+        all.extend(s.receive(Message::Drained));
+        all.extend(s.close(false));
+        all.extend(s.connection_lost(None));
+        all.extend(s.reconnect_timer());
+        let count = |n: Notice| all.iter().filter(|o| **o == emit(n.clone())).count();
+        assert_eq!(count(Notice::Connect), 1);
+        assert_eq!(count(Notice::Drain), 2);
+        assert_eq!(count(Notice::Reconnect), 1);
+        assert_eq!(count(Notice::Disconnect), 1);
+        assert!(!all
+            .iter()
+            .any(|o| matches!(o, Output::Emit(Notice::Error(_)))));
+        assert_eq!(s.phase(), Phase::Idle);
+    }
+
+    #[test]
+    fn giving_up_before_any_welcome_reports_the_last_error() {
+        let mut s = session(SessionConfig {
+            max_reconnect_attempts: 2,
+            ..config()
+        });
+        s.connect();
+        assert_eq!(s.connect_failed(refused()), [Output::ScheduleReconnect]);
+        s.reconnect_timer();
+        assert_eq!(s.connect_failed(refused()), [Output::ScheduleReconnect]);
+        s.reconnect_timer();
+        let last = SessionError::new("ETIMEDOUT", "timed out");
+        assert_eq!(s.connect_failed(last.clone()), [emit(Notice::Error(last))]);
+        assert_eq!(s.phase(), Phase::Idle);
+        assert_eq!(s.reconnect_timer(), []);
+        // A connection that closes before WELCOME is a failed attempt too.
+        let mut s = session(SessionConfig {
+            max_reconnect_attempts: 1,
+            ..config()
+        });
+        s.connect();
+        s.connect_failed(refused());
+        s.reconnect_timer();
+        s.connected();
+        assert_eq!(
+            s.connection_lost(None),
+            [emit(Notice::Error(SessionError::new(
+                "ECONNRESET",
+                "Connection closed before the gateway welcomed the client."
+            )))]
+        );
+    }
+
+    #[test]
+    fn giving_up_after_a_connection_disconnects() {
+        let mut s = drained(SessionConfig {
+            max_reconnect_attempts: 2,
+            ..config()
+        });
+        s.send(event(1));
+        assert_eq!(s.connection_lost(None), [Output::ScheduleReconnect]);
+        s.reconnect_timer();
+        assert_eq!(s.connect_failed(refused()), [Output::ScheduleReconnect]);
+        s.reconnect_timer();
+        s.connected();
+        // WELCOME starts the count again.
+        assert_eq!(s.receive(Message::Welcome), []);
+        assert_eq!(s.connection_lost(None), [Output::ScheduleReconnect]);
+        s.reconnect_timer();
+        assert_eq!(s.connect_failed(refused()), [Output::ScheduleReconnect]);
+        s.reconnect_timer();
+        assert_eq!(s.connect_failed(refused()), [emit(Notice::Disconnect)]);
+        assert_eq!(s.pending(), 1, "the event waits for a later connect()");
+        assert_eq!(s.close(false), [closed(1)]);
+    }
+
+    #[test]
+    fn close_fails_the_queue_in_order() {
+        let mut s = drained(config());
+        for seq in 1..=3 {
+            s.send(event(seq));
+        }
+        assert_eq!(
+            s.close(false),
+            [
+                Output::CloseSocket,
+                emit(Notice::Disconnect),
+                closed(1),
+                closed(2),
+                closed(3)
+            ]
+        );
+        assert_eq!(s.pending(), 0);
+        assert_eq!(s.close(false), []);
+        assert_eq!(s.connected(), [Output::CloseSocket], "a stale connection");
+    }
+
+    #[test]
+    fn close_can_keep_the_queue_for_the_next_connect() {
+        let mut s = drained(config());
+        s.send(event(1));
+        s.send(event(2));
+        assert_eq!(
+            s.close(true),
+            [Output::CloseSocket, emit(Notice::Disconnect)]
+        );
+        assert_eq!(s.receive(ack(1)), [], "nothing is read after close");
+        assert_eq!(s.connect(), [Output::Connect]);
+        s.connected();
+        assert_eq!(s.receive(Message::Welcome), [emit(Notice::Connect)]);
+        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain), write(1)]);
+    }
+
+    #[test]
+    fn close_during_the_reconnect_wait_stops_reconnecting() {
+        let mut s = drained(config());
+        s.send(event(1));
+        assert_eq!(s.connection_lost(None), [Output::ScheduleReconnect]);
+        assert_eq!(
+            s.close(false),
+            [emit(Notice::Disconnect), closed(1)],
+            "no socket to close"
+        );
+        assert_eq!(s.reconnect_timer(), []);
+        assert_eq!(s.phase(), Phase::Idle);
+    }
+
+    #[test]
+    fn connect_during_the_reconnect_wait_connects_at_once() {
+        let mut s = welcomed(config());
+        s.connection_lost(None);
+        assert_eq!(s.connect(), [Output::Connect]);
+        assert_eq!(s.reconnect_timer(), [], "the wait is over");
+        s.connected();
+        assert_eq!(s.receive(Message::Welcome), [], "same cycle");
+    }
+
+    #[test]
+    fn without_auto_reconnect_a_connection_error_is_reported() {
+        let no_reconnect = SessionConfig {
+            auto_reconnect: false,
+            ..config()
+        };
+        let mut s = session(no_reconnect.clone());
+        s.send(event(1));
+        s.connect();
+        assert_eq!(
+            s.connect_failed(refused()),
+            [emit(Notice::Error(refused()))]
+        );
+        assert_eq!(s.phase(), Phase::Idle);
+        assert_eq!(s.pending(), 1);
+
+        let mut s = drained(no_reconnect);
+        s.send(event(1));
+        let reset = SessionError::new("ECONNRESET", "read ECONNRESET");
+        assert_eq!(
+            s.connection_lost(Some(reset.clone())),
+            [emit(Notice::Error(reset)), emit(Notice::Disconnect)]
+        );
+        assert_eq!(s.connect(), [Output::Connect]);
+        s.connected();
+        s.receive(Message::Welcome);
+        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain), write(1)]);
+    }
+
+    #[test]
+    fn a_window_of_four_still_runs_callbacks_in_send_order() {
+        let mut s = drained(SessionConfig {
+            max_in_flight: 4,
+            ..config()
+        });
+        let mut writes = Vec::new();
+        for seq in 0..6 {
+            writes.extend(s.send(event(seq)));
+        }
+        assert_eq!(writes, [write(0), write(1), write(2), write(3)]);
+        assert_eq!(s.receive(ack(2)), [acked(2)]);
+        assert_eq!(s.receive(ack(1)), [acked(1)]);
+        assert_eq!(
+            s.receive(ack(0)),
+            [acked(0), done(0), done(1), done(2), write(4), write(5)]
+        );
+        assert_eq!(s.receive(ack(5)), [acked(5)]);
+        assert_eq!(
+            s.receive(ack(2)),
+            [
+                proto(DIFFERENT_EVENT),
+                Output::CloseSocket,
+                Output::ScheduleReconnect
+            ]
+        );
+        // 3 and 4 are re-sent; 5, already acknowledged, is not.
+        s.reconnect_timer();
+        s.connected();
+        s.receive(Message::Welcome);
+        assert_eq!(
+            s.receive(Message::Drained),
+            [emit(Notice::Drain), write(3), write(4)]
+        );
+        assert_eq!(s.receive(ack(4)), [acked(4)]);
+        assert_eq!(s.receive(ack(3)), [acked(3), done(3), done(4), done(5)]);
+    }
+
+    #[test]
+    fn ack_action_answers_on_the_delivering_connection_only() {
+        let mut s = drained(config());
+        let action = |id: f64| Message::Action {
+            id: Value::Number(id),
+            kind: "x".into(),
+            parameters: Value::Nil,
+        };
+        s.receive(action(1.0));
+        s.receive(action(2.0));
+        let expected = encode(&Message::Acknowledgement {
+            correlid: Value::Number(1.0),
+            status: 0,
+            error: None,
+        });
+        assert_eq!(
+            s.ack_action(Value::Number(1.0), None),
+            [Output::Write(expected)]
+        );
+        assert_eq!(s.ack_action(Value::Number(1.0), None), [], "acked already");
+        let error = ErrorBody {
+            code: Some("E1".into()),
+            message: "Failed.".into(),
+        };
+        let mut expected = BytesMut::new();
+        Message::Acknowledgement {
+            correlid: Value::Number(2.0),
+            status: 1,
+            error: Some(error.clone()),
+        }
+        .encode(&mut expected);
+        assert_eq!(
+            s.ack_action(Value::Number(2.0), Some(error)),
+            [Output::Write(expected.freeze())]
+        );
+        s.receive(action(3.0));
+        s.connection_lost(None);
+        s.reconnect_timer();
+        s.connected();
+        s.receive(Message::Welcome);
+        assert_eq!(s.ack_action(Value::Number(3.0), None), []);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Input {
+        Connect,
+        Connected,
+        ConnectFailed,
+        Receive(Message),
+        ProtocolError,
+        ConnectionLost(bool),
+        ReconnectTimer,
+        Send,
+        AckAction(u8, bool),
+        Close(bool),
+        /// The server acknowledges one of the events in flight (random ids rarely hit one).
+        AckInFlight(prop::sample::Index, bool),
+        /// Whatever a well-behaved peer and driver would do next, so that runs get far.
+        Progress,
+    }
+
+    fn arb_message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            3 => Just(Message::Welcome),
+            3 => Just(Message::Drained),
+            1 => Just(Message::Bye { error: None }),
+            1 => Just(Message::Bye {
+                error: Some(ErrorBody { code: None, message: "bye".into() })
+            }),
+            1 => Just(Message::hello("server")),
+            1 => Just(Message::Event { id: Value::Nil, kind: "t".into(), bundle: Value::Nil }),
+            2 => (0u8..4).prop_map(|id| Message::Action {
+                id: Value::Number(f64::from(id)),
+                kind: "a".into(),
+                parameters: Value::Nil,
+            }),
+            8 => (0u64..12, 0i64..2).prop_map(|(seq, status)| Message::Acknowledgement {
+                correlid: text(&format!("e{seq}")),
+                status,
+                error: (status != 0).then(|| ErrorBody { code: None, message: "no".into() }),
+            }),
+        ]
+    }
+
+    fn arb_input() -> impl Strategy<Value = Input> {
+        prop_oneof![
+            2 => Just(Input::Connect),
+            3 => Just(Input::Connected),
+            1 => Just(Input::ConnectFailed),
+            4 => arb_message().prop_map(Input::Receive),
+            1 => Just(Input::ProtocolError),
+            2 => any::<bool>().prop_map(Input::ConnectionLost),
+            3 => Just(Input::ReconnectTimer),
+            4 => Just(Input::Send),
+            1 => (0u8..4, any::<bool>()).prop_map(|(id, e)| Input::AckAction(id, e)),
+            1 => any::<bool>().prop_map(Input::Close),
+            20 => Just(Input::Progress),
+            6 => (any::<prop::sample::Index>(), any::<bool>())
+                .prop_map(|(i, ok)| Input::AckInFlight(i, ok)),
+        ]
+    }
+
+    /// Checks what holds after every step: callbacks at most once and in send order,
+    /// `connect` and `disconnect` alternating.
+    #[derive(Default)]
+    struct Observer {
+        done: HashMap<u64, usize>,
+        last_done: Option<u64>,
+        connected: bool,
+    }
+
+    impl Observer {
+        fn see(&mut self, outputs: &[Output]) -> Result<(), TestCaseError> {
+            for output in outputs {
+                match output {
+                    Output::Emit(Notice::EventDone { seq, .. }) => {
+                        let n = self.done.entry(*seq).or_default();
+                        *n += 1;
+                        prop_assert_eq!(*n, 1, "seq {} done twice", seq);
+                        prop_assert!(self.last_done < Some(*seq), "out of order: {}", seq);
+                        self.last_done = Some(*seq);
+                    }
+                    Output::Emit(Notice::Connect) => {
+                        prop_assert!(!self.connected, "connect twice");
+                        self.connected = true;
+                    }
+                    Output::Emit(Notice::Disconnect) => {
+                        prop_assert!(self.connected, "disconnect without connect");
+                        self.connected = false;
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_input_sequence_is_safe(
+            auto_reconnect in any::<bool>(),
+            max_reconnect_attempts in 0u32..3,
+            max_in_flight in 0usize..5,
+            inputs in proptest::collection::vec(arb_input(), 0..80),
+        ) {
+            let mut s = Session::new(SessionConfig {
+                device_name: "dev".into(),
+                auto_reconnect,
+                max_reconnect_attempts,
+                max_in_flight,
+            });
+            let mut seen = Observer::default();
+            let mut next_seq = 0u64;
+            for input in inputs {
+                let out = match input {
+                    Input::Connect => s.connect(),
+                    Input::Connected => s.connected(),
+                    Input::ConnectFailed => s.connect_failed(refused()),
+                    Input::Receive(message) => s.receive(message),
+                    Input::ProtocolError => s.protocol_error(SessionError::new("", "bad")),
+                    Input::ConnectionLost(clean) => {
+                        s.connection_lost((!clean).then(refused))
+                    }
+                    Input::ReconnectTimer => s.reconnect_timer(),
+                    Input::Send => {
+                        next_seq += 1;
+                        s.send(event(next_seq))
+                    }
+                    Input::AckAction(id, failed) => s.ack_action(
+                        Value::Number(f64::from(id)),
+                        failed.then(|| ErrorBody { code: None, message: "x".into() }),
+                    ),
+                    Input::Close(keep_queue) => s.close(keep_queue),
+                    Input::Progress => match s.phase() {
+                        Phase::Idle => s.connect(),
+                        Phase::Connecting => s.connected(),
+                        Phase::AwaitingWelcome => s.receive(Message::Welcome),
+                        Phase::Receiving => s.receive(Message::Drained),
+                        Phase::WaitingToReconnect => s.reconnect_timer(),
+                        Phase::Drained => {
+                            next_seq += 1;
+                            s.send(event(next_seq))
+                        }
+                    },
+                    Input::AckInFlight(index, ok) => {
+                        let sent: Vec<Value> = s
+                            .pending
+                            .iter()
+                            .filter(|p| matches!(p.delivery, Delivery::Sent))
+                            .map(|p| p.event.id.clone())
+                            .collect();
+                        match sent.get(index.index(sent.len().max(1))) {
+                            Some(id) => {
+                                s.receive(Message::Acknowledgement {
+                                    correlid: id.clone(),
+                                    status: if ok { 0 } else { 1 },
+                                    error: (!ok).then(|| ErrorBody {
+                                        code: Some("E".into()),
+                                        message: "no".into(),
+                                    }),
+                                })
+                            }
+                            None => Vec::new(),
+                        }
+                    }
+                };
+                seen.see(&out)?;
+                prop_assert!(s.in_flight() <= max_in_flight.max(1));
+            }
+            seen.see(&s.close(false))?;
+            for seq in 1..=next_seq {
+                prop_assert_eq!(seen.done.get(&seq).copied(), Some(1), "seq {}", seq);
+            }
+            prop_assert!(!seen.connected, "closed without disconnect");
+            prop_assert_eq!(s.pending(), 0);
+        }
+    }
+}
