@@ -1,6 +1,7 @@
 'use strict'
 
 const { Event, Action } = require('./lib/messages')
+const { Client } = require('./lib/client')
 const { Server } = require('./lib/server')
 
-module.exports = { Event, Action, Server }
+module.exports = { Client, Event, Action, Server }

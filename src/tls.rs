@@ -115,3 +115,39 @@ pub fn certificate_subject(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     Some(parsed.subject().to_string())
 }
+
+/// Trust anchors when the user gave no `ca`: the platform's own store, or, where the platform
+/// has none (a bare container), the Mozilla roots compiled in. The original's private CA is
+/// not shipped: its intermediate expired in July 2026.
+fn platform_roots() -> rustls::RootCertStore {
+    let mut store = rustls::RootCertStore::empty();
+    let loaded = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = store.add_parsable_certificates(loaded.certs);
+    if added == 0 {
+        store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    store
+}
+
+/// A client configuration for mutual TLS: `key` + `cert` identify the device, and the server
+/// must present a certificate for the host name that chains to `ca` (or, without `ca`, to the
+/// platform's roots).
+pub fn client_config(
+    key: &[u8],
+    cert: &[u8],
+    ca: Option<&[Vec<u8>]>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let key = parse_key(key)?;
+    let certs = parse_certs(cert)?;
+    let roots = match ca {
+        Some(pems) => root_store(pems)?,
+        None => platform_roots(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(config_error)?;
+    Ok(Arc::new(config))
+}

@@ -14,8 +14,8 @@ function start (t, options = {}) {
 }
 
 /** A server with mutual TLS, and the PKI that made its certificates. */
-async function startTls (t, options = {}) {
-  const pki = createPki()
+async function startTls (t, options = {}, pkiOptions = {}) {
+  const pki = createPki(pkiOptions)
   const server = await start(t, { key: pki.server.key, cert: pki.server.cert, ca: pki.caCert, ...options })
   return { server, pki }
 }

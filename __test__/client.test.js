@@ -1,0 +1,407 @@
+'use strict'
+// The Client against the bundled Server (and, for what that server never does, a scripted
+// gateway), over plain TCP and over mutual TLS: every row of PROTOCOL.md section 6.
+
+const test = require('ava')
+const crypto = require('crypto')
+const { Client, Event, Action } = require('imt-gateway')
+const { createPki } = require('imt-gateway/testing')
+const { start, startTls, once } = require('./helpers/server')
+const { fakeGateway, welcome } = require('./helpers/fake-gateway')
+
+const NAMES = ['connect', 'drain', 'drained', 'reconnect', 'disconnect', 'error']
+
+/** Each transport: a bundled Server and the Client options that reach it. */
+const transports = {
+  tcp: async (t, serverOptions) => {
+    const server = await start(t, serverOptions)
+    return { server, options: { host: 'localhost', port: server.address().port } }
+  },
+  mtls: async (t, serverOptions) => {
+    const { server, pki } = await startTls(t, serverOptions)
+    return { server, pki, options: tlsOptions(pki, server.address().port) }
+  }
+}
+
+function tlsOptions (pki, port) {
+  return { host: '127.0.0.1', port, key: pki.client.key, cert: pki.client.cert, ca: pki.caCert }
+}
+
+/** A gateway address nothing listens on. */
+async function closedPort () {
+  const net = require('net')
+  const probe = net.createServer()
+  await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve))
+  const { port } = probe.address()
+  await new Promise((resolve) => probe.close(resolve))
+  return port
+}
+
+/** A client closed after the test, with a log of its lifecycle events in order. */
+function track (t, options) {
+  const client = new Client(options)
+  const log = []
+  for (const name of NAMES) {
+    client.on(name, (err) => log.push(name === 'error' ? `error:${err.code}` : name))
+  }
+  t.teardown(() => client.close())
+  return { client, log }
+}
+
+/** Acknowledges every action (the bundled Server echoes each event as one). */
+function ackAll (client, into = []) {
+  client.on('action', (action, ack) => { into.push(action); ack() })
+  return into
+}
+
+function waitFor (predicate, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    const started = Date.now()
+    const poll = () => {
+      if (predicate()) return resolve()
+      if (Date.now() - started > ms) return reject(new Error('timed out'))
+      setTimeout(poll, 5)
+    }
+    poll()
+  })
+}
+
+function sendAsync (client, event) {
+  return new Promise((resolve) => client.send(event, resolve))
+}
+
+for (const [transport, setUp] of Object.entries(transports)) {
+  test(`${transport}: connect once, drain twice, reconnect once, disconnect once across a kick`, async (t) => {
+    const { server, options } = await setUp(t)
+    const { client, log } = track(t, options)
+    client.connect()
+    await once(client, 'drain')
+    const kicked = Date.now()
+    server.kick()
+    await once(client, 'reconnect')
+    const delay = Date.now() - kicked
+    await once(client, 'drain')
+    client.close()
+    await once(client, 'disconnect')
+    t.deepEqual(log, ['connect', 'drain', 'drained', 'reconnect', 'drain', 'drained', 'disconnect'])
+    t.true(delay >= 900, `the reconnect came ${delay} ms after the kick, expected about 1 s`)
+  })
+
+  test(`${transport}: ten events sent at once are acknowledged and echoed back in order`, async (t) => {
+    const { server, options } = await setUp(t)
+    const { client } = track(t, options)
+    const actions = ackAll(client)
+    const order = []
+    client.on('acknowledgement', (ack) => order.push(`ack:${ack.correlid}`))
+    const received = []
+    server.on('event', (event) => received.push(event.id))
+    const events = Array.from({ length: 10 }, (_, i) => new Event('reading', { n: i, at: new Date(1e12 + i) }))
+    const results = events.map((event) => new Promise((resolve) => client.send(event, (err) => {
+      order.push(`callback:${event.id}`)
+      resolve(err)
+    })))
+    client.connect()
+    t.deepEqual(await Promise.all(results), Array(10).fill(null))
+    await waitFor(() => actions.length === 10)
+    const ids = events.map((e) => e.id)
+    t.true(ids.every((id) => /^[0-9a-f]{32}$/.test(id)), 'ids are 32 lowercase hex characters')
+    t.deepEqual(received, ids)
+    t.deepEqual(order, ids.flatMap((id) => [`ack:${id}`, `callback:${id}`]))
+    t.deepEqual(actions.map((a) => a.parameters.n), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    t.true(actions.every((a) => a instanceof Action && a.type === 'reading'))
+    t.is(actions[3].parameters.at.getTime(), 1e12 + 3)
+  })
+
+  test(`${transport}: actions held for the device arrive before drain and are acknowledged`, async (t) => {
+    const { server, options } = await setUp(t)
+    const { client, log } = track(t, options)
+    const deviceName = require('os').hostname()
+    const outcomes = []
+    server.queueAction(deviceName, { id: 'a1', type: 'display', parameters: { text: 'hi' } }, (err) => outcomes.push(err))
+    server.queueAction(deviceName, { id: 'a2', type: 'reboot' }, (err) => outcomes.push(err))
+    client.on('action', (action, ack) => {
+      log.push(`action:${action.id}`)
+      if (action.id === 'a2') ack(Object.assign(new Error('Not now.'), { code: 'EBUSY' }))
+      else ack()
+    })
+    client.connect()
+    await once(client, 'drain')
+    await waitFor(() => outcomes.length === 2)
+    t.deepEqual(log.slice(0, 4), ['connect', 'action:a1', 'action:a2', 'drain'])
+    t.is(outcomes[0], null)
+    t.is(outcomes[1].message, 'Not now.')
+    t.is(outcomes[1].code, 'EBUSY')
+  })
+
+  test(`${transport}: maxReconnectAttempts used up before any connection emits the last error`, async (t) => {
+    const pki = transport === 'mtls' ? createPki() : null
+    const port = await closedPort()
+    const base = pki ? tlsOptions(pki, port) : { host: 'localhost', port }
+    const { client, log } = track(t, { ...base, maxReconnectAttempts: 2, reconnectDelay: 20 })
+    const failed = once(client, 'error')
+    client.connect()
+    const [err] = await failed
+    t.is(err.code, 'ECONNREFUSED')
+    t.regex(err.message, /ECONNREFUSED/)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    t.deepEqual(log, ['reconnect', 'reconnect', 'error:ECONNREFUSED'])
+  })
+
+  test(`${transport}: maxReconnectAttempts used up after a connection emits disconnect, not error`, async (t) => {
+    const { server, options } = await setUp(t)
+    const { client, log } = track(t, { ...options, maxReconnectAttempts: 2, reconnectDelay: 20 })
+    client.connect()
+    await once(client, 'drain')
+    const disconnected = once(client, 'disconnect')
+    server.destroy()
+    await disconnected
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    t.deepEqual(log, ['connect', 'drain', 'drained', 'reconnect', 'reconnect', 'disconnect'])
+  })
+
+  test(`${transport}: without autoReconnect a connection error is emitted`, async (t) => {
+    const pki = transport === 'mtls' ? createPki() : null
+    const port = await closedPort()
+    const base = pki ? tlsOptions(pki, port) : { host: 'localhost', port }
+    const { client, log } = track(t, { ...base, autoReconnect: false })
+    client.connect()
+    const [err] = await once(client, 'error')
+    t.true(err instanceof Error)
+    t.is(err.code, 'ECONNREFUSED')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    t.deepEqual(log, ['error:ECONNREFUSED'])
+  })
+
+  test(`${transport}: a BYE with an error is emitted with the server's code and message`, async (t) => {
+    const pki = transport === 'mtls' ? createPki() : null
+    const gateway = await fakeGateway(t, { pki })
+    const base = pki ? tlsOptions(pki, gateway.port) : { host: 'localhost', port: gateway.port }
+    const { client, log } = track(t, { ...base, autoReconnect: false })
+    client.connect()
+    const peer = await gateway.accept()
+    const hello = await welcome(peer)
+    t.is(hello.body.metadata.device_name, require('os').hostname())
+    await once(client, 'drain')
+    const failed = once(client, 'error')
+    const disconnected = once(client, 'disconnect')
+    peer.send('BYE', { error: { code: 'IM403', message: 'Device is disabled.' } })
+    const [err] = await failed
+    t.is(err.message, 'Device is disabled.')
+    t.is(err.code, 'IM403')
+    await disconnected
+    t.deepEqual(log, ['connect', 'drain', 'drained', 'error:IM403', 'disconnect'])
+  })
+
+  test(`${transport}: an acknowledgement for the wrong event is a protocol error; the event is re-sent with its id`, async (t) => {
+    const pki = transport === 'mtls' ? createPki() : null
+    const gateway = await fakeGateway(t, { pki })
+    const base = pki ? tlsOptions(pki, gateway.port) : { host: 'localhost', port: gateway.port }
+    const { client, log } = track(t, { ...base, reconnectDelay: 20 })
+    const errors = []
+    client.on('error', (err) => errors.push(err))
+    const event = new Event('reading', { n: 1 })
+    const done = sendAsync(client, event)
+    client.connect()
+    const first = await gateway.accept()
+    await welcome(first)
+    const sent = await first.next()
+    t.is(sent.name, 'EVENT')
+    t.is(sent.body.id, event.id)
+    first.send('ACKNOWLEDGEMENT', { correlid: 'some-other-event', status: 0 })
+    const second = await gateway.accept()
+    await welcome(second)
+    const again = await second.next()
+    t.deepEqual(again.body, sent.body, 'the same event, id and all, after the reconnect')
+    second.send('ACKNOWLEDGEMENT', { correlid: event.id, status: 0 })
+    t.is(await done, null)
+    second.send('ACKNOWLEDGEMENT', { correlid: event.id, status: 0 })
+    await waitFor(() => errors.length === 2)
+    t.deepEqual(errors.map((e) => [e.code, e.message]), [
+      ['EPROTO', 'Received acknowledgement for different event.'],
+      ['EPROTO', 'Received acknowledgement even if there is no event in the queue.']
+    ])
+    t.deepEqual(log.slice(0, 5), ['connect', 'drain', 'drained', 'error:EPROTO', 'reconnect'])
+  })
+
+  test(`${transport}: a rejected event fails its callback with the server's code`, async (t) => {
+    const { options } = await setUp(t, {
+      onEvent: (event) => event.bundle.ok ? undefined : { code: 'IM400', message: 'Bad reading.' }
+    })
+    const { client } = track(t, options)
+    ackAll(client)
+    const acks = []
+    client.on('acknowledgement', (ack) => acks.push(ack))
+    client.connect()
+    const rejected = await sendAsync(client, new Event('reading', { ok: false }))
+    const accepted = await sendAsync(client, new Event('reading', { ok: true }))
+    t.is(rejected.message, 'Bad reading.')
+    t.is(rejected.code, 'IM400')
+    t.is(accepted, null)
+    t.is(acks[0].status, 1)
+    t.deepEqual(acks[0].error, { code: 'IM400', message: 'Bad reading.' })
+    t.is(acks[1].status, 0)
+  })
+
+  test(`${transport}: close() fails queued callbacks with ECLOSED, or keeps them when asked`, async (t) => {
+    const pki = transport === 'mtls' ? createPki() : null
+    const gateway = await fakeGateway(t, { pki })
+    const base = pki ? tlsOptions(pki, gateway.port) : { host: 'localhost', port: gateway.port }
+    const { client, log } = track(t, base)
+    const outcomes = []
+    const events = [1, 2, 3].map((n) => new Event('reading', { n }))
+    for (const event of events) client.send(event, (err) => outcomes.push([event.bundle.n, err && err.code]))
+    client.connect()
+    const peer = await gateway.accept()
+    await welcome(peer)
+    t.is((await peer.next()).name, 'EVENT') // in flight, never acknowledged
+    client.close()
+    await once(client, 'disconnect')
+    t.deepEqual(outcomes, [[1, 'ECLOSED'], [2, 'ECLOSED'], [3, 'ECLOSED']])
+
+    // keepQueue: the events wait for the next connect() and then go out.
+    const kept = []
+    client.send(new Event('later'), (err) => kept.push(err))
+    client.close({ keepQueue: true })
+    t.deepEqual(kept, [])
+    client.connect()
+    const next = await gateway.accept()
+    await welcome(next)
+    const later = await next.next()
+    t.is(later.body.type, 'later')
+    next.send('ACKNOWLEDGEMENT', { correlid: later.body.id, status: 0 })
+    await waitFor(() => kept.length === 1)
+    t.deepEqual(kept, [null])
+    t.deepEqual(log, ['connect', 'drain', 'drained', 'disconnect', 'connect', 'drain', 'drained'])
+  })
+
+  test(`${transport}: close() during the reconnect wait stops reconnecting`, async (t) => {
+    const { server, options } = await setUp(t)
+    const { client, log } = track(t, options)
+    client.connect()
+    await once(client, 'drain')
+    server.kick()
+    await waitFor(() => server.connections().length === 0)
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    client.close()
+    await new Promise((resolve) => setTimeout(resolve, 1300))
+    t.deepEqual(log, ['connect', 'drain', 'drained', 'disconnect'])
+  })
+
+  test(`${transport}: an event over 10 MiB gets BYE IM491 from the server`, async (t) => {
+    const { options } = await setUp(t)
+    const { client, log } = track(t, { ...options, autoReconnect: false })
+    client.connect()
+    await once(client, 'drain')
+    const failed = once(client, 'error')
+    const disconnected = once(client, 'disconnect')
+    const outcome = sendAsync(client, new Event('blob', { data: Buffer.alloc(10 * 1024 * 1024) }))
+    const [err] = await failed
+    t.is(err.code, 'IM491')
+    t.is(err.message, 'Maximum buffer size exceeded.')
+    await disconnected
+    client.close()
+    t.is((await outcome).code, 'ECLOSED')
+    t.deepEqual(log, ['connect', 'drain', 'drained', 'error:IM491', 'disconnect'])
+  })
+}
+
+test('validation: constructor options', (t) => {
+  const pki = createPki()
+  t.throws(() => new Client(), { instanceOf: Error, message: 'Options expected.' })
+  t.throws(() => new Client('localhost'), { message: 'Options expected.' })
+  t.throws(() => new Client({}), { message: 'Invalid private key.' })
+  t.throws(() => new Client({ key: 'not a key', cert: pki.client.cert }), { message: 'Invalid private key.' })
+  t.throws(() => new Client({ key: pki.client.key }), { message: 'Invalid certificate.' })
+  t.throws(() => new Client({ key: pki.client.key, cert: pki.client.key }), { message: 'Invalid certificate.' })
+  t.throws(() => new Client({ key: pki.server.key, cert: pki.client.cert }), { code: 'EKEYMISMATCH' })
+  t.notThrows(() => new Client({ host: 'localhost' }))
+  t.notThrows(() => new Client({ key: Buffer.from(pki.client.key), cert: Buffer.from(pki.client.cert) }))
+})
+
+test('validation: send() checks the callback first, then the event, in the original order', async (t) => {
+  const client = new Client({ host: 'localhost', port: await closedPort() })
+  t.throws(() => client.send(new Event('x'), 'nope'), { instanceOf: Error, message: 'Invalid callback.' })
+  t.throws(() => client.send({ type: 'x' }, 42), { message: 'Invalid callback.' })
+
+  const cases = [
+    [{ type: 'x' }, TypeError, 'Event expected.'],
+    [new Event(42), Error, 'Invalid event type.'],
+    [new Event(), Error, 'Invalid event type.'],
+    [new Event(''), Error, 'Event type not specified.'],
+    [new Event('x', 'text'), Error, 'Invalid event bundle.'],
+    [new Event('x', 7), Error, 'Invalid event bundle.']
+  ]
+  for (const [event, type, message] of cases) {
+    t.throws(() => client.send(event), { instanceOf: type, message }, `thrown without a callback: ${message}`)
+    const err = await new Promise((resolve) => client.send(event, resolve))
+    t.true(err instanceof type, message)
+    t.is(err.message, message)
+  }
+  // Reported asynchronously through the callback, never synchronously.
+  let called = false
+  client.send(new Event(''), () => { called = true })
+  t.false(called)
+  await new Promise((resolve) => setImmediate(resolve))
+  t.true(called)
+  // Valid bundles: objects, arrays, null and undefined.
+  t.notThrows(() => client.send(new Event('x', null)))
+  t.notThrows(() => client.send(new Event('x', [1, 2])))
+  client.close()
+})
+
+test('keys and trust anchors in every accepted form connect over mutual TLS', async (t) => {
+  for (const keyType of ['ec', 'rsa']) {
+    const { server, pki } = await startTls(t, {}, { keyType })
+    const port = server.address().port
+    const native = crypto.createPrivateKey(pki.client.key)
+    const keys = {
+      pkcs8: pki.client.key,
+      [keyType === 'rsa' ? 'pkcs1' : 'sec1']: native.export({ type: keyType === 'rsa' ? 'pkcs1' : 'sec1', format: 'pem' }),
+      buffer: Buffer.from(pki.client.key)
+    }
+    const cas = {
+      string: pki.caCert,
+      buffer: Buffer.from(pki.caCert),
+      array: [pki.caCert],
+      rootIntermediate: { root: pki.caCert, intermediate: pki.caCert }
+    }
+    const forms = [
+      ...Object.entries(keys).map(([name, key]) => [`key ${name}`, key, pki.caCert]),
+      ...Object.entries(cas).map(([name, ca]) => [`ca ${name}`, pki.client.key, ca])
+    ]
+    for (const [name, key, ca] of forms) {
+      const client = new Client({ host: '127.0.0.1', port, key, cert: Buffer.from(pki.client.cert), ca, autoReconnect: false })
+      client.on('error', (err) => t.fail(`${keyType} ${name}: ${err.code} ${err.message}`))
+      client.connect()
+      await once(client, 'drain')
+      client.close()
+      await once(client, 'disconnect')
+      t.pass(`${keyType} ${name}`)
+    }
+  }
+})
+
+test('a client certificate from another CA is refused by the server', async (t) => {
+  const { server, pki } = await startTls(t)
+  const stranger = createPki({ device: 'stranger' })
+  const clientErrors = []
+  server.on('clientError', (err) => clientErrors.push(err.code))
+  // The stranger trusts the server, so it is the server that refuses the stranger.
+  const { client, log } = track(t, { ...tlsOptions(stranger, server.address().port), ca: pki.caCert, autoReconnect: false })
+  client.connect()
+  const [err] = await once(client, 'error')
+  t.is(err.code, 'ETLSREJECTED')
+  t.regex(err.message, /TLS/)
+  t.false(log.includes('connect'))
+  await waitFor(() => clientErrors.length > 0)
+  t.is(clientErrors[0], 'ETLS')
+})
+
+test('a server certificate from an unknown CA is refused by the client', async (t) => {
+  const { server } = await startTls(t)
+  const other = createPki()
+  const { client } = track(t, { ...tlsOptions(other, server.address().port), autoReconnect: false })
+  client.connect()
+  const [err] = await once(client, 'error')
+  t.is(err.code, 'UNABLE_TO_VERIFY_LEAF_SIGNATURE')
+})

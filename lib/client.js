@@ -1,0 +1,241 @@
+'use strict'
+
+const { EventEmitter } = require('events')
+const { randomUUID } = require('crypto')
+const os = require('os')
+const { NativeClient } = require('../binding.js')
+const { Event, Action } = require('./messages')
+const { gatewayError, fromNative } = require('./errors')
+const { pemBuffer, caList } = require('./tls-options')
+const { createDebug } = require('./debug')
+
+const debug = createDebug('imt:gateway:client')
+
+const DEFAULT_HOST = 'gateway.integromat.com'
+const DEFAULT_PORT = 7777
+const DEFAULT_RECONNECT_DELAY = 1000
+
+function isPem (value, label) {
+  const buffer = pemBuffer(value)
+  return buffer !== undefined && new RegExp(`-----BEGIN [A-Z0-9 ]*${label}-----`).test(buffer.toString('latin1'))
+}
+
+function count (value, name, fallback) {
+  if (value === undefined || value === null) return fallback
+  const number = Number(value)
+  if (!Number.isInteger(number) || number < 0 || number > 0xffffffff) {
+    throw gatewayError(`options.${name} must be a non-negative integer.`, 'ERR_INVALID_ARG_VALUE', RangeError)
+  }
+  return number
+}
+
+function newEventId () {
+  return randomUUID().replace(/-/g, '')
+}
+
+// Send validation, in the original's order after the callback check.
+function invalidEvent (event) {
+  if (!(event instanceof Event)) return new TypeError('Event expected.')
+  if (typeof event.type !== 'string') return new Error('Invalid event type.')
+  if (!event.type) return new Error('Event type not specified.')
+  if (event.bundle !== null && event.bundle !== undefined && typeof event.bundle !== 'object') {
+    return new Error('Invalid event bundle.')
+  }
+  return null
+}
+
+/**
+ * A device's connection to the gateway, with the original's API: `connect()`, `send()`,
+ * `close()`, and the events `connect`, `drain`/`drained`, `action`, `acknowledgement`,
+ * `reconnect`, `disconnect` and `error`. The socket, TLS, the protocol and the queue of
+ * events live in the native core; this class validates, keeps the send callbacks and turns
+ * the core's batched notices into events.
+ */
+class Client extends EventEmitter {
+  constructor (options) {
+    super()
+    if (options === null || typeof options !== 'object') throw new Error('Options expected.')
+    const host = options.host === undefined || options.host === null ? DEFAULT_HOST : String(options.host)
+    const port = options.port === undefined || options.port === null ? DEFAULT_PORT : Number(options.port)
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      throw gatewayError(`Port should be >= 0 and < 65536. Received ${options.port}.`, 'ERR_SOCKET_BAD_PORT', RangeError)
+    }
+    // The original's rule: plain TCP for exactly 'localhost', mutual TLS for every other host.
+    const tls = host !== 'localhost'
+    if (tls && !isPem(options.key, 'PRIVATE KEY')) throw gatewayError('Invalid private key.', 'EINVALIDKEY')
+    if (tls && !isPem(options.cert, 'CERTIFICATE')) throw gatewayError('Invalid certificate.', 'EINVALIDCERT')
+
+    this._callbacks = new Map()
+    this._seq = 0
+    this._cycle = 0
+    this._active = false
+    this._wantRef = true
+    this.host = host
+    this.port = port
+    try {
+      this._native = new NativeClient({
+        host,
+        port,
+        tls,
+        key: tls ? pemBuffer(options.key) : undefined,
+        cert: tls ? pemBuffer(options.cert) : undefined,
+        ca: tls ? caList(options.ca) : undefined,
+        deviceName: os.hostname(),
+        autoReconnect: options.autoReconnect !== false,
+        maxReconnectAttempts: count(options.maxReconnectAttempts, 'maxReconnectAttempts', 0),
+        maxInFlight: Math.max(1, count(options.maxInFlight, 'maxInFlight', 1)),
+        reconnectDelay: count(options.reconnectDelay, 'reconnectDelay', DEFAULT_RECONNECT_DELAY)
+      }, (batch) => this._deliver(batch))
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
+
+  /** Starts connecting; a no-op while connected or connecting. Returns the client. */
+  connect () {
+    this._cycle = (this._cycle + 1) >>> 0
+    this._active = true
+    debug('connect to %s:%d', this.host, this.port)
+    if (this._wantRef) this._native.ref()
+    this._native.connect(this._cycle)
+    return this
+  }
+
+  /**
+   * Closes the connection and stops reconnecting; `disconnect` follows if it was connected.
+   * The callbacks of events not yet acknowledged get an error with code `ECLOSED`, unless
+   * `{keepQueue: true}` keeps them queued for the next `connect()`.
+   */
+  close (options) {
+    const keepQueue = Boolean(options && options.keepQueue)
+    debug('close%s', keepQueue ? ' (keeping the queue)' : '')
+    this._native.close(keepQueue)
+    return this
+  }
+
+  /**
+   * Queues `event`; events go out in order, one at a time by default, once the server has
+   * drained. `callback(err)` runs exactly once: when the server acknowledged the event, or
+   * with the reason it could not be delivered.
+   */
+  send (event, callback) {
+    if (callback !== undefined && callback !== null && typeof callback !== 'function') {
+      throw new Error('Invalid callback.')
+    }
+    const invalid = invalidEvent(event)
+    if (invalid) {
+      if (!callback) throw invalid
+      process.nextTick(callback, invalid)
+      return this
+    }
+    if (event.id === null || event.id === undefined) event.id = newEventId()
+    const seq = ++this._seq
+    if (callback) this._callbacks.set(seq, callback)
+    try {
+      this._native.send(seq, event.id, event.type, event.bundle === undefined ? null : event.bundle)
+    } catch (err) {
+      this._callbacks.delete(seq)
+      const error = gatewayError(`Invalid event bundle: ${err.message}`, 'EINVALIDBUNDLE')
+      if (!callback) throw error
+      process.nextTick(callback, error)
+    }
+    return this
+  }
+
+  /** Keeps the Node process alive while the client is connected or reconnecting (default). */
+  ref () {
+    this._wantRef = true
+    if (this._active) this._native.ref()
+    return this
+  }
+
+  /** Lets the Node process exit even while the client is connected, as `socket.unref()`. */
+  unref () {
+    this._wantRef = false
+    this._native.unref()
+    return this
+  }
+
+  _deliver (batch) {
+    let thrown = null
+    for (const notice of batch.notices) {
+      try {
+        this._notice(notice)
+      } catch (err) {
+        // A listener or callback threw: finish the batch so no callback is lost, then let the
+        // exception surface as Node would have surfaced it.
+        if (!thrown) thrown = { err }
+      }
+    }
+    if (batch.idle !== undefined && batch.idle !== null && batch.idle === this._cycle) {
+      this._active = false
+      this._native.unref()
+    }
+    if (thrown) throw thrown.err
+  }
+
+  _notice (notice) {
+    switch (notice.kind) {
+      case 'connect':
+        debug('connected')
+        this.emit('connect')
+        break
+      case 'drain':
+        debug('drained')
+        this.emit('drain')
+        this.emit('drained')
+        break
+      case 'action':
+        this._action(notice)
+        break
+      case 'acknowledgement': {
+        const body = { correlid: notice.id, status: notice.status }
+        if (notice.message !== undefined && notice.message !== null) {
+          body.error = { message: notice.message }
+          if (notice.code !== undefined && notice.code !== null) body.error.code = notice.code
+        }
+        this.emit('acknowledgement', body)
+        break
+      }
+      case 'done': {
+        const callback = this._callbacks.get(notice.seq)
+        this._callbacks.delete(notice.seq)
+        const err = notice.message === undefined || notice.message === null ? null : gatewayError(notice.message, notice.code)
+        if (err) debug('event %d failed: %s (%s)', notice.seq, err.message, err.code)
+        if (callback) callback(err)
+        break
+      }
+      case 'reconnect':
+        debug('reconnecting')
+        this.emit('reconnect')
+        break
+      case 'disconnect':
+        debug('disconnected')
+        this.emit('disconnect')
+        break
+      case 'error': {
+        const err = gatewayError(notice.message, notice.code)
+        debug('error: %s (%s)', err.message, err.code)
+        this.emit('error', err)
+        break
+      }
+    }
+  }
+
+  _action (notice) {
+    const action = new Action(notice.id, notice.type, notice.payload)
+    let acked = false
+    const ack = (err) => {
+      if (acked) return
+      acked = true
+      if (err === undefined || err === null) return this._native.ack(action.id)
+      const message = err instanceof Error || (typeof err === 'object' && err.message !== undefined) ? String(err.message) : String(err)
+      const code = typeof err === 'object' && err.code !== undefined && err.code !== null ? String(err.code) : undefined
+      this._native.ack(action.id, code, message)
+    }
+    debug('action %s %s', action.id, action.type)
+    this.emit('action', action, ack)
+  }
+}
+
+module.exports = { Client, Event, Action }

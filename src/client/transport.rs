@@ -1,0 +1,103 @@
+//! Opening the byte stream to the gateway (name resolution, TCP to each address in turn, the
+//! TLS handshake with the server's name checked) and naming what went wrong with the stable
+//! codes a Node user knows from `net` and `tls`.
+
+use std::io;
+use std::sync::Arc;
+
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{lookup_host, TcpStream};
+use tokio_rustls::rustls::{self, CertificateError, ClientConfig};
+use tokio_rustls::TlsConnector;
+
+use crate::errors::io_code;
+use crate::session::SessionError;
+
+/// A connected stream, plain or TLS.
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
+
+pub type Stream = Box<dyn AsyncStream>;
+
+/// Connects to `host:port`, trying every address the name resolves to, and completes the TLS
+/// handshake when `tls` is given.
+pub async fn open(
+    host: String,
+    port: u16,
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<Stream, SessionError> {
+    let addresses = lookup_host((host.as_str(), port)).await.map_err(|err| {
+        SessionError::new("ENOTFOUND", format!("getaddrinfo ENOTFOUND {host} ({err})"))
+    })?;
+    let mut last = None;
+    let mut tcp = None;
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => {
+                tcp = Some(stream);
+                break;
+            }
+            Err(err) => {
+                let code = io_code(&err);
+                last = Some(SessionError::new(
+                    code.clone(),
+                    format!("connect {code} {address}"),
+                ));
+            }
+        }
+    }
+    let Some(tcp) = tcp else {
+        return Err(last.unwrap_or_else(|| {
+            SessionError::new("ENOTFOUND", format!("getaddrinfo ENOTFOUND {host}"))
+        }));
+    };
+    // Frames are written whole; waiting to coalesce them only adds latency.
+    let _ = tcp.set_nodelay(true);
+    let Some(config) = tls else {
+        return Ok(Box::new(tcp));
+    };
+    let name = ServerName::try_from(host.clone())
+        .map_err(|_| SessionError::new("ETLS", format!("Invalid server name: {host}")))?;
+    let stream = TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|err| error(&err))?;
+    Ok(Box::new(stream))
+}
+
+/// A socket or TLS failure as the application sees it. TLS certificate problems get the codes
+/// Node's `tls` module uses for them, so existing error handling keeps working.
+pub fn error(err: &io::Error) -> SessionError {
+    if let Some(tls) = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return tls_error(tls);
+    }
+    SessionError::new(io_code(err), err.to_string())
+}
+
+fn tls_error(err: &rustls::Error) -> SessionError {
+    let code = match err {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "CERT_HAS_EXPIRED"
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "CERT_NOT_YET_VALID"
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "ERR_TLS_CERT_ALTNAME_INVALID"
+            }
+            CertificateError::UnknownIssuer => "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+            CertificateError::Revoked => "CERT_REVOKED",
+            CertificateError::BadSignature => "CERT_SIGNATURE_FAILURE",
+            _ => "ETLSCERT",
+        },
+        // The server refused the handshake, typically our certificate.
+        rustls::Error::AlertReceived(_) => "ETLSREJECTED",
+        _ => "ETLS",
+    };
+    SessionError::new(code, format!("TLS: {err}"))
+}

@@ -1,0 +1,229 @@
+//! `NativeClient`: the client driver as index.js's `Client` sees it. Commands go in as plain
+//! method calls; everything the client has to say comes back in batches through one
+//! threadsafe function per client. That function keeps Node alive only while the client has
+//! work (a socket, an attempt or a reconnect wait), like a `net.Socket`: index.js refs it on
+//! `connect()` and unrefs it when the driver reports the client idle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use napi::bindgen_prelude::Buffer;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{sys, Env, Result, Status};
+use napi_derive::napi;
+
+use super::value::JsValue;
+use crate::client::{client, Batch, ClientHandle, ClientOptions, Command};
+use crate::protocol::ErrorBody;
+use crate::session::{Notice, OutgoingEvent, SessionConfig};
+
+type BatchSink = ThreadsafeFunction<ClientBatch, (), ClientBatch, Status, false>;
+
+#[napi(object)]
+pub struct NativeClientOptions {
+    pub host: String,
+    pub port: u32,
+    /// Speak TLS; `key` and `cert` are then required.
+    pub tls: bool,
+    pub key: Option<Buffer>,
+    pub cert: Option<Buffer>,
+    pub ca: Option<Vec<Buffer>>,
+    pub device_name: String,
+    pub auto_reconnect: bool,
+    pub max_reconnect_attempts: u32,
+    pub max_in_flight: u32,
+    pub reconnect_delay: u32,
+}
+
+/// One notice, flattened for JavaScript: `kind` says which fields are set.
+#[napi(object, object_from_js = false)]
+pub struct ClientNotice {
+    pub kind: String,
+    pub id: Option<JsValue>,
+    #[napi(js_name = "type")]
+    pub action_type: Option<String>,
+    pub payload: Option<JsValue>,
+    pub seq: Option<f64>,
+    pub status: Option<f64>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+#[napi(object, object_from_js = false)]
+pub struct ClientBatch {
+    pub notices: Vec<ClientNotice>,
+    /// The `connect()` cycle after which the client went idle, if it did.
+    pub idle: Option<f64>,
+}
+
+fn notice(kind: &str) -> ClientNotice {
+    ClientNotice {
+        kind: kind.into(),
+        id: None,
+        action_type: None,
+        payload: None,
+        seq: None,
+        status: None,
+        code: None,
+        message: None,
+    }
+}
+
+fn to_notice(notice_: Notice) -> ClientNotice {
+    match notice_ {
+        Notice::Connect => notice("connect"),
+        Notice::Drain => notice("drain"),
+        Notice::Action {
+            id,
+            kind,
+            parameters,
+        } => ClientNotice {
+            id: Some(JsValue(id)),
+            action_type: Some(kind),
+            payload: Some(JsValue(parameters)),
+            ..notice("action")
+        },
+        Notice::Acknowledgement {
+            correlid,
+            status,
+            error,
+        } => ClientNotice {
+            id: Some(JsValue(correlid)),
+            status: Some(status as f64),
+            code: error.as_ref().and_then(|e| e.code.clone()),
+            message: error.map(|e| e.message),
+            ..notice("acknowledgement")
+        },
+        Notice::EventDone { seq, result } => {
+            let (code, message) = match result {
+                Ok(()) => (None, None),
+                Err(err) => (Some(err.code), Some(err.message)),
+            };
+            ClientNotice {
+                seq: Some(seq as f64),
+                code,
+                message,
+                ..notice("done")
+            }
+        }
+        Notice::Reconnect => notice("reconnect"),
+        Notice::Disconnect => notice("disconnect"),
+        Notice::Error(err) => ClientNotice {
+            code: Some(err.code),
+            message: Some(err.message),
+            ..notice("error")
+        },
+    }
+}
+
+fn invalid(code: &str, message: impl std::fmt::Display) -> napi::Error {
+    napi::Error::new(Status::InvalidArg, format!("{code}: {message}"))
+}
+
+#[napi]
+pub struct NativeClient {
+    handle: ClientHandle,
+    sink: Arc<BatchSink>,
+}
+
+#[napi]
+impl NativeClient {
+    #[napi(constructor)]
+    pub fn new(env: Env, options: NativeClientOptions, on_batch: BatchSink) -> Result<Self> {
+        let port = u16::try_from(options.port)
+            .map_err(|_| invalid("ERR_SOCKET_BAD_PORT", "Port should be >= 0 and < 65536."))?;
+        let tls = if options.tls {
+            let (Some(key), Some(cert)) = (&options.key, &options.cert) else {
+                return Err(invalid("EINVALIDKEY", "Invalid private key."));
+            };
+            let ca: Option<Vec<Vec<u8>>> = options
+                .ca
+                .as_ref()
+                .map(|list| list.iter().map(|b| b.to_vec()).collect());
+            Some(
+                crate::tls::client_config(key, cert, ca.as_deref())
+                    .map_err(|e| invalid(e.code(), e))?,
+            )
+        } else {
+            None
+        };
+        let mut session = SessionConfig::new(options.device_name);
+        session.auto_reconnect = options.auto_reconnect;
+        session.max_reconnect_attempts = options.max_reconnect_attempts;
+        session.max_in_flight = options.max_in_flight.max(1) as usize;
+        let sink = Arc::new(on_batch);
+        let delivery = sink.clone();
+        let (handle, task) = client(
+            ClientOptions {
+                host: options.host,
+                port,
+                tls,
+                session,
+                reconnect_delay: Duration::from_millis(u64::from(options.reconnect_delay)),
+            },
+            move |batch: Batch| {
+                let batch = ClientBatch {
+                    notices: batch.notices.into_iter().map(to_notice).collect(),
+                    idle: batch.idle.map(|cycle| cycle as f64),
+                };
+                delivery.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+            },
+        );
+        napi::bindgen_prelude::spawn(task);
+        let client = NativeClient { handle, sink };
+        // Idle until the first connect().
+        client.unref(env)?;
+        Ok(client)
+    }
+
+    /// Starts a connection cycle and keeps Node alive for it.
+    #[napi]
+    pub fn connect(&self, env: Env, cycle: u32) -> Result<()> {
+        self.refer(env)?;
+        self.handle.command(Command::Connect {
+            cycle: u64::from(cycle),
+        });
+        Ok(())
+    }
+
+    /// Queues an event; `seq` names its callback in the `done` notice.
+    #[napi]
+    pub fn send(&self, seq: f64, id: JsValue, event_type: String, bundle: JsValue) {
+        let event = OutgoingEvent::new(seq as u64, id.0, event_type, bundle.0);
+        self.handle.command(Command::Send(event));
+    }
+
+    /// Acknowledges an action: with `message`, as failed.
+    #[napi]
+    pub fn ack(&self, id: JsValue, code: Option<String>, message: Option<String>) {
+        let error = message.map(|message| ErrorBody { code, message });
+        self.handle.command(Command::Ack { id: id.0, error });
+    }
+
+    #[napi]
+    pub fn close(&self, keep_queue: bool) {
+        self.handle.command(Command::Close { keep_queue });
+    }
+
+    /// Keeps the Node process alive while the client has work.
+    #[napi(js_name = "ref")]
+    pub fn refer(&self, env: Env) -> Result<()> {
+        if !self.sink.aborted() {
+            napi::check_status!(unsafe {
+                sys::napi_ref_threadsafe_function(env.raw(), self.sink.raw())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Lets the Node process exit even though the client has work.
+    #[napi]
+    pub fn unref(&self, env: Env) -> Result<()> {
+        if !self.sink.aborted() {
+            napi::check_status!(unsafe {
+                sys::napi_unref_threadsafe_function(env.raw(), self.sink.raw())
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! The client driver against the bundled server over loopback, without Node: plain TCP and
+//! mutual TLS, events echoed back, a kick followed by an automatic reconnect, and a refused
+//! connection reported with its code.
+
+use std::time::Duration;
+
+use imt_gateway::client::{client, Batch, ClientHandle, ClientOptions, Command};
+use imt_gateway::pki::{CertRequest, CertificateAuthority, KeyKind};
+use imt_gateway::protocol::Value;
+use imt_gateway::server::{Server, ServerEvent, ServerOptions};
+use imt_gateway::session::{Notice, OutgoingEvent};
+use imt_gateway::tls;
+use tokio::sync::mpsc;
+
+struct Started {
+    server: Server,
+    port: u16,
+    _events: mpsc::UnboundedReceiver<ServerEvent>,
+}
+
+async fn start(options: ServerOptions) -> Started {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let server = Server::new(options, tx);
+    let addr = server.listen(Some("127.0.0.1"), 0).await.unwrap();
+    Started {
+        server,
+        port: addr.port(),
+        _events: rx,
+    }
+}
+
+fn spawn(options: ClientOptions) -> (ClientHandle, mpsc::UnboundedReceiver<Batch>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (handle, task) = client(options, move |batch| {
+        let _ = tx.send(batch);
+    });
+    tokio::spawn(task);
+    (handle, rx)
+}
+
+/// Collects notices until `done` says the list is complete.
+async fn until(
+    rx: &mut mpsc::UnboundedReceiver<Batch>,
+    seen: &mut Vec<Notice>,
+    done: impl Fn(&[Notice]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done(seen) {
+        let batch = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out; seen so far: {seen:#?}"))
+            .expect("the client is running");
+        seen.extend(batch.notices);
+    }
+}
+
+fn event(seq: u64) -> OutgoingEvent {
+    OutgoingEvent::new(
+        seq,
+        Value::String(format!("event-{seq}")),
+        "reading",
+        Value::Map(vec![("n".into(), Value::Number(seq as f64))]),
+    )
+}
+
+fn count(seen: &[Notice], pred: impl Fn(&Notice) -> bool) -> usize {
+    seen.iter().filter(|n| pred(n)).count()
+}
+
+async fn echo_three_events(options: ClientOptions) {
+    let (client, mut rx) = spawn(options);
+    client.command(Command::Connect { cycle: 1 });
+    for seq in 1..=3 {
+        client.command(Command::Send(event(seq)));
+    }
+    let mut seen = Vec::new();
+    // The server echoes each event as an action, and sends the next echo only after the
+    // previous one was acknowledged.
+    for echoes in 1..=3 {
+        until(&mut rx, &mut seen, |s| {
+            count(s, |n| matches!(n, Notice::Action { .. })) == echoes
+        })
+        .await;
+        let id = seen.iter().rev().find_map(|n| match n {
+            Notice::Action { id, .. } => Some(id.clone()),
+            _ => None,
+        });
+        client.command(Command::Ack {
+            id: id.unwrap(),
+            error: None,
+        });
+    }
+    assert_eq!(seen[0], Notice::Connect);
+    assert_eq!(seen[1], Notice::Drain);
+    let done: Vec<u64> = seen
+        .iter()
+        .filter_map(|n| match n {
+            Notice::EventDone { seq, result } => {
+                assert_eq!(result, &Ok(()));
+                Some(*seq)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, vec![1, 2, 3]);
+    client.command(Command::Close { keep_queue: false });
+    until(&mut rx, &mut seen, |s| {
+        s.last() == Some(&Notice::Disconnect)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn plain_tcp_events_are_acknowledged_and_echoed() {
+    let started = start(ServerOptions::default()).await;
+    echo_three_events(ClientOptions::new("127.0.0.1", started.port, "dev")).await;
+    started.server.close(false).await;
+}
+
+#[tokio::test]
+async fn mutual_tls_events_are_acknowledged_and_echoed() {
+    let ca = CertificateAuthority::new("test root").unwrap();
+    let server_cert = ca
+        .issue(&CertRequest {
+            common_name: "localhost".into(),
+            alt_names: vec!["localhost".into(), "127.0.0.1".into()],
+            server: true,
+            ..CertRequest::default()
+        })
+        .unwrap();
+    let device = ca
+        .issue(&CertRequest {
+            common_name: "dev".into(),
+            client: true,
+            key: KeyKind::Rsa2048,
+            ..CertRequest::default()
+        })
+        .unwrap();
+    let roots = vec![ca.cert_pem().into_bytes()];
+    let server_tls = tls::server_config(
+        server_cert.key_pem.as_bytes(),
+        server_cert.cert_pem.as_bytes(),
+        Some(&roots),
+    )
+    .unwrap();
+    let started = start(ServerOptions {
+        tls: Some(server_tls),
+        ..ServerOptions::default()
+    })
+    .await;
+    let mut options = ClientOptions::new("127.0.0.1", started.port, "dev");
+    options.tls = Some(
+        tls::client_config(
+            device.key_pem.as_bytes(),
+            device.cert_pem.as_bytes(),
+            Some(&roots),
+        )
+        .unwrap(),
+    );
+    echo_three_events(options).await;
+    started.server.close(false).await;
+}
+
+#[tokio::test]
+async fn a_kick_is_followed_by_one_reconnect_and_a_second_drain() {
+    let started = start(ServerOptions::default()).await;
+    let mut options = ClientOptions::new("127.0.0.1", started.port, "dev");
+    options.reconnect_delay = Duration::from_millis(50);
+    let (client, mut rx) = spawn(options);
+    client.command(Command::Connect { cycle: 1 });
+    let mut seen = Vec::new();
+    until(&mut rx, &mut seen, |s| s.contains(&Notice::Drain)).await;
+    started.server.kick();
+    until(&mut rx, &mut seen, |s| {
+        count(s, |n| *n == Notice::Drain) == 2
+    })
+    .await;
+    assert_eq!(
+        seen,
+        vec![
+            Notice::Connect,
+            Notice::Drain,
+            Notice::Reconnect,
+            Notice::Drain
+        ]
+    );
+    started.server.close(false).await;
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_an_error_without_reconnecting() {
+    // Bind and drop, so the port is very likely closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut options = ClientOptions::new("127.0.0.1", port, "dev");
+    options.session.auto_reconnect = false;
+    let (client, mut rx) = spawn(options);
+    client.command(Command::Connect { cycle: 7 });
+    let batch = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    match &batch.notices[..] {
+        [Notice::Error(err)] => {
+            assert_eq!(err.code, "ECONNREFUSED");
+            assert!(err.message.contains("ECONNREFUSED 127.0.0.1"), "{err}");
+        }
+        other => panic!("expected one error, got {other:?}"),
+    }
+    assert_eq!(batch.idle, Some(7));
+}
+
+#[tokio::test]
+async fn a_server_that_goes_away_leaves_the_client_idle_without_reconnecting() {
+    let started = start(ServerOptions::default()).await;
+    let mut options = ClientOptions::new("127.0.0.1", started.port, "dev");
+    options.session.auto_reconnect = false;
+    let (client, mut rx) = spawn(options);
+    client.command(Command::Connect { cycle: 3 });
+    let mut seen = Vec::new();
+    until(&mut rx, &mut seen, |s| s.contains(&Notice::Drain)).await;
+    // Without BYE: the connection just ends.
+    started.server.close(false).await;
+    let mut idle = None;
+    while idle.is_none() {
+        let batch = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the client reports in time")
+            .expect("the client is running");
+        seen.extend(batch.notices);
+        idle = batch.idle;
+    }
+    assert_eq!(idle, Some(3));
+    assert_eq!(
+        seen,
+        vec![Notice::Connect, Notice::Drain, Notice::Disconnect]
+    );
+}
