@@ -110,3 +110,61 @@ export class Server extends EventEmitter {
   once (event: 'clientError', listener: (err: GatewayError, connection: Connection | null) => void): this
   once (event: 'error', listener: (err: GatewayError) => void): this
 }
+
+export interface ClientOptions {
+  /** Device private key, PEM (PKCS#1, PKCS#8 or SEC1/EC); required unless `host` is `'localhost'`. */
+  key?: Pem
+  /** Device certificate, PEM; required unless `host` is `'localhost'`. */
+  cert?: Pem
+  /** Gateway host; `'gateway.integromat.com'`. Exactly `'localhost'` means plain TCP. */
+  host?: string
+  /** Gateway port; 7777. */
+  port?: number
+  /** Trust anchors for the server certificate; the platform's roots when absent. */
+  ca?: Pem | Pem[] | { root?: Pem, intermediate?: Pem }
+  /** Reconnect after a dropped connection; true. */
+  autoReconnect?: boolean
+  /** Give up after this many failed reconnects; 0 or absent is unlimited. */
+  maxReconnectAttempts?: number
+  /** Milliseconds between a dropped connection and the next attempt; 1000. */
+  reconnectDelay?: number
+  /** Events that may await their acknowledgement at once; 1 (the protocol's stop-and-wait). */
+  maxInFlight?: number
+}
+
+/** The body of a server ACKNOWLEDGEMENT for an event. */
+export interface EventAcknowledgement {
+  correlid: string | number
+  status: number
+  error?: { code?: string, message: string }
+}
+
+/** Acknowledges an action: with no argument as done, with an error as failed. */
+export type ActionAck = (err?: Error | { message?: string, code?: string } | string | null) => void
+
+export interface CloseOptions {
+  /** Keep queued events (and their callbacks) for the next `connect()` instead of failing them with `ECLOSED`. */
+  keepQueue?: boolean
+}
+
+export class Client extends EventEmitter {
+  constructor (options: ClientOptions)
+  readonly host: string
+  readonly port: number
+  connect (): this
+  close (options?: CloseOptions): this
+  send (event: Event, callback?: (err: GatewayError | null) => void): this
+  /** Keep the process alive while connected or reconnecting (the default). */
+  ref (): this
+  /** Let the process exit even while connected. */
+  unref (): this
+
+  on (event: 'connect' | 'drain' | 'drained' | 'reconnect' | 'disconnect', listener: () => void): this
+  on (event: 'action', listener: (action: Action, ack: ActionAck) => void): this
+  on (event: 'acknowledgement', listener: (ack: EventAcknowledgement) => void): this
+  on (event: 'error', listener: (err: GatewayError) => void): this
+  once (event: 'connect' | 'drain' | 'drained' | 'reconnect' | 'disconnect', listener: () => void): this
+  once (event: 'action', listener: (action: Action, ack: ActionAck) => void): this
+  once (event: 'acknowledgement', listener: (ack: EventAcknowledgement) => void): this
+  once (event: 'error', listener: (err: GatewayError) => void): this
+}

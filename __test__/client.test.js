@@ -276,14 +276,15 @@ for (const [transport, setUp] of Object.entries(transports)) {
 
   test(`${transport}: close() during the reconnect wait stops reconnecting`, async (t) => {
     const { server, options } = await setUp(t)
-    const { client, log } = track(t, options)
+    // A long delay, so that a loaded machine cannot let it run out before close().
+    const { client, log } = track(t, { ...options, reconnectDelay: 2000 })
     client.connect()
     await once(client, 'drain')
     server.kick()
     await waitFor(() => server.connections().length === 0)
-    await new Promise((resolve) => setTimeout(resolve, 200))
+    await new Promise((resolve) => setTimeout(resolve, 100))
     client.close()
-    await new Promise((resolve) => setTimeout(resolve, 1300))
+    await new Promise((resolve) => setTimeout(resolve, 2300))
     t.deepEqual(log, ['connect', 'drain', 'drained', 'disconnect'])
   })
 

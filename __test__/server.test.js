@@ -1,12 +1,11 @@
 'use strict'
 
 const test = require('ava')
-const { spawn } = require('child_process')
-const path = require('path')
 const { Server, Event } = require('imt-gateway')
 const { TestCertificateAuthority } = require('imt-gateway/testing')
 const { RawClient, frame } = require('./helpers/raw-client')
 const { start, startTls, once } = require('./helpers/server')
+const { runNode } = require('./helpers/child')
 
 const MAX_BUFFER = 10 * 1024 * 1024
 
@@ -351,28 +350,6 @@ test('close() says BYE to connected devices', async (t) => {
   await closed
   await client.closed
 })
-
-test('the original usage works: new Server().listen(cb) on port 7777, destroy(cb)', async (t) => {
-  const server = new Server()
-  await new Promise((resolve) => server.listen(resolve))
-  t.is(server.address().port, 7777)
-  const client = await RawClient.connect({ port: 7777, host: 'localhost' })
-  t.deepEqual(await client.handshake(), ['WELCOME', 'DRAINED'])
-  await new Promise((resolve) => server.destroy(resolve))
-  await client.closed
-  t.pass()
-})
-
-function runNode (source) {
-  return new Promise((resolve) => {
-    const started = Date.now()
-    const child = spawn(process.execPath, ['-e', source], { cwd: path.join(__dirname, '..'), stdio: ['ignore', 'pipe', 'inherit'] })
-    let out = ''
-    child.stdout.on('data', (d) => { out += d })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10000)
-    child.on('exit', (code, signal) => { clearTimeout(timer); resolve({ code, signal, out, ms: Date.now() - started }) })
-  })
-}
 
 for (const method of ['close', 'destroy']) {
   test(`a ${method}d Server does not keep the process alive`, async (t) => {

@@ -26,3 +26,28 @@ server.kick().close((err) => console.log(err && err.code))
 server.queueAction({ type: 'x' })
 // @ts-expect-error no such event
 server.on('connect', () => {})
+
+// The client, as a device uses it.
+import { Client, EventAcknowledgement } from 'imt-gateway'
+
+const client = new Client({ key: Buffer.from('k'), cert: 'c', ca: { root: 'r', intermediate: 'i' }, maxReconnectAttempts: 3 })
+client.on('drained', () => {
+  client.send(new Event('reading', { celsius: 21.5 }), (err) => {
+    if (err) console.log(err.code, err.message)
+  })
+})
+client.on('action', (action, ack) => {
+  if (action.type === 'reboot') ack(new Error('Not now.'))
+  else ack()
+})
+client.on('acknowledgement', (ack: EventAcknowledgement) => console.log(ack.correlid, ack.status))
+client.on('error', (err) => console.log(err.code))
+client.connect().unref()
+client.close({ keepQueue: true })
+
+// @ts-expect-error send takes an Event
+client.send('reading')
+// @ts-expect-error no such option type
+new Client({ host: 'localhost', port: '7777' })
+// @ts-expect-error an action listener gets the action and the ack function
+client.on('action', (action: Action, ack: string) => {})

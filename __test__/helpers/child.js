@@ -1,0 +1,30 @@
+'use strict'
+// Runs Node code in a child process from the package root (so `require('imt-gateway')` resolves
+// to this package) and reports how it ended.
+
+const { spawn } = require('child_process')
+const path = require('path')
+
+/**
+ * Resolves to `{code, signal, out, err, ms}`; the child is killed after `timeout` ms.
+ * `until(out)` may end it early (SIGTERM) once its output shows what the test waits for.
+ */
+function runNode (source, { env = {}, timeout = 10000, until } = {}) {
+  return new Promise((resolve) => {
+    const started = Date.now()
+    const childEnv = { ...process.env, ...env }
+    if (!('DEBUG' in env)) delete childEnv.DEBUG
+    const child = spawn(process.execPath, ['-e', source], { cwd: path.join(__dirname, '..', '..'), env: childEnv })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => {
+      out += d
+      if (until && until(out)) child.kill('SIGTERM')
+    })
+    child.stderr.on('data', (d) => { err += d })
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeout)
+    child.on('exit', (code, signal) => { clearTimeout(timer); resolve({ code, signal, out, err, ms: Date.now() - started }) })
+  })
+}
+
+module.exports = { runNode }

@@ -1,0 +1,82 @@
+'use strict'
+// The Client and the life of the Node process around it: a process exits by itself once its
+// only client is closed (or has given up), and prints nothing unless DEBUG asks for it.
+
+const test = require('ava')
+const { start } = require('./helpers/server')
+const { fakeGateway, welcome } = require('./helpers/fake-gateway')
+const { runNode } = require('./helpers/child')
+
+test('a process whose only client has been closed exits by itself', async (t) => {
+  const server = await start(t)
+  const result = await runNode(`
+    const { Client } = require('imt-gateway')
+    const client = new Client({ host: 'localhost', port: ${server.address().port} })
+    client.on('drain', () => { console.log('drained'); client.close() })
+    client.on('disconnect', () => console.log('disconnected'))
+    client.connect()
+  `)
+  t.is(result.signal, null, `the child had to be killed; output: ${result.out}`)
+  t.is(result.code, 0)
+  t.is(result.out, 'drained\ndisconnected\n')
+})
+
+test('a process whose client gave up exits by itself', async (t) => {
+  const result = await runNode(`
+    const { Client } = require('imt-gateway')
+    const client = new Client({ host: 'localhost', port: 1, maxReconnectAttempts: 1, reconnectDelay: 10 })
+    client.on('error', (err) => console.log('error', err.code))
+    client.connect()
+  `)
+  t.is(result.signal, null)
+  t.is(result.code, 0)
+  t.regex(result.out, /^error E[A-Z]+\n$/)
+})
+
+test('a connected client keeps the process alive, unless unref() is called', async (t) => {
+  const server = await start(t)
+  const port = server.address().port
+  const kept = await runNode(`
+    const { Client } = require('imt-gateway')
+    const client = new Client({ host: 'localhost', port: ${port} })
+    client.on('drain', () => console.log('drained'))
+    client.connect()
+  `, { timeout: 1500 })
+  t.is(kept.out, 'drained\n')
+  t.is(kept.signal, 'SIGKILL', 'still running while connected')
+  const unrefd = await runNode(`
+    const { Client } = require('imt-gateway')
+    const client = new Client({ host: 'localhost', port: ${port} })
+    client.on('drain', () => { console.log('drained'); client.unref() })
+    client.connect()
+  `)
+  t.is(unrefd.signal, null)
+  t.is(unrefd.out, 'drained\n')
+})
+
+async function protocolError (t, env) {
+  const gateway = await fakeGateway(t)
+  const child = runNode(`
+    const { Client } = require('imt-gateway')
+    const client = new Client({ host: 'localhost', port: ${gateway.port}, autoReconnect: false })
+    client.on('error', (err) => { console.log('error', err.code); client.close() })
+    client.connect()
+  `, { env })
+  const peer = await gateway.accept()
+  await welcome(peer)
+  peer.send('ACKNOWLEDGEMENT', { correlid: 'nothing', status: 0 })
+  return child
+}
+
+test('nothing is printed on a protocol error without DEBUG', async (t) => {
+  const result = await protocolError(t, {})
+  t.is(result.out, 'error EPROTO\n')
+  t.is(result.err, '')
+})
+
+test('DEBUG=imt:gateway:* logs to stderr', async (t) => {
+  const result = await protocolError(t, { DEBUG: 'imt:gateway:*' })
+  t.is(result.out, 'error EPROTO\n')
+  t.regex(result.err, /imt:gateway:client .*Received acknowledgement even if there is no event in the queue\./)
+  t.regex(result.err, /imt:gateway:client connect to localhost:\d+/)
+})
