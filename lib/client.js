@@ -14,6 +14,15 @@ const debug = createDebug('imt:gateway:client')
 const DEFAULT_HOST = 'gateway.integromat.com'
 const DEFAULT_PORT = 7777
 const DEFAULT_RECONNECT_DELAY = 1000
+const DEFAULT_CONNECT_TIMEOUT = 30000
+const DEFAULT_KEEP_ALIVE = 15000
+const DEFAULT_MAX_QUEUE_SIZE = 100000
+
+// Clients with work (between connect() and the core reporting them idle) are held here, as
+// Node holds an open socket: a connected client keeps working even when the application kept
+// no reference to it. An idle client is only weakly reachable from its native side, so it is
+// garbage-collected like any object, and its native half with it.
+const active = new Set()
 
 function isPem (value, label) {
   const buffer = pemBuffer(value)
@@ -72,6 +81,8 @@ class Client extends EventEmitter {
     this._wantRef = true
     this.host = host
     this.port = port
+    const reconnectDelay = count(options.reconnectDelay, 'reconnectDelay', DEFAULT_RECONNECT_DELAY)
+    const self = new WeakRef(this)
     try {
       this._native = new NativeClient({
         host,
@@ -84,8 +95,16 @@ class Client extends EventEmitter {
         autoReconnect: options.autoReconnect !== false,
         maxReconnectAttempts: count(options.maxReconnectAttempts, 'maxReconnectAttempts', 0),
         maxInFlight: Math.max(1, count(options.maxInFlight, 'maxInFlight', 1)),
-        reconnectDelay: count(options.reconnectDelay, 'reconnectDelay', DEFAULT_RECONNECT_DELAY)
-      }, (batch) => this._deliver(batch))
+        maxQueueSize: count(options.maxQueueSize, 'maxQueueSize', DEFAULT_MAX_QUEUE_SIZE),
+        reconnectDelay,
+        maxReconnectDelay: count(options.maxReconnectDelay, 'maxReconnectDelay', reconnectDelay),
+        connectTimeout: count(options.connectTimeout, 'connectTimeout', DEFAULT_CONNECT_TIMEOUT),
+        ackTimeout: count(options.ackTimeout, 'ackTimeout', 0),
+        keepAlive: count(options.keepAlive, 'keepAlive', DEFAULT_KEEP_ALIVE)
+      }, (batch) => {
+        const client = self.deref()
+        if (client) client._deliver(batch)
+      })
     } catch (err) {
       throw fromNative(err)
     }
@@ -95,6 +114,7 @@ class Client extends EventEmitter {
   connect () {
     this._cycle = (this._cycle + 1) >>> 0
     this._active = true
+    active.add(this)
     debug('connect to %s:%d', this.host, this.port)
     if (this._wantRef) this._native.ref()
     this._native.connect(this._cycle)
@@ -126,6 +146,11 @@ class Client extends EventEmitter {
     if (invalid) {
       if (!callback) throw invalid
       process.nextTick(callback, invalid)
+      return this
+    }
+    if (this._dead) {
+      if (!callback) throw this._dead
+      process.nextTick(callback, this._dead)
       return this
     }
     if (event.id === null || event.id === undefined) event.id = newEventId()
@@ -167,11 +192,38 @@ class Client extends EventEmitter {
         if (!thrown) thrown = { err }
       }
     }
-    if (batch.idle !== undefined && batch.idle !== null && batch.idle === this._cycle) {
+    if (batch.fatal) {
+      try {
+        this._fatal(batch.fatal)
+      } catch (err) {
+        if (!thrown) thrown = { err }
+      }
+    }
+    if (batch.fatal || (batch.idle !== undefined && batch.idle !== null && batch.idle === this._cycle)) {
       this._active = false
+      active.delete(this)
       this._native.unref()
     }
     if (thrown) throw thrown.err
+  }
+
+  // The core stopped after an internal error (a bug, caught before it could crash Node): no
+  // callback may be left hanging, and the application hears of it once.
+  _fatal (notice) {
+    const err = gatewayError(notice.message, notice.code)
+    this._dead = err
+    const callbacks = [...this._callbacks.values()]
+    this._callbacks.clear()
+    let thrown = null
+    for (const callback of callbacks) {
+      try {
+        callback(err)
+      } catch (e) {
+        if (!thrown) thrown = { e }
+      }
+    }
+    this.emit('error', err)
+    if (thrown) throw thrown.e
   }
 
   _notice (notice) {

@@ -22,6 +22,9 @@ use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::fmt;
 
+/// Generous: a device that is offline for a while keeps this many events, then refuses more.
+pub const DEFAULT_MAX_QUEUE_SIZE: usize = 100_000;
+
 /// The client options that shape the protocol (the rest, host, TLS and the reconnect delay,
 /// are the driver's).
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +38,9 @@ pub struct SessionConfig {
     /// How many events may await their acknowledgement at once. 1 is the original's
     /// stop-and-wait; more pipelines events over a slow link. 0 is taken as 1.
     pub max_in_flight: usize,
+    /// How many events may wait for their callback at once; a `send` beyond it fails at once
+    /// with `EQUEUEFULL`. 0 is unlimited.
+    pub max_queue_size: usize,
 }
 
 impl SessionConfig {
@@ -45,6 +51,7 @@ impl SessionConfig {
             auto_reconnect: true,
             max_reconnect_attempts: 0,
             max_in_flight: 1,
+            max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
         }
     }
 }
@@ -392,6 +399,17 @@ impl Session {
     /// has room, else it waits, across reconnects too.
     pub fn send(&mut self, event: OutgoingEvent) -> Vec<Output> {
         let mut out = Vec::new();
+        let limit = self.config.max_queue_size;
+        if limit != 0 && self.pending.len() >= limit {
+            out.push(Output::Emit(Notice::EventDone {
+                seq: event.seq,
+                result: Err(SessionError::new(
+                    "EQUEUEFULL",
+                    format!("The queue already holds {limit} events (maxQueueSize)."),
+                )),
+            }));
+            return out;
+        }
         self.pending.push_back(Pending {
             event,
             delivery: Delivery::Queued,
@@ -453,6 +471,12 @@ impl Session {
         self.phase
     }
 
+    /// Automatic reconnects since the last WELCOME or user `connect()`: the driver's backoff
+    /// grows with it.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
     /// The server said DRAINED on the current connection, so events flow.
     pub fn is_drained(&self) -> bool {
         self.phase == Phase::Drained
@@ -465,7 +489,12 @@ impl Session {
 
     /// Events written and awaiting their acknowledgement.
     pub fn in_flight(&self) -> usize {
-        self.count(|d| matches!(d, Delivery::Sent))
+        // Written events sit below `written`, which the window bounds: a cheap count even
+        // with a long queue behind.
+        self.pending
+            .range(..self.written.min(self.pending.len()))
+            .filter(|p| matches!(p.delivery, Delivery::Sent))
+            .count()
     }
 
     /// Events whose callback has not run yet.
@@ -1154,6 +1183,32 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_refuses_the_next_event_through_its_callback() {
+        let mut s = session(SessionConfig {
+            max_queue_size: 2,
+            ..config()
+        });
+        assert_eq!(s.send(event(1)), []);
+        assert_eq!(s.send(event(2)), []);
+        match &s.send(event(3))[..] {
+            [Output::Emit(Notice::EventDone {
+                seq: 3,
+                result: Err(err),
+            })] => assert_eq!(err.code, "EQUEUEFULL"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.pending(), 2);
+        // Room again once an event is done.
+        s.connect();
+        s.connected();
+        s.receive(Message::Welcome);
+        s.receive(Message::Drained);
+        assert_eq!(s.receive(ack(1)), [acked(1), done(1), write(2)]);
+        assert_eq!(s.send(event(4)), []);
+        assert_eq!(s.pending(), 2);
+    }
+
+    #[test]
     fn a_window_of_four_still_runs_callbacks_in_send_order() {
         let mut s = drained(SessionConfig {
             max_in_flight: 4,
@@ -1341,6 +1396,7 @@ mod tests {
                 auto_reconnect,
                 max_reconnect_attempts,
                 max_in_flight,
+                max_queue_size: 0,
             });
             let mut seen = Observer::default();
             let mut next_seq = 0u64;

@@ -51,7 +51,11 @@ pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError>
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| TlsError::InvalidCertificate)?;
-    if certs.is_empty() {
+    // PEM armour around bytes that are not a certificate is refused here, with the message
+    // the user needs, rather than later as an obscure TLS failure.
+    let well_formed =
+        |der: &CertificateDer<'_>| x509_parser::parse_x509_certificate(der.as_ref()).is_ok();
+    if certs.is_empty() || !certs.iter().all(well_formed) {
         return Err(TlsError::InvalidCertificate);
     }
     Ok(certs)

@@ -9,12 +9,12 @@ const path = require('path')
  * Resolves to `{code, signal, out, err, ms}`; the child is killed after `timeout` ms.
  * `until(out)` may end it early (SIGTERM) once its output shows what the test waits for.
  */
-function runNode (source, { env = {}, timeout = 10000, until } = {}) {
+function runNode (source, { env = {}, timeout = 10000, until, node = [] } = {}) {
   return new Promise((resolve) => {
     const started = Date.now()
     const childEnv = { ...process.env, ...env }
     if (!('DEBUG' in env)) delete childEnv.DEBUG
-    const child = spawn(process.execPath, ['-e', source], { cwd: path.join(__dirname, '..', '..'), env: childEnv })
+    const child = spawn(process.execPath, [...node, '-e', source], { cwd: path.join(__dirname, '..', '..'), env: childEnv })
     let out = ''
     let err = ''
     child.stdout.on('data', (d) => {

@@ -13,6 +13,7 @@ mod transport;
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,17 @@ pub struct ClientOptions {
     pub session: SessionConfig,
     /// The wait between a dropped connection and the next attempt; the original waits 1 s.
     pub reconnect_delay: Duration,
+    /// Above `reconnect_delay`, the wait doubles with every failed attempt up to this, with
+    /// jitter, so that devices cut off together do not all return at the same moment.
+    pub max_reconnect_delay: Duration,
+    /// Bound on TCP + TLS + WELCOME; an attempt that takes longer fails with `ETIMEDOUT`.
+    pub connect_timeout: Option<Duration>,
+    /// Bound on waiting for an event's acknowledgement; past it the connection is taken for
+    /// dead (a server that stopped reading, a half-open link) and is replaced.
+    pub ack_timeout: Option<Duration>,
+    /// TCP keepalive idle time; the kernel also gives up on unacknowledged writes after twice
+    /// this (`TCP_USER_TIMEOUT`, where the OS has it).
+    pub keep_alive: Option<Duration>,
 }
 
 impl ClientOptions {
@@ -52,6 +64,10 @@ impl ClientOptions {
             tls: None,
             session: SessionConfig::new(device_name),
             reconnect_delay: Duration::from_secs(1),
+            max_reconnect_delay: Duration::from_secs(1),
+            connect_timeout: Some(Duration::from_secs(30)),
+            ack_timeout: None,
+            keep_alive: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -72,6 +88,9 @@ pub enum Command {
     Close {
         keep_queue: bool,
     },
+    /// Panics inside the client's task, to prove that a panic is caught and reported.
+    #[doc(hidden)]
+    Crash,
 }
 
 /// Notices for the host, gathered over one burst of input.
@@ -81,6 +100,9 @@ pub struct Batch {
     /// Set when the client has nothing left to do (no socket, no attempt, no timer) after a
     /// `connect()` with this cycle number: the host may stop keeping its process alive for it.
     pub idle: Option<u64>,
+    /// The client stopped for good (a bug in this package, caught): the host must fail every
+    /// callback it still holds with this error. Never set otherwise.
+    pub fatal: Option<SessionError>,
 }
 
 /// The host's side of a running client. Dropping it ends the client's task.
@@ -97,16 +119,34 @@ impl ClientHandle {
 }
 
 /// Creates a client: the handle, and the task to spawn on a tokio runtime. `sink` receives
-/// every batch, in order, from that task.
+/// every batch, in order, from that task. A panic inside the task is caught there and
+/// reported as a last, fatal batch: it never unwinds into the host.
 pub fn client<S>(options: ClientOptions, sink: S) -> (ClientHandle, impl Future<Output = ()>)
 where
-    S: FnMut(Batch) + Send + 'static,
+    S: Fn(Batch) + Send + Sync + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
-    (
-        ClientHandle { commands: tx },
-        Driver::new(options, sink).run(rx),
-    )
+    let sink = Arc::new(sink);
+    let driver = Driver::new(options, sink.clone());
+    let task = async move {
+        let outcome = AssertUnwindSafe(driver.run(rx)).catch_unwind().await;
+        if let Err(panic) = outcome {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            sink(Batch {
+                notices: Vec::new(),
+                idle: None,
+                fatal: Some(SessionError::new(
+                    "EINTERNAL",
+                    format!("imt-gateway internal error, the client stopped: {reason}"),
+                )),
+            });
+        }
+    };
+    (ClientHandle { commands: tx }, task)
 }
 
 /// Frames read in one burst before the batch goes out, so a flood cannot starve the host.
@@ -209,23 +249,33 @@ enum Input {
     ReconnectDue,
     Frame(Option<Result<Frame, FrameError>>),
     Written(std::io::Result<()>),
+    HandshakeTimeout,
+    AckTimeout,
 }
 
 struct Driver<S> {
     options: ClientOptions,
     session: Session,
-    sink: S,
+    sink: Arc<S>,
     connection: Option<Connection>,
     connecting: Option<Connecting>,
     reconnect: Option<Pin<Box<Sleep>>>,
+    /// Runs from an attempt's start to WELCOME (`connect_timeout`).
+    handshake_deadline: Option<Pin<Box<Sleep>>>,
+    /// Runs while events await acknowledgement, restarted by each one (`ack_timeout`).
+    ack_deadline: Option<Pin<Box<Sleep>>>,
+    /// Acknowledgements seen, to notice progress.
+    acks: u64,
+    acks_at_deadline: u64,
+    jitter: Jitter,
     batch: Batch,
     cycle: u64,
     /// The last batch said idle; only a change is reported again.
     reported_idle: bool,
 }
 
-impl<S: FnMut(Batch) + Send + 'static> Driver<S> {
-    fn new(options: ClientOptions, sink: S) -> Self {
+impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
+    fn new(options: ClientOptions, sink: Arc<S>) -> Self {
         Driver {
             session: Session::new(options.session.clone()),
             options,
@@ -233,6 +283,11 @@ impl<S: FnMut(Batch) + Send + 'static> Driver<S> {
             connection: None,
             connecting: None,
             reconnect: None,
+            handshake_deadline: None,
+            ack_deadline: None,
+            acks: 0,
+            acks_at_deadline: 0,
+            jitter: Jitter::seeded(),
             batch: Batch::default(),
             cycle: 0,
             reported_idle: true,
@@ -283,6 +338,8 @@ impl<S: FnMut(Batch) + Send + 'static> Driver<S> {
             written = write_some(out) => Input::Written(written),
             opened = maybe(self.connecting.as_mut()) => Input::Opened(opened),
             () = maybe(self.reconnect.as_mut()) => Input::ReconnectDue,
+            () = maybe(self.handshake_deadline.as_mut()) => Input::HandshakeTimeout,
+            () = maybe(self.ack_deadline.as_mut()) => Input::AckTimeout,
         }
     }
 
@@ -298,6 +355,7 @@ impl<S: FnMut(Batch) + Send + 'static> Driver<S> {
                 Command::Send(event) => self.session.send(event),
                 Command::Ack { id, error } => self.session.ack_action(id, error),
                 Command::Close { keep_queue } => self.session.close(keep_queue),
+                Command::Crash => panic!("crash requested"),
             },
             Input::Opened(Ok(stream)) => {
                 self.connecting = None;
@@ -333,13 +391,70 @@ impl<S: FnMut(Batch) + Send + 'static> Driver<S> {
                 self.connection = None;
                 self.session.connection_lost(Some(transport::error(&err)))
             }
+            Input::Frame(Some(Err(err @ FrameError::Truncated { .. }))) => {
+                self.connection = None;
+                self.session
+                    .connection_lost(Some(SessionError::new("ECONNRESET", err.to_string())))
+            }
             Input::Frame(None) => {
                 self.connection = None;
                 self.session.connection_lost(None)
             }
             Input::Written(Ok(())) => Vec::new(),
+            Input::HandshakeTimeout => {
+                self.handshake_deadline = None;
+                self.connecting = None;
+                self.connection = None;
+                let ms = self.options.connect_timeout.unwrap_or_default().as_millis();
+                self.session.connection_lost(Some(SessionError::new(
+                    "ETIMEDOUT",
+                    format!("The gateway did not welcome the client within {ms} ms."),
+                )))
+            }
+            Input::AckTimeout => {
+                self.ack_deadline = None;
+                let ms = self.options.ack_timeout.unwrap_or_default().as_millis();
+                self.session.protocol_error(SessionError::new(
+                    "ETIMEDOUT",
+                    format!("No acknowledgement from the gateway within {ms} ms."),
+                ))
+            }
         };
         self.apply(outputs);
+        self.watch();
+    }
+
+    /// Starts and stops the deadlines that depend on where the session is.
+    fn watch(&mut self) {
+        if !matches!(
+            self.session.phase(),
+            Phase::Connecting | Phase::AwaitingWelcome
+        ) {
+            self.handshake_deadline = None;
+        }
+        match self.options.ack_timeout {
+            Some(limit) if self.session.in_flight() > 0 => {
+                if self.ack_deadline.is_none() || self.acks != self.acks_at_deadline {
+                    self.acks_at_deadline = self.acks;
+                    self.ack_deadline = Some(Box::pin(sleep(limit)));
+                }
+            }
+            _ => self.ack_deadline = None,
+        }
+    }
+
+    /// The wait before the next attempt: fixed by default, else doubling per failed attempt
+    /// up to the maximum, half of it random.
+    fn reconnect_delay(&mut self) -> Duration {
+        let base = self.options.reconnect_delay;
+        let max = self.options.max_reconnect_delay;
+        if max <= base {
+            return base;
+        }
+        let factor = 1u32 << self.session.attempts().min(16);
+        let grown = base.saturating_mul(factor).min(max);
+        let half = grown / 2;
+        half + half.mul_f64(self.jitter.next())
     }
 
     fn apply(&mut self, outputs: Vec<Output>) {
@@ -347,10 +462,13 @@ impl<S: FnMut(Batch) + Send + 'static> Driver<S> {
             match output {
                 Output::Connect => {
                     self.reconnect = None;
+                    self.handshake_deadline =
+                        self.options.connect_timeout.map(|t| Box::pin(sleep(t)));
                     self.connecting = Some(Box::pin(open(
                         self.options.host.clone(),
                         self.options.port,
                         self.options.tls.clone(),
+                        self.options.keep_alive,
                     )));
                 }
                 Output::Write(bytes) => self.write(bytes),
@@ -361,9 +479,15 @@ impl<S: FnMut(Batch) + Send + 'static> Driver<S> {
                     }
                 }
                 Output::ScheduleReconnect => {
-                    self.reconnect = Some(Box::pin(sleep(self.options.reconnect_delay)));
+                    let delay = self.reconnect_delay();
+                    self.reconnect = Some(Box::pin(sleep(delay)));
                 }
-                Output::Emit(notice) => self.batch.notices.push(notice),
+                Output::Emit(notice) => {
+                    if let Notice::Acknowledgement { .. } = notice {
+                        self.acks += 1;
+                    }
+                    self.batch.notices.push(notice)
+                }
             }
         }
         if self.session.phase() == Phase::Idle {
@@ -388,6 +512,32 @@ impl<S: FnMut(Batch) + Send + 'static> Driver<S> {
         if !self.batch.notices.is_empty() || self.batch.idle.is_some() {
             (self.sink)(std::mem::take(&mut self.batch));
         }
+    }
+}
+
+/// A small xorshift generator for reconnect jitter: spreading reconnects needs no more than
+/// a seed that differs between processes and clients.
+struct Jitter(u64);
+
+impl Jitter {
+    fn seeded() -> Jitter {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let local = 0u8;
+        let address = &local as *const u8 as u64;
+        Jitter((nanos ^ address.rotate_left(32)) | 1)
+    }
+
+    /// Uniform in [0, 1).
+    fn next(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -26,6 +27,7 @@ pub async fn open(
     host: String,
     port: u16,
     tls: Option<Arc<ClientConfig>>,
+    keep_alive: Option<Duration>,
 ) -> Result<Stream, SessionError> {
     let addresses = lookup_host((host.as_str(), port)).await.map_err(|err| {
         SessionError::new("ENOTFOUND", format!("getaddrinfo ENOTFOUND {host} ({err})"))
@@ -54,6 +56,9 @@ pub async fn open(
     };
     // Frames are written whole; waiting to coalesce them only adds latency.
     let _ = tcp.set_nodelay(true);
+    if let Some(idle) = keep_alive {
+        detect_dead_peer(&tcp, idle);
+    }
     let Some(config) = tls else {
         return Ok(Box::new(tcp));
     };
@@ -64,6 +69,23 @@ pub async fn open(
         .await
         .map_err(|err| error(&err))?;
     Ok(Box::new(stream))
+}
+
+/// A gateway that vanished without closing (power cut, NAT timeout) is noticed by the kernel:
+/// keepalive probes after `idle` without traffic, and (Linux) written data left
+/// unacknowledged for twice `idle` ends the connection. Best effort: an OS without an option
+/// keeps its defaults.
+fn detect_dead_peer(tcp: &TcpStream, idle: Duration) {
+    let socket = socket2::SockRef::from(tcp);
+    let interval = (idle / 3).max(Duration::from_secs(1));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(interval);
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+    let keepalive = keepalive.with_retries(3);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+    #[cfg(target_os = "linux")]
+    let _ = socket.set_tcp_user_timeout(Some(idle * 2));
 }
 
 /// A socket or TLS failure as the application sees it. TLS certificate problems get the codes

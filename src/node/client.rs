@@ -32,7 +32,21 @@ pub struct NativeClientOptions {
     pub auto_reconnect: bool,
     pub max_reconnect_attempts: u32,
     pub max_in_flight: u32,
+    pub max_queue_size: u32,
+    /// Milliseconds, as all durations here; 0 disables the timeouts and keepalive.
     pub reconnect_delay: u32,
+    pub max_reconnect_delay: u32,
+    pub connect_timeout: u32,
+    pub ack_timeout: u32,
+    pub keep_alive: u32,
+}
+
+fn millis(ms: u32) -> Duration {
+    Duration::from_millis(u64::from(ms))
+}
+
+fn optional_millis(ms: u32) -> Option<Duration> {
+    (ms != 0).then(|| millis(ms))
 }
 
 /// One notice, flattened for JavaScript: `kind` says which fields are set.
@@ -54,6 +68,8 @@ pub struct ClientBatch {
     pub notices: Vec<ClientNotice>,
     /// The `connect()` cycle after which the client went idle, if it did.
     pub idle: Option<f64>,
+    /// The client stopped after an internal error: fail every callback with it.
+    pub fatal: Option<ClientNotice>,
 }
 
 fn notice(kind: &str) -> ClientNotice {
@@ -128,7 +144,7 @@ pub struct NativeClient {
 
 #[napi]
 impl NativeClient {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(env: Env, options: NativeClientOptions, on_batch: BatchSink) -> Result<Self> {
         let port = u16::try_from(options.port)
             .map_err(|_| invalid("ERR_SOCKET_BAD_PORT", "Port should be >= 0 and < 65536."))?;
@@ -151,6 +167,7 @@ impl NativeClient {
         session.auto_reconnect = options.auto_reconnect;
         session.max_reconnect_attempts = options.max_reconnect_attempts;
         session.max_in_flight = options.max_in_flight.max(1) as usize;
+        session.max_queue_size = options.max_queue_size as usize;
         let sink = Arc::new(on_batch);
         let delivery = sink.clone();
         let (handle, task) = client(
@@ -159,12 +176,17 @@ impl NativeClient {
                 port,
                 tls,
                 session,
-                reconnect_delay: Duration::from_millis(u64::from(options.reconnect_delay)),
+                reconnect_delay: millis(options.reconnect_delay),
+                max_reconnect_delay: millis(options.max_reconnect_delay),
+                connect_timeout: optional_millis(options.connect_timeout),
+                ack_timeout: optional_millis(options.ack_timeout),
+                keep_alive: optional_millis(options.keep_alive),
             },
             move |batch: Batch| {
                 let batch = ClientBatch {
                     notices: batch.notices.into_iter().map(to_notice).collect(),
                     idle: batch.idle.map(|cycle| cycle as f64),
+                    fatal: batch.fatal.map(|err| to_notice(Notice::Error(err))),
                 };
                 delivery.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
             },
@@ -177,7 +199,7 @@ impl NativeClient {
     }
 
     /// Starts a connection cycle and keeps Node alive for it.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn connect(&self, env: Env, cycle: u32) -> Result<()> {
         self.refer(env)?;
         self.handle.command(Command::Connect {
@@ -187,26 +209,33 @@ impl NativeClient {
     }
 
     /// Queues an event; `seq` names its callback in the `done` notice.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn send(&self, seq: f64, id: JsValue, event_type: String, bundle: JsValue) {
         let event = OutgoingEvent::new(seq as u64, id.0, event_type, bundle.0);
         self.handle.command(Command::Send(event));
     }
 
     /// Acknowledges an action: with `message`, as failed.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn ack(&self, id: JsValue, code: Option<String>, message: Option<String>) {
         let error = message.map(|message| ErrorBody { code, message });
         self.handle.command(Command::Ack { id: id.0, error });
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn close(&self, keep_queue: bool) {
         self.handle.command(Command::Close { keep_queue });
     }
 
+    /// Makes the client's task panic: the test suite's proof that a panic in the core reaches
+    /// JavaScript as an `error`, not as an abort.
+    #[napi(js_name = "__crash", catch_unwind)]
+    pub fn crash(&self) {
+        self.handle.command(Command::Crash);
+    }
+
     /// Keeps the Node process alive while the client has work.
-    #[napi(js_name = "ref")]
+    #[napi(js_name = "ref", catch_unwind)]
     pub fn refer(&self, env: Env) -> Result<()> {
         if !self.sink.aborted() {
             napi::check_status!(unsafe {
@@ -217,7 +246,7 @@ impl NativeClient {
     }
 
     /// Lets the Node process exit even though the client has work.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn unref(&self, env: Env) -> Result<()> {
         if !self.sink.aborted() {
             napi::check_status!(unsafe {

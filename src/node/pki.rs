@@ -40,7 +40,7 @@ pub struct TestCertificateAuthority {
 
 #[napi]
 impl TestCertificateAuthority {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(common_name: Option<String>) -> Result<Self> {
         let name = common_name.unwrap_or_else(|| "imt-gateway test root".into());
         Ok(TestCertificateAuthority {
@@ -49,12 +49,12 @@ impl TestCertificateAuthority {
     }
 
     /// The root certificate, PEM.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn cert(&self) -> String {
         self.inner.cert_pem()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn issue(&self, options: IssueOptions) -> Result<IssuedCertificate> {
         let key = match options.key_type.as_deref() {
             None | Some("ec") => KeyKind::EcdsaP256,

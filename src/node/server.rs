@@ -199,7 +199,7 @@ pub struct NativeServer {
 
 #[napi]
 impl NativeServer {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(options: NativeServerOptions) -> Result<Self> {
         let tls = match (&options.key, &options.cert) {
             (Some(key), Some(cert)) => {
@@ -277,12 +277,12 @@ impl NativeServer {
         }
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn address(&self) -> Option<Address> {
         self.server.local_addr().map(address)
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn kick(&self) {
         self.server.kick();
     }
@@ -293,7 +293,7 @@ impl NativeServer {
         self.server.close(graceful).await;
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn queue_action(
         &self,
         device_name: String,
@@ -312,7 +312,7 @@ impl NativeServer {
     }
 
     /// Accepts the event (no `message`) or rejects it with `{code, message}`.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn decide(&self, decision: f64, code: Option<String>, message: Option<String>) -> bool {
         let verdict = match message {
             None => Verdict::Accept,
@@ -321,7 +321,7 @@ impl NativeServer {
         self.server.decide(decision as u64, verdict)
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn connections(&self) -> Vec<Connection> {
         self.server
             .connections()

@@ -53,6 +53,9 @@ pub enum FrameError {
     /// The peer announced or sent a frame larger than [`MAX_BUFFER`]: IM491.
     #[error("Maximum buffer size exceeded.")]
     Oversize { frame_len: u64 },
+    /// The stream ended in the middle of a frame.
+    #[error("Connection closed in the middle of a frame ({buffered} bytes of it received).")]
+    Truncated { buffered: usize },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -90,6 +93,16 @@ impl Decoder for FrameCodec {
             src.split_to(body_len).freeze()
         };
         Ok(Some(Frame { token, body }))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(FrameError::Truncated {
+                buffered: src.len(),
+            }),
+        }
     }
 }
 
@@ -179,6 +192,19 @@ mod tests {
         }
         assert_eq!(FrameCodec.decode(&mut buf).unwrap(), Some(sent));
         assert_eq!(FrameCodec.decode(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn a_stream_that_ends_inside_a_frame_is_truncated() {
+        let mut buf = wire(&[frame(5, b"\x81\xa1a\x01")]);
+        buf.truncate(buf.len() - 1);
+        let mut codec = FrameCodec;
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(FrameError::Truncated { buffered: 9 })
+        ));
+        assert!(codec.decode_eof(&mut BytesMut::new()).unwrap().is_none());
     }
 
     #[test]

@@ -247,7 +247,9 @@ impl Conn {
             let step = tokio::select! {
                 _ = self.kill.cancelled() => Err(End::silent()),
                 frame = framed.next() => match frame {
-                    None | Some(Err(FrameError::Io(_))) => Err(End::silent()),
+                    None | Some(Err(FrameError::Io(_) | FrameError::Truncated { .. })) => {
+                        Err(End::silent())
+                    }
                     Some(Ok(frame)) => match Message::from_frame(&frame) {
                         Ok(message) => self.on_message(message),
                         Err(e) => Err(End::violation("EPROTO", e.to_string())),
