@@ -130,6 +130,16 @@ export interface ClientOptions {
   reconnectDelay?: number
   /** Events that may await their acknowledgement at once; 1 (the protocol's stop-and-wait). */
   maxInFlight?: number
+  /** Exponential backoff with jitter up to this many ms; `reconnectDelay` (no backoff). */
+  maxReconnectDelay?: number
+  /** Bound on TCP + TLS + WELCOME in ms; 30000 (0: none). */
+  connectTimeout?: number
+  /** Bound on waiting for an event's acknowledgement in ms; 0 (none). */
+  ackTimeout?: number
+  /** TCP keepalive idle time in ms; 15000 (0: OS defaults). */
+  keepAlive?: number
+  /** Events that may wait for their callback; 100000 (0: unlimited). */
+  maxQueueSize?: number
 }
 
 /** The body of a server ACKNOWLEDGEMENT for an event. */

@@ -1,0 +1,17 @@
+'use strict'
+// The chaos run (scripts/chaos.js) at CI size: a seeded fault schedule between Client and
+// Server, and the at-least-once guarantee checked on its counts. `npm run chaos` is the full
+// size (10,000 events, at least 50 forced disconnects).
+
+const test = require('ava')
+const { runChaos } = require('../scripts/chaos')
+
+test('events survive cuts, stalls, delays and corruption: each delivered, each callback once', async (t) => {
+  const result = await runChaos({ events: 1500, seed: 20261127, meanBytes: 20000, minDisconnects: 10 })
+  t.log(JSON.stringify(result))
+  t.is(result.missing, 0, 'the server received every event id')
+  t.true(result.callbacksExactlyOnce, 'every callback ran exactly once')
+  t.is(result.callbackFailures, 0, `every callback reported success (first failure: ${JSON.stringify(result.firstFailure)})`)
+  t.true(result.disconnects >= 10, `${result.disconnects} disconnects`)
+  t.true(result.duplicates <= result.disconnects, `${result.duplicates} duplicates for ${result.disconnects} disconnects`)
+})
