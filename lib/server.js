@@ -53,6 +53,12 @@ class Server extends EventEmitter {
     } catch (err) {
       throw fromNative(err)
     }
+    // Events cross into JavaScript only while someone listens for them (or decides them).
+    this._native.setEventNotices(false)
+    this.on('newListener', (name) => { if (name === 'event') this._native.setEventNotices(true) })
+    this.on('removeListener', (name) => {
+      if (name === 'event' && this.listenerCount('event') === 0) this._native.setEventNotices(false)
+    })
   }
 
   /** listen([port], [host], [callback]) or listen({port, host}, [callback]). */

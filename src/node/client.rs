@@ -4,12 +4,12 @@
 //! work (a socket, an attempt or a reconnect wait), like a `net.Socket`: index.js refs it on
 //! `connect()` and unrefs it when the driver reports the client idle.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{Buffer, ToNapiValue, TypeName};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{sys, Env, Result, Status};
+use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
 
 use super::value::JsValue;
@@ -17,7 +17,65 @@ use crate::client::{client, Batch, ClientHandle, ClientOptions, Command};
 use crate::protocol::ErrorBody;
 use crate::session::{Notice, OutgoingEvent, SessionConfig};
 
-type BatchSink = ThreadsafeFunction<ClientBatch, (), ClientBatch, Status, false>;
+type BatchSink = ThreadsafeFunction<Delivery, (), Delivery, Status, false>;
+
+/// Notices on their way to JavaScript. At most one threadsafe call is outstanding per client:
+/// while it waits for the JS thread, later batches join it, so a busy JS thread is woken once
+/// for many acknowledgements instead of once for each.
+#[derive(Default)]
+struct Mailbox {
+    batch: Option<Batch>,
+}
+
+/// What the threadsafe call carries: the mailbox, emptied on the JS thread at the moment the
+/// call runs, so it delivers everything gathered until then.
+pub struct Delivery(Arc<Mutex<Mailbox>>);
+
+impl TypeName for Delivery {
+    fn type_name() -> &'static str {
+        "ClientBatch"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ToNapiValue for Delivery {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let batch = lock(&val.0).batch.take().unwrap_or_default();
+        let batch = ClientBatch {
+            notices: batch.notices.into_iter().map(to_notice).collect(),
+            idle: batch.idle.map(|cycle| cycle as f64),
+            fatal: batch.fatal.map(|err| to_notice(Notice::Error(err))),
+        };
+        ClientBatch::to_napi_value(env, batch)
+    }
+}
+
+fn lock(mailbox: &Mutex<Mailbox>) -> MutexGuard<'_, Mailbox> {
+    mailbox.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Adds `batch` to the mailbox; true when no call is outstanding, so one must be made.
+fn post(mailbox: &Mutex<Mailbox>, batch: Batch) -> bool {
+    let mut mailbox = lock(mailbox);
+    match mailbox.batch.as_mut() {
+        Some(waiting) => {
+            waiting.notices.extend(batch.notices);
+            if batch.idle.is_some() {
+                waiting.idle = batch.idle;
+            }
+            if batch.fatal.is_some() {
+                waiting.fatal = batch.fatal;
+            }
+            false
+        }
+        None => {
+            mailbox.batch = Some(batch);
+            true
+        }
+    }
+}
 
 #[napi(object)]
 pub struct NativeClientOptions {
@@ -170,6 +228,7 @@ impl NativeClient {
         session.max_queue_size = options.max_queue_size as usize;
         let sink = Arc::new(on_batch);
         let delivery = sink.clone();
+        let mailbox = Arc::new(Mutex::new(Mailbox::default()));
         let (handle, task) = client(
             ClientOptions {
                 host: options.host,
@@ -183,12 +242,12 @@ impl NativeClient {
                 keep_alive: optional_millis(options.keep_alive),
             },
             move |batch: Batch| {
-                let batch = ClientBatch {
-                    notices: batch.notices.into_iter().map(to_notice).collect(),
-                    idle: batch.idle.map(|cycle| cycle as f64),
-                    fatal: batch.fatal.map(|err| to_notice(Notice::Error(err))),
-                };
-                delivery.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+                if post(&mailbox, batch) {
+                    delivery.call(
+                        Delivery(mailbox.clone()),
+                        ThreadsafeFunctionCallMode::NonBlocking,
+                    );
+                }
             },
         );
         napi::bindgen_prelude::spawn(task);

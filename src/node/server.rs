@@ -282,6 +282,12 @@ impl NativeServer {
         self.server.local_addr().map(address)
     }
 
+    /// Report events to JavaScript only while something listens for them.
+    #[napi(catch_unwind)]
+    pub fn set_event_notices(&self, on: bool) {
+        self.server.set_event_notices(on);
+    }
+
     #[napi(catch_unwind)]
     pub fn kick(&self) {
         self.server.kick();

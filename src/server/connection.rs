@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -17,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Command, ConnEntry, ConnectionInfo, OutboundAction, Queued, ServerEvent, Shared, Verdict,
 };
-use crate::protocol::{ErrorBody, FrameCodec, FrameError, Message, Value};
+use crate::protocol::{ErrorBody, Frame, FrameCodec, FrameError, Message, Value};
+
+/// Frames read in one go before the answers are written.
+const BURST: usize = 256;
 
 /// How a connection ends: whether a BYE goes out (with which error), and whether the reason
 /// is reported as a `ClientError` (a protocol violation rather than a goodbye).
@@ -246,18 +249,21 @@ impl Conn {
         loop {
             let step = tokio::select! {
                 _ = self.kill.cancelled() => Err(End::silent()),
-                frame = framed.next() => match frame {
-                    None | Some(Err(FrameError::Io(_) | FrameError::Truncated { .. })) => {
-                        Err(End::silent())
+                frame = framed.next() => {
+                    let mut step = self.on_frame(frame);
+                    // Frames already received are answered together, in one write: a client
+                    // that pipelines events gets its acknowledgements in few TLS records.
+                    for _ in 0..BURST {
+                        if step.is_err() {
+                            break;
+                        }
+                        match framed.next().now_or_never() {
+                            Some(frame) => step = self.on_frame(frame),
+                            None => break,
+                        }
                     }
-                    Some(Ok(frame)) => match Message::from_frame(&frame) {
-                        Ok(message) => self.on_message(message),
-                        Err(e) => Err(End::violation("EPROTO", e.to_string())),
-                    },
-                    Some(Err(FrameError::Oversize { .. })) => {
-                        Err(End::violation("IM491", "Maximum buffer size exceeded."))
-                    }
-                },
+                    step
+                }
                 command = commands.recv() => match command {
                     Some(Command::Kick) | None => Err(End::kick()),
                     Some(Command::Action(queued)) => {
@@ -297,6 +303,21 @@ impl Conn {
         }
     }
 
+    fn on_frame(&mut self, frame: Option<Result<Frame, FrameError>>) -> Result<(), End> {
+        match frame {
+            None | Some(Err(FrameError::Io(_) | FrameError::Truncated { .. })) => {
+                Err(End::silent())
+            }
+            Some(Ok(frame)) => match Message::from_frame(&frame) {
+                Ok(message) => self.on_message(message),
+                Err(e) => Err(End::violation("EPROTO", e.to_string())),
+            },
+            Some(Err(FrameError::Oversize { .. })) => {
+                Err(End::violation("IM491", "Maximum buffer size exceeded."))
+            }
+        }
+    }
+
     fn waiting_for_verdict(&self) -> bool {
         matches!(
             self.pending.front().map(|p| &p.verdict),
@@ -330,13 +351,15 @@ impl Conn {
                 } else {
                     (None, Decision::Decided(Verdict::Accept))
                 };
-                self.shared.emit(ServerEvent::Event {
-                    conn: self.info.clone(),
-                    id: id.clone(),
-                    kind: kind.clone(),
-                    bundle: bundle.clone(),
-                    decision,
-                });
+                if self.shared.wants_events() {
+                    self.shared.emit(ServerEvent::Event {
+                        conn: self.info.clone(),
+                        id: id.clone(),
+                        kind: kind.clone(),
+                        bundle: bundle.clone(),
+                        decision,
+                    });
+                }
                 self.pending.push_back(PendingEvent {
                     id,
                     kind,

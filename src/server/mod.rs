@@ -12,6 +12,7 @@ mod connection;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -153,6 +154,9 @@ impl State {
 pub(crate) struct Shared {
     options: ServerOptions,
     events: mpsc::UnboundedSender<ServerEvent>,
+    /// Report every event (on by default); a busy gateway whose embedder does not look at
+    /// events saves the work. Events awaiting a decision are always reported.
+    event_notices: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -160,6 +164,10 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A poisoned lock only means another task panicked mid-update; the maps stay usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wants_events(&self) -> bool {
+        self.options.decide_events || self.event_notices.load(Ordering::Relaxed)
     }
 
     fn emit(&self, event: ServerEvent) {
@@ -181,6 +189,7 @@ impl Server {
             shared: Arc::new(Shared {
                 options,
                 events,
+                event_notices: AtomicBool::new(true),
                 state: Mutex::new(State::default()),
             }),
             tracker: TaskTracker::new(),
@@ -239,6 +248,11 @@ impl Server {
     /// Where the server listens, if it does.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.shared.state().listening.as_ref().map(|(a, _)| *a)
+    }
+
+    /// Whether [`ServerEvent::Event`] is reported for events that need no decision.
+    pub fn set_event_notices(&self, on: bool) {
+        self.shared.event_notices.store(on, Ordering::Relaxed);
     }
 
     /// Sends BYE (no body) to every connection and closes them; the listener stays open.

@@ -1,0 +1,113 @@
+'use strict'
+// The Node Client under test, one scenario per process: argv[2] is the scenario as JSON.
+// Prints one JSON object with the figures.
+
+const { Client, Event } = require('imt-gateway')
+
+const scenario = JSON.parse(process.argv[2])
+const now = () => Number(process.hrtime.bigint()) / 1e6
+
+function client (extra = {}) {
+  return new Client({ host: '127.0.0.1', port: scenario.port, key: scenario.key, cert: scenario.cert, ca: scenario.ca, ...extra })
+}
+
+function drained (c) {
+  return new Promise((resolve, reject) => { c.once('drain', resolve); c.once('error', reject) })
+}
+
+function percentile (sorted, p) {
+  return sorted.length ? sorted[Math.round((sorted.length - 1) * p)] : 0
+}
+
+function bundle (size, n) {
+  return size ? { data: Buffer.alloc(size, 7) } : { n }
+}
+
+async function events ({ count, size, maxInFlight = 1 }) {
+  const c = client({ maxInFlight })
+  c.connect()
+  await drained(c)
+  const payloads = Array.from({ length: Math.min(count, 4) }, (_, i) => bundle(size, i))
+  const started = now()
+  await new Promise((resolve, reject) => {
+    let done = 0
+    for (let i = 0; i < count; i++) {
+      c.send(new Event('bench', size ? payloads[i % payloads.length] : { n: i }), (err) => {
+        if (err) return reject(err)
+        if (++done === count) resolve()
+      })
+    }
+  })
+  const seconds = (now() - started) / 1000
+  c.close()
+  return { perSecond: count / seconds, mbPerSecond: count * size / seconds / 1e6 }
+}
+
+async function rtt ({ count }) {
+  const c = client()
+  c.connect()
+  await drained(c)
+  const times = []
+  for (let i = 0; i < count; i++) {
+    const sent = now()
+    await new Promise((resolve, reject) => c.send(new Event('bench', { n: i }), (err) => err ? reject(err) : resolve()))
+    times.push((now() - sent) * 1000)
+  }
+  times.sort((a, b) => a - b)
+  c.close()
+  return { rttMedianUs: percentile(times, 0.5), rttP99Us: percentile(times, 0.99) }
+}
+
+async function actions ({ count, size }) {
+  const c = client()
+  let seen = 0
+  c.on('action', (action, ack) => { seen++; ack() })
+  const started = now()
+  c.connect()
+  await drained(c)
+  const seconds = (now() - started) / 1000
+  c.close()
+  if (seen !== count) throw new Error(`expected ${count} actions, got ${seen}`)
+  return { perSecond: count / seconds, mbPerSecond: count * size / seconds / 1e6 }
+}
+
+async function connect ({ count }) {
+  const c = client()
+  const times = []
+  for (let i = 0; i < count; i++) {
+    const started = now()
+    c.connect()
+    await drained(c)
+    times.push((now() - started) * 1000)
+    await new Promise((resolve) => { c.once('disconnect', resolve); c.close() })
+  }
+  times.sort((a, b) => a - b)
+  return { medianUs: percentile(times, 0.5) }
+}
+
+async function idle ({ clients }) {
+  global.gc()
+  const before = process.memoryUsage().rss
+  const all = []
+  // In waves, so that the handshakes do not all time out behind each other.
+  for (let i = 0; i < clients; i += 500) {
+    const wave = Array.from({ length: Math.min(500, clients - i) }, () => client())
+    await Promise.all(wave.map((c) => { c.connect(); return drained(c) }))
+    all.push(...wave)
+  }
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  global.gc()
+  const after = process.memoryUsage().rss
+  for (const c of all) c.close()
+  return { bytesPerClient: (after - before) / clients, clients: all.length }
+}
+
+const scenarios = { events, rtt, actions, connect, idle }
+
+scenarios[scenario.kind](scenario).then((result) => {
+  console.log(JSON.stringify(result))
+  process.exit(0)
+}, (err) => {
+  console.error(err)
+  process.exit(1)
+})

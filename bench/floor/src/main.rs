@@ -1,0 +1,268 @@
+//! The benchmark's floor: a bare Rust stop-and-wait gateway client with no Node, no session
+//! machinery and no batching, straight over tokio-rustls and the frame codec. `npm run bench`
+//! runs it against the same Server as the Node Client and reports each Client figure as a
+//! ratio to this one. Prints one JSON object.
+//!
+//! ```text
+//! floor <events|actions|connect|idle|load> --port P [--host H] --key F --cert F --ca F
+//!       [--count N] [--size BYTES] [--device NAME] [--clients K]
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use imt_gateway::protocol::{Frame, FrameCodec, Message, Value};
+use imt_gateway::tls;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::{client::TlsStream, TlsConnector};
+use tokio_util::codec::Framed;
+
+type Peer = Framed<TlsStream<TcpStream>, FrameCodec>;
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+struct Args {
+    mode: String,
+    host: String,
+    port: u16,
+    config: Arc<ClientConfig>,
+    count: usize,
+    size: usize,
+    device: String,
+    clients: usize,
+}
+
+fn args() -> Result<Args, Failure> {
+    let mut raw = std::env::args().skip(1);
+    let mode = raw.next().ok_or("mode expected")?;
+    let mut named = HashMap::new();
+    while let Some(key) = raw.next() {
+        let value = raw.next().ok_or(format!("{key} needs a value"))?;
+        named.insert(key.trim_start_matches("--").to_owned(), value);
+    }
+    let get = |k: &str| named.get(k).cloned().ok_or(format!("--{k} expected"));
+    let read = |k: &str| -> Result<Vec<u8>, Failure> { Ok(std::fs::read(get(k)?)?) };
+    let config = tls::client_config(&read("key")?, &read("cert")?, Some(&[read("ca")?]))?;
+    let number = |k: &str, default: usize| -> Result<usize, Failure> {
+        Ok(match named.get(k) {
+            Some(v) => v.parse()?,
+            None => default,
+        })
+    };
+    Ok(Args {
+        mode,
+        host: named
+            .get("host")
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        port: get("port")?.parse()?,
+        config,
+        count: number("count", 1000)?,
+        size: number("size", 0)?,
+        device: named
+            .get("device")
+            .cloned()
+            .unwrap_or_else(|| "floor".into()),
+        clients: number("clients", 1)?,
+    })
+}
+
+async fn next(peer: &mut Peer) -> Result<Message, Failure> {
+    let frame: Frame = peer.next().await.ok_or("connection closed")??;
+    Ok(Message::from_frame(&frame)?)
+}
+
+/// TCP + TLS + HELLO, then every held action acknowledged up to DRAINED. Returns the peer and
+/// how many actions it acknowledged on the way.
+async fn connect(args: &Args, device: &str) -> Result<(Peer, usize), Failure> {
+    let tcp = TcpStream::connect((args.host.as_str(), args.port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(args.host.clone())?;
+    let stream = TlsConnector::from(args.config.clone())
+        .connect(name, tcp)
+        .await?;
+    let mut peer = Framed::new(stream, FrameCodec);
+    peer.send(Message::hello(device).to_frame()).await?;
+    let mut actions = 0;
+    loop {
+        match next(&mut peer).await? {
+            Message::Welcome => {}
+            Message::Drained => return Ok((peer, actions)),
+            Message::Action { id, .. } => {
+                actions += 1;
+                ack(&mut peer, id).await?;
+            }
+            other => return Err(format!("unexpected {:?}", other.token()).into()),
+        }
+    }
+}
+
+async fn ack(peer: &mut Peer, id: Value) -> Result<(), Failure> {
+    let ack = Message::Acknowledgement {
+        correlid: id,
+        status: 0,
+        error: None,
+    };
+    peer.send(ack.to_frame()).await?;
+    Ok(())
+}
+
+fn bundle(size: usize, n: usize) -> Value {
+    if size == 0 {
+        Value::Map(vec![("n".into(), Value::Number(n as f64))])
+    } else {
+        Value::Map(vec![(
+            "data".into(),
+            Value::Binary(bytes::Bytes::from(vec![7u8; size])),
+        )])
+    }
+}
+
+/// Sends `count` events one at a time; returns each round trip.
+async fn send_events(peer: &mut Peer, count: usize, size: usize) -> Result<Vec<Duration>, Failure> {
+    let mut rtts = Vec::with_capacity(count);
+    for n in 0..count {
+        let id = Value::String(format!("{n:032x}"));
+        let frame = Message::Event {
+            id: id.clone(),
+            kind: "bench".into(),
+            bundle: bundle(size, n),
+        }
+        .to_frame();
+        let sent = Instant::now();
+        peer.send(frame).await?;
+        loop {
+            match next(peer).await? {
+                Message::Acknowledgement { correlid, .. } if correlid == id => break,
+                Message::Action { id, .. } => ack(peer, id).await?,
+                other => return Err(format!("unexpected {:?}", other.token()).into()),
+            }
+        }
+        rtts.push(sent.elapsed());
+    }
+    Ok(rtts)
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    micros(sorted[index])
+}
+
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+async fn run(args: Args) -> Result<String, Failure> {
+    match args.mode.as_str() {
+        "events" => {
+            let (mut peer, _) = connect(&args, &args.device).await?;
+            let started = Instant::now();
+            let mut rtts = send_events(&mut peer, args.count, args.size).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            rtts.sort();
+            Ok(format!(
+                "{{\"perSecond\":{:.1},\"mbPerSecond\":{:.1},\"rttMedianUs\":{:.1},\"rttP99Us\":{:.1}}}",
+                args.count as f64 / seconds,
+                (args.count * args.size) as f64 / seconds / 1e6,
+                percentile(&rtts, 0.5),
+                percentile(&rtts, 0.99)
+            ))
+        }
+        "actions" => {
+            // The server holds `count` actions for this device: they arrive before DRAINED.
+            let started = Instant::now();
+            let (_peer, actions) = connect(&args, &args.device).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            if actions != args.count {
+                return Err(format!("expected {} actions, got {actions}", args.count).into());
+            }
+            Ok(format!(
+                "{{\"perSecond\":{:.1},\"mbPerSecond\":{:.1}}}",
+                actions as f64 / seconds,
+                (actions * args.size) as f64 / seconds / 1e6
+            ))
+        }
+        "connect" => {
+            let mut times = Vec::with_capacity(args.count);
+            for _ in 0..args.count {
+                let started = Instant::now();
+                let (peer, _) = connect(&args, &args.device).await?;
+                times.push(started.elapsed());
+                drop(peer);
+            }
+            times.sort();
+            Ok(format!("{{\"medianUs\":{:.1}}}", percentile(&times, 0.5)))
+        }
+        "idle" => {
+            let before = resident_bytes();
+            let mut peers = Vec::with_capacity(args.clients);
+            for _ in 0..args.clients {
+                peers.push(connect(&args, &args.device).await?.0);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let after = resident_bytes();
+            Ok(format!(
+                "{{\"bytesPerClient\":{:.0}}}",
+                after.saturating_sub(before) as f64 / args.clients as f64
+            ))
+        }
+        "load" => {
+            let args = Arc::new(args);
+            let mut peers = Vec::with_capacity(args.clients);
+            for i in 0..args.clients {
+                peers.push(connect(&args, &format!("{}-{i}", args.device)).await?.0);
+            }
+            let started = Instant::now();
+            let tasks: Vec<_> = peers
+                .into_iter()
+                .map(|mut peer| {
+                    let args = args.clone();
+                    tokio::spawn(async move {
+                        send_events(&mut peer, args.count, args.size)
+                            .await
+                            .map(|_| ())
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await??;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            Ok(format!(
+                "{{\"perSecond\":{:.1}}}",
+                (args.count * args.clients) as f64 / seconds
+            ))
+        }
+        other => Err(format!("unknown mode {other}").into()),
+    }
+}
+
+fn main() {
+    let result = args().and_then(|args| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(run(args))
+    });
+    match result {
+        Ok(json) => println!("{json}"),
+        Err(err) => {
+            eprintln!("floor: {err}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,175 @@
+'use strict'
+// npm run bench: the Node Client against its floor, a bare Rust stop-and-wait client
+// (bench/floor), both talking to the same bundled Server (mutual TLS, throwaway
+// certificates) in the same run. Prints a table and JSON (also written to .bench/results.json).
+//
+//   npm run bench               every figure, full size
+//   npm run bench -- --quick    smaller counts, no 10,000-client run
+
+const { execFileSync, execFile, fork } = require('child_process')
+const fs = require('fs')
+const os = require('os')
+const path = require('path')
+const { createPki } = require('imt-gateway/testing')
+
+const root = path.join(__dirname, '..')
+const quick = process.argv.includes('--quick')
+const scale = (n) => quick ? Math.max(1, Math.round(n / 5)) : n
+const MB = 1024 * 1024
+
+function buildFloor () {
+  const target = path.join(root, 'target')
+  execFileSync('cargo', ['build', '--release', '--quiet', '--target-dir', target], { cwd: path.join(__dirname, 'floor'), stdio: 'inherit' })
+  return path.join(target, 'release', process.platform === 'win32' ? 'floor.exe' : 'floor')
+}
+
+function startServer (pki) {
+  const child = fork(path.join(__dirname, 'server.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const request = (message, key) => new Promise((resolve) => {
+    const onMessage = (reply) => {
+      if (key in reply) { child.off('message', onMessage); resolve(reply[key]) }
+    }
+    child.on('message', onMessage)
+    child.send(message)
+  })
+  return request({ start: { key: pki.server.key, cert: pki.server.cert, ca: pki.caCert } }, 'port').then((port) => ({
+    port,
+    queue: (device, count, size) => request({ queue: { device, count, size } }, 'queued'),
+    stop: () => new Promise((resolve) => { child.on('exit', resolve); child.send({ stop: true }) })
+  }))
+}
+
+function runFloor (floor, files, port, mode, options) {
+  const args = [mode, '--port', String(port), '--key', files.key, '--cert', files.cert, '--ca', files.ca]
+  for (const [name, value] of Object.entries(options)) args.push(`--${name}`, String(value))
+  return new Promise((resolve, reject) => {
+    execFile(floor, args, { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      if (err) return reject(new Error(`floor ${mode}: ${stderr || err.message}`))
+      resolve(JSON.parse(stdout))
+    })
+  })
+}
+
+function runClient (scenario) {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, ['--expose-gc', path.join(__dirname, 'client.js'), JSON.stringify(scenario)],
+      { cwd: root, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+        if (err) return reject(new Error(`client ${scenario.kind}: ${stderr || err.message}`))
+        resolve(JSON.parse(stdout))
+      })
+  })
+}
+
+async function main () {
+  console.log(`imt-gateway benchmark${quick ? ' (quick)' : ''}: ${os.cpus().length} cores, ${os.cpus()[0].model}, Node ${process.version}`)
+  const floor = buildFloor()
+  const pki = createPki({ hosts: ['localhost', '127.0.0.1'] })
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imt-bench-'))
+  const files = { key: path.join(dir, 'key.pem'), cert: path.join(dir, 'cert.pem'), ca: path.join(dir, 'ca.pem') }
+  fs.writeFileSync(files.key, pki.client.key)
+  fs.writeFileSync(files.cert, pki.client.cert)
+  fs.writeFileSync(files.ca, pki.caCert)
+  const server = await startServer(pki)
+  const base = { port: server.port, key: pki.client.key, cert: pki.client.cert, ca: pki.caCert }
+  const device = os.hostname()
+  const rows = []
+  const results = {}
+  const row = (name, metric, unit, client, floorValue, target, higherIsBetter = true) => {
+    const ratio = floorValue ? client / floorValue : null
+    const met = target === null || ratio === null ? null : higherIsBetter ? ratio >= target : ratio <= target
+    rows.push({ name, metric, unit, client, floor: floorValue, ratio, target, met })
+    console.log(`  ${name}: client ${fmt(client)} ${unit}, floor ${fmt(floorValue)} ${unit}, ratio ${ratio === null ? '-' : ratio.toFixed(2)}${target === null ? '' : ` (target ${higherIsBetter ? '>=' : '<='} ${target})`}`)
+  }
+
+  for (const [label, size, count] of [['small', 0, scale(20000)], ['1 MB', MB, scale(100)], ['8 MB', 8 * MB, scale(20)]]) {
+    const f = await runFloor(floor, files, server.port, 'events', { count, size })
+    const c = await runClient({ ...base, kind: 'events', count, size })
+    results[`events ${label}`] = { client: c, floor: f }
+    const target = label === 'small' || label === '8 MB' ? 0.9 : null
+    if (size) row(`events ${label}`, 'mbPerSecond', 'MB/s', c.mbPerSecond, f.mbPerSecond, target)
+    else row(`events ${label}`, 'perSecond', 'events/s', c.perSecond, f.perSecond, target)
+  }
+
+  for (const [label, size, count] of [['small', 0, scale(20000)], ['1 MB', MB, scale(100)], ['8 MB', 8 * MB, scale(20)]]) {
+    await server.queue('floor-actions', count, size)
+    const f = await runFloor(floor, files, server.port, 'actions', { count, size, device: 'floor-actions' })
+    await server.queue(device, count, size)
+    const c = await runClient({ ...base, kind: 'actions', count, size })
+    results[`actions ${label}`] = { client: c, floor: f }
+    const target = label === 'small' || label === '8 MB' ? 0.8 : null
+    if (size) row(`actions ${label}`, 'mbPerSecond', 'MB/s', c.mbPerSecond, f.mbPerSecond, target)
+    else row(`actions ${label}`, 'perSecond', 'actions/s', c.perSecond, f.perSecond, target)
+  }
+
+  {
+    const count = scale(50000)
+    const c = await runClient({ ...base, kind: 'events', count, size: 0, maxInFlight: 64 })
+    const f = results['events small'].floor
+    results['events small, maxInFlight 64'] = { client: c, floor: f }
+    row('events small, maxInFlight 64 (vs stop-and-wait floor)', 'perSecond', 'events/s', c.perSecond, f.perSecond, 8)
+  }
+
+  {
+    const count = scale(5000)
+    const f = await runFloor(floor, files, server.port, 'events', { count, size: 0 })
+    const c = await runClient({ ...base, kind: 'rtt', count })
+    results.rtt = { client: c, floor: f }
+    row('event round trip, median', 'rttMedianUs', 'µs', c.rttMedianUs, f.rttMedianUs, null, false)
+    row('event round trip, p99', 'rttP99Us', 'µs', c.rttP99Us, f.rttP99Us, null, false)
+  }
+
+  {
+    const count = scale(200)
+    const f = await runFloor(floor, files, server.port, 'connect', { count })
+    const c = await runClient({ ...base, kind: 'connect', count })
+    results.connect = { client: c, floor: f }
+    row('connect (TCP + TLS + WELCOME + DRAINED), median', 'medianUs', 'µs', c.medianUs, f.medianUs, 1.2, false)
+  }
+
+  {
+    const clients = 1000
+    const f = await runFloor(floor, files, server.port, 'idle', { clients })
+    const c = await runClient({ ...base, kind: 'idle', clients })
+    results.idle = { client: c, floor: f }
+    row(`memory per idle TLS client (${clients} in one process)`, 'bytesPerClient', 'bytes', c.bytesPerClient, f.bytesPerClient, null, false)
+    console.log(`    target: client at most 65536 bytes: ${c.bytesPerClient <= 65536 ? 'met' : 'NOT met'}`)
+  }
+
+  if (!quick) {
+    const clients = 10000
+    const c = await runClient({ ...base, kind: 'idle', clients })
+    results.idle10k = { client: c }
+    console.log(`  ${clients} idle TLS clients in one process: ${c.clients} connected, ${fmt(c.bytesPerClient)} bytes each`)
+  }
+
+  {
+    const clients = 100
+    const count = scale(500)
+    const f = await runFloor(floor, files, server.port, 'load', { clients, count, device: 'load' })
+    results.serverLoad = { floor: f }
+    console.log(`  server: ${fmt(f.perSecond)} events/s acknowledged across ${clients} concurrent clients`)
+  }
+
+  await server.stop()
+  fs.rmSync(dir, { recursive: true, force: true })
+
+  console.log('\n| figure | client | floor | ratio | target |\n|---|---|---|---|---|')
+  for (const r of rows) {
+    const target = r.target === null ? '' : `${r.metric.startsWith('rtt') || r.metric === 'medianUs' ? '≤' : '≥'} ${r.target} ${r.met ? '(met)' : '(NOT met)'}`
+    console.log(`| ${r.name} | ${fmt(r.client)} ${r.unit} | ${fmt(r.floor)} ${r.unit} | ${r.ratio === null ? '' : r.ratio.toFixed(2)} | ${target} |`)
+  }
+  const report = { date: new Date().toISOString(), quick, cpus: os.cpus().length, node: process.version, rows, results }
+  fs.mkdirSync(path.join(root, '.bench'), { recursive: true })
+  fs.writeFileSync(path.join(root, '.bench', 'results.json'), JSON.stringify(report, null, 2))
+  console.log('\n' + JSON.stringify(report))
+}
+
+function fmt (n) {
+  if (n === null || n === undefined) return '-'
+  return n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(1)
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exit(1)
+})
