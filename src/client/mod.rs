@@ -370,12 +370,17 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 self.reconnect = None;
                 self.session.reconnect_timer()
             }
-            Input::Frame(Some(Ok(frame))) => match Message::from_frame(&frame) {
-                Ok(message) => self.session.receive(message),
-                Err(err) => self
-                    .session
-                    .protocol_error(SessionError::new("EPROTO", err.to_string())),
-            },
+            Input::Frame(Some(Ok(frame))) => {
+                if let Some(connection) = self.connection.as_mut() {
+                    crate::protocol::shrink_after_large_frame(connection.reader.read_buffer_mut());
+                }
+                match Message::from_frame(&frame) {
+                    Ok(message) => self.session.receive(message),
+                    Err(err) => self
+                        .session
+                        .protocol_error(SessionError::new("EPROTO", err.to_string())),
+                }
+            }
             Input::Frame(Some(Err(FrameError::Oversize { .. }))) => {
                 let bye = Message::Bye {
                     error: Some(ErrorBody {

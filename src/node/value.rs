@@ -2,7 +2,7 @@
 //! the wire and what a wire value becomes in JS. Raw Node-API calls, so a bundle is walked once
 //! with no intermediate JSON or serde layer.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 use std::ptr;
 
 use bytes::Bytes;
@@ -208,8 +208,28 @@ unsafe fn write(env: sys::napi_env, value: &Value) -> Result<sys::napi_value> {
     Ok(out)
 }
 
+/// Below this a Buffer is copied; above it the JS Buffer borrows the received bytes, so a large
+/// action reaches JavaScript without being copied again.
+const BORROW_ABOVE: usize = 64 * 1024;
+
 unsafe fn write_buffer(env: sys::napi_env, bytes: &Bytes) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
+    if bytes.len() > BORROW_ABOVE {
+        let owner = Box::into_raw(Box::new(bytes.clone()));
+        let status = sys::napi_create_external_buffer(
+            env,
+            bytes.len(),
+            bytes.as_ptr() as *mut c_void,
+            Some(release_bytes),
+            owner.cast(),
+            &mut out,
+        );
+        if status == sys::Status::napi_ok {
+            return Ok(out);
+        }
+        // Runtimes whose memory cage forbids external buffers: copy after all.
+        drop(Box::from_raw(owner));
+    }
     let mut data = ptr::null_mut();
     check_status!(sys::napi_create_buffer_copy(
         env,
@@ -219,4 +239,9 @@ unsafe fn write_buffer(env: sys::napi_env, bytes: &Bytes) -> Result<sys::napi_va
         &mut out
     ))?;
     Ok(out)
+}
+
+/// The garbage collector freed a borrowing Buffer: release the bytes it kept alive.
+unsafe extern "C" fn release_bytes(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    drop(Box::from_raw(hint.cast::<Bytes>()));
 }

@@ -121,6 +121,16 @@ impl Encoder<Frame> for FrameCodec {
     }
 }
 
+/// Read buffers start small and grow to hold a large frame whole; once such a frame has been
+/// taken out and nothing else waits in the buffer, it goes back to small, so that an idle
+/// connection that once received 8 MB does not keep 8 MB.
+pub fn shrink_after_large_frame(buffer: &mut BytesMut) {
+    const KEEP: usize = 64 * 1024;
+    if buffer.is_empty() && buffer.capacity() > KEEP {
+        *buffer = BytesMut::new();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +215,24 @@ mod tests {
             Err(FrameError::Truncated { buffered: 9 })
         ));
         assert!(codec.decode_eof(&mut BytesMut::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_buffer_grown_for_a_large_frame_shrinks_back_once_empty() {
+        let mut codec = FrameCodec;
+        let big = frame(5, &vec![0xc0; 1 << 20]);
+        // A read buffer that grew while the frame arrived in pieces.
+        let mut buf = BytesMut::with_capacity(4 << 20);
+        buf.extend_from_slice(&wire(std::slice::from_ref(&big)));
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(big));
+        assert!(buf.capacity() > 64 * 1024);
+        shrink_after_large_frame(&mut buf);
+        assert!(buf.capacity() <= 64 * 1024);
+        // Not while bytes of the next frame wait in it.
+        let mut busy = BytesMut::with_capacity(1 << 20);
+        busy.extend_from_slice(&[5, 0]);
+        shrink_after_large_frame(&mut busy);
+        assert_eq!(&busy[..], &[5, 0]);
     }
 
     #[test]

@@ -102,6 +102,15 @@ pub(super) async fn run(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr)
                 kill: kill.clone(),
             },
         );
+        // Accepted just as the server closed, after close() went through the connections:
+        // this one would otherwise be missed and hold close() up forever.
+        match state.closing {
+            Some(true) => {
+                let _ = state.conns[&id].commands.send(Command::Kick);
+            }
+            Some(false) => kill.cancel(),
+            None => {}
+        }
         id
     };
     let mut conn = Conn {
@@ -250,6 +259,7 @@ impl Conn {
             let step = tokio::select! {
                 _ = self.kill.cancelled() => Err(End::silent()),
                 frame = framed.next() => {
+                    crate::protocol::shrink_after_large_frame(framed.read_buffer_mut());
                     let mut step = self.on_frame(frame);
                     // Frames already received are answered together, in one write: a client
                     // that pipelines events gets its acknowledgements in few TLS records.

@@ -142,6 +142,8 @@ struct State {
     held: HashMap<String, VecDeque<Queued>>,
     decisions: HashMap<u64, oneshot::Sender<Verdict>>,
     listening: Option<(SocketAddr, CancellationToken)>,
+    /// `close()` is under way (`Some(graceful)`): connections that register now end at once.
+    closing: Option<bool>,
 }
 
 impl State {
@@ -267,6 +269,7 @@ impl Server {
     pub async fn close(&self, graceful: bool) {
         let was_listening = {
             let mut state = self.shared.state();
+            state.closing = Some(graceful);
             for entry in state.conns.values() {
                 if graceful {
                     let _ = entry.commands.send(Command::Kick);
@@ -286,6 +289,7 @@ impl Server {
         self.tracker.wait().await;
         let discarded: Vec<u64> = {
             let mut state = self.shared.state();
+            state.closing = None;
             state.decisions.clear();
             state
                 .held
