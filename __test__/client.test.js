@@ -408,3 +408,22 @@ test('a server certificate from an unknown CA is refused by the client', async (
   const [err] = await once(client, 'error')
   t.is(err.code, 'UNABLE_TO_VERIFY_LEAF_SIGNATURE')
 })
+
+test('a large action arrives whole, as a Buffer that outlives garbage collection', async (t) => {
+  const { server, options } = await transports.tcp(t)
+  const { client } = track(t, options)
+  const data = Buffer.alloc(3 * 1024 * 1024)
+  for (let i = 0; i < data.length; i++) data[i] = (i * 31) & 0xff
+  server.queueAction(require('os').hostname(), { id: 'big', type: 'firmware', parameters: { data, small: Buffer.from('ok') } })
+  const arrived = once(client, 'action')
+  client.connect()
+  const [action, ack] = await arrived
+  ack()
+  t.true(Buffer.isBuffer(action.parameters.data))
+  t.true(action.parameters.data.equals(data))
+  t.deepEqual(action.parameters.small, Buffer.from('ok'))
+  action.parameters.data[0] ^= 0xff // the application owns it
+  if (global.gc) global.gc()
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  t.is(action.parameters.data[1], 31)
+})
