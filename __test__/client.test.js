@@ -427,3 +427,19 @@ test('a large action arrives whole, as a Buffer that outlives garbage collection
   await new Promise((resolve) => setTimeout(resolve, 20))
   t.is(action.parameters.data[1], 31)
 })
+
+test('a Buffer in an event is read when send() is called: changing it afterwards changes nothing', async (t) => {
+  const { server, options } = await transports.tcp(t)
+  const { client } = track(t, options)
+  ackAll(client)
+  const received = once(server, 'event')
+  const data = Buffer.alloc(1024 * 1024, 1)
+  // Queued before the gateway has drained: the event waits, encoded, in the native outbox.
+  const done = sendAsync(client, new Event('blob', { data, list: [data.subarray(0, 3)] }))
+  data.fill(2)
+  client.connect()
+  t.is(await done, null)
+  const [event] = await received
+  t.true(event.bundle.data.equals(Buffer.alloc(1024 * 1024, 1)))
+  t.deepEqual(event.bundle.list, [Buffer.from([1, 1, 1])])
+})

@@ -12,7 +12,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
 
-use super::value::JsValue;
+use super::value::{BorrowedJsValue, JsValue};
 use crate::client::{client, Batch, ClientHandle, ClientOptions, Command};
 use crate::protocol::ErrorBody;
 use crate::session::{Notice, OutgoingEvent, SessionConfig};
@@ -267,9 +267,10 @@ impl NativeClient {
         Ok(())
     }
 
-    /// Queues an event; `seq` names its callback in the `done` notice.
+    /// Queues an event; `seq` names its callback in the `done` notice. The bundle is encoded
+    /// here, straight from the caller's Buffers into the frame, and not kept.
     #[napi(catch_unwind)]
-    pub fn send(&self, seq: f64, id: JsValue, event_type: String, bundle: JsValue) {
+    pub fn send(&self, seq: f64, id: JsValue, event_type: String, bundle: BorrowedJsValue) {
         let event = OutgoingEvent::new(seq as u64, id.0, event_type, bundle.0);
         self.handle.command(Command::Send(event));
     }

@@ -30,8 +30,37 @@ impl ValidateNapiValue for JsValue {}
 
 impl FromNapiValue for JsValue {
     unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
-        read(env, value, 0).map(JsValue)
+        read(env, value, 0, Buffers::Copy).map(JsValue)
     }
+}
+
+/// A [`Value`] whose binaries still point into the caller's JavaScript Buffers: no copy of a
+/// large bundle on its way to the socket. Only for a value consumed (encoded) before the
+/// native call returns, while those Buffers are certainly alive; it must not be kept.
+pub struct BorrowedJsValue(pub Value);
+
+impl TypeName for BorrowedJsValue {
+    fn type_name() -> &'static str {
+        "unknown"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Unknown
+    }
+}
+
+impl ValidateNapiValue for BorrowedJsValue {}
+
+impl FromNapiValue for BorrowedJsValue {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        read(env, value, 0, Buffers::Borrow).map(BorrowedJsValue)
+    }
+}
+
+/// How Buffers become [`Value::Binary`].
+#[derive(Clone, Copy)]
+enum Buffers {
+    Copy,
+    Borrow,
 }
 
 impl ToNapiValue for JsValue {
@@ -46,7 +75,12 @@ impl ToNapiValue for &Value {
     }
 }
 
-unsafe fn read(env: sys::napi_env, value: sys::napi_value, depth: usize) -> Result<Value> {
+unsafe fn read(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    depth: usize,
+    buffers: Buffers,
+) -> Result<Value> {
     if depth > MAX_DEPTH {
         return Err(Error::new(
             Status::InvalidArg,
@@ -67,7 +101,7 @@ unsafe fn read(env: sys::napi_env, value: sys::napi_value, depth: usize) -> Resu
             Ok(Value::Number(n))
         }
         sys::ValueType::napi_string => Ok(Value::String(read_string(env, value)?)),
-        sys::ValueType::napi_object => read_object(env, value, depth),
+        sys::ValueType::napi_object => read_object(env, value, depth, buffers),
         // undefined, null, functions, symbols: nil, as the original writes them.
         _ => Ok(Value::Nil),
     }
@@ -97,7 +131,12 @@ unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> Result<Stri
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
-unsafe fn read_object(env: sys::napi_env, value: sys::napi_value, depth: usize) -> Result<Value> {
+unsafe fn read_object(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    depth: usize,
+    buffers: Buffers,
+) -> Result<Value> {
     let mut flag = false;
     check_status!(sys::napi_is_buffer(env, value, &mut flag))?;
     if flag {
@@ -107,7 +146,12 @@ unsafe fn read_object(env: sys::napi_env, value: sys::napi_value, depth: usize) 
         let bytes = if len == 0 {
             Bytes::new()
         } else {
-            Bytes::copy_from_slice(std::slice::from_raw_parts(data.cast::<u8>(), len))
+            let slice: &'static [u8] = std::slice::from_raw_parts(data.cast::<u8>(), len);
+            match buffers {
+                Buffers::Copy => Bytes::copy_from_slice(slice),
+                // Not really 'static: see BorrowedJsValue, the only way to get here.
+                Buffers::Borrow => Bytes::from_static(slice),
+            }
         };
         return Ok(Value::Binary(bytes));
     }
@@ -125,7 +169,7 @@ unsafe fn read_object(env: sys::napi_env, value: sys::napi_value, depth: usize) 
         for i in 0..len {
             let mut item = ptr::null_mut();
             check_status!(sys::napi_get_element(env, value, i, &mut item))?;
-            items.push(read(env, item, depth + 1)?);
+            items.push(read(env, item, depth + 1, buffers)?);
         }
         return Ok(Value::Array(items));
     }
@@ -147,7 +191,7 @@ unsafe fn read_object(env: sys::napi_env, value: sys::napi_value, depth: usize) 
         check_status!(sys::napi_get_element(env, keys, i, &mut key))?;
         let mut item = ptr::null_mut();
         check_status!(sys::napi_get_property(env, value, key, &mut item))?;
-        entries.push((read_string(env, key)?, read(env, item, depth + 1)?));
+        entries.push((read_string(env, key)?, read(env, item, depth + 1, buffers)?));
     }
     Ok(Value::Map(entries))
 }
