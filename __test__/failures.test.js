@@ -148,10 +148,16 @@ test('with maxReconnectDelay the wait between attempts grows, with jitter', asyn
   await failed
   const gaps = stamps.slice(1).map((at, i) => at - stamps[i])
   t.is(gaps.length, 6)
-  // Attempt n waits between half and all of min(40 * 2^n, 400) ms.
-  t.true(gaps[0] >= 15 && gaps[0] < 200, `first gap ${gaps[0]}`)
-  t.true(gaps[5] >= 190, `last gap ${gaps[5]} (gaps ${gaps})`)
-  t.true(gaps[4] + gaps[5] > gaps[0] + gaps[1], `gaps ${gaps}`)
+  // Attempt n waits at least half of min(40 * 2^n, 400) ms (the exact schedule is unit-tested
+  // in Rust; a loaded machine can only make the gaps longer).
+  // Cumulative, since a late notice shortens the gap after it.
+  const floors = [20, 40, 80, 160, 200, 200]
+  let least = 0
+  floors.forEach((floor, n) => {
+    least += floor
+    const elapsed = stamps[n + 1] - stamps[0]
+    t.true(elapsed >= least - 2, `reconnect ${n + 1} after ${elapsed} ms, at least ${least} expected (gaps ${gaps})`)
+  })
 })
 
 test('a panic inside the core becomes an EINTERNAL error and fails pending callbacks', async (t) => {

@@ -80,3 +80,20 @@ test('DEBUG=imt:gateway:* logs to stderr', async (t) => {
   t.regex(result.err, /imt:gateway:client .*Received acknowledgement even if there is no event in the queue\./)
   t.regex(result.err, /imt:gateway:client connect to localhost:\d+/)
 })
+
+test('a caught panic in the core prints nothing without DEBUG, and its report with it', async (t) => {
+  const source = `
+    const { Client } = require('imt-gateway')
+    const client = new Client({ host: 'localhost', port: 1 })
+    client.on('error', (err) => { console.log('error', err.code); client.close() })
+    client.connect()
+    client._native.__crash()
+  `
+  const quiet = await runNode(source)
+  t.is(quiet.code, 0)
+  t.is(quiet.out, 'error EINTERNAL\n')
+  t.is(quiet.err, '')
+  const told = await runNode(source, { env: { DEBUG: 'imt:gateway:*' } })
+  t.is(told.out, 'error EINTERNAL\n')
+  t.regex(told.err, /imt:gateway:native [\s\S]*crash requested/)
+})

@@ -451,15 +451,13 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
     /// The wait before the next attempt: fixed by default, else doubling per failed attempt
     /// up to the maximum, half of it random.
     fn reconnect_delay(&mut self) -> Duration {
-        let base = self.options.reconnect_delay;
-        let max = self.options.max_reconnect_delay;
-        if max <= base {
-            return base;
-        }
-        let factor = 1u32 << self.session.attempts().min(16);
-        let grown = base.saturating_mul(factor).min(max);
-        let half = grown / 2;
-        half + half.mul_f64(self.jitter.next())
+        let random = self.jitter.next();
+        backoff(
+            self.options.reconnect_delay,
+            self.options.max_reconnect_delay,
+            self.session.attempts(),
+            random,
+        )
     }
 
     fn apply(&mut self, outputs: Vec<Output>) {
@@ -520,6 +518,18 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
     }
 }
 
+/// The wait before reconnect attempt `attempts + 1`: `base` when `max` does not exceed it
+/// (the original's fixed delay), else `base * 2^attempts` capped at `max`, of which the upper
+/// half is scaled by `random` (in [0, 1)).
+fn backoff(base: Duration, max: Duration, attempts: u32, random: f64) -> Duration {
+    if max <= base {
+        return base;
+    }
+    let grown = base.saturating_mul(1u32 << attempts.min(16)).min(max);
+    let half = grown / 2;
+    half + half.mul_f64(random)
+}
+
 /// A small xorshift generator for reconnect jitter: spreading reconnects needs no more than
 /// a seed that differs between processes and clients.
 struct Jitter(u64);
@@ -550,4 +560,47 @@ fn encode(message: &Message) -> Bytes {
     let mut buf = bytes::BytesMut::new();
     message.encode(&mut buf);
     buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn without_a_larger_maximum_the_delay_is_fixed() {
+        assert_eq!(backoff(ms(1000), ms(1000), 0, 0.7), ms(1000));
+        assert_eq!(backoff(ms(1000), ms(0), 9, 0.7), ms(1000));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_with_half_of_it_random() {
+        let delays: Vec<_> = (0..6)
+            .map(|n| {
+                (
+                    backoff(ms(40), ms(400), n, 0.0),
+                    backoff(ms(40), ms(400), n, 0.999),
+                )
+            })
+            .collect();
+        assert_eq!(delays[0], (ms(20), ms(40) - Duration::from_micros(20)));
+        assert_eq!(delays[1].0, ms(40));
+        assert_eq!(delays[3].0, ms(160));
+        assert_eq!(delays[4].0, ms(200), "capped at 400, half fixed");
+        assert_eq!(delays[5].0, ms(200));
+        assert!(delays[5].1 < ms(400) && delays[5].1 > ms(399));
+        assert_eq!(backoff(ms(40), ms(400), u32::MAX, 0.0), ms(200));
+    }
+
+    #[test]
+    fn jitter_stays_in_its_interval_and_varies() {
+        let mut jitter = Jitter::seeded();
+        let draws: Vec<f64> = (0..1000).map(|_| jitter.next()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((0.4..0.6).contains(&mean), "mean {mean}");
+    }
 }

@@ -3,5 +3,6 @@
 
 mod client;
 mod pki;
+mod quiet;
 mod server;
 mod value;
