@@ -18,7 +18,7 @@
 //! failure, which leads to the first reconnect, is not itself an attempt.
 
 use crate::protocol::{ErrorBody, Message, Value};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -77,11 +77,12 @@ pub struct OutgoingEvent {
 impl OutgoingEvent {
     /// Encodes the EVENT frame for `{id, type, bundle}`.
     pub fn new(seq: u64, id: Value, kind: impl Into<String>, bundle: Value) -> OutgoingEvent {
-        let frame = encode(&Message::Event {
+        let frame = Message::Event {
             id: id.clone(),
             kind: kind.into(),
             bundle,
-        });
+        }
+        .to_bytes();
         OutgoingEvent { seq, id, frame }
     }
 }
@@ -236,6 +237,7 @@ pub struct Session {
 
 const NO_EVENT_IN_QUEUE: &str = "Received acknowledgement even if there is no event in the queue.";
 const DIFFERENT_EVENT: &str = "Received acknowledgement for different event.";
+const MAXIMUM_BUFFER: &str = "Maximum buffer size exceeded.";
 
 impl Session {
     pub fn new(config: SessionConfig) -> Session {
@@ -269,9 +271,9 @@ impl Session {
         match self.phase {
             Phase::Connecting => {
                 self.phase = Phase::AwaitingWelcome;
-                vec![Output::Write(encode(&Message::hello(
-                    &self.config.device_name,
-                )))]
+                vec![Output::Write(
+                    Message::hello(&self.config.device_name).to_bytes(),
+                )]
             }
             Phase::Idle => vec![Output::CloseSocket],
             _ => Vec::new(),
@@ -355,8 +357,25 @@ impl Session {
         out
     }
 
-    /// The driver could not read the server's bytes (an undecodable frame, an oversize
-    /// buffer): the server broke the protocol. An empty code becomes `EPROTO`.
+    /// The server sent or announced a frame over 10 MiB: BYE IM491, as PROTOCOL.md asks of
+    /// either side, then the connection ends as for any violation.
+    pub fn buffer_exceeded(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.phase.socket_open() {
+            let error = ErrorBody {
+                code: Some("IM491".into()),
+                message: MAXIMUM_BUFFER.into(),
+            };
+            out.push(Output::Write(
+                Message::Bye { error: Some(error) }.to_bytes(),
+            ));
+            self.violation(&mut out, "IM491", MAXIMUM_BUFFER);
+        }
+        out
+    }
+
+    /// The driver could not read the server's bytes (an undecodable frame): the server
+    /// broke the protocol. An empty code becomes `EPROTO`.
     pub fn protocol_error(&mut self, err: SessionError) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.socket_open() {
@@ -429,11 +448,14 @@ impl Session {
         };
         self.actions.remove(index);
         let status = if error.is_some() { 1 } else { 0 };
-        vec![Output::Write(encode(&Message::Acknowledgement {
-            correlid: id,
-            status,
-            error,
-        }))]
+        vec![Output::Write(
+            Message::Acknowledgement {
+                correlid: id,
+                status,
+                error,
+            }
+            .to_bytes(),
+        )]
     }
 
     /// The user's `close()`: always stops reconnecting. Unless `keep_queue`, no callback is
@@ -662,12 +684,6 @@ impl Session {
     }
 }
 
-fn encode(message: &Message) -> Bytes {
-    let mut buf = BytesMut::new();
-    message.encode(&mut buf);
-    buf.freeze()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -725,7 +741,7 @@ mod tests {
     }
 
     fn hello() -> Output {
-        Output::Write(encode(&Message::hello("dev")))
+        Output::Write(Message::hello("dev").to_bytes())
     }
 
     fn config() -> SessionConfig {
@@ -762,7 +778,7 @@ mod tests {
         assert_eq!(s.send(event(1)), []);
         assert_eq!(s.connect(), [Output::Connect]);
         assert_eq!(s.connect(), [], "already connecting");
-        let mut expected = BytesMut::new();
+        let mut expected = bytes::BytesMut::new();
         Message::hello("dev").encode(&mut expected);
         assert_eq!(s.connected(), [Output::Write(expected.freeze())]);
         assert_eq!(s.phase(), Phase::AwaitingWelcome);
@@ -1183,6 +1199,30 @@ mod tests {
     }
 
     #[test]
+    fn an_oversize_frame_is_answered_with_bye_im491_and_ends_the_connection() {
+        let mut s = drained(config());
+        let bye = Message::Bye {
+            error: Some(ErrorBody {
+                code: Some("IM491".into()),
+                message: "Maximum buffer size exceeded.".into(),
+            }),
+        };
+        assert_eq!(
+            s.buffer_exceeded(),
+            [
+                Output::Write(bye.to_bytes()),
+                emit(Notice::Error(SessionError::new(
+                    "IM491",
+                    "Maximum buffer size exceeded."
+                ))),
+                Output::CloseSocket,
+                Output::ScheduleReconnect,
+            ]
+        );
+        assert_eq!(s.buffer_exceeded(), [], "no connection any more");
+    }
+
+    #[test]
     fn a_full_queue_refuses_the_next_event_through_its_callback() {
         let mut s = session(SessionConfig {
             max_queue_size: 2,
@@ -1256,11 +1296,12 @@ mod tests {
         };
         s.receive(action(1.0));
         s.receive(action(2.0));
-        let expected = encode(&Message::Acknowledgement {
+        let expected = Message::Acknowledgement {
             correlid: Value::Number(1.0),
             status: 0,
             error: None,
-        });
+        }
+        .to_bytes();
         assert_eq!(
             s.ack_action(Value::Number(1.0), None),
             [Output::Write(expected)]
@@ -1270,7 +1311,7 @@ mod tests {
             code: Some("E1".into()),
             message: "Failed.".into(),
         };
-        let mut expected = BytesMut::new();
+        let mut expected = bytes::BytesMut::new();
         Message::Acknowledgement {
             correlid: Value::Number(2.0),
             status: 1,

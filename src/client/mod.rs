@@ -264,9 +264,6 @@ struct Driver<S> {
     handshake_deadline: Option<Pin<Box<Sleep>>>,
     /// Runs while events await acknowledgement, restarted by each one (`ack_timeout`).
     ack_deadline: Option<Pin<Box<Sleep>>>,
-    /// Acknowledgements seen, to notice progress.
-    acks: u64,
-    acks_at_deadline: u64,
     jitter: Jitter,
     batch: Batch,
     cycle: u64,
@@ -285,8 +282,6 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             reconnect: None,
             handshake_deadline: None,
             ack_deadline: None,
-            acks: 0,
-            acks_at_deadline: 0,
             jitter: Jitter::seeded(),
             batch: Batch::default(),
             cycle: 0,
@@ -381,17 +376,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                         .protocol_error(SessionError::new("EPROTO", err.to_string())),
                 }
             }
-            Input::Frame(Some(Err(FrameError::Oversize { .. }))) => {
-                let bye = Message::Bye {
-                    error: Some(ErrorBody {
-                        code: Some("IM491".into()),
-                        message: "Maximum buffer size exceeded.".into(),
-                    }),
-                };
-                self.write(encode(&bye));
-                self.session
-                    .protocol_error(SessionError::new("IM491", "Maximum buffer size exceeded."))
-            }
+            Input::Frame(Some(Err(FrameError::Oversize { .. }))) => self.session.buffer_exceeded(),
             Input::Frame(Some(Err(FrameError::Io(err)))) | Input::Written(Err(err)) => {
                 self.connection = None;
                 self.session.connection_lost(Some(transport::error(&err)))
@@ -439,8 +424,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         }
         match self.options.ack_timeout {
             Some(limit) if self.session.in_flight() > 0 => {
-                if self.ack_deadline.is_none() || self.acks != self.acks_at_deadline {
-                    self.acks_at_deadline = self.acks;
+                if self.ack_deadline.is_none() {
                     self.ack_deadline = Some(Box::pin(sleep(limit)));
                 }
             }
@@ -487,7 +471,8 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 }
                 Output::Emit(notice) => {
                     if let Notice::Acknowledgement { .. } = notice {
-                        self.acks += 1;
+                        // Progress: the wait for the next acknowledgement starts afresh.
+                        self.ack_deadline = None;
                     }
                     self.batch.notices.push(notice)
                 }
@@ -554,12 +539,6 @@ impl Jitter {
         self.0 = x;
         (x >> 11) as f64 / (1u64 << 53) as f64
     }
-}
-
-fn encode(message: &Message) -> Bytes {
-    let mut buf = bytes::BytesMut::new();
-    message.encode(&mut buf);
-    buf.freeze()
 }
 
 #[cfg(test)]

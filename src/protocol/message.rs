@@ -153,6 +153,13 @@ impl Message {
         })
     }
 
+    /// The whole frame, header and body, ready to write.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        self.encode(&mut buf);
+        buf.freeze()
+    }
+
     pub fn to_frame(&self) -> Frame {
         let mut body = Vec::new();
         self.write_body(&mut body);
