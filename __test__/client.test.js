@@ -6,7 +6,7 @@ const test = require('ava')
 const crypto = require('crypto')
 const { Client, Event, Action } = require('imt-gateway')
 const { createPki } = require('imt-gateway/testing')
-const { start, startTls, once } = require('./helpers/server')
+const { start, startTls, once, waitFor } = require('./helpers/server')
 const { fakeGateway, welcome } = require('./helpers/fake-gateway')
 
 const NAMES = ['connect', 'drain', 'drained', 'reconnect', 'disconnect', 'error']
@@ -52,18 +52,6 @@ function track (t, options) {
 function ackAll (client, into = []) {
   client.on('action', (action, ack) => { into.push(action); ack() })
   return into
-}
-
-function waitFor (predicate, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const started = Date.now()
-    const poll = () => {
-      if (predicate()) return resolve()
-      if (Date.now() - started > ms) return reject(new Error('timed out'))
-      setTimeout(poll, 5)
-    }
-    poll()
-  })
 }
 
 function sendAsync (client, event) {

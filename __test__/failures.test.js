@@ -7,21 +7,9 @@ const { Client, Event, Server } = require('imt-gateway')
 const { TestCertificateAuthority, createPki } = require('imt-gateway/testing')
 const { frame } = require('./helpers/raw-client')
 const { fakeGateway, welcome } = require('./helpers/fake-gateway')
-const { once } = require('./helpers/server')
+const { once, waitFor } = require('./helpers/server')
 
 const settle = (ms = 150) => new Promise((resolve) => setTimeout(resolve, ms))
-
-function waitFor (predicate, ms = 10000) {
-  const started = Date.now()
-  return new Promise((resolve, reject) => {
-    const poll = () => {
-      if (predicate()) return resolve()
-      if (Date.now() - started > ms) return reject(new Error('timed out'))
-      setTimeout(poll, 5)
-    }
-    poll()
-  })
-}
 
 /** A client (no reconnects) against a scripted gateway, recording what it emits. */
 async function againstFake (t, options = {}) {

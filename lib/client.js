@@ -182,20 +182,14 @@ class Client extends EventEmitter {
   }
 
   _deliver (batch) {
+    const notices = batch.fatal ? [...batch.notices, ...this._stopped(batch.fatal)] : batch.notices
     let thrown = null
-    for (const notice of batch.notices) {
+    for (const notice of notices) {
       try {
         this._notice(notice)
       } catch (err) {
         // A listener or callback threw: finish the batch so no callback is lost, then let the
         // exception surface as Node would have surfaced it.
-        if (!thrown) thrown = { err }
-      }
-    }
-    if (batch.fatal) {
-      try {
-        this._fatal(batch.fatal)
-      } catch (err) {
         if (!thrown) thrown = { err }
       }
     }
@@ -207,23 +201,12 @@ class Client extends EventEmitter {
     if (thrown) throw thrown.err
   }
 
-  // The core stopped after an internal error (a bug, caught before it could crash Node): no
-  // callback may be left hanging, and the application hears of it once.
-  _fatal (notice) {
-    const err = gatewayError(notice.message, notice.code)
-    this._dead = err
-    const callbacks = [...this._callbacks.values()]
-    this._callbacks.clear()
-    let thrown = null
-    for (const callback of callbacks) {
-      try {
-        callback(err)
-      } catch (e) {
-        if (!thrown) thrown = { e }
-      }
-    }
-    this.emit('error', err)
-    if (thrown) throw thrown.e
+  // The core stopped after an internal error (a bug, caught before it could crash Node): every
+  // waiting callback gets that error and the application hears of it once, as ordinary notices.
+  _stopped (fatal) {
+    this._dead = gatewayError(fatal.message, fatal.code)
+    const done = [...this._callbacks.keys()].map((seq) => ({ kind: 'done', seq, code: fatal.code, message: fatal.message }))
+    return [...done, fatal]
   }
 
   _notice (notice) {

@@ -24,4 +24,17 @@ function once (emitter, name) {
   return new Promise((resolve) => emitter.once(name, (...args) => resolve(args)))
 }
 
-module.exports = { start, startTls, once }
+/** Resolves once `predicate()` holds, polling; rejects after `ms`. */
+function waitFor (predicate, ms = 10000) {
+  const started = Date.now()
+  return new Promise((resolve, reject) => {
+    const poll = () => {
+      if (predicate()) return resolve()
+      if (Date.now() - started > ms) return reject(new Error('timed out'))
+      setTimeout(poll, 5)
+    }
+    poll()
+  })
+}
+
+module.exports = { start, startTls, once, waitFor }

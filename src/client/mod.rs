@@ -105,6 +105,19 @@ pub struct Batch {
     pub fatal: Option<SessionError>,
 }
 
+impl Batch {
+    /// Appends a later batch: its notices after these, its idle and fatal reports over these.
+    pub fn absorb(&mut self, later: Batch) {
+        self.notices.extend(later.notices);
+        if later.idle.is_some() {
+            self.idle = later.idle;
+        }
+        if later.fatal.is_some() {
+            self.fatal = later.fatal;
+        }
+    }
+}
+
 /// The host's side of a running client. Dropping it ends the client's task.
 #[derive(Clone)]
 pub struct ClientHandle {

@@ -20,16 +20,13 @@ use crate::session::{Notice, OutgoingEvent, SessionConfig};
 type BatchSink = ThreadsafeFunction<Delivery, (), Delivery, Status, false>;
 
 /// Notices on their way to JavaScript. At most one threadsafe call is outstanding per client:
-/// while it waits for the JS thread, later batches join it, so a busy JS thread is woken once
-/// for many acknowledgements instead of once for each.
-#[derive(Default)]
-struct Mailbox {
-    batch: Option<Batch>,
-}
+/// while it waits for the JS thread, later batches join the one in this mailbox, so a busy
+/// JS thread is woken once for many acknowledgements instead of once for each.
+type Mailbox = Mutex<Option<Batch>>;
 
 /// What the threadsafe call carries: the mailbox, emptied on the JS thread at the moment the
 /// call runs, so it delivers everything gathered until then.
-pub struct Delivery(Arc<Mutex<Mailbox>>);
+pub struct Delivery(Arc<Mailbox>);
 
 impl TypeName for Delivery {
     fn type_name() -> &'static str {
@@ -42,7 +39,7 @@ impl TypeName for Delivery {
 
 impl ToNapiValue for Delivery {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
-        let batch = lock(&val.0).batch.take().unwrap_or_default();
+        let batch = lock(&val.0).take().unwrap_or_default();
         let batch = ClientBatch {
             notices: batch.notices.into_iter().map(to_notice).collect(),
             idle: batch.idle.map(|cycle| cycle as f64),
@@ -52,26 +49,20 @@ impl ToNapiValue for Delivery {
     }
 }
 
-fn lock(mailbox: &Mutex<Mailbox>) -> MutexGuard<'_, Mailbox> {
+fn lock(mailbox: &Mailbox) -> MutexGuard<'_, Option<Batch>> {
     mailbox.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Adds `batch` to the mailbox; true when no call is outstanding, so one must be made.
-fn post(mailbox: &Mutex<Mailbox>, batch: Batch) -> bool {
-    let mut mailbox = lock(mailbox);
-    match mailbox.batch.as_mut() {
-        Some(waiting) => {
-            waiting.notices.extend(batch.notices);
-            if batch.idle.is_some() {
-                waiting.idle = batch.idle;
-            }
-            if batch.fatal.is_some() {
-                waiting.fatal = batch.fatal;
-            }
+fn post(mailbox: &Mailbox, batch: Batch) -> bool {
+    let mut waiting = lock(mailbox);
+    match waiting.as_mut() {
+        Some(earlier) => {
+            earlier.absorb(batch);
             false
         }
         None => {
-            mailbox.batch = Some(batch);
+            *waiting = Some(batch);
             true
         }
     }
@@ -228,7 +219,7 @@ impl NativeClient {
         session.max_queue_size = options.max_queue_size as usize;
         let sink = Arc::new(on_batch);
         let delivery = sink.clone();
-        let mailbox = Arc::new(Mutex::new(Mailbox::default()));
+        let mailbox: Arc<Mailbox> = Arc::default();
         let (handle, task) = client(
             ClientOptions {
                 host: options.host,
@@ -297,22 +288,28 @@ impl NativeClient {
     /// Keeps the Node process alive while the client has work.
     #[napi(js_name = "ref", catch_unwind)]
     pub fn refer(&self, env: Env) -> Result<()> {
-        if !self.sink.aborted() {
-            napi::check_status!(unsafe {
-                sys::napi_ref_threadsafe_function(env.raw(), self.sink.raw())
-            })?;
-        }
-        Ok(())
+        self.keep_alive(env, true)
     }
 
     /// Lets the Node process exit even though the client has work.
     #[napi(catch_unwind)]
     pub fn unref(&self, env: Env) -> Result<()> {
-        if !self.sink.aborted() {
-            napi::check_status!(unsafe {
-                sys::napi_unref_threadsafe_function(env.raw(), self.sink.raw())
-            })?;
+        self.keep_alive(env, false)
+    }
+}
+
+impl NativeClient {
+    fn keep_alive(&self, env: Env, on: bool) -> Result<()> {
+        if self.sink.aborted() {
+            return Ok(());
         }
-        Ok(())
+        let (env, sink) = (env.raw(), self.sink.raw());
+        napi::check_status!(unsafe {
+            if on {
+                sys::napi_ref_threadsafe_function(env, sink)
+            } else {
+                sys::napi_unref_threadsafe_function(env, sink)
+            }
+        })
     }
 }
