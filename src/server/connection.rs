@@ -75,8 +75,8 @@ enum Decision {
 
 struct PendingEvent {
     id: Value,
-    kind: String,
-    bundle: Value,
+    /// Type and bundle for the echo, when the server echoes.
+    echo: Option<(String, Value)>,
     verdict: Decision,
 }
 
@@ -361,21 +361,23 @@ impl Conn {
                 } else {
                     (None, Decision::Decided(Verdict::Accept))
                 };
-                if self.shared.wants_events() {
+                // The bundle is copied only when both the embedder and the echo want it.
+                let (notice, echo) = match (self.shared.wants_events(), self.shared.options.echo) {
+                    (true, true) => (Some((kind.clone(), bundle.clone())), Some((kind, bundle))),
+                    (true, false) => (Some((kind, bundle)), None),
+                    (false, true) => (None, Some((kind, bundle))),
+                    (false, false) => (None, None),
+                };
+                if let Some((kind, bundle)) = notice {
                     self.shared.emit(ServerEvent::Event {
                         conn: self.info.clone(),
                         id: id.clone(),
-                        kind: kind.clone(),
-                        bundle: bundle.clone(),
+                        kind,
+                        bundle,
                         decision,
                     });
                 }
-                self.pending.push_back(PendingEvent {
-                    id,
-                    kind,
-                    bundle,
-                    verdict,
-                });
+                self.pending.push_back(PendingEvent { id, echo, verdict });
                 Ok(())
             }
             (
@@ -432,12 +434,12 @@ impl Conn {
                         status: 0,
                         error: None,
                     });
-                    if self.shared.options.echo {
+                    if let Some((kind, parameters)) = event.echo {
                         self.outgoing.push_back(Queued {
                             action: OutboundAction {
                                 id: Value::Number(now_ms()),
-                                kind: event.kind,
-                                parameters: event.bundle,
+                                kind,
+                                parameters,
                             },
                             ticket: None,
                         });
