@@ -5,8 +5,10 @@
 //! never per frame. The next queued event is written the moment the previous one is
 //! acknowledged, inside this task, without a round trip through the host.
 //!
-//! The task runs on whatever tokio runtime spawns it; the Node binding shares one runtime
-//! among all clients of a process. Dropping the [`ClientHandle`] ends the task and its
+//! The task needs a tokio runtime context for its timers and name resolution. By default it
+//! runs on that runtime and its sockets use tokio's reactor; a host with an event loop of its
+//! own supplies a [`Reactor`] and polls the task there (the Node binding does, on the
+//! JavaScript thread's libuv loop). Dropping the [`ClientHandle`] ends the task and its
 //! connection.
 
 mod transport;
@@ -29,7 +31,9 @@ use tokio_util::codec::FramedRead;
 use crate::protocol::{ErrorBody, Frame, FrameCodec, FrameError, Message, Value};
 use crate::session::{Notice, OutgoingEvent, Output, Phase, Session, SessionConfig, SessionError};
 
-pub use transport::{open, Stream};
+pub use transport::{
+    open, prepare_socket, Connecting as TcpConnecting, Reactor, Stream, Task, Tokio,
+};
 
 /// How to reach the gateway and how to behave there.
 #[derive(Clone)]
@@ -53,6 +57,9 @@ pub struct ClientOptions {
     /// TCP keepalive idle time; the kernel also gives up on unacknowledged writes after twice
     /// this (`TCP_USER_TIMEOUT`, where the OS has it).
     pub keep_alive: Option<Duration>,
+    /// Where sockets get their readiness and side work runs: [`Tokio`] unless the host has
+    /// a loop of its own.
+    pub reactor: Arc<dyn Reactor>,
 }
 
 impl ClientOptions {
@@ -68,6 +75,7 @@ impl ClientOptions {
             connect_timeout: Some(Duration::from_secs(30)),
             ack_timeout: None,
             keep_alive: Some(Duration::from_secs(15)),
+            reactor: Arc::new(Tokio),
         }
     }
 }
@@ -209,6 +217,29 @@ impl Connection {
     }
 }
 
+/// Small frames waiting together are joined into one write of at most this, so that a
+/// pipelined burst costs one TLS record and one system call instead of one per frame.
+const COALESCE: usize = 16 * 1024;
+
+/// Joins the small frames at the front of `outbox` into one. Large frames are never copied.
+fn coalesce(outbox: &mut VecDeque<Bytes>) {
+    let joinable = outbox
+        .iter()
+        .scan(0, |total, frame| {
+            *total += frame.remaining();
+            (*total <= COALESCE).then_some(())
+        })
+        .count();
+    if joinable < 2 {
+        return;
+    }
+    let mut joined = bytes::BytesMut::with_capacity(COALESCE);
+    for frame in outbox.drain(..joinable) {
+        joined.extend_from_slice(frame.chunk());
+    }
+    outbox.push_front(joined.freeze());
+}
+
 impl Outgoing {
     fn wants_write(&self) -> bool {
         !self.outbox.is_empty() || self.unflushed
@@ -217,6 +248,7 @@ impl Outgoing {
     /// Writes some of the outbox, or flushes once it is empty; cancel-safe, as it is raced
     /// against reading.
     async fn write_some(&mut self) -> std::io::Result<()> {
+        coalesce(&mut self.outbox);
         if let Some(front) = self.outbox.front_mut() {
             self.writer.write_buf(front).await?;
             self.unflushed = true;
@@ -316,7 +348,8 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                     Err(_) => break,
                 }
             }
-            for _ in 0..BURST {
+            let mut frames = 0;
+            while frames < BURST {
                 let Some(connection) = self.connection.as_mut() else {
                     break;
                 };
@@ -324,12 +357,17 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                     Some(frame) => self.handle(Input::Frame(frame)),
                     None => break,
                 }
+                frames += 1;
             }
             self.deliver();
+            if frames == BURST {
+                // More may be waiting: let the host (and other clients) run before reading on.
+                YieldNow(false).await;
+            }
         }
         // The host is gone: nobody is left to tell, so just let the connection go.
         if let Some(connection) = self.connection.take() {
-            tokio::spawn(connection.finish());
+            self.options.reactor.spawn(Box::pin(connection.finish()));
         }
     }
 
@@ -465,6 +503,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                     self.handshake_deadline =
                         self.options.connect_timeout.map(|t| Box::pin(sleep(t)));
                     self.connecting = Some(Box::pin(open(
+                        self.options.reactor.clone(),
                         self.options.host.clone(),
                         self.options.port,
                         self.options.tls.clone(),
@@ -475,7 +514,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 Output::CloseSocket => {
                     self.connecting = None;
                     if let Some(connection) = self.connection.take() {
-                        tokio::spawn(connection.finish());
+                        self.options.reactor.spawn(Box::pin(connection.finish()));
                     }
                 }
                 Output::ScheduleReconnect => {
@@ -513,6 +552,23 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         if !self.batch.notices.is_empty() || self.batch.idle.is_some() {
             (self.sink)(std::mem::take(&mut self.batch));
         }
+    }
+}
+
+/// Gives way once: pending on the first poll (after asking to be polled again), ready on the
+/// next. Unlike tokio's `yield_now` it needs no runtime, so it works under any executor.
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
@@ -560,6 +616,35 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn small_frames_are_joined_into_one_write_and_large_ones_left_alone() {
+        let frame = |n: usize, byte: u8| Bytes::from(vec![byte; n]);
+        let mut outbox: VecDeque<Bytes> = [frame(10, 1), frame(20, 2), frame(30, 3)].into();
+        let mut partly_written = frame(8, 9);
+        partly_written.advance(5);
+        outbox.push_front(partly_written);
+        coalesce(&mut outbox);
+        assert_eq!(outbox.len(), 1);
+        let mut expected = vec![9; 3];
+        expected.extend([vec![1; 10], vec![2; 20], vec![3; 30]].concat());
+        assert_eq!(outbox[0], expected);
+
+        let big = frame(COALESCE, 7);
+        let mut outbox: VecDeque<Bytes> = [frame(100, 1), big.clone(), frame(5, 2)].into();
+        coalesce(&mut outbox);
+        assert_eq!(
+            outbox.len(),
+            3,
+            "a frame that would overflow the write stays apart"
+        );
+        assert_eq!(outbox[1].as_ptr(), big.as_ptr(), "and is not copied");
+
+        let mut outbox: VecDeque<Bytes> = (0..2000).map(|i| frame(20, i as u8)).collect();
+        coalesce(&mut outbox);
+        assert_eq!(outbox[0].len(), COALESCE / 20 * 20);
+        assert_eq!(outbox.len(), 1 + 2000 - COALESCE / 20);
     }
 
     #[test]

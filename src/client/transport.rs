@@ -2,7 +2,10 @@
 //! TLS handshake with the server's name checked) and naming what went wrong with the stable
 //! codes a Node user knows from `net` and `tls`.
 
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +24,44 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
 
 pub type Stream = Box<dyn AsyncStream>;
 
+/// A boxed piece of work with no result, as a [`Reactor`] runs it.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A TCP connection attempt, as a [`Reactor`] makes it.
+pub type Connecting = Pin<Box<dyn Future<Output = io::Result<Stream>> + Send>>;
+
+/// Where a client's sockets get their readiness from, and where its side work runs: by
+/// default the tokio runtime that runs the client. A host with an event loop of its own
+/// (Node's libuv loop) can supply one, so that a byte from the gateway wakes the thread that
+/// answers it and no other.
+pub trait Reactor: Send + Sync {
+    /// Connects to `address`; the socket is prepared with [`prepare_socket`] first.
+    fn connect(&self, address: SocketAddr, keep_alive: Option<Duration>) -> Connecting;
+    /// Runs `task` (a closed connection's last writes) beside the client.
+    fn spawn(&self, task: Task);
+}
+
+/// The tokio runtime the client's task runs on.
+pub struct Tokio;
+
+impl Reactor for Tokio {
+    fn connect(&self, address: SocketAddr, keep_alive: Option<Duration>) -> Connecting {
+        Box::pin(async move {
+            let tcp = TcpStream::connect(address).await?;
+            prepare_socket(socket2::SockRef::from(&tcp), keep_alive);
+            Ok(Box::new(tcp) as Stream)
+        })
+    }
+
+    fn spawn(&self, task: Task) {
+        tokio::spawn(task);
+    }
+}
+
 /// Connects to `host:port`, trying every address the name resolves to, and completes the TLS
 /// handshake when `tls` is given.
 pub async fn open(
+    reactor: Arc<dyn Reactor>,
     host: String,
     port: u16,
     tls: Option<Arc<ClientConfig>>,
@@ -35,7 +73,7 @@ pub async fn open(
     let mut last = None;
     let mut tcp = None;
     for address in addresses {
-        match TcpStream::connect(address).await {
+        match reactor.connect(address, keep_alive).await {
             Ok(stream) => {
                 tcp = Some(stream);
                 break;
@@ -54,13 +92,8 @@ pub async fn open(
             SessionError::new("ENOTFOUND", format!("getaddrinfo ENOTFOUND {host}"))
         }));
     };
-    // Frames are written whole; waiting to coalesce them only adds latency.
-    let _ = tcp.set_nodelay(true);
-    if let Some(idle) = keep_alive {
-        detect_dead_peer(&tcp, idle);
-    }
     let Some(config) = tls else {
-        return Ok(Box::new(tcp));
+        return Ok(tcp);
     };
     let name = ServerName::try_from(host.clone())
         .map_err(|_| SessionError::new("ETLS", format!("Invalid server name: {host}")))?;
@@ -71,12 +104,20 @@ pub async fn open(
     Ok(Box::new(stream))
 }
 
+/// Readies a client socket: no Nagle delay (frames are written whole; waiting to coalesce
+/// them only adds latency), and dead-peer detection when `keep_alive` is set.
+pub fn prepare_socket(socket: socket2::SockRef<'_>, keep_alive: Option<Duration>) {
+    let _ = socket.set_tcp_nodelay(true);
+    if let Some(idle) = keep_alive {
+        detect_dead_peer(socket, idle);
+    }
+}
+
 /// A gateway that vanished without closing (power cut, NAT timeout) is noticed by the kernel:
 /// keepalive probes after `idle` without traffic, and (Linux) written data left
 /// unacknowledged for twice `idle` ends the connection. Best effort: an OS without an option
 /// keeps its defaults.
-fn detect_dead_peer(tcp: &TcpStream, idle: Duration) {
-    let socket = socket2::SockRef::from(tcp);
+fn detect_dead_peer(socket: socket2::SockRef<'_>, idle: Duration) {
     let interval = (idle / 3).max(Duration::from_secs(1));
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(idle)
@@ -129,13 +170,14 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn dead_peer_detection_sets_keepalive_and_the_write_timeout() {
+    async fn a_prepared_socket_has_nodelay_keepalive_and_the_write_timeout() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        detect_dead_peer(&tcp, Duration::from_secs(9));
+        prepare_socket(socket2::SockRef::from(&tcp), Some(Duration::from_secs(9)));
         let socket = socket2::SockRef::from(&tcp);
+        assert!(socket.tcp_nodelay().unwrap());
         assert!(socket.keepalive().unwrap());
         #[cfg(target_os = "linux")]
         {

@@ -13,7 +13,7 @@ use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
 
 use super::value::{BorrowedJsValue, JsValue};
-use crate::client::{client, Batch, ClientHandle, ClientOptions, Command};
+use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, Task, Tokio};
 use crate::protocol::ErrorBody;
 use crate::session::{Notice, OutgoingEvent, SessionConfig};
 
@@ -220,6 +220,8 @@ impl NativeClient {
         let sink = Arc::new(on_batch);
         let delivery = sink.clone();
         let mailbox: Arc<Mailbox> = Arc::default();
+        let reactor = super::uv::reactor(&env);
+        let on_loop = reactor.is_some();
         let (handle, task) = client(
             ClientOptions {
                 host: options.host,
@@ -231,6 +233,7 @@ impl NativeClient {
                 connect_timeout: optional_millis(options.connect_timeout),
                 ack_timeout: optional_millis(options.ack_timeout),
                 keep_alive: optional_millis(options.keep_alive),
+                reactor: reactor.unwrap_or_else(|| Arc::new(Tokio)),
             },
             move |batch: Batch| {
                 if post(&mailbox, batch) {
@@ -241,7 +244,15 @@ impl NativeClient {
                 }
             },
         );
-        napi::bindgen_prelude::spawn(task);
+        let task: Task = Box::pin(task);
+        let unplaced = if on_loop {
+            super::uv::spawn(task).err()
+        } else {
+            Some(task)
+        };
+        if let Some(task) = unplaced {
+            napi::bindgen_prelude::spawn(task);
+        }
         let client = NativeClient { handle, sink };
         // Idle until the first connect().
         client.unref(env)?;
@@ -252,7 +263,7 @@ impl NativeClient {
     #[napi(catch_unwind)]
     pub fn connect(&self, env: Env, cycle: u32) -> Result<()> {
         self.refer(env)?;
-        self.handle.command(Command::Connect {
+        self.command(Command::Connect {
             cycle: u64::from(cycle),
         });
         Ok(())
@@ -263,6 +274,7 @@ impl NativeClient {
     #[napi(catch_unwind)]
     pub fn send(&self, seq: f64, id: JsValue, event_type: String, bundle: BorrowedJsValue) {
         let event = OutgoingEvent::new(seq as u64, id.0, event_type, bundle.0);
+        // Not run now: sends made in one JavaScript turn go out together on the loop's next.
         self.handle.command(Command::Send(event));
     }
 
@@ -270,19 +282,19 @@ impl NativeClient {
     #[napi(catch_unwind)]
     pub fn ack(&self, id: JsValue, code: Option<String>, message: Option<String>) {
         let error = message.map(|message| ErrorBody { code, message });
-        self.handle.command(Command::Ack { id: id.0, error });
+        self.command(Command::Ack { id: id.0, error });
     }
 
     #[napi(catch_unwind)]
     pub fn close(&self, keep_queue: bool) {
-        self.handle.command(Command::Close { keep_queue });
+        self.command(Command::Close { keep_queue });
     }
 
     /// Makes the client's task panic: the test suite's proof that a panic in the core reaches
     /// JavaScript as an `error`, not as an abort.
     #[napi(js_name = "__crash", catch_unwind)]
     pub fn crash(&self) {
-        self.handle.command(Command::Crash);
+        self.command(Command::Crash);
     }
 
     /// Keeps the Node process alive while the client has work.
@@ -299,6 +311,13 @@ impl NativeClient {
 }
 
 impl NativeClient {
+    /// Hands `command` to the client and, when the client runs on this thread's loop, lets it
+    /// act now: an acknowledgement or an event is on the wire before the call returns.
+    fn command(&self, command: Command) {
+        self.handle.command(command);
+        super::uv::run_ready();
+    }
+
     fn keep_alive(&self, env: Env, on: bool) -> Result<()> {
         if self.sink.aborted() {
             return Ok(());

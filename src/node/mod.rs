@@ -5,4 +5,5 @@ mod client;
 mod pki;
 mod quiet;
 mod server;
+mod uv;
 mod value;
