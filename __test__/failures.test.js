@@ -8,6 +8,7 @@ const { TestCertificateAuthority, createPki } = require('imt-gateway/testing')
 const { frame } = require('./helpers/raw-client')
 const { fakeGateway, welcome } = require('./helpers/fake-gateway')
 const { once, waitFor } = require('./helpers/server')
+const { runNode } = require('./helpers/child')
 
 const settle = (ms = 150) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -210,4 +211,43 @@ test('malformed and mismatched key material is refused at construction', (t) => 
     if (typeof message === 'string') t.is(err.message, message)
     else t.regex(err.message, message)
   }
+})
+
+// Serial: building the flood keeps this process busy, which would upset other tests' timeouts.
+// Only on the event-loop driver: on the tokio driver (IMT_GATEWAY_IO=tokio) Node's threadsafe
+// function dispatch runs every queued delivery in one turn of the loop.
+const onLoop = require('imt-gateway/testing').ioDriver() === 'libuv'
+;(onLoop ? test.serial : test.serial.skip)('a flood of frames from the gateway never stops the event loop from turning', async (t) => {
+  const gateway = await fakeGateway(t)
+  const count = 20000
+  const flood = Buffer.concat([frame(2), frame(7), ...Array.from({ length: count }, (_, i) => frame(5, { id: i, type: 'flood', parameters: { i } }))])
+  gateway.accept().then(async (peer) => {
+    await peer.next()
+    peer.sendRaw(flood)
+  })
+  // The client in a process of its own, so that only its own loop is measured.
+  const result = await runNode(`
+    const { Client } = require('imt-gateway')
+    const client = new Client({ host: 'localhost', port: ${gateway.port}, autoReconnect: false })
+    let seen = 0
+    let inOrder = true
+    let ticksDuring = 0
+    const timer = setInterval(() => { if (seen > 0 && seen < ${count}) ticksDuring++ }, 1)
+    client.on('action', (action, ack) => {
+      if (action.parameters.i !== seen) inOrder = false
+      seen++
+      ack()
+      if (seen === ${count}) {
+        clearInterval(timer)
+        console.log(JSON.stringify({ seen, inOrder, ticksDuring }))
+        client.close()
+      }
+    })
+    client.connect()
+  `, { timeout: 30000 })
+  t.is(result.code, 0, result.err)
+  const { seen, inOrder, ticksDuring } = JSON.parse(result.out)
+  t.is(seen, count)
+  t.true(inOrder)
+  t.true(ticksDuring > 0, 'timers ran while the flood was being read')
 })

@@ -97,3 +97,32 @@ test('a caught panic in the core prints nothing without DEBUG, and its report wi
   t.is(told.out, 'error EINTERNAL\n')
   t.regex(told.err, /imt:gateway:native [\s\S]*crash requested/)
 })
+
+test('clients run on the JavaScript thread\'s event loop, or on tokio with IMT_GATEWAY_IO=tokio', async (t) => {
+  const { ioDriver } = require('imt-gateway/testing')
+  t.is(ioDriver(), process.platform === 'win32' ? 'tokio' : 'libuv')
+  const { server, pki } = await require('./helpers/server').startTls(t)
+  const os = require('os')
+  server.queueAction(os.hostname(), { id: 'held', type: 'switch', parameters: { on: true } })
+  const exchange = (driver) => runNode(`
+    const { Client, Event } = require('imt-gateway')
+    const { ioDriver } = require('imt-gateway/testing')
+    const client = new Client({ host: '127.0.0.1', port: ${server.address().port}, key: ${JSON.stringify(pki.client.key)}, cert: ${JSON.stringify(pki.client.cert)}, ca: ${JSON.stringify(pki.caCert)} })
+    const seen = [ioDriver()]
+    client.on('action', (action, ack) => { seen.push('action:' + action.id); ack() })
+    client.on('drain', () => {
+      client.send(new Event('reading', { n: 1 }), (err) => {
+        seen.push('event:' + err)
+        console.log(JSON.stringify(seen))
+        client.close()
+      })
+    })
+    client.connect()
+  `, { env: driver ? { IMT_GATEWAY_IO: driver } : {} })
+  const onTokio = await exchange('tokio')
+  t.is(onTokio.code, 0, onTokio.err)
+  t.deepEqual(JSON.parse(onTokio.out), ['tokio', 'action:held', 'event:null'])
+  const onLoop = await exchange()
+  t.is(onLoop.code, 0, onLoop.err)
+  t.deepEqual(JSON.parse(onLoop.out), [ioDriver(), 'event:null'], 'the held action was acknowledged by the first client')
+})

@@ -2,7 +2,7 @@
 
 // Throwaway certificates for tests, demos and benchmarks: never ship or commit what this makes.
 const { randomBytes } = require('crypto')
-const { TestCertificateAuthority } = require('../binding.js')
+const { TestCertificateAuthority, ioDriver } = require('../binding.js')
 
 /**
  * A root CA with a server certificate (for `hosts`, default localhost and loopback addresses)
@@ -15,4 +15,4 @@ function createPki ({ hosts = ['localhost', '127.0.0.1', '::1'], device = 'devic
   return { ca, caCert: ca.cert, server, client }
 }
 
-module.exports = { TestCertificateAuthority, createPki }
+module.exports = { TestCertificateAuthority, createPki, ioDriver }

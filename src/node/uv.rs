@@ -331,6 +331,19 @@ unsafe extern "C" fn teardown(_arg: *mut c_void) {
     });
 }
 
+/// Which I/O driver clients made on this thread use: `"libuv"` (this thread's event loop)
+/// or `"tokio"` (the shared runtime's threads). For diagnostics and tests.
+// napi registers exports only outside `cfg(test)`, so a test build sees no caller.
+#[cfg_attr(test, allow(dead_code))]
+#[napi_derive::napi(catch_unwind)]
+pub fn io_driver(env: Env) -> &'static str {
+    if executor(&env).is_some() {
+        "libuv"
+    } else {
+        "tokio"
+    }
+}
+
 /// The reactor for clients made on `env`'s thread, or `None` to use tokio's.
 pub fn reactor(env: &Env) -> Option<Arc<dyn Reactor>> {
     let executor = executor(env)?;
@@ -392,12 +405,19 @@ fn in_progress(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::WouldBlock
 }
 
+/// See [`Watch::budget`].
+const READS_PER_TURN: u32 = 16;
+
 /// What the loop's poll callback needs: who waits for which readiness.
 struct Watch {
     handle: *mut c_void,
     events: c_int,
     /// Readiness reported and not yet consumed by [`PolledSocket::poll_ready`].
     fired: c_int,
+    /// Reads left before the socket waits for the loop's next report: a gateway that
+    /// floods the client is read a slice per turn of the loop, and timers and other I/O
+    /// get their turn in between, however the reads are triggered.
+    budget: u32,
     reader: Option<Waker>,
     writer: Option<Waker>,
 }
@@ -447,6 +467,9 @@ unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int)
         let watch = unsafe { &mut **(handle as *mut *mut Watch) };
         let mut keep = 0;
         let mut wake = Vec::with_capacity(2);
+        if status < 0 || events & UV_READABLE != 0 {
+            watch.budget = READS_PER_TURN;
+        }
         if status < 0 {
             watch.events = 0;
             watch.fired = UV_READABLE | UV_WRITABLE;
@@ -511,6 +534,7 @@ impl PolledSocket {
             handle,
             events: 0,
             fired: 0,
+            budget: READS_PER_TURN,
             reader: None,
             writer: None,
         }));
@@ -590,6 +614,16 @@ impl AsyncRead for PolledSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let spent = self.with_watch(|watch| {
+            if watch.budget == 0 {
+                return watch.wait(cx, UV_READABLE);
+            }
+            watch.budget -= 1;
+            Poll::Ready(Ok(()))
+        });
+        if !matches!(spent, Poll::Ready(Ok(()))) {
+            return spent;
+        }
         let unfilled = buf.initialize_unfilled();
         match self.attempt(cx, UV_READABLE, |mut io| io.read(unfilled)) {
             Poll::Ready(Ok(n)) => {
