@@ -153,9 +153,10 @@ impl Message {
         })
     }
 
-    /// The whole frame, header and body, ready to write.
+    /// The whole frame, header and body, ready to write: sized first, so that a large
+    /// bundle is copied once into a buffer of exactly its size, never regrown.
     pub fn to_bytes(&self) -> Bytes {
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(HEADER_LEN + Measure::of(self));
         self.encode(&mut buf);
         buf.freeze()
     }
@@ -322,6 +323,43 @@ impl Fields {
     }
 }
 
+/// A `BufMut` that only counts what is written to it: the encoder itself measures a message.
+struct Measure {
+    len: usize,
+    scratch: [u8; 16],
+}
+
+impl Measure {
+    fn of(message: &Message) -> usize {
+        let mut measure = Measure {
+            len: 0,
+            scratch: [0; 16],
+        };
+        message.write_body(&mut measure);
+        measure.len
+    }
+}
+
+// SAFETY: `chunk_mut` hands out scratch space that is never read, and `advance_mut` only
+// counts; the encoder's writes all end in `put_slice`, which counts too.
+unsafe impl BufMut for Measure {
+    fn remaining_mut(&self) -> usize {
+        usize::MAX - self.len
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        self.len += cnt;
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        bytes::buf::UninitSlice::new(&mut self.scratch)
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        self.len += src.len();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +443,29 @@ mod tests {
             back.push(Message::from_frame(&frame).unwrap());
         }
         assert_eq!(back, every_message());
+    }
+
+    #[test]
+    fn a_frame_is_built_in_one_buffer_of_exactly_its_size() {
+        let large = Message::Event {
+            id: text("e"),
+            kind: "upload".into(),
+            bundle: Value::Map(vec![
+                (
+                    "data".into(),
+                    Value::Binary(Bytes::from(vec![7u8; 3 << 20])),
+                ),
+                ("list".into(), Value::Array(vec![Value::Number(1.5); 20])),
+                ("name".into(), text(&"x".repeat(70_000))),
+            ]),
+        };
+        for m in every_message().into_iter().chain([large]) {
+            let mut grown = BytesMut::new();
+            m.encode(&mut grown);
+            assert_eq!(Measure::of(&m) + HEADER_LEN, grown.len(), "{m:?}");
+            let frame = m.to_bytes();
+            assert_eq!(&frame[..], &grown[..]);
+        }
     }
 
     #[test]
