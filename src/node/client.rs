@@ -314,8 +314,9 @@ impl NativeClient {
     /// Hands `command` to the client and, when the client runs on this thread's loop, lets it
     /// act now: an acknowledgement or an event is on the wire before the call returns.
     fn command(&self, command: Command) {
-        self.handle.command(command);
-        super::uv::run_ready();
+        super::uv::command_now(|| {
+            self.handle.command(command);
+        });
     }
 
     fn keep_alive(&self, env: Env, on: bool) -> Result<()> {

@@ -119,11 +119,19 @@ struct Queue {
     signalled: bool,
 }
 
+thread_local! {
+    /// A command from JavaScript is being handed over and the tasks run right after it: its
+    /// wake-ups need no signal through the loop.
+    static RUN_FOLLOWS: Cell<bool> = const { Cell::new(false) };
+}
+
 impl Shared {
     fn schedule(&self, update: impl FnOnce(&mut Queue)) {
         let mut queue = lock(&self.queue);
         update(&mut queue);
-        if queue.signalled {
+        if queue.signalled
+            || (RUN_FOLLOWS.with(Cell::get) && std::thread::current().id() == self.thread)
+        {
             return;
         }
         queue.signalled = true;
@@ -226,6 +234,17 @@ impl Executor {
             }));
         }
         self.running.set(false);
+        // Woken during this run, or by a command that expected to run them itself but found
+        // this run in progress: they get the loop's next turn.
+        let waiting = {
+            let queue = lock(&self.shared.queue);
+            let idle = queue.woken.is_empty() && queue.spawned.is_empty();
+            !queue.signalled && !idle
+        };
+        if waiting {
+            RUN_FOLLOWS.with(|r| r.set(false));
+            self.shared.schedule(|_| {});
+        }
     }
 
     fn poll(&self, id: usize) {
@@ -261,9 +280,17 @@ unsafe extern "C" fn on_signal(_handle: *mut c_void) {
     run_ready();
 }
 
-/// Polls the tasks of this thread that are ready, now. Called after a command from
-/// JavaScript, so that an acknowledgement is written before `ack()` returns.
-pub fn run_ready() {
+/// Hands a command over with `give` and then runs this thread's ready tasks, so that an
+/// acknowledgement is written before `ack()` returns.
+pub fn command_now(give: impl FnOnce()) {
+    RUN_FOLLOWS.with(|r| r.set(true));
+    give();
+    RUN_FOLLOWS.with(|r| r.set(false));
+    run_ready();
+}
+
+/// Polls the tasks of this thread that are ready, now.
+fn run_ready() {
     let _ = catch_unwind(|| {
         if let Some(executor) = current() {
             executor.0.run();
@@ -414,6 +441,9 @@ struct Watch {
     events: c_int,
     /// Readiness reported and not yet consumed by [`PolledSocket::poll_ready`].
     fired: c_int,
+    /// What the socket may be ready for: cleared by a call that would block, set again
+    /// only by the loop's report, so an idle socket costs no system calls when polled.
+    ready: c_int,
     /// Reads left before the socket waits for the loop's next report: a gateway that
     /// floods the client is read a slice per turn of the loop, and timers and other I/O
     /// get their turn in between, however the reads are triggered.
@@ -473,10 +503,12 @@ unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int)
         if status < 0 {
             watch.events = 0;
             watch.fired = UV_READABLE | UV_WRITABLE;
+            watch.ready = UV_READABLE | UV_WRITABLE;
             wake.extend(watch.reader.take());
             wake.extend(watch.writer.take());
         } else {
             watch.fired |= events;
+            watch.ready |= events;
             if events & UV_READABLE != 0 {
                 wake.extend(watch.reader.take().inspect(|_| keep |= UV_READABLE));
             } else {
@@ -489,9 +521,11 @@ unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int)
             }
             watch.set(keep);
         }
+        RUN_FOLLOWS.with(|r| r.set(true));
         for waker in wake {
             waker.wake();
         }
+        RUN_FOLLOWS.with(|r| r.set(false));
     });
     run_ready();
 }
@@ -534,6 +568,7 @@ impl PolledSocket {
             handle,
             events: 0,
             fired: 0,
+            ready: UV_READABLE | UV_WRITABLE,
             budget: READS_PER_TURN,
             reader: None,
             writer: None,
@@ -558,11 +593,6 @@ impl PolledSocket {
         f(unsafe { &mut *self.watch })
     }
 
-    /// Registers interest in `event` readiness; pending until the callback wakes us.
-    fn wait(&self, cx: &mut Context<'_>, event: c_int) -> Poll<io::Result<()>> {
-        self.with_watch(|watch| watch.wait(cx, event))
-    }
-
     /// Ready once `event` readiness has been reported since the last wait (a connect in
     /// progress completing, or failing).
     fn poll_ready(&self, cx: &mut Context<'_>, event: c_int) -> Poll<io::Result<()>> {
@@ -582,13 +612,26 @@ impl PolledSocket {
         mut call: impl FnMut(&std::net::TcpStream) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
         loop {
+            let known = self.with_watch(|watch| {
+                if watch.ready & event != 0 {
+                    Poll::Ready(Ok(()))
+                } else {
+                    watch.wait(cx, event)
+                }
+            });
+            match known {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => return Poll::Pending,
+            }
             match call(&self.io) {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => match self.wait(cx, event) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                    Poll::Ready(Ok(())) => continue,
-                },
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    let _ = self.with_watch(|watch| {
+                        watch.ready &= !event;
+                        Poll::Ready(Ok(()))
+                    });
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 result => return Poll::Ready(result),
             }
         }
