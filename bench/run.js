@@ -3,8 +3,13 @@
 // (bench/floor), both talking to the same bundled Server (mutual TLS, throwaway
 // certificates) in the same run. Prints a table and JSON (also written to .bench/results.json).
 //
-//   npm run bench               every figure, full size
-//   npm run bench -- --quick    smaller counts, no 10,000-client run
+//   npm run bench               every figure, full size, 3 rounds
+//   npm run bench -- --quick    smaller counts, 1 round, no 10,000-client run
+//   --rounds N                  rounds for the floor-vs-client figures
+//
+// Each floor-vs-client figure is measured in rounds, floor then client in turn, and reported
+// as the median of each side: on a shared VM the machine's speed drifts between one
+// measurement and the next, and alternating rounds keep that drift out of the ratio.
 
 const { execFileSync, execFile, fork } = require('child_process')
 const fs = require('fs')
@@ -15,6 +20,8 @@ const { createPki } = require('imt-gateway/testing')
 const root = path.join(__dirname, '..')
 const quick = process.argv.includes('--quick')
 const scale = (n) => quick ? Math.max(1, Math.round(n / 5)) : n
+const roundsArg = process.argv.indexOf('--rounds')
+const rounds = roundsArg > 0 ? Math.max(1, Number(process.argv[roundsArg + 1]) || 1) : quick ? 1 : 3
 const MB = 1024 * 1024
 
 function buildFloor () {
@@ -61,7 +68,7 @@ function runClient (scenario) {
 }
 
 async function main () {
-  console.log(`imt-gateway benchmark${quick ? ' (quick)' : ''}: ${os.cpus().length} cores, ${os.cpus()[0].model}, Node ${process.version}`)
+  console.log(`imt-gateway benchmark${quick ? ' (quick)' : ''}: ${os.cpus().length} cores, ${os.cpus()[0].model}, Node ${process.version}, ${rounds} round${rounds === 1 ? '' : 's'} per figure`)
   const floor = buildFloor()
   const pki = createPki({ hosts: ['localhost', '127.0.0.1'] })
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imt-bench-'))
@@ -74,31 +81,53 @@ async function main () {
   const device = os.hostname()
   const rows = []
   const results = {}
-  const row = (name, metric, unit, client, floorValue, target, higherIsBetter = true) => {
+  const row = (name, metric, unit, client, floorValue, target, higherIsBetter = true, spread = null) => {
     const ratio = floorValue ? client / floorValue : null
     const met = target === null || ratio === null ? null : higherIsBetter ? ratio >= target : ratio <= target
-    rows.push({ name, metric, unit, client, floor: floorValue, ratio, target, met })
-    console.log(`  ${name}: client ${fmt(client)} ${unit}, floor ${fmt(floorValue)} ${unit}, ratio ${ratio === null ? '-' : ratio.toFixed(2)}${target === null ? '' : ` (target ${higherIsBetter ? '>=' : '<='} ${target})`}`)
+    rows.push({ name, metric, unit, client, floor: floorValue, ratio, target, met, rounds: spread })
+    const range = spread && spread.length > 1 ? ` [rounds ${Math.min(...spread).toFixed(2)}-${Math.max(...spread).toFixed(2)}]` : ''
+    console.log(`  ${name}: client ${fmt(client)} ${unit}, floor ${fmt(floorValue)} ${unit}, ratio ${ratio === null ? '-' : ratio.toFixed(2)}${range}${target === null ? '' : ` (target ${higherIsBetter ? '>=' : '<='} ${target})`}`)
+  }
+  // Floor, then client, `rounds` times; each side's figures are the medians over the rounds,
+  // and `ratios(metric)` gives the per-round ratios.
+  const paired = async (runFloorRound, runClientRound) => {
+    const floors = []
+    const clients = []
+    for (let i = 0; i < rounds; i++) {
+      floors.push(await runFloorRound())
+      clients.push(await runClientRound())
+    }
+    return {
+      floor: medians(floors),
+      client: medians(clients),
+      ratios: (metric) => clients.map((c, i) => c[metric] / floors[i][metric])
+    }
   }
 
   for (const [label, size, count] of [['small', 0, scale(20000)], ['1 MB', MB, scale(100)], ['8 MB', 8 * MB, scale(20)]]) {
-    const f = await runFloor(floor, files, server.port, 'events', { count, size })
-    const c = await runClient({ ...base, kind: 'events', count, size })
+    const { client: c, floor: f, ratios } = await paired(
+      () => runFloor(floor, files, server.port, 'events', { count, size }),
+      () => runClient({ ...base, kind: 'events', count, size }))
     results[`events ${label}`] = { client: c, floor: f }
     const target = label === 'small' || label === '8 MB' ? 0.9 : null
-    if (size) row(`events ${label}`, 'mbPerSecond', 'MB/s', c.mbPerSecond, f.mbPerSecond, target)
-    else row(`events ${label}`, 'perSecond', 'events/s', c.perSecond, f.perSecond, target)
+    if (size) row(`events ${label}`, 'mbPerSecond', 'MB/s', c.mbPerSecond, f.mbPerSecond, target, true, ratios('mbPerSecond'))
+    else row(`events ${label}`, 'perSecond', 'events/s', c.perSecond, f.perSecond, target, true, ratios('perSecond'))
   }
 
   for (const [label, size, count] of [['small', 0, scale(20000)], ['1 MB', MB, scale(100)], ['8 MB', 8 * MB, scale(20)]]) {
-    await server.queue('floor-actions', count, size)
-    const f = await runFloor(floor, files, server.port, 'actions', { count, size, device: 'floor-actions' })
-    await server.queue(device, count, size)
-    const c = await runClient({ ...base, kind: 'actions', count, size })
+    const { client: c, floor: f, ratios } = await paired(
+      async () => {
+        await server.queue('floor-actions', count, size)
+        return runFloor(floor, files, server.port, 'actions', { count, size, device: 'floor-actions' })
+      },
+      async () => {
+        await server.queue(device, count, size)
+        return runClient({ ...base, kind: 'actions', count, size })
+      })
     results[`actions ${label}`] = { client: c, floor: f }
     const target = label === 'small' || label === '8 MB' ? 0.8 : null
-    if (size) row(`actions ${label}`, 'mbPerSecond', 'MB/s', c.mbPerSecond, f.mbPerSecond, target)
-    else row(`actions ${label}`, 'perSecond', 'actions/s', c.perSecond, f.perSecond, target)
+    if (size) row(`actions ${label}`, 'mbPerSecond', 'MB/s', c.mbPerSecond, f.mbPerSecond, target, true, ratios('mbPerSecond'))
+    else row(`actions ${label}`, 'perSecond', 'actions/s', c.perSecond, f.perSecond, target, true, ratios('perSecond'))
   }
 
   {
@@ -111,19 +140,21 @@ async function main () {
 
   {
     const count = scale(5000)
-    const f = await runFloor(floor, files, server.port, 'events', { count, size: 0 })
-    const c = await runClient({ ...base, kind: 'rtt', count })
+    const { client: c, floor: f, ratios } = await paired(
+      () => runFloor(floor, files, server.port, 'events', { count, size: 0 }),
+      () => runClient({ ...base, kind: 'rtt', count }))
     results.rtt = { client: c, floor: f }
-    row('event round trip, median', 'rttMedianUs', 'µs', c.rttMedianUs, f.rttMedianUs, null, false)
-    row('event round trip, p99', 'rttP99Us', 'µs', c.rttP99Us, f.rttP99Us, null, false)
+    row('event round trip, median', 'rttMedianUs', 'µs', c.rttMedianUs, f.rttMedianUs, null, false, ratios('rttMedianUs'))
+    row('event round trip, p99', 'rttP99Us', 'µs', c.rttP99Us, f.rttP99Us, null, false, ratios('rttP99Us'))
   }
 
   {
     const count = scale(200)
-    const f = await runFloor(floor, files, server.port, 'connect', { count })
-    const c = await runClient({ ...base, kind: 'connect', count })
+    const { client: c, floor: f, ratios } = await paired(
+      () => runFloor(floor, files, server.port, 'connect', { count }),
+      () => runClient({ ...base, kind: 'connect', count }))
     results.connect = { client: c, floor: f }
-    row('connect (TCP + TLS + WELCOME + DRAINED), median', 'medianUs', 'µs', c.medianUs, f.medianUs, 1.2, false)
+    row('connect (TCP + TLS + WELCOME + DRAINED), median', 'medianUs', 'µs', c.medianUs, f.medianUs, 1.2, false, ratios('medianUs'))
   }
 
   {
@@ -153,15 +184,26 @@ async function main () {
   await server.stop()
   fs.rmSync(dir, { recursive: true, force: true })
 
-  console.log('\n| figure | client | floor | ratio | target |\n|---|---|---|---|---|')
+  console.log('\n| figure | client | floor | ratio | ratio per round | target |\n|---|---|---|---|---|---|')
   for (const r of rows) {
     const target = r.target === null ? '' : `${r.metric.startsWith('rtt') || r.metric === 'medianUs' ? '≤' : '≥'} ${r.target} ${r.met ? '(met)' : '(NOT met)'}`
-    console.log(`| ${r.name} | ${fmt(r.client)} ${r.unit} | ${fmt(r.floor)} ${r.unit} | ${r.ratio === null ? '' : r.ratio.toFixed(2)} | ${target} |`)
+    const perRound = r.rounds ? r.rounds.map((x) => x.toFixed(2)).join(', ') : ''
+    console.log(`| ${r.name} | ${fmt(r.client)} ${r.unit} | ${fmt(r.floor)} ${r.unit} | ${r.ratio === null ? '' : r.ratio.toFixed(2)} | ${perRound} | ${target} |`)
   }
-  const report = { date: new Date().toISOString(), quick, cpus: os.cpus().length, node: process.version, rows, results }
+  const report = { date: new Date().toISOString(), quick, rounds, cpus: os.cpus().length, node: process.version, rows, results }
   fs.mkdirSync(path.join(root, '.bench'), { recursive: true })
   fs.writeFileSync(path.join(root, '.bench', 'results.json'), JSON.stringify(report, null, 2))
   console.log('\n' + JSON.stringify(report))
+}
+
+/** The median of every numeric field over a list of results with the same fields. */
+function medians (list) {
+  const out = {}
+  for (const key of Object.keys(list[0])) {
+    const values = list.map((r) => r[key]).filter((v) => typeof v === 'number').sort((a, b) => a - b)
+    if (values.length) out[key] = values[Math.floor(values.length / 2)]
+  }
+  return out
 }
 
 function fmt (n) {
