@@ -217,27 +217,24 @@ impl Connection {
     }
 }
 
-/// Small frames waiting together are joined into one write of at most this, so that a
-/// pipelined burst costs one TLS record and one system call instead of one per frame.
-const COALESCE: usize = 16 * 1024;
+/// At most this many queued frames go to the writer in one vectored write: a pipelined burst
+/// becomes one TLS record and one system call, and no frame is copied to get there.
+const WRITE_BATCH: usize = 64;
 
-/// Joins the small frames at the front of `outbox` into one. Large frames are never copied.
-fn coalesce(outbox: &mut VecDeque<Bytes>) {
-    let joinable = outbox
-        .iter()
-        .scan(0, |total, frame| {
-            *total += frame.remaining();
-            (*total <= COALESCE).then_some(())
-        })
-        .count();
-    if joinable < 2 {
-        return;
+/// Drops the first `written` bytes of the outbox: the frames written whole, and the written
+/// part of the next.
+fn consume(outbox: &mut VecDeque<Bytes>, mut written: usize) {
+    while written > 0 {
+        let Some(front) = outbox.front_mut() else {
+            return;
+        };
+        if front.len() > written {
+            front.advance(written);
+            return;
+        }
+        written -= front.len();
+        outbox.pop_front();
     }
-    let mut joined = bytes::BytesMut::with_capacity(COALESCE);
-    for frame in outbox.drain(..joinable) {
-        joined.extend_from_slice(frame.chunk());
-    }
-    outbox.push_front(joined.freeze());
 }
 
 impl Outgoing {
@@ -248,13 +245,19 @@ impl Outgoing {
     /// Writes some of the outbox, or flushes once it is empty; cancel-safe, as it is raced
     /// against reading.
     async fn write_some(&mut self) -> std::io::Result<()> {
-        coalesce(&mut self.outbox);
-        if let Some(front) = self.outbox.front_mut() {
-            self.writer.write_buf(front).await?;
-            self.unflushed = true;
-            if !front.has_remaining() {
-                self.outbox.pop_front();
+        if !self.outbox.is_empty() {
+            let mut slices = [std::io::IoSlice::new(&[]); WRITE_BATCH];
+            let count = slices
+                .iter_mut()
+                .zip(&self.outbox)
+                .map(|(slice, frame)| *slice = std::io::IoSlice::new(frame))
+                .count();
+            let written = self.writer.write_vectored(&slices[..count]).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
             }
+            consume(&mut self.outbox, written);
+            self.unflushed = true;
         } else {
             self.writer.flush().await?;
             self.unflushed = false;
@@ -618,33 +621,119 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    #[test]
-    fn small_frames_are_joined_into_one_write_and_large_ones_left_alone() {
+    /// A writer that records each write call and accepts at most `limit` bytes per call.
+    struct Recorder {
+        writes: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+        limit: usize,
+    }
+
+    impl tokio::io::AsyncRead for Recorder {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let taken: Vec<u8> = bufs
+                .iter()
+                .flat_map(|b| b.iter().copied())
+                .take(self.limit)
+                .collect();
+            let n = taken.len();
+            self.writes.lock().unwrap().push(taken);
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_frames_go_out_in_one_write_without_being_copied() {
         let frame = |n: usize, byte: u8| Bytes::from(vec![byte; n]);
-        let mut outbox: VecDeque<Bytes> = [frame(10, 1), frame(20, 2), frame(30, 3)].into();
+        let writes = Arc::default();
+        let recorder = Recorder {
+            writes: Arc::clone(&writes),
+            limit: usize::MAX,
+        };
+        let mut connection = Connection::new(Box::new(recorder));
+        let out = &mut connection.out;
         let mut partly_written = frame(8, 9);
         partly_written.advance(5);
-        outbox.push_front(partly_written);
-        coalesce(&mut outbox);
-        assert_eq!(outbox.len(), 1);
+        out.outbox = [partly_written, frame(10, 1), frame(20, 2), frame(30, 3)].into();
+        out.write_some().await.unwrap();
         let mut expected = vec![9; 3];
         expected.extend([vec![1; 10], vec![2; 20], vec![3; 30]].concat());
-        assert_eq!(outbox[0], expected);
-
-        let big = frame(COALESCE, 7);
-        let mut outbox: VecDeque<Bytes> = [frame(100, 1), big.clone(), frame(5, 2)].into();
-        coalesce(&mut outbox);
         assert_eq!(
-            outbox.len(),
-            3,
-            "a frame that would overflow the write stays apart"
+            *writes.lock().unwrap(),
+            vec![expected],
+            "one write, in order"
         );
-        assert_eq!(outbox[1].as_ptr(), big.as_ptr(), "and is not copied");
+        assert!(out.outbox.is_empty());
 
-        let mut outbox: VecDeque<Bytes> = (0..2000).map(|i| frame(20, i as u8)).collect();
-        coalesce(&mut outbox);
-        assert_eq!(outbox[0].len(), COALESCE / 20 * 20);
-        assert_eq!(outbox.len(), 1 + 2000 - COALESCE / 20);
+        // A short write leaves the rest queued, where it was: nothing is copied.
+        let writes = Arc::default();
+        let recorder = Recorder {
+            writes: Arc::clone(&writes),
+            limit: 25,
+        };
+        let mut connection = Connection::new(Box::new(recorder));
+        let out = &mut connection.out;
+        let big = frame(100_000, 7);
+        out.outbox = [frame(10, 1), big.clone(), frame(5, 2)].into();
+        out.write_some().await.unwrap();
+        assert_eq!(out.outbox.len(), 2);
+        assert_eq!(out.outbox[0].len(), 100_000 - 15);
+        assert_eq!(out.outbox[0].as_ptr(), big[15..].as_ptr());
+        while !out.outbox.is_empty() {
+            out.write_some().await.unwrap();
+        }
+        let sent: Vec<u8> = writes.lock().unwrap().concat();
+        assert_eq!(sent, [vec![1; 10], vec![7; 100_000], vec![2; 5]].concat());
+
+        // More frames than one write takes: the first WRITE_BATCH go, the rest wait.
+        let recorder = Recorder {
+            writes: Arc::default(),
+            limit: usize::MAX,
+        };
+        let mut connection = Connection::new(Box::new(recorder));
+        let out = &mut connection.out;
+        out.outbox = (0..WRITE_BATCH + 10).map(|i| frame(3, i as u8)).collect();
+        out.write_some().await.unwrap();
+        assert_eq!(out.outbox.len(), 10);
+        assert_eq!(out.outbox[0], frame(3, WRITE_BATCH as u8));
     }
 
     #[test]
