@@ -37,7 +37,8 @@ pub type Connecting = Pin<Box<dyn Future<Output = io::Result<Stream>> + Send>>;
 pub trait Reactor: Send + Sync {
     /// Connects to `address`; the socket is prepared with [`prepare_socket`] first.
     fn connect(&self, address: SocketAddr, keep_alive: Option<Duration>) -> Connecting;
-    /// Runs `task` (a closed connection's last writes) beside the client.
+    /// Runs `task` beside the client: a closed connection's last writes (and, in a host that
+    /// drives its clients itself, the client's own task).
     fn spawn(&self, task: Task);
 }
 

@@ -13,7 +13,7 @@ use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
 
 use super::value::{BorrowedJsValue, JsValue};
-use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, Task, Tokio};
+use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, Tokio};
 use crate::protocol::ErrorBody;
 use crate::session::{Notice, OutgoingEvent, SessionConfig};
 
@@ -221,7 +221,6 @@ impl NativeClient {
         let delivery = sink.clone();
         let mailbox: Arc<Mailbox> = Arc::default();
         let reactor = super::uv::reactor(&env);
-        let on_loop = reactor.is_some();
         let (handle, task) = client(
             ClientOptions {
                 host: options.host,
@@ -233,7 +232,7 @@ impl NativeClient {
                 connect_timeout: optional_millis(options.connect_timeout),
                 ack_timeout: optional_millis(options.ack_timeout),
                 keep_alive: optional_millis(options.keep_alive),
-                reactor: reactor.unwrap_or_else(|| Arc::new(Tokio)),
+                reactor: reactor.clone().unwrap_or_else(|| Arc::new(Tokio)),
             },
             move |batch: Batch| {
                 if post(&mailbox, batch) {
@@ -244,14 +243,11 @@ impl NativeClient {
                 }
             },
         );
-        let task: Task = Box::pin(task);
-        let unplaced = if on_loop {
-            super::uv::spawn(task).err()
-        } else {
-            Some(task)
-        };
-        if let Some(task) = unplaced {
-            napi::bindgen_prelude::spawn(task);
+        match reactor {
+            Some(reactor) => reactor.spawn(Box::pin(task)),
+            None => {
+                napi::bindgen_prelude::spawn(task);
+            }
         }
         let client = NativeClient { handle, sink };
         // Idle until the first connect().
@@ -314,7 +310,7 @@ impl NativeClient {
     /// Hands `command` to the client and, when the client runs on this thread's loop, lets it
     /// act now: an acknowledgement or an event is on the wire before the call returns.
     fn command(&self, command: Command) {
-        super::uv::command_now(|| {
+        super::uv::run_after(|| {
             self.handle.command(command);
         });
     }

@@ -20,10 +20,10 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::ThreadId;
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use napi::{sys, Env};
@@ -90,8 +90,7 @@ fn uv() -> Option<&'static Uv> {
 
 /// Allocates a libuv handle of `kind`; freed by [`free_handle`] from its close callback.
 fn alloc_handle(uv: &Uv, kind: c_int) -> *mut c_void {
-    let size = unsafe { (uv.handle_size)(kind) };
-    unsafe { libc::calloc(1, size.max(64)) }
+    unsafe { libc::calloc(1, (uv.handle_size)(kind)) }
 }
 
 unsafe extern "C" fn free_handle(handle: *mut c_void) {
@@ -102,13 +101,26 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// What other threads (and wakers) may touch: the woken tasks, tasks spawned from afar, and
+thread_local! {
+    /// This thread's executor, once a client has been made here.
+    static EXECUTOR: RefCell<Option<Rc<Executor>>> = const { RefCell::new(None) };
+    /// This thread's libuv loop (0 when it has none): whether a socket or a wake-up belongs
+    /// to the loop of the thread at hand.
+    static LOOP: Cell<usize> = const { Cell::new(0) };
+    /// Wake-ups being made here are followed by a run of this thread's tasks, so they need
+    /// no signal through the loop (see [`run_after`]).
+    static RUN_FOLLOWS: Cell<bool> = const { Cell::new(false) };
+}
+
+fn on_loop(uv_loop: usize) -> bool {
+    uv_loop != 0 && LOOP.with(Cell::get) == uv_loop
+}
+
+/// What wakers, on any thread, share with the loop: the woken tasks, the tasks spawned, and
 /// the async handle that tells the loop about them.
 struct Shared {
-    thread: ThreadId,
+    uv_loop: usize,
     queue: Mutex<Queue>,
-    /// The `uv_async_t`; null once the loop's environment has gone.
-    signal: Mutex<usize>,
 }
 
 #[derive(Default)]
@@ -117,30 +129,29 @@ struct Queue {
     spawned: Vec<Task>,
     /// A signal is on its way to the loop: more wake-ups can ride on it.
     signalled: bool,
+    /// The `uv_async_t`; 0 once the loop's environment has gone.
+    signal: usize,
 }
 
-thread_local! {
-    /// A command from JavaScript is being handed over and the tasks run right after it: its
-    /// wake-ups need no signal through the loop.
-    static RUN_FOLLOWS: Cell<bool> = const { Cell::new(false) };
+impl Queue {
+    /// Makes sure the loop runs the executor on its next turn.
+    fn signal_loop(&mut self) {
+        if self.signalled || self.signal == 0 {
+            return;
+        }
+        self.signalled = true;
+        if let Some(uv) = uv() {
+            unsafe { (uv.async_send)(self.signal as *mut c_void) };
+        }
+    }
 }
 
 impl Shared {
     fn schedule(&self, update: impl FnOnce(&mut Queue)) {
         let mut queue = lock(&self.queue);
         update(&mut queue);
-        if queue.signalled
-            || (RUN_FOLLOWS.with(Cell::get) && std::thread::current().id() == self.thread)
-        {
-            return;
-        }
-        queue.signalled = true;
-        drop(queue);
-        let signal = lock(&self.signal);
-        if *signal != 0 {
-            if let Some(uv) = uv() {
-                unsafe { (uv.async_send)(*signal as *mut c_void) };
-            }
+        if !(RUN_FOLLOWS.with(Cell::get) && on_loop(self.uv_loop)) {
+            queue.signal_loop();
         }
     }
 }
@@ -176,22 +187,13 @@ struct Executor {
     running: Cell<bool>,
 }
 
-thread_local! {
-    static EXECUTOR: RefCell<Option<Arc<ExecutorCell>>> = const { RefCell::new(None) };
-}
-
-/// The executor, shareable by reference within its thread only.
-struct ExecutorCell(Executor);
-// SAFETY: the cell is only ever reached through the thread-local of the thread that made it.
-unsafe impl Send for ExecutorCell {}
-unsafe impl Sync for ExecutorCell {}
-
-fn current() -> Option<Arc<ExecutorCell>> {
+fn current() -> Option<Rc<Executor>> {
     EXECUTOR.with(|e| e.borrow().clone())
 }
 
 impl Executor {
-    fn insert(&self, future: Task) {
+    /// Adds a task, counted as woken; returns its id.
+    fn insert(&self, future: Task) -> usize {
         let id = self.free.borrow_mut().pop().unwrap_or_else(|| {
             let mut tasks = self.tasks.borrow_mut();
             tasks.push(None);
@@ -206,24 +208,26 @@ impl Executor {
             future: Some(future),
             waker,
         });
-        lock(&self.shared.queue).woken.push(id);
+        id
     }
 
     /// Polls every task woken so far, once. Tasks woken meanwhile wait for the next turn of
     /// the loop, so a busy client cannot keep JavaScript from running.
     fn run(&self) {
         if self.running.replace(true) {
+            // Asked from inside a poll (not expected): the loop's next turn runs them.
+            lock(&self.shared.queue).signal_loop();
             return;
         }
-        let spawned = {
+        let (mut woken, spawned) = {
             let mut queue = lock(&self.shared.queue);
             queue.signalled = false;
-            std::mem::take(&mut queue.spawned)
+            (
+                std::mem::take(&mut queue.woken),
+                std::mem::take(&mut queue.spawned),
+            )
         };
-        for task in spawned {
-            self.insert(task);
-        }
-        let woken = std::mem::take(&mut lock(&self.shared.queue).woken);
+        woken.extend(spawned.into_iter().map(|task| self.insert(task)));
         if !woken.is_empty() {
             let _ = catch_unwind(AssertUnwindSafe(|| {
                 napi::bindgen_prelude::within_runtime_if_available(|| {
@@ -234,17 +238,6 @@ impl Executor {
             }));
         }
         self.running.set(false);
-        // Woken during this run, or by a command that expected to run them itself but found
-        // this run in progress: they get the loop's next turn.
-        let waiting = {
-            let queue = lock(&self.shared.queue);
-            let idle = queue.woken.is_empty() && queue.spawned.is_empty();
-            !queue.signalled && !idle
-        };
-        if waiting {
-            RUN_FOLLOWS.with(|r| r.set(false));
-            self.shared.schedule(|_| {});
-        }
     }
 
     fn poll(&self, id: usize) {
@@ -280,12 +273,21 @@ unsafe extern "C" fn on_signal(_handle: *mut c_void) {
     run_ready();
 }
 
-/// Hands a command over with `give` and then runs this thread's ready tasks, so that an
-/// acknowledgement is written before `ack()` returns.
-pub fn command_now(give: impl FnOnce()) {
-    RUN_FOLLOWS.with(|r| r.set(true));
-    give();
-    RUN_FOLLOWS.with(|r| r.set(false));
+/// Runs `wake`, which hands work to tasks of this thread (a command from JavaScript, a
+/// readiness report), then those tasks at once: an acknowledgement is written before `ack()`
+/// returns, and the wake-ups cost no signal through the loop.
+pub fn run_after(wake: impl FnOnce()) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            RUN_FOLLOWS.with(|r| r.set(false));
+        }
+    }
+    {
+        RUN_FOLLOWS.with(|r| r.set(true));
+        let _reset = Reset;
+        wake();
+    }
     run_ready();
 }
 
@@ -293,13 +295,13 @@ pub fn command_now(give: impl FnOnce()) {
 fn run_ready() {
     let _ = catch_unwind(|| {
         if let Some(executor) = current() {
-            executor.0.run();
+            executor.run();
         }
     });
 }
 
 /// The executor of `env`'s thread, made on first use; `None` when the host has no libuv.
-fn executor(env: &Env) -> Option<Arc<ExecutorCell>> {
+fn executor(env: &Env) -> Option<Rc<Executor>> {
     if let Some(existing) = current() {
         return Some(existing);
     }
@@ -316,45 +318,42 @@ fn executor(env: &Env) -> Option<Arc<ExecutorCell>> {
     }
     // The handle never keeps the process alive: each client's threadsafe function does that.
     unsafe { (uv.unref)(signal) };
-    let shared = Arc::new(Shared {
-        thread: std::thread::current().id(),
-        queue: Mutex::default(),
-        signal: Mutex::new(signal as usize),
-    });
-    let cell = Arc::new(ExecutorCell(Executor {
-        shared,
+    let executor = Rc::new(Executor {
+        shared: Arc::new(Shared {
+            uv_loop: uv_loop as usize,
+            queue: Mutex::new(Queue {
+                signal: signal as usize,
+                ..Queue::default()
+            }),
+        }),
         tasks: RefCell::default(),
         free: RefCell::default(),
         running: Cell::new(false),
-    }));
-    EXECUTOR.with(|e| *e.borrow_mut() = Some(cell.clone()));
-    LOOP.with(|l| l.set(uv_loop.cast()));
+    });
+    EXECUTOR.with(|e| *e.borrow_mut() = Some(executor.clone()));
+    LOOP.with(|l| l.set(uv_loop as usize));
     unsafe {
         sys::napi_add_env_cleanup_hook(env.raw(), Some(teardown), std::ptr::null_mut());
     }
-    Some(cell)
-}
-
-thread_local! {
-    static LOOP: Cell<*mut c_void> = const { Cell::new(std::ptr::null_mut()) };
+    Some(executor)
 }
 
 /// The environment is going away: drop its clients' tasks (closing their sockets) and the
 /// signal handle, so that nothing touches this loop again.
 unsafe extern "C" fn teardown(_arg: *mut c_void) {
     let _ = catch_unwind(|| {
-        let Some(cell) = EXECUTOR.with(|e| e.borrow_mut().take()) else {
+        let Some(executor) = EXECUTOR.with(|e| e.borrow_mut().take()) else {
             return;
         };
-        let executor = &cell.0;
-        let signal = std::mem::replace(&mut *lock(&executor.shared.signal), 0);
+        let signal = std::mem::take(&mut lock(&executor.shared.queue).signal);
         let tasks = std::mem::take(&mut *executor.tasks.borrow_mut());
         drop(tasks);
-        drop(std::mem::take(&mut *lock(&executor.shared.queue)));
+        let leftover = std::mem::take(&mut *lock(&executor.shared.queue));
+        drop(leftover);
         if let (Some(uv), true) = (uv(), signal != 0) {
             (uv.close)(signal as *mut c_void, Some(free_handle));
         }
-        LOOP.with(|l| l.set(std::ptr::null_mut()));
+        LOOP.with(|l| l.set(0));
     });
 }
 
@@ -375,20 +374,8 @@ pub fn io_driver(env: Env) -> &'static str {
 pub fn reactor(env: &Env) -> Option<Arc<dyn Reactor>> {
     let executor = executor(env)?;
     Some(Arc::new(LoopReactor {
-        shared: executor.0.shared.clone(),
+        shared: executor.shared.clone(),
     }))
-}
-
-/// Runs `task` on this thread's loop, or gives it back when this thread has none.
-pub fn spawn(task: Task) -> Result<(), Task> {
-    match current() {
-        Some(executor) => {
-            executor.0.insert(task);
-            executor.0.shared.schedule(|_| {});
-            Ok(())
-        }
-        None => Err(task),
-    }
 }
 
 struct LoopReactor {
@@ -397,7 +384,6 @@ struct LoopReactor {
 
 impl Reactor for LoopReactor {
     fn connect(&self, address: SocketAddr, keep_alive: Option<Duration>) -> TcpConnecting {
-        let thread = self.shared.thread;
         Box::pin(async move {
             let domain = socket2::Domain::for_address(address);
             let socket =
@@ -409,8 +395,9 @@ impl Reactor for LoopReactor {
                 Err(err) if in_progress(&err) => {}
                 Err(err) => return Err(err),
             }
-            let socket = PolledSocket::new(socket.into(), thread)?;
-            poll_fn(|cx| socket.poll_ready(cx, UV_WRITABLE)).await?;
+            // Nothing is known to be ready until the connection completes (or fails).
+            let socket = PolledSocket::new(socket.into(), 0)?;
+            poll_fn(|cx| socket.with_watch(|watch| watch.poll_ready(cx, UV_WRITABLE))).await?;
             if let Some(err) = socket.io.take_error()? {
                 return Err(err);
             }
@@ -419,6 +406,8 @@ impl Reactor for LoopReactor {
         })
     }
 
+    /// Runs `task` on the loop (from any thread): with the client's own task, or a closed
+    /// connection's last writes.
     fn spawn(&self, task: Task) {
         self.shared.schedule(|q| q.spawned.push(task));
     }
@@ -432,28 +421,32 @@ fn in_progress(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::WouldBlock
 }
 
-/// See [`Watch::budget`].
+/// Reads of a socket in one turn of the loop before it waits for the next: a gateway that
+/// floods the client is read a slice per turn, and timers and other I/O get their turn in
+/// between, however the reads are triggered.
 const READS_PER_TURN: u32 = 16;
 
 /// What the loop's poll callback needs: who waits for which readiness.
 struct Watch {
     handle: *mut c_void,
+    /// What libuv watches for.
     events: c_int,
-    /// Readiness reported and not yet consumed by [`PolledSocket::poll_ready`].
-    fired: c_int,
-    /// What the socket may be ready for: cleared by a call that would block, set again
-    /// only by the loop's report, so an idle socket costs no system calls when polled.
+    /// What the socket may be ready for: cleared when a call would block (or this turn's
+    /// reads are spent), set again only by the loop's report, so an idle socket costs no
+    /// system calls when polled.
     ready: c_int,
-    /// Reads left before the socket waits for the loop's next report: a gateway that
-    /// floods the client is read a slice per turn of the loop, and timers and other I/O
-    /// get their turn in between, however the reads are triggered.
+    /// Reads left in this turn of the loop (see [`READS_PER_TURN`]).
     budget: u32,
     reader: Option<Waker>,
     writer: Option<Waker>,
 }
 
 impl Watch {
-    fn wait(&mut self, cx: &mut Context<'_>, event: c_int) -> Poll<io::Result<()>> {
+    /// Ready when `event` readiness is known, else waits for the loop to report it.
+    fn poll_ready(&mut self, cx: &mut Context<'_>, event: c_int) -> Poll<io::Result<()>> {
+        if self.ready & event != 0 {
+            return Poll::Ready(Ok(()));
+        }
         let slot = if event == UV_READABLE {
             &mut self.reader
         } else {
@@ -492,42 +485,39 @@ impl Watch {
 /// outcome. A readiness nobody waits for is no longer watched, or a level-triggered poll
 /// would fire for ever.
 unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int) {
-    let _ = catch_unwind(|| {
-        // SAFETY: `data`, the first field of every libuv handle, points at the Watch.
-        let watch = unsafe { &mut **(handle as *mut *mut Watch) };
-        let mut keep = 0;
-        let mut wake = Vec::with_capacity(2);
-        if status < 0 || events & UV_READABLE != 0 {
-            watch.budget = READS_PER_TURN;
-        }
-        if status < 0 {
-            watch.events = 0;
-            watch.fired = UV_READABLE | UV_WRITABLE;
-            watch.ready = UV_READABLE | UV_WRITABLE;
-            wake.extend(watch.reader.take());
-            wake.extend(watch.writer.take());
-        } else {
-            watch.fired |= events;
-            watch.ready |= events;
-            if events & UV_READABLE != 0 {
-                wake.extend(watch.reader.take().inspect(|_| keep |= UV_READABLE));
+    run_after(|| {
+        let _ = catch_unwind(|| {
+            // SAFETY: `data`, the first field of every libuv handle, points at the Watch.
+            let watch = unsafe { &mut **(handle as *mut *mut Watch) };
+            let fired = if status < 0 {
+                watch.events = 0;
+                UV_READABLE | UV_WRITABLE
             } else {
-                keep |= watch.events & UV_READABLE;
+                events
+            };
+            watch.ready |= fired;
+            if fired & UV_READABLE != 0 {
+                watch.budget = READS_PER_TURN;
             }
-            if events & UV_WRITABLE != 0 {
-                wake.extend(watch.writer.take().inspect(|_| keep |= UV_WRITABLE));
-            } else {
-                keep |= watch.events & UV_WRITABLE;
+            let reader = (fired & UV_READABLE != 0)
+                .then(|| watch.reader.take())
+                .flatten();
+            let writer = (fired & UV_WRITABLE != 0)
+                .then(|| watch.writer.take())
+                .flatten();
+            if status >= 0 {
+                let mut keep = watch.events;
+                if fired & UV_READABLE != 0 && reader.is_none() {
+                    keep &= !UV_READABLE;
+                }
+                if fired & UV_WRITABLE != 0 && writer.is_none() {
+                    keep &= !UV_WRITABLE;
+                }
+                watch.set(keep);
             }
-            watch.set(keep);
-        }
-        RUN_FOLLOWS.with(|r| r.set(true));
-        for waker in wake {
-            waker.wake();
-        }
-        RUN_FOLLOWS.with(|r| r.set(false));
+            reader.into_iter().chain(writer).for_each(Waker::wake);
+        });
     });
-    run_ready();
 }
 
 /// A non-blocking TCP socket whose readiness comes from the loop. Only the loop's thread
@@ -535,19 +525,20 @@ unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int)
 struct PolledSocket {
     io: std::net::TcpStream,
     watch: *mut Watch,
-    thread: ThreadId,
+    uv_loop: usize,
 }
 
-// SAFETY: every use of `watch` checks that it runs on `thread`, the loop's thread; the
-// socket only moves between threads as part of a task that is polled there.
+// SAFETY: every use of `watch` checks that it runs on the loop's thread; the socket only
+// moves between threads as part of a task that is polled there.
 unsafe impl Send for PolledSocket {}
 unsafe impl Sync for PolledSocket {}
 
 impl PolledSocket {
-    fn new(io: std::net::TcpStream, thread: ThreadId) -> io::Result<PolledSocket> {
+    /// Watches `io` on this thread's loop; `ready` is what it is known to be ready for.
+    fn new(io: std::net::TcpStream, ready: c_int) -> io::Result<PolledSocket> {
         let uv = uv().ok_or_else(|| io::Error::other("libuv is not available"))?;
-        let uv_loop = LOOP.with(|l| l.get());
-        if uv_loop.is_null() {
+        let uv_loop = LOOP.with(Cell::get);
+        if uv_loop == 0 {
             return Err(io::Error::other("the event loop has gone"));
         }
         let handle = alloc_handle(uv, UV_POLL);
@@ -558,7 +549,7 @@ impl PolledSocket {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&io);
         #[cfg(not(unix))]
         let fd: c_int = -1;
-        let status = unsafe { (uv.poll_init)(uv_loop, handle, fd) };
+        let status = unsafe { (uv.poll_init)(uv_loop as *mut c_void, handle, fd) };
         if status != 0 {
             unsafe { libc::free(handle) };
             return Err(io::Error::other(format!("uv_poll_init failed ({status})")));
@@ -567,15 +558,14 @@ impl PolledSocket {
         let watch = Box::into_raw(Box::new(Watch {
             handle,
             events: 0,
-            fired: 0,
-            ready: UV_READABLE | UV_WRITABLE,
+            ready,
             budget: READS_PER_TURN,
             reader: None,
             writer: None,
         }));
         // SAFETY: `data` is the first field of the handle.
         unsafe { *(handle as *mut *mut Watch) = watch };
-        Ok(PolledSocket { io, watch, thread })
+        Ok(PolledSocket { io, watch, uv_loop })
     }
 
     /// Runs `f` on the Watch, on the loop's thread only.
@@ -583,7 +573,7 @@ impl PolledSocket {
         &self,
         f: impl FnOnce(&mut Watch) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        if std::thread::current().id() != self.thread {
+        if !on_loop(self.uv_loop) {
             return Poll::Ready(Err(io::Error::other(
                 "socket used outside its event loop's thread",
             )));
@@ -593,48 +583,30 @@ impl PolledSocket {
         f(unsafe { &mut *self.watch })
     }
 
-    /// Ready once `event` readiness has been reported since the last wait (a connect in
-    /// progress completing, or failing).
-    fn poll_ready(&self, cx: &mut Context<'_>, event: c_int) -> Poll<io::Result<()>> {
-        self.with_watch(|watch| {
-            if watch.fired & event != 0 {
-                watch.fired &= !event;
-                return Poll::Ready(Ok(()));
-            }
-            watch.wait(cx, event)
-        })
-    }
-
+    /// Makes `call` once the socket may be ready for `event`, and waits for the loop's report
+    /// when it would block.
     fn attempt<T>(
         &self,
         cx: &mut Context<'_>,
         event: c_int,
         mut call: impl FnMut(&std::net::TcpStream) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
-        loop {
-            let known = self.with_watch(|watch| {
-                if watch.ready & event != 0 {
-                    Poll::Ready(Ok(()))
-                } else {
-                    watch.wait(cx, event)
-                }
-            });
-            match known {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Pending => return Poll::Pending,
-            }
+        self.with_watch(|watch| loop {
+            ready!(watch.poll_ready(cx, event))?;
             match call(&self.io) {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    let _ = self.with_watch(|watch| {
-                        watch.ready &= !event;
-                        Poll::Ready(Ok(()))
-                    });
-                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => watch.ready &= !event,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                result => return Poll::Ready(result),
+                result => {
+                    if event == UV_READABLE {
+                        watch.budget -= 1;
+                        if watch.budget == 0 {
+                            watch.ready &= !UV_READABLE;
+                        }
+                    }
+                    return Poll::Ready(result);
+                }
             }
-        }
+        })
     }
 }
 
@@ -644,7 +616,7 @@ impl Drop for PolledSocket {
         // SAFETY: the Watch was made in `new` and is freed only here; closing the handle
         // stops its callbacks at once, and libuv frees the handle's memory afterwards.
         let watch = unsafe { Box::from_raw(self.watch) };
-        if std::thread::current().id() == self.thread {
+        if on_loop(self.uv_loop) {
             unsafe { (uv.close)(watch.handle, Some(free_handle)) };
         }
         // Off its thread (never expected) the handle is leaked rather than touched.
@@ -657,25 +629,10 @@ impl AsyncRead for PolledSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let spent = self.with_watch(|watch| {
-            if watch.budget == 0 {
-                return watch.wait(cx, UV_READABLE);
-            }
-            watch.budget -= 1;
-            Poll::Ready(Ok(()))
-        });
-        if !matches!(spent, Poll::Ready(Ok(()))) {
-            return spent;
-        }
         let unfilled = buf.initialize_unfilled();
-        match self.attempt(cx, UV_READABLE, |mut io| io.read(unfilled)) {
-            Poll::Ready(Ok(n)) => {
-                buf.advance(n);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-            Poll::Pending => Poll::Pending,
-        }
+        let n = ready!(self.attempt(cx, UV_READABLE, |mut io| io.read(unfilled)))?;
+        buf.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
