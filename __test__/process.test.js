@@ -126,3 +126,37 @@ test('clients run on the JavaScript thread\'s event loop, or on tokio with IMT_G
   t.is(onLoop.code, 0, onLoop.err)
   t.deepEqual(JSON.parse(onLoop.out), [ioDriver(), 'event:null'], 'the held action was acknowledged by the first client')
 })
+
+// Listeners are called straight from the event loop when the gateway's bytes arrive: an
+// exception they throw must surface as any listener's would, and cost no later notice.
+for (const io of ['libuv', 'tokio']) {
+  test(`a throwing listener is an uncaught exception, and the client carries on (${io})`, async (t) => {
+    const server = await start(t)
+    const program = (handler) => `
+      const { Client, Event } = require('imt-gateway')
+      ${handler}
+      const client = new Client({ host: 'localhost', port: ${server.address().port} })
+      let thrown = false
+      client.on('drain', () => {
+        console.log('drain')
+        if (thrown) return
+        thrown = true
+        Promise.resolve().then(() => console.log('microtask'))
+        client.send(new Event('after'), (err) => { console.log('acked', err); client.close() })
+        throw new Error('boom')
+      })
+      client.on('connect', () => console.log('connect'))
+      client.connect()
+    `
+    const env = io === 'tokio' ? { IMT_GATEWAY_IO: 'tokio' } : {}
+    const handled = await runNode(program(`process.on('uncaughtException', (err) => console.log('uncaught', err.message))`), { env })
+    t.is(handled.signal, null, handled.err)
+    t.is(handled.code, 0, handled.err)
+    t.is(handled.out, 'connect\ndrain\nuncaught boom\nmicrotask\nacked null\n')
+    const unhandled = await runNode(program(''), { env })
+    t.is(unhandled.signal, null, unhandled.err)
+    t.is(unhandled.code, 1)
+    t.is(unhandled.out, 'connect\ndrain\n')
+    t.regex(unhandled.err, /Error: boom/)
+  })
+}

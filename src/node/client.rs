@@ -1,13 +1,17 @@
 //! `NativeClient`: the client driver as index.js's `Client` sees it. Commands go in as plain
-//! method calls; everything the client has to say comes back in batches through one
-//! threadsafe function per client. That function keeps Node alive only while the client has
-//! work (a socket, an attempt or a reconnect wait), like a `net.Socket`: index.js refs it on
-//! `connect()` and unrefs it when the driver reports the client idle.
+//! method calls; everything the client has to say comes back in batches to one callback.
+//! On the JS thread's event loop, a batch made by a loop callback (bytes arrived) is handed
+//! to that callback directly when the loop callback's work is done; any other goes through
+//! one threadsafe function per client. That function also keeps Node alive only while the
+//! client has work (a socket, an attempt or a reconnect wait), like a `net.Socket`: index.js
+//! refs it on `connect()` and unrefs it when the driver reports the client idle.
 
+use std::cell::Cell;
+use std::ptr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Buffer, ToNapiValue, TypeName};
+use napi::bindgen_prelude::{Buffer, FromNapiValue, Function, ToNapiValue, TypeName};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
@@ -181,6 +185,99 @@ fn to_notice(notice_: Notice) -> ClientNotice {
     }
 }
 
+/// The batch callback, called from the loop's thread without a threadsafe function: what
+/// [`super::uv::deliver`] runs.
+struct DirectCall {
+    env: sys::napi_env,
+    callback: sys::napi_ref,
+    context: sys::napi_async_context,
+    /// Cleared when the `NativeClient` goes (and the reference with it).
+    live: Cell<bool>,
+}
+
+// SAFETY: made and used on the JS thread only: the sink hands it to `uv::deliver`, which
+// accepts work only from a callback of this thread's loop, and the `NativeClient` that
+// clears it is finalized on that thread.
+unsafe impl Send for DirectCall {}
+unsafe impl Sync for DirectCall {}
+
+impl DirectCall {
+    fn new(env: &Env, callback: sys::napi_value) -> Result<DirectCall> {
+        let env = env.raw();
+        let mut reference = ptr::null_mut();
+        let mut context = ptr::null_mut();
+        unsafe {
+            napi::check_status!(sys::napi_create_reference(env, callback, 1, &mut reference))?;
+            let mut resource = ptr::null_mut();
+            let mut name = ptr::null_mut();
+            let made = sys::napi_create_object(env, &mut resource) == sys::Status::napi_ok
+                && sys::napi_create_string_utf8(env, c"imt-gateway:client".as_ptr(), 18, &mut name)
+                    == sys::Status::napi_ok
+                && sys::napi_async_init(env, resource, name, &mut context) == sys::Status::napi_ok;
+            if !made {
+                sys::napi_delete_reference(env, reference);
+                return Err(napi::Error::from_reason("napi_async_init failed"));
+            }
+        }
+        Ok(DirectCall {
+            env,
+            callback: reference,
+            context,
+            live: Cell::new(true),
+        })
+    }
+
+    /// Calls the batch callback with `delivery`, as Node calls an I/O callback: in its own
+    /// handle scope, with microtasks and `process.nextTick` run afterwards. An exception
+    /// thrown by it is reported as uncaught, as a throwing listener of a socket is.
+    fn call(&self, delivery: Delivery) {
+        if !self.live.get() {
+            return;
+        }
+        let env = self.env;
+        unsafe {
+            let mut scope = ptr::null_mut();
+            if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
+                return;
+            }
+            let mut callback = ptr::null_mut();
+            let mut global = ptr::null_mut();
+            let ready = sys::napi_get_reference_value(env, self.callback, &mut callback)
+                == sys::Status::napi_ok
+                && !callback.is_null()
+                && sys::napi_get_global(env, &mut global) == sys::Status::napi_ok;
+            if let (true, Ok(batch)) = (ready, Delivery::to_napi_value(env, delivery)) {
+                let mut result = ptr::null_mut();
+                let status = sys::napi_make_callback(
+                    env,
+                    self.context,
+                    global,
+                    callback,
+                    1,
+                    &batch,
+                    &mut result,
+                );
+                if status == sys::Status::napi_pending_exception {
+                    let mut error = ptr::null_mut();
+                    sys::napi_get_and_clear_last_exception(env, &mut error);
+                    sys::napi_fatal_exception(env, error);
+                }
+            }
+            sys::napi_close_handle_scope(env, scope);
+        }
+    }
+
+    /// On the JS thread, when the `NativeClient` is finalized.
+    fn release(&self) {
+        if self.live.replace(false) {
+            unsafe {
+                sys::napi_delete_reference(self.env, self.callback);
+                sys::napi_async_destroy(self.env, self.context);
+            }
+        }
+    }
+}
+
 fn invalid(code: &str, message: impl std::fmt::Display) -> napi::Error {
     napi::Error::new(Status::InvalidArg, format!("{code}: {message}"))
 }
@@ -189,12 +286,25 @@ fn invalid(code: &str, message: impl std::fmt::Display) -> napi::Error {
 pub struct NativeClient {
     handle: ClientHandle,
     sink: Arc<BatchSink>,
+    direct: Option<Arc<DirectCall>>,
+}
+
+impl Drop for NativeClient {
+    fn drop(&mut self) {
+        if let Some(direct) = &self.direct {
+            direct.release();
+        }
+    }
 }
 
 #[napi]
 impl NativeClient {
     #[napi(constructor, catch_unwind)]
-    pub fn new(env: Env, options: NativeClientOptions, on_batch: BatchSink) -> Result<Self> {
+    pub fn new(
+        env: Env,
+        options: NativeClientOptions,
+        on_batch: Function<'_, Delivery, ()>,
+    ) -> Result<Self> {
         let port = u16::try_from(options.port)
             .map_err(|_| invalid("ERR_SOCKET_BAD_PORT", "Port should be >= 0 and < 65536."))?;
         let tls = if options.tls {
@@ -217,10 +327,16 @@ impl NativeClient {
         session.max_reconnect_attempts = options.max_reconnect_attempts;
         session.max_in_flight = options.max_in_flight.max(1) as usize;
         session.max_queue_size = options.max_queue_size as usize;
-        let sink = Arc::new(on_batch);
+        let callback = napi::JsValue::raw(&on_batch);
+        let sink = Arc::new(unsafe { BatchSink::from_napi_value(env.raw(), callback)? });
         let delivery = sink.clone();
         let mailbox: Arc<Mailbox> = Arc::default();
         let reactor = super::uv::reactor(&env);
+        let direct = match reactor {
+            Some(_) => Some(Arc::new(DirectCall::new(&env, callback)?)),
+            None => None,
+        };
+        let direct_call = direct.clone();
         let (handle, task) = client(
             ClientOptions {
                 host: options.host,
@@ -235,12 +351,22 @@ impl NativeClient {
                 reactor: reactor.clone().unwrap_or_else(|| Arc::new(Tokio)),
             },
             move |batch: Batch| {
-                if post(&mailbox, batch) {
-                    delivery.call(
-                        Delivery(mailbox.clone()),
-                        ThreadsafeFunctionCallMode::NonBlocking,
-                    );
+                if !post(&mailbox, batch) {
+                    return;
                 }
+                let batch = Delivery(mailbox.clone());
+                let batch = match &direct_call {
+                    Some(direct) => {
+                        let direct = direct.clone();
+                        match super::uv::deliver(Box::new(move || direct.call(batch))) {
+                            Ok(()) => return,
+                            // Not from a loop callback: by the threadsafe function after all.
+                            Err(_) => Delivery(mailbox.clone()),
+                        }
+                    }
+                    None => batch,
+                };
+                delivery.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
             },
         );
         match reactor {
@@ -249,7 +375,11 @@ impl NativeClient {
                 napi::bindgen_prelude::spawn(task);
             }
         }
-        let client = NativeClient { handle, sink };
+        let client = NativeClient {
+            handle,
+            sink,
+            direct,
+        };
         // Idle until the first connect().
         client.unref(env)?;
         Ok(client)

@@ -10,10 +10,14 @@
 //!
 //! Timers and name resolution stay on the shared tokio runtime (its context is entered while
 //! tasks are polled); their wake-ups reach this loop through one `uv_async` handle per thread.
+//! Wake-ups made on the loop's own thread (a `send()`) need no system call: a `uv_idle` handle
+//! runs the tasks on the loop's next turn. And what a loop callback has for JavaScript is
+//! called directly when its work is done ([`deliver`]), as Node calls a socket's listeners.
 //! libuv is found at run time in the host process; a host without it, or
 //! `IMT_GATEWAY_IO=tokio` in the environment, keeps the clients on the tokio runtime.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::ffi::{c_int, c_void};
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
@@ -34,6 +38,7 @@ use crate::client::{prepare_socket, Reactor, Stream, Task, TcpConnecting};
 /// libuv's handle type numbers and poll event bits, stable across libuv 1.x.
 const UV_ASYNC: c_int = 1;
 const UV_POLL: c_int = 8;
+const UV_IDLE: c_int = 6;
 const UV_READABLE: c_int = 1;
 const UV_WRITABLE: c_int = 2;
 
@@ -49,6 +54,9 @@ struct Uv {
     poll_stop: unsafe extern "C" fn(*mut c_void) -> c_int,
     async_init: unsafe extern "C" fn(*mut c_void, *mut c_void, AsyncCb) -> c_int,
     async_send: unsafe extern "C" fn(*mut c_void) -> c_int,
+    idle_init: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
+    idle_start: unsafe extern "C" fn(*mut c_void, AsyncCb) -> c_int,
+    idle_stop: unsafe extern "C" fn(*mut c_void) -> c_int,
     close: unsafe extern "C" fn(*mut c_void, Option<CloseCb>),
     unref: unsafe extern "C" fn(*mut c_void),
 }
@@ -68,6 +76,9 @@ fn find_uv() -> Option<Uv> {
             poll_stop: symbol(c"uv_poll_stop")?,
             async_init: symbol(c"uv_async_init")?,
             async_send: symbol(c"uv_async_send")?,
+            idle_init: symbol(c"uv_idle_init")?,
+            idle_start: symbol(c"uv_idle_start")?,
+            idle_stop: symbol(c"uv_idle_stop")?,
             close: symbol(c"uv_close")?,
             unref: symbol(c"uv_unref")?,
         })
@@ -110,6 +121,48 @@ thread_local! {
     /// Wake-ups being made here are followed by a run of this thread's tasks, so they need
     /// no signal through the loop (see [`run_after`]).
     static RUN_FOLLOWS: Cell<bool> = const { Cell::new(false) };
+    /// A callback of the loop itself (not a call from JavaScript) is running: what it has
+    /// for JavaScript is called directly when its work is done (see [`deliver`]).
+    static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
+    /// Calls into JavaScript waiting for the end of the loop callback that made them.
+    static DELIVERIES: RefCell<VecDeque<Delivery>> = const { RefCell::new(VecDeque::new()) };
+}
+
+/// A call into JavaScript, made on the loop's thread.
+pub type Delivery = Box<dyn FnOnce()>;
+
+/// Calls `delivery` at the end of the loop callback now running (a socket became readable,
+/// a timer's wake-up arrived), with nothing in between: no threadsafe-function hop, no
+/// second turn of the loop. `Err` gives it back when no loop callback is running here (a
+/// call from JavaScript, or another thread): it must then go by a threadsafe function, so
+/// that JavaScript is never re-entered from inside one of its own calls.
+pub fn deliver(delivery: Delivery) -> Result<(), Delivery> {
+    if !IN_CALLBACK.with(Cell::get) {
+        return Err(delivery);
+    }
+    DELIVERIES.with(|d| d.borrow_mut().push_back(delivery));
+    Ok(())
+}
+
+/// Runs `work` as a loop callback: then makes the deliveries it (and the JavaScript they
+/// run) queued, in order, until none is left.
+fn loop_callback(work: impl FnOnce()) {
+    if IN_CALLBACK.with(|c| c.replace(true)) {
+        // libuv does not nest callbacks; if it ever did, the outer one delivers.
+        work();
+        return;
+    }
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            IN_CALLBACK.with(|c| c.set(false));
+        }
+    }
+    let _done = Done;
+    work();
+    while let Some(delivery) = DELIVERIES.with(|d| d.borrow_mut().pop_front()) {
+        let _ = catch_unwind(AssertUnwindSafe(delivery));
+    }
 }
 
 fn on_loop(uv_loop: usize) -> bool {
@@ -131,9 +184,40 @@ struct Queue {
     signalled: bool,
     /// The `uv_async_t`; 0 once the loop's environment has gone.
     signal: usize,
+    /// The `uv_idle_t` that runs the executor on the loop's next turn, for wake-ups made on
+    /// the loop's own thread: no system call, and an active idle handle keeps the loop from
+    /// sleeping before it has run. 0 once the environment has gone.
+    idle: usize,
+    /// The idle handle is started.
+    idling: bool,
 }
 
 impl Queue {
+    /// Makes sure the loop runs the executor on its next turn, from the loop's own thread.
+    fn run_next_turn(&mut self) {
+        if self.idling || self.idle == 0 {
+            return;
+        }
+        if let Some(uv) = uv() {
+            if unsafe { (uv.idle_start)(self.idle as *mut c_void, on_idle) } == 0 {
+                self.idling = true;
+                return;
+            }
+        }
+        self.signal_loop();
+    }
+
+    /// The executor is about to run: the idle handle has nothing left to do.
+    fn stop_idle(&mut self) {
+        if !self.idling {
+            return;
+        }
+        self.idling = false;
+        if let Some(uv) = uv() {
+            unsafe { (uv.idle_stop)(self.idle as *mut c_void) };
+        }
+    }
+
     /// Makes sure the loop runs the executor on its next turn.
     fn signal_loop(&mut self) {
         if self.signalled || self.signal == 0 {
@@ -150,8 +234,10 @@ impl Shared {
     fn schedule(&self, update: impl FnOnce(&mut Queue)) {
         let mut queue = lock(&self.queue);
         update(&mut queue);
-        if !(RUN_FOLLOWS.with(Cell::get) && on_loop(self.uv_loop)) {
+        if !on_loop(self.uv_loop) {
             queue.signal_loop();
+        } else if !RUN_FOLLOWS.with(Cell::get) {
+            queue.run_next_turn();
         }
     }
 }
@@ -216,12 +302,13 @@ impl Executor {
     fn run(&self) {
         if self.running.replace(true) {
             // Asked from inside a poll (not expected): the loop's next turn runs them.
-            lock(&self.shared.queue).signal_loop();
+            lock(&self.shared.queue).run_next_turn();
             return;
         }
         let (mut woken, spawned) = {
             let mut queue = lock(&self.shared.queue);
             queue.signalled = false;
+            queue.stop_idle();
             (
                 std::mem::take(&mut queue.woken),
                 std::mem::take(&mut queue.spawned),
@@ -270,7 +357,11 @@ impl Executor {
 }
 
 unsafe extern "C" fn on_signal(_handle: *mut c_void) {
-    run_ready();
+    loop_callback(run_ready);
+}
+
+unsafe extern "C" fn on_idle(_handle: *mut c_void) {
+    loop_callback(run_ready);
 }
 
 /// Runs `wake`, which hands work to tasks of this thread (a command from JavaScript, a
@@ -316,13 +407,25 @@ fn executor(env: &Env) -> Option<Rc<Executor>> {
         unsafe { libc::free(signal) };
         return None;
     }
-    // The handle never keeps the process alive: each client's threadsafe function does that.
-    unsafe { (uv.unref)(signal) };
+    let idle = alloc_handle(uv, UV_IDLE);
+    if idle.is_null() || unsafe { (uv.idle_init)(uv_loop.cast(), idle) } != 0 {
+        unsafe {
+            libc::free(idle);
+            (uv.close)(signal, Some(free_handle));
+        }
+        return None;
+    }
+    // The handles never keep the process alive: each client's threadsafe function does that.
+    unsafe {
+        (uv.unref)(signal);
+        (uv.unref)(idle);
+    }
     let executor = Rc::new(Executor {
         shared: Arc::new(Shared {
             uv_loop: uv_loop as usize,
             queue: Mutex::new(Queue {
                 signal: signal as usize,
+                idle: idle as usize,
                 ..Queue::default()
             }),
         }),
@@ -339,19 +442,30 @@ fn executor(env: &Env) -> Option<Rc<Executor>> {
 }
 
 /// The environment is going away: drop its clients' tasks (closing their sockets) and the
-/// signal handle, so that nothing touches this loop again.
+/// loop's handles, so that nothing touches this loop again.
 unsafe extern "C" fn teardown(_arg: *mut c_void) {
     let _ = catch_unwind(|| {
         let Some(executor) = EXECUTOR.with(|e| e.borrow_mut().take()) else {
             return;
         };
-        let signal = std::mem::take(&mut lock(&executor.shared.queue).signal);
+        let handles = {
+            let mut queue = lock(&executor.shared.queue);
+            [
+                std::mem::take(&mut queue.signal),
+                std::mem::take(&mut queue.idle),
+            ]
+        };
         let tasks = std::mem::take(&mut *executor.tasks.borrow_mut());
         drop(tasks);
         let leftover = std::mem::take(&mut *lock(&executor.shared.queue));
         drop(leftover);
-        if let (Some(uv), true) = (uv(), signal != 0) {
-            (uv.close)(signal as *mut c_void, Some(free_handle));
+        // JavaScript is not called while its environment goes.
+        let deliveries = DELIVERIES.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        drop(deliveries);
+        if let Some(uv) = uv() {
+            for handle in handles.into_iter().filter(|&h| h != 0) {
+                (uv.close)(handle as *mut c_void, Some(free_handle));
+            }
         }
         LOOP.with(|l| l.set(0));
     });
@@ -485,6 +599,10 @@ impl Watch {
 /// outcome. A readiness nobody waits for is no longer watched, or a level-triggered poll
 /// would fire for ever.
 unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int) {
+    loop_callback(|| on_ready_run(handle, status, events));
+}
+
+fn on_ready_run(handle: *mut c_void, status: c_int, events: c_int) {
     run_after(|| {
         let _ = catch_unwind(|| {
             // SAFETY: `data`, the first field of every libuv handle, points at the Watch.
@@ -630,7 +748,17 @@ impl AsyncRead for PolledSocket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let unfilled = buf.initialize_unfilled();
+        let wanted = unfilled.len();
         let n = ready!(self.attempt(cx, UV_READABLE, |mut io| io.read(unfilled)))?;
+        if n > 0 && n < wanted {
+            // As libuv's own streams assume: a read that did not fill the buffer emptied the
+            // socket, so the next read waits for the loop's report rather than failing with
+            // EAGAIN. The poll is level-triggered, so bytes that arrive meanwhile are reported.
+            let _ = self.with_watch(|watch| {
+                watch.ready &= !UV_READABLE;
+                Poll::Ready(Ok(()))
+            });
+        }
         buf.advance(n);
         Poll::Ready(Ok(()))
     }
