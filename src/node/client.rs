@@ -399,9 +399,14 @@ impl NativeClient {
     /// here, straight from the caller's Buffers into the frame, and not kept.
     #[napi(catch_unwind)]
     pub fn send(&self, seq: f64, id: JsValue, event_type: String, bundle: BorrowedJsValue) {
-        let event = OutgoingEvent::new(seq as u64, id.0, event_type, bundle.0);
-        // Not run now: sends made in one JavaScript turn go out together on the loop's next.
-        self.handle.command(Command::Send(event));
+        let event = Command::Send(OutgoingEvent::new(seq as u64, id.0, event_type, bundle.0));
+        // The first send of a turn goes on the wire now; those after it in the same turn of
+        // JavaScript go out together on the loop's next.
+        if super::uv::send_now() {
+            self.command(event);
+        } else {
+            self.handle.command(event);
+        }
     }
 
     /// Acknowledges an action: with `message`, as failed.

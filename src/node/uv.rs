@@ -124,6 +124,8 @@ thread_local! {
     /// A callback of the loop itself (not a call from JavaScript) is running: what it has
     /// for JavaScript is called directly when its work is done (see [`deliver`]).
     static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
+    /// A `send()` has run at once since the loop last called in here (see [`send_now`]).
+    static SENT: Cell<bool> = const { Cell::new(false) };
     /// Calls into JavaScript waiting for the end of the loop callback that made them.
     static DELIVERIES: RefCell<VecDeque<Delivery>> = const { RefCell::new(VecDeque::new()) };
 }
@@ -144,9 +146,18 @@ pub fn deliver(delivery: Delivery) -> Result<(), Delivery> {
     Ok(())
 }
 
+/// Whether a `send()` made now should run at once: true for the first since the loop last
+/// called in here (on a thread whose clients the loop drives), so that an event goes on the
+/// wire before `send()` returns; the sends that follow in the same turn of JavaScript wait
+/// for the loop's next turn, to go out together in one write.
+pub fn send_now() -> bool {
+    LOOP.with(Cell::get) != 0 && !SENT.with(|s| s.replace(true))
+}
+
 /// Runs `work` as a loop callback: then makes the deliveries it (and the JavaScript they
 /// run) queued, in order, until none is left.
 fn loop_callback(work: impl FnOnce()) {
+    SENT.with(|s| s.set(false));
     if IN_CALLBACK.with(|c| c.replace(true)) {
         // libuv does not nest callbacks; if it ever did, the outer one delivers.
         work();
