@@ -20,7 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ffi::{c_int, c_void};
 use std::future::poll_fn;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -712,25 +712,31 @@ impl PolledSocket {
         f(unsafe { &mut *self.watch })
     }
 
-    /// Makes `call` once the socket may be ready for `event`, and waits for the loop's report
-    /// when it would block.
-    fn attempt<T>(
+    /// Makes `call`, which moves up to `wanted` bytes, once the socket may be ready for
+    /// `event`, and waits for the loop's report when it would block. A call that moved less
+    /// than `wanted` emptied the socket (or filled its send buffer), as libuv's own streams
+    /// assume: the next waits for the loop's report instead of failing with EAGAIN. The poll
+    /// is level-triggered, so readiness that comes back meanwhile is reported.
+    fn attempt(
         &self,
         cx: &mut Context<'_>,
         event: c_int,
-        mut call: impl FnMut(&std::net::TcpStream) -> io::Result<T>,
-    ) -> Poll<io::Result<T>> {
+        wanted: usize,
+        mut call: impl FnMut(socket2::SockRef<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
         self.with_watch(|watch| loop {
             ready!(watch.poll_ready(cx, event))?;
-            match call(&self.io) {
+            match call(socket2::SockRef::from(&self.io)) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => watch.ready &= !event,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 result => {
+                    let mut spent = matches!(result, Ok(n) if n < wanted);
                     if event == UV_READABLE {
                         watch.budget -= 1;
-                        if watch.budget == 0 {
-                            watch.ready &= !UV_READABLE;
-                        }
+                        spent |= watch.budget == 0;
+                    }
+                    if spent {
+                        watch.ready &= !event;
                     }
                     return Poll::Ready(result);
                 }
@@ -758,18 +764,13 @@ impl AsyncRead for PolledSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let unfilled = buf.initialize_unfilled();
-        let wanted = unfilled.len();
-        let n = ready!(self.attempt(cx, UV_READABLE, |mut io| io.read(unfilled)))?;
-        if n > 0 && n < wanted {
-            // As libuv's own streams assume: a read that did not fill the buffer emptied the
-            // socket, so the next read waits for the loop's report rather than failing with
-            // EAGAIN. The poll is level-triggered, so bytes that arrive meanwhile are reported.
-            let _ = self.with_watch(|watch| {
-                watch.ready &= !UV_READABLE;
-                Poll::Ready(Ok(()))
-            });
-        }
+        // Straight into the unfilled part, initialized or not: a frame's reader hands over all
+        // the room reserved for the frame, which must not be zeroed on every read.
+        // SAFETY: `recv` only writes to the slice, and reports how much it wrote.
+        let unfilled = unsafe { buf.unfilled_mut() };
+        let n = ready!(self.attempt(cx, UV_READABLE, unfilled.len(), |io| io.recv(unfilled)))?;
+        // SAFETY: `recv` initialized the first `n` bytes.
+        unsafe { buf.assume_init(n) };
         buf.advance(n);
         Poll::Ready(Ok(()))
     }
@@ -781,7 +782,7 @@ impl AsyncWrite for PolledSocket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.attempt(cx, UV_WRITABLE, |mut io| io.write(buf))
+        self.attempt(cx, UV_WRITABLE, buf.len(), |io| io.send(buf))
     }
 
     fn poll_write_vectored(
@@ -789,7 +790,8 @@ impl AsyncWrite for PolledSocket {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.attempt(cx, UV_WRITABLE, |mut io| io.write_vectored(bufs))
+        let wanted = bufs.iter().map(|b| b.len()).sum();
+        self.attempt(cx, UV_WRITABLE, wanted, |io| io.send_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
