@@ -11,12 +11,12 @@ use std::ptr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Buffer, FromNapiValue, Function, ToNapiValue, TypeName};
+use napi::bindgen_prelude::{Buffer, FromNapiValue, Function, ToNapiValue, TypeName, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
 
-use super::value::{BorrowedJsValue, JsValue};
+use super::value::{read_borrowed, JsValue};
 use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, Tokio};
 use crate::protocol::ErrorBody;
 use crate::session::{Notice, OutgoingEvent, SessionConfig};
@@ -398,8 +398,17 @@ impl NativeClient {
     /// Queues an event; `seq` names its callback in the `done` notice. The bundle is encoded
     /// here, straight from the caller's Buffers into the frame, and not kept.
     #[napi(catch_unwind)]
-    pub fn send(&self, seq: f64, id: JsValue, event_type: String, bundle: BorrowedJsValue) {
-        let event = Command::Send(OutgoingEvent::new(seq as u64, id.0, event_type, bundle.0));
+    pub fn send(
+        &self,
+        env: Env,
+        seq: f64,
+        id: JsValue,
+        event_type: String,
+        bundle: Unknown<'_>,
+    ) -> Result<()> {
+        // SAFETY: the borrowed bundle is encoded into the frame right here.
+        let bundle = unsafe { read_borrowed(env.raw(), napi::JsValue::raw(&bundle))? };
+        let event = Command::Send(OutgoingEvent::new(seq as u64, id.0, event_type, bundle));
         // The first send of a turn goes on the wire now; those after it in the same turn of
         // JavaScript go out together on the loop's next.
         if super::uv::send_now() {
@@ -407,6 +416,7 @@ impl NativeClient {
         } else {
             self.handle.command(event);
         }
+        Ok(())
     }
 
     /// Acknowledges an action: with `message`, as failed.

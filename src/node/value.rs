@@ -34,26 +34,14 @@ impl FromNapiValue for JsValue {
     }
 }
 
-/// A [`Value`] whose binaries still point into the caller's JavaScript Buffers: no copy of a
-/// large bundle on its way to the socket. Only for a value consumed (encoded) before the
-/// native call returns, while those Buffers are certainly alive; it must not be kept.
-pub struct BorrowedJsValue(pub Value);
-
-impl TypeName for BorrowedJsValue {
-    fn type_name() -> &'static str {
-        "unknown"
-    }
-    fn value_type() -> ValueType {
-        ValueType::Unknown
-    }
-}
-
-impl ValidateNapiValue for BorrowedJsValue {}
-
-impl FromNapiValue for BorrowedJsValue {
-    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
-        read(env, value, 0, Buffers::Borrow).map(BorrowedJsValue)
-    }
+/// `value` as a [`Value`] whose binaries still point into the caller's JavaScript Buffers:
+/// no copy of a large bundle on its way to the socket.
+///
+/// # Safety
+/// The result must be consumed (encoded) before the native call that received `value`
+/// returns, while those Buffers are certainly alive; it must not be kept.
+pub unsafe fn read_borrowed(env: sys::napi_env, value: sys::napi_value) -> Result<Value> {
+    read(env, value, 0, Buffers::Borrow)
 }
 
 /// How Buffers become [`Value::Binary`].
@@ -149,7 +137,7 @@ unsafe fn read_object(
             let slice: &'static [u8] = std::slice::from_raw_parts(data.cast::<u8>(), len);
             match buffers {
                 Buffers::Copy => Bytes::copy_from_slice(slice),
-                // Not really 'static: see BorrowedJsValue, the only way to get here.
+                // Not really 'static: see read_borrowed, the only way to get here.
                 Buffers::Borrow => Bytes::from_static(slice),
             }
         };
