@@ -43,14 +43,19 @@ impl TypeName for Delivery {
 
 impl ToNapiValue for Delivery {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
-        let batch = lock(&val.0).take().unwrap_or_default();
-        let batch = ClientBatch {
-            notices: batch.notices.into_iter().map(to_notice).collect(),
-            idle: batch.idle.map(|cycle| cycle as f64),
-            fatal: batch.fatal.map(|err| to_notice(Notice::Error(err))),
-        };
-        ClientBatch::to_napi_value(env, batch)
+        batch_value(env, &val.0)
     }
+}
+
+/// Empties `mailbox` into the batch object the JavaScript callback receives.
+unsafe fn batch_value(env: sys::napi_env, mailbox: &Mailbox) -> Result<sys::napi_value> {
+    let batch = lock(mailbox).take().unwrap_or_default();
+    let batch = ClientBatch {
+        notices: batch.notices.into_iter().map(to_notice).collect(),
+        idle: batch.idle.map(|cycle| cycle as f64),
+        fatal: batch.fatal.map(|err| to_notice(Notice::Error(err))),
+    };
+    ClientBatch::to_napi_value(env, batch)
 }
 
 fn lock(mailbox: &Mailbox) -> MutexGuard<'_, Option<Batch>> {
@@ -185,12 +190,13 @@ fn to_notice(notice_: Notice) -> ClientNotice {
     }
 }
 
-/// The batch callback, called from the loop's thread without a threadsafe function: what
-/// [`super::uv::deliver`] runs.
+/// The batch callback, called from the loop's thread without a threadsafe function (see
+/// [`super::uv::deliver`]), with what the client's mailbox holds.
 struct DirectCall {
     env: sys::napi_env,
     callback: sys::napi_ref,
     context: sys::napi_async_context,
+    mailbox: Arc<Mailbox>,
     /// Cleared when the `NativeClient` goes (and the reference with it).
     live: Cell<bool>,
 }
@@ -202,7 +208,7 @@ unsafe impl Send for DirectCall {}
 unsafe impl Sync for DirectCall {}
 
 impl DirectCall {
-    fn new(env: &Env, callback: sys::napi_value) -> Result<DirectCall> {
+    fn new(env: &Env, callback: sys::napi_value, mailbox: Arc<Mailbox>) -> Result<DirectCall> {
         let env = env.raw();
         let mut reference = ptr::null_mut();
         let mut context = ptr::null_mut();
@@ -223,14 +229,27 @@ impl DirectCall {
             env,
             callback: reference,
             context,
+            mailbox,
             live: Cell::new(true),
         })
     }
 
-    /// Calls the batch callback with `delivery`, as Node calls an I/O callback: in its own
-    /// handle scope, with microtasks and `process.nextTick` run afterwards. An exception
-    /// thrown by it is reported as uncaught, as a throwing listener of a socket is.
-    fn call(&self, delivery: Delivery) {
+    /// On the JS thread, when the `NativeClient` is finalized.
+    fn release(&self) {
+        if self.live.replace(false) {
+            unsafe {
+                sys::napi_delete_reference(self.env, self.callback);
+                sys::napi_async_destroy(self.env, self.context);
+            }
+        }
+    }
+}
+
+impl super::uv::Deliver for DirectCall {
+    /// Calls the batch callback with the mailbox's batch, as Node calls an I/O callback: in
+    /// its own handle scope, with microtasks and `process.nextTick` run afterwards. An
+    /// exception thrown by it is reported as uncaught, as a throwing listener of a socket is.
+    fn deliver(&self) {
         if !self.live.get() {
             return;
         }
@@ -246,7 +265,7 @@ impl DirectCall {
                 == sys::Status::napi_ok
                 && !callback.is_null()
                 && sys::napi_get_global(env, &mut global) == sys::Status::napi_ok;
-            if let (true, Ok(batch)) = (ready, Delivery::to_napi_value(env, delivery)) {
+            if let (true, Ok(batch)) = (ready, batch_value(env, &self.mailbox)) {
                 let mut result = ptr::null_mut();
                 let status = sys::napi_make_callback(
                     env,
@@ -264,16 +283,6 @@ impl DirectCall {
                 }
             }
             sys::napi_close_handle_scope(env, scope);
-        }
-    }
-
-    /// On the JS thread, when the `NativeClient` is finalized.
-    fn release(&self) {
-        if self.live.replace(false) {
-            unsafe {
-                sys::napi_delete_reference(self.env, self.callback);
-                sys::napi_async_destroy(self.env, self.context);
-            }
         }
     }
 }
@@ -332,10 +341,10 @@ impl NativeClient {
         let delivery = sink.clone();
         let mailbox: Arc<Mailbox> = Arc::default();
         let reactor = super::uv::reactor(&env);
-        let direct = match reactor {
-            Some(_) => Some(Arc::new(DirectCall::new(&env, callback)?)),
-            None => None,
-        };
+        let direct = reactor
+            .as_ref()
+            .map(|_| DirectCall::new(&env, callback, mailbox.clone()).map(Arc::new))
+            .transpose()?;
         let direct_call = direct.clone();
         let (handle, task) = client(
             ClientOptions {
@@ -351,22 +360,14 @@ impl NativeClient {
                 reactor: reactor.clone().unwrap_or_else(|| Arc::new(Tokio)),
             },
             move |batch: Batch| {
-                if !post(&mailbox, batch) {
-                    return;
+                // A batch joining one already on its way needs no call of its own; else it
+                // goes directly when a loop callback made it, by the threadsafe function if not.
+                if post(&mailbox, batch) && !direct_call.as_ref().is_some_and(super::uv::deliver) {
+                    delivery.call(
+                        Delivery(mailbox.clone()),
+                        ThreadsafeFunctionCallMode::NonBlocking,
+                    );
                 }
-                let batch = Delivery(mailbox.clone());
-                let batch = match &direct_call {
-                    Some(direct) => {
-                        let direct = direct.clone();
-                        match super::uv::deliver(Box::new(move || direct.call(batch))) {
-                            Ok(()) => return,
-                            // Not from a loop callback: by the threadsafe function after all.
-                            Err(_) => Delivery(mailbox.clone()),
-                        }
-                    }
-                    None => batch,
-                };
-                delivery.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
             },
         );
         match reactor {

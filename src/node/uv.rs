@@ -28,6 +28,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{ready, Context, Poll, Wake, Waker};
+use std::thread::LocalKey;
 use std::time::Duration;
 
 use napi::{sys, Env};
@@ -126,24 +127,26 @@ thread_local! {
     static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
     /// A `send()` has run at once since the loop last called in here (see [`send_now`]).
     static SENT: Cell<bool> = const { Cell::new(false) };
-    /// Calls into JavaScript waiting for the end of the loop callback that made them.
-    static DELIVERIES: RefCell<VecDeque<Delivery>> = const { RefCell::new(VecDeque::new()) };
+    /// What waits to call into JavaScript at the end of the loop callback running here.
+    static DELIVERIES: RefCell<VecDeque<Arc<dyn Deliver>>> = const { RefCell::new(VecDeque::new()) };
 }
 
-/// A call into JavaScript, made on the loop's thread.
-pub type Delivery = Box<dyn FnOnce()>;
+/// Something that calls into JavaScript, on the loop's thread.
+pub trait Deliver {
+    fn deliver(&self);
+}
 
-/// Calls `delivery` at the end of the loop callback now running (a socket became readable,
-/// a timer's wake-up arrived), with nothing in between: no threadsafe-function hop, no
-/// second turn of the loop. `Err` gives it back when no loop callback is running here (a
-/// call from JavaScript, or another thread): it must then go by a threadsafe function, so
-/// that JavaScript is never re-entered from inside one of its own calls.
-pub fn deliver(delivery: Delivery) -> Result<(), Delivery> {
+/// Has `target` deliver at the end of the loop callback now running (a socket became
+/// readable, a timer's wake-up arrived), with nothing in between: no threadsafe-function
+/// hop, no second turn of the loop. False when no loop callback is running here (a call from
+/// JavaScript, or another thread): the caller must then go by a threadsafe function, so that
+/// JavaScript is never re-entered from inside one of its own calls.
+pub fn deliver<T: Deliver + 'static>(target: &Arc<T>) -> bool {
     if !IN_CALLBACK.with(Cell::get) {
-        return Err(delivery);
+        return false;
     }
-    DELIVERIES.with(|d| d.borrow_mut().push_back(delivery));
-    Ok(())
+    DELIVERIES.with(|d| d.borrow_mut().push_back(target.clone()));
+    true
 }
 
 /// Whether a `send()` made now should run at once: true for the first since the loop last
@@ -154,26 +157,28 @@ pub fn send_now() -> bool {
     LOOP.with(Cell::get) != 0 && !SENT.with(|s| s.replace(true))
 }
 
-/// Runs `work` as a loop callback: then makes the deliveries it (and the JavaScript they
-/// run) queued, in order, until none is left.
-fn loop_callback(work: impl FnOnce()) {
-    SENT.with(|s| s.set(false));
-    if IN_CALLBACK.with(|c| c.replace(true)) {
-        // libuv does not nest callbacks; if it ever did, the outer one delivers.
-        work();
-        return;
-    }
-    struct Done;
-    impl Drop for Done {
+/// Runs `f` with `flag` set, and puts the flag back as it was afterwards, even on a panic.
+fn with_flag<T>(flag: &'static LocalKey<Cell<bool>>, f: impl FnOnce() -> T) -> T {
+    struct Restore(&'static LocalKey<Cell<bool>>, bool);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            IN_CALLBACK.with(|c| c.set(false));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _done = Done;
-    work();
-    while let Some(delivery) = DELIVERIES.with(|d| d.borrow_mut().pop_front()) {
-        let _ = catch_unwind(AssertUnwindSafe(delivery));
-    }
+    let _restore = Restore(flag, flag.with(|c| c.replace(true)));
+    f()
+}
+
+/// A libuv callback of ours (a wake-up, a socket's readiness): runs `work`, then makes the
+/// deliveries it (and the JavaScript they run) queued, in order, until none is left.
+fn loop_callback(work: impl FnOnce()) {
+    SENT.with(|s| s.set(false));
+    with_flag(&IN_CALLBACK, || {
+        work();
+        while let Some(delivery) = DELIVERIES.with(|d| d.borrow_mut().pop_front()) {
+            let _ = catch_unwind(AssertUnwindSafe(|| delivery.deliver()));
+        }
+    });
 }
 
 fn on_loop(uv_loop: usize) -> bool {
@@ -210,7 +215,7 @@ impl Queue {
             return;
         }
         if let Some(uv) = uv() {
-            if unsafe { (uv.idle_start)(self.idle as *mut c_void, on_idle) } == 0 {
+            if unsafe { (uv.idle_start)(self.idle as *mut c_void, on_wake) } == 0 {
                 self.idling = true;
                 return;
             }
@@ -367,11 +372,9 @@ impl Executor {
     }
 }
 
-unsafe extern "C" fn on_signal(_handle: *mut c_void) {
-    loop_callback(run_ready);
-}
-
-unsafe extern "C" fn on_idle(_handle: *mut c_void) {
+/// The async handle's callback (a wake-up from another thread) and the idle handle's (one
+/// made here): the woken tasks run.
+unsafe extern "C" fn on_wake(_handle: *mut c_void) {
     loop_callback(run_ready);
 }
 
@@ -379,17 +382,7 @@ unsafe extern "C" fn on_idle(_handle: *mut c_void) {
 /// readiness report), then those tasks at once: an acknowledgement is written before `ack()`
 /// returns, and the wake-ups cost no signal through the loop.
 pub fn run_after(wake: impl FnOnce()) {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            RUN_FOLLOWS.with(|r| r.set(false));
-        }
-    }
-    {
-        RUN_FOLLOWS.with(|r| r.set(true));
-        let _reset = Reset;
-        wake();
-    }
+    with_flag(&RUN_FOLLOWS, wake);
     run_ready();
 }
 
@@ -414,7 +407,7 @@ fn executor(env: &Env) -> Option<Rc<Executor>> {
         return None;
     }
     let signal = alloc_handle(uv, UV_ASYNC);
-    if signal.is_null() || unsafe { (uv.async_init)(uv_loop.cast(), signal, on_signal) } != 0 {
+    if signal.is_null() || unsafe { (uv.async_init)(uv_loop.cast(), signal, on_wake) } != 0 {
         unsafe { libc::free(signal) };
         return None;
     }
