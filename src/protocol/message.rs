@@ -153,10 +153,9 @@ impl Message {
         })
     }
 
-    /// The whole frame, header and body, ready to write: sized first, so that a large
-    /// bundle is copied once into a buffer of exactly its size, never regrown.
+    /// The whole frame, header and body, ready to write, in a buffer of exactly its size.
     pub fn to_bytes(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(HEADER_LEN + Measure::of(self));
+        let mut buf = BytesMut::new();
         self.encode(&mut buf);
         buf.freeze()
     }
@@ -170,12 +169,14 @@ impl Message {
         }
     }
 
-    /// Writes the header and the body straight into `dst`: the body is encoded in place and
-    /// the header's length patched afterwards, so a large bundle is never copied.
+    /// Writes the header and the body straight into `dst`: room for the whole frame is made
+    /// first (the encoder measures it), the body is encoded in place and the header's length
+    /// patched afterwards, so a large bundle is copied once and `dst` never regrown.
     ///
     /// A body over 4 GiB (far past the 10 MiB limit) gets the largest length the header can
     /// say, which the peer refuses as oversize.
     pub fn encode(&self, dst: &mut BytesMut) {
+        dst.reserve(HEADER_LEN + Measure::of(self));
         let start = dst.len();
         dst.put_slice(&[self.token() as u8, 0, 0, 0, 0, 0]);
         self.write_body(dst);
@@ -320,6 +321,15 @@ impl Fields {
             Value::String(kind) => Ok(kind),
             _ => Err("type is not a string"),
         }
+    }
+}
+
+/// A message goes straight into a framed writer's buffer, with no [`Frame`] in between.
+impl tokio_util::codec::Encoder<Message> for super::FrameCodec {
+    type Error = super::FrameError;
+    fn encode(&mut self, message: Message, dst: &mut BytesMut) -> Result<(), Self::Error> {
+        message.encode(dst);
+        Ok(())
     }
 }
 

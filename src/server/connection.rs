@@ -223,9 +223,7 @@ impl Conn {
         }
         let linger = end.report;
         let goodbye = async {
-            framed
-                .send(Message::Bye { error: end.bye }.to_frame())
-                .await?;
+            framed.send(Message::Bye { error: end.bye }).await?;
             let stream = framed.get_mut();
             stream.shutdown().await?;
             // Lingering close: closing with unread input would reset the connection and could
@@ -299,9 +297,9 @@ impl Conn {
             let out = std::mem::take(&mut self.out);
             let write = async {
                 for message in out {
-                    framed.feed(message.to_frame()).await?;
+                    framed.feed(message).await?;
                 }
-                framed.flush().await
+                SinkExt::<Message>::flush(framed).await
             };
             let written = tokio::select! {
                 r = write => r.is_ok(),
