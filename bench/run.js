@@ -104,30 +104,25 @@ async function main () {
     }
   }
 
-  for (const [label, size, count] of [['small', 0, scale(20000)], ['1 MB', MB, scale(100)], ['8 MB', 8 * MB, scale(20)]]) {
-    const { client: c, floor: f, ratios } = await paired(
-      () => runFloor(floor, files, server.port, 'events', { count, size }),
-      () => runClient({ ...base, kind: 'events', count, size }))
-    results[`events ${label}`] = { client: c, floor: f }
-    const target = label === 'small' || label === '8 MB' ? 0.9 : null
-    if (size) row(`events ${label}`, 'mbPerSecond', 'MB/s', c.mbPerSecond, f.mbPerSecond, target, true, ratios('mbPerSecond'))
-    else row(`events ${label}`, 'perSecond', 'events/s', c.perSecond, f.perSecond, target, true, ratios('perSecond'))
-  }
-
-  for (const [label, size, count] of [['small', 0, scale(20000)], ['1 MB', MB, scale(100)], ['8 MB', 8 * MB, scale(20)]]) {
-    const { client: c, floor: f, ratios } = await paired(
-      async () => {
-        await server.queue('floor-actions', count, size)
-        return runFloor(floor, files, server.port, 'actions', { count, size, device: 'floor-actions' })
-      },
-      async () => {
-        await server.queue(device, count, size)
-        return runClient({ ...base, kind: 'actions', count, size })
-      })
-    results[`actions ${label}`] = { client: c, floor: f }
-    const target = label === 'small' || label === '8 MB' ? 0.8 : null
-    if (size) row(`actions ${label}`, 'mbPerSecond', 'MB/s', c.mbPerSecond, f.mbPerSecond, target, true, ratios('mbPerSecond'))
-    else row(`actions ${label}`, 'perSecond', 'actions/s', c.perSecond, f.perSecond, target, true, ratios('perSecond'))
+  // Events sent, then actions received (queued on the Server first, under a device name of
+  // each side's own), each small and in 1 MB and 8 MB bundles.
+  for (const kind of ['events', 'actions']) {
+    const actions = kind === 'actions'
+    for (const [label, size, count] of [['small', 0, scale(20000)], ['1 MB', MB, scale(100)], ['8 MB', 8 * MB, scale(20)]]) {
+      const { client: c, floor: f, ratios } = await paired(
+        async () => {
+          if (actions) await server.queue('floor-actions', count, size)
+          return runFloor(floor, files, server.port, kind, { count, size, ...(actions ? { device: 'floor-actions' } : {}) })
+        },
+        async () => {
+          if (actions) await server.queue(device, count, size)
+          return runClient({ ...base, kind, count, size })
+        })
+      results[`${kind} ${label}`] = { client: c, floor: f }
+      const target = label === 'small' || label === '8 MB' ? (actions ? 0.8 : 0.9) : null
+      const metric = size ? 'mbPerSecond' : 'perSecond'
+      row(`${kind} ${label}`, metric, size ? 'MB/s' : `${kind}/s`, c[metric], f[metric], target, true, ratios(metric))
+    }
   }
 
   {
