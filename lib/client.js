@@ -3,7 +3,7 @@
 const { EventEmitter } = require('events')
 const { randomUUID } = require('crypto')
 const os = require('os')
-const { NativeClient } = require('../binding.js')
+const { NativeClient, NoticeKind } = require('../binding.js')
 const { Event, Action } = require('./messages')
 const { gatewayError, fromNative } = require('./errors')
 const { pemBuffer, caList } = require('./tls-options')
@@ -23,6 +23,17 @@ const DEFAULT_MAX_QUEUE_SIZE = 100000
 // no reference to it. An idle client is only weakly reachable from its native side, so it is
 // garbage-collected like any object, and its native half with it.
 const active = new Set()
+
+// How many fields follow each kind of notice in a batch.
+const FIELDS = []
+for (const kind of Object.values(NoticeKind)) FIELDS[kind] = 0
+FIELDS[NoticeKind.Action] = 3
+FIELDS[NoticeKind.Acknowledgement] = 4
+FIELDS[NoticeKind.Done] = 1
+FIELDS[NoticeKind.Failed] = 3
+FIELDS[NoticeKind.Error] = 2
+FIELDS[NoticeKind.Fatal] = 2
+FIELDS[NoticeKind.Idle] = 1
 
 function isPem (value, label) {
   const buffer = pemBuffer(value)
@@ -181,84 +192,120 @@ class Client extends EventEmitter {
     return this
   }
 
+  // A batch is one flat array, `[kind, ...fields, kind, ...]` (NoticeKind, src/node/client.rs).
   _deliver (batch) {
-    const notices = batch.fatal ? [...batch.notices, ...this._stopped(batch.fatal)] : batch.notices
     let thrown = null
-    for (const notice of notices) {
+    for (let at = 0; at < batch.length;) {
+      const kind = batch[at]
+      const fields = at + 1
+      at = fields + FIELDS[kind]
       try {
-        this._notice(notice)
+        this._notice(kind, batch, fields)
       } catch (err) {
         // A listener or callback threw: finish the batch so no callback is lost, then let the
         // exception surface as Node would have surfaced it.
         if (!thrown) thrown = { err }
       }
     }
-    if (batch.fatal || (batch.idle !== undefined && batch.idle !== null && batch.idle === this._cycle)) {
-      this._active = false
-      active.delete(this)
-      this._native.unref()
-    }
     if (thrown) throw thrown.err
   }
 
-  // The core stopped after an internal error (a bug, caught before it could crash Node): every
-  // waiting callback gets that error and the application hears of it once, as ordinary notices.
-  _stopped (fatal) {
-    this._dead = gatewayError(fatal.message, fatal.code)
-    const done = [...this._callbacks.keys()].map((seq) => ({ kind: 'done', seq, code: fatal.code, message: fatal.message }))
-    return [...done, fatal]
+  // No socket, no attempt, no timer: stop keeping the process alive for this client.
+  _idle () {
+    this._active = false
+    active.delete(this)
+    this._native.unref()
   }
 
-  _notice (notice) {
-    switch (notice.kind) {
-      case 'connect':
-        debug('connected')
-        this.emit('connect')
+  // The core stopped after an internal error (a bug, caught before it could crash Node): every
+  // waiting callback gets that error and the application hears of it once.
+  _stopped (code, message) {
+    this._dead = gatewayError(message, code)
+    let thrown = null
+    const callbacks = [...this._callbacks.values()]
+    this._callbacks.clear()
+    for (const callback of callbacks) {
+      try {
+        callback(gatewayError(message, code))
+      } catch (err) {
+        if (!thrown) thrown = { err }
+      }
+    }
+    try {
+      this._error(code, message)
+    } catch (err) {
+      if (!thrown) thrown = { err }
+    }
+    this._idle()
+    if (thrown) throw thrown.err
+  }
+
+  _error (code, message) {
+    const err = gatewayError(message, code)
+    debug('error: %s (%s)', err.message, err.code)
+    this.emit('error', err)
+  }
+
+  _done (seq, err) {
+    const callback = this._callbacks.get(seq)
+    this._callbacks.delete(seq)
+    if (err) debug('event %d failed: %s (%s)', seq, err.message, err.code)
+    if (callback) callback(err)
+  }
+
+  _notice (kind, batch, at) {
+    switch (kind) {
+      case NoticeKind.Done:
+        this._done(batch[at], null)
         break
-      case 'drain':
-        debug('drained')
-        this.emit('drain')
-        this.emit('drained')
+      case NoticeKind.Action:
+        this._action(batch[at], batch[at + 1], batch[at + 2])
         break
-      case 'action':
-        this._action(notice)
-        break
-      case 'acknowledgement': {
-        const body = { correlid: notice.id, status: notice.status }
-        if (notice.message !== undefined && notice.message !== null) {
-          body.error = { message: notice.message }
-          if (notice.code !== undefined && notice.code !== null) body.error.code = notice.code
+      case NoticeKind.Acknowledgement: {
+        const body = { correlid: batch[at], status: batch[at + 1] }
+        const code = batch[at + 2]
+        const message = batch[at + 3]
+        if (message !== undefined) {
+          body.error = { message }
+          if (code !== undefined) body.error.code = code
         }
         this.emit('acknowledgement', body)
         break
       }
-      case 'done': {
-        const callback = this._callbacks.get(notice.seq)
-        this._callbacks.delete(notice.seq)
-        const err = notice.message === undefined || notice.message === null ? null : gatewayError(notice.message, notice.code)
-        if (err) debug('event %d failed: %s (%s)', notice.seq, err.message, err.code)
-        if (callback) callback(err)
+      case NoticeKind.Failed:
+        this._done(batch[at], gatewayError(batch[at + 2], batch[at + 1]))
         break
-      }
-      case 'reconnect':
+      case NoticeKind.Connect:
+        debug('connected')
+        this.emit('connect')
+        break
+      case NoticeKind.Drain:
+        debug('drained')
+        this.emit('drain')
+        this.emit('drained')
+        break
+      case NoticeKind.Reconnect:
         debug('reconnecting')
         this.emit('reconnect')
         break
-      case 'disconnect':
+      case NoticeKind.Disconnect:
         debug('disconnected')
         this.emit('disconnect')
         break
-      case 'error': {
-        const err = gatewayError(notice.message, notice.code)
-        debug('error: %s (%s)', err.message, err.code)
-        this.emit('error', err)
+      case NoticeKind.Error:
+        this._error(batch[at], batch[at + 1])
         break
-      }
+      case NoticeKind.Fatal:
+        this._stopped(batch[at], batch[at + 1])
+        break
+      case NoticeKind.Idle:
+        if (batch[at] === this._cycle) this._idle()
+        break
     }
   }
 
-  _action (notice) {
-    const action = new Action(notice.id, notice.type, notice.payload)
+  _action (id, type, payload) {
+    const action = new Action(id, type, payload)
     let acked = false
     const ack = (err) => {
       if (acked) return

@@ -18,8 +18,8 @@ use napi_derive::napi;
 
 use super::value::{read_borrowed, JsValue};
 use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, Tokio};
-use crate::protocol::ErrorBody;
-use crate::session::{Notice, OutgoingEvent, SessionConfig};
+use crate::protocol::{ErrorBody, Value};
+use crate::session::{Notice, OutgoingEvent, SessionConfig, SessionError};
 
 type BatchSink = ThreadsafeFunction<Delivery, (), Delivery, Status, false>;
 
@@ -34,7 +34,7 @@ pub struct Delivery(Arc<Mailbox>);
 
 impl TypeName for Delivery {
     fn type_name() -> &'static str {
-        "ClientBatch"
+        "Array<unknown>"
     }
     fn value_type() -> ValueType {
         ValueType::Object
@@ -47,15 +47,162 @@ impl ToNapiValue for Delivery {
     }
 }
 
-/// Empties `mailbox` into the batch object the JavaScript callback receives.
+/// Empties `mailbox` into the array the JavaScript callback receives (see [`NoticeKind`]).
 unsafe fn batch_value(env: sys::napi_env, mailbox: &Mailbox) -> Result<sys::napi_value> {
     let batch = lock(mailbox).take().unwrap_or_default();
-    let batch = ClientBatch {
-        notices: batch.notices.into_iter().map(to_notice).collect(),
-        idle: batch.idle.map(|cycle| cycle as f64),
-        fatal: batch.fatal.map(|err| to_notice(Notice::Error(err))),
-    };
-    ClientBatch::to_napi_value(env, batch)
+    let mut out = Flat::new(env)?;
+    for notice in batch.notices {
+        out.notice(notice)?;
+    }
+    if let Some(err) = batch.fatal {
+        out.kind(NoticeKind::Fatal)?;
+        out.error(err)?;
+    }
+    if let Some(cycle) = batch.idle {
+        out.kind(NoticeKind::Idle)?;
+        out.number(cycle as f64)?;
+    }
+    Ok(out.array)
+}
+
+/// What a notice is, as the first element of its run in the flat batch array. A batch goes to
+/// JavaScript as one array of numbers, strings and values, `[kind, ...fields, kind, ...]`,
+/// rather than as an object per notice: no property names to intern and no hidden classes to
+/// build on the path every action and acknowledgement takes. lib/client.js reads it with this
+/// enum, exported to it, and the widths given here.
+#[napi]
+pub enum NoticeKind {
+    Connect = 0,
+    Drain = 1,
+    /// `id, type, payload`.
+    Action = 2,
+    /// `correlid, status, code, message`: the last two undefined when the server sent none.
+    Acknowledgement = 3,
+    /// `seq`: the event's callback, without error.
+    Done = 4,
+    /// `seq, code, message`: the event's callback, with that error.
+    Failed = 5,
+    Reconnect = 6,
+    Disconnect = 7,
+    /// `code, message`.
+    Error = 8,
+    /// `code, message`: the client stopped after an internal error; fail every callback.
+    Fatal = 9,
+    /// `cycle`: the client went idle after the `connect()` with this cycle number.
+    Idle = 10,
+}
+
+/// A JavaScript array filled from the front.
+struct Flat {
+    env: sys::napi_env,
+    array: sys::napi_value,
+    len: u32,
+}
+
+impl Flat {
+    unsafe fn new(env: sys::napi_env) -> Result<Flat> {
+        let mut array = ptr::null_mut();
+        napi::check_status!(sys::napi_create_array(env, &mut array))?;
+        Ok(Flat { env, array, len: 0 })
+    }
+
+    unsafe fn push(&mut self, value: sys::napi_value) -> Result<()> {
+        napi::check_status!(sys::napi_set_element(self.env, self.array, self.len, value))?;
+        self.len += 1;
+        Ok(())
+    }
+
+    unsafe fn kind(&mut self, kind: NoticeKind) -> Result<()> {
+        self.number(kind as u32 as f64)
+    }
+
+    unsafe fn number(&mut self, n: f64) -> Result<()> {
+        let mut value = ptr::null_mut();
+        napi::check_status!(sys::napi_create_double(self.env, n, &mut value))?;
+        self.push(value)
+    }
+
+    unsafe fn string(&mut self, s: &str) -> Result<()> {
+        let mut value = ptr::null_mut();
+        napi::check_status!(sys::napi_create_string_utf8(
+            self.env,
+            s.as_ptr().cast(),
+            s.len() as isize,
+            &mut value
+        ))?;
+        self.push(value)
+    }
+
+    unsafe fn optional_string(&mut self, s: Option<&str>) -> Result<()> {
+        match s {
+            Some(s) => self.string(s),
+            None => {
+                let mut value = ptr::null_mut();
+                napi::check_status!(sys::napi_get_undefined(self.env, &mut value))?;
+                self.push(value)
+            }
+        }
+    }
+
+    unsafe fn value(&mut self, v: Value) -> Result<()> {
+        let value = JsValue::to_napi_value(self.env, JsValue(v))?;
+        self.push(value)
+    }
+
+    unsafe fn error(&mut self, err: SessionError) -> Result<()> {
+        self.string(&err.code)?;
+        self.string(&err.message)
+    }
+
+    unsafe fn notice(&mut self, notice: Notice) -> Result<()> {
+        match notice {
+            Notice::Connect => self.kind(NoticeKind::Connect),
+            Notice::Drain => self.kind(NoticeKind::Drain),
+            Notice::Action {
+                id,
+                kind,
+                parameters,
+            } => {
+                self.kind(NoticeKind::Action)?;
+                self.value(id)?;
+                self.string(&kind)?;
+                self.value(parameters)
+            }
+            Notice::Acknowledgement {
+                correlid,
+                status,
+                error,
+            } => {
+                self.kind(NoticeKind::Acknowledgement)?;
+                self.value(correlid)?;
+                self.number(status as f64)?;
+                let error = error.as_ref();
+                self.optional_string(error.and_then(|e| e.code.as_deref()))?;
+                self.optional_string(error.map(|e| e.message.as_str()))
+            }
+            Notice::EventDone {
+                seq,
+                result: Ok(()),
+            } => {
+                self.kind(NoticeKind::Done)?;
+                self.number(seq as f64)
+            }
+            Notice::EventDone {
+                seq,
+                result: Err(err),
+            } => {
+                self.kind(NoticeKind::Failed)?;
+                self.number(seq as f64)?;
+                self.error(err)
+            }
+            Notice::Reconnect => self.kind(NoticeKind::Reconnect),
+            Notice::Disconnect => self.kind(NoticeKind::Disconnect),
+            Notice::Error(err) => {
+                self.kind(NoticeKind::Error)?;
+                self.error(err)
+            }
+        }
+    }
 }
 
 fn lock(mailbox: &Mailbox) -> MutexGuard<'_, Option<Batch>> {
@@ -105,89 +252,6 @@ fn millis(ms: u32) -> Duration {
 
 fn optional_millis(ms: u32) -> Option<Duration> {
     (ms != 0).then(|| millis(ms))
-}
-
-/// One notice, flattened for JavaScript: `kind` says which fields are set.
-#[napi(object, object_from_js = false)]
-pub struct ClientNotice {
-    pub kind: String,
-    pub id: Option<JsValue>,
-    #[napi(js_name = "type")]
-    pub action_type: Option<String>,
-    pub payload: Option<JsValue>,
-    pub seq: Option<f64>,
-    pub status: Option<f64>,
-    pub code: Option<String>,
-    pub message: Option<String>,
-}
-
-#[napi(object, object_from_js = false)]
-pub struct ClientBatch {
-    pub notices: Vec<ClientNotice>,
-    /// The `connect()` cycle after which the client went idle, if it did.
-    pub idle: Option<f64>,
-    /// The client stopped after an internal error: fail every callback with it.
-    pub fatal: Option<ClientNotice>,
-}
-
-fn notice(kind: &str) -> ClientNotice {
-    ClientNotice {
-        kind: kind.into(),
-        id: None,
-        action_type: None,
-        payload: None,
-        seq: None,
-        status: None,
-        code: None,
-        message: None,
-    }
-}
-
-fn to_notice(notice_: Notice) -> ClientNotice {
-    match notice_ {
-        Notice::Connect => notice("connect"),
-        Notice::Drain => notice("drain"),
-        Notice::Action {
-            id,
-            kind,
-            parameters,
-        } => ClientNotice {
-            id: Some(JsValue(id)),
-            action_type: Some(kind),
-            payload: Some(JsValue(parameters)),
-            ..notice("action")
-        },
-        Notice::Acknowledgement {
-            correlid,
-            status,
-            error,
-        } => ClientNotice {
-            id: Some(JsValue(correlid)),
-            status: Some(status as f64),
-            code: error.as_ref().and_then(|e| e.code.clone()),
-            message: error.map(|e| e.message),
-            ..notice("acknowledgement")
-        },
-        Notice::EventDone { seq, result } => {
-            let (code, message) = match result {
-                Ok(()) => (None, None),
-                Err(err) => (Some(err.code), Some(err.message)),
-            };
-            ClientNotice {
-                seq: Some(seq as f64),
-                code,
-                message,
-                ..notice("done")
-            }
-        }
-        Notice::Reconnect => notice("reconnect"),
-        Notice::Disconnect => notice("disconnect"),
-        Notice::Error(err) => ClientNotice {
-            code: Some(err.code),
-            message: Some(err.message),
-            ..notice("error")
-        },
-    }
 }
 
 /// The batch callback, called from the loop's thread without a threadsafe function (see
