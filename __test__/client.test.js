@@ -103,6 +103,55 @@ for (const [transport, setUp] of Object.entries(transports)) {
     t.is(actions[3].parameters.at.getTime(), 1e12 + 3)
   })
 
+  test(`${transport}: with maxInFlight, thousands of events in flight keep their callbacks in send order`, async (t) => {
+    const { options } = await setUp(t)
+    const { client } = track(t, { ...options, maxInFlight: 500 })
+    const actions = ackAll(client)
+    const acknowledged = []
+    client.on('acknowledgement', (ack) => acknowledged.push(ack.correlid))
+    const count = 3000
+    const events = Array.from({ length: count }, (_, i) => new Event('reading', { n: i }))
+    const called = []
+    const results = events.map((event, i) => new Promise((resolve) => client.send(event, (err) => {
+      called.push(i)
+      resolve(err)
+    })))
+    client.connect()
+    t.deepEqual(await Promise.all(results), Array(count).fill(null))
+    await waitFor(() => actions.length === count)
+    t.deepEqual(called, events.map((_, i) => i), 'each callback once, in send order')
+    t.deepEqual(acknowledged, events.map((e) => e.id))
+    t.deepEqual(actions.map((a) => a.parameters.n), events.map((_, i) => i))
+  })
+
+  test(`${transport}: maxInFlight: 3 has three events unacknowledged at once, acknowledged in any order`, async (t) => {
+    const pki = transport === 'mtls' ? createPki() : null
+    const gateway = await fakeGateway(t, { pki })
+    const base = pki ? tlsOptions(pki, gateway.port) : { host: 'localhost', port: gateway.port }
+    const { client } = track(t, { ...base, maxInFlight: 3 })
+    const events = Array.from({ length: 5 }, (_, i) => new Event('reading', { n: i }))
+    const called = []
+    const results = events.map((event, i) => new Promise((resolve) => client.send(event, (err) => {
+      called.push(i)
+      resolve(err)
+    })))
+    client.connect()
+    const peer = await gateway.accept()
+    await welcome(peer)
+    const first = [await peer.next(), await peer.next(), await peer.next()]
+    t.deepEqual(first.map((m) => m.body.id), events.slice(0, 3).map((e) => e.id))
+    // The second is acknowledged first: its callback still waits for the first's.
+    peer.send('ACKNOWLEDGEMENT', { correlid: events[1].id, status: 0 })
+    peer.send('ACKNOWLEDGEMENT', { correlid: events[0].id, status: 0 })
+    const next = [await peer.next(), await peer.next()]
+    t.deepEqual(next.map((m) => m.body.id), events.slice(3).map((e) => e.id))
+    for (const event of [events[2], events[4], events[3]]) {
+      peer.send('ACKNOWLEDGEMENT', { correlid: event.id, status: 0 })
+    }
+    t.deepEqual(await Promise.all(results), Array(5).fill(null))
+    t.deepEqual(called, [0, 1, 2, 3, 4])
+  })
+
   test(`${transport}: actions held for the device arrive before drain and are acknowledged`, async (t) => {
     const { server, options } = await setUp(t)
     const { client, log } = track(t, options)

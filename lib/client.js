@@ -112,9 +112,11 @@ class Client extends EventEmitter {
         connectTimeout: count(options.connectTimeout, 'connectTimeout', DEFAULT_CONNECT_TIMEOUT),
         ackTimeout: count(options.ackTimeout, 'ackTimeout', 0),
         keepAlive: count(options.keepAlive, 'keepAlive', DEFAULT_KEEP_ALIVE)
-      }, (batch) => {
+      }, (...values) => {
+        // A batch comes as the call's arguments, or as one array when it is large or came
+        // from another thread.
         const client = self.deref()
-        if (client) client._deliver(batch)
+        if (client) client._deliver(Array.isArray(values[0]) ? values[0] : values)
       })
     } catch (err) {
       throw fromNative(err)
@@ -192,7 +194,7 @@ class Client extends EventEmitter {
     return this
   }
 
-  // A batch is one flat array, `[kind, ...fields, kind, ...]` (NoticeKind, src/node/client.rs).
+  // A batch is one flat list, `[kind, ...fields, kind, ...]` (NoticeKind, src/node/client.rs).
   _deliver (batch) {
     let thrown = null
     for (let at = 0; at < batch.length;) {
