@@ -127,6 +127,8 @@ thread_local! {
     static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
     /// A `send()` has run at once since the loop last called in here (see [`send_now`]).
     static SENT: Cell<bool> = const { Cell::new(false) };
+    /// Bumped by [`probe`]: a socket that last looked at another value tries its calls again.
+    static PROBE: Cell<u64> = const { Cell::new(0) };
     /// What waits to call into JavaScript at the end of the loop callback running here.
     static DELIVERIES: RefCell<VecDeque<Arc<dyn Deliver>>> = const { RefCell::new(VecDeque::new()) };
 }
@@ -155,6 +157,15 @@ pub fn deliver<T: Deliver + 'static>(target: &Arc<T>) -> bool {
 /// for the loop's next turn, to go out together in one write.
 pub fn send_now() -> bool {
     LOOP.with(Cell::get) != 0 && !SENT.with(|s| s.replace(true))
+}
+
+/// Lets every socket of this thread try its calls once more without waiting for the loop's
+/// report: a long turn of JavaScript (sending large events, each copied as it is sent) then
+/// keeps the socket moving between its sends instead of leaving it idle until the turn ends.
+/// Each socket tries what it waits for once, when its task next runs; it costs a socket that
+/// is not polled nothing.
+pub fn probe() {
+    PROBE.with(|p| p.set(p.get().wrapping_add(1)));
 }
 
 /// Runs `f` with `flag` set, and puts the flag back as it was afterwards, even on a panic.
@@ -555,6 +566,8 @@ struct Watch {
     ready: c_int,
     /// Reads left in this turn of the loop (see [`READS_PER_TURN`]).
     budget: u32,
+    /// The [`probe`] last seen.
+    probe: u64,
     reader: Option<Waker>,
     writer: Option<Waker>,
 }
@@ -562,6 +575,12 @@ struct Watch {
 impl Watch {
     /// Ready when `event` readiness is known, else waits for the loop to report it.
     fn poll_ready(&mut self, cx: &mut Context<'_>, event: c_int) -> Poll<io::Result<()>> {
+        let probe = PROBE.with(Cell::get);
+        if self.probe != probe {
+            self.probe = probe;
+            self.ready |= self.events & (UV_READABLE | UV_WRITABLE);
+            self.budget = self.budget.max(1);
+        }
         if self.ready & event != 0 {
             return Poll::Ready(Ok(()));
         }
@@ -682,6 +701,7 @@ impl PolledSocket {
             events: 0,
             ready,
             budget: READS_PER_TURN,
+            probe: PROBE.with(Cell::get),
             reader: None,
             writer: None,
         }));
