@@ -3,13 +3,15 @@
 // (bench/floor), both talking to the same bundled Server (mutual TLS, throwaway
 // certificates) in the same run. Prints a table and JSON (also written to .bench/results.json).
 //
-//   npm run bench               every figure, full size, 3 rounds
+//   npm run bench               every figure, full size, 7 rounds
 //   npm run bench -- --quick    smaller counts, 1 round, no 10,000-client run
 //   --rounds N                  rounds for the floor-vs-client figures
 //
-// Each floor-vs-client figure is measured in rounds, floor then client in turn, and reported
-// as the median of each side: on a shared VM the machine's speed drifts between one
-// measurement and the next, and alternating rounds keep that drift out of the ratio.
+// Each floor-vs-client figure is measured in rounds, floor then client back to back. The
+// client and floor columns are each side's median over the rounds; the ratio is the median of
+// the rounds' own ratios. On a shared VM the machine's speed drifts, by half or more, over
+// seconds: within a round both sides see about the same machine, so a slow stretch moves one
+// round's ratio rather than one side's median.
 
 const { execFileSync, execFile, fork } = require('child_process')
 const fs = require('fs')
@@ -21,7 +23,7 @@ const root = path.join(__dirname, '..')
 const quick = process.argv.includes('--quick')
 const scale = (n) => quick ? Math.max(1, Math.round(n / 5)) : n
 const roundsArg = process.argv.indexOf('--rounds')
-const rounds = roundsArg > 0 ? Math.max(1, Number(process.argv[roundsArg + 1]) || 1) : quick ? 1 : 3
+const rounds = roundsArg > 0 ? Math.max(1, Number(process.argv[roundsArg + 1]) || 1) : quick ? 1 : 7
 const MB = 1024 * 1024
 
 function buildFloor () {
@@ -82,25 +84,27 @@ async function main () {
   const rows = []
   const results = {}
   const row = (name, metric, unit, client, floorValue, target, higherIsBetter = true, spread = null) => {
-    const ratio = floorValue ? client / floorValue : null
+    const ratio = spread ? median(spread) : floorValue ? client / floorValue : null
     const met = target === null || ratio === null ? null : higherIsBetter ? ratio >= target : ratio <= target
     rows.push({ name, metric, unit, client, floor: floorValue, ratio, target, met, rounds: spread })
     const range = spread && spread.length > 1 ? ` [rounds ${Math.min(...spread).toFixed(2)}-${Math.max(...spread).toFixed(2)}]` : ''
     console.log(`  ${name}: client ${fmt(client)} ${unit}, floor ${fmt(floorValue)} ${unit}, ratio ${ratio === null ? '-' : ratio.toFixed(2)}${range}${target === null ? '' : ` (target ${higherIsBetter ? '>=' : '<='} ${target})`}`)
   }
-  // Floor, then client, `rounds` times; each side's figures are the medians over the rounds,
-  // and `ratios(metric)` gives the per-round ratios.
-  const paired = async (runFloorRound, runClientRound) => {
+  // Floor, then client (and any further client runs, against the same floor), `rounds` times;
+  // each side's figures are the medians over the rounds, and `ratios(metric, i)` gives the
+  // per-round ratios of client run `i` (default the first) to the floor.
+  const paired = async (runFloorRound, ...runClientRounds) => {
     const floors = []
-    const clients = []
+    const clients = runClientRounds.map(() => [])
     for (let i = 0; i < rounds; i++) {
       floors.push(await runFloorRound())
-      clients.push(await runClientRound())
+      for (const [j, runClientRound] of runClientRounds.entries()) clients[j].push(await runClientRound())
     }
     return {
       floor: medians(floors),
-      client: medians(clients),
-      ratios: (metric) => clients.map((c, i) => c[metric] / floors[i][metric])
+      client: medians(clients[0]),
+      clients: clients.map(medians),
+      ratios: (metric, j = 0) => clients[j].map((c, i) => c[metric] / floors[i][metric])
     }
   }
 
@@ -109,7 +113,11 @@ async function main () {
   for (const kind of ['events', 'actions']) {
     const actions = kind === 'actions'
     for (const [label, size, count] of [['small', 0, scale(20000)], ['1 MB', MB, scale(100)], ['8 MB', 8 * MB, scale(20)]]) {
-      const { client: c, floor: f, ratios } = await paired(
+      // Small events are also sent with maxInFlight 64, in the same rounds, against the same
+      // stop-and-wait floor.
+      const pipelined = !actions && size === 0
+      const extra = pipelined ? [() => runClient({ ...base, kind, count: scale(50000), size, maxInFlight: 64 })] : []
+      const { client: c, clients, floor: f, ratios } = await paired(
         async () => {
           if (actions) await server.queue('floor-actions', count, size)
           return runFloor(floor, files, server.port, kind, { count, size, ...(actions ? { device: 'floor-actions' } : {}) })
@@ -117,20 +125,17 @@ async function main () {
         async () => {
           if (actions) await server.queue(device, count, size)
           return runClient({ ...base, kind, count, size })
-        })
+        },
+        ...extra)
       results[`${kind} ${label}`] = { client: c, floor: f }
       const target = label === 'small' || label === '8 MB' ? (actions ? 0.8 : 0.9) : null
       const metric = size ? 'mbPerSecond' : 'perSecond'
       row(`${kind} ${label}`, metric, size ? 'MB/s' : `${kind}/s`, c[metric], f[metric], target, true, ratios(metric))
+      if (pipelined) {
+        results['events small, maxInFlight 64'] = { client: clients[1], floor: f }
+        row('events small, maxInFlight 64 (vs stop-and-wait floor)', 'perSecond', 'events/s', clients[1].perSecond, f.perSecond, 8, true, ratios('perSecond', 1))
+      }
     }
-  }
-
-  {
-    const count = scale(50000)
-    const c = await runClient({ ...base, kind: 'events', count, size: 0, maxInFlight: 64 })
-    const f = results['events small'].floor
-    results['events small, maxInFlight 64'] = { client: c, floor: f }
-    row('events small, maxInFlight 64 (vs stop-and-wait floor)', 'perSecond', 'events/s', c.perSecond, f.perSecond, 8)
   }
 
   {
@@ -179,7 +184,7 @@ async function main () {
   await server.stop()
   fs.rmSync(dir, { recursive: true, force: true })
 
-  console.log('\n| figure | client | floor | ratio | ratio per round | target |\n|---|---|---|---|---|---|')
+  console.log('\n| figure | client (median) | floor (median) | ratio (median of rounds) | ratio per round | target |\n|---|---|---|---|---|---|')
   for (const r of rows) {
     const target = r.target === null ? '' : `${r.metric.startsWith('rtt') || r.metric === 'medianUs' ? '≤' : '≥'} ${r.target} ${r.met ? '(met)' : '(NOT met)'}`
     const perRound = r.rounds ? r.rounds.map((x) => x.toFixed(2)).join(', ') : ''
@@ -192,6 +197,11 @@ async function main () {
 }
 
 /** The median of every numeric field over a list of results with the same fields. */
+function median (values) {
+  const sorted = values.slice().sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)]
+}
+
 function medians (list) {
   const out = {}
   for (const key of Object.keys(list[0])) {
