@@ -466,6 +466,20 @@ test('a large action arrives whole, as a Buffer that outlives garbage collection
   t.is(action.parameters.data[1], 31)
 })
 
+test('map keys of every shape come back as sent: empty, long, with NUL, non-ASCII, numeric', async (t) => {
+  const { options } = await transports.tcp(t)
+  const { client } = track(t, options)
+  const actions = ackAll(client)
+  const keys = ['', 'k'.repeat(63), 'k'.repeat(64), 'x'.repeat(300), 'a\u0000b', '\u0000', 'größe', '温度', '😀', '10', '__proto__x', 'constructor']
+  const bundle = Object.fromEntries(keys.map((key, i) => [key, { [key]: i }]))
+  client.connect()
+  t.is(await sendAsync(client, new Event('keys', bundle)), null)
+  await waitFor(() => actions.length === 1)
+  const parameters = actions[0].parameters
+  t.deepEqual(Object.keys(parameters).sort(), keys.slice().sort())
+  for (const [i, key] of keys.entries()) t.deepEqual(parameters[key], { [key]: i }, JSON.stringify(key))
+})
+
 test('a Buffer in an event is read when send() is called: changing it afterwards changes nothing', async (t) => {
   const { server, options } = await transports.tcp(t)
   const { client } = track(t, options)
