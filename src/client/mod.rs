@@ -346,6 +346,10 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             if let Input::Command(None) = input {
                 break;
             }
+            // Only a frame says more may be waiting to be read: after anything else, the next
+            // turn's select polls the reader anyway, and a poll that finds nothing still costs
+            // a pass through the TLS layers.
+            let read_on = matches!(input, Input::Frame(_));
             self.handle(input);
             // Whatever else is ready right now joins the same batch.
             for _ in 0..BURST {
@@ -355,7 +359,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 }
             }
             let mut frames = 0;
-            while frames < BURST {
+            while read_on && frames < BURST {
                 let Some(connection) = self.connection.as_mut() else {
                     break;
                 };
