@@ -129,6 +129,8 @@ for (const [transport, setUp] of Object.entries(transports)) {
     const gateway = await fakeGateway(t, { pki })
     const base = pki ? tlsOptions(pki, gateway.port) : { host: 'localhost', port: gateway.port }
     const { client } = track(t, { ...base, maxInFlight: 3 })
+    const acks = []
+    client.on('acknowledgement', (ack) => acks.push(ack))
     const events = Array.from({ length: 5 }, (_, i) => new Event('reading', { n: i }))
     const called = []
     const results = events.map((event, i) => new Promise((resolve) => client.send(event, (err) => {
@@ -145,11 +147,17 @@ for (const [transport, setUp] of Object.entries(transports)) {
     peer.send('ACKNOWLEDGEMENT', { correlid: events[0].id, status: 0 })
     const next = [await peer.next(), await peer.next()]
     t.deepEqual(next.map((m) => m.body.id), events.slice(3).map((e) => e.id))
-    for (const event of [events[2], events[4], events[3]]) {
-      peer.send('ACKNOWLEDGEMENT', { correlid: event.id, status: 0 })
-    }
-    t.deepEqual(await Promise.all(results), Array(5).fill(null))
+    peer.send('ACKNOWLEDGEMENT', { correlid: events[2].id, status: 0 })
+    peer.send('ACKNOWLEDGEMENT', { correlid: events[4].id, status: 1, error: { message: 'No room.' } })
+    peer.send('ACKNOWLEDGEMENT', { correlid: events[3].id, status: 0 })
+    const outcomes = await Promise.all(results)
+    t.deepEqual(outcomes.slice(0, 4), Array(4).fill(null))
+    t.is(outcomes[4].message, 'No room.')
+    t.is(outcomes[4].code, 'EACK')
     t.deepEqual(called, [0, 1, 2, 3, 4])
+    // Acknowledgements are reported as they arrive; an error without a code has none.
+    t.deepEqual(acks.map((a) => a.correlid), [1, 0, 2, 4, 3].map((i) => events[i].id))
+    t.deepEqual(acks[3], { correlid: events[4].id, status: 1, error: { message: 'No room.' } })
   })
 
   test(`${transport}: actions held for the device arrive before drain and are acknowledged`, async (t) => {
