@@ -404,7 +404,7 @@ impl NativeClient {
     pub fn new(
         env: Env,
         options: NativeClientOptions,
-        on_batch: Function<'_, Delivery, ()>,
+        on_batch: Function<'_, Unknown<'_>, ()>,
     ) -> Result<Self> {
         let port = u16::try_from(options.port)
             .map_err(|_| invalid("ERR_SOCKET_BAD_PORT", "Port should be >= 0 and < 65536."))?;
