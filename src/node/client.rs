@@ -73,11 +73,6 @@ unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox) -> Result<Flat> {
 /// per element through Node-API.
 const MAX_ARGUMENTS: usize = 1024;
 
-/// An event frame at least this large takes long enough to copy that the socket should not
-/// sit idle meanwhile: its `send()` runs the client at once and lets the socket try its calls
-/// again (see [`super::uv::probe`]), however many sends came before it in the same turn.
-const LARGE_EVENT: usize = 256 * 1024;
-
 /// What a notice is, as the first of its run of values in a batch. A batch goes to JavaScript
 /// as one flat list of numbers, strings and values, `kind, ...fields, kind, ...`, rather than
 /// as an object per notice: no property names to intern and no hidden classes to
@@ -502,15 +497,10 @@ impl NativeClient {
         // SAFETY: the borrowed bundle is encoded into the frame right here.
         let bundle = unsafe { read_borrowed(env.raw(), napi::JsValue::raw(&bundle))? };
         let event = OutgoingEvent::new(seq as u64, id.0, event_type, bundle);
-        // The first send of a turn goes on the wire now; small ones after it in the same turn
-        // of JavaScript go out together on the loop's next. A large one goes now, and moves
-        // what the socket can take of those before it.
-        let large = event.frame.len() >= LARGE_EVENT;
-        if large {
-            super::uv::probe();
-        }
+        // Now, or with the other sends of this turn on the loop's next (see uv::send_now).
+        let now = super::uv::send_now(event.frame.len());
         let event = Command::Send(event);
-        if large || super::uv::send_now() {
+        if now {
             self.command(event);
         } else {
             self.handle.command(event);

@@ -127,7 +127,8 @@ thread_local! {
     static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
     /// A `send()` has run at once since the loop last called in here (see [`send_now`]).
     static SENT: Cell<bool> = const { Cell::new(false) };
-    /// Bumped by [`probe`]: a socket that last looked at another value tries its calls again.
+    /// Bumped by a large send (see [`send_now`]): a socket that last saw another value tries
+    /// its calls again.
     static PROBE: Cell<u64> = const { Cell::new(0) };
     /// What waits to call into JavaScript at the end of the loop callback running here.
     static DELIVERIES: RefCell<VecDeque<Arc<dyn Deliver>>> = const { RefCell::new(VecDeque::new()) };
@@ -151,21 +152,28 @@ pub fn deliver<T: Deliver + 'static>(target: &Arc<T>) -> bool {
     true
 }
 
-/// Whether a `send()` made now should run at once: true for the first since the loop last
-/// called in here (on a thread whose clients the loop drives), so that an event goes on the
-/// wire before `send()` returns; the sends that follow in the same turn of JavaScript wait
-/// for the loop's next turn, to go out together in one write.
-pub fn send_now() -> bool {
-    LOOP.with(Cell::get) != 0 && !SENT.with(|s| s.replace(true))
-}
+/// An event frame at least this large takes long enough to copy (in `send()`) that the
+/// socket should not sit idle meanwhile.
+const LARGE_SEND: usize = 256 * 1024;
 
-/// Lets every socket of this thread try its calls once more without waiting for the loop's
-/// report: a long turn of JavaScript (sending large events, each copied as it is sent) then
-/// keeps the socket moving between its sends instead of leaving it idle until the turn ends.
-/// Each socket tries what it waits for once, when its task next runs; it costs a socket that
-/// is not polled nothing.
-pub fn probe() {
-    PROBE.with(|p| p.set(p.get().wrapping_add(1)));
+/// Whether a `send()` of a `len`-byte frame, made now, should run at once (on a thread whose
+/// clients the loop drives). The first since the loop last called in here does, so that an
+/// event goes on the wire before `send()` returns; small ones after it in the same turn of
+/// JavaScript wait for the loop's next turn, to go out together in one write. A large one
+/// always does, and lets every socket of this thread try its calls once more without the
+/// loop's report (see [`Watch::poll_ready`]): a long turn that sends many large events, each
+/// copied as it is sent, keeps the wire moving between its sends instead of leaving the
+/// socket idle until the turn ends.
+pub fn send_now(len: usize) -> bool {
+    if LOOP.with(Cell::get) == 0 {
+        return false;
+    }
+    let first = !SENT.with(|s| s.replace(true));
+    if len >= LARGE_SEND {
+        PROBE.with(|p| p.set(p.get().wrapping_add(1)));
+        return true;
+    }
+    first
 }
 
 /// Runs `f` with `flag` set, and puts the flag back as it was afterwards, even on a panic.
@@ -566,20 +574,23 @@ struct Watch {
     ready: c_int,
     /// Reads left in this turn of the loop (see [`READS_PER_TURN`]).
     budget: u32,
-    /// The [`probe`] last seen.
+    /// The `PROBE` last seen.
     probe: u64,
     reader: Option<Waker>,
     writer: Option<Waker>,
 }
 
 impl Watch {
-    /// Ready when `event` readiness is known, else waits for the loop to report it.
+    /// Ready when `event` readiness is known, else waits for the loop to report it. After a
+    /// large send (see [`send_now`]), what the socket waits for counts as ready once more.
     fn poll_ready(&mut self, cx: &mut Context<'_>, event: c_int) -> Poll<io::Result<()>> {
-        let probe = PROBE.with(Cell::get);
-        if self.probe != probe {
-            self.probe = probe;
-            self.ready |= self.events & (UV_READABLE | UV_WRITABLE);
-            self.budget = self.budget.max(1);
+        if self.ready & event == 0 {
+            let probe = PROBE.with(Cell::get);
+            if self.probe != probe {
+                self.probe = probe;
+                self.ready |= self.events & (UV_READABLE | UV_WRITABLE);
+                self.budget = self.budget.max(1);
+            }
         }
         if self.ready & event != 0 {
             return Poll::Ready(Ok(()));
@@ -725,10 +736,10 @@ impl PolledSocket {
         f(unsafe { &mut *self.watch })
     }
 
-    /// Makes `call`, which moves up to `wanted` bytes, once the socket may be ready for
-    /// `event`, and waits for the loop's report when it would block.
+    /// Makes `call` once the socket may be ready for `event`, and waits for the loop's report
+    /// when it would block. `room` is what a read may fill (unused for a write).
     ///
-    /// A read that moved less than `wanted` emptied the socket, as libuv's own streams
+    /// A read that filled less than `room` emptied the socket, as libuv's own streams
     /// assume: the next waits for the loop's report instead of failing with EAGAIN (the poll
     /// is level-triggered, so bytes that arrive meanwhile are reported). A short write is
     /// tried again instead: a fast peer frees send buffer while we look away, and the loop
@@ -738,7 +749,7 @@ impl PolledSocket {
         &self,
         cx: &mut Context<'_>,
         event: c_int,
-        wanted: usize,
+        room: usize,
         mut call: impl FnMut(socket2::SockRef<'_>) -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
         self.with_watch(|watch| loop {
@@ -749,7 +760,7 @@ impl PolledSocket {
                 result => {
                     if event == UV_READABLE {
                         watch.budget -= 1;
-                        if watch.budget == 0 || matches!(result, Ok(n) if n < wanted) {
+                        if watch.budget == 0 || matches!(result, Ok(n) if n < room) {
                             watch.ready &= !UV_READABLE;
                         }
                     }
@@ -797,7 +808,7 @@ impl AsyncWrite for PolledSocket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.attempt(cx, UV_WRITABLE, buf.len(), |io| io.send(buf))
+        self.attempt(cx, UV_WRITABLE, 0, |io| io.send(buf))
     }
 
     fn poll_write_vectored(
@@ -805,8 +816,7 @@ impl AsyncWrite for PolledSocket {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let wanted = bufs.iter().map(|b| b.len()).sum();
-        self.attempt(cx, UV_WRITABLE, wanted, |io| io.send_vectored(bufs))
+        self.attempt(cx, UV_WRITABLE, 0, |io| io.send_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
