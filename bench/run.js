@@ -91,8 +91,8 @@ async function main () {
     console.log(`  ${name}: client ${fmt(client)} ${unit}, floor ${fmt(floorValue)} ${unit}, ratio ${ratio === null ? '-' : ratio.toFixed(2)}${range}${target === null ? '' : ` (target ${higherIsBetter ? '>=' : '<='} ${target})`}`)
   }
   // Floor, then client (and any further client runs, against the same floor), `rounds` times;
-  // each side's figures are the medians over the rounds, and `ratios(metric, i)` gives the
-  // per-round ratios of client run `i` (default the first) to the floor.
+  // `clients[j]` and `floor` are the medians over the rounds, and `ratios(metric, j)` gives
+  // the per-round ratios of client run `j` (default the first) to the floor.
   const paired = async (runFloorRound, ...runClientRounds) => {
     const floors = []
     const clients = runClientRounds.map(() => [])
@@ -102,7 +102,6 @@ async function main () {
     }
     return {
       floor: medians(floors),
-      client: medians(clients[0]),
       clients: clients.map(medians),
       ratios: (metric, j = 0) => clients[j].map((c, i) => c[metric] / floors[i][metric])
     }
@@ -117,7 +116,7 @@ async function main () {
       // stop-and-wait floor.
       const pipelined = !actions && size === 0
       const extra = pipelined ? [() => runClient({ ...base, kind, count: scale(50000), size, maxInFlight: 64 })] : []
-      const { client: c, clients, floor: f, ratios } = await paired(
+      const { clients: [c, pipelinedClient], floor: f, ratios } = await paired(
         async () => {
           if (actions) await server.queue('floor-actions', count, size)
           return runFloor(floor, files, server.port, kind, { count, size, ...(actions ? { device: 'floor-actions' } : {}) })
@@ -132,15 +131,15 @@ async function main () {
       const metric = size ? 'mbPerSecond' : 'perSecond'
       row(`${kind} ${label}`, metric, size ? 'MB/s' : `${kind}/s`, c[metric], f[metric], target, true, ratios(metric))
       if (pipelined) {
-        results['events small, maxInFlight 64'] = { client: clients[1], floor: f }
-        row('events small, maxInFlight 64 (vs stop-and-wait floor)', 'perSecond', 'events/s', clients[1].perSecond, f.perSecond, 8, true, ratios('perSecond', 1))
+        results['events small, maxInFlight 64'] = { client: pipelinedClient, floor: f }
+        row('events small, maxInFlight 64 (vs stop-and-wait floor)', 'perSecond', 'events/s', pipelinedClient.perSecond, f.perSecond, 8, true, ratios('perSecond', 1))
       }
     }
   }
 
   {
     const count = scale(5000)
-    const { client: c, floor: f, ratios } = await paired(
+    const { clients: [c], floor: f, ratios } = await paired(
       () => runFloor(floor, files, server.port, 'events', { count, size: 0 }),
       () => runClient({ ...base, kind: 'rtt', count }))
     results.rtt = { client: c, floor: f }
@@ -150,7 +149,7 @@ async function main () {
 
   {
     const count = scale(200)
-    const { client: c, floor: f, ratios } = await paired(
+    const { clients: [c], floor: f, ratios } = await paired(
       () => runFloor(floor, files, server.port, 'connect', { count }),
       () => runClient({ ...base, kind: 'connect', count }))
     results.connect = { client: c, floor: f }
@@ -205,8 +204,8 @@ function median (values) {
 function medians (list) {
   const out = {}
   for (const key of Object.keys(list[0])) {
-    const values = list.map((r) => r[key]).filter((v) => typeof v === 'number').sort((a, b) => a - b)
-    if (values.length) out[key] = values[Math.floor(values.length / 2)]
+    const values = list.map((r) => r[key]).filter((v) => typeof v === 'number')
+    if (values.length) out[key] = median(values)
   }
   return out
 }
