@@ -6,6 +6,8 @@
 //   npm run bench               every figure, full size, 7 rounds
 //   npm run bench -- --quick    smaller counts, 1 round, no 10,000-client run
 //   --rounds N                  rounds for the floor-vs-client figures
+//   --pin CPU                   run the Server, the floor and the clients on that one CPU
+//                               (taskset): no cross-CPU wake-ups, far steadier figures
 //
 // Each floor-vs-client figure is measured in rounds, floor then client back to back. The
 // client and floor columns are each side's median over the rounds; the ratio is the median of
@@ -24,7 +26,14 @@ const quick = process.argv.includes('--quick')
 const scale = (n) => quick ? Math.max(1, Math.round(n / 5)) : n
 const roundsArg = process.argv.indexOf('--rounds')
 const rounds = roundsArg > 0 ? Math.max(1, Number(process.argv[roundsArg + 1]) || 1) : quick ? 1 : 7
+const pinArg = process.argv.indexOf('--pin')
+const pin = pinArg > 0 ? String(process.argv[pinArg + 1]) : null
 const MB = 1024 * 1024
+
+/** `[command, args]` to run `command args`, on the `--pin` CPU when one is given. */
+function pinned (command, args) {
+  return pin === null ? [command, args] : ['taskset', ['-c', pin, command, ...args]]
+}
 
 function buildFloor () {
   const target = path.join(root, 'target')
@@ -33,7 +42,8 @@ function buildFloor () {
 }
 
 function startServer (pki) {
-  const child = fork(path.join(__dirname, 'server.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const [execPath, execArgv] = pinned(process.execPath, [])
+  const child = fork(path.join(__dirname, 'server.js'), [], { execPath, execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const request = (message, key) => new Promise((resolve) => {
     const onMessage = (reply) => {
       if (key in reply) { child.off('message', onMessage); resolve(reply[key]) }
@@ -52,7 +62,7 @@ function runFloor (floor, files, port, mode, options) {
   const args = [mode, '--port', String(port), '--key', files.key, '--cert', files.cert, '--ca', files.ca]
   for (const [name, value] of Object.entries(options)) args.push(`--${name}`, String(value))
   return new Promise((resolve, reject) => {
-    execFile(floor, args, { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+    execFile(...pinned(floor, args), { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
       if (err) return reject(new Error(`floor ${mode}: ${stderr || err.message}`))
       resolve(JSON.parse(stdout))
     })
@@ -61,7 +71,7 @@ function runFloor (floor, files, port, mode, options) {
 
 function runClient (scenario) {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['--expose-gc', path.join(__dirname, 'client.js'), JSON.stringify(scenario)],
+    execFile(...pinned(process.execPath, ['--expose-gc', path.join(__dirname, 'client.js'), JSON.stringify(scenario)]),
       { cwd: root, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
         if (err) return reject(new Error(`client ${scenario.kind}: ${stderr || err.message}`))
         resolve(JSON.parse(stdout))
@@ -70,7 +80,7 @@ function runClient (scenario) {
 }
 
 async function main () {
-  console.log(`imt-gateway benchmark${quick ? ' (quick)' : ''}: ${os.cpus().length} cores, ${os.cpus()[0].model}, Node ${process.version}, ${rounds} round${rounds === 1 ? '' : 's'} per figure`)
+  console.log(`imt-gateway benchmark${quick ? ' (quick)' : ''}: ${os.cpus().length} cores, ${os.cpus()[0].model}, Node ${process.version}, ${rounds} round${rounds === 1 ? '' : 's'} per figure${pin === null ? '' : `, all on CPU ${pin}`}`)
   const floor = buildFloor()
   const pki = createPki({ hosts: ['localhost', '127.0.0.1'] })
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imt-bench-'))
@@ -189,7 +199,7 @@ async function main () {
     const perRound = r.rounds ? r.rounds.map((x) => x.toFixed(2)).join(', ') : ''
     console.log(`| ${r.name} | ${fmt(r.client)} ${r.unit} | ${fmt(r.floor)} ${r.unit} | ${r.ratio === null ? '' : r.ratio.toFixed(2)} | ${perRound} | ${target} |`)
   }
-  const report = { date: new Date().toISOString(), quick, rounds, cpus: os.cpus().length, node: process.version, rows, results }
+  const report = { date: new Date().toISOString(), quick, rounds, pin, cpus: os.cpus().length, node: process.version, rows, results }
   fs.mkdirSync(path.join(root, '.bench'), { recursive: true })
   fs.writeFileSync(path.join(root, '.bench', 'results.json'), JSON.stringify(report, null, 2))
   console.log('\n' + JSON.stringify(report))
