@@ -1,6 +1,7 @@
 //! The client driver against the bundled server over loopback, without Node: plain TCP and
 //! mutual TLS, events echoed back, a kick followed by an automatic reconnect, and a refused
-//! connection reported with its code.
+//! connection reported with its code, and the next event written before the previous one's
+//! callback runs.
 
 use std::time::Duration;
 
@@ -238,4 +239,90 @@ async fn a_server_that_goes_away_leaves_the_client_idle_without_reconnecting() {
         seen,
         vec![Notice::Connect, Notice::Drain, Notice::Disconnect]
     );
+}
+
+#[tokio::test]
+async fn the_next_event_is_on_the_wire_before_the_previous_callback_runs() {
+    // The server runs on a thread and runtime of its own, so it keeps working while the
+    // client's sink (the stand-in for a JavaScript callback) blocks.
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<Value>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let server = Server::new(ServerOptions::default(), tx);
+            let addr = server.listen(Some("127.0.0.1"), 0).await.unwrap();
+            port_tx.send(addr.port()).unwrap();
+            tokio::spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    if let ServerEvent::Event { id, .. } = event {
+                        let _ = seen_tx.send(id);
+                    }
+                }
+            });
+            let _ = stop_rx.await;
+            server.close(false).await;
+        });
+    });
+    let port = port_rx.recv().unwrap();
+    let seen_rx = std::sync::Mutex::new(seen_rx);
+
+    // On the first event's callback: has the second event reached the server meanwhile?
+    let (answer_tx, mut answer_rx) = mpsc::unbounded_channel();
+    let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
+    let (client, task) = client(
+        ClientOptions::new("127.0.0.1", port, "dev"),
+        move |batch: Batch| {
+            for notice in &batch.notices {
+                if let Notice::EventDone { seq: 1, .. } = notice {
+                    let mut arrived = Vec::new();
+                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                    while let Some(left) =
+                        deadline.checked_duration_since(std::time::Instant::now())
+                    {
+                        match seen_rx.lock().unwrap().recv_timeout(left) {
+                            Ok(id) => {
+                                let second = id == Value::String("event-2".into());
+                                arrived.push(id);
+                                if second {
+                                    break;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let _ = answer_tx.send(arrived);
+                }
+            }
+            let _ = notices_tx.send(batch);
+        },
+    );
+    tokio::spawn(task);
+    client.command(Command::Connect { cycle: 1 });
+    client.command(Command::Send(event(1)));
+    client.command(Command::Send(event(2)));
+    let arrived = tokio::time::timeout(Duration::from_secs(10), answer_rx.recv())
+        .await
+        .expect("the first event's callback ran")
+        .unwrap();
+    assert_eq!(
+        arrived,
+        vec![
+            Value::String("event-1".into()),
+            Value::String("event-2".into())
+        ],
+        "the server had the second event while the first one's callback was running"
+    );
+    let mut seen = Vec::new();
+    until(&mut notices_rx, &mut seen, |s| {
+        count(s, |n| matches!(n, Notice::EventDone { .. })) == 2
+    })
+    .await;
+    client.command(Command::Close { keep_queue: false });
+    stop_tx.send(()).unwrap();
+    tokio::task::spawn_blocking(move || server.join().unwrap())
+        .await
+        .unwrap();
 }

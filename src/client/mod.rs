@@ -369,6 +369,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 }
                 frames += 1;
             }
+            self.write_now();
             self.deliver();
             if frames == BURST {
                 // More may be waiting: let the host (and other clients) run before reading on.
@@ -542,6 +543,29 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         }
         if self.session.phase() == Phase::Idle {
             self.reconnect = None;
+        }
+    }
+
+    /// Writes the outbox while the socket takes it: the next event or acknowledgement is on
+    /// the wire before JavaScript hears of the batch that made it, so the peer works on it
+    /// meanwhile, and no extra turn of the loop is spent only on writing. What the socket does
+    /// not take now is left to the next turn's `select!`, which also waits for it with the
+    /// task's own waker.
+    fn write_now(&mut self) {
+        while let Some(out) = self
+            .connection
+            .as_mut()
+            .map(|c| &mut c.out)
+            .filter(|out| out.wants_write())
+        {
+            match out.write_some().now_or_never() {
+                Some(Ok(())) => {}
+                Some(Err(err)) => {
+                    self.handle(Input::Written(Err(err)));
+                    break;
+                }
+                None => break,
+            }
         }
     }
 
