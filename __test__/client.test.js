@@ -488,6 +488,32 @@ test('map keys of every shape come back as sent: empty, long, with NUL, non-ASCI
   for (const [i, key] of keys.entries()) t.deepEqual(parameters[key], { [key]: i }, JSON.stringify(key))
 })
 
+test('strings around 256 bytes of UTF-8 arrive whole as ids, types, keys and values, whatever character ends them', async (t) => {
+  const { server, options } = await transports.tcp(t)
+  const { client } = track(t, options)
+  ackAll(client)
+  const received = []
+  server.on('event', (event) => received.push(event))
+  client.connect()
+  const sent = []
+  for (let length = 248; length <= 260; length++) {
+    for (const last of ['z', 'é', '€', '😀', '\ud800']) {
+      const text = 'a'.repeat(length) + last + 'z'
+      sent.push(text)
+      client.send(new Event(text, { [text]: text }, text))
+    }
+  }
+  await waitFor(() => received.length === sent.length)
+  for (const [i, text] of sent.entries()) {
+    // A lone surrogate has no UTF-8 form: it travels as U+FFFD, as Node writes it.
+    const expected = text.replace('\ud800', '\ufffd')
+    const event = received[i]
+    t.is(event.id, expected)
+    t.is(event.type, expected)
+    t.deepEqual(event.bundle, { [expected]: expected })
+  }
+})
+
 test('a Buffer in an event is read when send() is called: changing it afterwards changes nothing', async (t) => {
   const { server, options } = await transports.tcp(t)
   const { client } = track(t, options)

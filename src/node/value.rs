@@ -95,27 +95,46 @@ unsafe fn read(
     }
 }
 
-unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> Result<String> {
-    let mut len = 0;
-    check_status!(sys::napi_get_value_string_utf8(
-        env,
-        value,
-        ptr::null_mut(),
-        0,
-        &mut len
-    ))?;
-    let mut buf = vec![0u8; len + 1];
+/// Strings this long or shorter are read with one Node-API call instead of two.
+const SHORT_STRING: usize = 256;
+
+pub(super) unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> Result<String> {
+    // One call into a buffer on the stack: enough for ids, types and keys, nearly always.
+    // Node stops before a character that does not fit whole, so a result more than 4 bytes
+    // short of the buffer's room is the whole string.
+    let mut short = [0u8; SHORT_STRING];
     let mut written = 0;
     check_status!(sys::napi_get_value_string_utf8(
         env,
         value,
-        buf.as_mut_ptr().cast::<c_char>(),
-        buf.len(),
+        short.as_mut_ptr().cast::<c_char>(),
+        short.len(),
         &mut written
     ))?;
-    buf.truncate(written);
+    let bytes = if written + 4 < short.len() - 1 {
+        short[..written].to_vec()
+    } else {
+        let mut len = 0;
+        check_status!(sys::napi_get_value_string_utf8(
+            env,
+            value,
+            ptr::null_mut(),
+            0,
+            &mut len
+        ))?;
+        let mut buf = vec![0u8; len + 1];
+        check_status!(sys::napi_get_value_string_utf8(
+            env,
+            value,
+            buf.as_mut_ptr().cast::<c_char>(),
+            buf.len(),
+            &mut written
+        ))?;
+        buf.truncate(written);
+        buf
+    };
     // Node writes valid UTF-8 (lone surrogates become U+FFFD), so this does not copy again.
-    Ok(String::from_utf8(buf)
+    Ok(String::from_utf8(bytes)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
