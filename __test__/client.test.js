@@ -514,6 +514,32 @@ test('strings around 256 bytes of UTF-8 arrive whole as ids, types, keys and val
   }
 })
 
+test('a bundle that cannot be read fails its own send with EINVALIDBUNDLE, and the client carries on', async (t) => {
+  const { server, options } = await transports.tcp(t)
+  const { client } = track(t, options)
+  ackAll(client)
+  const received = []
+  server.on('event', (event) => received.push(event.type))
+  client.connect()
+  const circular = { n: 1 }
+  circular.self = circular
+  const hostile = { get boom () { throw new Error('no reading this') } }
+  const [first, second, third] = await Promise.all([
+    sendAsync(client, new Event('circular', circular)),
+    sendAsync(client, new Event('hostile', hostile)),
+    sendAsync(client, new Event('fine', { n: 2 }))
+  ])
+  t.is(first.code, 'EINVALIDBUNDLE')
+  t.regex(first.message, /nested too deeply/)
+  t.is(second.code, 'EINVALIDBUNDLE')
+  t.regex(second.message, /no reading this/)
+  t.is(third, null)
+  // Without a callback, the error is thrown by send() itself.
+  const thrown = t.throws(() => client.send(new Event('circular', circular)))
+  t.is(thrown.code, 'EINVALIDBUNDLE')
+  t.deepEqual(received, ['fine'])
+})
+
 test('a Buffer in an event is read when send() is called: changing it afterwards changes nothing', async (t) => {
   const { server, options } = await transports.tcp(t)
   const { client } = track(t, options)

@@ -118,6 +118,11 @@ class Client extends EventEmitter {
         const client = self.deref()
         if (client) client._deliver(Array.isArray(values[0]) ? values[0] : values)
       })
+      // The two calls made per event and per action, as plain functions (see Calls in
+      // src/node/client.rs).
+      const { send, ack } = this._native.calls()
+      this._sendNative = send
+      this._ackNative = ack
     } catch (err) {
       throw fromNative(err)
     }
@@ -170,7 +175,7 @@ class Client extends EventEmitter {
     const seq = ++this._seq
     if (callback) this._callbacks.set(seq, callback)
     try {
-      this._native.send(seq, event.id, event.type, event.bundle === undefined ? null : event.bundle)
+      this._sendNative(seq, event.id, event.type, event.bundle === undefined ? null : event.bundle)
     } catch (err) {
       this._callbacks.delete(seq)
       const error = gatewayError(`Invalid event bundle: ${err.message}`, 'EINVALIDBUNDLE')
@@ -312,10 +317,10 @@ class Client extends EventEmitter {
     const ack = (err) => {
       if (acked) return
       acked = true
-      if (err === undefined || err === null) return this._native.ack(action.id)
+      if (err === undefined || err === null) return this._ackNative(action.id)
       const message = err instanceof Error || (typeof err === 'object' && err.message !== undefined) ? String(err.message) : String(err)
       const code = typeof err === 'object' && err.code !== undefined && err.code !== null ? String(err.code) : undefined
-      this._native.ack(action.id, code, message)
+      this._ackNative(action.id, code, message)
     }
     debug('action %s %s', action.id, action.type)
     this.emit('action', action, ack)

@@ -7,6 +7,7 @@
 //! refs it on `connect()` and unrefs it when the driver reports the client idle.
 
 use std::cell::Cell;
+use std::ffi::c_void;
 use std::ptr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
 
-use super::value::{read_borrowed, JsValue};
+use super::value::{read_borrowed, read_string, JsValue};
 use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, Tokio};
 use crate::protocol::{ErrorBody, Value};
 use crate::session::{Notice, OutgoingEvent, SessionConfig, SessionError};
@@ -483,36 +484,30 @@ impl NativeClient {
         Ok(())
     }
 
-    /// Queues an event; `seq` names its callback in the `done` notice. The bundle is encoded
-    /// here, straight from the caller's Buffers into the frame, and not kept.
-    #[napi(catch_unwind)]
-    pub fn send(
-        &self,
-        env: Env,
-        seq: f64,
-        id: JsValue,
-        event_type: String,
-        bundle: Unknown<'_>,
-    ) -> Result<()> {
-        // SAFETY: the borrowed bundle is encoded into the frame right here.
-        let bundle = unsafe { read_borrowed(env.raw(), napi::JsValue::raw(&bundle))? };
-        let event = OutgoingEvent::new(seq as u64, id.0, event_type, bundle);
-        // Now, or with the other sends of this turn on the loop's next (see uv::send_now).
-        let now = super::uv::send_now(event.frame.len());
-        let event = Command::Send(event);
-        if now {
-            self.command(event);
-        } else {
-            self.handle.command(event);
+    /// `send` and `ack` as plain functions, made once per client (see [`Calls`]).
+    #[napi(
+        catch_unwind,
+        ts_return_type = "{ send(seq: number, id: unknown, type: string, bundle: unknown): void, ack(id: unknown, code?: string, message?: string): void }"
+    )]
+    pub fn calls(&self, env: Env) -> Result<RawValue> {
+        let calls = Arc::new(Calls {
+            handle: self.handle.clone(),
+        });
+        let env = env.raw();
+        unsafe {
+            let mut object = ptr::null_mut();
+            napi::check_status!(sys::napi_create_object(env, &mut object))?;
+            for (name, call) in [(c"send", call_send as CallFn), (c"ack", call_ack as CallFn)] {
+                let function = function(env, name, call, calls.clone())?;
+                napi::check_status!(sys::napi_set_named_property(
+                    env,
+                    object,
+                    name.as_ptr(),
+                    function
+                ))?;
+            }
+            Ok(RawValue(object))
         }
-        Ok(())
-    }
-
-    /// Acknowledges an action: with `message`, as failed.
-    #[napi(catch_unwind)]
-    pub fn ack(&self, id: JsValue, code: Option<String>, message: Option<String>) {
-        let error = message.map(|message| ErrorBody { code, message });
-        self.command(Command::Ack { id: id.0, error });
     }
 
     #[napi(catch_unwind)]
@@ -540,13 +535,17 @@ impl NativeClient {
     }
 }
 
+/// Hands `command` to the client and, when the client runs on this thread's loop, lets it
+/// act now: an acknowledgement or an event is on the wire before the call returns.
+fn command_to(handle: &ClientHandle, command: Command) {
+    super::uv::run_after(|| {
+        handle.command(command);
+    });
+}
+
 impl NativeClient {
-    /// Hands `command` to the client and, when the client runs on this thread's loop, lets it
-    /// act now: an acknowledgement or an event is on the wire before the call returns.
     fn command(&self, command: Command) {
-        super::uv::run_after(|| {
-            self.handle.command(command);
-        });
+        command_to(&self.handle, command);
     }
 
     fn keep_alive(&self, env: Env, on: bool) -> Result<()> {
@@ -561,5 +560,171 @@ impl NativeClient {
                 sys::napi_unref_threadsafe_function(env, sink)
             }
         })
+    }
+}
+
+/// A value made with raw Node-API calls, returned as it is.
+pub struct RawValue(sys::napi_value);
+
+impl ToNapiValue for RawValue {
+    unsafe fn to_napi_value(_env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        Ok(val.0)
+    }
+}
+
+impl TypeName for RawValue {
+    fn type_name() -> &'static str {
+        "object"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+/// What `send` and `ack` need: the client's handle. They are the calls made once per event
+/// and per action, so they are plain Node-API functions over this rather than methods of
+/// `NativeClient`: a generated method first finds its object, checks its type tag and
+/// registers the borrow of it in a process-wide table, which costs more than the call's own
+/// work. Each function holds the `Calls` until it is garbage-collected.
+struct Calls {
+    handle: ClientHandle,
+}
+
+type CallFn = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
+
+/// A JavaScript function named `name` that runs `call` with `calls`.
+unsafe fn function(
+    env: sys::napi_env,
+    name: &std::ffi::CStr,
+    call: CallFn,
+    calls: Arc<Calls>,
+) -> Result<sys::napi_value> {
+    unsafe extern "C" fn release(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+        drop(Arc::from_raw(data.cast::<Calls>()));
+    }
+    let data = Arc::into_raw(calls).cast_mut().cast::<c_void>();
+    let mut function = ptr::null_mut();
+    let made = sys::napi_create_function(
+        env,
+        name.as_ptr(),
+        name.count_bytes() as isize,
+        Some(call),
+        data,
+        &mut function,
+    ) == sys::Status::napi_ok
+        && sys::napi_add_finalizer(
+            env,
+            function,
+            data,
+            Some(release),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        ) == sys::Status::napi_ok;
+    if !made {
+        drop(Arc::from_raw(data.cast::<Calls>()));
+        return Err(napi::Error::from_reason("napi_create_function failed"));
+    }
+    Ok(function)
+}
+
+/// Runs a call's body with its arguments and `Calls`: an error becomes a JavaScript
+/// exception (unless one is pending already, as when a getter of the bundle threw), and so
+/// does a panic, which must not unwind into Node.
+unsafe fn run_call<const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+    body: impl FnOnce(&Calls, [sys::napi_value; N]) -> Result<()>,
+) -> sys::napi_value {
+    let mut argc = N;
+    let mut argv = [ptr::null_mut(); N];
+    let mut data = ptr::null_mut();
+    let status = sys::napi_get_cb_info(
+        env,
+        info,
+        &mut argc,
+        argv.as_mut_ptr(),
+        ptr::null_mut(),
+        &mut data,
+    );
+    let result = if status != sys::Status::napi_ok || data.is_null() {
+        Err(napi::Error::from_reason("napi_get_cb_info failed"))
+    } else {
+        if argc < N {
+            // Missing arguments are undefined, as in JavaScript.
+            let mut undefined = ptr::null_mut();
+            sys::napi_get_undefined(env, &mut undefined);
+            argv[argc..].fill(undefined);
+        }
+        let calls = &*data.cast::<Calls>();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(calls, argv)))
+            .unwrap_or_else(|_| Err(napi::Error::from_reason("internal error (panic)")))
+    };
+    if let Err(err) = result {
+        let mut pending = false;
+        sys::napi_is_exception_pending(env, &mut pending);
+        if !pending {
+            let message = std::ffi::CString::new(err.reason.replace('\0', " ")).unwrap_or_default();
+            sys::napi_throw_error(env, ptr::null(), message.as_ptr());
+        }
+    }
+    ptr::null_mut()
+}
+
+/// `send(seq, id, type, bundle)`: queues an event; `seq` names its callback in the `done`
+/// notice. The bundle is encoded here, straight from the caller's Buffers into the frame,
+/// and not kept.
+unsafe extern "C" fn call_send(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    run_call(
+        env,
+        info,
+        |calls, [seq, id, kind, bundle]: [sys::napi_value; 4]| {
+            let mut number = 0.0;
+            napi::check_status!(sys::napi_get_value_double(env, seq, &mut number))?;
+            let id = JsValue::from_napi_value(env, id)?.0;
+            let kind = read_string(env, kind)?;
+            // SAFETY: the borrowed bundle is encoded into the frame right here.
+            let bundle = read_borrowed(env, bundle)?;
+            let event = OutgoingEvent::new(number as u64, id, kind, bundle);
+            // Now, or with the other sends of this turn on the loop's next (see uv::send_now).
+            let now = super::uv::send_now(event.frame.len());
+            let event = Command::Send(event);
+            if now {
+                command_to(&calls.handle, event);
+            } else {
+                calls.handle.command(event);
+            }
+            Ok(())
+        },
+    )
+}
+
+/// `ack(id, code?, message?)`: acknowledges an action; with `message`, as failed.
+unsafe extern "C" fn call_ack(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    run_call(
+        env,
+        info,
+        |calls, [id, code, message]: [sys::napi_value; 3]| {
+            let id = JsValue::from_napi_value(env, id)?.0;
+            let code = optional_string(env, code)?;
+            let error = optional_string(env, message)?.map(|message| ErrorBody { code, message });
+            command_to(&calls.handle, Command::Ack { id, error });
+            Ok(())
+        },
+    )
+}
+
+/// A string argument that may be left out (undefined or null).
+unsafe fn optional_string(env: sys::napi_env, value: sys::napi_value) -> Result<Option<String>> {
+    let mut kind = 0;
+    napi::check_status!(sys::napi_typeof(env, value, &mut kind))?;
+    match kind {
+        sys::ValueType::napi_undefined | sys::ValueType::napi_null => Ok(None),
+        _ => read_string(env, value).map(Some),
     }
 }
