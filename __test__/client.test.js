@@ -27,6 +27,9 @@ function tlsOptions (pki, port) {
   return { host: '127.0.0.1', port, key: pki.client.key, cert: pki.client.cert, ca: pki.caCert }
 }
 
+/** A random (version 4) UUID without its dashes: the form of the event ids a client makes. */
+const UUID_V4 = /^[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}$/
+
 /** A gateway address nothing listens on. */
 async function closedPort () {
   const net = require('net')
@@ -95,7 +98,7 @@ for (const [transport, setUp] of Object.entries(transports)) {
     // The server's own notices and the client's reach JavaScript independently.
     await waitFor(() => actions.length === 10 && received.length === 10)
     const ids = events.map((e) => e.id)
-    t.true(ids.every((id) => /^[0-9a-f]{32}$/.test(id)), 'ids are 32 lowercase hex characters')
+    t.true(ids.every((id) => UUID_V4.test(id)), 'ids are random UUIDs without dashes')
     t.deepEqual(received, ids)
     t.deepEqual(order, ids.flatMap((id) => [`ack:${id}`, `callback:${id}`]))
     t.deepEqual(actions.map((a) => a.parameters.n), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
@@ -353,6 +356,19 @@ for (const [transport, setUp] of Object.entries(transports)) {
     t.deepEqual(log, ['connect', 'drain', 'drained', 'error:IM491', 'disconnect'])
   })
 }
+
+test('event ids made by send() are random UUIDs without dashes, all different, and an id given is kept', (t) => {
+  const client = new Client({ host: 'localhost', port: 1 })
+  const events = Array.from({ length: 1000 }, (_, i) => new Event('reading', { n: i }))
+  for (const event of events) client.send(event, () => {})
+  const given = new Event('reading', null, 'my-own-id')
+  client.send(given, () => {})
+  client.close()
+  const ids = events.map((event) => event.id)
+  t.true(ids.every((id) => UUID_V4.test(id)))
+  t.is(new Set(ids).size, ids.length)
+  t.is(given.id, 'my-own-id')
+})
 
 test('validation: constructor options', (t) => {
   const pki = createPki()

@@ -1,7 +1,7 @@
 'use strict'
 
 const { EventEmitter } = require('events')
-const { randomUUID } = require('crypto')
+const { randomFillSync } = require('crypto')
 const os = require('os')
 const { NativeClient, NoticeKind } = require('../binding.js')
 const { Event, Action } = require('./messages')
@@ -49,8 +49,22 @@ function count (value, name, fallback) {
   return number
 }
 
+// Event ids: random UUIDs (version 4) without dashes, as the original makes them. Made from a
+// pool of random bytes refilled every 256 ids, as crypto.randomUUID() makes its own, and
+// hex-encoded in one call: a fifth of the cost of formatting a UUID and removing its dashes.
+const ID_POOL = Buffer.alloc(16 * 256)
+let idOffset = ID_POOL.length
+
 function newEventId () {
-  return randomUUID().replace(/-/g, '')
+  if (idOffset === ID_POOL.length) {
+    randomFillSync(ID_POOL)
+    idOffset = 0
+  }
+  const at = idOffset
+  idOffset += 16
+  ID_POOL[at + 6] = (ID_POOL[at + 6] & 0x0f) | 0x40 // version 4
+  ID_POOL[at + 8] = (ID_POOL[at + 8] & 0x3f) | 0x80 // the RFC 4122 variant
+  return ID_POOL.toString('hex', at, at + 16)
 }
 
 // Send validation, in the original's order after the callback check.
