@@ -369,3 +369,27 @@ for (const method of ['close', 'destroy']) {
     t.is(result.out.trim(), '${method}d'.replace('${method}', method))
   })
 }
+
+test('each close() and destroy() callback runs, however its result and the close notice race', async (t) => {
+  const net = require('net')
+  const server = new Server()
+  let closes = 0
+  server.on('close', () => closes++)
+  for (let round = 0; round < 60; round++) {
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const socket = net.connect(server.address().port, '127.0.0.1')
+    socket.on('error', () => {})
+    await new Promise((resolve) => socket.once('connect', resolve))
+    const method = round % 2 ? 'close' : 'destroy'
+    const outcome = await Promise.race([
+      new Promise((resolve) => server[method]((err) => resolve(err || 'called'))),
+      new Promise((resolve) => setTimeout(resolve, 5000, 'never called'))
+    ])
+    t.is(outcome, 'called', `${method}() in round ${round}`)
+    socket.destroy()
+  }
+  t.is(closes, 60)
+  // Closing a server that is not running says so (close) or just calls back (destroy).
+  t.is((await new Promise((resolve) => server.close(resolve))).code, 'ERR_SERVER_NOT_RUNNING')
+  t.is(await new Promise((resolve) => server.destroy(resolve)), undefined)
+})

@@ -40,6 +40,9 @@ class Server extends EventEmitter {
     this._onEvent = options.onEvent
     this._actionCallbacks = new Map()
     this._listening = false
+    this._closesStarted = 0
+    this._closeNotices = 0
+    this._closeCallbacks = new Map()
     // Native calls run one after another, so close() right after listen() closes what it opened.
     this._queue = Promise.resolve()
     try {
@@ -106,12 +109,21 @@ class Server extends EventEmitter {
     return this._shutdown(false, callback, false)
   }
 
+  // The native close resolves apart from the `close` notice, in either order: the callback
+  // of the n-th close that stopped a listening server runs on the n-th `close` notice,
+  // whichever of the two comes last.
   _shutdown (graceful, callback, reportNotRunning) {
-    this._run(() => this._native.close(graceful)).then(() => {
+    this._run(() => this._native.close(graceful)).then((wasListening) => {
+      if (!wasListening) {
+        if (!callback) return
+        if (reportNotRunning) callback(gatewayError('Server is not running.', 'ERR_SERVER_NOT_RUNNING'))
+        else callback()
+        return
+      }
+      const nth = ++this._closesStarted
       if (!callback) return
-      if (this._listening) this.once('close', () => callback())
-      else if (reportNotRunning) callback(gatewayError('Server is not running.', 'ERR_SERVER_NOT_RUNNING'))
-      else callback()
+      if (this._closeNotices >= nth) callback()
+      else this._closeCallbacks.set(nth, callback)
     })
     return this
   }
@@ -175,10 +187,15 @@ class Server extends EventEmitter {
         case 'clientError':
           this.emit('clientError', gatewayError(notice.message, notice.code), notice.connection || null)
           break
-        case 'close':
+        case 'close': {
           this._listening = false
+          const nth = ++this._closeNotices
+          const callback = this._closeCallbacks.get(nth)
+          this._closeCallbacks.delete(nth)
           this.emit('close')
+          if (callback) callback()
           break
+        }
       }
     }
   }

@@ -294,9 +294,11 @@ impl NativeServer {
     }
 
     /// Stops listening and ends every connection: with BYE when `graceful`, at once otherwise.
+    /// True when it was listening, and so a `close` notice follows (or came already: it
+    /// travels apart from this call's result).
     #[napi]
-    pub async fn close(&self, graceful: bool) {
-        self.server.close(graceful).await;
+    pub async fn close(&self, graceful: bool) -> bool {
+        self.server.close(graceful).await
     }
 
     #[napi(catch_unwind)]

@@ -266,7 +266,8 @@ impl Server {
 
     /// Stops listening, ends every connection (politely with BYE when `graceful`, else at
     /// once) and returns when no task of the server is left. Undelivered actions are discarded.
-    pub async fn close(&self, graceful: bool) {
+    /// True when it was listening: then a [`ServerEvent::Closed`] is emitted too.
+    pub async fn close(&self, graceful: bool) -> bool {
         let was_listening = {
             let mut state = self.shared.state();
             state.closing = Some(graceful);
@@ -304,6 +305,7 @@ impl Server {
         if was_listening {
             self.shared.emit(ServerEvent::Closed);
         }
+        was_listening
     }
 
     /// Queues an action for the device whose HELLO carried `device_name`: delivered live if it
