@@ -346,9 +346,9 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             if let Input::Command(None) = input {
                 break;
             }
-            // Only a frame says more may be waiting to be read: after anything else, the next
-            // turn's select polls the reader anyway, and a poll that finds nothing still costs
-            // a pass through the TLS layers.
+            // Only a frame says more may be waiting to be read, and only when bytes of the next
+            // one are already buffered: else the next turn's select polls the reader anyway,
+            // and a poll that finds nothing still costs a pass through the TLS layers.
             let read_on = matches!(input, Input::Frame(_));
             self.handle(input);
             // Whatever else is ready right now joins the same batch.
@@ -360,7 +360,11 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             }
             let mut frames = 0;
             while read_on && frames < BURST {
-                let Some(connection) = self.connection.as_mut() else {
+                let Some(connection) = self
+                    .connection
+                    .as_mut()
+                    .filter(|c| !c.reader.read_buffer().is_empty())
+                else {
                     break;
                 };
                 match connection.reader.next().now_or_never() {
