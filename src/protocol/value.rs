@@ -531,7 +531,11 @@ impl<'a> Reader<'a> {
 
     fn str(&mut self, len: usize) -> Result<Value, DecodeError> {
         let bytes = self.take(len)?;
-        Ok(Value::String(String::from_utf8_lossy(bytes).into_owned()))
+        // The fast check first: valid UTF-8 (nearly every string) is copied as it is.
+        Ok(Value::String(match std::str::from_utf8(bytes) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        }))
     }
 
     fn ext(&mut self, len: usize) -> Result<Value, DecodeError> {
