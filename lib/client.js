@@ -35,6 +35,58 @@ FIELDS[NoticeKind.Error] = 2
 FIELDS[NoticeKind.Fatal] = 2
 FIELDS[NoticeKind.Idle] = 1
 
+// The callbacks of events not yet done, by seq. Seqs only grow, one per send(), and events are
+// done in the order they were sent, so a sliding array serves where a Map spent its time
+// growing and rehashing (7% of the client's CPU with 64 events in flight).
+class Callbacks {
+  constructor () {
+    this._list = [] // _list[i] is the callback of seq _base + i, or undefined
+    this._base = 1
+    this._head = 0 // entries before it are all done
+  }
+
+  add (seq, callback) {
+    while (this._base + this._list.length < seq) this._list.push(undefined)
+    this._list.push(callback)
+  }
+
+  /** The callback of `seq`, removed; undefined if it has none (or ran already). */
+  take (seq) {
+    const at = seq - this._base
+    if (at < this._head || at >= this._list.length) return undefined
+    const callback = this._list[at]
+    this._list[at] = undefined
+    if (at === this._head) this._advance()
+    return callback
+  }
+
+  /** Every callback still waiting, in order of send(); none is left afterwards. */
+  drain () {
+    const waiting = this._list.slice(this._head).filter((callback) => callback !== undefined)
+    this._base += this._list.length
+    this._list = []
+    this._head = 0
+    return waiting
+  }
+
+  _advance () {
+    const list = this._list
+    let head = this._head
+    while (head < list.length && list[head] === undefined) head++
+    if (head === list.length) {
+      this._base += list.length
+      this._list = []
+      this._head = 0
+    } else if (head >= 1024 && head * 2 >= list.length) {
+      this._base += head
+      this._list = list.slice(head)
+      this._head = 0
+    } else {
+      this._head = head
+    }
+  }
+}
+
 function isPem (value, label) {
   const buffer = pemBuffer(value)
   return buffer !== undefined && new RegExp(`-----BEGIN [A-Z0-9 ]*${label}-----`).test(buffer.toString('latin1'))
@@ -99,7 +151,7 @@ class Client extends EventEmitter {
     if (tls && !isPem(options.key, 'PRIVATE KEY')) throw gatewayError('Invalid private key.', 'EINVALIDKEY')
     if (tls && !isPem(options.cert, 'CERTIFICATE')) throw gatewayError('Invalid certificate.', 'EINVALIDCERT')
 
-    this._callbacks = new Map()
+    this._callbacks = new Callbacks()
     this._seq = 0
     this._cycle = 0
     this._active = false
@@ -187,11 +239,11 @@ class Client extends EventEmitter {
     }
     if (event.id === null || event.id === undefined) event.id = newEventId()
     const seq = ++this._seq
-    if (callback) this._callbacks.set(seq, callback)
+    this._callbacks.add(seq, callback || undefined)
     try {
       this._sendNative(seq, event.id, event.type, event.bundle === undefined ? null : event.bundle)
     } catch (err) {
-      this._callbacks.delete(seq)
+      this._callbacks.take(seq)
       const error = gatewayError(`Invalid event bundle: ${err.message}`, 'EINVALIDBUNDLE')
       if (!callback) throw error
       process.nextTick(callback, error)
@@ -243,8 +295,7 @@ class Client extends EventEmitter {
   _stopped (code, message) {
     this._dead = gatewayError(message, code)
     let thrown = null
-    const callbacks = [...this._callbacks.values()]
-    this._callbacks.clear()
+    const callbacks = this._callbacks.drain()
     for (const callback of callbacks) {
       try {
         callback(gatewayError(message, code))
@@ -268,8 +319,7 @@ class Client extends EventEmitter {
   }
 
   _done (seq, err) {
-    const callback = this._callbacks.get(seq)
-    this._callbacks.delete(seq)
+    const callback = this._callbacks.take(seq)
     if (err) debug('event %d failed: %s (%s)', seq, err.message, err.code)
     if (callback) callback(err)
   }
