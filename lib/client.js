@@ -35,9 +35,9 @@ FIELDS[NoticeKind.Error] = 2
 FIELDS[NoticeKind.Fatal] = 2
 FIELDS[NoticeKind.Idle] = 1
 
-// The callbacks of events not yet done, by seq. Seqs only grow, one per send(), and events are
-// done in the order they were sent, so a sliding array serves where a Map spent its time
-// growing and rehashing (7% of the client's CPU with 64 events in flight).
+// The callbacks of events not yet done, by seq. Seqs are handed out here, one per send(),
+// and events are done in the order they were sent, so a sliding array serves where a Map
+// spent its time growing and rehashing (7% of the client's CPU with 64 events in flight).
 class Callbacks {
   constructor () {
     this._list = [] // _list[i] is the callback of seq _base + i, or undefined
@@ -45,9 +45,10 @@ class Callbacks {
     this._head = 0 // entries before it are all done
   }
 
-  add (seq, callback) {
-    while (this._base + this._list.length < seq) this._list.push(undefined)
+  /** Names the next event: returns its seq, under which `callback` (or none) waits. */
+  add (callback) {
     this._list.push(callback)
+    return this._base + this._list.length - 1
   }
 
   /** The callback of `seq`, removed; undefined if it has none (or ran already). */
@@ -152,7 +153,6 @@ class Client extends EventEmitter {
     if (tls && !isPem(options.cert, 'CERTIFICATE')) throw gatewayError('Invalid certificate.', 'EINVALIDCERT')
 
     this._callbacks = new Callbacks()
-    this._seq = 0
     this._cycle = 0
     this._active = false
     this._wantRef = true
@@ -238,8 +238,7 @@ class Client extends EventEmitter {
       return this
     }
     if (event.id === null || event.id === undefined) event.id = newEventId()
-    const seq = ++this._seq
-    this._callbacks.add(seq, callback || undefined)
+    const seq = this._callbacks.add(callback || undefined)
     try {
       this._sendNative(seq, event.id, event.type, event.bundle === undefined ? null : event.bundle)
     } catch (err) {
