@@ -478,9 +478,12 @@ impl NativeClient {
     #[napi(catch_unwind)]
     pub fn connect(&self, env: Env, cycle: u32) -> Result<()> {
         self.refer(env)?;
-        self.command(Command::Connect {
-            cycle: u64::from(cycle),
-        });
+        run_command(
+            &self.handle,
+            Command::Connect {
+                cycle: u64::from(cycle),
+            },
+        );
         Ok(())
     }
 
@@ -512,14 +515,14 @@ impl NativeClient {
 
     #[napi(catch_unwind)]
     pub fn close(&self, keep_queue: bool) {
-        self.command(Command::Close { keep_queue });
+        run_command(&self.handle, Command::Close { keep_queue });
     }
 
     /// Makes the client's task panic: the test suite's proof that a panic in the core reaches
     /// JavaScript as an `error`, not as an abort.
     #[napi(js_name = "__crash", catch_unwind)]
     pub fn crash(&self) {
-        self.command(Command::Crash);
+        run_command(&self.handle, Command::Crash);
     }
 
     /// Keeps the Node process alive while the client has work.
@@ -537,17 +540,13 @@ impl NativeClient {
 
 /// Hands `command` to the client and, when the client runs on this thread's loop, lets it
 /// act now: an acknowledgement or an event is on the wire before the call returns.
-fn command_to(handle: &ClientHandle, command: Command) {
+fn run_command(handle: &ClientHandle, command: Command) {
     super::uv::run_after(|| {
         handle.command(command);
     });
 }
 
 impl NativeClient {
-    fn command(&self, command: Command) {
-        command_to(&self.handle, command);
-    }
-
     fn keep_alive(&self, env: Env, on: bool) -> Result<()> {
         if self.sink.aborted() {
             return Ok(());
@@ -692,7 +691,7 @@ unsafe extern "C" fn call_send(
             let now = super::uv::send_now(event.frame.len());
             let event = Command::Send(event);
             if now {
-                command_to(&calls.handle, event);
+                run_command(&calls.handle, event);
             } else {
                 calls.handle.command(event);
             }
@@ -713,7 +712,7 @@ unsafe extern "C" fn call_ack(
             let id = JsValue::from_napi_value(env, id)?.0;
             let code = optional_string(env, code)?;
             let error = optional_string(env, message)?.map(|message| ErrorBody { code, message });
-            command_to(&calls.handle, Command::Ack { id, error });
+            run_command(&calls.handle, Command::Ack { id, error });
             Ok(())
         },
     )
