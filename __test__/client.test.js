@@ -556,6 +556,34 @@ test('a bundle that cannot be read fails its own send with EINVALIDBUNDLE, and t
   t.deepEqual(received, ['fine'])
 })
 
+test('a bundle nested as deep as the server can read goes through; one level deeper fails alone', async (t) => {
+  const { server, options } = await transports.tcp(t)
+  const { client } = track(t, options)
+  const received = []
+  server.on('event', (event) => received.push(event))
+  client.connect()
+  // The bundle sits inside the message's map, and a peer reads 512 levels of arrays and maps:
+  // 511 levels of bundle, here arrays with an object innermost.
+  const nest = (levels) => {
+    let value = { deepest: true }
+    for (let i = 1; i < levels; i++) value = [value]
+    return value
+  }
+  const [deepest, tooDeep] = await Promise.all([
+    sendAsync(client, new Event('deepest', nest(511))),
+    sendAsync(client, new Event('too deep', nest(512)))
+  ])
+  t.is(deepest, null)
+  t.is(tooDeep.code, 'EINVALIDBUNDLE')
+  t.regex(tooDeep.message, /nested too deeply/)
+  t.is(received.length, 1)
+  let value = received[0].bundle
+  let levels = 1
+  while (Array.isArray(value)) { value = value[0]; levels++ }
+  t.is(levels, 511)
+  t.deepEqual(value, { deepest: true })
+})
+
 test('a Buffer in an event is read when send() is called: changing it afterwards changes nothing', async (t) => {
   const { server, options } = await transports.tcp(t)
   const { client } = track(t, options)

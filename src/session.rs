@@ -17,9 +17,10 @@
 //! attempt, with N equal to `max_reconnect_attempts`, the session gives up. The first drop or
 //! failure, which leads to the first reconnect, is not itself an attempt.
 
-use crate::protocol::{ErrorBody, Message, Value};
-use bytes::Bytes;
+use crate::protocol::{encode_into, ErrorBody, Message, Value};
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::fmt;
 
 /// Generous: a device that is offline for a while keeps this many events, then refuses more.
@@ -74,16 +75,38 @@ pub struct OutgoingEvent {
     pub frame: Bytes,
 }
 
+/// Bytes first set aside for an EVENT frame being encoded.
+const SMALL_EVENT: usize = 256;
+
 impl OutgoingEvent {
     /// Encodes the EVENT frame for `{id, type, bundle}`.
-    pub fn new(seq: u64, id: Value, kind: impl Into<String>, bundle: Value) -> OutgoingEvent {
-        let frame = Message::Event {
-            id: id.clone(),
-            kind: kind.into(),
-            bundle,
-        }
-        .to_bytes();
-        OutgoingEvent { seq, id, frame }
+    pub fn new(seq: u64, id: Value, kind: impl AsRef<str>, bundle: Value) -> OutgoingEvent {
+        let written: Result<OutgoingEvent, Infallible> =
+            OutgoingEvent::encode(seq, id, kind.as_ref(), |out| {
+                encode_into(&bundle, out);
+                Ok(())
+            });
+        let Ok(event) = written;
+        event
+    }
+
+    /// Encodes the EVENT frame for `{id, type, bundle}` with the bundle written by
+    /// `write_bundle`, straight from a value of the caller's own (a JavaScript one) into the
+    /// frame; its error, if any, is the result.
+    pub fn encode<E>(
+        seq: u64,
+        id: Value,
+        kind: &str,
+        write_bundle: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<OutgoingEvent, E> {
+        // Room for a small event, the common case, so that it is written without regrowing.
+        let mut frame = BytesMut::with_capacity(SMALL_EVENT);
+        Message::encode_event(&mut frame, &id, kind, write_bundle)?;
+        Ok(OutgoingEvent {
+            seq,
+            id,
+            frame: frame.freeze(),
+        })
     }
 }
 

@@ -17,7 +17,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
 
-use super::value::{read_borrowed, read_string, JsValue};
+use super::value::{encode, read_string, to_value, JsValue};
 use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, Tokio};
 use crate::protocol::{ErrorBody, Value};
 use crate::session::{Notice, OutgoingEvent, SessionConfig, SessionError};
@@ -682,11 +682,12 @@ unsafe extern "C" fn call_send(
         |calls, [seq, id, kind, bundle]: [sys::napi_value; 4]| {
             let mut number = 0.0;
             napi::check_status!(sys::napi_get_value_double(env, seq, &mut number))?;
-            let id = JsValue::from_napi_value(env, id)?.0;
+            let id = to_value(env, id)?;
             let kind = read_string(env, kind)?;
-            // SAFETY: the borrowed bundle is encoded into the frame right here.
-            let bundle = read_borrowed(env, bundle)?;
-            let event = OutgoingEvent::new(number as u64, id, kind, bundle);
+            // The bundle goes straight from the caller's objects and Buffers into the frame;
+            // it is inside the message's map, hence depth 1.
+            let event =
+                OutgoingEvent::encode(number as u64, id, &kind, |out| encode(env, bundle, 1, out))?;
             // Now, or with the other sends of this turn on the loop's next (see uv::send_now).
             let now = super::uv::send_now(event.frame.len());
             let event = Command::Send(event);
@@ -709,7 +710,7 @@ unsafe extern "C" fn call_ack(
         env,
         info,
         |calls, [id, code, message]: [sys::napi_value; 3]| {
-            let id = JsValue::from_napi_value(env, id)?.0;
+            let id = to_value(env, id)?;
             let code = optional_string(env, code)?;
             let error = optional_string(env, message)?.map(|message| ErrorBody { code, message });
             run_command(&calls.handle, Command::Ack { id, error });

@@ -1,18 +1,20 @@
-//! JavaScript values <-> [`Value`], following PROTOCOL.md section 5: what a JS value becomes on
-//! the wire and what a wire value becomes in JS. Raw Node-API calls, so a bundle is walked once
-//! with no intermediate JSON or serde layer.
+//! JavaScript values and the wire, following PROTOCOL.md section 5: a JS value is written
+//! straight into MessagePack ([`encode`]), and a wire [`Value`] becomes a JS value ([`write`]).
+//! Raw Node-API calls, so a bundle is walked once with no intermediate JSON, serde or
+//! [`Value`] layer.
 
 use std::ffi::{c_char, c_void};
 use std::ptr;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use napi::bindgen_prelude::{FromNapiValue, ToNapiValue, TypeName, ValidateNapiValue};
 use napi::{check_status, sys, Error, Result, Status, ValueType};
 
-use crate::protocol::Value;
-
-/// Deeper than this is refused: a cyclic object would otherwise never end.
-const MAX_DEPTH: usize = 512;
+use crate::protocol::value::{
+    write_array_header, write_binary, write_bool, write_date, write_map_header, write_nil,
+    write_number, write_str_header, MAX_DEPTH,
+};
+use crate::protocol::{decode, Value};
 
 /// A [`Value`] crossing the napi boundary.
 pub struct JsValue(pub Value);
@@ -30,25 +32,8 @@ impl ValidateNapiValue for JsValue {}
 
 impl FromNapiValue for JsValue {
     unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
-        read(env, value, 0, Buffers::Copy).map(JsValue)
+        to_value(env, value).map(JsValue)
     }
-}
-
-/// `value` as a [`Value`] whose binaries still point into the caller's JavaScript Buffers:
-/// no copy of a large bundle on its way to the socket.
-///
-/// # Safety
-/// The result must be consumed (encoded) before the native call that received `value`
-/// returns, while those Buffers are certainly alive; it must not be kept.
-pub unsafe fn read_borrowed(env: sys::napi_env, value: sys::napi_value) -> Result<Value> {
-    read(env, value, 0, Buffers::Borrow)
-}
-
-/// How Buffers become [`Value::Binary`].
-#[derive(Clone, Copy)]
-enum Buffers {
-    Copy,
-    Borrow,
 }
 
 impl ToNapiValue for JsValue {
@@ -63,45 +48,57 @@ impl ToNapiValue for &Value {
     }
 }
 
-unsafe fn read(
+/// `value` as a [`Value`]: encoded by [`encode`] and decoded again, so it is exactly what
+/// the wire will carry and there is one walk of JavaScript values, not two to keep alike.
+pub unsafe fn to_value(env: sys::napi_env, value: sys::napi_value) -> Result<Value> {
+    let mut body = BytesMut::with_capacity(64);
+    encode(env, value, 0, &mut body)?;
+    decode(&body.freeze()).map_err(|e| Error::new(Status::InvalidArg, e.0))
+}
+
+/// Writes `value` into `out` as MessagePack, as PROTOCOL.md section 5 maps JavaScript values:
+/// straight from the caller's strings and Buffers, with no tree of [`Value`]s in between.
+/// `depth` is how many arrays and maps already enclose it: a walk never opens more than
+/// MessagePack decoding accepts (so a cyclic object ends in an error). After an error, `out`
+/// holds a partial value.
+pub unsafe fn encode(
     env: sys::napi_env,
     value: sys::napi_value,
     depth: usize,
-    buffers: Buffers,
-) -> Result<Value> {
-    if depth > MAX_DEPTH {
-        return Err(Error::new(
-            Status::InvalidArg,
-            "Value is nested too deeply (or is circular).",
-        ));
-    }
+    out: &mut BytesMut,
+) -> Result<()> {
     let mut kind = 0;
     check_status!(sys::napi_typeof(env, value, &mut kind))?;
     match kind {
         sys::ValueType::napi_boolean => {
             let mut b = false;
             check_status!(sys::napi_get_value_bool(env, value, &mut b))?;
-            Ok(Value::Bool(b))
+            write_bool(b, out);
         }
         sys::ValueType::napi_number => {
             let mut n = 0.0;
             check_status!(sys::napi_get_value_double(env, value, &mut n))?;
-            Ok(Value::Number(n))
+            write_number(n, out);
         }
-        sys::ValueType::napi_string => Ok(Value::String(read_string(env, value)?)),
-        sys::ValueType::napi_object => read_object(env, value, depth, buffers),
+        sys::ValueType::napi_string => encode_string(env, value, out)?,
+        sys::ValueType::napi_object => encode_object(env, value, depth, out)?,
         // undefined, null, functions, symbols: nil, as the original writes them.
-        _ => Ok(Value::Nil),
+        _ => write_nil(out),
     }
+    Ok(())
 }
 
 /// Strings this long or shorter are read with one Node-API call instead of two.
 const SHORT_STRING: usize = 256;
 
+/// Node stops before a character that does not fit whole, so a string read into `room`
+/// bytes (one is the terminating NUL) that came out more than 4 bytes short is complete.
+fn whole(written: usize, room: usize) -> bool {
+    written + 4 < room - 1
+}
+
 pub(super) unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> Result<String> {
     // One call into a buffer on the stack: enough for ids, types and keys, nearly always.
-    // Node stops before a character that does not fit whole, so a result more than 4 bytes
-    // short of the buffer's room is the whole string.
     let mut short = [0u8; SHORT_STRING];
     let mut written = 0;
     check_status!(sys::napi_get_value_string_utf8(
@@ -111,7 +108,7 @@ pub(super) unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> 
         short.len(),
         &mut written
     ))?;
-    let bytes = if written + 4 < short.len() - 1 {
+    let bytes = if whole(written, short.len()) {
         short[..written].to_vec()
     } else {
         let mut len = 0;
@@ -138,47 +135,108 @@ pub(super) unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> 
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
-unsafe fn read_object(
+/// A string as MessagePack: a short one through a buffer on the stack, a long one straight
+/// into `out`. Node writes valid UTF-8 (lone surrogates become U+FFFD).
+unsafe fn encode_string(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    out: &mut BytesMut,
+) -> Result<()> {
+    let mut short = [0u8; SHORT_STRING];
+    let mut written = 0;
+    check_status!(sys::napi_get_value_string_utf8(
+        env,
+        value,
+        short.as_mut_ptr().cast::<c_char>(),
+        short.len(),
+        &mut written
+    ))?;
+    if whole(written, short.len()) {
+        write_str_header(written, out);
+        out.put_slice(&short[..written]);
+        return Ok(());
+    }
+    let mut len = 0;
+    check_status!(sys::napi_get_value_string_utf8(
+        env,
+        value,
+        ptr::null_mut(),
+        0,
+        &mut len
+    ))?;
+    write_str_header(len, out);
+    out.reserve(len + 1);
+    let room = out.spare_capacity_mut();
+    check_status!(sys::napi_get_value_string_utf8(
+        env,
+        value,
+        room.as_mut_ptr().cast::<c_char>(),
+        len + 1,
+        &mut written
+    ))?;
+    if written != len {
+        return Err(Error::new(
+            Status::GenericFailure,
+            "A string changed while being read.",
+        ));
+    }
+    // SAFETY: Node initialised these `len` bytes, inside the capacity reserved above.
+    out.set_len(out.len() + len);
+    Ok(())
+}
+
+/// Above this a Buffer's bytes get room for a little more after them, so that the fields
+/// that follow a large Buffer do not make the frame grow, and copy it, again.
+const LARGE_BUFFER: usize = 64 * 1024;
+const AFTER_LARGE_BUFFER: usize = 4096;
+
+unsafe fn encode_object(
     env: sys::napi_env,
     value: sys::napi_value,
     depth: usize,
-    buffers: Buffers,
-) -> Result<Value> {
+    out: &mut BytesMut,
+) -> Result<()> {
     let mut flag = false;
     check_status!(sys::napi_is_buffer(env, value, &mut flag))?;
     if flag {
         let mut data = ptr::null_mut();
         let mut len = 0;
         check_status!(sys::napi_get_buffer_info(env, value, &mut data, &mut len))?;
-        let bytes = if len == 0 {
-            Bytes::new()
+        let bytes: &[u8] = if len == 0 {
+            &[]
         } else {
-            let slice: &'static [u8] = std::slice::from_raw_parts(data.cast::<u8>(), len);
-            match buffers {
-                Buffers::Copy => Bytes::copy_from_slice(slice),
-                // Not really 'static: see read_borrowed, the only way to get here.
-                Buffers::Borrow => Bytes::from_static(slice),
-            }
+            std::slice::from_raw_parts(data.cast::<u8>(), len)
         };
-        return Ok(Value::Binary(bytes));
+        if len > LARGE_BUFFER {
+            out.reserve(len + AFTER_LARGE_BUFFER);
+        }
+        write_binary(bytes, out);
+        return Ok(());
     }
     check_status!(sys::napi_is_date(env, value, &mut flag))?;
     if flag {
         let mut ms = 0.0;
         check_status!(sys::napi_get_date_value(env, value, &mut ms))?;
-        return Ok(Value::Date(ms));
+        write_date(ms, out);
+        return Ok(());
+    }
+    if depth >= MAX_DEPTH {
+        return Err(Error::new(
+            Status::InvalidArg,
+            "Value is nested too deeply (or is circular).",
+        ));
     }
     check_status!(sys::napi_is_array(env, value, &mut flag))?;
     if flag {
         let mut len = 0u32;
         check_status!(sys::napi_get_array_length(env, value, &mut len))?;
-        let mut items = Vec::with_capacity(len as usize);
+        write_array_header(len as usize, out);
         for i in 0..len {
             let mut item = ptr::null_mut();
             check_status!(sys::napi_get_element(env, value, i, &mut item))?;
-            items.push(read(env, item, depth + 1, buffers)?);
+            encode(env, item, depth + 1, out)?;
         }
-        return Ok(Value::Array(items));
+        return Ok(());
     }
     // A plain object: its own enumerable string keys, in property order (Object.keys).
     let mut keys = ptr::null_mut();
@@ -192,15 +250,16 @@ unsafe fn read_object(
     ))?;
     let mut len = 0u32;
     check_status!(sys::napi_get_array_length(env, keys, &mut len))?;
-    let mut entries = Vec::with_capacity(len as usize);
+    write_map_header(len as usize, out);
     for i in 0..len {
         let mut key = ptr::null_mut();
         check_status!(sys::napi_get_element(env, keys, i, &mut key))?;
         let mut item = ptr::null_mut();
         check_status!(sys::napi_get_property(env, value, key, &mut item))?;
-        entries.push((read_string(env, key)?, read(env, item, depth + 1, buffers)?));
+        encode_string(env, key, out)?;
+        encode(env, item, depth + 1, out)?;
     }
-    Ok(Value::Map(entries))
+    Ok(())
 }
 
 unsafe fn write(env: sys::napi_env, value: &Value) -> Result<sys::napi_value> {

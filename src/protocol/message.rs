@@ -6,6 +6,7 @@ use super::value::{
     decode, js_string, write_map_header, write_str, write_value, DecodeError, Value,
 };
 use bytes::{BufMut, Bytes, BytesMut};
+use std::convert::Infallible;
 
 /// `{code, message}` carried by BYE and by a failed ACKNOWLEDGEMENT.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,11 +178,26 @@ impl Message {
     /// say, which the peer refuses as oversize.
     pub fn encode(&self, dst: &mut BytesMut) {
         dst.reserve(HEADER_LEN + Measure::of(self));
-        let start = dst.len();
-        dst.put_slice(&[self.token() as u8, 0, 0, 0, 0, 0]);
-        self.write_body(dst);
-        let body_len = u32::try_from(dst.len() - start - HEADER_LEN).unwrap_or(u32::MAX);
-        dst[start + 2..start + HEADER_LEN].copy_from_slice(&body_len.to_le_bytes());
+        let written: Result<(), Infallible> = framed(self.token(), dst, |out| {
+            self.write_body(out);
+            Ok(())
+        });
+        let Ok(()) = written;
+    }
+
+    /// Writes the EVENT frame `{id, type, bundle}` into `dst`, the bundle by `write_bundle`
+    /// (an encoder of values that are not [`Value`]s, as JavaScript's), straight into place.
+    /// If `write_bundle` fails, `dst` is left as it was.
+    pub fn encode_event<E>(
+        dst: &mut BytesMut,
+        id: &Value,
+        kind: &str,
+        write_bundle: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<(), E> {
+        framed(Token::Event, dst, |out| {
+            write_event_head(id, kind, out);
+            write_bundle(out)
+        })
     }
 
     /// The body, keys in the original's order; bodyless messages write nothing.
@@ -199,12 +215,7 @@ impl Message {
                 error.write(ErrorKeys::CodeFirst, out);
             }
             Message::Event { id, kind, bundle } => {
-                write_map_header(3, out);
-                write_str("id", out);
-                write_value(id, out);
-                write_str("type", out);
-                write_str(kind, out);
-                write_str("bundle", out);
+                write_event_head(id, kind, out);
                 write_value(bundle, out);
             }
             Message::Action {
@@ -333,6 +344,34 @@ impl tokio_util::codec::Encoder<Message> for super::FrameCodec {
     }
 }
 
+/// A frame of `token` whose body `write_body` writes: header first, its length patched in
+/// afterwards. On error the frame is taken out of `dst` again.
+fn framed<E>(
+    token: Token,
+    dst: &mut BytesMut,
+    write_body: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<(), E> {
+    let start = dst.len();
+    dst.put_slice(&[token as u8, 0, 0, 0, 0, 0]);
+    if let Err(err) = write_body(dst) {
+        dst.truncate(start);
+        return Err(err);
+    }
+    let body_len = u32::try_from(dst.len() - start - HEADER_LEN).unwrap_or(u32::MAX);
+    dst[start + 2..start + HEADER_LEN].copy_from_slice(&body_len.to_le_bytes());
+    Ok(())
+}
+
+/// An EVENT body up to its bundle: the map of three, `id`, `type` and the key `bundle`.
+fn write_event_head<B: BufMut>(id: &Value, kind: &str, out: &mut B) {
+    write_map_header(3, out);
+    write_str("id", out);
+    write_value(id, out);
+    write_str("type", out);
+    write_str(kind, out);
+    write_str("bundle", out);
+}
+
 /// A `BufMut` that only counts what is written to it: the encoder itself measures a message.
 struct Measure {
     len: usize,
@@ -378,6 +417,30 @@ mod tests {
 
     fn text(s: &str) -> Value {
         Value::String(s.to_owned())
+    }
+
+    #[test]
+    fn an_event_encoded_with_its_own_bundle_writer_is_the_same_frame_and_a_failed_one_is_none() {
+        let bundle = Value::Map(vec![("n".into(), Value::Number(7.0))]);
+        let event = Message::Event {
+            id: text("e1"),
+            kind: "t".into(),
+            bundle: bundle.clone(),
+        };
+        let mut dst = BytesMut::from(&b"before"[..]);
+        let written: Result<(), ()> = Message::encode_event(&mut dst, &text("e1"), "t", |out| {
+            write_value(&bundle, out);
+            Ok(())
+        });
+        assert_eq!(written, Ok(()));
+        assert_eq!(&dst[..6], b"before");
+        assert_eq!(&dst[6..], &event.to_bytes()[..]);
+        let failed = Message::encode_event(&mut dst, &text("e2"), "t", |out| {
+            out.put_slice(b"partial");
+            Err("cannot")
+        });
+        assert_eq!(failed, Err("cannot"));
+        assert_eq!(&dst[6..], &event.to_bytes()[..]);
     }
 
     fn error(code: Option<&str>, message: &str) -> ErrorBody {

@@ -54,7 +54,7 @@ const EXT_TIMESTAMP: i8 = -1;
 /// Deepest array/map nesting a body may have: far beyond any real event, and shallow enough
 /// that everything that walks a decoded value recursively (encoding it again, dropping it,
 /// turning it into JavaScript) stays well inside a thread's stack.
-const MAX_DEPTH: usize = 512;
+pub(crate) const MAX_DEPTH: usize = 512;
 /// Preallocation cap for arrays and maps: an announced count only proves the input has that
 /// many bytes left, and nested containers could otherwise each reserve that much again.
 const MAX_PREALLOC: usize = 1024;
@@ -65,7 +65,7 @@ pub fn encode(value: &Value) -> Vec<u8> {
     out
 }
 
-pub fn encode_into(value: &Value, out: &mut Vec<u8>) {
+pub fn encode_into<B: BufMut>(value: &Value, out: &mut B) {
     write_value(value, out);
 }
 
@@ -90,28 +90,11 @@ pub fn decode(body: &Bytes) -> Result<Value, DecodeError> {
 
 pub(super) fn write_value<B: BufMut>(value: &Value, out: &mut B) {
     match value {
-        Value::Nil => out.put_u8(0xc0),
-        Value::Bool(false) => out.put_u8(0xc2),
-        Value::Bool(true) => out.put_u8(0xc3),
-        Value::Number(n) => {
-            let (bytes, len) = number_bytes(*n);
-            out.put_slice(&bytes[..len]);
-        }
+        Value::Nil => write_nil(out),
+        Value::Bool(b) => write_bool(*b, out),
+        Value::Number(n) => write_number(*n, out),
         Value::String(s) => write_str(s, out),
-        Value::Binary(data) => {
-            let len = data.len();
-            if len < 0xff {
-                out.put_u8(0xc4);
-                out.put_u8(len as u8);
-            } else if len <= 0xffff {
-                out.put_u8(0xc5);
-                out.put_u16(len as u16);
-            } else {
-                out.put_u8(0xc6);
-                out.put_u32(wire_len(len));
-            }
-            out.put_slice(data);
-        }
+        Value::Binary(data) => write_binary(data, out),
         Value::Array(items) => {
             write_array_header(items.len(), out);
             for item in items {
@@ -125,16 +108,54 @@ pub(super) fn write_value<B: BufMut>(value: &Value, out: &mut B) {
                 write_value(item, out);
             }
         }
-        Value::Date(ms) => {
-            let (bytes, len) = number_bytes(*ms);
-            write_ext(EXT_DATE, &bytes[..len], out);
-        }
+        Value::Date(ms) => write_date(*ms, out),
         Value::Ext(kind, data) => write_ext(*kind, data, out),
     }
 }
 
-pub(super) fn write_str<B: BufMut>(s: &str, out: &mut B) {
-    let len = s.len();
+// One writer per kind of value, for `write_value` and for encoders that walk values of their
+// own (JavaScript's, in `node::value`) straight into MessagePack: the mapping stays here.
+
+pub(crate) fn write_nil<B: BufMut>(out: &mut B) {
+    out.put_u8(0xc0);
+}
+
+pub(crate) fn write_bool<B: BufMut>(b: bool, out: &mut B) {
+    out.put_u8(if b { 0xc3 } else { 0xc2 });
+}
+
+pub(crate) fn write_number<B: BufMut>(n: f64, out: &mut B) {
+    let (bytes, len) = number_bytes(n);
+    out.put_slice(&bytes[..len]);
+}
+
+pub(crate) fn write_binary<B: BufMut>(data: &[u8], out: &mut B) {
+    let len = data.len();
+    if len < 0xff {
+        out.put_u8(0xc4);
+        out.put_u8(len as u8);
+    } else if len <= 0xffff {
+        out.put_u8(0xc5);
+        out.put_u16(len as u16);
+    } else {
+        out.put_u8(0xc6);
+        out.put_u32(wire_len(len));
+    }
+    out.put_slice(data);
+}
+
+pub(crate) fn write_date<B: BufMut>(ms: f64, out: &mut B) {
+    let (bytes, len) = number_bytes(ms);
+    write_ext(EXT_DATE, &bytes[..len], out);
+}
+
+pub(crate) fn write_str<B: BufMut>(s: &str, out: &mut B) {
+    write_str_header(s.len(), out);
+    out.put_slice(s.as_bytes());
+}
+
+/// The header of a string of `len` UTF-8 bytes, which the caller writes next.
+pub(crate) fn write_str_header<B: BufMut>(len: usize, out: &mut B) {
     if len < 32 {
         out.put_u8(0xa0 | len as u8);
     } else if len <= 0xff {
@@ -147,10 +168,9 @@ pub(super) fn write_str<B: BufMut>(s: &str, out: &mut B) {
         out.put_u8(0xdb);
         out.put_u32(wire_len(len));
     }
-    out.put_slice(s.as_bytes());
 }
 
-pub(super) fn write_map_header<B: BufMut>(len: usize, out: &mut B) {
+pub(crate) fn write_map_header<B: BufMut>(len: usize, out: &mut B) {
     if len < 16 {
         out.put_u8(0x80 | len as u8);
     } else if len <= 0xffff {
@@ -162,7 +182,7 @@ pub(super) fn write_map_header<B: BufMut>(len: usize, out: &mut B) {
     }
 }
 
-fn write_array_header<B: BufMut>(len: usize, out: &mut B) {
+pub(crate) fn write_array_header<B: BufMut>(len: usize, out: &mut B) {
     if len < 16 {
         out.put_u8(0x90 | len as u8);
     } else if len <= 0xffff {
