@@ -3,7 +3,7 @@
 
 use super::frame::{Frame, Token, HEADER_LEN};
 use super::value::{
-    decode, js_string, write_map_header, write_str, write_value, DecodeError, Value,
+    decode, decode_fields, js_string, write_map_header, write_str, write_value, DecodeError, Value,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use std::convert::Infallible;
@@ -119,32 +119,32 @@ impl Message {
                 metadata: Fields::read(frame, token)?.take("metadata"),
             },
             Token::Event => {
-                let mut fields = Fields::read(frame, token)?;
+                let [id, kind, bundle] = fields(frame, token, ["id", "type", "bundle"])?;
                 Message::Event {
-                    id: fields.take("id"),
-                    kind: fields.kind().map_err(shape)?,
-                    bundle: fields.take("bundle"),
+                    id,
+                    kind: kind_of(kind).map_err(shape)?,
+                    bundle,
                 }
             }
             Token::Action => {
-                let mut fields = Fields::read(frame, token)?;
+                let [id, kind, parameters] = fields(frame, token, ["id", "type", "parameters"])?;
                 Message::Action {
-                    id: fields.take("id"),
-                    kind: fields.kind().map_err(shape)?,
-                    parameters: fields.take("parameters"),
+                    id,
+                    kind: kind_of(kind).map_err(shape)?,
+                    parameters,
                 }
             }
             Token::Acknowledgement => {
-                let mut fields = Fields::read(frame, token)?;
-                let correlid = fields.take("correlid");
-                let status = match fields.take("status") {
+                let [correlid, status, error] =
+                    fields(frame, token, ["correlid", "status", "error"])?;
+                let status = match status {
                     Value::Nil => 0,
                     // Saturating: any huge status is still "not 0", which is all it means.
                     Value::Number(n) if n.fract() == 0.0 => n as i64,
                     Value::Number(_) => return Err(shape("status is not an integer")),
                     _ => return Err(shape("status is not a number")),
                 };
-                let error = (status != 0).then(|| ErrorBody::from_value(&fields.take("error")));
+                let error = (status != 0).then(|| ErrorBody::from_value(&error));
                 Message::Acknowledgement {
                     correlid,
                     status,
@@ -324,14 +324,26 @@ impl Fields {
             None => Value::Nil,
         }
     }
+}
 
-    /// `type` must be a string when present; absent (or undefined, sent as nil) is empty.
-    fn kind(&mut self) -> Result<String, &'static str> {
-        match self.take("type") {
-            Value::Nil => Ok(String::new()),
-            Value::String(kind) => Ok(kind),
-            _ => Err("type is not a string"),
-        }
+/// The named fields of a body that must be a map, read without building the map.
+fn fields<const N: usize>(
+    frame: &Frame,
+    token: Token,
+    names: [&str; N],
+) -> Result<[Value; N], MessageError> {
+    decode_fields(&frame.body, names)?.ok_or_else(|| MessageError::Shape {
+        token,
+        reason: "body is not a map".to_owned(),
+    })
+}
+
+/// `type` must be a string when present; absent (or undefined, sent as nil) is empty.
+fn kind_of(kind: Value) -> Result<String, &'static str> {
+    match kind {
+        Value::Nil => Ok(String::new()),
+        Value::String(kind) => Ok(kind),
+        _ => Err("type is not a string"),
     }
 }
 

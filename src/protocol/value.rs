@@ -78,10 +78,58 @@ pub fn decode(body: &Bytes) -> Result<Value, DecodeError> {
         buf: body,
         pos: 0,
         max_depth: MAX_DEPTH,
+        outer: 0,
     };
     let value = reader.value()?;
     reader.finish()?;
     Ok(value)
+}
+
+/// The fields `names` of a body that is a map, as [`decode`] then [`Value::get`] would give
+/// them (the last of a repeated key wins, a missing one is nil), without building the map: a
+/// message's few fields are read with no String per key. `Ok(None)` if the body is not a
+/// map. Every other entry is read too, so this accepts and refuses exactly what `decode` does.
+/// The names are ASCII, as every name of the protocol is.
+pub fn decode_fields<const N: usize>(
+    body: &Bytes,
+    names: [&str; N],
+) -> Result<Option<[Value; N]>, DecodeError> {
+    debug_assert!(names.iter().all(|name| name.is_ascii()));
+    let mut reader = Reader {
+        buf: body,
+        pos: 0,
+        max_depth: MAX_DEPTH,
+        outer: 1,
+    };
+    let count = match body.first() {
+        Some(0x80..=0x8f | 0xde | 0xdf) => match reader.item()? {
+            Item::Map(count) => count,
+            _ => unreachable!("a map marker announces a map"),
+        },
+        _ => {
+            decode(body)?;
+            return Ok(None);
+        }
+    };
+    if count > reader.remaining() / 2 {
+        return Err(err("Map length exceeds the data."));
+    }
+    let mut fields = [const { Value::Nil }; N];
+    for _ in 0..count {
+        let wanted = match reader.str_bytes()? {
+            Some(key) => names.iter().position(|name| name.as_bytes() == key),
+            None => {
+                let key = js_string(&reader.value()?);
+                names.iter().position(|name| *name == key)
+            }
+        };
+        let value = reader.value()?;
+        if let Some(i) = wanted {
+            fields[i] = value;
+        }
+    }
+    reader.finish()?;
+    Ok(Some(fields))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -292,6 +340,8 @@ struct Reader<'a> {
     pos: usize,
     /// How many arrays/maps may be open at once.
     max_depth: usize,
+    /// How many are open around the value being read (by [`decode_fields`]).
+    outer: usize,
 }
 
 /// What one format byte (with its length bytes) announces.
@@ -472,7 +522,7 @@ impl<'a> Reader<'a> {
         loop {
             let mut done = match self.item()? {
                 Item::Scalar(value) => value,
-                Item::Array(_) | Item::Map(_) if stack.len() >= self.max_depth => {
+                Item::Array(_) | Item::Map(_) if self.outer + stack.len() >= self.max_depth => {
                     return Err(err(format!(
                         "Nesting deeper than {} levels.",
                         self.max_depth
@@ -549,6 +599,35 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The bytes of a string, if one comes next (as a key usually is); otherwise nothing is
+    /// read. A string that is not UTF-8 reads as one with U+FFFD in it, so it equals an
+    /// ASCII name exactly when its bytes do.
+    fn str_bytes(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
+        let Some(&marker) = self.buf.get(self.pos) else {
+            return Ok(None);
+        };
+        let len = match marker {
+            0xa0..=0xbf => {
+                self.pos += 1;
+                usize::from(marker & 0x1f)
+            }
+            0xd9 => {
+                self.pos += 1;
+                self.len8()?
+            }
+            0xda => {
+                self.pos += 1;
+                self.len16()?
+            }
+            0xdb => {
+                self.pos += 1;
+                self.len32()?
+            }
+            _ => return Ok(None),
+        };
+        self.take(len).map(Some)
+    }
+
     fn str(&mut self, len: usize) -> Result<Value, DecodeError> {
         let bytes = self.take(len)?;
         // The fast check first: valid UTF-8 (nearly every string) is copied as it is.
@@ -567,6 +646,7 @@ impl<'a> Reader<'a> {
                     buf: &data,
                     pos: 0,
                     max_depth: 0,
+                    outer: 0,
                 };
                 match inner.value() {
                     Ok(Value::Number(ms)) if inner.remaining() == 0 => Ok(Value::Date(ms)),
@@ -1147,6 +1227,27 @@ mod tests {
     }
 
     #[test]
+    fn fields_take_the_last_of_a_repeated_key_and_keys_of_any_kind() {
+        // {a: 1, 1: "one", "\xff": 2, a: 3, nested: {a: 9}}
+        let body = Bytes::from_static(&[
+            0x85, 0xa1, b'a', 0x01, 0x01, 0xa3, b'o', b'n', b'e', 0xa1, 0xff, 0x02, 0xa1, b'a',
+            0x03, 0xa6, b'n', b'e', b's', b't', b'e', b'd', 0x81, 0xa1, b'a', 0x09,
+        ]);
+        let [a, one, missing] = decode_fields(&body, ["a", "1", "b"]).unwrap().unwrap();
+        assert_eq!(a, Value::Number(3.0));
+        assert_eq!(one, s("one"));
+        assert_eq!(missing, Value::Nil);
+        assert_eq!(
+            decode_fields(&Bytes::from_static(&[0x91, 0x01]), ["a"]),
+            Ok(None)
+        );
+        assert_eq!(decode_fields(&Bytes::new(), ["a"]), Ok(None));
+        assert!(
+            decode_fields(&Bytes::from_static(&[0x81, 0xa1, b'a', 0x01, 0x00]), ["a"]).is_err()
+        );
+    }
+
+    #[test]
     fn deep_nesting_is_refused_without_overflowing_the_stack() {
         assert!(dec(&[0x91; 100_000]).is_err());
         assert!(dec(&[0xdc, 0x00, 0x01].repeat(100_000)).is_err());
@@ -1253,6 +1354,39 @@ mod tests {
                 let mut bent = bytes.clone();
                 bent[flip.0.index(bytes.len())] ^= flip.1;
                 let _ = dec(&bent);
+            }
+        }
+
+        #[test]
+        fn fields_are_what_the_decoded_map_gives_and_bad_bodies_fail_alike(
+            v in arb_value(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<(prop::sample::Index, u8)>(),
+        ) {
+            // Names that arbitrary maps hit now and then, an empty one and a missing one.
+            let names = ["", "a", "ab", "missing"];
+            let whole = encode(&v);
+            let mut bodies = vec![whole.clone()];
+            if !whole.is_empty() {
+                bodies.push(whole[..cut.index(whole.len())].to_vec());
+                let mut bent = whole.clone();
+                bent[flip.0.index(whole.len())] ^= flip.1;
+                bodies.push(bent);
+            }
+            for body in bodies {
+                let body = Bytes::from(body);
+                let fields = decode_fields(&body, names);
+                match decode(&body) {
+                    Err(e) => prop_assert_eq!(fields, Err(e)),
+                    Ok(map @ Value::Map(_)) => {
+                        let want = names.map(|name| map.get(name).cloned().unwrap_or(Value::Nil));
+                        let got = fields.unwrap().expect("a map");
+                        for (g, w) in got.iter().zip(want.iter()) {
+                            prop_assert!(same(g, w), "{:?} != {:?}", g, w);
+                        }
+                    }
+                    Ok(_) => prop_assert_eq!(fields, Ok(None)),
+                }
             }
         }
 
