@@ -75,8 +75,14 @@ pub struct OutgoingEvent {
     pub frame: Bytes,
 }
 
-/// Bytes first set aside for an EVENT frame being encoded.
-const SMALL_EVENT: usize = 256;
+/// An EVENT frame up to this size is encoded in a buffer kept for the next one and then
+/// copied out at its exact size (it may wait long in a queue of 100,000); a larger one keeps
+/// the buffer it was encoded in.
+const COPIED_FRAME: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
 
 impl OutgoingEvent {
     /// Encodes the EVENT frame for `{id, type, bundle}`.
@@ -99,14 +105,19 @@ impl OutgoingEvent {
         kind: &str,
         write_bundle: impl FnOnce(&mut BytesMut) -> Result<(), E>,
     ) -> Result<OutgoingEvent, E> {
-        // Room for a small event, the common case, so that it is written without regrowing.
-        let mut frame = BytesMut::with_capacity(SMALL_EVENT);
-        Message::encode_event(&mut frame, &id, kind, write_bundle)?;
-        Ok(OutgoingEvent {
-            seq,
-            id,
-            frame: frame.freeze(),
-        })
+        let frame = SCRATCH.with(|scratch| {
+            // Taken out while in use, so that a bundle writer that sends too is no problem.
+            let mut frame = std::mem::take(&mut *scratch.borrow_mut());
+            frame.clear();
+            let written = Message::encode_event(&mut frame, &id, kind, write_bundle);
+            if frame.len() > COPIED_FRAME {
+                return written.map(|()| frame.freeze());
+            }
+            let exact = written.map(|()| Bytes::copy_from_slice(&frame));
+            *scratch.borrow_mut() = frame;
+            exact
+        })?;
+        Ok(OutgoingEvent { seq, id, frame })
     }
 }
 
