@@ -588,6 +588,28 @@ test('a bundle nested as deep as the server can read goes through; one level dee
   t.deepEqual(value, { deepest: true })
 })
 
+test('action parameters nested as deep as the client can read arrive; one level deeper is refused by queueAction', async (t) => {
+  const { server, options } = await transports.tcp(t)
+  const { client } = track(t, options)
+  const actions = ackAll(client)
+  const nest = (levels) => {
+    let value = { deepest: true }
+    for (let i = 1; i < levels; i++) value = [value]
+    return value
+  }
+  const device = require('os').hostname()
+  t.throws(() => server.queueAction(device, { id: 'too-deep', type: 'nest', parameters: nest(512) }), { message: /nested too deeply/ })
+  server.queueAction(device, { id: 'deepest', type: 'nest', parameters: nest(511) })
+  client.connect()
+  await waitFor(() => actions.length === 1)
+  t.is(actions[0].id, 'deepest')
+  let value = actions[0].parameters
+  let levels = 1
+  while (Array.isArray(value)) { value = value[0]; levels++ }
+  t.is(levels, 511)
+  t.deepEqual(value, { deepest: true })
+})
+
 test('a Buffer in an event is read when send() is called: changing it afterwards changes nothing', async (t) => {
   const { server, options } = await transports.tcp(t)
   const { client } = track(t, options)

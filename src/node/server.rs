@@ -11,7 +11,7 @@ use napi::{Result, Status};
 use napi_derive::napi;
 use tokio::sync::mpsc;
 
-use super::value::JsValue;
+use super::value::{JsField, JsValue};
 use crate::protocol::ErrorBody;
 use crate::server::{ConnectionInfo, OutboundAction, Server, ServerEvent, ServerOptions, Verdict};
 
@@ -307,7 +307,7 @@ impl NativeServer {
         device_name: String,
         id: JsValue,
         action_type: String,
-        parameters: JsValue,
+        parameters: JsField,
     ) -> f64 {
         self.server.queue_action(
             &device_name,

@@ -48,11 +48,37 @@ impl ToNapiValue for &Value {
     }
 }
 
+/// A [`Value`] that travels as a field of a message's map (an action's parameters): it may
+/// nest one level less than a value on its own, so that the peer can read the message.
+pub struct JsField(pub Value);
+
+impl TypeName for JsField {
+    fn type_name() -> &'static str {
+        "unknown"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Unknown
+    }
+}
+
+impl ValidateNapiValue for JsField {}
+
+impl FromNapiValue for JsField {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        to_value_at(env, value, 1).map(JsField)
+    }
+}
+
 /// `value` as a [`Value`]: encoded by [`encode`] and decoded again, so it is exactly what
 /// the wire will carry and there is one walk of JavaScript values, not two to keep alike.
 pub unsafe fn to_value(env: sys::napi_env, value: sys::napi_value) -> Result<Value> {
+    to_value_at(env, value, 0)
+}
+
+/// [`to_value`] of a value that `depth` arrays and maps will enclose on the wire.
+unsafe fn to_value_at(env: sys::napi_env, value: sys::napi_value, depth: usize) -> Result<Value> {
     let mut body = BytesMut::with_capacity(64);
-    encode(env, value, 0, &mut body)?;
+    encode(env, value, depth, &mut body)?;
     decode(&body.freeze()).map_err(|e| Error::new(Status::InvalidArg, e.0))
 }
 
