@@ -101,6 +101,15 @@ test('an async onEvent handler that throws rejects the event', async (t) => {
   client.destroy()
 })
 
+test('queueAction without an id makes one: a random UUID without dashes, all different', async (t) => {
+  const server = await start(t)
+  // More than one pool of random bytes (256 ids) worth.
+  const ids = Array.from({ length: 600 }, (_, i) => server.queueAction('nobody', { type: 'lamp', parameters: { i } }))
+  t.true(ids.every((id) => /^[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}$/.test(id)))
+  t.is(new Set(ids).size, ids.length)
+  t.is(server.queueAction('nobody', { id: 'given', type: 'lamp' }), 'given')
+})
+
 test('held actions are delivered one at a time before DRAINED', async (t) => {
   const server = await start(t)
   const done = []

@@ -1,11 +1,11 @@
 'use strict'
 
 const { EventEmitter } = require('events')
-const { randomUUID } = require('crypto')
 const { NativeServer } = require('../binding.js')
 const { Event } = require('./messages')
 const { gatewayError, fromNative } = require('./errors')
 const { pemBuffer, caList } = require('./tls-options')
+const { newId } = require('./ids')
 
 const DEFAULT_PORT = 7777
 
@@ -143,7 +143,7 @@ class Server extends EventEmitter {
     if (action === null || typeof action !== 'object') throw new TypeError('Action expected.')
     if (typeof action.type !== 'string' || !action.type) throw new TypeError('Invalid action type.')
     if (callback !== undefined && typeof callback !== 'function') throw new TypeError('Invalid callback.')
-    const id = action.id === undefined || action.id === null ? randomUUID().replace(/-/g, '') : action.id
+    const id = action.id === undefined || action.id === null ? newId() : action.id
     const parameters = action.parameters === undefined ? null : action.parameters
     const ticket = this._native.queueAction(deviceName, id, action.type, parameters)
     if (callback) this._actionCallbacks.set(ticket, callback)
