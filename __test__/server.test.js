@@ -379,6 +379,24 @@ for (const method of ['close', 'destroy']) {
   })
 }
 
+test('listen() called right after close(), without waiting for it, listens again', async (t) => {
+  const server = new Server()
+  t.teardown(() => new Promise((resolve) => server.destroy(resolve)))
+  for (let round = 0; round < 20; round++) {
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const errors = []
+    server.on('error', (err) => errors.push(err))
+    const closed = new Promise((resolve) => server.close(resolve))
+    const listening = new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+    t.is(await closed, undefined, `close() in round ${round}`)
+    await listening
+    t.deepEqual(errors, [], `listen() in round ${round}`)
+    t.true(server.listening)
+    server.removeAllListeners('error')
+    await new Promise((resolve) => server.destroy(resolve))
+  }
+})
+
 test('each close() and destroy() callback runs, however its result and the close notice race', async (t) => {
   const net = require('net')
   const server = new Server()

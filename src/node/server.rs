@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use napi::bindgen_prelude::Buffer;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -16,7 +17,25 @@ use crate::protocol::ErrorBody;
 use crate::server::{ConnectionInfo, OutboundAction, Server, ServerEvent, ServerOptions, Verdict};
 
 type EventSink = ThreadsafeFunction<Vec<ServerNotice>, (), Vec<ServerNotice>, Status, false>;
-type Inbox = Arc<Mutex<Option<mpsc::UnboundedReceiver<ServerEvent>>>>;
+/// The server's events, held here between one listen() and the next: the pump of a listening
+/// server owns them, and gives them back when the server has closed.
+struct InboxSlot {
+    events: Mutex<Option<mpsc::UnboundedReceiver<ServerEvent>>>,
+    returned: tokio::sync::Notify,
+}
+
+type Inbox = Arc<InboxSlot>;
+
+impl InboxSlot {
+    fn put(&self, rx: mpsc::UnboundedReceiver<ServerEvent>) {
+        *self.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
+        self.returned.notify_one();
+    }
+
+    fn take(&self) -> Option<mpsc::UnboundedReceiver<ServerEvent>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
 
 #[napi(object)]
 pub struct NativeServerOptions {
@@ -171,30 +190,59 @@ fn to_notice(event: ServerEvent) -> ServerNotice {
 /// puts the receiver back for the next `listen()` and drops the threadsafe function.
 fn spawn_pump(inbox: Inbox, mut rx: mpsc::UnboundedReceiver<ServerEvent>, sink: EventSink) {
     napi::bindgen_prelude::spawn(async move {
-        let mut closed = false;
-        while !closed {
-            let Some(first) = rx.recv().await else { break };
+        while let Some(first) = rx.recv().await {
             let mut batch = Vec::new();
             let mut next = Some(first);
+            let mut closed = false;
             while let Some(event) = next {
-                closed |= event == ServerEvent::Closed;
+                closed = event == ServerEvent::Closed;
                 batch.push(to_notice(event));
                 if closed {
                     break;
                 }
                 next = rx.try_recv().ok();
             }
+            if closed {
+                // Given back before JavaScript hears of the close, so that a listen() made
+                // from the close callback finds the server's events ready for it.
+                inbox.put(rx);
+                sink.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+                return;
+            }
             sink.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
         }
-        *inbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
-        drop(sink);
+        inbox.put(rx);
     });
 }
+
+/// How long a listen() right after a close waits for the closed server's events to come back.
+const INBOX_RETURN: Duration = Duration::from_secs(5);
 
 #[napi]
 pub struct NativeServer {
     server: Arc<Server>,
     inbox: Inbox,
+}
+
+impl NativeServer {
+    /// The server's events for a new listen(): none while it is listening. Closed but with the
+    /// events still on their way back from the last pump (JavaScript may listen again as soon
+    /// as close() has resolved), they are waited for.
+    async fn take_inbox(&self) -> Option<mpsc::UnboundedReceiver<ServerEvent>> {
+        let deadline = tokio::time::Instant::now() + INBOX_RETURN;
+        loop {
+            if let Some(rx) = self.inbox.take() {
+                return Some(rx);
+            }
+            if self.server.local_addr().is_some() {
+                return None;
+            }
+            let returned = self.inbox.returned.notified();
+            if tokio::time::timeout_at(deadline, returned).await.is_err() {
+                return self.inbox.take();
+            }
+        }
+    }
 }
 
 #[napi]
@@ -233,7 +281,10 @@ impl NativeServer {
         );
         Ok(NativeServer {
             server: Arc::new(server),
-            inbox: Arc::new(Mutex::new(Some(rx))),
+            inbox: Arc::new(InboxSlot {
+                events: Mutex::new(Some(rx)),
+                returned: tokio::sync::Notify::new(),
+            }),
         })
     }
 
@@ -247,7 +298,7 @@ impl NativeServer {
         let port = u16::try_from(port).map_err(|_| {
             napi::Error::new(Status::InvalidArg, "Port should be >= 0 and < 65536.")
         })?;
-        let Some(rx) = self.inbox.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        let Some(rx) = self.take_inbox().await else {
             return Ok(Listened {
                 address: None,
                 error: Some(Failure {
@@ -265,7 +316,7 @@ impl NativeServer {
                 })
             }
             Err(e) => {
-                *self.inbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
+                self.inbox.put(rx);
                 Ok(Listened {
                     address: None,
                     error: Some(Failure {
