@@ -107,17 +107,18 @@ impl Message {
             Token::Drained => Message::Drained,
             Token::Bye => match decode(&frame.body)? {
                 Value::Nil => Message::Bye { error: None },
-                Value::Map(entries) => Message::Bye {
-                    error: match Fields(entries).take("error") {
-                        Value::Nil => None,
-                        error => Some(ErrorBody::from_value(&error)),
+                body @ Value::Map(_) => Message::Bye {
+                    error: match body.get("error") {
+                        None | Some(Value::Nil) => None,
+                        Some(error) => Some(ErrorBody::from_value(error)),
                     },
                 },
                 _ => return Err(shape("body is not a map")),
             },
-            Token::Hello => Message::Hello {
-                metadata: Fields::read(frame, token)?.take("metadata"),
-            },
+            Token::Hello => {
+                let [metadata] = fields(frame, token, ["metadata"])?;
+                Message::Hello { metadata }
+            }
             Token::Event => {
                 let [id, kind, bundle] = fields(frame, token, ["id", "type", "bundle"])?;
                 Message::Event {
@@ -298,30 +299,6 @@ impl ErrorBody {
         write_str(&self.message, out);
         if let ErrorKeys::MessageFirst = order {
             code(out);
-        }
-    }
-}
-
-/// A decoded body's properties, taken out by name (the last of repeated keys wins, as in
-/// the object the original would have built) so that large values move instead of cloning.
-struct Fields(Vec<(String, Value)>);
-
-impl Fields {
-    /// The body of a token whose body must be an object.
-    fn read(frame: &Frame, token: Token) -> Result<Fields, MessageError> {
-        match decode(&frame.body)? {
-            Value::Map(entries) => Ok(Fields(entries)),
-            _ => Err(MessageError::Shape {
-                token,
-                reason: "body is not a map".to_owned(),
-            }),
-        }
-    }
-
-    fn take(&mut self, key: &str) -> Value {
-        match self.0.iter().rposition(|(k, _)| k == key) {
-            Some(i) => std::mem::replace(&mut self.0[i].1, Value::Nil),
-            None => Value::Nil,
         }
     }
 }

@@ -95,31 +95,33 @@ pub fn decode_fields<const N: usize>(
     names: [&str; N],
 ) -> Result<Option<[Value; N]>, DecodeError> {
     debug_assert!(names.iter().all(|name| name.is_ascii()));
+    if body.is_empty() {
+        // Null, as for `decode`.
+        return Ok(None);
+    }
     let mut reader = Reader {
         buf: body,
         pos: 0,
         max_depth: MAX_DEPTH,
-        outer: 1,
+        outer: 0,
     };
-    let count = match body.first() {
-        Some(0x80..=0x8f | 0xde | 0xdf) => match reader.item()? {
-            Item::Map(count) => count,
-            _ => unreachable!("a map marker announces a map"),
-        },
-        _ => {
-            decode(body)?;
+    let count = match reader.item()? {
+        Item::Map(count) => count,
+        other => {
+            reader.value_from(other)?;
+            reader.finish()?;
             return Ok(None);
         }
     };
-    if count > reader.remaining() / 2 {
-        return Err(err("Map length exceeds the data."));
-    }
+    reader.outer = 1;
     let mut fields = [const { Value::Nil }; N];
     for _ in 0..count {
-        let wanted = match reader.str_bytes()? {
-            Some(key) => names.iter().position(|name| name.as_bytes() == key),
-            None => {
-                let key = js_string(&reader.value()?);
+        // A key that is not valid UTF-8 reads with U+FFFD in it, so it equals an ASCII name
+        // exactly when its bytes do.
+        let wanted = match reader.item()? {
+            Item::Str(key) => names.iter().position(|name| name.as_bytes() == key),
+            other => {
+                let key = js_string(&reader.value_from(other)?);
                 names.iter().position(|name| *name == key)
             }
         };
@@ -345,8 +347,10 @@ struct Reader<'a> {
 }
 
 /// What one format byte (with its length bytes) announces.
-enum Item {
+enum Item<'a> {
     Scalar(Value),
+    /// A string's bytes, not yet made a `String` (a key may only need comparing).
+    Str(&'a [u8]),
     Array(usize),
     Map(usize),
 }
@@ -430,13 +434,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn item(&mut self) -> Result<Item, DecodeError> {
+    fn item(&mut self) -> Result<Item<'a>, DecodeError> {
         let marker = self.u8()?;
         let scalar = match marker {
             0x00..=0x7f => Value::Number(f64::from(marker)),
-            0x80..=0x8f => return Ok(Item::Map(usize::from(marker & 0x0f))),
-            0x90..=0x9f => return Ok(Item::Array(usize::from(marker & 0x0f))),
-            0xa0..=0xbf => self.str(usize::from(marker & 0x1f))?,
+            0x80..=0x8f => return self.map(usize::from(marker & 0x0f)),
+            0x90..=0x9f => return self.array_of(usize::from(marker & 0x0f)),
+            0xa0..=0xbf => return Ok(Item::Str(self.take(usize::from(marker & 0x1f))?)),
             0xc0 => Value::Nil,
             0xc1 => return Err(err("Reserved format byte 0xc1.")),
             0xc2 => Value::Bool(false),
@@ -483,31 +487,31 @@ impl<'a> Reader<'a> {
             0xd8 => self.ext(16)?,
             0xd9 => {
                 let n = self.len8()?;
-                self.str(n)?
+                return Ok(Item::Str(self.take(n)?));
             }
             0xda => {
                 let n = self.len16()?;
-                self.str(n)?
+                return Ok(Item::Str(self.take(n)?));
             }
             0xdb => {
                 let n = self.len32()?;
-                self.str(n)?
+                return Ok(Item::Str(self.take(n)?));
             }
             0xdc => {
                 let n = self.len16()?;
-                return Ok(Item::Array(n));
+                return self.array_of(n);
             }
             0xdd => {
                 let n = self.len32()?;
-                return Ok(Item::Array(n));
+                return self.array_of(n);
             }
             0xde => {
                 let n = self.len16()?;
-                return Ok(Item::Map(n));
+                return self.map(n);
             }
             0xdf => {
                 let n = self.len32()?;
-                return Ok(Item::Map(n));
+                return self.map(n);
             }
             0xe0..=0xff => Value::Number(f64::from(marker as i8)),
         };
@@ -518,10 +522,22 @@ impl<'a> Reader<'a> {
     /// tie the nesting a peer may send to the stack of whatever thread decodes (small on
     /// runtime workers, smaller in debug builds).
     fn value(&mut self) -> Result<Value, DecodeError> {
+        let first = self.item()?;
+        self.value_from(first)
+    }
+
+    /// [`Reader::value`] whose first item (format byte and length) is read already.
+    fn value_from(&mut self, first: Item<'a>) -> Result<Value, DecodeError> {
         let mut stack: Vec<Open> = Vec::new();
+        let mut next = Some(first);
         loop {
-            let mut done = match self.item()? {
+            let item = match next.take() {
+                Some(item) => item,
+                None => self.item()?,
+            };
+            let mut done = match item {
                 Item::Scalar(value) => value,
+                Item::Str(bytes) => Value::String(text(bytes)),
                 Item::Array(_) | Item::Map(_) if self.outer + stack.len() >= self.max_depth => {
                     return Err(err(format!(
                         "Nesting deeper than {} levels.",
@@ -529,10 +545,6 @@ impl<'a> Reader<'a> {
                     )));
                 }
                 Item::Array(count) => {
-                    // Every element takes at least one byte.
-                    if count > self.remaining() {
-                        return Err(err("Array length exceeds the data."));
-                    }
                     if count == 0 {
                         Value::Array(Vec::new())
                     } else {
@@ -544,10 +556,6 @@ impl<'a> Reader<'a> {
                     }
                 }
                 Item::Map(count) => {
-                    // Every key and every value takes at least one byte.
-                    if count > self.remaining() / 2 {
-                        return Err(err("Map length exceeds the data."));
-                    }
                     if count == 0 {
                         Value::Map(Vec::new())
                     } else {
@@ -599,42 +607,21 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The bytes of a string, if one comes next (as a key usually is); otherwise nothing is
-    /// read. A string that is not UTF-8 reads as one with U+FFFD in it, so it equals an
-    /// ASCII name exactly when its bytes do.
-    fn str_bytes(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
-        let Some(&marker) = self.buf.get(self.pos) else {
-            return Ok(None);
-        };
-        let len = match marker {
-            0xa0..=0xbf => {
-                self.pos += 1;
-                usize::from(marker & 0x1f)
-            }
-            0xd9 => {
-                self.pos += 1;
-                self.len8()?
-            }
-            0xda => {
-                self.pos += 1;
-                self.len16()?
-            }
-            0xdb => {
-                self.pos += 1;
-                self.len32()?
-            }
-            _ => return Ok(None),
-        };
-        self.take(len).map(Some)
+    /// An array header; refused when its count cannot fit the bytes left (every element
+    /// takes at least one), so that no count the input cannot back is ever allocated for.
+    fn array_of(&self, count: usize) -> Result<Item<'a>, DecodeError> {
+        if count > self.remaining() {
+            return Err(err("Array length exceeds the data."));
+        }
+        Ok(Item::Array(count))
     }
 
-    fn str(&mut self, len: usize) -> Result<Value, DecodeError> {
-        let bytes = self.take(len)?;
-        // The fast check first: valid UTF-8 (nearly every string) is copied as it is.
-        Ok(Value::String(match std::str::from_utf8(bytes) {
-            Ok(text) => text.to_owned(),
-            Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-        }))
+    /// A map header, refused as [`Reader::array_of`] is (every entry takes at least two bytes).
+    fn map(&self, count: usize) -> Result<Item<'a>, DecodeError> {
+        if count > self.remaining() / 2 {
+            return Err(err("Map length exceeds the data."));
+        }
+        Ok(Item::Map(count))
     }
 
     fn ext(&mut self, len: usize) -> Result<Value, DecodeError> {
@@ -656,6 +643,15 @@ impl<'a> Reader<'a> {
             EXT_TIMESTAMP => timestamp(&data).map(Value::Date),
             _ => Ok(Value::Ext(kind, data)),
         }
+    }
+}
+
+/// A string's bytes as a `String`: valid UTF-8 (nearly every string, checked first) is copied
+/// as it is, anything else gets U+FFFD where it is not.
+fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 
