@@ -17,11 +17,13 @@
 //! attempt, with N equal to `max_reconnect_attempts`, the session gives up. The first drop or
 //! failure, which leads to the first reconnect, is not itself an attempt.
 
-use crate::protocol::{encode_into, ErrorBody, Message, Value};
+use crate::protocol::value::value_writer;
+use crate::protocol::{decode, DecodeError, ErrorBody, Message, Value};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
+use std::ops::Range;
 
 /// Generous: a device that is offline for a while keeps this many events, then refuses more.
 pub const DEFAULT_MAX_QUEUE_SIZE: usize = 100_000;
@@ -87,38 +89,47 @@ thread_local! {
 impl OutgoingEvent {
     /// Encodes the EVENT frame for `{id, type, bundle}`.
     pub fn new(seq: u64, id: Value, kind: impl AsRef<str>, bundle: Value) -> OutgoingEvent {
-        let written: Result<OutgoingEvent, Infallible> =
-            OutgoingEvent::encode(seq, id, kind.as_ref(), |out| {
-                encode_into(&bundle, out);
-                Ok(())
-            });
-        let Ok(event) = written;
-        event
+        let written: Result<_, Infallible> =
+            encode_event(value_writer(&id), kind.as_ref(), value_writer(&bundle));
+        let Ok((frame, _)) = written;
+        OutgoingEvent { seq, id, frame }
     }
 
-    /// Encodes the EVENT frame for `{id, type, bundle}` with the bundle written by
-    /// `write_bundle`, straight from a value of the caller's own (a JavaScript one) into the
-    /// frame; its error, if any, is the result.
-    pub fn encode<E>(
+    /// Encodes the EVENT frame for `{id, type, bundle}` with the id and the bundle written by
+    /// the caller's own encoders, straight from its values (JavaScript ones) into the frame;
+    /// the id, needed to match the acknowledgement, is read back from the frame. An encoder's
+    /// error is the result.
+    pub fn encode<E: From<DecodeError>>(
         seq: u64,
-        id: Value,
+        write_id: impl FnOnce(&mut BytesMut) -> Result<(), E>,
         kind: &str,
         write_bundle: impl FnOnce(&mut BytesMut) -> Result<(), E>,
     ) -> Result<OutgoingEvent, E> {
-        let frame = SCRATCH.with(|scratch| {
-            // Taken out while in use, so that a bundle writer that sends too is no problem.
-            let mut frame = std::mem::take(&mut *scratch.borrow_mut());
-            frame.clear();
-            let written = Message::encode_event(&mut frame, &id, kind, write_bundle);
-            if frame.len() > COPIED_FRAME {
-                return written.map(|()| frame.freeze());
-            }
-            let exact = written.map(|()| Bytes::copy_from_slice(&frame));
-            *scratch.borrow_mut() = frame;
-            exact
-        })?;
+        let (frame, id) = encode_event(write_id, kind, write_bundle)?;
+        let id = decode(&frame.slice(id))?;
         Ok(OutgoingEvent { seq, id, frame })
     }
+}
+
+/// An EVENT frame and where its id is in it (see [`Message::encode_event`]), encoded in a
+/// buffer kept for the next one.
+fn encode_event<E>(
+    write_id: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    kind: &str,
+    write_bundle: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<(Bytes, Range<usize>), E> {
+    SCRATCH.with(|scratch| {
+        // Taken out while in use, so that an encoder that sends too is no problem.
+        let mut frame = std::mem::take(&mut *scratch.borrow_mut());
+        frame.clear();
+        let written = Message::encode_event(&mut frame, write_id, kind, write_bundle);
+        if frame.len() > COPIED_FRAME {
+            return written.map(|id| (frame.freeze(), id));
+        }
+        let exact = written.map(|id| (Bytes::copy_from_slice(&frame), id));
+        *scratch.borrow_mut() = frame;
+        exact
+    })
 }
 
 /// An error as the JavaScript layer shows it: `new Error(message)` with `err.code = code`.

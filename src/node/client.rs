@@ -17,7 +17,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
 
-use super::value::{encode, read_string, to_value, JsValue};
+use super::value::{encode, read_string, to_value, JsValue, FIELD_DEPTH};
 use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, Tokio};
 use crate::protocol::{ErrorBody, Value};
 use crate::session::{Notice, OutgoingEvent, SessionConfig, SessionError};
@@ -682,12 +682,15 @@ unsafe extern "C" fn call_send(
         |calls, [seq, id, kind, bundle]: [sys::napi_value; 4]| {
             let mut number = 0.0;
             napi::check_status!(sys::napi_get_value_double(env, seq, &mut number))?;
-            let id = to_value(env, id)?;
             let kind = read_string(env, kind)?;
-            // The bundle goes straight from the caller's objects and Buffers into the frame;
-            // it is inside the message's map, hence depth 1.
-            let event =
-                OutgoingEvent::encode(number as u64, id, &kind, |out| encode(env, bundle, 1, out))?;
+            // The id and the bundle go straight from the caller's values and Buffers into
+            // the frame.
+            let event = OutgoingEvent::encode(
+                number as u64,
+                |out| encode(env, id, FIELD_DEPTH, out),
+                &kind,
+                |out| encode(env, bundle, FIELD_DEPTH, out),
+            )?;
             // Now, or with the other sends of this turn on the loop's next (see uv::send_now).
             let now = super::uv::send_now(event.frame.len());
             let event = Command::Send(event);

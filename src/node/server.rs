@@ -12,7 +12,7 @@ use napi::{Result, Status};
 use napi_derive::napi;
 use tokio::sync::mpsc;
 
-use super::value::{JsField, JsValue};
+use super::value::JsValue;
 use crate::protocol::ErrorBody;
 use crate::server::{ConnectionInfo, OutboundAction, Server, ServerEvent, ServerOptions, Verdict};
 
@@ -358,7 +358,7 @@ impl NativeServer {
         device_name: String,
         id: JsValue,
         action_type: String,
-        parameters: JsField,
+        parameters: JsValue,
     ) -> f64 {
         self.server.queue_action(
             &device_name,

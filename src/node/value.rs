@@ -14,7 +14,7 @@ use crate::protocol::value::{
     write_array_header, write_binary, write_bool, write_date, write_map_header, write_nil,
     write_number, write_str_header, MAX_DEPTH,
 };
-use crate::protocol::{decode, Value};
+use crate::protocol::{decode, DecodeError, Value};
 
 /// A [`Value`] crossing the napi boundary.
 pub struct JsValue(pub Value);
@@ -48,38 +48,23 @@ impl ToNapiValue for &Value {
     }
 }
 
-/// A [`Value`] that travels as a field of a message's map (an action's parameters): it may
-/// nest one level less than a value on its own, so that the peer can read the message.
-pub struct JsField(pub Value);
-
-impl TypeName for JsField {
-    fn type_name() -> &'static str {
-        "unknown"
-    }
-    fn value_type() -> ValueType {
-        ValueType::Unknown
-    }
-}
-
-impl ValidateNapiValue for JsField {}
-
-impl FromNapiValue for JsField {
-    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
-        to_value_at(env, value, 1).map(JsField)
-    }
-}
+/// How many maps enclose every JavaScript value the protocol carries: each is a field of a
+/// message's map (an id, a bundle, an action's parameters).
+pub const FIELD_DEPTH: usize = 1;
 
 /// `value` as a [`Value`]: encoded by [`encode`] and decoded again, so it is exactly what
 /// the wire will carry and there is one walk of JavaScript values, not two to keep alike.
 pub unsafe fn to_value(env: sys::napi_env, value: sys::napi_value) -> Result<Value> {
-    to_value_at(env, value, 0)
+    let mut body = BytesMut::with_capacity(64);
+    encode(env, value, FIELD_DEPTH, &mut body)?;
+    Ok(decode(&body.freeze())?)
 }
 
-/// [`to_value`] of a value that `depth` arrays and maps will enclose on the wire.
-unsafe fn to_value_at(env: sys::napi_env, value: sys::napi_value, depth: usize) -> Result<Value> {
-    let mut body = BytesMut::with_capacity(64);
-    encode(env, value, depth, &mut body)?;
-    decode(&body.freeze()).map_err(|e| Error::new(Status::InvalidArg, e.0))
+/// What cannot be decoded was refused: an argument's fault, as when it nests too deeply.
+impl From<DecodeError> for Error {
+    fn from(err: DecodeError) -> Error {
+        Error::new(Status::InvalidArg, err.0)
+    }
 }
 
 /// Writes `value` into `out` as MessagePack, as PROTOCOL.md section 5 maps JavaScript values:

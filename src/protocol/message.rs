@@ -3,10 +3,12 @@
 
 use super::frame::{Frame, Token, HEADER_LEN};
 use super::value::{
-    decode, decode_fields, js_string, write_map_header, write_str, write_value, DecodeError, Value,
+    decode, decode_fields, js_string, value_writer, write_map_header, write_str, write_value,
+    DecodeError, Value,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use std::convert::Infallible;
+use std::ops::Range;
 
 /// `{code, message}` carried by BYE and by a failed ACKNOWLEDGEMENT.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,19 +188,30 @@ impl Message {
         let Ok(()) = written;
     }
 
-    /// Writes the EVENT frame `{id, type, bundle}` into `dst`, the bundle by `write_bundle`
-    /// (an encoder of values that are not [`Value`]s, as JavaScript's), straight into place.
-    /// If `write_bundle` fails, `dst` is left as it was.
+    /// Writes the EVENT frame `{id, type, bundle}` into `dst`, its id and bundle by the
+    /// caller's own encoders (of JavaScript values) straight into place, and returns where in
+    /// `dst` the id's bytes are. If an encoder fails, `dst` is left as it was.
     pub fn encode_event<E>(
         dst: &mut BytesMut,
-        id: &Value,
+        write_id: impl FnOnce(&mut BytesMut) -> Result<(), E>,
         kind: &str,
         write_bundle: impl FnOnce(&mut BytesMut) -> Result<(), E>,
-    ) -> Result<(), E> {
+    ) -> Result<Range<usize>, E> {
+        let mut id = 0..0;
         framed(Token::Event, dst, |out| {
-            write_event_head(id, kind, out);
-            write_bundle(out)
-        })
+            write_event(
+                out,
+                |out: &mut BytesMut| {
+                    id.start = out.len();
+                    write_id(out)?;
+                    id.end = out.len();
+                    Ok(())
+                },
+                kind,
+                write_bundle,
+            )
+        })?;
+        Ok(id)
     }
 
     /// The body, keys in the original's order; bodyless messages write nothing.
@@ -216,8 +229,9 @@ impl Message {
                 error.write(ErrorKeys::CodeFirst, out);
             }
             Message::Event { id, kind, bundle } => {
-                write_event_head(id, kind, out);
-                write_value(bundle, out);
+                let written: Result<(), Infallible> =
+                    write_event(out, value_writer(id), kind, value_writer(bundle));
+                let Ok(()) = written;
             }
             Message::Action {
                 id,
@@ -351,14 +365,21 @@ fn framed<E>(
     Ok(())
 }
 
-/// An EVENT body up to its bundle: the map of three, `id`, `type` and the key `bundle`.
-fn write_event_head<B: BufMut>(id: &Value, kind: &str, out: &mut B) {
+/// An EVENT body, the map `{id, type, bundle}`, with the id and the bundle written by
+/// `write_id` and `write_bundle`.
+fn write_event<B: BufMut, E>(
+    out: &mut B,
+    write_id: impl FnOnce(&mut B) -> Result<(), E>,
+    kind: &str,
+    write_bundle: impl FnOnce(&mut B) -> Result<(), E>,
+) -> Result<(), E> {
     write_map_header(3, out);
     write_str("id", out);
-    write_value(id, out);
+    write_id(out)?;
     write_str("type", out);
     write_str(kind, out);
     write_str("bundle", out);
+    write_bundle(out)
 }
 
 /// A `BufMut` that only counts what is written to it: the encoder itself measures a message.
@@ -417,14 +438,17 @@ mod tests {
             bundle: bundle.clone(),
         };
         let mut dst = BytesMut::from(&b"before"[..]);
-        let written: Result<(), ()> = Message::encode_event(&mut dst, &text("e1"), "t", |out| {
-            write_value(&bundle, out);
-            Ok(())
-        });
-        assert_eq!(written, Ok(()));
+        let written: Result<_, ()> = Message::encode_event(
+            &mut dst,
+            value_writer(&text("e1")),
+            "t",
+            value_writer(&bundle),
+        );
+        let id = written.unwrap();
+        assert_eq!(decode(&dst.clone().freeze().slice(id)), Ok(text("e1")));
         assert_eq!(&dst[..6], b"before");
         assert_eq!(&dst[6..], &event.to_bytes()[..]);
-        let failed = Message::encode_event(&mut dst, &text("e2"), "t", |out| {
+        let failed = Message::encode_event(&mut dst, value_writer(&text("e2")), "t", |out| {
             out.put_slice(b"partial");
             Err("cannot")
         });

@@ -65,7 +65,7 @@ pub fn encode(value: &Value) -> Vec<u8> {
     out
 }
 
-pub fn encode_into<B: BufMut>(value: &Value, out: &mut B) {
+pub fn encode_into(value: &Value, out: &mut Vec<u8>) {
     write_value(value, out);
 }
 
@@ -160,6 +160,15 @@ pub(super) fn write_value<B: BufMut>(value: &Value, out: &mut B) {
         }
         Value::Date(ms) => write_date(*ms, out),
         Value::Ext(kind, data) => write_ext(*kind, data, out),
+    }
+}
+
+/// `value` as an encoder that cannot fail, for what takes encoders of the caller's own (see
+/// [`super::Message::encode_event`]).
+pub fn value_writer<B: BufMut, E>(value: &Value) -> impl FnOnce(&mut B) -> Result<(), E> + '_ {
+    move |out| {
+        write_value(value, out);
+        Ok(())
     }
 }
 
