@@ -91,7 +91,7 @@ pub unsafe fn encode(
             check_status!(sys::napi_get_value_double(env, value, &mut n))?;
             write_number(n, out);
         }
-        sys::ValueType::napi_string => encode_string(env, value, out)?,
+        sys::ValueType::napi_string => put_utf8(env, value, out, write_str_header)?,
         sys::ValueType::napi_object => encode_object(env, value, depth, out)?,
         // undefined, null, functions, symbols: nil, as the original writes them.
         _ => write_nil(out),
@@ -102,56 +102,15 @@ pub unsafe fn encode(
 /// Strings this long or shorter are read with one Node-API call instead of two.
 const SHORT_STRING: usize = 256;
 
-/// Node stops before a character that does not fit whole, so a string read into `room`
-/// bytes (one is the terminating NUL) that came out more than 4 bytes short is complete.
-fn whole(written: usize, room: usize) -> bool {
-    written + 4 < room - 1
-}
-
-pub(super) unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> Result<String> {
-    // One call into a buffer on the stack: enough for ids, types and keys, nearly always.
-    let mut short = [0u8; SHORT_STRING];
-    let mut written = 0;
-    check_status!(sys::napi_get_value_string_utf8(
-        env,
-        value,
-        short.as_mut_ptr().cast::<c_char>(),
-        short.len(),
-        &mut written
-    ))?;
-    let bytes = if whole(written, short.len()) {
-        short[..written].to_vec()
-    } else {
-        let mut len = 0;
-        check_status!(sys::napi_get_value_string_utf8(
-            env,
-            value,
-            ptr::null_mut(),
-            0,
-            &mut len
-        ))?;
-        let mut buf = vec![0u8; len + 1];
-        check_status!(sys::napi_get_value_string_utf8(
-            env,
-            value,
-            buf.as_mut_ptr().cast::<c_char>(),
-            buf.len(),
-            &mut written
-        ))?;
-        buf.truncate(written);
-        buf
-    };
-    // Node writes valid UTF-8 (lone surrogates become U+FFFD), so this does not copy again.
-    Ok(String::from_utf8(bytes)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
-}
-
-/// A string as MessagePack: a short one through a buffer on the stack, a long one straight
-/// into `out`. Node writes valid UTF-8 (lone surrogates become U+FFFD).
-unsafe fn encode_string(
+/// Appends the UTF-8 of the string `value` to `out`, after what `before(len, out)` writes
+/// once its length is known. A short string (ids, types, keys: nearly all) is read with one
+/// call into a buffer on the stack, a long one straight into `out`. Node writes valid UTF-8
+/// (lone surrogates become U+FFFD).
+unsafe fn put_utf8(
     env: sys::napi_env,
     value: sys::napi_value,
     out: &mut BytesMut,
+    before: impl FnOnce(usize, &mut BytesMut),
 ) -> Result<()> {
     let mut short = [0u8; SHORT_STRING];
     let mut written = 0;
@@ -162,8 +121,10 @@ unsafe fn encode_string(
         short.len(),
         &mut written
     ))?;
-    if whole(written, short.len()) {
-        write_str_header(written, out);
+    // Node stops before a character that does not fit whole, so a result more than 4 bytes
+    // short of the room (one byte of it is the terminating NUL) is the whole string.
+    if written + 4 < short.len() - 1 {
+        before(written, out);
         out.put_slice(&short[..written]);
         return Ok(());
     }
@@ -175,7 +136,7 @@ unsafe fn encode_string(
         0,
         &mut len
     ))?;
-    write_str_header(len, out);
+    before(len, out);
     out.reserve(len + 1);
     let room = out.spare_capacity_mut();
     check_status!(sys::napi_get_value_string_utf8(
@@ -194,6 +155,14 @@ unsafe fn encode_string(
     // SAFETY: Node initialised these `len` bytes, inside the capacity reserved above.
     out.set_len(out.len() + len);
     Ok(())
+}
+
+pub(super) unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> Result<String> {
+    let mut bytes = BytesMut::new();
+    put_utf8(env, value, &mut bytes, |_, _| {})?;
+    // Valid UTF-8, and a BytesMut of its own: no copy either way.
+    Ok(String::from_utf8(Vec::from(bytes))
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// Above this a Buffer's bytes get room for a little more after them, so that the fields
@@ -267,7 +236,7 @@ unsafe fn encode_object(
         check_status!(sys::napi_get_element(env, keys, i, &mut key))?;
         let mut item = ptr::null_mut();
         check_status!(sys::napi_get_property(env, value, key, &mut item))?;
-        encode_string(env, key, out)?;
+        put_utf8(env, key, out, write_str_header)?;
         encode(env, item, depth + 1, out)?;
     }
     Ok(())
