@@ -559,6 +559,20 @@ test('a bundle that cannot be read fails its own send with EINVALIDBUNDLE, and t
   t.deepEqual(received, ['fine'])
 })
 
+/** `levels` levels of nesting: arrays of one, with an object innermost. */
+function nest (levels) {
+  let value = { deepest: true }
+  for (let i = 1; i < levels; i++) value = [value]
+  return value
+}
+
+/** How many levels `nest()` made of `value`, and what is innermost. */
+function unnest (value) {
+  let levels = 1
+  while (Array.isArray(value)) { value = value[0]; levels++ }
+  return { levels, deepest: value }
+}
+
 test('a bundle nested as deep as the server can read goes through; one level deeper fails alone', async (t) => {
   const { server, options } = await transports.tcp(t)
   const { client } = track(t, options)
@@ -567,11 +581,6 @@ test('a bundle nested as deep as the server can read goes through; one level dee
   client.connect()
   // The bundle sits inside the message's map, and a peer reads 512 levels of arrays and maps:
   // 511 levels of bundle, here arrays with an object innermost.
-  const nest = (levels) => {
-    let value = { deepest: true }
-    for (let i = 1; i < levels; i++) value = [value]
-    return value
-  }
   const [deepest, tooDeep] = await Promise.all([
     sendAsync(client, new Event('deepest', nest(511))),
     sendAsync(client, new Event('too deep', nest(512)))
@@ -581,33 +590,20 @@ test('a bundle nested as deep as the server can read goes through; one level dee
   t.regex(tooDeep.message, /nested too deeply/)
   await waitFor(() => received.length > 0)
   t.is(received.length, 1)
-  let value = received[0].bundle
-  let levels = 1
-  while (Array.isArray(value)) { value = value[0]; levels++ }
-  t.is(levels, 511)
-  t.deepEqual(value, { deepest: true })
+  t.deepEqual(unnest(received[0].bundle), { levels: 511, deepest: { deepest: true } })
 })
 
 test('action parameters nested as deep as the client can read arrive; one level deeper is refused by queueAction', async (t) => {
   const { server, options } = await transports.tcp(t)
   const { client } = track(t, options)
   const actions = ackAll(client)
-  const nest = (levels) => {
-    let value = { deepest: true }
-    for (let i = 1; i < levels; i++) value = [value]
-    return value
-  }
   const device = require('os').hostname()
   t.throws(() => server.queueAction(device, { id: 'too-deep', type: 'nest', parameters: nest(512) }), { message: /nested too deeply/ })
   server.queueAction(device, { id: 'deepest', type: 'nest', parameters: nest(511) })
   client.connect()
   await waitFor(() => actions.length === 1)
   t.is(actions[0].id, 'deepest')
-  let value = actions[0].parameters
-  let levels = 1
-  while (Array.isArray(value)) { value = value[0]; levels++ }
-  t.is(levels, 511)
-  t.deepEqual(value, { deepest: true })
+  t.deepEqual(unnest(actions[0].parameters), { levels: 511, deepest: { deepest: true } })
 })
 
 test('a Buffer in an event is read when send() is called: changing it afterwards changes nothing', async (t) => {
