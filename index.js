@@ -1,6 +1,6 @@
 'use strict'
 
-const { setPanicReports } = require('./binding.js')
+const { setPanicReports } = require('./lib/native')
 const { enabled } = require('./lib/debug')
 const { Event, Action } = require('./lib/messages')
 const { Client } = require('./lib/client')

@@ -2,7 +2,7 @@
 
 const { EventEmitter } = require('events')
 const os = require('os')
-const { NativeClient, NoticeKind } = require('../binding.js')
+const { NativeClient, NoticeKind } = require('./native')
 const { Event, Action } = require('./messages')
 const { gatewayError, fromNative } = require('./errors')
 const { pemBuffer, caList } = require('./tls-options')

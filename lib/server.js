@@ -1,7 +1,7 @@
 'use strict'
 
 const { EventEmitter } = require('events')
-const { NativeServer } = require('../binding.js')
+const { NativeServer } = require('./native')
 const { Event } = require('./messages')
 const { gatewayError, fromNative } = require('./errors')
 const { pemBuffer, caList } = require('./tls-options')

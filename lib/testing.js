@@ -2,7 +2,7 @@
 
 // Throwaway certificates for tests, demos and benchmarks: never ship or commit what this makes.
 const { randomBytes } = require('crypto')
-const { TestCertificateAuthority, ioDriver } = require('../binding.js')
+const { TestCertificateAuthority, ioDriver } = require('./native')
 
 /**
  * A root CA with a server certificate (for `hosts`, default localhost and loopback addresses)

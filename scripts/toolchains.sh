@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs, from the package registries only, the toolchains the build and test scripts need.
+# Each part is skipped when already present, so running it twice costs seconds.
+#   linux      zig (PyPI ziglang) and cargo-zigbuild, and the rustup targets of the five Linux
+#              platforms: builds every Linux binary from Linux x64 (scripts/build.js)
+#   emulation  qemu-user with binfmt handlers, and the arm64/armhf C and C++ runtimes, so that arm
+#              programs run here (scripts/test-emulated.sh)
+# Debian or Ubuntu; uses sudo when not root.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+APT_UPDATED=""
+
+apt_install () {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ -z "$APT_UPDATED" ]; then $SUDO apt-get update -qq; APT_UPDATED=1; fi
+  echo "toolchains: apt-get install ${missing[*]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+linux () {
+  if ! python3 -m ziglang version >/dev/null 2>&1 || ! command -v cargo-zigbuild >/dev/null; then
+    echo "toolchains: pip install ziglang cargo-zigbuild"
+    python3 -m pip install -q --disable-pip-version-check ziglang cargo-zigbuild
+  fi
+  # cargo-zigbuild finds zig through `python3 -m ziglang` when no zig is on PATH.
+  rustup target add x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf \
+    x86_64-unknown-linux-musl aarch64-unknown-linux-musl 2>&1 | grep -v "is up to date" || true
+}
+
+emulation () {
+  apt_install qemu-user-static binfmt-support libc6-arm64-cross libstdc++6-arm64-cross \
+    libc6-armhf-cross libstdc++6-armhf-cross
+  # The kernel runs foreign binaries (Node's own child processes included) through qemu once
+  # binfmt_misc is mounted and the handlers are registered.
+  if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || true
+  fi
+  if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || [ ! -e /proc/sys/fs/binfmt_misc/qemu-arm ]; then
+    $SUDO update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || $SUDO update-binfmts --import qemu-aarch64 || true
+    $SUDO update-binfmts --enable qemu-arm >/dev/null 2>&1 || $SUDO update-binfmts --import qemu-arm || true
+  fi
+  for arch in aarch64 arm; do
+    [ -e "/proc/sys/fs/binfmt_misc/qemu-$arch" ] || { echo "toolchains: no binfmt handler for $arch" >&2; exit 1; }
+  done
+}
+
+[ $# -gt 0 ] || set -- linux
+for part in "$@"; do
+  case "$part" in
+    linux) linux ;;
+    emulation) emulation ;;
+    *) echo "toolchains: unknown part '$part' (linux, emulation)" >&2; exit 2 ;;
+  esac
+done
