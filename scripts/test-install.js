@@ -9,6 +9,9 @@
 //  5. runs the README's quick example, exactly as the README has it, against the bundled Server
 //     from the installed package, then the demo, from the installed package.
 // Exits non-zero on any failure. With --keep, leaves the project folder for a look.
+//   --platform linux-arm64-gnu --node /path/to/arm64/node   installs for another machine (npm's
+//   --os/--cpu/--libc) and runs the examples with that machine's node (under qemu-user, see
+//   scripts/test-emulated.sh); by default, this machine and this node.
 
 const fs = require('fs')
 const os = require('os')
@@ -16,7 +19,7 @@ const net = require('net')
 const path = require('path')
 const http = require('http')
 const { spawn, execFileSync } = require('child_process')
-const { candidates } = require('../lib/platforms')
+const { PLATFORMS, candidates } = require('../lib/platforms')
 
 const root = path.join(__dirname, '..')
 const dist = path.join(root, 'dist')
@@ -25,6 +28,13 @@ const VERDACCIO = '6.8.0'
 const cacheDir = path.join(root, 'target', 'verdaccio')
 
 const log = (text) => console.log(`test:install: ${text}`)
+
+function option (name, fallback) {
+  const at = process.argv.indexOf(name)
+  return at === -1 ? fallback : process.argv[at + 1]
+}
+const platform = option('--platform', candidates()[0])
+const nodeBinary = path.resolve(option('--node', process.execPath))
 
 function sh (cmd, args, options = {}) {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], ...options })
@@ -94,7 +104,7 @@ async function startRegistry (work) {
 // Runs node on `file` in `cwd`, resolving with its output; fails after `ms`.
 function runNode (file, cwd, ms, env = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [file], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(nodeBinary, [file], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     child.stdout.on('data', (d) => { out += d })
     child.stderr.on('data', (d) => { out += d })
@@ -122,7 +132,7 @@ async function main () {
   if (!tarballs.includes(main)) throw new Error(`dist/${main} is missing: run npm run pack first`)
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'imt-gateway-install-'))
   const registry = await startRegistry(work)
-  log(`verdaccio ${VERDACCIO} on ${registry.url}`)
+  log(`verdaccio ${VERDACCIO} on ${registry.url}; installing for ${platform}, running ${nodeBinary}`)
   const auth = `--//127.0.0.1:${registry.port}/:_authToken=test-install`
   const npmrc = ['--registry', registry.url, auth, '--cache', path.join(work, 'npm-cache'), '--no-audit', '--no-fund', '--loglevel=error']
   try {
@@ -137,11 +147,13 @@ async function main () {
     fs.mkdirSync(project)
     fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'imt-gateway-user', version: '1.0.0', private: true }, null, 2))
     const started = Date.now()
-    sh('npm', ['install', 'imt-gateway', ...npmrc], { cwd: project, stdio: 'inherit' })
+    const p = PLATFORMS[platform]
+    const machine = [`--os=${p.os}`, `--cpu=${p.cpu}`, ...(p.libc ? [`--libc=${p.libc}`] : [])]
+    sh('npm', ['install', 'imt-gateway', ...machine, ...npmrc], { cwd: project, stdio: 'inherit' })
     log(`npm install imt-gateway: ${((Date.now() - started) / 1000).toFixed(1)} s`)
 
     const installed = fs.readdirSync(path.join(project, 'node_modules')).filter((d) => d.startsWith('imt-gateway-'))
-    const want = `imt-gateway-${candidates()[0]}`
+    const want = `imt-gateway-${platform}`
     if (installed.length !== 1 || installed[0] !== want) {
       throw new Error(`npm installed ${installed.join(', ') || 'no platform package'}; this machine needs ${want} alone`)
     }
@@ -156,6 +168,7 @@ async function main () {
     fs.writeFileSync(path.join(project, 'readme-example.js'), readmeExample())
     fs.writeFileSync(path.join(project, 'run-readme.js'), `'use strict'
 const { Server } = require('imt-gateway')
+console.log(\`machine: \${process.platform} \${process.arch} node \${process.version}\`)
 const server = new Server()
 server.listen(() => {
   const log = console.log
@@ -166,12 +179,13 @@ server.listen(() => {
   require('./readme-example.js')
 })
 `)
-    const readme = await runNode('run-readme.js', project, 30000)
+    const readme = await runNode('run-readme.js', project, 120000)
     console.log(readme.trimEnd().replace(/^/gm, '  readme> '))
+    if (!readme.includes(`machine: ${p.os} ${p.cpu} `)) throw new Error(`the README example did not run on ${p.os} ${p.cpu}`)
     if (!readme.includes('event acknowledged')) throw new Error('the README example did not see its event acknowledged')
     log('the README quick example ran from the installed package')
 
-    const demo = await runNode(path.join(pkgDir, 'examples', 'demo.js'), project, 60000)
+    const demo = await runNode(path.join(pkgDir, 'examples', 'demo.js'), project, 120000)
     console.log(demo.trimEnd().replace(/^/gm, '  demo> '))
     log('the demo ran from the installed package')
     console.log('test:install: 2 passed, 0 failed')

@@ -3,8 +3,9 @@
 # Each part is skipped when already present, so running it twice costs seconds.
 #   linux      zig (PyPI ziglang) and cargo-zigbuild, and the rustup targets of the five Linux
 #              platforms: builds every Linux binary from Linux x64 (scripts/build.js)
-#   emulation  qemu-user with binfmt handlers, and the arm64/armhf C and C++ runtimes, so that arm
-#              programs run here (scripts/test-emulated.sh)
+#   emulation  qemu-user with binfmt handlers, and the arm64/armhf C and C++ runtimes (and
+#              libatomic, which Node for armv7 needs), so that arm programs run here
+#              (scripts/test-emulated.sh)
 # Debian or Ubuntu; uses sudo when not root.
 set -euo pipefail
 
@@ -35,7 +36,7 @@ linux () {
 
 emulation () {
   apt_install qemu-user-static binfmt-support libc6-arm64-cross libstdc++6-arm64-cross \
-    libc6-armhf-cross libstdc++6-armhf-cross
+    libc6-armhf-cross libstdc++6-armhf-cross libatomic1-armhf-cross
   # The kernel runs foreign binaries (Node's own child processes included) through qemu once
   # binfmt_misc is mounted and the handlers are registered.
   if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then

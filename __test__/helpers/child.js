@@ -4,6 +4,7 @@
 
 const { spawn } = require('child_process')
 const path = require('path')
+const { scaled } = require('./time')
 
 /**
  * Resolves to `{code, signal, out, err, ms}`; the child is killed after `timeout` ms.
@@ -22,7 +23,7 @@ function runNode (source, { env = {}, timeout = 10000, until, node = [] } = {}) 
       if (until && until(out)) child.kill('SIGTERM')
     })
     child.stderr.on('data', (d) => { err += d })
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeout)
+    const timer = setTimeout(() => child.kill('SIGKILL'), scaled(timeout))
     child.on('exit', (code, signal) => { clearTimeout(timer); resolve({ code, signal, out, err, ms: Date.now() - started }) })
   })
 }

@@ -6,6 +6,7 @@
 const net = require('net')
 const tls = require('tls')
 const msgpack = require('msgpack-lite')
+const { scaled } = require('./time')
 
 const TOKENS = { HELLO: 1, WELCOME: 2, BYE: 3, EVENT: 4, ACTION: 5, ACKNOWLEDGEMENT: 6, DRAINED: 7 }
 const NAMES = Object.fromEntries(Object.entries(TOKENS).map(([k, v]) => [v, k]))
@@ -70,7 +71,7 @@ class RawClient {
   }
 
   /** The next frame; rejects when the socket closed first or after `ms`. */
-  async next (ms = 5000) {
+  async next (ms = scaled(5000)) {
     const deadline = Date.now() + ms
     while (!this.frames.length) {
       if (this.ended) throw new Error('connection closed')

@@ -3,6 +3,7 @@
 
 const { Server } = require('imt-gateway')
 const { createPki } = require('imt-gateway/testing')
+const { scaled } = require('./time')
 
 function start (t, options = {}) {
   const server = new Server(options)
@@ -25,7 +26,7 @@ function once (emitter, name) {
 }
 
 /** Resolves once `predicate()` holds, polling; rejects after `ms`. */
-function waitFor (predicate, ms = 10000) {
+function waitFor (predicate, ms = scaled(10000)) {
   const started = Date.now()
   return new Promise((resolve, reject) => {
     const poll = () => {
