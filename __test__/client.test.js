@@ -8,6 +8,7 @@ const { Client, Event, Action } = require('imt-gateway')
 const { createPki } = require('imt-gateway/testing')
 const { start, startTls, once, waitFor } = require('./helpers/server')
 const { fakeGateway, welcome } = require('./helpers/fake-gateway')
+const { scaled } = require('./helpers/time')
 
 const NAMES = ['connect', 'drain', 'drained', 'reconnect', 'disconnect', 'error']
 
@@ -328,14 +329,14 @@ for (const [transport, setUp] of Object.entries(transports)) {
   test(`${transport}: close() during the reconnect wait stops reconnecting`, async (t) => {
     const { server, options } = await setUp(t)
     // A long delay, so that a loaded machine cannot let it run out before close().
-    const { client, log } = track(t, { ...options, reconnectDelay: 2000 })
+    const { client, log } = track(t, { ...options, reconnectDelay: scaled(2000) })
     client.connect()
     await once(client, 'drain')
     server.kick()
     await waitFor(() => server.connections().length === 0)
     await new Promise((resolve) => setTimeout(resolve, 100))
     client.close()
-    await new Promise((resolve) => setTimeout(resolve, 2300))
+    await new Promise((resolve) => setTimeout(resolve, scaled(2300)))
     t.deepEqual(log, ['connect', 'drain', 'drained', 'disconnect'])
   })
 

@@ -9,6 +9,7 @@ const { frame } = require('./helpers/raw-client')
 const { fakeGateway, welcome } = require('./helpers/fake-gateway')
 const { once, waitFor } = require('./helpers/server')
 const { runNode } = require('./helpers/child')
+const { scaled } = require('./helpers/time')
 
 const settle = (ms = 150) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -88,11 +89,11 @@ test('seeded random bytes from the gateway give one error and no crash', async (
 })
 
 test('a gateway that never answers HELLO is given up on after connectTimeout', async (t) => {
-  const { client, peer, log } = await againstFake(t, { connectTimeout: 300 })
+  const { client, peer, log } = await againstFake(t, { connectTimeout: scaled(300) })
   t.is((await peer.next()).name, 'HELLO')
   const [err] = await once(client, 'error')
   t.is(err.code, 'ETIMEDOUT')
-  t.regex(err.message, /300 ms/)
+  t.true(err.message.includes(`${scaled(300)} ms`), err.message)
   await peer.closed
   t.deepEqual(log, ['error:ETIMEDOUT'])
 })

@@ -228,7 +228,8 @@ impl Conn {
             stream.shutdown().await?;
             // Lingering close: closing with unread input would reset the connection and could
             // destroy the BYE before the peer reads it, so read and discard until the peer
-            // closes too (bounded by the timeout below).
+            // closes too (bounded by the timeout below, which leaves a slow peer time to finish
+            // writing a 10 MiB frame: 2 s was too short for a client under qemu-user).
             if linger {
                 let mut scratch = [0u8; 8192];
                 while stream.read(&mut scratch).await? > 0 {}
@@ -236,7 +237,7 @@ impl Conn {
             Ok::<_, FrameError>(())
         };
         let kill = self.kill.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
             tokio::select! {
                 _ = goodbye => {},
                 _ = kill.cancelled() => {},
