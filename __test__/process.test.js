@@ -41,7 +41,7 @@ test('a connected client keeps the process alive, unless unref() is called', asy
     const client = new Client({ host: 'localhost', port: ${port} })
     client.on('drain', () => console.log('drained'))
     client.connect()
-  `, { timeout: 1500 })
+  `, { timeout: 4000 })
   t.is(kept.out, 'drained\n')
   t.is(kept.signal, 'SIGKILL', 'still running while connected')
   const unrefd = await runNode(`

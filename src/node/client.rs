@@ -99,6 +99,8 @@ pub enum NoticeKind {
     Fatal = 9,
     /// `cycle`: the client went idle after the `connect()` with this cycle number.
     Idle = 10,
+    /// `code, message`: something the client recovered from by itself, never an `error`.
+    Recovered = 11,
 }
 
 /// A batch's values, made in the current handle scope.
@@ -213,6 +215,10 @@ impl Flat {
             Notice::Disconnect => self.kind(NoticeKind::Disconnect),
             Notice::Error(err) => {
                 self.kind(NoticeKind::Error)?;
+                self.error(err)
+            }
+            Notice::Recovered(err) => {
+                self.kind(NoticeKind::Recovered)?;
                 self.error(err)
             }
         }
