@@ -2,7 +2,11 @@
 
 import { EventEmitter } from 'events'
 
-/** A MessagePack-mappable value (PROTOCOL.md section 5). */
+/**
+ * A value as the gateway carries it, written as msgpack-lite writes it: Buffers as bin, typed
+ * arrays, DataView, ArrayBuffer, boxed primitives, RegExp, Date and Errors as their extension
+ * types (read back as the same classes). A BigInt fails the send.
+ */
 export type GatewayValue =
   | null
   | undefined
@@ -11,6 +15,13 @@ export type GatewayValue =
   | string
   | Buffer
   | Date
+  | ArrayBufferView
+  | ArrayBuffer
+  | RegExp
+  | Error
+  | Number
+  | String
+  | Boolean
   | GatewayValue[]
   | { [key: string]: GatewayValue }
 

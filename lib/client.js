@@ -109,6 +109,16 @@ function count (value, name, fallback) {
   return number
 }
 
+// What a getter of the bundle threw, which need not be an Error (`throw 42`).
+function reason (thrown) {
+  if (thrown instanceof Error) return thrown.message
+  try {
+    return String(thrown)
+  } catch (_) {
+    return Object.prototype.toString.call(thrown)
+  }
+}
+
 // Send validation, in the original's order after the callback check.
 function invalidEvent (event) {
   if (!(event instanceof Event)) return new TypeError('Event expected.')
@@ -239,7 +249,9 @@ class Client extends EventEmitter {
     } catch (err) {
       this._callbacks.take(seq)
       reportPanics()
-      const error = gatewayError(`Invalid event bundle: ${err.message}`, 'EINVALIDBUNDLE')
+      const error = err instanceof Error && err.code === 'IM491'
+        ? gatewayError(err.message, 'IM491')
+        : gatewayError(`Invalid event bundle: ${reason(err)}`, 'EINVALIDBUNDLE')
       if (!callback) throw error
       process.nextTick(callback, error)
     }

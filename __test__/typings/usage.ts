@@ -43,7 +43,7 @@ client.on('action', (action, ack) => {
 client.on('acknowledgement', (ack: EventAcknowledgement) => console.log(ack.correlid, ack.status))
 client.on('error', (err) => console.log(err.code))
 const refused: number | undefined = client.recovered.ECONNREFUSED
-console.log(refused)
+console.log(refused, new Event('raw', { u8: new Uint8Array(2), n: new Number(1), re: /x/ }))
 client.connect().unref()
 client.close({ keepQueue: true })
 

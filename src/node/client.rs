@@ -668,8 +668,25 @@ unsafe fn run_call<const N: usize>(
         let mut pending = false;
         sys::napi_is_exception_pending(env, &mut pending);
         if !pending {
-            let message = std::ffi::CString::new(err.reason.replace('\0', " ")).unwrap_or_default();
-            sys::napi_throw_error(env, ptr::null(), message.as_ptr());
+            // `CODE: message` (see `value::OVER_BUDGET`) becomes an Error with that code.
+            let reason = err.reason.replace('\0', " ");
+            let (code, message) = match reason.split_once(": ") {
+                Some((code, message))
+                    if !code.is_empty()
+                        && code
+                            .bytes()
+                            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) =>
+                {
+                    (std::ffi::CString::new(code).ok(), message.to_owned())
+                }
+                _ => (None, reason),
+            };
+            let message = std::ffi::CString::new(message).unwrap_or_default();
+            sys::napi_throw_error(
+                env,
+                code.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
+                message.as_ptr(),
+            );
         }
     }
     ptr::null_mut()
