@@ -54,6 +54,35 @@ impl ToNapiValue for JsValue {
     }
 }
 
+/// A [`Value`] that goes to JavaScript with every binary copied: for values whose bytes Rust
+/// still reads after handing them over (the bundled Server echoes an event's bundle), since
+/// JavaScript may write into a Buffer it is given.
+pub struct JsValueCopy(pub Value);
+
+impl TypeName for JsValueCopy {
+    fn type_name() -> &'static str {
+        "unknown"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Unknown
+    }
+}
+
+impl ToNapiValue for JsValueCopy {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let borrowing = BORROW.with(|b| b.replace(false));
+        let made = write(env, &val.0);
+        BORROW.with(|b| b.set(borrowing));
+        made
+    }
+}
+
+thread_local! {
+    /// Large binaries may go to JavaScript as Buffers over the received bytes (see
+    /// [`write_buffer`]); cleared while a [`JsValueCopy`] is written.
+    static BORROW: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
 impl ToNapiValue for &Value {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
         write(env, val)
@@ -1155,12 +1184,13 @@ unsafe fn made_of(
 }
 
 /// Below this a Buffer is copied; above it the JS Buffer borrows the received bytes, so a large
-/// action reaches JavaScript without being copied again.
+/// action reaches JavaScript without being copied again, unless Rust still reads them (see
+/// [`JsValueCopy`]).
 const BORROW_ABOVE: usize = 64 * 1024;
 
 unsafe fn write_buffer(env: sys::napi_env, bytes: &Bytes) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
-    if bytes.len() > BORROW_ABOVE {
+    if bytes.len() > BORROW_ABOVE && BORROW.with(std::cell::Cell::get) {
         let owner = Box::into_raw(Box::new(bytes.clone()));
         let status = sys::napi_create_external_buffer(
             env,
