@@ -13,8 +13,13 @@
 //! Wake-ups made on the loop's own thread (a `send()`) need no system call: a `uv_idle` handle
 //! runs the tasks on the loop's next turn. And what a loop callback has for JavaScript is
 //! called directly when its work is done ([`deliver`]), as Node calls a socket's listeners.
-//! libuv is found at run time in the host process; a host without it, or
-//! `IMT_GATEWAY_IO=tokio` in the environment, keeps the clients on the tokio runtime.
+//! libuv is found at run time in the host process, and used only where it is really Node's:
+//! the `uv_*` functions must come from the image that provides `napi_get_uv_event_loop`,
+//! report the version `process.versions.uv` names, and the host must not be Bun or Deno
+//! (Bun exports `uv_*` functions that abort, Deno's loop is not libuv's). Any other host, or
+//! `IMT_GATEWAY_IO=tokio` in the environment, keeps the clients on the tokio runtime; so does
+//! a second Node-API environment on a thread that already has one (embedders, Electron
+//! sub-frames), since one loop handle and cleanup hook serve one environment.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -60,28 +65,45 @@ struct Uv {
     idle_stop: unsafe extern "C" fn(*mut c_void) -> c_int,
     close: unsafe extern "C" fn(*mut c_void, Option<CloseCb>),
     unref: unsafe extern "C" fn(*mut c_void),
+    version_string: unsafe extern "C" fn() -> *const std::ffi::c_char,
 }
 
 #[cfg(unix)]
 fn find_uv() -> Option<Uv> {
-    unsafe fn symbol<T: Copy>(name: &std::ffi::CStr) -> Option<T> {
+    /// The image (executable or library) that holds `address`.
+    unsafe fn image(address: *mut c_void) -> Option<usize> {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        (!address.is_null() && libc::dladdr(address, &mut info) != 0)
+            .then_some(info.dli_fbase as usize)
+    }
+    // SAFETY: dlsym and dladdr only look symbols up.
+    let node = unsafe {
+        image(libc::dlsym(
+            libc::RTLD_DEFAULT,
+            c"napi_get_uv_event_loop".as_ptr(),
+        ))
+    }?;
+    unsafe fn symbol<T: Copy>(name: &std::ffi::CStr, node: usize) -> Option<T> {
         let found = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
-        (!found.is_null()).then(|| std::mem::transmute_copy(&found))
+        // Only from the image that runs Node-API: another libuv in the process (a library
+        // of some other addon) has other loops.
+        (image(found)? == node).then(|| std::mem::transmute_copy(&found))
     }
     // SAFETY: each symbol is a libuv 1.x function with the signature declared in `Uv`.
     unsafe {
         Some(Uv {
-            handle_size: symbol(c"uv_handle_size")?,
-            poll_init: symbol(c"uv_poll_init")?,
-            poll_start: symbol(c"uv_poll_start")?,
-            poll_stop: symbol(c"uv_poll_stop")?,
-            async_init: symbol(c"uv_async_init")?,
-            async_send: symbol(c"uv_async_send")?,
-            idle_init: symbol(c"uv_idle_init")?,
-            idle_start: symbol(c"uv_idle_start")?,
-            idle_stop: symbol(c"uv_idle_stop")?,
-            close: symbol(c"uv_close")?,
-            unref: symbol(c"uv_unref")?,
+            version_string: symbol(c"uv_version_string", node)?,
+            handle_size: symbol(c"uv_handle_size", node)?,
+            poll_init: symbol(c"uv_poll_init", node)?,
+            poll_start: symbol(c"uv_poll_start", node)?,
+            poll_stop: symbol(c"uv_poll_stop", node)?,
+            async_init: symbol(c"uv_async_init", node)?,
+            async_send: symbol(c"uv_async_send", node)?,
+            idle_init: symbol(c"uv_idle_init", node)?,
+            idle_start: symbol(c"uv_idle_start", node)?,
+            idle_stop: symbol(c"uv_idle_stop", node)?,
+            close: symbol(c"uv_close", node)?,
+            unref: symbol(c"uv_unref", node)?,
         })
     }
 }
@@ -100,6 +122,52 @@ fn uv() -> Option<&'static Uv> {
     .as_ref()
 }
 
+/// Whether the host that runs `env` is Node with the libuv found by [`uv`]: not Bun or Deno
+/// (asked before any libuv function is called, since Bun's abort), and `uv_version_string()`
+/// equal to `process.versions.uv`. Asked once per process.
+fn node_libuv(env: &Env, uv: &Uv) -> bool {
+    static NODE: OnceLock<bool> = OnceLock::new();
+    *NODE.get_or_init(|| unsafe { is_node_libuv(env.raw(), uv) }.unwrap_or(false))
+}
+
+unsafe fn is_node_libuv(env: sys::napi_env, uv: &Uv) -> Option<bool> {
+    unsafe fn property(
+        env: sys::napi_env,
+        object: sys::napi_value,
+        name: &std::ffi::CStr,
+    ) -> Option<sys::napi_value> {
+        let mut value = std::ptr::null_mut();
+        (sys::napi_get_named_property(env, object, name.as_ptr(), &mut value)
+            == sys::Status::napi_ok)
+            .then_some(value)
+    }
+    unsafe fn kind(env: sys::napi_env, value: sys::napi_value) -> Option<i32> {
+        let mut kind = 0;
+        (sys::napi_typeof(env, value, &mut kind) == sys::Status::napi_ok).then_some(kind)
+    }
+    let mut global = std::ptr::null_mut();
+    if sys::napi_get_global(env, &mut global) != sys::Status::napi_ok {
+        return None;
+    }
+    for runtime in [c"Bun", c"Deno"] {
+        if kind(env, property(env, global, runtime)?)? != sys::ValueType::napi_undefined {
+            return Some(false);
+        }
+    }
+    let versions = property(env, property(env, global, c"process")?, c"versions")?;
+    for runtime in [c"bun", c"deno"] {
+        if kind(env, property(env, versions, runtime)?)? != sys::ValueType::napi_undefined {
+            return Some(false);
+        }
+    }
+    let node = super::value::read_string(env, property(env, versions, c"uv")?).ok()?;
+    let ours = (uv.version_string)();
+    if ours.is_null() {
+        return Some(false);
+    }
+    Some(std::ffi::CStr::from_ptr(ours).to_bytes() == node.as_bytes())
+}
+
 /// Allocates a libuv handle of `kind`; freed by [`free_handle`] from its close callback.
 fn alloc_handle(uv: &Uv, kind: c_int) -> *mut c_void {
     unsafe { libc::calloc(1, (uv.handle_size)(kind)) }
@@ -114,8 +182,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 thread_local! {
-    /// This thread's executor, once a client has been made here.
-    static EXECUTOR: RefCell<Option<Rc<Executor>>> = const { RefCell::new(None) };
+    /// This thread's executor, once a client has been made here, and the environment it
+    /// serves (the one whose cleanup hook tears it down).
+    static EXECUTOR: RefCell<Option<(usize, Rc<Executor>)>> = const { RefCell::new(None) };
     /// This thread's libuv loop (0 when it has none): whether a socket or a wake-up belongs
     /// to the loop of the thread at hand.
     static LOOP: Cell<usize> = const { Cell::new(0) };
@@ -309,7 +378,7 @@ struct Executor {
 }
 
 fn current() -> Option<Rc<Executor>> {
-    EXECUTOR.with(|e| e.borrow().clone())
+    EXECUTOR.with(|e| e.borrow().as_ref().map(|(_, executor)| executor.clone()))
 }
 
 impl Executor {
@@ -416,10 +485,14 @@ fn run_ready() {
 
 /// The executor of `env`'s thread, made on first use; `None` when the host has no libuv.
 fn executor(env: &Env) -> Option<Rc<Executor>> {
-    if let Some(existing) = current() {
-        return Some(existing);
+    if let Some((owner, existing)) = EXECUTOR.with(|e| e.borrow().clone()) {
+        // Another environment on this thread: tokio (see the module documentation).
+        return (owner == env.raw() as usize).then_some(existing);
     }
     let uv = uv()?;
+    if !node_libuv(env, uv) {
+        return None;
+    }
     let mut uv_loop = std::ptr::null_mut();
     let status = unsafe { sys::napi_get_uv_event_loop(env.raw(), &mut uv_loop) };
     if status != sys::Status::napi_ok || uv_loop.is_null() {
@@ -456,7 +529,7 @@ fn executor(env: &Env) -> Option<Rc<Executor>> {
         free: RefCell::default(),
         running: Cell::new(false),
     });
-    EXECUTOR.with(|e| *e.borrow_mut() = Some(executor.clone()));
+    EXECUTOR.with(|e| *e.borrow_mut() = Some((env.raw() as usize, executor.clone())));
     LOOP.with(|l| l.set(uv_loop as usize));
     unsafe {
         sys::napi_add_env_cleanup_hook(env.raw(), Some(teardown), std::ptr::null_mut());
@@ -468,7 +541,7 @@ fn executor(env: &Env) -> Option<Rc<Executor>> {
 /// loop's handles, so that nothing touches this loop again.
 unsafe extern "C" fn teardown(_arg: *mut c_void) {
     let _ = catch_unwind(|| {
-        let Some(executor) = EXECUTOR.with(|e| e.borrow_mut().take()) else {
+        let Some((_, executor)) = EXECUTOR.with(|e| e.borrow_mut().take()) else {
             return;
         };
         let handles = {
