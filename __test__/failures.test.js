@@ -2,6 +2,9 @@
 // A hostile or broken gateway, bad TLS material, a full queue and a panic in the core: each
 // gives the application one clear error with a stable code, and the client ends cleanly.
 
+// The panic test below needs the native test hook, which is read when the addon loads.
+process.env.IMT_GATEWAY_TEST_HOOKS = '1'
+
 const test = require('ava')
 const { Client, Event, Server } = require('imt-gateway')
 const { TestCertificateAuthority, createPki } = require('imt-gateway/testing')
@@ -186,6 +189,19 @@ test('a panic inside the core becomes an EINTERNAL error and fails pending callb
   t.deepEqual(results, ['EINTERNAL'])
   const later = await new Promise((resolve) => client.send(new Event('late'), resolve))
   t.is(later.code, 'EINTERNAL')
+})
+
+test('the panic hook is refused unless the test hooks were on when the addon loaded', async (t) => {
+  const result = await runNode(`
+const { Client, Event } = require('imt-gateway')
+const client = new Client({ host: 'localhost', port: 1, autoReconnect: false })
+client.on('error', (err) => console.log('error:', err.code))
+try { client._native.__crash() } catch (err) { console.log('refused:', err.message) }
+client.connect()
+`, { env: { IMT_GATEWAY_TEST_HOOKS: '' } })
+  t.is(result.code, 0, result.err)
+  t.regex(result.out, /^refused: __crash is a test hook/m)
+  t.regex(result.out, /^error: ECONNREFUSED$/m, 'the client works on, not stopped by a panic')
 })
 
 // TLS failures, each with its own code.

@@ -89,11 +89,12 @@ test('a caught panic in the core prints nothing without DEBUG, and its report wi
     client.connect()
     client._native.__crash()
   `
-  const quiet = await runNode(source)
+  const hooks = { IMT_GATEWAY_TEST_HOOKS: '1' }
+  const quiet = await runNode(source, { env: hooks })
   t.is(quiet.code, 0)
   t.is(quiet.out, 'error EINTERNAL\n')
   t.is(quiet.err, '')
-  const told = await runNode(source, { env: { DEBUG: 'imt:gateway:*' } })
+  const told = await runNode(source, { env: { ...hooks, DEBUG: 'imt:gateway:*' } })
   t.is(told.out, 'error EINTERNAL\n')
   t.regex(told.err, /imt:gateway:native [\s\S]*crash requested/)
 })

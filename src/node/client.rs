@@ -283,11 +283,13 @@ struct DirectCall {
     mailbox: Arc<Mailbox>,
     /// Cleared when the `NativeClient` goes (and the reference with it).
     live: Cell<bool>,
+    /// The JS thread, the only one that may touch `env`, `callback` and `live`.
+    thread: std::thread::ThreadId,
 }
 
 // SAFETY: made and used on the JS thread only: the sink hands it to `uv::deliver`, which
 // accepts work only from a callback of this thread's loop, and the `NativeClient` that
-// clears it is finalized on that thread.
+// clears it is finalized on that thread. `on_thread` checks it before every use.
 unsafe impl Send for DirectCall {}
 unsafe impl Sync for DirectCall {}
 
@@ -315,12 +317,21 @@ impl DirectCall {
             context,
             mailbox,
             live: Cell::new(true),
+            thread: std::thread::current().id(),
         })
+    }
+
+    /// Whether this runs on the JS thread that made it; a use from any other is a bug,
+    /// refused rather than allowed to touch the environment.
+    fn on_thread(&self) -> bool {
+        let here = std::thread::current().id() == self.thread;
+        debug_assert!(here, "DirectCall used off its JS thread");
+        here
     }
 
     /// On the JS thread, when the `NativeClient` is finalized.
     fn release(&self) {
-        if self.live.replace(false) {
+        if self.on_thread() && self.live.replace(false) {
             unsafe {
                 sys::napi_delete_reference(self.env, self.callback);
                 sys::napi_async_destroy(self.env, self.context);
@@ -334,7 +345,7 @@ impl super::uv::Deliver for DirectCall {
     /// its own handle scope, with microtasks and `process.nextTick` run afterwards. An
     /// exception thrown by it is reported as uncaught, as a throwing listener of a socket is.
     fn deliver(&self) {
-        if !self.live.get() {
+        if !self.on_thread() || !self.live.get() {
             return;
         }
         let env = self.env;
@@ -525,10 +536,18 @@ impl NativeClient {
     }
 
     /// Makes the client's task panic: the test suite's proof that a panic in the core reaches
-    /// JavaScript as an `error`, not as an abort.
+    /// JavaScript as an `error`, not as an abort. Refused unless `IMT_GATEWAY_TEST_HOOKS=1`
+    /// was in the environment when the addon loaded (the tests that need it set it), so the
+    /// binary that ships, and is tested, cannot be crashed by it in production.
     #[napi(js_name = "__crash", catch_unwind)]
-    pub fn crash(&self) {
+    pub fn crash(&self) -> Result<()> {
+        if !super::test_hooks() {
+            return Err(napi::Error::from_reason(
+                "__crash is a test hook (IMT_GATEWAY_TEST_HOOKS=1 when the addon loads)",
+            ));
+        }
         run_command(&self.handle, Command::Crash);
+        Ok(())
     }
 
     /// Keeps the Node process alive while the client has work.

@@ -25,6 +25,8 @@ pub fn take_panic_reports() -> Vec<String> {
 
 #[napi_derive::module_init]
 fn install_panic_hook() {
+    // Read while the addon loads, as its documentation says.
+    super::test_hooks();
     std::panic::set_hook(Box::new(|info| {
         // try_lock: a panic while the list is held (never expected) is not worth a deadlock.
         if let Ok(mut reports) = REPORTS.try_lock() {

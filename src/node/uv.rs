@@ -409,6 +409,15 @@ impl Executor {
             lock(&self.shared.queue).run_next_turn();
             return;
         }
+        // Cleared however this ends, a panic included: left set, every later run would only
+        // ask for another turn, and the loop would spin with no task ever polled.
+        struct Running<'a>(&'a Cell<bool>);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        let _running = Running(&self.running);
         let (mut woken, spawned) = {
             let mut queue = lock(&self.shared.queue);
             queue.signalled = false;
@@ -418,17 +427,20 @@ impl Executor {
                 std::mem::take(&mut queue.spawned),
             )
         };
-        woken.extend(spawned.into_iter().map(|task| self.insert(task)));
-        if !woken.is_empty() {
-            let _ = catch_unwind(AssertUnwindSafe(|| {
-                napi::bindgen_prelude::within_runtime_if_available(|| {
-                    for id in woken {
-                        self.poll(id);
-                    }
-                })
-            }));
+        for task in spawned {
+            if let Ok(id) = catch_unwind(AssertUnwindSafe(|| self.insert(task))) {
+                woken.push(id);
+            }
         }
-        self.running.set(false);
+        if !woken.is_empty() {
+            napi::bindgen_prelude::within_runtime_if_available(|| {
+                for id in woken {
+                    // Each task on its own: one that panics cannot keep the others, woken
+                    // and so not queued again, from ever being polled.
+                    let _ = catch_unwind(AssertUnwindSafe(|| self.poll(id)));
+                }
+            });
+        }
     }
 
     fn poll(&self, id: usize) {
@@ -453,7 +465,8 @@ impl Executor {
             tasks[id] = None;
             drop(tasks);
             self.free.borrow_mut().push(id);
-            drop(future);
+            // A panic in a future's drop is its own, too.
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(future)));
         } else if let Some(Some(slot)) = tasks.get_mut(id) {
             slot.future = Some(future);
         }
@@ -748,13 +761,16 @@ fn on_ready_run(handle: *mut c_void, status: c_int, events: c_int) {
 /// A non-blocking TCP socket whose readiness comes from the loop. Only the loop's thread
 /// touches it; a call from any other thread fails instead of touching libuv.
 struct PolledSocket {
-    io: std::net::TcpStream,
+    /// Closed in `drop`, after the poll handle, or leaked with it (see there).
+    io: std::mem::ManuallyDrop<std::net::TcpStream>,
     watch: *mut Watch,
     uv_loop: usize,
+    /// The loop's thread, the only one that may touch `watch` and its handle.
+    thread: std::thread::ThreadId,
 }
 
-// SAFETY: every use of `watch` checks that it runs on the loop's thread; the socket only
-// moves between threads as part of a task that is polled there.
+// SAFETY: every use of `watch` checks that it runs on the loop's thread (`on_thread`); the
+// socket only moves between threads as part of a task that is polled there.
 unsafe impl Send for PolledSocket {}
 unsafe impl Sync for PolledSocket {}
 
@@ -791,7 +807,17 @@ impl PolledSocket {
         }));
         // SAFETY: `data` is the first field of the handle.
         unsafe { *(handle as *mut *mut Watch) = watch };
-        Ok(PolledSocket { io, watch, uv_loop })
+        Ok(PolledSocket {
+            io: std::mem::ManuallyDrop::new(io),
+            watch,
+            uv_loop,
+            thread: std::thread::current().id(),
+        })
+    }
+
+    /// On the thread whose loop watches the socket (and that loop still runs).
+    fn on_thread(&self) -> bool {
+        std::thread::current().id() == self.thread && on_loop(self.uv_loop)
     }
 
     /// Runs `f` on the Watch, on the loop's thread only.
@@ -799,7 +825,8 @@ impl PolledSocket {
         &self,
         f: impl FnOnce(&mut Watch) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        if !on_loop(self.uv_loop) {
+        if !self.on_thread() {
+            debug_assert!(false, "socket used outside its event loop's thread");
             return Poll::Ready(Err(io::Error::other(
                 "socket used outside its event loop's thread",
             )));
@@ -827,7 +854,7 @@ impl PolledSocket {
     ) -> Poll<io::Result<usize>> {
         self.with_watch(|watch| loop {
             ready!(watch.poll_ready(cx, event))?;
-            match call(socket2::SockRef::from(&self.io)) {
+            match call(socket2::SockRef::from(&*self.io)) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => watch.ready &= !event,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 result => {
@@ -847,13 +874,21 @@ impl PolledSocket {
 impl Drop for PolledSocket {
     fn drop(&mut self) {
         let Some(uv) = uv() else { return };
-        // SAFETY: the Watch was made in `new` and is freed only here; closing the handle
-        // stops its callbacks at once, and libuv frees the handle's memory afterwards.
-        let watch = unsafe { Box::from_raw(self.watch) };
-        if on_loop(self.uv_loop) {
-            unsafe { (uv.close)(watch.handle, Some(free_handle)) };
+        if !self.on_thread() {
+            // Never expected. The poll handle cannot be closed from here, and it stays armed
+            // with the Watch as its data and the socket as its descriptor: freeing the Watch
+            // would leave the loop a dangling pointer for its next report, and closing the
+            // socket would let libuv watch whatever reuses the descriptor, so all are leaked.
+            debug_assert!(false, "socket dropped outside its event loop's thread");
+            return;
         }
-        // Off its thread (never expected) the handle is leaked rather than touched.
+        // SAFETY: the Watch was made in `new` and is freed only here, on the loop's thread;
+        // closing the handle stops its callbacks at once, and libuv frees the handle's memory
+        // afterwards.
+        let watch = unsafe { Box::from_raw(self.watch) };
+        unsafe { (uv.close)(watch.handle, Some(free_handle)) };
+        // SAFETY: dropped once, here, after libuv stopped watching it.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.io) };
     }
 }
 
