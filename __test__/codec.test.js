@@ -235,3 +235,48 @@ test('a bundle that would not fit a frame fails its send() at once with IM491', 
   })
   t.is(fits, 'queued')
 })
+
+test('extension types with data that makes no such value arrive as {type, buffer}, and nothing crashes', async (t) => {
+  const gateway = await fakeGateway(t)
+  const client = new Client({ host: 'localhost', port: gateway.port })
+  t.teardown(() => client.close())
+  const actions = []
+  client.on('action', (action, ack) => { actions.push(action); ack() })
+  client.connect()
+  const peer = await gateway.accept()
+  await welcome(peer)
+  let seed = 0x9e3779b9
+  const random = () => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return (seed >>> 0) / 2 ** 32 }
+  const ext = (type, data) => {
+    const header = data.length <= 0xff ? Buffer.from([0xc7, data.length, type]) : Buffer.from([0xc8, data.length >> 8, data.length & 0xff, type])
+    return Buffer.concat([header, data])
+  }
+  const payloads = []
+  for (let type = 0; type <= 0x20; type++) {
+    // (A Date's data must be a number: anything else is a protocol error, as before.)
+    if (type === 0x0d) continue
+    for (let i = 0; i < 8; i++) payloads.push(ext(type, Buffer.from(Array.from({ length: Math.floor(random() * 40) }, () => Math.floor(random() * 256)))))
+  }
+  // Misaligned typed arrays, a RegExp that does not compile, an Error of a string.
+  payloads.push(ext(0x18, Buffer.alloc(7)), ext(0x0A, msgpack.encode(['(', ''])), ext(0x0E, msgpack.encode('boom')))
+  // Boxed numbers wrapped in each other far deeper than anything decodes.
+  let deep = msgpack.encode(1)
+  for (let i = 0; i < 2000; i++) deep = ext(0x0F, deep)
+  payloads.push(deep)
+  const head = Buffer.from([0x83, 0xa2, 0x69, 0x64])
+  for (const [index, payload] of payloads.entries()) {
+    const body = Buffer.concat([head, msgpack.encode(index), msgpack.encode('type'), msgpack.encode('x'), msgpack.encode('parameters'), payload])
+    const header = Buffer.alloc(6)
+    header[0] = 5
+    header.writeUInt32LE(body.length, 2)
+    peer.sendRaw(Buffer.concat([header, body]))
+  }
+  await waitFor(() => actions.length === payloads.length)
+  t.deepEqual(actions.map((a) => a.id), payloads.map((_, i) => i))
+  const misaligned = actions[payloads.length - 4].parameters
+  t.is(misaligned.type, 0x18)
+  t.is(misaligned.buffer.length, 7)
+  t.is(actions[payloads.length - 3].parameters.type, 0x0A)
+  t.true(actions[payloads.length - 2].parameters instanceof Error)
+  t.is(actions[payloads.length - 1].parameters.constructor, Number, 'the outer levels still make Numbers')
+})

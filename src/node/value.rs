@@ -1150,10 +1150,11 @@ unsafe fn made_of(
             ))?;
         }
         _ => {
-            // `new Class()`, then each of the six columns set from the data.
-            let Value::Map(_) = inner else {
+            // `new Class()`, then each of the six columns set from the data (`undefined` from
+            // data that is not a map; from nil, msgpack-lite throws).
+            if let Value::Nil = inner {
                 return Ok(None);
-            };
+            }
             let class = global(
                 env,
                 match kind {
