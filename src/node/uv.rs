@@ -14,9 +14,10 @@
 //! runs the tasks on the loop's next turn. And what a loop callback has for JavaScript is
 //! called directly when its work is done ([`deliver`]), as Node calls a socket's listeners.
 //! libuv is found at run time in the host process, and used only where it is really Node's:
-//! the `uv_*` functions must come from the image that provides `napi_get_uv_event_loop`,
-//! report the version `process.versions.uv` names, and the host must not be Bun or Deno
-//! (Bun exports `uv_*` functions that abort, Deno's loop is not libuv's). Any other host, or
+//! the `uv_*` functions must come from the image that provides `napi_get_uv_event_loop` (or
+//! from a shared libuv, as distributions build Node), report the version
+//! `process.versions.uv` names, and the host must not be Bun or Deno (Bun exports `uv_*`
+//! functions that abort, Deno's loop is not libuv's). Any other host, or
 //! `IMT_GATEWAY_IO=tokio` in the environment, keeps the clients on the tokio runtime; so does
 //! a second Node-API environment on a thread that already has one (embedders, Electron
 //! sub-frames), since one loop handle and cleanup hook serve one environment.
@@ -70,40 +71,61 @@ struct Uv {
 
 #[cfg(unix)]
 fn find_uv() -> Option<Uv> {
-    /// The image (executable or library) that holds `address`.
-    unsafe fn image(address: *mut c_void) -> Option<usize> {
+    /// The image (executable or library) that holds `address`: its base and file name.
+    unsafe fn image(address: *mut c_void) -> Option<(usize, &'static std::ffi::CStr)> {
         let mut info: libc::Dl_info = std::mem::zeroed();
-        (!address.is_null() && libc::dladdr(address, &mut info) != 0)
-            .then_some(info.dli_fbase as usize)
+        if address.is_null() || libc::dladdr(address, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        Some((
+            info.dli_fbase as usize,
+            std::ffi::CStr::from_ptr(info.dli_fname),
+        ))
     }
     // SAFETY: dlsym and dladdr only look symbols up.
-    let node = unsafe {
+    let (node, _) = unsafe {
         image(libc::dlsym(
             libc::RTLD_DEFAULT,
             c"napi_get_uv_event_loop".as_ptr(),
         ))
     }?;
-    unsafe fn symbol<T: Copy>(name: &std::ffi::CStr, node: usize) -> Option<T> {
+    // libuv is in the image that runs Node-API (Node's own build), or is a shared libuv
+    // (distributions build Node with --shared-libuv): not a library of some other addon,
+    // whose loops are not Node's.
+    let (uv, name) = unsafe {
+        image(libc::dlsym(
+            libc::RTLD_DEFAULT,
+            c"uv_version_string".as_ptr(),
+        ))
+    }?;
+    let shared = name
+        .to_bytes()
+        .rsplit(|&b| b == b'/')
+        .next()
+        .is_some_and(|file| file.starts_with(b"libuv."));
+    if uv != node && !shared {
+        return None;
+    }
+    unsafe fn symbol<T: Copy>(name: &std::ffi::CStr, uv: usize) -> Option<T> {
         let found = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
-        // Only from the image that runs Node-API: another libuv in the process (a library
-        // of some other addon) has other loops.
-        (image(found)? == node).then(|| std::mem::transmute_copy(&found))
+        // Every function from that same image.
+        (image(found)?.0 == uv).then(|| std::mem::transmute_copy(&found))
     }
     // SAFETY: each symbol is a libuv 1.x function with the signature declared in `Uv`.
     unsafe {
         Some(Uv {
-            version_string: symbol(c"uv_version_string", node)?,
-            handle_size: symbol(c"uv_handle_size", node)?,
-            poll_init: symbol(c"uv_poll_init", node)?,
-            poll_start: symbol(c"uv_poll_start", node)?,
-            poll_stop: symbol(c"uv_poll_stop", node)?,
-            async_init: symbol(c"uv_async_init", node)?,
-            async_send: symbol(c"uv_async_send", node)?,
-            idle_init: symbol(c"uv_idle_init", node)?,
-            idle_start: symbol(c"uv_idle_start", node)?,
-            idle_stop: symbol(c"uv_idle_stop", node)?,
-            close: symbol(c"uv_close", node)?,
-            unref: symbol(c"uv_unref", node)?,
+            version_string: symbol(c"uv_version_string", uv)?,
+            handle_size: symbol(c"uv_handle_size", uv)?,
+            poll_init: symbol(c"uv_poll_init", uv)?,
+            poll_start: symbol(c"uv_poll_start", uv)?,
+            poll_stop: symbol(c"uv_poll_stop", uv)?,
+            async_init: symbol(c"uv_async_init", uv)?,
+            async_send: symbol(c"uv_async_send", uv)?,
+            idle_init: symbol(c"uv_idle_init", uv)?,
+            idle_start: symbol(c"uv_idle_start", uv)?,
+            idle_stop: symbol(c"uv_idle_stop", uv)?,
+            close: symbol(c"uv_close", uv)?,
+            unref: symbol(c"uv_unref", uv)?,
         })
     }
 }
