@@ -127,6 +127,7 @@ pub unsafe fn encode(
         env,
         limit: MAX_BUFFER,
         buffer_class: None,
+        known: None,
         visited: 0,
         memo: None,
         top: &*out,
@@ -274,6 +275,94 @@ fn is_typed_array_kind(kind: i8) -> bool {
     matches!(kind, 0x11..=0x19)
 }
 
+/// What the encoder looks at on every object, made once per encoding so that no property
+/// name is made from UTF-8 per object: the key `constructor`, and the classes told apart by
+/// identity without reading their names, `Object`, `Buffer` and `Date` (undefined when the
+/// host has no such function); the classes are kept by reference per environment.
+#[derive(Clone, Copy)]
+struct Known {
+    constructor: sys::napi_value,
+    object: sys::napi_value,
+    buffer: sys::napi_value,
+    date: sys::napi_value,
+}
+
+thread_local! {
+    /// References to `Object`, `Buffer` and `Date` (null when there is no function to refer
+    /// to) for one environment of this thread, the first to encode.
+    static KNOWN: std::cell::RefCell<Option<(usize, [sys::napi_ref; 3])>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+unsafe fn known(env: sys::napi_env) -> Result<Known> {
+    let constructor = string(env, "constructor")?;
+    let cached = KNOWN.with(|k| {
+        k.borrow()
+            .as_ref()
+            .filter(|(owner, _)| *owner == env as usize)
+            .map(|(_, refs)| *refs)
+    });
+    let mut classes = [ptr::null_mut(); 3];
+    match cached {
+        Some(refs) => {
+            for (value, reference) in classes.iter_mut().zip(refs) {
+                if reference.is_null() {
+                    check_status!(sys::napi_get_undefined(env, value))?;
+                } else {
+                    check_status!(sys::napi_get_reference_value(env, reference, value))?;
+                }
+            }
+        }
+        None => {
+            classes = [
+                global(env, c"Object")?,
+                global(env, c"Buffer")?,
+                global(env, c"Date")?,
+            ];
+            if KNOWN.with(|k| k.borrow().is_none()) {
+                let mut refs = [ptr::null_mut(); 3];
+                for (reference, value) in refs.iter_mut().zip(classes) {
+                    let mut kind = 0;
+                    check_status!(sys::napi_typeof(env, value, &mut kind))?;
+                    if kind == sys::ValueType::napi_function {
+                        check_status!(sys::napi_create_reference(env, value, 1, reference))?;
+                    }
+                }
+                KNOWN.with(|k| *k.borrow_mut() = Some((env as usize, refs)));
+                check_status!(sys::napi_add_env_cleanup_hook(
+                    env,
+                    Some(forget_known),
+                    env.cast()
+                ))?;
+            }
+        }
+    }
+    let [object, buffer, date] = classes;
+    Ok(Known {
+        constructor,
+        object,
+        buffer,
+        date,
+    })
+}
+
+/// The environment that made [`KNOWN`] is going away: its references go with it.
+unsafe extern "C" fn forget_known(env: *mut c_void) {
+    let env: sys::napi_env = env.cast();
+    let taken = KNOWN.with(|k| {
+        let mut k = k.borrow_mut();
+        match k.as_ref() {
+            Some((owner, _)) if *owner == env as usize => k.take(),
+            _ => None,
+        }
+    });
+    if let Some((_, refs)) = taken {
+        for reference in refs.into_iter().filter(|r| !r.is_null()) {
+            sys::napi_delete_reference(env, reference);
+        }
+    }
+}
+
 /// A constructor's name, as far as it matters here: the longest msgpack-lite knows has 17
 /// bytes, so a longer one is kept cut short (it then matches nothing).
 struct ClassName {
@@ -324,6 +413,8 @@ struct Encoder {
     limit: usize,
     /// `globalThis.Buffer` (null when the host has none), looked up when first needed.
     buffer_class: Option<sys::napi_value>,
+    /// What every object is compared with, resolved at the first object.
+    known: Option<Known>,
     /// Values walked so far.
     visited: usize,
     /// Containers already written into the top buffer, from [`MEMO_AFTER`] values on.
@@ -416,10 +507,39 @@ impl Encoder {
             check_status!(sys::napi_get_array_length(env, value, &mut len))?;
             return self.array(value, len, depth, out);
         }
-        let Some(name) = self.class_name(value)? else {
-            return self.map(value, depth, out);
+        let known = match self.known {
+            Some(known) => known,
+            None => *self.known.insert(known(env)?),
         };
-        let name = name.as_bytes();
+        let mut class = ptr::null_mut();
+        check_status!(sys::napi_get_property(
+            env,
+            value,
+            known.constructor,
+            &mut class
+        ))?;
+        check_status!(sys::napi_strict_equals(env, class, known.object, &mut flag))?;
+        if flag {
+            return self.map(value, depth, out);
+        }
+        // Buffers and Dates, common in bundles, by identity too.
+        let name: &[u8];
+        let read;
+        check_status!(sys::napi_strict_equals(env, class, known.buffer, &mut flag))?;
+        if flag {
+            name = b"Buffer";
+        } else {
+            check_status!(sys::napi_strict_equals(env, class, known.date, &mut flag))?;
+            if flag {
+                name = b"Date";
+            } else {
+                let Some(found) = self.class_name(class)? else {
+                    return self.map(value, depth, out);
+                };
+                read = found;
+                name = read.as_bytes();
+            }
+        }
         if name == b"Object" {
             return self.map(value, depth, out);
         }
@@ -510,17 +630,10 @@ impl Encoder {
         }
     }
 
-    /// `value.constructor.name`, as msgpack-lite finds a packer: `None` when the constructor
-    /// is missing or has no string name.
-    unsafe fn class_name(&mut self, value: sys::napi_value) -> Result<Option<ClassName>> {
+    /// `class.name` for an object's `constructor`, as msgpack-lite finds a packer: `None`
+    /// when the constructor is missing or has no string name.
+    unsafe fn class_name(&mut self, class: sys::napi_value) -> Result<Option<ClassName>> {
         let env = self.env;
-        let mut class = ptr::null_mut();
-        check_status!(sys::napi_get_named_property(
-            env,
-            value,
-            c"constructor".as_ptr(),
-            &mut class
-        ))?;
         let mut kind = 0;
         check_status!(sys::napi_typeof(env, class, &mut kind))?;
         if kind != sys::ValueType::napi_function && kind != sys::ValueType::napi_object {
@@ -607,15 +720,10 @@ impl Encoder {
         let class = match self.buffer_class {
             Some(class) => class,
             None => {
-                let mut global = ptr::null_mut();
-                check_status!(sys::napi_get_global(env, &mut global))?;
-                let mut class = ptr::null_mut();
-                check_status!(sys::napi_get_named_property(
-                    env,
-                    global,
-                    c"Buffer".as_ptr(),
-                    &mut class
-                ))?;
+                let class = match self.known {
+                    Some(known) => known.buffer,
+                    None => global(env, c"Buffer")?,
+                };
                 let mut kind = 0;
                 check_status!(sys::napi_typeof(env, class, &mut kind))?;
                 let class = if kind == sys::ValueType::napi_function {
