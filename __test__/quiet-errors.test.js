@@ -11,6 +11,7 @@ const path = require('path')
 const { Client, Event } = require('imt-gateway')
 const { fakeGateway, welcome } = require('./helpers/fake-gateway')
 const { once, waitFor } = require('./helpers/server')
+const { scaled } = require('./helpers/time')
 const { spawn } = require('child_process')
 
 const settle = (ms = 150) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -31,7 +32,7 @@ function startNode (source) {
   let err = ''
   child.stdout.on('data', (d) => { out += d })
   child.stderr.on('data', (d) => { err += d })
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15000)
+  const timer = setTimeout(() => child.kill('SIGKILL'), scaled(15000))
   const ended = new Promise((resolve) => child.on('exit', (code, signal) => {
     clearTimeout(timer)
     resolve({ code, signal, out, err })
