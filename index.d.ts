@@ -2,7 +2,11 @@
 
 import { EventEmitter } from 'events'
 
-/** A MessagePack-mappable value (PROTOCOL.md section 5). */
+/**
+ * A value as the gateway carries it, written as msgpack-lite writes it: Buffers as bin, typed
+ * arrays, DataView, ArrayBuffer, boxed primitives, RegExp, Date and Errors as their extension
+ * types (read back as the same classes). A BigInt fails the send.
+ */
 export type GatewayValue =
   | null
   | undefined
@@ -11,6 +15,13 @@ export type GatewayValue =
   | string
   | Buffer
   | Date
+  | ArrayBufferView
+  | ArrayBuffer
+  | RegExp
+  | Error
+  | Number
+  | String
+  | Boolean
   | GatewayValue[]
   | { [key: string]: GatewayValue }
 
@@ -161,6 +172,12 @@ export class Client extends EventEmitter {
   constructor (options: ClientOptions)
   readonly host: string
   readonly port: number
+  /**
+   * What the client recovered from by itself, counted by error code: connection errors while
+   * reconnecting, undecodable or oversize frames, frames it ignored (an unknown token, a
+   * second WELCOME), `connectTimeout` and `ackTimeout`. These are never emitted as `error`.
+   */
+  readonly recovered: { readonly [code: string]: number }
   connect (): this
   close (options?: CloseOptions): this
   send (event: Event, callback?: (err: GatewayError | null) => void): this
@@ -172,6 +189,11 @@ export class Client extends EventEmitter {
   on (event: 'connect' | 'drain' | 'drained' | 'reconnect' | 'disconnect', listener: () => void): this
   on (event: 'action', listener: (action: Action, ack: ActionAck) => void): this
   on (event: 'acknowledgement', listener: (ack: EventAcknowledgement) => void): this
+  /**
+   * Only as 2.x emits it: a BYE with an error, a wrong acknowledgement, the error that ended the
+   * connection with `autoReconnect: false`, and the last error when `maxReconnectAttempts` runs
+   * out before any connection. With no listener, an `error` throws.
+   */
   on (event: 'error', listener: (err: GatewayError) => void): this
   once (event: 'connect' | 'drain' | 'drained' | 'reconnect' | 'disconnect', listener: () => void): this
   once (event: 'action', listener: (action: Action, ack: ActionAck) => void): this

@@ -41,7 +41,7 @@ test('a connected client keeps the process alive, unless unref() is called', asy
     const client = new Client({ host: 'localhost', port: ${port} })
     client.on('drain', () => console.log('drained'))
     client.connect()
-  `, { timeout: 1500 })
+  `, { timeout: 4000 })
   t.is(kept.out, 'drained\n')
   t.is(kept.signal, 'SIGKILL', 'still running while connected')
   const unrefd = await runNode(`
@@ -89,11 +89,12 @@ test('a caught panic in the core prints nothing without DEBUG, and its report wi
     client.connect()
     client._native.__crash()
   `
-  const quiet = await runNode(source)
+  const hooks = { IMT_GATEWAY_TEST_HOOKS: '1' }
+  const quiet = await runNode(source, { env: hooks })
   t.is(quiet.code, 0)
   t.is(quiet.out, 'error EINTERNAL\n')
   t.is(quiet.err, '')
-  const told = await runNode(source, { env: { DEBUG: 'imt:gateway:*' } })
+  const told = await runNode(source, { env: { ...hooks, DEBUG: 'imt:gateway:*' } })
   t.is(told.out, 'error EINTERNAL\n')
   t.regex(told.err, /imt:gateway:native [\s\S]*crash requested/)
 })

@@ -72,6 +72,27 @@ test('echoes go out one at a time, each after the previous one is acknowledged',
   client.destroy()
 })
 
+test('the echo carries the bytes the device sent, whatever JavaScript does to its Buffers', async (t) => {
+  const server = await start(t, {
+    onEvent: (event) => { event.bundle.data.fill(0xaa); event.bundle.small.fill(0xbb) }
+  })
+  const seen = []
+  server.on('event', (event) => { seen.push(event.bundle.data[0]); event.bundle.data.fill(0xcc) })
+  const client = await RawClient.connect({ port: server.address().port })
+  await client.handshake()
+  const data = Buffer.alloc(200 * 1024, 0x11)
+  const small = Buffer.alloc(100, 0x22)
+  client.send('EVENT', { id: 'e1', type: 'blob', bundle: { data, small } })
+  const ack = await client.next()
+  t.deepEqual(ack.body, { correlid: 'e1', status: 0 })
+  const echo = await client.next()
+  t.is(echo.name, 'ACTION')
+  t.true(echo.body.parameters.data.equals(data), 'the large Buffer comes back as sent')
+  t.true(echo.body.parameters.small.equals(small))
+  t.deepEqual(seen, [0xaa], "'event' gets what onEvent left, as a JavaScript object would")
+  client.destroy()
+})
+
 test('an onEvent handler rejects an event with its code and message', async (t) => {
   const server = await start(t, {
     onEvent: (event) => event.type === 'bad' ? { code: 'E_BAD', message: 'Bad event.' } : undefined

@@ -2,7 +2,7 @@
 
 const { EventEmitter } = require('events')
 const os = require('os')
-const { NativeClient, NoticeKind } = require('./native')
+const { NativeClient, NoticeKind, takePanicReports } = require('./native')
 const { Event, Action } = require('./messages')
 const { gatewayError, fromNative } = require('./errors')
 const { pemBuffer, caList } = require('./tls-options')
@@ -10,6 +10,12 @@ const { createDebug } = require('./debug')
 const { newId } = require('./ids')
 
 const debug = createDebug('imt:gateway:client')
+const nativeDebug = createDebug('imt:gateway:native')
+
+// Logs what the native core kept of the internal errors (panics) it caught.
+function reportPanics () {
+  for (const report of takePanicReports()) nativeDebug('%s', report)
+}
 
 const DEFAULT_HOST = 'gateway.integromat.com'
 const DEFAULT_PORT = 7777
@@ -34,6 +40,7 @@ FIELDS[NoticeKind.Failed] = 3
 FIELDS[NoticeKind.Error] = 2
 FIELDS[NoticeKind.Fatal] = 2
 FIELDS[NoticeKind.Idle] = 1
+FIELDS[NoticeKind.Recovered] = 2
 
 // The callbacks of events not yet done, by seq. Seqs are handed out here, one per send(),
 // and events are done in the order they were sent, so a sliding array serves where a Map
@@ -102,6 +109,16 @@ function count (value, name, fallback) {
   return number
 }
 
+// What a getter of the bundle threw, which need not be an Error (`throw 42`).
+function reason (thrown) {
+  if (thrown instanceof Error) return thrown.message
+  try {
+    return String(thrown)
+  } catch (_) {
+    return Object.prototype.toString.call(thrown)
+  }
+}
+
 // Send validation, in the original's order after the callback check.
 function invalidEvent (event) {
   if (!(event instanceof Event)) return new TypeError('Event expected.')
@@ -135,6 +152,12 @@ class Client extends EventEmitter {
     if (tls && !isPem(options.cert, 'CERTIFICATE')) throw gatewayError('Invalid certificate.', 'EINVALIDCERT')
 
     this._callbacks = new Callbacks()
+    /**
+     * What the client recovered from by itself (a connection error while reconnecting, an
+     * undecodable frame, a token it ignored, `connectTimeout`, `ackTimeout`), counted by
+     * code: never emitted as `error`, as in 2.x, and logged under DEBUG.
+     */
+    this.recovered = {}
     this._cycle = 0
     this._active = false
     this._wantRef = true
@@ -225,7 +248,10 @@ class Client extends EventEmitter {
       this._sendNative(seq, event.id, event.type, event.bundle === undefined ? null : event.bundle)
     } catch (err) {
       this._callbacks.take(seq)
-      const error = gatewayError(`Invalid event bundle: ${err.message}`, 'EINVALIDBUNDLE')
+      reportPanics()
+      const error = err instanceof Error && err.code === 'IM491'
+        ? gatewayError(err.message, 'IM491')
+        : gatewayError(`Invalid event bundle: ${reason(err)}`, 'EINVALIDBUNDLE')
       if (!callback) throw error
       process.nextTick(callback, error)
     }
@@ -274,6 +300,7 @@ class Client extends EventEmitter {
   // The core stopped after an internal error (a bug, caught before it could crash Node): every
   // waiting callback gets that error and the application hears of it once.
   _stopped (code, message) {
+    reportPanics()
     this._dead = gatewayError(message, code)
     let thrown = null
     const callbacks = this._callbacks.drain()
@@ -299,9 +326,14 @@ class Client extends EventEmitter {
     this.emit('error', err)
   }
 
+  _recovered (code, message) {
+    this.recovered[code] = (this.recovered[code] || 0) + 1
+    if (debug.enabled) debug('recovered: %s (%s)', message, code)
+  }
+
   _done (seq, err) {
     const callback = this._callbacks.take(seq)
-    if (err) debug('event %d failed: %s (%s)', seq, err.message, err.code)
+    if (err && debug.enabled) debug('event %d failed: %s (%s)', seq, err.message, err.code)
     if (callback) callback(err)
   }
 
@@ -350,6 +382,9 @@ class Client extends EventEmitter {
       case NoticeKind.Fatal:
         this._stopped(batch[at], batch[at + 1])
         break
+      case NoticeKind.Recovered:
+        this._recovered(batch[at], batch[at + 1])
+        break
       case NoticeKind.Idle:
         if (batch[at] === this._cycle) this._idle()
         break
@@ -367,7 +402,7 @@ class Client extends EventEmitter {
       const code = typeof err === 'object' && err.code !== undefined && err.code !== null ? String(err.code) : undefined
       this._ackNative(action.id, code, message)
     }
-    debug('action %s %s', action.id, action.type)
+    if (debug.enabled) debug('action %s %s', action.id, action.type)
     this.emit('action', action, ack)
   }
 }

@@ -1,29 +1,12 @@
 'use strict'
 
-// Diagnostics go to stderr only when the DEBUG environment variable enables the namespace, with
-// the `debug` package's syntax: names separated by commas or spaces, `*` as a wildcard, and a
-// leading `-` to exclude. The original printed protocol errors unconditionally; we never do.
+// Diagnostics go through the `debug` package, as 2.x's did, under the same namespaces
+// (`imt:gateway:client`, ...): DEBUG in the environment, `require('debug').enable()` at run
+// time, `debug.log` to route the output, DEBUG_COLORS and the rest all work as applications
+// expect. Nothing is printed unless a namespace is enabled; the original printed protocol
+// errors unconditionally, we never do. Callers on a per-message path check `log.enabled`
+// (a cached flag in `debug` 4) before formatting anything.
 
-const { format } = require('util')
+const createDebug = require('debug')
 
-function patterns (spec) {
-  return String(spec || '').split(/[\s,]+/).filter(Boolean).map((item) => {
-    const exclude = item.startsWith('-')
-    const body = (exclude ? item.slice(1) : item).replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*?')
-    return { exclude, regexp: new RegExp(`^${body}$`) }
-  })
-}
-
-function enabled (namespace, spec = process.env.DEBUG) {
-  const list = patterns(spec)
-  if (list.some((p) => p.exclude && p.regexp.test(namespace))) return false
-  return list.some((p) => !p.exclude && p.regexp.test(namespace))
-}
-
-/** A logger for `namespace`, or a no-op when DEBUG does not enable it (checked once). */
-function createDebug (namespace) {
-  if (!enabled(namespace)) return () => {}
-  return (...args) => process.stderr.write(`${new Date().toISOString()} ${namespace} ${format(...args)}\n`)
-}
-
-module.exports = { createDebug, enabled }
+module.exports = { createDebug }

@@ -202,8 +202,13 @@ pub enum Notice {
     Reconnect,
     /// `disconnect`: finally disconnected after having been connected.
     Disconnect,
-    /// `error`.
+    /// `error`: only where the original emits it (PROTOCOL.md section 6), since code written
+    /// for it usually has no listener, and an `error` without one ends the process.
     Error(SessionError),
+    /// Something the client recovered from by itself (a connection error while it
+    /// reconnects, an undecodable frame, a timeout, a frame it ignored): logged and counted,
+    /// never emitted as `error`.
+    Recovered(SessionError),
 }
 
 /// Where the session is in its connection's life; public so that drivers and tests can
@@ -350,9 +355,10 @@ impl Session {
                     out.push(Output::Emit(Notice::Connect));
                 }
             }
-            Message::Welcome => self.violation(&mut out, "EPROTO", "Received welcome twice."),
+            // What makes no sense now is ignored, as the original does: the connection goes on.
+            Message::Welcome => ignore(&mut out, "Received welcome twice."),
             Message::Drained if self.phase == Phase::AwaitingWelcome => {
-                self.violation(&mut out, "EPROTO", "Received drained before welcome.")
+                ignore(&mut out, "Received drained before welcome.")
             }
             Message::Drained => {
                 self.phase = Phase::Drained;
@@ -388,22 +394,24 @@ impl Session {
                 out.push(Output::CloseSocket);
                 self.connection_gone(&mut out, Ending::Clean);
             }
-            Message::Hello { .. } => self.violation(
-                &mut out,
-                "EPROTO",
-                "Received hello, which only a client sends.",
-            ),
-            Message::Event { .. } => self.violation(
-                &mut out,
-                "EPROTO",
-                "Received event, which only a client sends.",
-            ),
+            Message::Hello { .. } => ignore(&mut out, "Received hello, which only a client sends."),
+            Message::Event { .. } => ignore(&mut out, "Received event, which only a client sends."),
+        }
+        out
+    }
+
+    /// A frame the client does not understand and skips (an unknown token, which a newer
+    /// gateway may send): reported as recovered, and the connection goes on.
+    pub fn ignored(&mut self, err: SessionError) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.phase.socket_open() {
+            out.push(Output::Emit(Notice::Recovered(err)));
         }
         out
     }
 
     /// The server sent or announced a frame over 10 MiB: BYE IM491, as PROTOCOL.md asks of
-    /// either side, then the connection ends as for any violation.
+    /// either side, then the connection ends, quietly unless it was the last.
     pub fn buffer_exceeded(&mut self) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.socket_open() {
@@ -414,13 +422,16 @@ impl Session {
             out.push(Output::Write(
                 Message::Bye { error: Some(error) }.to_bytes(),
             ));
-            self.violation(&mut out, "IM491", MAXIMUM_BUFFER);
+            out.push(Output::CloseSocket);
+            let err = SessionError::new("IM491", MAXIMUM_BUFFER);
+            self.connection_gone(&mut out, Ending::Quiet(err));
         }
         out
     }
 
-    /// The driver could not read the server's bytes (an undecodable frame): the server
-    /// broke the protocol. An empty code becomes `EPROTO`.
+    /// The driver could not read the server's bytes (an undecodable frame), or gave up on the
+    /// connection (`ackTimeout`): it ends, quietly unless it was the last, as in the
+    /// original. An empty code becomes `EPROTO`.
     pub fn protocol_error(&mut self, err: SessionError) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.socket_open() {
@@ -429,7 +440,9 @@ impl Session {
             } else {
                 &err.code
             };
-            self.violation(&mut out, code, &err.message);
+            let err = SessionError::new(code, err.message);
+            out.push(Output::CloseSocket);
+            self.connection_gone(&mut out, Ending::Quiet(err));
         }
         out
     }
@@ -663,7 +676,8 @@ impl Session {
         }
     }
 
-    /// The server broke the protocol: say so once, and drop the connection.
+    /// The server broke the protocol where the original tells the application (a wrong
+    /// acknowledgement): say so once, and drop the connection.
     fn violation(&mut self, out: &mut Vec<Output>, code: &str, message: &str) {
         out.push(Output::Emit(Notice::Error(SessionError::new(
             code, message,
@@ -701,11 +715,17 @@ impl Session {
         let limit = self.config.max_reconnect_attempts;
         if limit == 0 || self.attempts < limit {
             self.phase = Phase::WaitingToReconnect;
+            if let Ending::Quiet(err) = ending {
+                out.push(Output::Emit(Notice::Recovered(err)));
+            }
             out.push(Output::ScheduleReconnect);
             return;
         }
         self.phase = Phase::Idle;
         if self.welcomed {
+            if let Ending::Quiet(err) = ending {
+                out.push(Output::Emit(Notice::Recovered(err)));
+            }
             self.disconnect(out);
             return;
         }
@@ -727,6 +747,13 @@ impl Session {
             out.push(Output::Emit(Notice::Disconnect));
         }
     }
+}
+
+/// A frame that makes no sense in the current state, skipped as the original skips it.
+fn ignore(out: &mut Vec<Output>, message: &str) {
+    out.push(Output::Emit(Notice::Recovered(SessionError::new(
+        "EPROTO", message,
+    ))));
 }
 
 #[cfg(test)]
@@ -783,6 +810,10 @@ mod tests {
 
     fn proto(message: &str) -> Output {
         emit(Notice::Error(SessionError::new("EPROTO", message)))
+    }
+
+    fn recovered(code: &str, message: &str) -> Output {
+        emit(Notice::Recovered(SessionError::new(code, message)))
     }
 
     fn hello() -> Output {
@@ -941,27 +972,21 @@ mod tests {
     }
 
     #[test]
-    fn other_violations_drop_the_connection() {
+    fn frames_out_of_place_are_skipped_and_the_connection_goes_on() {
         let mut s = welcomed(config());
         assert_eq!(
             s.receive(Message::Welcome),
-            [
-                proto("Received welcome twice."),
-                Output::CloseSocket,
-                Output::ScheduleReconnect
-            ]
+            [recovered("EPROTO", "Received welcome twice.")]
         );
+        assert_eq!(s.phase(), Phase::Receiving);
         let mut s = session(config());
         s.connect();
         s.connected();
         assert_eq!(
             s.receive(Message::Drained),
-            [
-                proto("Received drained before welcome."),
-                Output::CloseSocket,
-                Output::ScheduleReconnect
-            ]
+            [recovered("EPROTO", "Received drained before welcome.")]
         );
+        assert_eq!(s.receive(Message::Welcome), [emit(Notice::Connect)]);
         let mut s = drained(config());
         let from_server = Message::Event {
             id: text("x"),
@@ -970,17 +995,29 @@ mod tests {
         };
         assert_eq!(
             s.receive(from_server),
-            [
-                proto("Received event, which only a client sends."),
-                Output::CloseSocket,
-                Output::ScheduleReconnect
-            ]
+            [recovered(
+                "EPROTO",
+                "Received event, which only a client sends."
+            )]
         );
-        let mut s = drained(config());
         assert_eq!(
-            s.receive(Message::hello("x"))[0],
-            proto("Received hello, which only a client sends.")
+            s.receive(Message::hello("x")),
+            [recovered(
+                "EPROTO",
+                "Received hello, which only a client sends."
+            )]
         );
+        let unknown = SessionError::new("EPROTO", "Unknown message token 0x09.");
+        assert_eq!(
+            s.ignored(unknown.clone()),
+            [emit(Notice::Recovered(unknown))]
+        );
+        assert!(s.is_drained());
+        assert_eq!(s.send(event(1)), [write(1)], "events still flow");
+    }
+
+    #[test]
+    fn an_undecodable_frame_ends_the_connection_quietly_unless_it_was_the_last() {
         let mut s = drained(SessionConfig {
             auto_reconnect: false,
             ..config()
@@ -989,18 +1026,28 @@ mod tests {
         assert_eq!(
             s.protocol_error(bad),
             [
-                proto("Failed to deserialize packet. truncated"),
                 Output::CloseSocket,
+                proto("Failed to deserialize packet. truncated"),
                 emit(Notice::Disconnect)
             ]
         );
         let mut s = drained(config());
-        let oversize = SessionError::new("IM491", "Maximum buffer size exceeded.");
+        let bad = SessionError::new("", "Failed to deserialize packet. truncated");
         assert_eq!(
-            s.protocol_error(oversize.clone()),
+            s.protocol_error(bad),
             [
-                emit(Notice::Error(oversize)),
                 Output::CloseSocket,
+                recovered("EPROTO", "Failed to deserialize packet. truncated"),
+                Output::ScheduleReconnect
+            ]
+        );
+        let mut s = drained(config());
+        let timeout = SessionError::new("ETIMEDOUT", "No acknowledgement.");
+        assert_eq!(
+            s.protocol_error(timeout.clone()),
+            [
+                Output::CloseSocket,
+                emit(Notice::Recovered(timeout)),
                 Output::ScheduleReconnect
             ]
         );
@@ -1056,7 +1103,10 @@ mod tests {
         assert_eq!(s.send(event(1)), [write(1)]);
         s.send(event(2));
         let reset = SessionError::new("ECONNRESET", "read ECONNRESET");
-        assert_eq!(s.connection_lost(Some(reset)), [Output::ScheduleReconnect]);
+        assert_eq!(
+            s.connection_lost(Some(reset.clone())),
+            [emit(Notice::Recovered(reset)), Output::ScheduleReconnect]
+        );
         assert_eq!(s.phase(), Phase::WaitingToReconnect);
         assert_eq!((s.queued(), s.in_flight()), (2, 0));
         assert_eq!(
@@ -1104,9 +1154,13 @@ mod tests {
             ..config()
         });
         s.connect();
-        assert_eq!(s.connect_failed(refused()), [Output::ScheduleReconnect]);
+        let quiet = [
+            emit(Notice::Recovered(refused())),
+            Output::ScheduleReconnect,
+        ];
+        assert_eq!(s.connect_failed(refused()), quiet);
         s.reconnect_timer();
-        assert_eq!(s.connect_failed(refused()), [Output::ScheduleReconnect]);
+        assert_eq!(s.connect_failed(refused()), quiet);
         s.reconnect_timer();
         let last = SessionError::new("ETIMEDOUT", "timed out");
         assert_eq!(s.connect_failed(last.clone()), [emit(Notice::Error(last))]);
@@ -1137,18 +1191,25 @@ mod tests {
             ..config()
         });
         s.send(event(1));
+        let quiet = [
+            emit(Notice::Recovered(refused())),
+            Output::ScheduleReconnect,
+        ];
         assert_eq!(s.connection_lost(None), [Output::ScheduleReconnect]);
         s.reconnect_timer();
-        assert_eq!(s.connect_failed(refused()), [Output::ScheduleReconnect]);
+        assert_eq!(s.connect_failed(refused()), quiet);
         s.reconnect_timer();
         s.connected();
         // WELCOME starts the count again.
         assert_eq!(s.receive(Message::Welcome), []);
         assert_eq!(s.connection_lost(None), [Output::ScheduleReconnect]);
         s.reconnect_timer();
-        assert_eq!(s.connect_failed(refused()), [Output::ScheduleReconnect]);
+        assert_eq!(s.connect_failed(refused()), quiet);
         s.reconnect_timer();
-        assert_eq!(s.connect_failed(refused()), [emit(Notice::Disconnect)]);
+        assert_eq!(
+            s.connect_failed(refused()),
+            [emit(Notice::Recovered(refused())), emit(Notice::Disconnect)]
+        );
         assert_eq!(s.pending(), 1, "the event waits for a later connect()");
         assert_eq!(s.close(false), [closed(1)]);
     }
@@ -1256,11 +1317,8 @@ mod tests {
             s.buffer_exceeded(),
             [
                 Output::Write(bye.to_bytes()),
-                emit(Notice::Error(SessionError::new(
-                    "IM491",
-                    "Maximum buffer size exceeded."
-                ))),
                 Output::CloseSocket,
+                recovered("IM491", "Maximum buffer size exceeded."),
                 Output::ScheduleReconnect,
             ]
         );

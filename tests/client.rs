@@ -326,3 +326,67 @@ async fn the_next_event_is_on_the_wire_before_the_previous_callback_runs() {
         .await
         .unwrap();
 }
+
+/// A gateway written by hand, frame by frame: WELCOME and DRAINED, then what the test sends.
+async fn scripted_gateway() -> (u16, tokio::task::JoinHandle<tokio::net::TcpStream>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut header = [0u8; 6];
+        socket.read_exact(&mut header).await.unwrap();
+        assert_eq!(header[0], 0x01, "HELLO first");
+        let len = u32::from_le_bytes([header[2], header[3], header[4], header[5]]) as usize;
+        let mut body = vec![0; len];
+        socket.read_exact(&mut body).await.unwrap();
+        socket
+    });
+    (port, accepted)
+}
+
+fn raw_frame(token: u8, body: &[u8]) -> Vec<u8> {
+    let mut frame = vec![token, 0];
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
+#[tokio::test]
+async fn an_unknown_token_and_a_second_welcome_are_skipped_without_an_error() {
+    use tokio::io::AsyncWriteExt;
+    let (port, accepted) = scripted_gateway().await;
+    let mut options = ClientOptions::new("127.0.0.1", port, "dev");
+    options.session.auto_reconnect = false;
+    let (client, mut rx) = spawn(options);
+    client.command(Command::Connect { cycle: 1 });
+    let mut socket = accepted.await.unwrap();
+    let mut bytes = raw_frame(0x02, b"");
+    bytes.extend(raw_frame(0x07, b""));
+    bytes.extend(raw_frame(0x09, b"\xc0"));
+    bytes.extend(raw_frame(0x02, b""));
+    // ACTION {id: 5, type: "t", parameters: nil}
+    bytes.extend(raw_frame(
+        0x05,
+        b"\x83\xa2id\x05\xa4type\xa1t\xaaparameters\xc0",
+    ));
+    socket.write_all(&bytes).await.unwrap();
+    let mut seen = Vec::new();
+    until(&mut rx, &mut seen, |s| {
+        s.iter().any(|n| matches!(n, Notice::Action { .. }))
+    })
+    .await;
+    let recovered: Vec<_> = seen
+        .iter()
+        .filter_map(|n| match n {
+            Notice::Recovered(err) => Some(err.message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        recovered,
+        ["Unknown message token 0x09.", "Received welcome twice."]
+    );
+    assert_eq!(count(&seen, |n| matches!(n, Notice::Error(_))), 0);
+    assert_eq!(count(&seen, |n| matches!(n, Notice::Disconnect)), 0);
+}

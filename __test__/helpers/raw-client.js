@@ -35,7 +35,7 @@ class RawClient {
         const token = this.buffer[0]
         const raw = this.buffer.subarray(6, 6 + length)
         this.buffer = this.buffer.subarray(6 + length)
-        this.frames.push({ token, name: NAMES[token], body: length ? msgpack.decode(raw) : null })
+        this.frames.push({ token, name: NAMES[token], body: length ? msgpack.decode(raw) : null, raw: Buffer.from(raw) })
       }
       this._wake()
     })

@@ -42,11 +42,15 @@ client.on('action', (action, ack) => {
 })
 client.on('acknowledgement', (ack: EventAcknowledgement) => console.log(ack.correlid, ack.status))
 client.on('error', (err) => console.log(err.code))
+const refused: number | undefined = client.recovered.ECONNREFUSED
+console.log(refused, new Event('raw', { u8: new Uint8Array(2), n: new Number(1), re: /x/ }))
 client.connect().unref()
 client.close({ keepQueue: true })
 
 // @ts-expect-error send takes an Event
 client.send('reading')
+// @ts-expect-error the counts are read-only
+client.recovered.EPROTO = 1
 // @ts-expect-error no such option type
 new Client({ host: 'localhost', port: '7777' })
 // @ts-expect-error an action listener gets the action and the ack function

@@ -28,7 +28,7 @@ use tokio::time::{sleep, Sleep};
 use tokio_rustls::rustls::ClientConfig;
 use tokio_util::codec::FramedRead;
 
-use crate::protocol::{ErrorBody, Frame, FrameCodec, FrameError, Message, Value};
+use crate::protocol::{ErrorBody, Frame, FrameCodec, FrameError, Message, MessageError, Value};
 use crate::session::{Notice, OutgoingEvent, Output, Phase, Session, SessionConfig, SessionError};
 
 pub use transport::{
@@ -437,6 +437,10 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 }
                 match Message::from_frame(&frame) {
                     Ok(message) => self.session.receive(message),
+                    // A token from a newer gateway: skipped, as the original skips it.
+                    Err(err @ MessageError::UnknownToken(_)) => self
+                        .session
+                        .ignored(SessionError::new("EPROTO", err.to_string())),
                     Err(err) => self
                         .session
                         .protocol_error(SessionError::new("EPROTO", err.to_string())),

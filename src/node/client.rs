@@ -99,6 +99,8 @@ pub enum NoticeKind {
     Fatal = 9,
     /// `cycle`: the client went idle after the `connect()` with this cycle number.
     Idle = 10,
+    /// `code, message`: something the client recovered from by itself, never an `error`.
+    Recovered = 11,
 }
 
 /// A batch's values, made in the current handle scope.
@@ -215,6 +217,10 @@ impl Flat {
                 self.kind(NoticeKind::Error)?;
                 self.error(err)
             }
+            Notice::Recovered(err) => {
+                self.kind(NoticeKind::Recovered)?;
+                self.error(err)
+            }
         }
     }
 }
@@ -277,11 +283,13 @@ struct DirectCall {
     mailbox: Arc<Mailbox>,
     /// Cleared when the `NativeClient` goes (and the reference with it).
     live: Cell<bool>,
+    /// The JS thread, the only one that may touch `env`, `callback` and `live`.
+    thread: std::thread::ThreadId,
 }
 
 // SAFETY: made and used on the JS thread only: the sink hands it to `uv::deliver`, which
 // accepts work only from a callback of this thread's loop, and the `NativeClient` that
-// clears it is finalized on that thread.
+// clears it is finalized on that thread. `on_thread` checks it before every use.
 unsafe impl Send for DirectCall {}
 unsafe impl Sync for DirectCall {}
 
@@ -309,12 +317,21 @@ impl DirectCall {
             context,
             mailbox,
             live: Cell::new(true),
+            thread: std::thread::current().id(),
         })
+    }
+
+    /// Whether this runs on the JS thread that made it; a use from any other is a bug,
+    /// refused rather than allowed to touch the environment.
+    fn on_thread(&self) -> bool {
+        let here = std::thread::current().id() == self.thread;
+        debug_assert!(here, "DirectCall used off its JS thread");
+        here
     }
 
     /// On the JS thread, when the `NativeClient` is finalized.
     fn release(&self) {
-        if self.live.replace(false) {
+        if self.on_thread() && self.live.replace(false) {
             unsafe {
                 sys::napi_delete_reference(self.env, self.callback);
                 sys::napi_async_destroy(self.env, self.context);
@@ -328,7 +345,7 @@ impl super::uv::Deliver for DirectCall {
     /// its own handle scope, with microtasks and `process.nextTick` run afterwards. An
     /// exception thrown by it is reported as uncaught, as a throwing listener of a socket is.
     fn deliver(&self) {
-        if !self.live.get() {
+        if !self.on_thread() || !self.live.get() {
             return;
         }
         let env = self.env;
@@ -519,10 +536,18 @@ impl NativeClient {
     }
 
     /// Makes the client's task panic: the test suite's proof that a panic in the core reaches
-    /// JavaScript as an `error`, not as an abort.
+    /// JavaScript as an `error`, not as an abort. Refused unless `IMT_GATEWAY_TEST_HOOKS=1`
+    /// was in the environment when the addon loaded (the tests that need it set it), so the
+    /// binary that ships, and is tested, cannot be crashed by it in production.
     #[napi(js_name = "__crash", catch_unwind)]
-    pub fn crash(&self) {
+    pub fn crash(&self) -> Result<()> {
+        if !super::test_hooks() {
+            return Err(napi::Error::from_reason(
+                "__crash is a test hook (IMT_GATEWAY_TEST_HOOKS=1 when the addon loads)",
+            ));
+        }
         run_command(&self.handle, Command::Crash);
+        Ok(())
     }
 
     /// Keeps the Node process alive while the client has work.
@@ -662,8 +687,25 @@ unsafe fn run_call<const N: usize>(
         let mut pending = false;
         sys::napi_is_exception_pending(env, &mut pending);
         if !pending {
-            let message = std::ffi::CString::new(err.reason.replace('\0', " ")).unwrap_or_default();
-            sys::napi_throw_error(env, ptr::null(), message.as_ptr());
+            // `CODE: message` (see `value::OVER_BUDGET`) becomes an Error with that code.
+            let reason = err.reason.replace('\0', " ");
+            let (code, message) = match reason.split_once(": ") {
+                Some((code, message))
+                    if !code.is_empty()
+                        && code
+                            .bytes()
+                            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) =>
+                {
+                    (std::ffi::CString::new(code).ok(), message.to_owned())
+                }
+                _ => (None, reason),
+            };
+            let message = std::ffi::CString::new(message).unwrap_or_default();
+            sys::napi_throw_error(
+                env,
+                code.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
+                message.as_ptr(),
+            );
         }
     }
     ptr::null_mut()

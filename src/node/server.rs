@@ -12,7 +12,7 @@ use napi::{Result, Status};
 use napi_derive::napi;
 use tokio::sync::mpsc;
 
-use super::value::JsValue;
+use super::value::{JsValue, JsValueCopy};
 use crate::protocol::ErrorBody;
 use crate::server::{ConnectionInfo, OutboundAction, Server, ServerEvent, ServerOptions, Verdict};
 
@@ -84,7 +84,8 @@ pub struct ServerNotice {
     pub id: Option<JsValue>,
     #[napi(js_name = "type")]
     pub event_type: Option<String>,
-    pub payload: Option<JsValue>,
+    /// An event's bundle: copied, since the echo still reads its bytes.
+    pub payload: Option<JsValueCopy>,
     pub decision: Option<f64>,
     pub ticket: Option<f64>,
     pub status: Option<f64>,
@@ -145,7 +146,7 @@ fn to_notice(event: ServerEvent) -> ServerNotice {
             connection: Some(connection(&conn)),
             id: Some(JsValue(id)),
             event_type: Some(kind),
-            payload: Some(JsValue(bundle)),
+            payload: Some(JsValueCopy(bundle)),
             decision: decision.map(|d| d as f64),
             ..notice("event")
         },

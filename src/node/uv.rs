@@ -13,8 +13,14 @@
 //! Wake-ups made on the loop's own thread (a `send()`) need no system call: a `uv_idle` handle
 //! runs the tasks on the loop's next turn. And what a loop callback has for JavaScript is
 //! called directly when its work is done ([`deliver`]), as Node calls a socket's listeners.
-//! libuv is found at run time in the host process; a host without it, or
-//! `IMT_GATEWAY_IO=tokio` in the environment, keeps the clients on the tokio runtime.
+//! libuv is found at run time in the host process, and used only where it is really Node's:
+//! the `uv_*` functions must come from the image that provides `napi_get_uv_event_loop` (or
+//! from a shared libuv, as distributions build Node), report the version
+//! `process.versions.uv` names, and the host must not be Bun or Deno (Bun exports `uv_*`
+//! functions that abort, Deno's loop is not libuv's). Any other host, or
+//! `IMT_GATEWAY_IO=tokio` in the environment, keeps the clients on the tokio runtime; so does
+//! a second Node-API environment on a thread that already has one (embedders, Electron
+//! sub-frames), since one loop handle and cleanup hook serve one environment.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -60,28 +66,66 @@ struct Uv {
     idle_stop: unsafe extern "C" fn(*mut c_void) -> c_int,
     close: unsafe extern "C" fn(*mut c_void, Option<CloseCb>),
     unref: unsafe extern "C" fn(*mut c_void),
+    version_string: unsafe extern "C" fn() -> *const std::ffi::c_char,
 }
 
 #[cfg(unix)]
 fn find_uv() -> Option<Uv> {
-    unsafe fn symbol<T: Copy>(name: &std::ffi::CStr) -> Option<T> {
+    /// The image (executable or library) that holds `address`: its base and file name.
+    unsafe fn image(address: *mut c_void) -> Option<(usize, &'static std::ffi::CStr)> {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if address.is_null() || libc::dladdr(address, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        Some((
+            info.dli_fbase as usize,
+            std::ffi::CStr::from_ptr(info.dli_fname),
+        ))
+    }
+    // SAFETY: dlsym and dladdr only look symbols up.
+    let (node, _) = unsafe {
+        image(libc::dlsym(
+            libc::RTLD_DEFAULT,
+            c"napi_get_uv_event_loop".as_ptr(),
+        ))
+    }?;
+    // libuv is in the image that runs Node-API (Node's own build), or is a shared libuv
+    // (distributions build Node with --shared-libuv): not a library of some other addon,
+    // whose loops are not Node's.
+    let (uv, name) = unsafe {
+        image(libc::dlsym(
+            libc::RTLD_DEFAULT,
+            c"uv_version_string".as_ptr(),
+        ))
+    }?;
+    let shared = name
+        .to_bytes()
+        .rsplit(|&b| b == b'/')
+        .next()
+        .is_some_and(|file| file.starts_with(b"libuv."));
+    if uv != node && !shared {
+        return None;
+    }
+    unsafe fn symbol<T: Copy>(name: &std::ffi::CStr, uv: usize) -> Option<T> {
         let found = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
-        (!found.is_null()).then(|| std::mem::transmute_copy(&found))
+        // Every function from that same image.
+        (image(found)?.0 == uv).then(|| std::mem::transmute_copy(&found))
     }
     // SAFETY: each symbol is a libuv 1.x function with the signature declared in `Uv`.
     unsafe {
         Some(Uv {
-            handle_size: symbol(c"uv_handle_size")?,
-            poll_init: symbol(c"uv_poll_init")?,
-            poll_start: symbol(c"uv_poll_start")?,
-            poll_stop: symbol(c"uv_poll_stop")?,
-            async_init: symbol(c"uv_async_init")?,
-            async_send: symbol(c"uv_async_send")?,
-            idle_init: symbol(c"uv_idle_init")?,
-            idle_start: symbol(c"uv_idle_start")?,
-            idle_stop: symbol(c"uv_idle_stop")?,
-            close: symbol(c"uv_close")?,
-            unref: symbol(c"uv_unref")?,
+            version_string: symbol(c"uv_version_string", uv)?,
+            handle_size: symbol(c"uv_handle_size", uv)?,
+            poll_init: symbol(c"uv_poll_init", uv)?,
+            poll_start: symbol(c"uv_poll_start", uv)?,
+            poll_stop: symbol(c"uv_poll_stop", uv)?,
+            async_init: symbol(c"uv_async_init", uv)?,
+            async_send: symbol(c"uv_async_send", uv)?,
+            idle_init: symbol(c"uv_idle_init", uv)?,
+            idle_start: symbol(c"uv_idle_start", uv)?,
+            idle_stop: symbol(c"uv_idle_stop", uv)?,
+            close: symbol(c"uv_close", uv)?,
+            unref: symbol(c"uv_unref", uv)?,
         })
     }
 }
@@ -100,6 +144,52 @@ fn uv() -> Option<&'static Uv> {
     .as_ref()
 }
 
+/// Whether the host that runs `env` is Node with the libuv found by [`uv`]: not Bun or Deno
+/// (asked before any libuv function is called, since Bun's abort), and `uv_version_string()`
+/// equal to `process.versions.uv`. Asked once per process.
+fn node_libuv(env: &Env, uv: &Uv) -> bool {
+    static NODE: OnceLock<bool> = OnceLock::new();
+    *NODE.get_or_init(|| unsafe { is_node_libuv(env.raw(), uv) }.unwrap_or(false))
+}
+
+unsafe fn is_node_libuv(env: sys::napi_env, uv: &Uv) -> Option<bool> {
+    unsafe fn property(
+        env: sys::napi_env,
+        object: sys::napi_value,
+        name: &std::ffi::CStr,
+    ) -> Option<sys::napi_value> {
+        let mut value = std::ptr::null_mut();
+        (sys::napi_get_named_property(env, object, name.as_ptr(), &mut value)
+            == sys::Status::napi_ok)
+            .then_some(value)
+    }
+    unsafe fn kind(env: sys::napi_env, value: sys::napi_value) -> Option<i32> {
+        let mut kind = 0;
+        (sys::napi_typeof(env, value, &mut kind) == sys::Status::napi_ok).then_some(kind)
+    }
+    let mut global = std::ptr::null_mut();
+    if sys::napi_get_global(env, &mut global) != sys::Status::napi_ok {
+        return None;
+    }
+    for runtime in [c"Bun", c"Deno"] {
+        if kind(env, property(env, global, runtime)?)? != sys::ValueType::napi_undefined {
+            return Some(false);
+        }
+    }
+    let versions = property(env, property(env, global, c"process")?, c"versions")?;
+    for runtime in [c"bun", c"deno"] {
+        if kind(env, property(env, versions, runtime)?)? != sys::ValueType::napi_undefined {
+            return Some(false);
+        }
+    }
+    let node = super::value::read_string(env, property(env, versions, c"uv")?).ok()?;
+    let ours = (uv.version_string)();
+    if ours.is_null() {
+        return Some(false);
+    }
+    Some(std::ffi::CStr::from_ptr(ours).to_bytes() == node.as_bytes())
+}
+
 /// Allocates a libuv handle of `kind`; freed by [`free_handle`] from its close callback.
 fn alloc_handle(uv: &Uv, kind: c_int) -> *mut c_void {
     unsafe { libc::calloc(1, (uv.handle_size)(kind)) }
@@ -114,8 +204,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 thread_local! {
-    /// This thread's executor, once a client has been made here.
-    static EXECUTOR: RefCell<Option<Rc<Executor>>> = const { RefCell::new(None) };
+    /// This thread's executor, once a client has been made here, and the environment it
+    /// serves (the one whose cleanup hook tears it down).
+    static EXECUTOR: RefCell<Option<(usize, Rc<Executor>)>> = const { RefCell::new(None) };
     /// This thread's libuv loop (0 when it has none): whether a socket or a wake-up belongs
     /// to the loop of the thread at hand.
     static LOOP: Cell<usize> = const { Cell::new(0) };
@@ -309,7 +400,7 @@ struct Executor {
 }
 
 fn current() -> Option<Rc<Executor>> {
-    EXECUTOR.with(|e| e.borrow().clone())
+    EXECUTOR.with(|e| e.borrow().as_ref().map(|(_, executor)| executor.clone()))
 }
 
 impl Executor {
@@ -340,6 +431,15 @@ impl Executor {
             lock(&self.shared.queue).run_next_turn();
             return;
         }
+        // Cleared however this ends, a panic included: left set, every later run would only
+        // ask for another turn, and the loop would spin with no task ever polled.
+        struct Running<'a>(&'a Cell<bool>);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        let _running = Running(&self.running);
         let (mut woken, spawned) = {
             let mut queue = lock(&self.shared.queue);
             queue.signalled = false;
@@ -349,17 +449,20 @@ impl Executor {
                 std::mem::take(&mut queue.spawned),
             )
         };
-        woken.extend(spawned.into_iter().map(|task| self.insert(task)));
-        if !woken.is_empty() {
-            let _ = catch_unwind(AssertUnwindSafe(|| {
-                napi::bindgen_prelude::within_runtime_if_available(|| {
-                    for id in woken {
-                        self.poll(id);
-                    }
-                })
-            }));
+        for task in spawned {
+            if let Ok(id) = catch_unwind(AssertUnwindSafe(|| self.insert(task))) {
+                woken.push(id);
+            }
         }
-        self.running.set(false);
+        if !woken.is_empty() {
+            napi::bindgen_prelude::within_runtime_if_available(|| {
+                for id in woken {
+                    // Each task on its own: one that panics cannot keep the others, woken
+                    // and so not queued again, from ever being polled.
+                    let _ = catch_unwind(AssertUnwindSafe(|| self.poll(id)));
+                }
+            });
+        }
     }
 
     fn poll(&self, id: usize) {
@@ -384,7 +487,8 @@ impl Executor {
             tasks[id] = None;
             drop(tasks);
             self.free.borrow_mut().push(id);
-            drop(future);
+            // A panic in a future's drop is its own, too.
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(future)));
         } else if let Some(Some(slot)) = tasks.get_mut(id) {
             slot.future = Some(future);
         }
@@ -416,10 +520,14 @@ fn run_ready() {
 
 /// The executor of `env`'s thread, made on first use; `None` when the host has no libuv.
 fn executor(env: &Env) -> Option<Rc<Executor>> {
-    if let Some(existing) = current() {
-        return Some(existing);
+    if let Some((owner, existing)) = EXECUTOR.with(|e| e.borrow().clone()) {
+        // Another environment on this thread: tokio (see the module documentation).
+        return (owner == env.raw() as usize).then_some(existing);
     }
     let uv = uv()?;
+    if !node_libuv(env, uv) {
+        return None;
+    }
     let mut uv_loop = std::ptr::null_mut();
     let status = unsafe { sys::napi_get_uv_event_loop(env.raw(), &mut uv_loop) };
     if status != sys::Status::napi_ok || uv_loop.is_null() {
@@ -456,7 +564,7 @@ fn executor(env: &Env) -> Option<Rc<Executor>> {
         free: RefCell::default(),
         running: Cell::new(false),
     });
-    EXECUTOR.with(|e| *e.borrow_mut() = Some(executor.clone()));
+    EXECUTOR.with(|e| *e.borrow_mut() = Some((env.raw() as usize, executor.clone())));
     LOOP.with(|l| l.set(uv_loop as usize));
     unsafe {
         sys::napi_add_env_cleanup_hook(env.raw(), Some(teardown), std::ptr::null_mut());
@@ -468,7 +576,7 @@ fn executor(env: &Env) -> Option<Rc<Executor>> {
 /// loop's handles, so that nothing touches this loop again.
 unsafe extern "C" fn teardown(_arg: *mut c_void) {
     let _ = catch_unwind(|| {
-        let Some(executor) = EXECUTOR.with(|e| e.borrow_mut().take()) else {
+        let Some((_, executor)) = EXECUTOR.with(|e| e.borrow_mut().take()) else {
             return;
         };
         let handles = {
@@ -675,13 +783,16 @@ fn on_ready_run(handle: *mut c_void, status: c_int, events: c_int) {
 /// A non-blocking TCP socket whose readiness comes from the loop. Only the loop's thread
 /// touches it; a call from any other thread fails instead of touching libuv.
 struct PolledSocket {
-    io: std::net::TcpStream,
+    /// Closed in `drop`, after the poll handle, or leaked with it (see there).
+    io: std::mem::ManuallyDrop<std::net::TcpStream>,
     watch: *mut Watch,
     uv_loop: usize,
+    /// The loop's thread, the only one that may touch `watch` and its handle.
+    thread: std::thread::ThreadId,
 }
 
-// SAFETY: every use of `watch` checks that it runs on the loop's thread; the socket only
-// moves between threads as part of a task that is polled there.
+// SAFETY: every use of `watch` checks that it runs on the loop's thread (`on_thread`); the
+// socket only moves between threads as part of a task that is polled there.
 unsafe impl Send for PolledSocket {}
 unsafe impl Sync for PolledSocket {}
 
@@ -718,7 +829,17 @@ impl PolledSocket {
         }));
         // SAFETY: `data` is the first field of the handle.
         unsafe { *(handle as *mut *mut Watch) = watch };
-        Ok(PolledSocket { io, watch, uv_loop })
+        Ok(PolledSocket {
+            io: std::mem::ManuallyDrop::new(io),
+            watch,
+            uv_loop,
+            thread: std::thread::current().id(),
+        })
+    }
+
+    /// On the thread whose loop watches the socket (and that loop still runs).
+    fn on_thread(&self) -> bool {
+        std::thread::current().id() == self.thread && on_loop(self.uv_loop)
     }
 
     /// Runs `f` on the Watch, on the loop's thread only.
@@ -726,7 +847,8 @@ impl PolledSocket {
         &self,
         f: impl FnOnce(&mut Watch) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        if !on_loop(self.uv_loop) {
+        if !self.on_thread() {
+            debug_assert!(false, "socket used outside its event loop's thread");
             return Poll::Ready(Err(io::Error::other(
                 "socket used outside its event loop's thread",
             )));
@@ -754,7 +876,7 @@ impl PolledSocket {
     ) -> Poll<io::Result<usize>> {
         self.with_watch(|watch| loop {
             ready!(watch.poll_ready(cx, event))?;
-            match call(socket2::SockRef::from(&self.io)) {
+            match call(socket2::SockRef::from(&*self.io)) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => watch.ready &= !event,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 result => {
@@ -774,13 +896,21 @@ impl PolledSocket {
 impl Drop for PolledSocket {
     fn drop(&mut self) {
         let Some(uv) = uv() else { return };
-        // SAFETY: the Watch was made in `new` and is freed only here; closing the handle
-        // stops its callbacks at once, and libuv frees the handle's memory afterwards.
-        let watch = unsafe { Box::from_raw(self.watch) };
-        if on_loop(self.uv_loop) {
-            unsafe { (uv.close)(watch.handle, Some(free_handle)) };
+        if !self.on_thread() {
+            // Never expected. The poll handle cannot be closed from here, and it stays armed
+            // with the Watch as its data and the socket as its descriptor: freeing the Watch
+            // would leave the loop a dangling pointer for its next report, and closing the
+            // socket would let libuv watch whatever reuses the descriptor, so all are leaked.
+            debug_assert!(false, "socket dropped outside its event loop's thread");
+            return;
         }
-        // Off its thread (never expected) the handle is leaked rather than touched.
+        // SAFETY: the Watch was made in `new` and is freed only here, on the loop's thread;
+        // closing the handle stops its callbacks at once, and libuv frees the handle's memory
+        // afterwards.
+        let watch = unsafe { Box::from_raw(self.watch) };
+        unsafe { (uv.close)(watch.handle, Some(free_handle)) };
+        // SAFETY: dropped once, here, after libuv stopped watching it.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.io) };
     }
 }
 

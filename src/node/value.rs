@@ -2,8 +2,20 @@
 //! straight into MessagePack ([`encode`]), and a wire [`Value`] becomes a JS value ([`write`]).
 //! Raw Node-API calls, so a bundle is walked once with no intermediate JSON, serde or
 //! [`Value`] layer.
+//!
+//! The authority is msgpack-lite 0.1.26's `encode`, which the original client used and the
+//! gateway decodes with: a Buffer is bin, an array (a Proxy of one too) is an array, and any
+//! other object is written according to the name of its constructor, as msgpack-lite picks
+//! its extension packers: typed arrays, DataView, ArrayBuffer, boxed primitives, RegExp, Date
+//! and the Error classes become their extension types, anything else a map of its own
+//! enumerable keys. Decoding turns those extension types back into the same classes, as
+//! msgpack-lite's `decode` does.
+//!
+//! Every encoding carries a byte budget, the 10 MiB frame cap: lengths are checked against it
+//! before a loop starts, so `new Array(2 ** 32 - 1)` or a subtree shared a billion times over
+//! fails at once instead of growing a buffer for minutes.
 
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_void, CStr};
 use std::ptr;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -11,10 +23,10 @@ use napi::bindgen_prelude::{FromNapiValue, ToNapiValue, TypeName, ValidateNapiVa
 use napi::{check_status, sys, Error, Result, Status, ValueType};
 
 use crate::protocol::value::{
-    write_array_header, write_binary, write_bool, write_date, write_map_header, write_nil,
-    write_number, write_str_header, MAX_DEPTH,
+    write_array_header, write_binary, write_bool, write_date, write_ext, write_map_header,
+    write_nil, write_number, write_str, write_str_header, MAX_DEPTH,
 };
-use crate::protocol::{decode, DecodeError, Value};
+use crate::protocol::{decode, DecodeError, Value, MAX_BUFFER};
 
 /// A [`Value`] crossing the napi boundary.
 pub struct JsValue(pub Value);
@@ -42,6 +54,35 @@ impl ToNapiValue for JsValue {
     }
 }
 
+/// A [`Value`] that goes to JavaScript with every binary copied: for values whose bytes Rust
+/// still reads after handing them over (the bundled Server echoes an event's bundle), since
+/// JavaScript may write into a Buffer it is given.
+pub struct JsValueCopy(pub Value);
+
+impl TypeName for JsValueCopy {
+    fn type_name() -> &'static str {
+        "unknown"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Unknown
+    }
+}
+
+impl ToNapiValue for JsValueCopy {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let borrowing = BORROW.with(|b| b.replace(false));
+        let made = write(env, &val.0);
+        BORROW.with(|b| b.set(borrowing));
+        made
+    }
+}
+
+thread_local! {
+    /// Large binaries may go to JavaScript as Buffers over the received bytes (see
+    /// [`write_buffer`]); cleared while a [`JsValueCopy`] is written.
+    static BORROW: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
 impl ToNapiValue for &Value {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
         write(env, val)
@@ -51,6 +92,10 @@ impl ToNapiValue for &Value {
 /// How many maps enclose every JavaScript value the protocol carries: each is a field of a
 /// message's map (an id, a bundle, an action's parameters).
 pub const FIELD_DEPTH: usize = 1;
+
+/// The error of an encoding that would not fit a frame. `CODE: message`, which the calls
+/// made from JavaScript turn into an Error with that `code` (see `node::client::run_call`).
+pub const OVER_BUDGET: &str = "IM491: Maximum buffer size exceeded.";
 
 /// `value` as a [`Value`]: encoded by [`encode`] and decoded again, so it is exactly what
 /// the wire will carry and there is one walk of JavaScript values, not two to keep alike.
@@ -67,49 +112,52 @@ impl From<DecodeError> for Error {
     }
 }
 
-/// Writes `value` into `out` as MessagePack, as PROTOCOL.md section 5 maps JavaScript values:
-/// straight from the caller's strings and Buffers, with no tree of [`Value`]s in between.
-/// `depth` is how many arrays and maps already enclose it: a walk never opens more than
-/// MessagePack decoding accepts (so a cyclic object ends in an error). After an error, `out`
-/// holds a partial value.
+/// Writes `value` into `out` as MessagePack, as msgpack-lite 0.1.26 writes it (see the module
+/// documentation): straight from the caller's strings and Buffers, with no tree of [`Value`]s
+/// in between. `depth` is how many arrays and maps already enclose it: a walk never opens more
+/// than MessagePack decoding accepts (so a cyclic object ends in an error), and `out` never
+/// grows past the frame cap ([`OVER_BUDGET`]). After an error, `out` holds a partial value.
 pub unsafe fn encode(
     env: sys::napi_env,
     value: sys::napi_value,
     depth: usize,
     out: &mut BytesMut,
 ) -> Result<()> {
-    let mut kind = 0;
-    check_status!(sys::napi_typeof(env, value, &mut kind))?;
-    match kind {
-        sys::ValueType::napi_boolean => {
-            let mut b = false;
-            check_status!(sys::napi_get_value_bool(env, value, &mut b))?;
-            write_bool(b, out);
-        }
-        sys::ValueType::napi_number => {
-            let mut n = 0.0;
-            check_status!(sys::napi_get_value_double(env, value, &mut n))?;
-            write_number(n, out);
-        }
-        sys::ValueType::napi_string => put_utf8(env, value, out, write_str_header)?,
-        sys::ValueType::napi_object => encode_object(env, value, depth, out)?,
-        // undefined, null, functions, symbols: nil, as the original writes them.
-        _ => write_nil(out),
-    }
-    Ok(())
+    let mut encoder = Encoder {
+        env,
+        limit: MAX_BUFFER,
+        buffer_class: None,
+        known: None,
+        visited: 0,
+        memo: None,
+        top: &*out,
+    };
+    encoder.value(value, depth, out)
+}
+
+fn over_budget() -> Error {
+    Error::new(Status::InvalidArg, OVER_BUDGET)
+}
+
+fn too_deep() -> Error {
+    Error::new(
+        Status::InvalidArg,
+        "Value is nested too deeply (or is circular).",
+    )
 }
 
 /// Strings this long or shorter are read with one Node-API call instead of two.
 const SHORT_STRING: usize = 256;
 
 /// Appends the UTF-8 of the string `value` to `out`, after what `before(len, out)` writes
-/// once its length is known. A short string (ids, types, keys: nearly all) is read with one
-/// call into a buffer on the stack, a long one straight into `out`. Node writes valid UTF-8
-/// (lone surrogates become U+FFFD).
+/// once its length is known, unless `out` would then hold more than `limit` bytes. A short
+/// string (ids, types, keys: nearly all) is read with one call into a buffer on the stack, a
+/// long one straight into `out`. Node writes valid UTF-8 (lone surrogates become U+FFFD).
 unsafe fn put_utf8(
     env: sys::napi_env,
     value: sys::napi_value,
     out: &mut BytesMut,
+    limit: usize,
     before: impl FnOnce(usize, &mut BytesMut),
 ) -> Result<()> {
     let mut short = [0u8; SHORT_STRING];
@@ -124,6 +172,9 @@ unsafe fn put_utf8(
     // Node stops before a character that does not fit whole, so a result more than 4 bytes
     // short of the room (one byte of it is the terminating NUL) is the whole string.
     if written + 4 < short.len() - 1 {
+        if out.len() + written + 5 > limit {
+            return Err(over_budget());
+        }
         before(written, out);
         out.put_slice(&short[..written]);
         return Ok(());
@@ -136,6 +187,9 @@ unsafe fn put_utf8(
         0,
         &mut len
     ))?;
+    if out.len().saturating_add(len).saturating_add(5) > limit {
+        return Err(over_budget());
+    }
     before(len, out);
     out.reserve(len + 1);
     let room = out.spare_capacity_mut();
@@ -159,7 +213,7 @@ unsafe fn put_utf8(
 
 pub(super) unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> Result<String> {
     let mut bytes = BytesMut::new();
-    put_utf8(env, value, &mut bytes, |_, _| {})?;
+    put_utf8(env, value, &mut bytes, usize::MAX, |_, _| {})?;
     // Valid UTF-8, and a BytesMut of its own: no copy either way.
     Ok(String::from_utf8(Vec::from(bytes))
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
@@ -170,90 +224,821 @@ pub(super) unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> 
 const LARGE_BUFFER: usize = 64 * 1024;
 const AFTER_LARGE_BUFFER: usize = 4096;
 
-unsafe fn encode_object(
+/// The extension types of msgpack-lite 0.1.26 (its `ext-packer.js`), by constructor name.
+const EXT_CLASSES: &[(&[u8], i8)] = &[
+    (b"Error", 0x0E),
+    (b"EvalError", 0x01),
+    (b"RangeError", 0x02),
+    (b"ReferenceError", 0x03),
+    (b"SyntaxError", 0x04),
+    (b"TypeError", 0x05),
+    (b"URIError", 0x06),
+    (b"RegExp", 0x0A),
+    (b"Boolean", 0x0B),
+    (b"String", 0x0C),
+    (b"Date", 0x0D),
+    (b"Number", 0x0F),
+    (b"Int8Array", 0x11),
+    (b"Uint8Array", 0x12),
+    (b"Int16Array", 0x13),
+    (b"Uint16Array", 0x14),
+    (b"Int32Array", 0x15),
+    (b"Uint32Array", 0x16),
+    (b"Float32Array", 0x17),
+    (b"Float64Array", 0x18),
+    (b"Uint8ClampedArray", 0x19),
+    (b"ArrayBuffer", 0x1A),
+    (b"DataView", 0x1D),
+];
+
+const EXT_REGEXP: i8 = 0x0A;
+const EXT_DATE: i8 = 0x0D;
+const EXT_ARRAY_BUFFER: i8 = 0x1A;
+const EXT_BUFFER: i8 = 0x1B;
+const EXT_DATA_VIEW: i8 = 0x1D;
+
+/// The properties msgpack-lite writes (and reads back) for an Error, in its order.
+const ERROR_COLUMNS: [&CStr; 6] = [
+    c"name",
+    c"message",
+    c"stack",
+    c"columnNumber",
+    c"fileName",
+    c"lineNumber",
+];
+
+fn is_error_kind(kind: i8) -> bool {
+    matches!(kind, 0x01..=0x06 | 0x0E)
+}
+
+fn is_typed_array_kind(kind: i8) -> bool {
+    matches!(kind, 0x11..=0x19)
+}
+
+/// What the encoder looks at on every object, made once per encoding so that no property
+/// name is made from UTF-8 per object: the key `constructor`, and the classes told apart by
+/// identity without reading their names, `Object`, `Buffer` and `Date` (undefined when the
+/// host has no such function); the classes are kept by reference per environment.
+#[derive(Clone, Copy)]
+struct Known {
+    constructor: sys::napi_value,
+    object: sys::napi_value,
+    buffer: sys::napi_value,
+    date: sys::napi_value,
+}
+
+thread_local! {
+    /// References to `Object`, `Buffer` and `Date` (null when there is no function to refer
+    /// to) for one environment of this thread, the first to encode.
+    static KNOWN: std::cell::RefCell<Option<(usize, [sys::napi_ref; 3])>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+unsafe fn known(env: sys::napi_env) -> Result<Known> {
+    let constructor = string(env, "constructor")?;
+    let cached = KNOWN.with(|k| {
+        k.borrow()
+            .as_ref()
+            .filter(|(owner, _)| *owner == env as usize)
+            .map(|(_, refs)| *refs)
+    });
+    let mut classes = [ptr::null_mut(); 3];
+    match cached {
+        Some(refs) => {
+            for (value, reference) in classes.iter_mut().zip(refs) {
+                if reference.is_null() {
+                    check_status!(sys::napi_get_undefined(env, value))?;
+                } else {
+                    check_status!(sys::napi_get_reference_value(env, reference, value))?;
+                }
+            }
+        }
+        None => {
+            classes = [
+                global(env, c"Object")?,
+                global(env, c"Buffer")?,
+                global(env, c"Date")?,
+            ];
+            if KNOWN.with(|k| k.borrow().is_none()) {
+                let mut refs = [ptr::null_mut(); 3];
+                for (reference, value) in refs.iter_mut().zip(classes) {
+                    let mut kind = 0;
+                    check_status!(sys::napi_typeof(env, value, &mut kind))?;
+                    if kind == sys::ValueType::napi_function {
+                        check_status!(sys::napi_create_reference(env, value, 1, reference))?;
+                    }
+                }
+                KNOWN.with(|k| *k.borrow_mut() = Some((env as usize, refs)));
+                check_status!(sys::napi_add_env_cleanup_hook(
+                    env,
+                    Some(forget_known),
+                    env.cast()
+                ))?;
+            }
+        }
+    }
+    let [object, buffer, date] = classes;
+    Ok(Known {
+        constructor,
+        object,
+        buffer,
+        date,
+    })
+}
+
+/// The environment that made [`KNOWN`] is going away: its references go with it.
+unsafe extern "C" fn forget_known(env: *mut c_void) {
+    let env: sys::napi_env = env.cast();
+    let taken = KNOWN.with(|k| {
+        let mut k = k.borrow_mut();
+        match k.as_ref() {
+            Some((owner, _)) if *owner == env as usize => k.take(),
+            _ => None,
+        }
+    });
+    if let Some((_, refs)) = taken {
+        for reference in refs.into_iter().filter(|r| !r.is_null()) {
+            sys::napi_delete_reference(env, reference);
+        }
+    }
+}
+
+/// A constructor's name, as far as it matters here: the longest msgpack-lite knows has 17
+/// bytes, so a longer one is kept cut short (it then matches nothing).
+struct ClassName {
+    bytes: [u8; 24],
+    len: usize,
+}
+
+impl ClassName {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The bytes an ArrayBuffer or a view of one covers.
+enum Viewed<'a> {
+    Typed(sys::napi_typedarray_type, &'a [u8]),
+    DataView(&'a [u8]),
+    ArrayBuffer(&'a [u8]),
+}
+
+unsafe fn slice<'a>(data: *mut c_void, len: usize) -> &'a [u8] {
+    if len == 0 || data.is_null() {
+        &[]
+    } else {
+        // SAFETY: Node says `len` bytes live at `data`, kept alive by the value the caller
+        // holds for as long as it uses the slice (this call from JavaScript).
+        std::slice::from_raw_parts(data.cast::<u8>(), len)
+    }
+}
+
+fn element_size(kind: sys::napi_typedarray_type) -> usize {
+    use sys::TypedarrayType as T;
+    if kind == T::int16_array || kind == T::uint16_array {
+        2
+    } else if kind == T::int32_array || kind == T::uint32_array || kind == T::float32_array {
+        4
+    } else if kind == T::float64_array || kind == T::bigint64_array || kind == T::biguint64_array {
+        8
+    } else {
+        1
+    }
+}
+
+/// One walk of a JavaScript value into MessagePack.
+struct Encoder {
     env: sys::napi_env,
-    value: sys::napi_value,
-    depth: usize,
-    out: &mut BytesMut,
-) -> Result<()> {
-    let mut flag = false;
-    check_status!(sys::napi_is_buffer(env, value, &mut flag))?;
-    if flag {
-        let mut data = ptr::null_mut();
-        let mut len = 0;
-        check_status!(sys::napi_get_buffer_info(env, value, &mut data, &mut len))?;
-        let bytes: &[u8] = if len == 0 {
-            &[]
-        } else {
-            std::slice::from_raw_parts(data.cast::<u8>(), len)
+    /// The most bytes `out` may hold.
+    limit: usize,
+    /// `globalThis.Buffer` (null when the host has none), looked up when first needed.
+    buffer_class: Option<sys::napi_value>,
+    /// What every object is compared with, resolved at the first object.
+    known: Option<Known>,
+    /// Values walked so far.
+    visited: usize,
+    /// Containers already written into the top buffer, from [`MEMO_AFTER`] values on.
+    memo: Option<Memo>,
+    /// The buffer `encode` writes into, which the memo's ranges refer to.
+    top: *const BytesMut,
+}
+
+/// After this many values, containers written once are remembered (in a JavaScript `Map`,
+/// by identity) and written again by copying their bytes: a subtree shared many times over
+/// (`x = {a: y, b: y}`, 30 levels deep) reaches the budget in milliseconds instead of being
+/// walked a billion times. Smaller bundles, nearly all, never pay for the `Map`.
+const MEMO_AFTER: usize = 100_000;
+
+struct Memo {
+    map: sys::napi_value,
+    get: sys::napi_value,
+    set: sys::napi_value,
+    /// What a `Map` value (an index here) stands for: the bytes' range in the top buffer,
+    /// and the depth they were written at (copied only as deep or shallower).
+    written: Vec<(usize, usize, usize)>,
+}
+
+impl Encoder {
+    fn room(&self, out: &BytesMut, need: usize) -> Result<()> {
+        if out.len().saturating_add(need) > self.limit {
+            return Err(over_budget());
+        }
+        Ok(())
+    }
+
+    unsafe fn value(
+        &mut self,
+        value: sys::napi_value,
+        depth: usize,
+        out: &mut BytesMut,
+    ) -> Result<()> {
+        let env = self.env;
+        self.visited += 1;
+        let mut kind = 0;
+        check_status!(sys::napi_typeof(env, value, &mut kind))?;
+        match kind {
+            sys::ValueType::napi_boolean => {
+                let mut b = false;
+                check_status!(sys::napi_get_value_bool(env, value, &mut b))?;
+                write_bool(b, out);
+            }
+            sys::ValueType::napi_number => {
+                let mut n = 0.0;
+                check_status!(sys::napi_get_value_double(env, value, &mut n))?;
+                write_number(n, out);
+            }
+            sys::ValueType::napi_string => put_utf8(env, value, out, self.limit, write_str_header)?,
+            sys::ValueType::napi_object => self.object(value, depth, out)?,
+            sys::ValueType::napi_bigint => {
+                // msgpack-lite throws `Unsupported type "bigint": 1` (and the original's
+                // send then never called back): here the send fails through its callback.
+                let mut text = ptr::null_mut();
+                let shown =
+                    if sys::napi_coerce_to_string(env, value, &mut text) == sys::Status::napi_ok {
+                        read_string(env, text).unwrap_or_default()
+                    } else {
+                        String::new()
+                    };
+                return Err(Error::new(
+                    Status::InvalidArg,
+                    format!("Unsupported type \"bigint\": {shown}"),
+                ));
+            }
+            // undefined, null, functions, symbols: nil, as msgpack-lite writes them.
+            _ => {
+                self.room(out, 1)?;
+                write_nil(out);
+            }
+        }
+        Ok(())
+    }
+
+    unsafe fn object(
+        &mut self,
+        value: sys::napi_value,
+        depth: usize,
+        out: &mut BytesMut,
+    ) -> Result<()> {
+        let env = self.env;
+        let mut flag = false;
+        check_status!(sys::napi_is_array(env, value, &mut flag))?;
+        if flag {
+            let mut len = 0u32;
+            check_status!(sys::napi_get_array_length(env, value, &mut len))?;
+            return self.array(value, len, depth, out);
+        }
+        let known = match self.known {
+            Some(known) => known,
+            None => *self.known.insert(known(env)?),
         };
-        if len > LARGE_BUFFER {
-            out.reserve(len + AFTER_LARGE_BUFFER);
+        let mut class = ptr::null_mut();
+        check_status!(sys::napi_get_property(
+            env,
+            value,
+            known.constructor,
+            &mut class
+        ))?;
+        check_status!(sys::napi_strict_equals(env, class, known.object, &mut flag))?;
+        if flag {
+            return self.map(value, depth, out);
+        }
+        // Buffers and Dates, common in bundles, by identity too.
+        let name: &[u8];
+        let read;
+        check_status!(sys::napi_strict_equals(env, class, known.buffer, &mut flag))?;
+        if flag {
+            name = b"Buffer";
+        } else {
+            check_status!(sys::napi_strict_equals(env, class, known.date, &mut flag))?;
+            if flag {
+                name = b"Date";
+            } else {
+                let Some(found) = self.class_name(class)? else {
+                    return self.map(value, depth, out);
+                };
+                read = found;
+                name = read.as_bytes();
+            }
+        }
+        if name == b"Object" {
+            return self.map(value, depth, out);
+        }
+        let kind = EXT_CLASSES
+            .iter()
+            .find(|(class, _)| *class == name)
+            .map(|(_, kind)| *kind);
+        // msgpack-lite asks `Buffer.isBuffer` before anything else, and views are the only
+        // objects that can be Buffers.
+        let view = match kind {
+            Some(kind)
+                if !is_typed_array_kind(kind)
+                    && kind != EXT_DATA_VIEW
+                    && kind != EXT_ARRAY_BUFFER =>
+            {
+                None
+            }
+            _ => self.view(value)?,
+        };
+        if let Some(Viewed::Typed(sys::TypedarrayType::uint8_array, bytes)) = view {
+            if kind != Some(0x12) && self.is_buffer(value, name)? {
+                return self.binary(bytes, out);
+            }
+        }
+        match (kind, view) {
+            (Some(kind), Some(Viewed::Typed(_, bytes))) if is_typed_array_kind(kind) => {
+                self.ext(kind, bytes, out)
+            }
+            (Some(EXT_DATA_VIEW), Some(Viewed::DataView(bytes))) => {
+                self.ext(EXT_DATA_VIEW, bytes, out)
+            }
+            (Some(EXT_ARRAY_BUFFER), Some(Viewed::ArrayBuffer(bytes))) => {
+                self.ext(EXT_ARRAY_BUFFER, bytes, out)
+            }
+            (Some(EXT_DATE), _) => {
+                // msgpack-lite writes `Number(date)`.
+                let mut ms = 0.0;
+                check_status!(sys::napi_is_date(env, value, &mut flag))?;
+                if flag {
+                    check_status!(sys::napi_get_date_value(env, value, &mut ms))?;
+                } else {
+                    let mut number = ptr::null_mut();
+                    check_status!(sys::napi_coerce_to_number(env, value, &mut number))?;
+                    check_status!(sys::napi_get_value_double(env, number, &mut ms))?;
+                }
+                self.room(out, 12)?;
+                write_date(ms, out);
+                Ok(())
+            }
+            (Some(kind), _) if is_error_kind(kind) => self.error(kind, value, depth, out),
+            (Some(EXT_REGEXP), _) => self.regexp(value, out),
+            (Some(kind @ (0x0B | 0x0C | 0x0F)), _) => {
+                // `new Boolean`, `new String`, `new Number`: their `valueOf()`.
+                let mut method = ptr::null_mut();
+                check_status!(sys::napi_get_named_property(
+                    env,
+                    value,
+                    c"valueOf".as_ptr(),
+                    &mut method
+                ))?;
+                let mut primitive = ptr::null_mut();
+                check_status!(sys::napi_call_function(
+                    env,
+                    value,
+                    method,
+                    0,
+                    ptr::null(),
+                    &mut primitive
+                ))?;
+                self.nested(kind, depth, out, |encoder, payload| {
+                    encoder.value(primitive, depth + 1, payload)
+                })
+            }
+            _ if name == b"Array" && self.is_array(value)? => {
+                // A Proxy of an array: an array to `Array.isArray`, read through the proxy.
+                let mut length = ptr::null_mut();
+                check_status!(sys::napi_get_named_property(
+                    env,
+                    value,
+                    c"length".as_ptr(),
+                    &mut length
+                ))?;
+                let mut len = 0u32;
+                check_status!(sys::napi_get_value_uint32(env, length, &mut len))?;
+                self.array(value, len, depth, out)
+            }
+            _ => self.map(value, depth, out),
+        }
+    }
+
+    /// `class.name` for an object's `constructor`, as msgpack-lite finds a packer: `None`
+    /// when the constructor is missing or has no string name.
+    unsafe fn class_name(&mut self, class: sys::napi_value) -> Result<Option<ClassName>> {
+        let env = self.env;
+        let mut kind = 0;
+        check_status!(sys::napi_typeof(env, class, &mut kind))?;
+        if kind != sys::ValueType::napi_function && kind != sys::ValueType::napi_object {
+            return Ok(None);
+        }
+        let mut name = ptr::null_mut();
+        check_status!(sys::napi_get_named_property(
+            env,
+            class,
+            c"name".as_ptr(),
+            &mut name
+        ))?;
+        check_status!(sys::napi_typeof(env, name, &mut kind))?;
+        if kind != sys::ValueType::napi_string {
+            return Ok(None);
+        }
+        let mut out = ClassName {
+            bytes: [0; 24],
+            len: 0,
+        };
+        check_status!(sys::napi_get_value_string_utf8(
+            env,
+            name,
+            out.bytes.as_mut_ptr().cast::<c_char>(),
+            out.bytes.len(),
+            &mut out.len
+        ))?;
+        Ok(Some(out))
+    }
+
+    /// The bytes of a typed array, DataView or ArrayBuffer; `None` for any other object.
+    unsafe fn view<'a>(&self, value: sys::napi_value) -> Result<Option<Viewed<'a>>> {
+        let env = self.env;
+        let mut flag = false;
+        let mut data = ptr::null_mut();
+        check_status!(sys::napi_is_typedarray(env, value, &mut flag))?;
+        if flag {
+            let mut kind = 0;
+            let mut len = 0;
+            let mut buffer = ptr::null_mut();
+            let mut offset = 0;
+            check_status!(sys::napi_get_typedarray_info(
+                env,
+                value,
+                &mut kind,
+                &mut len,
+                &mut data,
+                &mut buffer,
+                &mut offset
+            ))?;
+            let bytes = len.saturating_mul(element_size(kind));
+            return Ok(Some(Viewed::Typed(kind, slice(data, bytes))));
+        }
+        check_status!(sys::napi_is_dataview(env, value, &mut flag))?;
+        if flag {
+            let mut len = 0;
+            let mut buffer = ptr::null_mut();
+            let mut offset = 0;
+            check_status!(sys::napi_get_dataview_info(
+                env,
+                value,
+                &mut len,
+                &mut data,
+                &mut buffer,
+                &mut offset
+            ))?;
+            return Ok(Some(Viewed::DataView(slice(data, len))));
+        }
+        check_status!(sys::napi_is_arraybuffer(env, value, &mut flag))?;
+        if flag {
+            let mut len = 0;
+            check_status!(sys::napi_get_arraybuffer_info(
+                env, value, &mut data, &mut len
+            ))?;
+            return Ok(Some(Viewed::ArrayBuffer(slice(data, len))));
+        }
+        Ok(None)
+    }
+
+    /// `Buffer.isBuffer(value)` for a Uint8Array-typed view: an instance of the host's
+    /// `Buffer`, or, in a host without a global one, a view whose class is named so.
+    unsafe fn is_buffer(&mut self, value: sys::napi_value, name: &[u8]) -> Result<bool> {
+        let env = self.env;
+        let class = match self.buffer_class {
+            Some(class) => class,
+            None => {
+                let class = match self.known {
+                    Some(known) => known.buffer,
+                    None => global(env, c"Buffer")?,
+                };
+                let mut kind = 0;
+                check_status!(sys::napi_typeof(env, class, &mut kind))?;
+                let class = if kind == sys::ValueType::napi_function {
+                    class
+                } else {
+                    ptr::null_mut()
+                };
+                self.buffer_class = Some(class);
+                class
+            }
+        };
+        if class.is_null() {
+            return Ok(name == b"Buffer");
+        }
+        let mut result = false;
+        check_status!(sys::napi_instanceof(env, value, class, &mut result))?;
+        Ok(result)
+    }
+
+    /// `Array.isArray(value)`, which sees through a Proxy where Node-API does not.
+    unsafe fn is_array(&self, value: sys::napi_value) -> Result<bool> {
+        let env = self.env;
+        let mut global = ptr::null_mut();
+        check_status!(sys::napi_get_global(env, &mut global))?;
+        let mut array = ptr::null_mut();
+        check_status!(sys::napi_get_named_property(
+            env,
+            global,
+            c"Array".as_ptr(),
+            &mut array
+        ))?;
+        let mut is_array = ptr::null_mut();
+        check_status!(sys::napi_get_named_property(
+            env,
+            array,
+            c"isArray".as_ptr(),
+            &mut is_array
+        ))?;
+        let mut result = ptr::null_mut();
+        check_status!(sys::napi_call_function(
+            env,
+            array,
+            is_array,
+            1,
+            &value,
+            &mut result
+        ))?;
+        let mut flag = false;
+        check_status!(sys::napi_get_value_bool(env, result, &mut flag))?;
+        Ok(flag)
+    }
+
+    fn binary(&self, bytes: &[u8], out: &mut BytesMut) -> Result<()> {
+        self.room(out, bytes.len().saturating_add(5))?;
+        if bytes.len() > LARGE_BUFFER {
+            out.reserve(bytes.len() + AFTER_LARGE_BUFFER);
         }
         write_binary(bytes, out);
-        return Ok(());
+        Ok(())
     }
-    check_status!(sys::napi_is_date(env, value, &mut flag))?;
-    if flag {
-        let mut ms = 0.0;
-        check_status!(sys::napi_get_date_value(env, value, &mut ms))?;
-        write_date(ms, out);
-        return Ok(());
+
+    fn ext(&self, kind: i8, bytes: &[u8], out: &mut BytesMut) -> Result<()> {
+        self.room(out, bytes.len().saturating_add(6))?;
+        if bytes.len() > LARGE_BUFFER {
+            out.reserve(bytes.len() + AFTER_LARGE_BUFFER);
+        }
+        write_ext(kind, bytes, out);
+        Ok(())
     }
-    if depth >= MAX_DEPTH {
-        return Err(Error::new(
-            Status::InvalidArg,
-            "Value is nested too deeply (or is circular).",
-        ));
+
+    /// An extension whose data is the MessagePack of what `payload` writes, as msgpack-lite's
+    /// packers that `encode` a value first.
+    unsafe fn nested(
+        &mut self,
+        kind: i8,
+        depth: usize,
+        out: &mut BytesMut,
+        payload: impl FnOnce(&mut Encoder, &mut BytesMut) -> Result<()>,
+    ) -> Result<()> {
+        if depth >= MAX_DEPTH {
+            return Err(too_deep());
+        }
+        let limit = self.limit;
+        self.limit = limit.saturating_sub(out.len() + 6);
+        let mut data = BytesMut::new();
+        let written = payload(self, &mut data);
+        self.limit = limit;
+        written?;
+        self.ext(kind, &data, out)
     }
-    check_status!(sys::napi_is_array(env, value, &mut flag))?;
-    if flag {
-        let mut len = 0u32;
-        check_status!(sys::napi_get_array_length(env, value, &mut len))?;
+
+    /// An Error as msgpack-lite writes it: a map of six properties, missing ones as nil.
+    unsafe fn error(
+        &mut self,
+        kind: i8,
+        value: sys::napi_value,
+        depth: usize,
+        out: &mut BytesMut,
+    ) -> Result<()> {
+        let env = self.env;
+        self.nested(kind, depth, out, |encoder, payload| {
+            write_map_header(ERROR_COLUMNS.len(), payload);
+            for key in ERROR_COLUMNS {
+                write_str(&key.to_string_lossy(), payload);
+                let mut item = ptr::null_mut();
+                check_status!(sys::napi_get_named_property(
+                    env,
+                    value,
+                    key.as_ptr(),
+                    &mut item
+                ))?;
+                encoder.value(item, depth + 1, payload)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A RegExp as msgpack-lite writes it: `[source, flags]`, from its `toString()` parts.
+    unsafe fn regexp(&mut self, value: sys::napi_value, out: &mut BytesMut) -> Result<()> {
+        let env = self.env;
+        self.nested(EXT_REGEXP, 0, out, |encoder, payload| {
+            write_array_header(2, payload);
+            for key in [c"source", c"flags"] {
+                let mut part = ptr::null_mut();
+                check_status!(sys::napi_get_named_property(
+                    env,
+                    value,
+                    key.as_ptr(),
+                    &mut part
+                ))?;
+                let mut text = ptr::null_mut();
+                check_status!(sys::napi_coerce_to_string(env, part, &mut text))?;
+                put_utf8(env, text, payload, encoder.limit, write_str_header)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes the container `value` with `walk`, or copies what an earlier walk of the same
+    /// object wrote (see [`MEMO_AFTER`]).
+    unsafe fn memoized(
+        &mut self,
+        value: sys::napi_value,
+        depth: usize,
+        out: &mut BytesMut,
+        walk: impl FnOnce(&mut Encoder, &mut BytesMut) -> Result<()>,
+    ) -> Result<()> {
+        if self.visited < MEMO_AFTER || !ptr::eq(&*out, self.top) {
+            return walk(self, out);
+        }
+        let env = self.env;
+        if self.memo.is_none() {
+            let class = global(env, c"Map")?;
+            let mut map = ptr::null_mut();
+            check_status!(sys::napi_new_instance(env, class, 0, ptr::null(), &mut map))?;
+            let mut get = ptr::null_mut();
+            check_status!(sys::napi_get_named_property(
+                env,
+                map,
+                c"get".as_ptr(),
+                &mut get
+            ))?;
+            let mut set = ptr::null_mut();
+            check_status!(sys::napi_get_named_property(
+                env,
+                map,
+                c"set".as_ptr(),
+                &mut set
+            ))?;
+            self.memo = Some(Memo {
+                map,
+                get,
+                set,
+                written: Vec::new(),
+            });
+        }
+        let Some(memo) = self.memo.as_ref() else {
+            return walk(self, out);
+        };
+        let (map, get, set) = (memo.map, memo.get, memo.set);
+        let mut found = ptr::null_mut();
+        check_status!(sys::napi_call_function(
+            env, map, get, 1, &value, &mut found
+        ))?;
+        let mut index = 0u32;
+        if sys::napi_get_value_uint32(env, found, &mut index) == sys::Status::napi_ok {
+            let earlier = memo.written.get(index as usize).copied();
+            if let Some((start, len, _)) = earlier.filter(|(_, _, at)| depth <= *at) {
+                self.room(out, len)?;
+                let bytes = out[start..start + len].to_vec();
+                out.extend_from_slice(&bytes);
+                return Ok(());
+            }
+        }
+        let start = out.len();
+        walk(self, out)?;
+        if let Some(memo) = self.memo.as_mut() {
+            let mut key = ptr::null_mut();
+            check_status!(sys::napi_create_uint32(
+                env,
+                memo.written.len() as u32,
+                &mut key
+            ))?;
+            memo.written.push((start, out.len() - start, depth));
+            let mut ignored = ptr::null_mut();
+            check_status!(sys::napi_call_function(
+                env,
+                map,
+                set,
+                2,
+                [value, key].as_ptr(),
+                &mut ignored
+            ))?;
+        }
+        Ok(())
+    }
+
+    unsafe fn array(
+        &mut self,
+        value: sys::napi_value,
+        len: u32,
+        depth: usize,
+        out: &mut BytesMut,
+    ) -> Result<()> {
+        self.memoized(value, depth, out, |encoder, out| {
+            encoder.array_walk(value, len, depth, out)
+        })
+    }
+
+    unsafe fn array_walk(
+        &mut self,
+        value: sys::napi_value,
+        len: u32,
+        depth: usize,
+        out: &mut BytesMut,
+    ) -> Result<()> {
+        if depth >= MAX_DEPTH {
+            return Err(too_deep());
+        }
+        // Every item takes at least a byte.
+        self.room(out, len as usize + 5)?;
         write_array_header(len as usize, out);
         for i in 0..len {
             let mut item = ptr::null_mut();
-            check_status!(sys::napi_get_element(env, value, i, &mut item))?;
-            encode(env, item, depth + 1, out)?;
+            check_status!(sys::napi_get_element(self.env, value, i, &mut item))?;
+            self.value(item, depth + 1, out)?;
+            self.room(out, 0)?;
         }
-        return Ok(());
+        Ok(())
     }
-    // A plain object: its own enumerable string keys, in property order (Object.keys).
-    let mut keys = ptr::null_mut();
-    check_status!(sys::napi_get_all_property_names(
-        env,
-        value,
-        sys::KeyCollectionMode::own_only,
-        sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
-        sys::KeyConversion::numbers_to_strings,
-        &mut keys
-    ))?;
-    let mut len = 0u32;
-    check_status!(sys::napi_get_array_length(env, keys, &mut len))?;
-    write_map_header(len as usize, out);
-    for i in 0..len {
-        let mut key = ptr::null_mut();
-        check_status!(sys::napi_get_element(env, keys, i, &mut key))?;
-        let mut item = ptr::null_mut();
-        check_status!(sys::napi_get_property(env, value, key, &mut item))?;
-        put_utf8(env, key, out, write_str_header)?;
-        encode(env, item, depth + 1, out)?;
+
+    unsafe fn map(
+        &mut self,
+        value: sys::napi_value,
+        depth: usize,
+        out: &mut BytesMut,
+    ) -> Result<()> {
+        self.memoized(value, depth, out, |encoder, out| {
+            encoder.map_walk(value, depth, out)
+        })
     }
-    Ok(())
+
+    /// An object's own enumerable string keys, in property order (`Object.keys`).
+    unsafe fn map_walk(
+        &mut self,
+        value: sys::napi_value,
+        depth: usize,
+        out: &mut BytesMut,
+    ) -> Result<()> {
+        if depth >= MAX_DEPTH {
+            return Err(too_deep());
+        }
+        let env = self.env;
+        let mut keys = ptr::null_mut();
+        check_status!(sys::napi_get_all_property_names(
+            env,
+            value,
+            sys::KeyCollectionMode::own_only,
+            sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
+            sys::KeyConversion::numbers_to_strings,
+            &mut keys
+        ))?;
+        let mut len = 0u32;
+        check_status!(sys::napi_get_array_length(env, keys, &mut len))?;
+        // Every entry takes at least two bytes.
+        self.room(out, 2 * len as usize + 5)?;
+        write_map_header(len as usize, out);
+        for i in 0..len {
+            let mut key = ptr::null_mut();
+            check_status!(sys::napi_get_element(env, keys, i, &mut key))?;
+            let mut item = ptr::null_mut();
+            check_status!(sys::napi_get_property(env, value, key, &mut item))?;
+            put_utf8(env, key, out, self.limit, write_str_header)?;
+            self.value(item, depth + 1, out)?;
+            self.room(out, 0)?;
+        }
+        Ok(())
+    }
 }
 
-unsafe fn write(env: sys::napi_env, value: &Value) -> Result<sys::napi_value> {
+/// `value` as a JavaScript value, with the extension types msgpack-lite knows made into the
+/// same classes again.
+pub(super) unsafe fn write(env: sys::napi_env, value: &Value) -> Result<sys::napi_value> {
+    write_at(env, value, 0)
+}
+
+/// [`write`] of a value `depth` containers and extensions deep: an extension's data is a
+/// value of its own, so nesting them is bounded here, where decoding does not see it.
+unsafe fn write_at(env: sys::napi_env, value: &Value, depth: usize) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
     match value {
         Value::Nil => check_status!(sys::napi_get_null(env, &mut out))?,
         Value::Bool(b) => check_status!(sys::napi_get_boolean(env, *b, &mut out))?,
         Value::Number(n) => check_status!(sys::napi_create_double(env, *n, &mut out))?,
-        Value::String(s) => check_status!(sys::napi_create_string_utf8(
-            env,
-            s.as_ptr().cast::<c_char>(),
-            s.len() as isize,
-            &mut out
-        ))?,
+        Value::String(s) => out = string(env, s)?,
         Value::Binary(bytes) => out = write_buffer(env, bytes)?,
         Value::Date(ms) => check_status!(sys::napi_create_date(env, *ms, &mut out))?,
         Value::Array(items) => {
@@ -263,48 +1048,258 @@ unsafe fn write(env: sys::napi_env, value: &Value) -> Result<sys::napi_value> {
                 &mut out
             ))?;
             for (i, item) in items.iter().enumerate() {
-                let element = write(env, item)?;
+                let element = write_at(env, item, depth + 1)?;
                 check_status!(sys::napi_set_element(env, out, i as u32, element))?;
             }
         }
         Value::Map(entries) => {
             check_status!(sys::napi_create_object(env, &mut out))?;
             for (key, item) in entries {
-                let mut k = ptr::null_mut();
-                check_status!(sys::napi_create_string_utf8(
-                    env,
-                    key.as_ptr().cast::<c_char>(),
-                    key.len() as isize,
-                    &mut k
-                ))?;
-                let v = write(env, item)?;
+                let k = string(env, key)?;
+                let v = write_at(env, item, depth + 1)?;
                 check_status!(sys::napi_set_property(env, out, k, v))?;
             }
         }
         Value::Ext(kind, bytes) => {
-            check_status!(sys::napi_create_object(env, &mut out))?;
-            let mut t = ptr::null_mut();
-            check_status!(sys::napi_create_int32(env, i32::from(*kind), &mut t))?;
-            check_status!(sys::napi_set_named_property(env, out, c"type".as_ptr(), t))?;
-            let b = write_buffer(env, bytes)?;
-            check_status!(sys::napi_set_named_property(
-                env,
-                out,
-                c"buffer".as_ptr(),
-                b
-            ))?;
+            out = match known_ext(env, *kind, bytes, depth)? {
+                Some(made) => made,
+                None => unknown_ext(env, *kind, bytes)?,
+            }
         }
     }
     Ok(out)
 }
 
+unsafe fn string(env: sys::napi_env, s: &str) -> Result<sys::napi_value> {
+    let mut out = ptr::null_mut();
+    check_status!(sys::napi_create_string_utf8(
+        env,
+        s.as_ptr().cast::<c_char>(),
+        s.len() as isize,
+        &mut out
+    ))?;
+    Ok(out)
+}
+
+/// An extension type nobody here knows: `{type, buffer}`, as msgpack-lite's ExtBuffer.
+unsafe fn unknown_ext(env: sys::napi_env, kind: i8, bytes: &Bytes) -> Result<sys::napi_value> {
+    let mut out = ptr::null_mut();
+    check_status!(sys::napi_create_object(env, &mut out))?;
+    let mut t = ptr::null_mut();
+    check_status!(sys::napi_create_int32(env, i32::from(kind), &mut t))?;
+    check_status!(sys::napi_set_named_property(env, out, c"type".as_ptr(), t))?;
+    let b = write_buffer(env, bytes)?;
+    check_status!(sys::napi_set_named_property(
+        env,
+        out,
+        c"buffer".as_ptr(),
+        b
+    ))?;
+    Ok(out)
+}
+
+/// A global constructor or function by name.
+unsafe fn global(env: sys::napi_env, name: &CStr) -> Result<sys::napi_value> {
+    let mut global = ptr::null_mut();
+    check_status!(sys::napi_get_global(env, &mut global))?;
+    let mut out = ptr::null_mut();
+    check_status!(sys::napi_get_named_property(
+        env,
+        global,
+        name.as_ptr(),
+        &mut out
+    ))?;
+    Ok(out)
+}
+
+/// A copy of `bytes` in a new ArrayBuffer.
+unsafe fn array_buffer(env: sys::napi_env, bytes: &[u8]) -> Result<sys::napi_value> {
+    let mut data = ptr::null_mut();
+    let mut out = ptr::null_mut();
+    check_status!(sys::napi_create_arraybuffer(
+        env,
+        bytes.len(),
+        &mut data,
+        &mut out
+    ))?;
+    if !bytes.is_empty() && !data.is_null() {
+        // SAFETY: Node just allocated `bytes.len()` bytes at `data`.
+        ptr::copy_nonoverlapping(bytes.as_ptr(), data.cast::<u8>(), bytes.len());
+    }
+    Ok(out)
+}
+
+/// The class msgpack-lite's `decode` makes of extension `kind`, or `None` when the data does
+/// not make one (the caller then gives `{type, buffer}`, and a JavaScript exception that
+/// making it raised is cleared).
+unsafe fn known_ext(
+    env: sys::napi_env,
+    kind: i8,
+    bytes: &Bytes,
+    depth: usize,
+) -> Result<Option<sys::napi_value>> {
+    if depth >= MAX_DEPTH {
+        return Ok(None);
+    }
+    let made = match kind {
+        0x11..=0x19 => typed_array(env, kind, bytes),
+        EXT_ARRAY_BUFFER => array_buffer(env, bytes).map(Some),
+        EXT_DATA_VIEW => array_buffer(env, bytes).and_then(|buffer| {
+            let mut out = ptr::null_mut();
+            check_status!(sys::napi_create_dataview(
+                env,
+                bytes.len(),
+                buffer,
+                0,
+                &mut out
+            ))?;
+            Ok(Some(out))
+        }),
+        EXT_BUFFER => write_buffer(env, bytes).map(Some),
+        0x0B | 0x0C | 0x0F | EXT_REGEXP | 0x01..=0x06 | 0x0E => {
+            let Ok(inner) = decode(bytes) else {
+                return Ok(None);
+            };
+            made_of(env, kind, &inner, depth)
+        }
+        _ => Ok(None),
+    };
+    match made {
+        Ok(made) => Ok(made),
+        Err(err) => {
+            let mut pending = false;
+            sys::napi_is_exception_pending(env, &mut pending);
+            if !pending {
+                return Err(err);
+            }
+            let mut exception = ptr::null_mut();
+            sys::napi_get_and_clear_last_exception(env, &mut exception);
+            Ok(None)
+        }
+    }
+}
+
+unsafe fn typed_array(
+    env: sys::napi_env,
+    kind: i8,
+    bytes: &Bytes,
+) -> Result<Option<sys::napi_value>> {
+    use sys::TypedarrayType::*;
+    let class = match kind {
+        0x11 => int8_array,
+        0x12 => uint8_array,
+        0x13 => int16_array,
+        0x14 => uint16_array,
+        0x15 => int32_array,
+        0x16 => uint32_array,
+        0x17 => float32_array,
+        0x18 => float64_array,
+        _ => uint8_clamped_array,
+    };
+    let size = element_size(class);
+    if !bytes.len().is_multiple_of(size) {
+        // msgpack-lite throws here; the bytes still reach the application.
+        return Ok(None);
+    }
+    let buffer = array_buffer(env, bytes)?;
+    let mut out = ptr::null_mut();
+    check_status!(sys::napi_create_typedarray(
+        env,
+        class,
+        bytes.len() / size,
+        buffer,
+        0,
+        &mut out
+    ))?;
+    Ok(Some(out))
+}
+
+/// The classes whose extension data is a MessagePack value: boxed primitives, RegExp and
+/// the Error classes, made as msgpack-lite's unpackers make them.
+unsafe fn made_of(
+    env: sys::napi_env,
+    kind: i8,
+    inner: &Value,
+    depth: usize,
+) -> Result<Option<sys::napi_value>> {
+    let mut out = ptr::null_mut();
+    match kind {
+        0x0B | 0x0C | 0x0F => {
+            let class = global(
+                env,
+                match kind {
+                    0x0B => c"Boolean",
+                    0x0C => c"String",
+                    _ => c"Number",
+                },
+            )?;
+            let argument = write_at(env, inner, depth + 1)?;
+            check_status!(sys::napi_new_instance(env, class, 1, &argument, &mut out))?;
+        }
+        EXT_REGEXP => {
+            // `RegExp.apply(null, [source, flags])`.
+            let Value::Array(items) = inner else {
+                return Ok(None);
+            };
+            let arguments = items
+                .iter()
+                .map(|item| write_at(env, item, depth + 1))
+                .collect::<Result<Vec<_>>>()?;
+            let class = global(env, c"RegExp")?;
+            let mut undefined = ptr::null_mut();
+            check_status!(sys::napi_get_undefined(env, &mut undefined))?;
+            check_status!(sys::napi_call_function(
+                env,
+                undefined,
+                class,
+                arguments.len(),
+                arguments.as_ptr(),
+                &mut out
+            ))?;
+        }
+        _ => {
+            // `new Class()`, then each of the six columns set from the data (`undefined` from
+            // data that is not a map; from nil, msgpack-lite throws).
+            if let Value::Nil = inner {
+                return Ok(None);
+            }
+            let class = global(
+                env,
+                match kind {
+                    0x01 => c"EvalError",
+                    0x02 => c"RangeError",
+                    0x03 => c"ReferenceError",
+                    0x04 => c"SyntaxError",
+                    0x05 => c"TypeError",
+                    0x06 => c"URIError",
+                    _ => c"Error",
+                },
+            )?;
+            check_status!(sys::napi_new_instance(env, class, 0, ptr::null(), &mut out))?;
+            for key in ERROR_COLUMNS {
+                let item = match inner.get(&key.to_string_lossy()) {
+                    Some(item) => write_at(env, item, depth + 1)?,
+                    None => {
+                        let mut undefined = ptr::null_mut();
+                        check_status!(sys::napi_get_undefined(env, &mut undefined))?;
+                        undefined
+                    }
+                };
+                check_status!(sys::napi_set_named_property(env, out, key.as_ptr(), item))?;
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
 /// Below this a Buffer is copied; above it the JS Buffer borrows the received bytes, so a large
-/// action reaches JavaScript without being copied again.
+/// action reaches JavaScript without being copied again, unless Rust still reads them (see
+/// [`JsValueCopy`]).
 const BORROW_ABOVE: usize = 64 * 1024;
 
 unsafe fn write_buffer(env: sys::napi_env, bytes: &Bytes) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
-    if bytes.len() > BORROW_ABOVE {
+    if bytes.len() > BORROW_ABOVE && BORROW.with(std::cell::Cell::get) {
         let owner = Box::into_raw(Box::new(bytes.clone()));
         let status = sys::napi_create_external_buffer(
             env,

@@ -253,7 +253,7 @@ pub(crate) fn write_array_header<B: BufMut>(len: usize, out: &mut B) {
     }
 }
 
-fn write_ext<B: BufMut>(kind: i8, data: &[u8], out: &mut B) {
+pub(crate) fn write_ext<B: BufMut>(kind: i8, data: &[u8], out: &mut B) {
     let len = data.len();
     match len {
         1 => out.put_u8(0xd4),
