@@ -593,13 +593,7 @@ impl Encoder {
             (Some(EXT_REGEXP), _) => self.regexp(value, out),
             (Some(kind @ (0x0B | 0x0C | 0x0F)), _) => {
                 // `new Boolean`, `new String`, `new Number`: their `valueOf()`.
-                let mut method = ptr::null_mut();
-                check_status!(sys::napi_get_named_property(
-                    env,
-                    value,
-                    c"valueOf".as_ptr(),
-                    &mut method
-                ))?;
+                let method = property(env, value, c"valueOf")?;
                 let mut primitive = ptr::null_mut();
                 check_status!(sys::napi_call_function(
                     env,
@@ -615,13 +609,7 @@ impl Encoder {
             }
             _ if name == b"Array" && self.is_array(value)? => {
                 // A Proxy of an array: an array to `Array.isArray`, read through the proxy.
-                let mut length = ptr::null_mut();
-                check_status!(sys::napi_get_named_property(
-                    env,
-                    value,
-                    c"length".as_ptr(),
-                    &mut length
-                ))?;
+                let length = property(env, value, c"length")?;
                 let mut len = 0u32;
                 check_status!(sys::napi_get_value_uint32(env, length, &mut len))?;
                 self.array(value, len, depth, out)
@@ -639,13 +627,7 @@ impl Encoder {
         if kind != sys::ValueType::napi_function && kind != sys::ValueType::napi_object {
             return Ok(None);
         }
-        let mut name = ptr::null_mut();
-        check_status!(sys::napi_get_named_property(
-            env,
-            class,
-            c"name".as_ptr(),
-            &mut name
-        ))?;
+        let name = property(env, class, c"name")?;
         check_status!(sys::napi_typeof(env, name, &mut kind))?;
         if kind != sys::ValueType::napi_string {
             return Ok(None);
@@ -746,22 +728,8 @@ impl Encoder {
     /// `Array.isArray(value)`, which sees through a Proxy where Node-API does not.
     unsafe fn is_array(&self, value: sys::napi_value) -> Result<bool> {
         let env = self.env;
-        let mut global = ptr::null_mut();
-        check_status!(sys::napi_get_global(env, &mut global))?;
-        let mut array = ptr::null_mut();
-        check_status!(sys::napi_get_named_property(
-            env,
-            global,
-            c"Array".as_ptr(),
-            &mut array
-        ))?;
-        let mut is_array = ptr::null_mut();
-        check_status!(sys::napi_get_named_property(
-            env,
-            array,
-            c"isArray".as_ptr(),
-            &mut is_array
-        ))?;
+        let array = global(env, c"Array")?;
+        let is_array = property(env, array, c"isArray")?;
         let mut result = ptr::null_mut();
         check_status!(sys::napi_call_function(
             env,
@@ -828,13 +796,7 @@ impl Encoder {
             write_map_header(ERROR_COLUMNS.len(), payload);
             for key in ERROR_COLUMNS {
                 write_str(&key.to_string_lossy(), payload);
-                let mut item = ptr::null_mut();
-                check_status!(sys::napi_get_named_property(
-                    env,
-                    value,
-                    key.as_ptr(),
-                    &mut item
-                ))?;
+                let item = property(env, value, key)?;
                 encoder.value(item, depth + 1, payload)?;
             }
             Ok(())
@@ -847,13 +809,7 @@ impl Encoder {
         self.nested(EXT_REGEXP, 0, out, |encoder, payload| {
             write_array_header(2, payload);
             for key in [c"source", c"flags"] {
-                let mut part = ptr::null_mut();
-                check_status!(sys::napi_get_named_property(
-                    env,
-                    value,
-                    key.as_ptr(),
-                    &mut part
-                ))?;
+                let part = property(env, value, key)?;
                 let mut text = ptr::null_mut();
                 check_status!(sys::napi_coerce_to_string(env, part, &mut text))?;
                 put_utf8(env, text, payload, encoder.limit, write_str_header)?;
@@ -879,20 +835,8 @@ impl Encoder {
             let class = global(env, c"Map")?;
             let mut map = ptr::null_mut();
             check_status!(sys::napi_new_instance(env, class, 0, ptr::null(), &mut map))?;
-            let mut get = ptr::null_mut();
-            check_status!(sys::napi_get_named_property(
-                env,
-                map,
-                c"get".as_ptr(),
-                &mut get
-            ))?;
-            let mut set = ptr::null_mut();
-            check_status!(sys::napi_get_named_property(
-                env,
-                map,
-                c"set".as_ptr(),
-                &mut set
-            ))?;
+            let get = property(env, map, c"get")?;
+            let set = property(env, map, c"set")?;
             self.memo = Some(Memo {
                 map,
                 get,
@@ -1102,14 +1046,23 @@ unsafe fn unknown_ext(env: sys::napi_env, kind: i8, bytes: &Bytes) -> Result<sys
 unsafe fn global(env: sys::napi_env, name: &CStr) -> Result<sys::napi_value> {
     let mut global = ptr::null_mut();
     check_status!(sys::napi_get_global(env, &mut global))?;
-    let mut out = ptr::null_mut();
+    property(env, global, name)
+}
+
+/// `object[name]`.
+unsafe fn property(
+    env: sys::napi_env,
+    object: sys::napi_value,
+    name: &CStr,
+) -> Result<sys::napi_value> {
+    let mut value = ptr::null_mut();
     check_status!(sys::napi_get_named_property(
         env,
-        global,
+        object,
         name.as_ptr(),
-        &mut out
+        &mut value
     ))?;
-    Ok(out)
+    Ok(value)
 }
 
 /// A copy of `bytes` in a new ArrayBuffer.
