@@ -84,6 +84,19 @@ function expected (id, type, bundle) {
   return msgpack.encode({ id, type, bundle })
 }
 
+/** A client connected to a fake gateway, acknowledging every action into `actions`. */
+async function actionsFromFake (t) {
+  const gateway = await fakeGateway(t)
+  const client = new Client({ host: 'localhost', port: gateway.port })
+  t.teardown(() => client.close())
+  const actions = []
+  client.on('action', (action, ack) => { actions.push(action); ack() })
+  client.connect()
+  const peer = await gateway.accept()
+  await welcome(peer)
+  return { client, peer, actions }
+}
+
 test('every value is written byte for byte as msgpack-lite 0.1.26 writes it', async (t) => {
   const gateway = await fakeGateway(t)
   const client = new Client({ host: 'localhost', port: gateway.port })
@@ -107,14 +120,7 @@ test('every value is written byte for byte as msgpack-lite 0.1.26 writes it', as
 })
 
 test('the extension types are read back into the same JavaScript types as msgpack-lite decodes them', async (t) => {
-  const gateway = await fakeGateway(t)
-  const client = new Client({ host: 'localhost', port: gateway.port })
-  t.teardown(() => client.close())
-  const actions = []
-  client.on('action', (action, ack) => { actions.push(action); ack() })
-  client.connect()
-  const peer = await gateway.accept()
-  await welcome(peer)
+  const { peer, actions } = await actionsFromFake(t)
   const rows = Object.entries(corpus())
   for (const [name, value] of rows) {
     const body = msgpack.encode({ id: name, type: 'row', parameters: { value } })
@@ -237,14 +243,7 @@ test('a bundle that would not fit a frame fails its send() at once with IM491', 
 })
 
 test('extension types with data that makes no such value arrive as {type, buffer}, and nothing crashes', async (t) => {
-  const gateway = await fakeGateway(t)
-  const client = new Client({ host: 'localhost', port: gateway.port })
-  t.teardown(() => client.close())
-  const actions = []
-  client.on('action', (action, ack) => { actions.push(action); ack() })
-  client.connect()
-  const peer = await gateway.accept()
-  await welcome(peer)
+  const { peer, actions } = await actionsFromFake(t)
   let seed = 0x9e3779b9
   const random = () => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return (seed >>> 0) / 2 ** 32 }
   const ext = (type, data) => {

@@ -31,14 +31,20 @@ use crate::protocol::{decode, DecodeError, Value, MAX_BUFFER};
 /// A [`Value`] crossing the napi boundary.
 pub struct JsValue(pub Value);
 
-impl TypeName for JsValue {
-    fn type_name() -> &'static str {
-        "unknown"
-    }
-    fn value_type() -> ValueType {
-        ValueType::Unknown
-    }
+/// Both value types are any JavaScript value to napi's type checks.
+macro_rules! any_js_type {
+    ($($ty:ty),*) => {$(
+        impl TypeName for $ty {
+            fn type_name() -> &'static str {
+                "unknown"
+            }
+            fn value_type() -> ValueType {
+                ValueType::Unknown
+            }
+        }
+    )*};
 }
+any_js_type!(JsValue, JsValueCopy);
 
 impl ValidateNapiValue for JsValue {}
 
@@ -58,15 +64,6 @@ impl ToNapiValue for JsValue {
 /// still reads after handing them over (the bundled Server echoes an event's bundle), since
 /// JavaScript may write into a Buffer it is given.
 pub struct JsValueCopy(pub Value);
-
-impl TypeName for JsValueCopy {
-    fn type_name() -> &'static str {
-        "unknown"
-    }
-    fn value_type() -> ValueType {
-        ValueType::Unknown
-    }
-}
 
 impl ToNapiValue for JsValueCopy {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
