@@ -117,6 +117,22 @@ function runNode (file, cwd, ms, env = {}) {
   })
 }
 
+/** The folders in node_modules of the package's dependencies, and theirs, each once. */
+function runtimeDependencies () {
+  const found = new Map()
+  const visit = (deps) => {
+    for (const name of Object.keys(deps || {})) {
+      if (found.has(name)) continue
+      const dir = path.join(root, 'node_modules', name)
+      const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'))
+      found.set(name, dir)
+      visit(manifest.dependencies)
+    }
+  }
+  visit(require('../package.json').dependencies)
+  return [...found.values()]
+}
+
 // The README's quick example: the first ```js block that makes a Client for 'localhost'.
 function readmeExample () {
   const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8')
@@ -136,6 +152,13 @@ async function main () {
   const auth = `--//127.0.0.1:${registry.port}/:_authToken=test-install`
   const npmrc = ['--registry', registry.url, auth, '--cache', path.join(work, 'npm-cache'), '--no-audit', '--no-fund', '--loglevel=error']
   try {
+    // The registry has no uplinks: the package's own dependencies (debug, and what it needs)
+    // are published to it first, packed from this checkout's node_modules.
+    for (const dir of runtimeDependencies()) {
+      const packed = JSON.parse(sh('npm', ['pack', dir, '--pack-destination', work, '--json', '--silent']))[0]
+      sh('npm', ['publish', path.join(work, packed.filename), '--tag', 'latest', ...npmrc])
+      log(`published ${packed.name}@${packed.version} (a dependency)`)
+    }
     // Platform packages first, as a real release does, so the main package never points at a
     // version that is not there yet.
     for (const file of tarballs.sort((a, b) => (a === main) - (b === main))) {
