@@ -2,6 +2,43 @@
 
 import { EventEmitter } from 'events'
 
+/** Listener signatures by event name: what a typed emitter's event map must look like. */
+export type EventSignatures<Events> = { [E in keyof Events]: (...args: any[]) => void }
+
+/** The event names of an event map: its string and symbol keys. */
+export type EventName<Events> = keyof Events & (string | symbol)
+
+/**
+ * The events every Node `EventEmitter` emits on its own, whatever it is: `newListener` before a
+ * listener is added and `removeListener` after one is removed.
+ */
+export interface EmitterEvents {
+  newListener: (event: string | symbol, listener: (...args: any[]) => void) => void
+  removeListener: (event: string | symbol, listener: (...args: any[]) => void) => void
+}
+
+/**
+ * A Node `EventEmitter` typed by one event map (`ClientEvents`, `ServerEvents`): every method
+ * that takes an event name takes only the map's names, with the listener (or the `emit`
+ * arguments) the map gives for that name. A type only: at run time `Client` and `Server` are
+ * plain `EventEmitter`s.
+ */
+declare class TypedEventEmitter<Events extends EventSignatures<Events>> extends EventEmitter {
+  on<E extends EventName<Events>> (event: E, listener: Events[E]): this
+  once<E extends EventName<Events>> (event: E, listener: Events[E]): this
+  addListener<E extends EventName<Events>> (event: E, listener: Events[E]): this
+  prependListener<E extends EventName<Events>> (event: E, listener: Events[E]): this
+  prependOnceListener<E extends EventName<Events>> (event: E, listener: Events[E]): this
+  off<E extends EventName<Events>> (event: E, listener: Events[E]): this
+  removeListener<E extends EventName<Events>> (event: E, listener: Events[E]): this
+  removeAllListeners (event?: EventName<Events>): this
+  emit<E extends EventName<Events>> (event: E, ...args: Parameters<Events[E]>): boolean
+  listeners<E extends EventName<Events>> (event: E): Array<Events[E]>
+  listenerCount<E extends EventName<Events>> (event: E, listener?: Events[E]): number
+}
+
+export type { TypedEventEmitter }
+
 /**
  * A value as the gateway carries it, written as msgpack-lite writes it: Buffers as bin, typed
  * arrays, DataView, ArrayBuffer, boxed primitives, RegExp, Date and Errors as their extension
@@ -94,7 +131,34 @@ export interface ActionInput {
   parameters?: GatewayValue
 }
 
-export class Server extends EventEmitter {
+/** The events a `Server` emits, with the arguments of each. */
+export interface ServerEvents extends EmitterEvents {
+  /** `listen()` succeeded. */
+  listening: () => void
+  /** A peer connected (after the TLS handshake). */
+  connection: (connection: Connection) => void
+  /** A peer said HELLO; `connection.deviceName` is set from here on. */
+  hello: (connection: Connection) => void
+  /** A peer sent an `Event`. */
+  event: (event: Event, connection: Connection) => void
+  /** A peer acknowledged an action. */
+  acknowledgement: (ack: ActionAcknowledgement, connection: Connection) => void
+  /**
+   * A peer broke the protocol or failed the TLS handshake (`EPROTO`, `IM491`, `ETLS`,
+   * `ETIMEDOUT`); it got BYE with the error where possible and was disconnected.
+   */
+  clientError: (err: GatewayError, connection: Connection | null) => void
+  /** A peer's connection ended. */
+  disconnect: (connection: Connection) => void
+  /** `close()` or `destroy()` finished. */
+  close: () => void
+  /** `listen()` failed (`err.code` as in Node: `EADDRINUSE`, `EACCES`, ...). */
+  error: (err: GatewayError) => void
+  /** Node's `events.errorMonitor`: sees every `error` before its listeners, without handling it. */
+  [EventEmitter.errorMonitor]: (err: GatewayError) => void
+}
+
+export class Server extends TypedEventEmitter<ServerEvents> {
   constructor (options?: ServerOptions)
   listen (callback?: () => void): this
   listen (port?: number, callback?: () => void): this
@@ -107,19 +171,6 @@ export class Server extends EventEmitter {
   destroy (callback?: () => void): this
   connections (): Connection[]
   queueAction (deviceName: string, action: ActionInput | Action, callback?: (err: GatewayError | null) => void): string | number
-
-  on (event: 'listening' | 'close', listener: () => void): this
-  on (event: 'connection' | 'hello' | 'disconnect', listener: (connection: Connection) => void): this
-  on (event: 'event', listener: (event: Event, connection: Connection) => void): this
-  on (event: 'acknowledgement', listener: (ack: ActionAcknowledgement, connection: Connection) => void): this
-  on (event: 'clientError', listener: (err: GatewayError, connection: Connection | null) => void): this
-  on (event: 'error', listener: (err: GatewayError) => void): this
-  once (event: 'listening' | 'close', listener: () => void): this
-  once (event: 'connection' | 'hello' | 'disconnect', listener: (connection: Connection) => void): this
-  once (event: 'event', listener: (event: Event, connection: Connection) => void): this
-  once (event: 'acknowledgement', listener: (ack: ActionAcknowledgement, connection: Connection) => void): this
-  once (event: 'clientError', listener: (err: GatewayError, connection: Connection | null) => void): this
-  once (event: 'error', listener: (err: GatewayError) => void): this
 }
 
 export interface ClientOptions {
@@ -168,7 +219,34 @@ export interface CloseOptions {
   keepQueue?: boolean
 }
 
-export class Client extends EventEmitter {
+/** The events a `Client` emits, with the arguments of each. */
+export interface ClientEvents extends EmitterEvents {
+  /** The first WELCOME after `connect()` (not again after an automatic reconnect). */
+  connect: () => void
+  /** Every DRAINED: the gateway has delivered the actions it held, and events flow. */
+  drain: () => void
+  /** Right after every `drain`, as the original README expects. */
+  drained: () => void
+  /** An action from the gateway; call `ack()` when done or `ack(err)` to report a failure. */
+  action: (action: Action, ack: ActionAck) => void
+  /** The gateway acknowledged an event, just before that event's callback. */
+  acknowledgement: (ack: EventAcknowledgement) => void
+  /** An automatic reconnect attempt starts. */
+  reconnect: () => void
+  /** Once, when the client is finally disconnected after having been connected. */
+  disconnect: () => void
+  /**
+   * Only as 2.x emits it: a BYE with an error, a wrong acknowledgement, the error that ended the
+   * connection with `autoReconnect: false`, and the last error when `maxReconnectAttempts` runs
+   * out before any connection. With no listener, an `error` throws. What the client recovers
+   * from by itself is counted in `recovered` instead.
+   */
+  error: (err: GatewayError) => void
+  /** Node's `events.errorMonitor`: sees every `error` before its listeners, without handling it. */
+  [EventEmitter.errorMonitor]: (err: GatewayError) => void
+}
+
+export class Client extends TypedEventEmitter<ClientEvents> {
   constructor (options: ClientOptions)
   readonly host: string
   readonly port: number
@@ -185,18 +263,4 @@ export class Client extends EventEmitter {
   ref (): this
   /** Let the process exit even while connected. */
   unref (): this
-
-  on (event: 'connect' | 'drain' | 'drained' | 'reconnect' | 'disconnect', listener: () => void): this
-  on (event: 'action', listener: (action: Action, ack: ActionAck) => void): this
-  on (event: 'acknowledgement', listener: (ack: EventAcknowledgement) => void): this
-  /**
-   * Only as 2.x emits it: a BYE with an error, a wrong acknowledgement, the error that ended the
-   * connection with `autoReconnect: false`, and the last error when `maxReconnectAttempts` runs
-   * out before any connection. With no listener, an `error` throws.
-   */
-  on (event: 'error', listener: (err: GatewayError) => void): this
-  once (event: 'connect' | 'drain' | 'drained' | 'reconnect' | 'disconnect', listener: () => void): this
-  once (event: 'action', listener: (action: Action, ack: ActionAck) => void): this
-  once (event: 'acknowledgement', listener: (ack: EventAcknowledgement) => void): this
-  once (event: 'error', listener: (err: GatewayError) => void): this
 }

@@ -55,3 +55,89 @@ client.recovered.EPROTO = 1
 new Client({ host: 'localhost', port: '7777' })
 // @ts-expect-error an action listener gets the action and the ack function
 client.on('action', (action: Action, ack: string) => {})
+
+// Events are typed through one event map per class (ClientEvents, ServerEvents), so every
+// listener method and emit agree on the names and the arguments.
+import { once as onceEvent, errorMonitor, EventEmitter } from 'events'
+import { ClientEvents, ServerEvents, ActionAck, ActionAcknowledgement, TypedEventEmitter } from 'imt-gateway'
+
+const onAction = (action: Action, ack: ActionAck): void => {
+  const type: string = action.type
+  ack(type === 'x' ? { code: 'E_X', message: 'no' } : null)
+}
+client.once('action', onAction)
+client.prependListener('action', onAction)
+client.prependOnceListener('action', (action, ack) => ack(action.type))
+client.addListener('acknowledgement', (ack) => {
+  const status: number = ack.status
+  const code: string | undefined = ack.error && ack.error.code
+  console.log(status, code)
+})
+client.once('connect', () => {}).once('reconnect', () => {}).once('disconnect', () => {})
+client.once('drain', () => {}).once('error', (err) => console.log(err.code))
+client.off('action', onAction)
+client.removeListener('action', onAction)
+client.removeAllListeners('acknowledgement').removeAllListeners()
+const actionListeners: Array<ClientEvents['action']> = client.listeners('action')
+const countOfAction: number = client.listenerCount('action') + client.listenerCount('action', onAction)
+console.log(actionListeners.length, countOfAction)
+const hadListeners: boolean = client.emit('action', new Action(1, 't', null), () => {})
+client.emit('acknowledgement', { correlid: 'e1', status: 0 })
+client.emit('error', Object.assign(new Error('x'), { code: 'EPROTO' }))
+client.emit('connect')
+console.log(hadListeners)
+client.on(errorMonitor, (err) => console.log(err.code))
+client.on('newListener', (name: string | symbol) => console.log(String(name)))
+// A Client is still a Node EventEmitter: the events helpers take it.
+const emitter: EventEmitter = client
+onceEvent(client, 'connect').then((args: unknown[]) => console.log(args.length, emitter))
+
+const onServerEvent: ServerEvents['event'] = (event, connection) => console.log(event.id, connection.id)
+server.on('event', onServerEvent).off('event', onServerEvent).removeListener('event', onServerEvent)
+server.once('acknowledgement', (ack: ActionAcknowledgement, connection) => console.log(ack.error, connection.deviceName))
+server.on('clientError', (err, connection) => console.log(err.code, connection ? connection.id : null))
+server.prependListener('hello', (connection) => console.log(connection.deviceName))
+server.on('listening', () => {}).on('close', () => {}).on('error', (err) => console.log(err.code))
+server.emit('disconnect', { id: 1, remoteAddress: '::1', remotePort: 1 })
+server.emit('clientError', new Error('x'), null)
+const eventListeners: number = server.listeners('event').length + server.listenerCount('event')
+console.log(eventListeners)
+
+// A function that takes any typed emitter of the client's events.
+function watch (source: TypedEventEmitter<ClientEvents>): void {
+  source.on('disconnect', () => {})
+}
+watch(client)
+
+// @ts-expect-error an action listener gets an Action, not a number
+client.on('action', (a: number) => {})
+// @ts-expect-error once is typed as on is
+client.once('acknowledgement', (ack: string) => {})
+// @ts-expect-error off is typed: the ack is a function, not a string
+client.off('action', (action: Action, ack: string) => {})
+// @ts-expect-error removeListener is typed
+client.removeListener('error', (err: number) => {})
+// @ts-expect-error prependListener is typed
+client.prependListener('connect', (x: string) => {})
+// @ts-expect-error off rejects an unknown event
+client.off('connection', () => {})
+// @ts-expect-error emit checks the arguments: an action event carries an Action
+client.emit('action', 'reboot', () => {})
+// @ts-expect-error emit checks the arguments: connect carries none
+client.emit('connect', 1)
+// @ts-expect-error emit checks the arguments: acknowledgement needs its body
+client.emit('acknowledgement')
+// @ts-expect-error emit rejects an unknown event
+client.emit('hello')
+// @ts-expect-error the error monitor gets the error
+client.on(errorMonitor, (err: number) => {})
+// @ts-expect-error listeners are typed by the map
+const wrongListeners: Array<(n: number) => void> = client.listeners('acknowledgement')
+// @ts-expect-error a server event listener gets the Event first
+server.on('event', (event: string, connection: Connection) => {})
+// @ts-expect-error a server acknowledgement carries an ActionAcknowledgement, not an EventAcknowledgement
+server.off('acknowledgement', (ack: EventAcknowledgement) => {})
+// @ts-expect-error emit checks the server's arguments too: the connection is required
+server.emit('hello')
+// @ts-expect-error the typed emitter is a type only: nothing of that name exists at run time
+new TypedEventEmitter<ClientEvents>()
