@@ -1,7 +1,7 @@
-//! JavaScript values and the wire, following PROTOCOL.md section 5: a JS value is written
-//! straight into MessagePack ([`encode`]), and a wire [`Value`] becomes a JS value ([`write`]).
-//! Raw Node-API calls, so a bundle is walked once with no intermediate JSON, serde or
-//! [`Value`] layer.
+//! JavaScript values and the wire, following docs/PROTOCOL.md section 5 (MessagePack mapping):
+//! a JS value is written straight into MessagePack ([`encode`]), and a wire [`Value`] becomes a
+//! JS value ([`write`]). Raw Node-API calls, so a bundle is walked once with no intermediate
+//! JSON, serde or [`Value`] layer.
 //!
 //! The authority is msgpack-lite 0.1.26's `encode`, which the original client used and the
 //! gateway decodes with: a Buffer is bin, an array (a Proxy of one too) is an array, and any
@@ -904,8 +904,9 @@ impl Encoder {
         if depth >= MAX_DEPTH {
             return Err(too_deep());
         }
-        // Every item takes at least a byte.
-        self.room(out, len as usize + 5)?;
+        // Every item takes at least a byte. (Saturating: on 32-bit machines 2^32 - 1 items would
+        // wrap to a few bytes and be walked one by one.)
+        self.room(out, (len as usize).saturating_add(5))?;
         write_array_header(len as usize, out);
         for i in 0..len {
             let mut item = ptr::null_mut();
@@ -950,7 +951,7 @@ impl Encoder {
         let mut len = 0u32;
         check_status!(sys::napi_get_array_length(env, keys, &mut len))?;
         // Every entry takes at least two bytes.
-        self.room(out, 2 * len as usize + 5)?;
+        self.room(out, (len as usize).saturating_mul(2).saturating_add(5))?;
         write_map_header(len as usize, out);
         for i in 0..len {
             let mut key = ptr::null_mut();
