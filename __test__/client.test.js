@@ -1,6 +1,7 @@
 'use strict'
 // The Client against the bundled Server (and, for what that server never does, a scripted
-// gateway), over plain TCP and over mutual TLS: every row of PROTOCOL.md section 6.
+// gateway), over plain TCP and over mutual TLS: every row of docs/PROTOCOL.md section 6.1
+// (What the application hears).
 
 const test = require('ava')
 const crypto = require('crypto')

@@ -15,7 +15,7 @@ class Thing { constructor () { this.a = 1; this.b = 'two' } }
 
 const bytes = Uint8Array.from({ length: 40 }, (_, i) => i * 7)
 
-/** Every row of PROTOCOL.md section 5, and the cases around them. */
+/** Every row of docs/PROTOCOL.md section 5 (MessagePack mapping), and the cases around them. */
 function corpus () {
   const error = new Error('boom')
   error.code = 'E1'

@@ -1,15 +1,15 @@
-//! The protocol state of one gateway client (PROTOCOL.md sections 3, 4 and 6) as a sans-I/O
-//! state machine: it never touches a socket, a timer or the clock. The driver in
-//! `src/client/` owns those, feeds the session what happened (a frame arrived, the socket
-//! closed, the reconnect delay elapsed, the user called a method) and carries out the
-//! [`Output`]s it gets back, in order. Keeping every protocol decision here means the whole
-//! behaviour, reconnects and queue included, is tested by feeding frames, with no sockets and
-//! no sleeps, and a fuzzer can throw any input sequence at it.
+//! The protocol state of one gateway client (docs/PROTOCOL.md section 4, The client session,
+//! and section 6, Errors and events) as a sans-I/O state machine: it never touches a socket, a
+//! timer or the clock. The driver in `src/client/` owns those, feeds the session what happened
+//! (a frame arrived, the socket closed, the reconnect delay elapsed, the user called a method)
+//! and carries out the [`Output`]s it gets back, in order. Keeping every protocol decision here
+//! means the whole behaviour, reconnects and queue included, is tested by feeding frames, with
+//! no sockets and no sleeps, and a fuzzer can throw any input sequence at it.
 //!
-//! Where the original client has defects (PROTOCOL.md section 6) this implements the fix: an
-//! event in flight when the connection drops is re-sent after the next DRAINED, `close()`
-//! fails the queued events' callbacks (unless asked to keep them) and always stops
-//! reconnecting.
+//! Where the original client has defects (docs/PROTOCOL.md section 8, Departures from 2.0.8)
+//! this implements the fix: an event in flight when the connection drops is re-sent after the
+//! next DRAINED, `close()` fails the queued events' callbacks (unless asked to keep them) and
+//! always stops reconnecting.
 //!
 //! Reconnect attempts are counted as the original counts them: each automatic reconnect (each
 //! [`Session::reconnect_timer`]) is one attempt, WELCOME and a user `connect()` start the count
@@ -202,8 +202,9 @@ pub enum Notice {
     Reconnect,
     /// `disconnect`: finally disconnected after having been connected.
     Disconnect,
-    /// `error`: only where the original emits it (PROTOCOL.md section 6), since code written
-    /// for it usually has no listener, and an `error` without one ends the process.
+    /// `error`: only where the original emits it (docs/PROTOCOL.md section 6.2, `error` versus
+    /// recovered), since code written for it usually has no listener, and an `error` without
+    /// one ends the process.
     Error(SessionError),
     /// Something the client recovered from by itself (a connection error while it
     /// reconnects, an undecodable frame, a timeout, a frame it ignored): logged and counted,
@@ -410,8 +411,9 @@ impl Session {
         out
     }
 
-    /// The server sent or announced a frame over 10 MiB: BYE IM491, as PROTOCOL.md asks of
-    /// either side, then the connection ends, quietly unless it was the last.
+    /// The server sent or announced a frame over 10 MiB: BYE IM491, as docs/PROTOCOL.md
+    /// section 2 (Frames) asks of either side, then the connection ends, quietly unless it was
+    /// the last.
     pub fn buffer_exceeded(&mut self) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.socket_open() {

@@ -1,6 +1,7 @@
-//! Framing (PROTOCOL.md section 2): a 6-byte header `token, 0, u32 LE length`, then the body.
-//! The decoder waits for whole frames, reserves room for a large frame once (so receiving is
-//! linear in the frame size), and refuses a frame that could never fit the 10 MiB buffer limit.
+//! Framing (docs/PROTOCOL.md section 2, Frames): a 6-byte header `token, 0, u32 LE length`,
+//! then the body. The decoder waits for whole frames, reserves room for a large frame once (so
+//! receiving is linear in the frame size), and refuses a frame that could never fit the 10 MiB
+//! buffer limit.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -10,7 +11,7 @@ pub const MAX_BUFFER: usize = 10 * 1024 * 1024;
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 6;
 
-/// Message types (PROTOCOL.md section 3).
+/// Message types (docs/PROTOCOL.md section 3, Messages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Token {

@@ -1,5 +1,6 @@
 //! The seven messages of the protocol as typed values, and their bodies as the original writes
-//! them (PROTOCOL.md section 3): the one place that knows which keys each body has.
+//! them (docs/PROTOCOL.md section 3, Messages): the one place that knows which keys each
+//! body has.
 
 use super::frame::{Frame, Token, HEADER_LEN};
 use super::value::{

@@ -1,5 +1,6 @@
-//! The MessagePack value model of PROTOCOL.md section 5, written and read exactly as the
-//! original client's MessagePack library does, so the vendor's server sees the same bytes.
+//! The MessagePack value model of docs/PROTOCOL.md section 5 (MessagePack mapping), written and
+//! read exactly as the original client's MessagePack library does, so the vendor's server sees
+//! the same bytes.
 //!
 //! Encoding copies msgpack-lite's choices, quirks included (a 255-byte bin or ext gets a
 //! 16-bit length), because a server written against the original may compare bytes.
@@ -71,7 +72,7 @@ pub fn encode_into(value: &Value, out: &mut Vec<u8>) {
 
 pub fn decode(body: &Bytes) -> Result<Value, DecodeError> {
     if body.is_empty() {
-        // A frame of length 0 carries `null` (PROTOCOL.md section 2).
+        // A frame of length 0 carries `null` (docs/PROTOCOL.md section 2, Frames).
         return Ok(Value::Nil);
     }
     let mut reader = Reader {

@@ -1,8 +1,9 @@
 //! The local gateway server: the bundled stand-in for the vendor's gateway, used by the tests,
-//! the demo and users' own tests. It speaks the protocol of PROTOCOL.md over plain TCP or TLS
-//! (mutual TLS when given a client CA), holds actions for devices until they connect, lets its
-//! embedder accept or reject each event, and by default behaves like the original's test server
-//! (every event acknowledged, then echoed back as an action).
+//! the demo and users' own tests. It speaks the protocol of docs/PROTOCOL.md (section 7, The
+//! server side) over plain TCP or TLS (mutual TLS when given a client CA), holds actions for
+//! devices until they connect, lets its embedder accept or reject each event, and by default
+//! behaves like the original's test server (every event acknowledged, then echoed back as an
+//! action).
 //!
 //! The embedder (the napi layer, or a Rust test) talks to it through [`Server`] methods and
 //! receives everything that happens as [`ServerEvent`]s on one channel.
