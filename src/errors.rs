@@ -1,10 +1,106 @@
-//! Stable error codes for socket failures, named as Node names them (`ECONNREFUSED`, ...), so
-//! a user's `err.code` checks work the same as with the original's `net`/`tls` sockets.
+//! Every error code the package reports, as one enum: [`ErrorCode::code`] is the stable `code`
+//! JavaScript sees on the `Error`. Socket failures are named as Node names them
+//! (`ECONNREFUSED`, ...), so a user's `err.code` checks work the same as with the original's
+//! `net`/`tls` sockets.
 
+use std::fmt;
 use std::io;
 
+/// Why something failed, as the `code` of the JavaScript `Error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// `EPROTO`: the peer broke the protocol, or sent what could not be read.
+    Proto,
+    /// `IM491`: a frame over the 10 MiB cap (docs/PROTOCOL.md section 2).
+    BufferExceeded,
+    /// `ECLOSED`: the client was closed before the event was acknowledged.
+    Closed,
+    /// `EQUEUEFULL`: the outgoing queue is at its limit.
+    QueueFull,
+    /// `ETIMEDOUT`: no acknowledgement, or no TLS handshake, in time.
+    TimedOut,
+    /// `ECONNRESET`: the connection ended under us (not an OS report).
+    ConnectionReset,
+    /// `ENOTFOUND`: the host name did not resolve.
+    NotFound,
+    /// `EACK`: the gateway refused an event without saying why.
+    Ack,
+    /// `EBYE`: the gateway said goodbye with an error but no code.
+    Bye,
+    /// `EINTERNAL`: a bug in this package (a panic), not the caller's fault.
+    Internal,
+    /// `ERR_SOCKET_BAD_PORT`, as Node's `net` names it.
+    BadPort,
+    /// `ERR_SERVER_ALREADY_LISTEN`, as Node's `net` names it.
+    AlreadyListening,
+    /// `EINVALIDKEY`
+    InvalidKey,
+    /// `EINVALIDCERT`
+    InvalidCert,
+    /// `EINVALIDCA`
+    InvalidCa,
+    /// `EKEYMISMATCH`
+    KeyMismatch,
+    /// `ETLSCONFIG`
+    TlsConfig,
+    /// `ETLS`: a TLS failure with no more specific code.
+    Tls,
+    /// `ETLSCERT`: a certificate problem with no more specific code.
+    TlsCert,
+    /// `ETLSREJECTED`: the peer refused the handshake (typically our certificate).
+    TlsRejected,
+    /// A certificate verdict named as Node's `tls` names it (`CERT_HAS_EXPIRED`, ...).
+    Cert(&'static str),
+    /// A socket failure, named by [`io_code`] from what the OS reported.
+    Io(String),
+    /// A code the gateway sent (in BYE or an acknowledgement): data, passed on as it came.
+    Gateway(String),
+}
+
+impl ErrorCode {
+    /// The stable `code` JavaScript sees on the `Error`.
+    pub fn code(&self) -> &str {
+        match self {
+            ErrorCode::Proto => "EPROTO",
+            ErrorCode::BufferExceeded => "IM491",
+            ErrorCode::Closed => "ECLOSED",
+            ErrorCode::QueueFull => "EQUEUEFULL",
+            ErrorCode::TimedOut => "ETIMEDOUT",
+            ErrorCode::ConnectionReset => "ECONNRESET",
+            ErrorCode::NotFound => "ENOTFOUND",
+            ErrorCode::Ack => "EACK",
+            ErrorCode::Bye => "EBYE",
+            ErrorCode::Internal => "EINTERNAL",
+            ErrorCode::BadPort => "ERR_SOCKET_BAD_PORT",
+            ErrorCode::AlreadyListening => "ERR_SERVER_ALREADY_LISTEN",
+            ErrorCode::InvalidKey => "EINVALIDKEY",
+            ErrorCode::InvalidCert => "EINVALIDCERT",
+            ErrorCode::InvalidCa => "EINVALIDCA",
+            ErrorCode::KeyMismatch => "EKEYMISMATCH",
+            ErrorCode::TlsConfig => "ETLSCONFIG",
+            ErrorCode::Tls => "ETLS",
+            ErrorCode::TlsCert => "ETLSCERT",
+            ErrorCode::TlsRejected => "ETLSREJECTED",
+            ErrorCode::Cert(code) => code,
+            ErrorCode::Io(code) | ErrorCode::Gateway(code) => code,
+        }
+    }
+}
+
+impl AsRef<str> for ErrorCode {
+    fn as_ref(&self) -> &str {
+        self.code()
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
 /// The Node-style code for an I/O error.
-pub fn io_code(err: &io::Error) -> String {
+pub fn io_code(err: &io::Error) -> ErrorCode {
     use io::ErrorKind::*;
     let known = match err.kind() {
         ConnectionRefused => "ECONNREFUSED",
@@ -23,10 +119,17 @@ pub fn io_code(err: &io::Error) -> String {
         _ => "",
     };
     if !known.is_empty() {
-        return known.to_owned();
+        return ErrorCode::Io(known.to_owned());
     }
-    match err.raw_os_error() {
+    ErrorCode::Io(match err.raw_os_error() {
         Some(errno) => format!("E{errno}"),
         None => "EIO".to_owned(),
+    })
+}
+
+/// Compares by the code JavaScript sees, as tests and callers that only know the text do.
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.code() == *other
     }
 }

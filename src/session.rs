@@ -17,6 +17,7 @@
 //! attempt, with N equal to `max_reconnect_attempts`, the session gives up. The first drop or
 //! failure, which leads to the first reconnect, is not itself an attempt.
 
+use crate::errors::ErrorCode;
 use crate::protocol::value::value_writer;
 use crate::protocol::{decode, DecodeError, ErrorBody, Message, Value};
 use bytes::{Bytes, BytesMut};
@@ -135,14 +136,14 @@ fn encode_event<E>(
 /// An error as the JavaScript layer shows it: `new Error(message)` with `err.code = code`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionError {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl SessionError {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> SessionError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> SessionError {
         SessionError {
-            code: code.into(),
+            code,
             message: message.into(),
         }
     }
@@ -385,7 +386,7 @@ impl Session {
             } => self.acknowledged(&mut out, correlid, status, error),
             Message::Bye { error: Some(error) } => {
                 out.push(Output::Emit(Notice::Error(SessionError {
-                    code: error.code.unwrap_or_else(|| "EBYE".to_owned()),
+                    code: error.code.map_or(ErrorCode::Bye, ErrorCode::Gateway),
                     message: error.message,
                 })));
                 out.push(Output::CloseSocket);
@@ -418,14 +419,14 @@ impl Session {
         let mut out = Vec::new();
         if self.phase.socket_open() {
             let error = ErrorBody {
-                code: Some("IM491".into()),
+                code: Some(ErrorCode::BufferExceeded.code().into()),
                 message: MAXIMUM_BUFFER.into(),
             };
             out.push(Output::Write(
                 Message::Bye { error: Some(error) }.to_bytes(),
             ));
             out.push(Output::CloseSocket);
-            let err = SessionError::new("IM491", MAXIMUM_BUFFER);
+            let err = SessionError::new(ErrorCode::BufferExceeded, MAXIMUM_BUFFER);
             self.connection_gone(&mut out, Ending::Quiet(err));
         }
         out
@@ -433,16 +434,10 @@ impl Session {
 
     /// The driver could not read the server's bytes (an undecodable frame), or gave up on the
     /// connection (`ackTimeout`): it ends, quietly unless it was the last, as in the
-    /// original. An empty code becomes `EPROTO`.
+    /// original.
     pub fn protocol_error(&mut self, err: SessionError) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.socket_open() {
-            let code = if err.code.is_empty() {
-                "EPROTO"
-            } else {
-                &err.code
-            };
-            let err = SessionError::new(code, err.message);
             out.push(Output::CloseSocket);
             self.connection_gone(&mut out, Ending::Quiet(err));
         }
@@ -483,7 +478,7 @@ impl Session {
             out.push(Output::Emit(Notice::EventDone {
                 seq: event.seq,
                 result: Err(SessionError::new(
-                    "EQUEUEFULL",
+                    ErrorCode::QueueFull,
                     format!("The queue already holds {limit} events (maxQueueSize)."),
                 )),
             }));
@@ -537,7 +532,7 @@ impl Session {
                 let result = match pending.delivery {
                     Delivery::Acked(result) => result,
                     Delivery::Queued | Delivery::Sent => {
-                        Err(SessionError::new("ECLOSED", "Client closed."))
+                        Err(SessionError::new(ErrorCode::Closed, "Client closed."))
                     }
                 };
                 out.push(Output::Emit(Notice::EventDone {
@@ -634,15 +629,18 @@ impl Session {
             } else {
                 NO_EVENT_IN_QUEUE
             };
-            return self.violation(out, "EPROTO", message);
+            return self.violation(out, ErrorCode::Proto, message);
         };
         let result = match (status, &error) {
             (0, _) => Ok(()),
             (_, Some(error)) => Err(SessionError {
-                code: error.code.clone().unwrap_or_else(|| "EACK".to_owned()),
+                code: error
+                    .code
+                    .clone()
+                    .map_or(ErrorCode::Ack, ErrorCode::Gateway),
                 message: error.message.clone(),
             }),
-            (_, None) => Err(SessionError::new("EACK", "")),
+            (_, None) => Err(SessionError::new(ErrorCode::Ack, "")),
         };
         out.push(Output::Emit(Notice::Acknowledgement {
             correlid,
@@ -680,7 +678,7 @@ impl Session {
 
     /// The server broke the protocol where the original tells the application (a wrong
     /// acknowledgement): say so once, and drop the connection.
-    fn violation(&mut self, out: &mut Vec<Output>, code: &str, message: &str) {
+    fn violation(&mut self, out: &mut Vec<Output>, code: ErrorCode, message: &str) {
         out.push(Output::Emit(Notice::Error(SessionError::new(
             code, message,
         ))));
@@ -735,7 +733,7 @@ impl Session {
             Ending::Reported => return,
             Ending::Quiet(err) => err,
             Ending::Clean => SessionError::new(
-                "ECONNRESET",
+                ErrorCode::ConnectionReset,
                 "Connection closed before the gateway welcomed the client.",
             ),
         };
@@ -754,7 +752,8 @@ impl Session {
 /// A frame that makes no sense in the current state, skipped as the original skips it.
 fn ignore(out: &mut Vec<Output>, message: &str) {
     out.push(Output::Emit(Notice::Recovered(SessionError::new(
-        "EPROTO", message,
+        ErrorCode::Proto,
+        message,
     ))));
 }
 
@@ -798,7 +797,7 @@ mod tests {
     fn closed(seq: u64) -> Output {
         Output::Emit(Notice::EventDone {
             seq,
-            result: Err(SessionError::new("ECLOSED", "Client closed.")),
+            result: Err(SessionError::new(ErrorCode::Closed, "Client closed.")),
         })
     }
 
@@ -811,10 +810,10 @@ mod tests {
     }
 
     fn proto(message: &str) -> Output {
-        emit(Notice::Error(SessionError::new("EPROTO", message)))
+        emit(Notice::Error(SessionError::new(ErrorCode::Proto, message)))
     }
 
-    fn recovered(code: &str, message: &str) -> Output {
+    fn recovered(code: ErrorCode, message: &str) -> Output {
         emit(Notice::Recovered(SessionError::new(code, message)))
     }
 
@@ -846,7 +845,10 @@ mod tests {
     }
 
     fn refused() -> SessionError {
-        SessionError::new("ECONNREFUSED", "connect ECONNREFUSED 127.0.0.1:7777")
+        SessionError::new(
+            ErrorCode::Io("ECONNREFUSED".into()),
+            "connect ECONNREFUSED 127.0.0.1:7777",
+        )
     }
 
     #[test]
@@ -922,7 +924,10 @@ mod tests {
                 }),
                 emit(Notice::EventDone {
                     seq: 1,
-                    result: Err(SessionError::new("IM4", "Invalid bundle.")),
+                    result: Err(SessionError::new(
+                        ErrorCode::Gateway("IM4".into()),
+                        "Invalid bundle."
+                    )),
                 }),
                 write(2),
             ]
@@ -936,7 +941,7 @@ mod tests {
             out[1],
             emit(Notice::EventDone {
                 seq: 2,
-                result: Err(SessionError::new("EACK", "No.")),
+                result: Err(SessionError::new(ErrorCode::Ack, "No.")),
             })
         );
     }
@@ -978,7 +983,7 @@ mod tests {
         let mut s = welcomed(config());
         assert_eq!(
             s.receive(Message::Welcome),
-            [recovered("EPROTO", "Received welcome twice.")]
+            [recovered(ErrorCode::Proto, "Received welcome twice.")]
         );
         assert_eq!(s.phase(), Phase::Receiving);
         let mut s = session(config());
@@ -986,7 +991,10 @@ mod tests {
         s.connected();
         assert_eq!(
             s.receive(Message::Drained),
-            [recovered("EPROTO", "Received drained before welcome.")]
+            [recovered(
+                ErrorCode::Proto,
+                "Received drained before welcome."
+            )]
         );
         assert_eq!(s.receive(Message::Welcome), [emit(Notice::Connect)]);
         let mut s = drained(config());
@@ -998,18 +1006,18 @@ mod tests {
         assert_eq!(
             s.receive(from_server),
             [recovered(
-                "EPROTO",
+                ErrorCode::Proto,
                 "Received event, which only a client sends."
             )]
         );
         assert_eq!(
             s.receive(Message::hello("x")),
             [recovered(
-                "EPROTO",
+                ErrorCode::Proto,
                 "Received hello, which only a client sends."
             )]
         );
-        let unknown = SessionError::new("EPROTO", "Unknown message token 0x09.");
+        let unknown = SessionError::new(ErrorCode::Proto, "Unknown message token 0x09.");
         assert_eq!(
             s.ignored(unknown.clone()),
             [emit(Notice::Recovered(unknown))]
@@ -1024,7 +1032,7 @@ mod tests {
             auto_reconnect: false,
             ..config()
         });
-        let bad = SessionError::new("", "Failed to deserialize packet. truncated");
+        let bad = SessionError::new(ErrorCode::Proto, "Failed to deserialize packet. truncated");
         assert_eq!(
             s.protocol_error(bad),
             [
@@ -1034,17 +1042,17 @@ mod tests {
             ]
         );
         let mut s = drained(config());
-        let bad = SessionError::new("", "Failed to deserialize packet. truncated");
+        let bad = SessionError::new(ErrorCode::Proto, "Failed to deserialize packet. truncated");
         assert_eq!(
             s.protocol_error(bad),
             [
                 Output::CloseSocket,
-                recovered("EPROTO", "Failed to deserialize packet. truncated"),
+                recovered(ErrorCode::Proto, "Failed to deserialize packet. truncated"),
                 Output::ScheduleReconnect
             ]
         );
         let mut s = drained(config());
-        let timeout = SessionError::new("ETIMEDOUT", "No acknowledgement.");
+        let timeout = SessionError::new(ErrorCode::TimedOut, "No acknowledgement.");
         assert_eq!(
             s.protocol_error(timeout.clone()),
             [
@@ -1070,7 +1078,10 @@ mod tests {
         assert_eq!(
             s.receive(bye),
             [
-                emit(Notice::Error(SessionError::new("IM401", "Unauthorized."))),
+                emit(Notice::Error(SessionError::new(
+                    ErrorCode::Gateway("IM401".into()),
+                    "Unauthorized."
+                ))),
                 Output::CloseSocket,
                 emit(Notice::Disconnect)
             ]
@@ -1087,7 +1098,7 @@ mod tests {
         assert_eq!(
             s.receive(bye),
             [
-                emit(Notice::Error(SessionError::new("EBYE", "Go away."))),
+                emit(Notice::Error(SessionError::new(ErrorCode::Bye, "Go away."))),
                 Output::CloseSocket,
                 Output::ScheduleReconnect
             ]
@@ -1104,7 +1115,7 @@ mod tests {
         let mut s = drained(config());
         assert_eq!(s.send(event(1)), [write(1)]);
         s.send(event(2));
-        let reset = SessionError::new("ECONNRESET", "read ECONNRESET");
+        let reset = SessionError::new(ErrorCode::ConnectionReset, "read ECONNRESET");
         assert_eq!(
             s.connection_lost(Some(reset.clone())),
             [emit(Notice::Recovered(reset)), Output::ScheduleReconnect]
@@ -1164,7 +1175,7 @@ mod tests {
         s.reconnect_timer();
         assert_eq!(s.connect_failed(refused()), quiet);
         s.reconnect_timer();
-        let last = SessionError::new("ETIMEDOUT", "timed out");
+        let last = SessionError::new(ErrorCode::TimedOut, "timed out");
         assert_eq!(s.connect_failed(last.clone()), [emit(Notice::Error(last))]);
         assert_eq!(s.phase(), Phase::Idle);
         assert_eq!(s.reconnect_timer(), []);
@@ -1180,7 +1191,7 @@ mod tests {
         assert_eq!(
             s.connection_lost(None),
             [emit(Notice::Error(SessionError::new(
-                "ECONNRESET",
+                ErrorCode::ConnectionReset,
                 "Connection closed before the gateway welcomed the client."
             )))]
         );
@@ -1295,7 +1306,7 @@ mod tests {
 
         let mut s = drained(no_reconnect);
         s.send(event(1));
-        let reset = SessionError::new("ECONNRESET", "read ECONNRESET");
+        let reset = SessionError::new(ErrorCode::ConnectionReset, "read ECONNRESET");
         assert_eq!(
             s.connection_lost(Some(reset.clone())),
             [emit(Notice::Error(reset)), emit(Notice::Disconnect)]
@@ -1320,7 +1331,7 @@ mod tests {
             [
                 Output::Write(bye.to_bytes()),
                 Output::CloseSocket,
-                recovered("IM491", "Maximum buffer size exceeded."),
+                recovered(ErrorCode::BufferExceeded, "Maximum buffer size exceeded."),
                 Output::ScheduleReconnect,
             ]
         );
@@ -1552,7 +1563,7 @@ mod tests {
                     Input::Connected => s.connected(),
                     Input::ConnectFailed => s.connect_failed(refused()),
                     Input::Receive(message) => s.receive(message),
-                    Input::ProtocolError => s.protocol_error(SessionError::new("", "bad")),
+                    Input::ProtocolError => s.protocol_error(SessionError::new(ErrorCode::Proto, "bad")),
                     Input::ConnectionLost(clean) => {
                         s.connection_lost((!clean).then(refused))
                     }

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::errors::ErrorCode;
+
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, crypto::CryptoProvider, server::WebPkiClientVerifier};
@@ -25,13 +27,13 @@ pub enum TlsError {
 
 impl TlsError {
     /// The stable `code` JavaScript sees on the `Error`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            TlsError::InvalidKey => "EINVALIDKEY",
-            TlsError::InvalidCertificate => "EINVALIDCERT",
-            TlsError::InvalidCa(_) => "EINVALIDCA",
-            TlsError::KeyMismatch => "EKEYMISMATCH",
-            TlsError::Config(_) => "ETLSCONFIG",
+            TlsError::InvalidKey => ErrorCode::InvalidKey,
+            TlsError::InvalidCertificate => ErrorCode::InvalidCert,
+            TlsError::InvalidCa(_) => ErrorCode::InvalidCa,
+            TlsError::KeyMismatch => ErrorCode::KeyMismatch,
+            TlsError::Config(_) => ErrorCode::TlsConfig,
         }
     }
 }

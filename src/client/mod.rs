@@ -28,6 +28,7 @@ use tokio::time::{sleep, Sleep};
 use tokio_rustls::rustls::ClientConfig;
 use tokio_util::codec::FramedRead;
 
+use crate::errors::ErrorCode;
 use crate::protocol::{ErrorBody, Frame, FrameCodec, FrameError, Message, MessageError, Value};
 use crate::session::{Notice, OutgoingEvent, Output, Phase, Session, SessionConfig, SessionError};
 
@@ -164,7 +165,7 @@ where
                 notices: Vec::new(),
                 idle: None,
                 fatal: Some(SessionError::new(
-                    "EINTERNAL",
+                    ErrorCode::Internal,
                     format!("imt-gateway internal error, the client stopped: {reason}"),
                 )),
             });
@@ -440,10 +441,10 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                     // A token from a newer gateway: skipped, as the original skips it.
                     Err(err @ MessageError::UnknownToken(_)) => self
                         .session
-                        .ignored(SessionError::new("EPROTO", err.to_string())),
+                        .ignored(SessionError::new(ErrorCode::Proto, err.to_string())),
                     Err(err) => self
                         .session
-                        .protocol_error(SessionError::new("EPROTO", err.to_string())),
+                        .protocol_error(SessionError::new(ErrorCode::Proto, err.to_string())),
                 }
             }
             Input::Frame(Some(Err(FrameError::Oversize { .. }))) => self.session.buffer_exceeded(),
@@ -453,8 +454,10 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             }
             Input::Frame(Some(Err(err @ FrameError::Truncated { .. }))) => {
                 self.connection = None;
-                self.session
-                    .connection_lost(Some(SessionError::new("ECONNRESET", err.to_string())))
+                self.session.connection_lost(Some(SessionError::new(
+                    ErrorCode::ConnectionReset,
+                    err.to_string(),
+                )))
             }
             Input::Frame(None) => {
                 self.connection = None;
@@ -467,7 +470,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 self.connection = None;
                 let ms = self.options.connect_timeout.unwrap_or_default().as_millis();
                 self.session.connection_lost(Some(SessionError::new(
-                    "ETIMEDOUT",
+                    ErrorCode::TimedOut,
                     format!("The gateway did not welcome the client within {ms} ms."),
                 )))
             }
@@ -475,7 +478,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 self.ack_deadline = None;
                 let ms = self.options.ack_timeout.unwrap_or_default().as_millis();
                 self.session.protocol_error(SessionError::new(
-                    "ETIMEDOUT",
+                    ErrorCode::TimedOut,
                     format!("No acknowledgement from the gateway within {ms} ms."),
                 ))
             }

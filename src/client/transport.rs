@@ -15,7 +15,7 @@ use tokio::net::{lookup_host, TcpStream};
 use tokio_rustls::rustls::{self, CertificateError, ClientConfig};
 use tokio_rustls::TlsConnector;
 
-use crate::errors::io_code;
+use crate::errors::{io_code, ErrorCode};
 use crate::session::SessionError;
 
 /// A connected stream, plain or TLS.
@@ -69,7 +69,10 @@ pub async fn open(
     keep_alive: Option<Duration>,
 ) -> Result<Stream, SessionError> {
     let addresses = lookup_host((host.as_str(), port)).await.map_err(|err| {
-        SessionError::new("ENOTFOUND", format!("getaddrinfo ENOTFOUND {host} ({err})"))
+        SessionError::new(
+            ErrorCode::NotFound,
+            format!("getaddrinfo ENOTFOUND {host} ({err})"),
+        )
     })?;
     let mut last = None;
     let mut tcp = None;
@@ -90,14 +93,14 @@ pub async fn open(
     }
     let Some(tcp) = tcp else {
         return Err(last.unwrap_or_else(|| {
-            SessionError::new("ENOTFOUND", format!("getaddrinfo ENOTFOUND {host}"))
+            SessionError::new(ErrorCode::NotFound, format!("getaddrinfo ENOTFOUND {host}"))
         }));
     };
     let Some(config) = tls else {
         return Ok(tcp);
     };
     let name = ServerName::try_from(host.clone())
-        .map_err(|_| SessionError::new("ETLS", format!("Invalid server name: {host}")))?;
+        .map_err(|_| SessionError::new(ErrorCode::Tls, format!("Invalid server name: {host}")))?;
     let stream = TlsConnector::from(config)
         .connect(name, tcp)
         .await
@@ -146,22 +149,22 @@ fn tls_error(err: &rustls::Error) -> SessionError {
     let code = match err {
         rustls::Error::InvalidCertificate(cert) => match cert {
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                "CERT_HAS_EXPIRED"
+                ErrorCode::Cert("CERT_HAS_EXPIRED")
             }
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                "CERT_NOT_YET_VALID"
+                ErrorCode::Cert("CERT_NOT_YET_VALID")
             }
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                "ERR_TLS_CERT_ALTNAME_INVALID"
+                ErrorCode::Cert("ERR_TLS_CERT_ALTNAME_INVALID")
             }
-            CertificateError::UnknownIssuer => "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-            CertificateError::Revoked => "CERT_REVOKED",
-            CertificateError::BadSignature => "CERT_SIGNATURE_FAILURE",
-            _ => "ETLSCERT",
+            CertificateError::UnknownIssuer => ErrorCode::Cert("UNABLE_TO_VERIFY_LEAF_SIGNATURE"),
+            CertificateError::Revoked => ErrorCode::Cert("CERT_REVOKED"),
+            CertificateError::BadSignature => ErrorCode::Cert("CERT_SIGNATURE_FAILURE"),
+            _ => ErrorCode::TlsCert,
         },
         // The server refused the handshake, typically our certificate.
-        rustls::Error::AlertReceived(_) => "ETLSREJECTED",
-        _ => "ETLS",
+        rustls::Error::AlertReceived(_) => ErrorCode::TlsRejected,
+        _ => ErrorCode::Tls,
     };
     SessionError::new(code, format!("TLS: {err}"))
 }

@@ -19,6 +19,7 @@ use napi_derive::napi;
 
 use super::value::{encode, read_string, to_value, JsValue, FIELD_DEPTH};
 use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, Tokio};
+use crate::errors::ErrorCode;
 use crate::protocol::{ErrorBody, Value};
 use crate::session::{Notice, OutgoingEvent, SessionConfig, SessionError};
 
@@ -166,7 +167,7 @@ impl Flat {
     }
 
     unsafe fn error(&mut self, err: SessionError) -> Result<()> {
-        self.string(&err.code)?;
+        self.string(err.code.code())?;
         self.string(&err.message)
     }
 
@@ -392,7 +393,7 @@ impl super::uv::Deliver for DirectCall {
     }
 }
 
-fn invalid(code: &str, message: impl std::fmt::Display) -> napi::Error {
+fn invalid(code: &ErrorCode, message: impl std::fmt::Display) -> napi::Error {
     napi::Error::new(Status::InvalidArg, format!("{code}: {message}"))
 }
 
@@ -420,10 +421,10 @@ impl NativeClient {
         on_batch: Function<'_, Unknown<'_>, ()>,
     ) -> Result<Self> {
         let port = u16::try_from(options.port)
-            .map_err(|_| invalid("ERR_SOCKET_BAD_PORT", "Port should be >= 0 and < 65536."))?;
+            .map_err(|_| invalid(&ErrorCode::BadPort, "Port should be >= 0 and < 65536."))?;
         let tls = if options.tls {
             let (Some(key), Some(cert)) = (&options.key, &options.cert) else {
-                return Err(invalid("EINVALIDKEY", "Invalid private key."));
+                return Err(invalid(&ErrorCode::InvalidKey, "Invalid private key."));
             };
             let ca: Option<Vec<Vec<u8>>> = options
                 .ca
@@ -431,7 +432,7 @@ impl NativeClient {
                 .map(|list| list.iter().map(|b| b.to_vec()).collect());
             Some(
                 crate::tls::client_config(key, cert, ca.as_deref())
-                    .map_err(|e| invalid(e.code(), e))?,
+                    .map_err(|e| invalid(&e.code(), e))?,
             )
         } else {
             None

@@ -303,7 +303,7 @@ impl NativeServer {
             return Ok(Listened {
                 address: None,
                 error: Some(Failure {
-                    code: "ERR_SERVER_ALREADY_LISTEN".into(),
+                    code: crate::errors::ErrorCode::AlreadyListening.code().into(),
                     message: "Listen method has been called more than once without closing.".into(),
                 }),
             });
@@ -321,7 +321,7 @@ impl NativeServer {
                 Ok(Listened {
                     address: None,
                     error: Some(Failure {
-                        code: crate::errors::io_code(&e),
+                        code: crate::errors::io_code(&e).code().into(),
                         message: e.to_string(),
                     }),
                 })

@@ -5,6 +5,8 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use crate::errors::ErrorCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -49,11 +51,11 @@ impl End {
         }
     }
 
-    fn violation(code: &str, message: impl Into<String>) -> End {
+    fn violation(code: ErrorCode, message: impl Into<String>) -> End {
         End {
             say_bye: true,
             bye: Some(ErrorBody {
-                code: Some(code.to_owned()),
+                code: Some(code.code().to_owned()),
                 message: message.into(),
             }),
             report: true,
@@ -156,12 +158,12 @@ pub(super) async fn run(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr)
                 }
                 Some(Ok(Err(e))) => shared.emit(ServerEvent::ClientError {
                     conn: Some(conn.info.clone()),
-                    code: "ETLS".into(),
+                    code: ErrorCode::Tls.code().into(),
                     message: format!("TLS handshake failed: {e}"),
                 }),
                 Some(Err(_)) => shared.emit(ServerEvent::ClientError {
                     conn: Some(conn.info.clone()),
-                    code: "ETIMEDOUT".into(),
+                    code: ErrorCode::TimedOut.code().into(),
                     message: "TLS handshake timed out.".into(),
                 }),
                 None => {}
@@ -319,11 +321,12 @@ impl Conn {
             }
             Some(Ok(frame)) => match Message::from_frame(&frame) {
                 Ok(message) => self.on_message(message),
-                Err(e) => Err(End::violation("EPROTO", e.to_string())),
+                Err(e) => Err(End::violation(ErrorCode::Proto, e.to_string())),
             },
-            Some(Err(FrameError::Oversize { .. })) => {
-                Err(End::violation("IM491", "Maximum buffer size exceeded."))
-            }
+            Some(Err(FrameError::Oversize { .. })) => Err(End::violation(
+                ErrorCode::BufferExceeded,
+                "Maximum buffer size exceeded.",
+            )),
         }
     }
 
@@ -344,12 +347,15 @@ impl Conn {
                 self.phase = Phase::Holding;
                 Ok(())
             }
-            (Message::Hello { .. }, _) => Err(End::violation("EPROTO", "Unexpected HELLO.")),
-            (Message::Bye { .. }, _) => Err(End::silent()),
-            (_, Phase::AwaitHello) => Err(End::violation("EPROTO", "HELLO expected.")),
-            (Message::Event { .. }, Phase::Holding) => {
-                Err(End::violation("EPROTO", "Event received before DRAINED."))
+            (Message::Hello { .. }, _) => {
+                Err(End::violation(ErrorCode::Proto, "Unexpected HELLO."))
             }
+            (Message::Bye { .. }, _) => Err(End::silent()),
+            (_, Phase::AwaitHello) => Err(End::violation(ErrorCode::Proto, "HELLO expected.")),
+            (Message::Event { .. }, Phase::Holding) => Err(End::violation(
+                ErrorCode::Proto,
+                "Event received before DRAINED.",
+            )),
             (Message::Event { id, kind, bundle }, _) => {
                 let (decision, verdict) = if self.shared.options.decide_events {
                     let (tx, rx) = oneshot::channel();
@@ -388,13 +394,13 @@ impl Conn {
                 _,
             ) => match self.in_flight.take() {
                 None => Err(End::violation(
-                    "EPROTO",
+                    ErrorCode::Proto,
                     "Received acknowledgement even if there is no action in flight.",
                 )),
                 Some(q) if q.action.id != correlid => {
                     self.in_flight = Some(q);
                     Err(End::violation(
-                        "EPROTO",
+                        ErrorCode::Proto,
                         "Received acknowledgement for different action.",
                     ))
                 }
@@ -410,7 +416,7 @@ impl Conn {
                 }
             },
             (other, _) => Err(End::violation(
-                "EPROTO",
+                ErrorCode::Proto,
                 format!("Unexpected {:?} from a client.", other.token()),
             )),
         }
