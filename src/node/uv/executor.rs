@@ -57,6 +57,10 @@ impl Queue {
             return;
         }
         if let Some(uv) = uv() {
+            // SAFETY: only on the loop's thread (`Shared::schedule` checks `on_loop`, and
+            // `Executor::run` runs there), as libuv wants of all but `uv_async_send`. `idle` is
+            // the idle handle initialized in `executor()`: it is non-zero only until `teardown`
+            // clears it, under this same lock, before closing it, so it is still open here.
             if unsafe { (uv.idle_start)(self.idle as *mut c_void, on_wake) } == 0 {
                 self.idling = true;
                 return;
@@ -72,6 +76,9 @@ impl Queue {
         }
         self.idling = false;
         if let Some(uv) = uv() {
+            // SAFETY: called from `Executor::run`, on the loop's thread; `idling` is set only
+            // by a successful `uv_idle_start` on the open handle, and `teardown` takes the
+            // queue (and with it `idling`) before it closes the handle.
             unsafe { (uv.idle_stop)(self.idle as *mut c_void) };
         }
     }
@@ -83,6 +90,9 @@ impl Queue {
         }
         self.signalled = true;
         if let Some(uv) = uv() {
+            // SAFETY: `uv_async_send` is the one libuv function that may be called from any
+            // thread. `signal` is the async handle initialized in `executor()`, still open:
+            // `teardown` sets it to 0 under this same lock before it closes the handle.
             unsafe { (uv.async_send)(self.signal as *mut c_void) };
         }
     }
@@ -261,17 +271,26 @@ pub(super) fn executor(env: &Env) -> Option<Rc<Executor>> {
         return None;
     }
     let mut uv_loop = std::ptr::null_mut();
+    // SAFETY: `env` is the environment of the Node-API call running on this thread, and
+    // `uv_loop` a place for the result.
     let status = unsafe { sys::napi_get_uv_event_loop(env.raw(), &mut uv_loop) };
     if status != sys::Status::napi_ok || uv_loop.is_null() {
         return None;
     }
     let signal = alloc_handle(uv, UV_ASYNC);
+    // SAFETY: on the loop's own thread (the JavaScript thread of `env`, whose loop this is);
+    // `signal` is zeroed memory of the async handle's size, and `on_wake` an `AsyncCb`.
     if signal.is_null() || unsafe { (uv.async_init)(uv_loop.cast(), signal, on_wake) } != 0 {
+        // SAFETY: a failed `uv_async_init` returns before it registers the handle with the
+        // loop, so it is plain memory from `alloc_handle` (or null, which `free` ignores).
         unsafe { libc::free(signal) };
         return None;
     }
     let idle = alloc_handle(uv, UV_IDLE);
+    // SAFETY: as for `signal`: this loop's thread, zeroed memory of the idle handle's size.
     if idle.is_null() || unsafe { (uv.idle_init)(uv_loop.cast(), idle) } != 0 {
+        // SAFETY: `idle` was not registered (as above); `signal` was, so it is closed, on the
+        // loop's thread, and freed by `free_handle` once libuv is done with it.
         unsafe {
             libc::free(idle);
             (uv.close)(signal, Some(free_handle));
@@ -279,6 +298,7 @@ pub(super) fn executor(env: &Env) -> Option<Rc<Executor>> {
         return None;
     }
     // The handles never keep the process alive: each client's threadsafe function does that.
+    // SAFETY: both handles were initialized just above on this loop, and this is its thread.
     unsafe {
         (uv.unref)(signal);
         (uv.unref)(idle);
@@ -298,6 +318,8 @@ pub(super) fn executor(env: &Env) -> Option<Rc<Executor>> {
     });
     EXECUTOR.with(|e| *e.borrow_mut() = Some((env.raw() as usize, executor.clone())));
     LOOP.with(|l| l.set(uv_loop as usize));
+    // SAFETY: `env` is live (see above); `teardown` ignores its argument, and Node runs the
+    // hook on this thread when the environment goes, while the loop still exists.
     unsafe {
         sys::napi_add_env_cleanup_hook(env.raw(), Some(teardown), std::ptr::null_mut());
     }

@@ -121,6 +121,10 @@ impl Watch {
             return;
         }
         let Some(uv) = uv() else { return };
+        // SAFETY: a Watch is only reached on the loop's thread (`with_watch` checks it, and
+        // `on_ready` is a callback of that loop), and its `handle` is the poll handle
+        // initialized in `PolledSocket::new`, open for as long as the Watch exists: `drop`
+        // frees the Watch and closes the handle together. `on_ready` is a `PollCb`.
         let status = unsafe {
             if events == 0 {
                 (uv.poll_stop)(self.handle)
@@ -143,7 +147,13 @@ unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int)
 fn on_ready_run(handle: *mut c_void, status: c_int, events: c_int) {
     run_after(|| {
         let _ = catch_unwind(|| {
-            // SAFETY: `data`, the first field of every libuv handle, points at the Watch.
+            // SAFETY: `handle` is the poll handle of a `PolledSocket`, and `data`, the first
+            // field of every libuv handle, points at its Watch: set in `PolledSocket::new`
+            // before the handle was ever started, and still valid, since `drop` closes the
+            // handle (after which libuv calls no callback) when it frees the Watch. This is the
+            // loop's thread, and no other reference to the Watch is live: `with_watch` holds
+            // one only while its caller runs, never across a turn of the loop, and this one
+            // ends with the wake-ups, before `run_after` polls the tasks.
             let watch = unsafe { &mut **(handle as *mut *mut Watch) };
             let fired = if status < 0 {
                 watch.events = 0;
@@ -190,6 +200,8 @@ struct PolledSocket {
 // SAFETY: every use of `watch` checks that it runs on the loop's thread (`on_thread`); the
 // socket only moves between threads as part of a task that is polled there.
 unsafe impl Send for PolledSocket {}
+// SAFETY: what a shared reference reaches is the `TcpStream`, itself `Sync`, and `watch`,
+// which `with_watch` and `drop` only touch after `on_thread` (so one thread at a time).
 unsafe impl Sync for PolledSocket {}
 
 impl PolledSocket {
@@ -208,11 +220,18 @@ impl PolledSocket {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&io);
         #[cfg(not(unix))]
         let fd: c_int = -1;
+        // SAFETY: `uv_loop` is this thread's loop (`LOOP` is non-zero only between
+        // `executor()` and `teardown`, on this thread); `handle` is zeroed memory of a poll
+        // handle's size; `fd` is the open socket of `io`, which is closed only after the
+        // handle (see `drop`). Only unix reaches here: elsewhere `uv()` is `None`.
         let status = unsafe { (uv.poll_init)(uv_loop as *mut c_void, handle, fd) };
         if status != 0 {
+            // SAFETY: a failed `uv_poll_init` returns before it registers the handle with the
+            // loop, so it is still plain memory from `alloc_handle`.
             unsafe { libc::free(handle) };
             return Err(io::Error::other(format!("uv_poll_init failed ({status})")));
         }
+        // SAFETY: the handle was initialized just above on this loop, and this is its thread.
         unsafe { (uv.unref)(handle) };
         let watch = Box::into_raw(Box::new(Watch {
             handle,
@@ -223,7 +242,9 @@ impl PolledSocket {
             reader: None,
             writer: None,
         }));
-        // SAFETY: `data` is the first field of the handle.
+        // SAFETY: `data` (`void*`) is the first field of every libuv handle, and `handle` is
+        // an initialized poll handle that nothing else uses yet: it is not started until a
+        // `poll_ready` asks, so `on_ready` never sees the handle before its Watch is set.
         unsafe { *(handle as *mut *mut Watch) = watch };
         Ok(PolledSocket {
             io: std::mem::ManuallyDrop::new(io),
@@ -304,6 +325,9 @@ impl Drop for PolledSocket {
         // closing the handle stops its callbacks at once, and libuv frees the handle's memory
         // afterwards.
         let watch = unsafe { Box::from_raw(self.watch) };
+        // SAFETY: on the loop's thread; the handle is open (closed only here, once, as the
+        // Watch that owned it was freed just above) and came from `alloc_handle`, so
+        // `free_handle` may free it when libuv calls it back.
         unsafe { (uv.close)(watch.handle, Some(free_handle)) };
         // SAFETY: dropped once, here, after libuv stopped watching it.
         unsafe { std::mem::ManuallyDrop::drop(&mut self.io) };

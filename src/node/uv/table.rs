@@ -36,6 +36,12 @@ pub(super) struct Uv {
 #[cfg(unix)]
 fn find_uv() -> Option<Uv> {
     /// The image (executable or library) that holds `address`: its base and file name.
+    ///
+    /// # Safety
+    ///
+    /// `address` is null or a value from `dlsym`. The name is the loader's copy, valid while
+    /// the image stays mapped: it is only read by `find_uv` while it runs, and the images
+    /// asked about here (the host executable, a shared libuv it links) are never unloaded.
     unsafe fn image(address: *mut c_void) -> Option<(usize, &'static std::ffi::CStr)> {
         let mut info: libc::Dl_info = std::mem::zeroed();
         if address.is_null() || libc::dladdr(address, &mut info) == 0 || info.dli_fname.is_null() {
@@ -46,7 +52,8 @@ fn find_uv() -> Option<Uv> {
             std::ffi::CStr::from_ptr(info.dli_fname),
         ))
     }
-    // SAFETY: dlsym and dladdr only look symbols up.
+    // SAFETY: `dlsym` gets a NUL-terminated name and the `RTLD_DEFAULT` pseudo-handle, and
+    // `image` accepts what it returns, null included (see its `# Safety`).
     let (node, _) = unsafe {
         image(libc::dlsym(
             libc::RTLD_DEFAULT,
@@ -56,6 +63,7 @@ fn find_uv() -> Option<Uv> {
     // libuv is in the image that runs Node-API (Node's own build), or is a shared libuv
     // (distributions build Node with --shared-libuv): not a library of some other addon,
     // whose loops are not Node's.
+    // SAFETY: as above: a NUL-terminated name for `dlsym`, whose result `image` accepts.
     let (uv, name) = unsafe {
         image(libc::dlsym(
             libc::RTLD_DEFAULT,
@@ -70,12 +78,20 @@ fn find_uv() -> Option<Uv> {
     if uv != node && !shared {
         return None;
     }
+    /// The function `name` of the image at `uv`, as a `T`.
+    ///
+    /// # Safety
+    ///
+    /// `T` is a function pointer type (pointer-sized) whose signature is the C signature of
+    /// `name`; the returned pointer is never null (a null or foreign `dlsym` result is `None`).
     unsafe fn symbol<T: Copy>(name: &std::ffi::CStr, uv: usize) -> Option<T> {
         let found = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
         // Every function from that same image.
         (image(found)?.0 == uv).then(|| std::mem::transmute_copy(&found))
     }
-    // SAFETY: each symbol is a libuv 1.x function with the signature declared in `Uv`.
+    // SAFETY: each `T` here is the type of the `Uv` field, an `extern "C"` function pointer
+    // with the signature libuv 1.x's `uv.h` declares for that symbol (stable across 1.x), and
+    // every symbol comes from the image checked above to be Node's libuv or a shared libuv.
     unsafe {
         Some(Uv {
             version_string: symbol(c"uv_version_string", uv)?,
@@ -113,9 +129,17 @@ pub(super) fn uv() -> Option<&'static Uv> {
 /// equal to `process.versions.uv`. Asked once per process.
 pub(super) fn node_libuv(env: &Env, uv: &Uv) -> bool {
     static NODE: OnceLock<bool> = OnceLock::new();
+    // SAFETY: `env` is the environment of the Node-API call running on this thread (an
+    // `Env` is only handed to code that napi-rs calls from JavaScript), which also opened
+    // the handle scope the values made here belong to; `uv` came from `uv()`.
     *NODE.get_or_init(|| unsafe { is_node_libuv(env.raw(), uv) }.unwrap_or(false))
 }
 
+/// # Safety
+///
+/// `env` is live and this runs on its JavaScript thread inside a handle scope (a call from
+/// JavaScript); `uv`'s functions are libuv's (see `find_uv`). Only `uv_version_string` is
+/// called, and only once the host has been found to be neither Bun nor Deno.
 unsafe fn is_node_libuv(env: sys::napi_env, uv: &Uv) -> Option<bool> {
     unsafe fn property(
         env: sys::napi_env,
@@ -156,9 +180,18 @@ unsafe fn is_node_libuv(env: sys::napi_env, uv: &Uv) -> Option<bool> {
 
 /// Allocates a libuv handle of `kind`; freed by [`free_handle`] from its close callback.
 pub(super) fn alloc_handle(uv: &Uv, kind: c_int) -> *mut c_void {
+    // SAFETY: `uv_handle_size` takes any handle type and only returns a size; `kind` is one
+    // of the `UV_*` handle types above. `calloc` has no precondition, and every caller checks
+    // its result for null. Zeroed memory is what libuv's `*_init` functions expect to fill.
     unsafe { libc::calloc(1, (uv.handle_size)(kind)) }
 }
 
+/// Frees a handle made by [`alloc_handle`]: the close callback given to `uv_close`.
+///
+/// # Safety
+///
+/// `handle` was returned by [`alloc_handle`] and libuv is done with it: either its close
+/// callback is running (libuv no longer refers to a closed handle) or it was never initialized.
 pub(super) unsafe extern "C" fn free_handle(handle: *mut c_void) {
     libc::free(handle);
 }
