@@ -17,6 +17,9 @@
 //! * `errors`: Node-style codes (`ECONNREFUSED`, ...) for socket errors.
 //! * `node` (feature `node`): the napi bindings, the only code that knows Node exists.
 
+// Every unsafe block and `unsafe impl` states why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod client;
 pub mod errors;
 pub mod pki;

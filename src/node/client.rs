@@ -292,6 +292,8 @@ struct DirectCall {
 // accepts work only from a callback of this thread's loop, and the `NativeClient` that
 // clears it is finalized on that thread. `on_thread` checks it before every use.
 unsafe impl Send for DirectCall {}
+// SAFETY: shared references touch `env`, `callback`, `context` and `live` (a `Cell`) only
+// after `on_thread` (`release`, `deliver`), so on one thread; `mailbox` is a `Mutex`.
 unsafe impl Sync for DirectCall {}
 
 impl DirectCall {
@@ -299,6 +301,9 @@ impl DirectCall {
         let env = env.raw();
         let mut reference = ptr::null_mut();
         let mut context = ptr::null_mut();
+        // SAFETY: `env` is the environment of the constructor call running on this, its
+        // JavaScript thread, inside that call's handle scope; `callback` is a value of it; the
+        // out-pointers are locals. On failure the reference made first is deleted again.
         unsafe {
             napi::check_status!(sys::napi_create_reference(env, callback, 1, &mut reference))?;
             let mut resource = ptr::null_mut();
@@ -333,6 +338,9 @@ impl DirectCall {
     /// On the JS thread, when the `NativeClient` is finalized.
     fn release(&self) {
         if self.on_thread() && self.live.replace(false) {
+            // SAFETY: on the JavaScript thread of `env`, from the `NativeClient`'s finalizer,
+            // while the environment still lives; `live` guarantees the reference and the
+            // async context, made in `new`, are released once.
             unsafe {
                 sys::napi_delete_reference(self.env, self.callback);
                 sys::napi_async_destroy(self.env, self.context);
@@ -350,6 +358,13 @@ impl super::uv::Deliver for DirectCall {
             return;
         }
         let env = self.env;
+        // SAFETY: `on_thread` and `live` hold: this is `env`'s JavaScript thread, and the
+        // reference and async context made in `new` still exist (the `NativeClient`'s
+        // finalizer clears `live` when it releases them). `env` lives: `uv::deliver` runs this
+        // only from a callback of its loop, and the loop's `teardown` drops pending deliveries
+        // when the environment goes; being a loop callback, not a call from JavaScript, it may
+        // call into JavaScript. Every value made here lives in the handle scope opened first
+        // and closed last, and `args` outlives the call that reads it.
         unsafe {
             let mut scope = ptr::null_mut();
             if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
@@ -443,6 +458,8 @@ impl NativeClient {
         session.max_in_flight = options.max_in_flight.max(1) as usize;
         session.max_queue_size = options.max_queue_size as usize;
         let callback = napi::JsValue::raw(&on_batch);
+        // SAFETY: `env` is this constructor call's environment, on its thread, and `callback`
+        // is the `on_batch` function passed to it (napi-rs checked its type).
         let sink = Arc::new(unsafe { BatchSink::from_napi_value(env.raw(), callback)? });
         let delivery = sink.clone();
         let mailbox: Arc<Mailbox> = Arc::default();
@@ -515,6 +532,9 @@ impl NativeClient {
             handle: self.handle.clone(),
         });
         let env = env.raw();
+        // SAFETY: `env` is this method call's environment, on its thread and in its handle
+        // scope; `function` hands one count of `calls` to each JavaScript function, released
+        // by that function's finalizer.
         unsafe {
             let mut object = ptr::null_mut();
             napi::check_status!(sys::napi_create_object(env, &mut object))?;
@@ -578,6 +598,9 @@ impl NativeClient {
             return Ok(());
         }
         let (env, sink) = (env.raw(), self.sink.raw());
+        // SAFETY: `env` is this method call's environment, on its thread, and `sink` is the
+        // client's threadsafe function, not yet released (`aborted()` was false just above,
+        // on this thread, which is where it is released).
         napi::check_status!(unsafe {
             if on {
                 sys::napi_ref_threadsafe_function(env, sink)

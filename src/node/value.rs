@@ -96,6 +96,11 @@ pub const OVER_BUDGET: &str = "IM491: Maximum buffer size exceeded.";
 
 /// `value` as a [`Value`]: encoded by [`encode`] and decoded again, so it is exactly what
 /// the wire will carry and there is one walk of JavaScript values, not two to keep alike.
+///
+/// # Safety
+///
+/// `env` is live and this runs on its JavaScript thread inside a handle scope (a call from
+/// JavaScript); `value` is a handle of that scope.
 pub unsafe fn to_value(env: sys::napi_env, value: sys::napi_value) -> Result<Value> {
     let mut body = BytesMut::with_capacity(64);
     encode(env, value, FIELD_DEPTH, &mut body)?;
@@ -114,6 +119,11 @@ impl From<DecodeError> for Error {
 /// in between. `depth` is how many arrays and maps already enclose it: a walk never opens more
 /// than MessagePack decoding accepts (so a cyclic object ends in an error), and `out` never
 /// grows past the frame cap ([`OVER_BUDGET`]). After an error, `out` holds a partial value.
+///
+/// # Safety
+///
+/// As [`to_value`]: a live `env`, its JavaScript thread, a handle scope, and `value` a handle
+/// of it. The walk calls getters, which may run any JavaScript.
 pub unsafe fn encode(
     env: sys::napi_env,
     value: sys::napi_value,
@@ -208,6 +218,12 @@ unsafe fn put_utf8(
     Ok(())
 }
 
+/// The JavaScript string `value` as UTF-8.
+///
+/// # Safety
+///
+/// `env` is live and this runs on its JavaScript thread; `value` is a handle of the current
+/// handle scope.
 pub(super) unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> Result<String> {
     let mut bytes = BytesMut::new();
     put_utf8(env, value, &mut bytes, usize::MAX, |_, _| {})?;
@@ -968,6 +984,11 @@ impl Encoder {
 
 /// `value` as a JavaScript value, with the extension types msgpack-lite knows made into the
 /// same classes again.
+///
+/// # Safety
+///
+/// `env` is live and this runs on its JavaScript thread inside a handle scope, in which the
+/// values made here live.
 pub(super) unsafe fn write(env: sys::napi_env, value: &Value) -> Result<sys::napi_value> {
     write_at(env, value, 0)
 }

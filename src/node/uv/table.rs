@@ -1,0 +1,197 @@
+//! The libuv functions this driver calls, found at run time in the host process, and the
+//! checks that they are the libuv that runs Node's event loop.
+
+use std::ffi::{c_int, c_void};
+use std::sync::OnceLock;
+
+use napi::{sys, Env};
+
+/// libuv's handle type numbers and poll event bits, stable across libuv 1.x.
+pub(super) const UV_ASYNC: c_int = 1;
+pub(super) const UV_POLL: c_int = 8;
+pub(super) const UV_IDLE: c_int = 6;
+pub(super) const UV_READABLE: c_int = 1;
+pub(super) const UV_WRITABLE: c_int = 2;
+
+pub(super) type PollCb = unsafe extern "C" fn(*mut c_void, c_int, c_int);
+pub(super) type AsyncCb = unsafe extern "C" fn(*mut c_void);
+pub(super) type CloseCb = unsafe extern "C" fn(*mut c_void);
+
+/// The few libuv functions used here, as the host process exports them.
+pub(super) struct Uv {
+    pub(super) handle_size: unsafe extern "C" fn(c_int) -> usize,
+    pub(super) poll_init: unsafe extern "C" fn(*mut c_void, *mut c_void, c_int) -> c_int,
+    pub(super) poll_start: unsafe extern "C" fn(*mut c_void, c_int, PollCb) -> c_int,
+    pub(super) poll_stop: unsafe extern "C" fn(*mut c_void) -> c_int,
+    pub(super) async_init: unsafe extern "C" fn(*mut c_void, *mut c_void, AsyncCb) -> c_int,
+    pub(super) async_send: unsafe extern "C" fn(*mut c_void) -> c_int,
+    pub(super) idle_init: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
+    pub(super) idle_start: unsafe extern "C" fn(*mut c_void, AsyncCb) -> c_int,
+    pub(super) idle_stop: unsafe extern "C" fn(*mut c_void) -> c_int,
+    pub(super) close: unsafe extern "C" fn(*mut c_void, Option<CloseCb>),
+    pub(super) unref: unsafe extern "C" fn(*mut c_void),
+    pub(super) version_string: unsafe extern "C" fn() -> *const std::ffi::c_char,
+}
+
+#[cfg(unix)]
+fn find_uv() -> Option<Uv> {
+    /// The image (executable or library) that holds `address`: its base and file name.
+    ///
+    /// # Safety
+    ///
+    /// `address` is null or a value from `dlsym`. The name is the loader's copy, valid while
+    /// the image stays mapped: it is only read by `find_uv` while it runs, and the images
+    /// asked about here (the host executable, a shared libuv it links) are never unloaded.
+    unsafe fn image(address: *mut c_void) -> Option<(usize, &'static std::ffi::CStr)> {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if address.is_null() || libc::dladdr(address, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        Some((
+            info.dli_fbase as usize,
+            std::ffi::CStr::from_ptr(info.dli_fname),
+        ))
+    }
+    // SAFETY: `dlsym` gets a NUL-terminated name and the `RTLD_DEFAULT` pseudo-handle, and
+    // `image` accepts what it returns, null included (see its `# Safety`).
+    let (node, _) = unsafe {
+        image(libc::dlsym(
+            libc::RTLD_DEFAULT,
+            c"napi_get_uv_event_loop".as_ptr(),
+        ))
+    }?;
+    // libuv is in the image that runs Node-API (Node's own build), or is a shared libuv
+    // (distributions build Node with --shared-libuv): not a library of some other addon,
+    // whose loops are not Node's.
+    // SAFETY: as above: a NUL-terminated name for `dlsym`, whose result `image` accepts.
+    let (uv, name) = unsafe {
+        image(libc::dlsym(
+            libc::RTLD_DEFAULT,
+            c"uv_version_string".as_ptr(),
+        ))
+    }?;
+    let shared = name
+        .to_bytes()
+        .rsplit(|&b| b == b'/')
+        .next()
+        .is_some_and(|file| file.starts_with(b"libuv."));
+    if uv != node && !shared {
+        return None;
+    }
+    /// The function `name` of the image at `uv`, as a `T`.
+    ///
+    /// # Safety
+    ///
+    /// `T` is a function pointer type (pointer-sized) whose signature is the C signature of
+    /// `name`; the returned pointer is never null (a null or foreign `dlsym` result is `None`).
+    unsafe fn symbol<T: Copy>(name: &std::ffi::CStr, uv: usize) -> Option<T> {
+        let found = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+        // Every function from that same image.
+        (image(found)?.0 == uv).then(|| std::mem::transmute_copy(&found))
+    }
+    // SAFETY: each `T` here is the type of the `Uv` field, an `extern "C"` function pointer
+    // with the signature libuv 1.x's `uv.h` declares for that symbol (stable across 1.x), and
+    // every symbol comes from the image checked above to be Node's libuv or a shared libuv.
+    unsafe {
+        Some(Uv {
+            version_string: symbol(c"uv_version_string", uv)?,
+            handle_size: symbol(c"uv_handle_size", uv)?,
+            poll_init: symbol(c"uv_poll_init", uv)?,
+            poll_start: symbol(c"uv_poll_start", uv)?,
+            poll_stop: symbol(c"uv_poll_stop", uv)?,
+            async_init: symbol(c"uv_async_init", uv)?,
+            async_send: symbol(c"uv_async_send", uv)?,
+            idle_init: symbol(c"uv_idle_init", uv)?,
+            idle_start: symbol(c"uv_idle_start", uv)?,
+            idle_stop: symbol(c"uv_idle_stop", uv)?,
+            close: symbol(c"uv_close", uv)?,
+            unref: symbol(c"uv_unref", uv)?,
+        })
+    }
+}
+
+#[cfg(not(unix))]
+fn find_uv() -> Option<Uv> {
+    None
+}
+
+pub(super) fn uv() -> Option<&'static Uv> {
+    static UV: OnceLock<Option<Uv>> = OnceLock::new();
+    UV.get_or_init(|| {
+        let wanted = std::env::var("IMT_GATEWAY_IO").map_or(true, |v| v != "tokio");
+        wanted.then(find_uv).flatten()
+    })
+    .as_ref()
+}
+
+/// Whether the host that runs `env` is Node with the libuv found by [`uv`]: not Bun or Deno
+/// (asked before any libuv function is called, since Bun's abort), and `uv_version_string()`
+/// equal to `process.versions.uv`. Asked once per process.
+pub(super) fn node_libuv(env: &Env, uv: &Uv) -> bool {
+    static NODE: OnceLock<bool> = OnceLock::new();
+    // SAFETY: `env` is the environment of the Node-API call running on this thread (an
+    // `Env` is only handed to code that napi-rs calls from JavaScript), which also opened
+    // the handle scope the values made here belong to; `uv` came from `uv()`.
+    *NODE.get_or_init(|| unsafe { is_node_libuv(env.raw(), uv) }.unwrap_or(false))
+}
+
+/// # Safety
+///
+/// `env` is live and this runs on its JavaScript thread inside a handle scope (a call from
+/// JavaScript); `uv`'s functions are libuv's (see `find_uv`). Only `uv_version_string` is
+/// called, and only once the host has been found to be neither Bun nor Deno.
+unsafe fn is_node_libuv(env: sys::napi_env, uv: &Uv) -> Option<bool> {
+    unsafe fn property(
+        env: sys::napi_env,
+        object: sys::napi_value,
+        name: &std::ffi::CStr,
+    ) -> Option<sys::napi_value> {
+        let mut value = std::ptr::null_mut();
+        (sys::napi_get_named_property(env, object, name.as_ptr(), &mut value)
+            == sys::Status::napi_ok)
+            .then_some(value)
+    }
+    unsafe fn kind(env: sys::napi_env, value: sys::napi_value) -> Option<i32> {
+        let mut kind = 0;
+        (sys::napi_typeof(env, value, &mut kind) == sys::Status::napi_ok).then_some(kind)
+    }
+    let mut global = std::ptr::null_mut();
+    if sys::napi_get_global(env, &mut global) != sys::Status::napi_ok {
+        return None;
+    }
+    for runtime in [c"Bun", c"Deno"] {
+        if kind(env, property(env, global, runtime)?)? != sys::ValueType::napi_undefined {
+            return Some(false);
+        }
+    }
+    let versions = property(env, property(env, global, c"process")?, c"versions")?;
+    for runtime in [c"bun", c"deno"] {
+        if kind(env, property(env, versions, runtime)?)? != sys::ValueType::napi_undefined {
+            return Some(false);
+        }
+    }
+    let node = crate::node::value::read_string(env, property(env, versions, c"uv")?).ok()?;
+    let ours = (uv.version_string)();
+    if ours.is_null() {
+        return Some(false);
+    }
+    Some(std::ffi::CStr::from_ptr(ours).to_bytes() == node.as_bytes())
+}
+
+/// Allocates a libuv handle of `kind`; freed by [`free_handle`] from its close callback.
+pub(super) fn alloc_handle(uv: &Uv, kind: c_int) -> *mut c_void {
+    // SAFETY: `uv_handle_size` takes any handle type and only returns a size; `kind` is one
+    // of the `UV_*` handle types above. `calloc` has no precondition, and every caller checks
+    // its result for null. Zeroed memory is what libuv's `*_init` functions expect to fill.
+    unsafe { libc::calloc(1, (uv.handle_size)(kind)) }
+}
+
+/// Frees a handle made by [`alloc_handle`]: the close callback given to `uv_close`.
+///
+/// # Safety
+///
+/// `handle` was returned by [`alloc_handle`] and libuv is done with it: either its close
+/// callback is running (libuv no longer refers to a closed handle) or it was never initialized.
+pub(super) unsafe extern "C" fn free_handle(handle: *mut c_void) {
+    libc::free(handle);
+}
