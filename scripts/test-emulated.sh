@@ -27,10 +27,7 @@ bash scripts/toolchains.sh linux
 node scripts/build.js --if-missing "$platform"
 
 if [ "$platform" = linux-x64-musl ]; then
-  # musl-tools: musl-gcc and musl's dynamic loader.
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  dpkg-query -W -f='${Status}' musl-tools 2>/dev/null | grep -q "install ok installed" ||
-    { $SUDO apt-get update -qq; $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >/dev/null; }
+  bash scripts/toolchains.sh musl
   echo "== cargo test --target $triple (static musl test binaries, run natively)"
   cargo-zigbuild test --target "$triple" 2>&1 | tee "$work/cargo.log"
   echo "== the shipped musl addon, loaded by musl's dynamic loader"

@@ -52,24 +52,10 @@ find_wine() {
 }
 
 step "tools"
-missing=()
-command -v x86_64-w64-mingw32-gcc >/dev/null || missing+=(mingw-w64)
-command -v x86_64-w64-mingw32-dlltool >/dev/null || missing+=(mingw-w64)
-command -v nasm >/dev/null || missing+=(nasm)   # aws-lc-sys assembles with it for Windows
-find_wine >/dev/null || missing+=(wine64)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing from Debian: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # shellcheck disable=SC2046 # word splitting is wanted: the unique package names
-  apt-get install -y -qq $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
-fi
+bash scripts/toolchains.sh windows
 WINE=$(find_wine) || die "wine64 not found after installing it"
 WINESERVER=$(dirname "$WINE")/wineserver
 [ -x "$WINESERVER" ] || WINESERVER=$(command -v wineserver || echo wineserver)
-if ! rustup target list --installed | grep -qx "$TARGET"; then
-  rustup target add "$TARGET"
-fi
 echo "wine: $WINE ($("$WINE" --version 2>/dev/null || echo '?'))"
 echo "mingw: $(x86_64-w64-mingw32-gcc --version | head -n 1)"
 

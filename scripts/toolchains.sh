@@ -6,6 +6,10 @@
 #   emulation  qemu-user with binfmt handlers, and the arm64/armhf C and C++ runtimes (and
 #              libatomic, which Node for armv7 needs), so that arm programs run here
 #              (scripts/test-emulated.sh)
+#   musl       musl-tools: musl-gcc and musl's dynamic loader (scripts/emulated/musl-dlopen.sh)
+#   windows    mingw-w64, wine64, nasm (aws-lc-sys assembles with it) and the rustup target
+#              x86_64-pc-windows-gnu (scripts/test-windows.sh)
+#   lint       shellcheck, which actionlint runs on the workflow's scripts (lint-workflows.sh)
 # Debian or Ubuntu; uses sudo when not root.
 set -euo pipefail
 
@@ -51,11 +55,27 @@ emulation () {
   done
 }
 
+musl () {
+  apt_install musl-tools
+}
+
+windows () {
+  apt_install mingw-w64 wine64 nasm
+  rustup target add x86_64-pc-windows-gnu 2>&1 | grep -v "is up to date" || true
+}
+
+lint () {
+  apt_install shellcheck
+}
+
 [ $# -gt 0 ] || set -- linux
 for part in "$@"; do
   case "$part" in
     linux) linux ;;
     emulation) emulation ;;
-    *) echo "toolchains: unknown part '$part' (linux, emulation)" >&2; exit 2 ;;
+    musl) musl ;;
+    windows) windows ;;
+    lint) lint ;;
+    *) echo "toolchains: unknown part '$part' (linux, emulation, musl, windows, lint)" >&2; exit 2 ;;
   esac
 done
