@@ -7,7 +7,7 @@
 #   npm run test:platforms [-- platform ...]   (pack, linux-*, win32-x64-gnu)
 # Runs them all, then prints one line per platform and exits non-zero if any failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit
 declare -a results=()
 failed=0
 run () {
@@ -17,8 +17,8 @@ run () {
   if "$@"; then results+=("$name: passed in $((SECONDS - started)) s")
   else results+=("$name: FAILED after $((SECONDS - started)) s"); failed=1; fi
 }
-platforms=("${@:-pack linux-arm64-gnu linux-arm-gnueabihf linux-x64-musl win32-x64-gnu}")
-for platform in ${platforms[*]}; do
+[ $# -gt 0 ] || set -- pack linux-arm64-gnu linux-arm-gnueabihf linux-x64-musl win32-x64-gnu
+for platform in "$@"; do
   case "$platform" in
     pack) run "npm run pack" node scripts/pack.js ;;
     win32-x64-gnu) run "$platform (wine)" bash scripts/test-windows.sh ;;
