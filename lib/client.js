@@ -6,7 +6,10 @@ const { NativeClient, NoticeKind, takePanicReports } = require('./native')
 const { Event, Action } = require('./messages')
 const { gatewayError, fromNative } = require('./errors')
 const { pemBuffer, caList } = require('./tls-options')
-const { createDebug } = require('./debug')
+// Diagnostics through the `debug` package, as 2.x's, under the same namespaces: DEBUG,
+// `require('debug').enable()` at run time, `debug.log` and DEBUG_COLORS work as applications
+// expect. Per-message paths check `debug.enabled` (a cached flag in `debug` 4) before formatting.
+const createDebug = require('debug')
 const { newId } = require('./ids')
 
 const debug = createDebug('imt:gateway:client')
