@@ -33,7 +33,8 @@ function startNode (source) {
   child.stdout.on('data', (d) => { out += d })
   child.stderr.on('data', (d) => { err += d })
   const timer = setTimeout(() => child.kill('SIGKILL'), scaled(15000))
-  const ended = new Promise((resolve) => child.on('exit', (code, signal) => {
+  // 'close', not 'exit': only then has all of the child's output been read.
+  const ended = new Promise((resolve) => child.on('close', (code, signal) => {
     clearTimeout(timer)
     resolve({ code, signal, out, err })
   }))

@@ -109,7 +109,8 @@ function runNode (file, cwd, ms, env = {}) {
     child.stdout.on('data', (d) => { out += d })
     child.stderr.on('data', (d) => { out += d })
     const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${file} did not finish in ${ms} ms:\n${out}`)) }, ms)
-    child.on('exit', (code, signal) => {
+    // 'close', not 'exit': only then has all of the child's output been read.
+    child.on('close', (code, signal) => {
       clearTimeout(timer)
       if (code === 0) resolve(out)
       else reject(new Error(`${file} exited with ${code ?? signal}:\n${out}`))

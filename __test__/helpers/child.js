@@ -24,7 +24,8 @@ function runNode (source, { env = {}, timeout = 10000, until, node = [] } = {}) 
     })
     child.stderr.on('data', (d) => { err += d })
     const timer = setTimeout(() => child.kill('SIGKILL'), scaled(timeout))
-    child.on('exit', (code, signal) => { clearTimeout(timer); resolve({ code, signal, out, err, ms: Date.now() - started }) })
+    // 'close', not 'exit': only then has all of the child's output been read.
+    child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, out, err, ms: Date.now() - started }) })
   })
 }
 
