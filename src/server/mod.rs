@@ -9,6 +9,7 @@
 //! receives everything that happens as [`ServerEvent`]s on one channel.
 
 mod connection;
+mod peer;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -113,17 +114,26 @@ pub enum ServerEvent {
 }
 
 /// An action waiting for delivery; echoes have no ticket and are not redelivered.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Queued {
-    action: OutboundAction,
-    ticket: Option<u64>,
+    pub(crate) action: OutboundAction,
+    pub(crate) ticket: Option<u64>,
 }
 
+/// What the server asks of one connection's task.
 pub(crate) enum Command {
     /// BYE with no body, then close (the original's `kick()`).
     Kick,
     /// Deliver this action now (the connection is past DRAINED).
     Action(Queued),
+    /// The embedder's verdict on the connection's event with this number.
+    Verdict { number: u64, verdict: Verdict },
+}
+
+/// Where the verdict of a decision goes: the connection and its number for the event.
+struct Awaited {
+    conn: u64,
+    number: u64,
 }
 
 struct ConnEntry {
@@ -141,7 +151,7 @@ struct State {
     next_id: u64,
     conns: HashMap<u64, ConnEntry>,
     held: HashMap<String, VecDeque<Queued>>,
-    decisions: HashMap<u64, oneshot::Sender<Verdict>>,
+    decisions: HashMap<u64, Awaited>,
     listening: Option<(SocketAddr, CancellationToken)>,
     /// `close()` is under way (`Some(graceful)`): connections that register now end at once.
     closing: Option<bool>,
@@ -169,8 +179,8 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wants_events(&self) -> bool {
-        self.options.decide_events || self.event_notices.load(Ordering::Relaxed)
+    fn event_notices(&self) -> bool {
+        self.event_notices.load(Ordering::Relaxed)
     }
 
     fn emit(&self, event: ServerEvent) {
@@ -326,11 +336,8 @@ impl Server {
             .min_by_key(|e| e.info.id);
         if let Some(entry) = live {
             match entry.commands.send(Command::Action(queued)) {
-                Ok(()) => return ticket,
-                Err(mpsc::error::SendError(cmd)) => match cmd {
-                    Command::Action(q) => queued = q,
-                    Command::Kick => unreachable!("sent an action"),
-                },
+                Err(mpsc::error::SendError(Command::Action(q))) => queued = q,
+                _ => return ticket,
             }
         }
         state
@@ -343,8 +350,15 @@ impl Server {
 
     /// Answers the event that carried `decision`; false when nothing waits for it any more.
     pub fn decide(&self, decision: u64, verdict: Verdict) -> bool {
-        let waiting = self.shared.state().decisions.remove(&decision);
-        waiting.is_some_and(|tx| tx.send(verdict).is_ok())
+        let mut state = self.shared.state();
+        let Some(Awaited { conn, number }) = state.decisions.remove(&decision) else {
+            return false;
+        };
+        state.conns.get(&conn).is_some_and(|e| {
+            e.commands
+                .send(Command::Verdict { number, verdict })
+                .is_ok()
+        })
     }
 
     /// The peers connected now, oldest first.
