@@ -11,7 +11,10 @@
 //! * `session`: the client's protocol state as a sans-I/O state machine: inputs in, outputs
 //!   (bytes to write, notices for the application) out.
 //! * `client`: the driver task that owns the sockets, TLS and timers and feeds the session.
-//! * `server`: the bundled gateway server for tests, the demo and local development.
+//! * `server`: the bundled gateway server for tests, the demo and local development: the
+//!   shared state (`mod.rs`), one driver task per connection (`connection.rs`: sockets, TLS,
+//!   the timer) and, in `peer.rs`, the server's protocol for one connection as a sans-I/O
+//!   state machine shaped like `session`.
 //! * `tls`: rustls configurations built from PEM keys, certificates and CAs.
 //! * `pki`: throwaway certificate authorities and certificates for tests.
 //! * `errors`: Node-style codes (`ECONNREFUSED`, ...) for socket errors.

@@ -7,9 +7,12 @@
 //!
 //! The embedder (the napi layer, or a Rust test) talks to it through [`Server`] methods and
 //! receives everything that happens as [`ServerEvent`]s on one channel.
+//!
+//! This module holds the state shared by all connections. Each connection's protocol is a
+//! sans-I/O state machine, `peer::Peer`, driven by a task in `connection.rs`.
 
 mod connection;
-mod peer;
+pub(crate) mod peer;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
