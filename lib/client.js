@@ -4,7 +4,7 @@ const { EventEmitter } = require('events')
 const os = require('os')
 const { NativeClient, NoticeKind, takePanicReports } = require('./native')
 const { Event, Action } = require('./messages')
-const { gatewayError, fromNative } = require('./errors')
+const { gatewayError } = require('./errors')
 const { pemBuffer, caList } = require('./tls-options')
 // Diagnostics through the `debug` package, as 2.x's, under the same namespaces: DEBUG,
 // `require('debug').enable()` at run time, `debug.log` and DEBUG_COLORS work as applications
@@ -168,38 +168,35 @@ class Client extends EventEmitter {
     this.port = port
     const reconnectDelay = count(options.reconnectDelay, 'reconnectDelay', DEFAULT_RECONNECT_DELAY)
     const self = new WeakRef(this)
-    try {
-      this._native = new NativeClient({
-        host,
-        port,
-        tls,
-        key: tls ? pemBuffer(options.key) : undefined,
-        cert: tls ? pemBuffer(options.cert) : undefined,
-        ca: tls ? caList(options.ca) : undefined,
-        deviceName: os.hostname(),
-        autoReconnect: options.autoReconnect !== false,
-        maxReconnectAttempts: count(options.maxReconnectAttempts, 'maxReconnectAttempts', 0),
-        maxInFlight: Math.max(1, count(options.maxInFlight, 'maxInFlight', 1)),
-        maxQueueSize: count(options.maxQueueSize, 'maxQueueSize', DEFAULT_MAX_QUEUE_SIZE),
-        reconnectDelay,
-        maxReconnectDelay: count(options.maxReconnectDelay, 'maxReconnectDelay', reconnectDelay),
-        connectTimeout: count(options.connectTimeout, 'connectTimeout', DEFAULT_CONNECT_TIMEOUT),
-        ackTimeout: count(options.ackTimeout, 'ackTimeout', 0),
-        keepAlive: count(options.keepAlive, 'keepAlive', DEFAULT_KEEP_ALIVE)
-      }, (...values) => {
-        // A batch comes as the call's arguments, or as one array when it is large or came
-        // from another thread.
-        const client = self.deref()
-        if (client) client._deliver(Array.isArray(values[0]) ? values[0] : values)
-      })
-      // The two calls made per event and per action, as plain functions (see Calls in
-      // src/node/client.rs).
-      const { send, ack } = this._native.calls()
-      this._sendNative = send
-      this._ackNative = ack
-    } catch (err) {
-      throw fromNative(err)
-    }
+    // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...).
+    this._native = new NativeClient({
+      host,
+      port,
+      tls,
+      key: tls ? pemBuffer(options.key) : undefined,
+      cert: tls ? pemBuffer(options.cert) : undefined,
+      ca: tls ? caList(options.ca) : undefined,
+      deviceName: os.hostname(),
+      autoReconnect: options.autoReconnect !== false,
+      maxReconnectAttempts: count(options.maxReconnectAttempts, 'maxReconnectAttempts', 0),
+      maxInFlight: Math.max(1, count(options.maxInFlight, 'maxInFlight', 1)),
+      maxQueueSize: count(options.maxQueueSize, 'maxQueueSize', DEFAULT_MAX_QUEUE_SIZE),
+      reconnectDelay,
+      maxReconnectDelay: count(options.maxReconnectDelay, 'maxReconnectDelay', reconnectDelay),
+      connectTimeout: count(options.connectTimeout, 'connectTimeout', DEFAULT_CONNECT_TIMEOUT),
+      ackTimeout: count(options.ackTimeout, 'ackTimeout', 0),
+      keepAlive: count(options.keepAlive, 'keepAlive', DEFAULT_KEEP_ALIVE)
+    }, (...values) => {
+      // A batch comes as the call's arguments, or as one array when it is large or came
+      // from another thread.
+      const client = self.deref()
+      if (client) client._deliver(Array.isArray(values[0]) ? values[0] : values)
+    })
+    // The two calls made per event and per action, as plain functions (see Calls in
+    // src/node/client.rs).
+    const { send, ack } = this._native.calls()
+    this._sendNative = send
+    this._ackNative = ack
   }
 
   /** Starts connecting; a no-op while connected or connecting. Returns the client. */

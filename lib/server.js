@@ -3,7 +3,7 @@
 const { EventEmitter } = require('events')
 const { NativeServer } = require('./native')
 const { Event } = require('./messages')
-const { gatewayError, fromNative } = require('./errors')
+const { gatewayError } = require('./errors')
 const { pemBuffer, caList } = require('./tls-options')
 const { newId } = require('./ids')
 
@@ -45,17 +45,14 @@ class Server extends EventEmitter {
     this._closeCallbacks = new Map()
     // Native calls run one after another, so close() right after listen() closes what it opened.
     this._queue = Promise.resolve()
-    try {
-      this._native = new NativeServer({
-        key: pemBuffer(options.key),
-        cert: pemBuffer(options.cert),
-        ca: caList(options.ca),
-        echo: options.echo !== false,
-        decideEvents: typeof options.onEvent === 'function'
-      })
-    } catch (err) {
-      throw fromNative(err)
-    }
+    // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...).
+    this._native = new NativeServer({
+      key: pemBuffer(options.key),
+      cert: pemBuffer(options.cert),
+      ca: caList(options.ca),
+      echo: options.echo !== false,
+      decideEvents: typeof options.onEvent === 'function'
+    })
     // Events cross into JavaScript only while someone listens for them (or decides them).
     this._native.setEventNotices(false)
     this.on('newListener', (name) => { if (name === 'event') this._native.setEventNotices(true) })
