@@ -2,6 +2,7 @@
 //! values and the core's types and forwards calls; protocol logic stays in the core.
 
 mod client;
+mod defaults;
 mod pki;
 mod quiet;
 mod server;

@@ -283,7 +283,7 @@ impl NativeServer {
         let server = Server::new(
             ServerOptions {
                 tls,
-                echo: options.echo.unwrap_or(true),
+                echo: options.echo.unwrap_or(crate::defaults::ECHO),
                 decide_events: options.decide_events.unwrap_or(false),
                 ..ServerOptions::default()
             },
