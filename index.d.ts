@@ -84,8 +84,15 @@ export class Action {
 /** PEM text or bytes. */
 export type Pem = string | Buffer
 
+/**
+ * Options of `new Server()`. Each `@default` is the native table's (src/defaults.rs), checked
+ * by `__test__/defaults.test.js`.
+ */
 export interface ServerOptions {
-  /** Default port for `listen()`; 7777. */
+  /**
+   * Default port for `listen()`.
+   * @default 7777
+   */
   port?: number
   /** Default host for `listen()`; all interfaces. */
   host?: string
@@ -94,7 +101,10 @@ export interface ServerOptions {
   cert?: Pem
   /** Trust anchors for client certificates: with `ca`, clients must present one (mutual TLS). */
   ca?: Pem | Pem[] | { root?: Pem, intermediate?: Pem }
-  /** Echo every accepted event back to its device as an action; true. */
+  /**
+   * Echo every accepted event back to its device as an action.
+   * @default true
+   */
   echo?: boolean
   /**
    * Decides each event's acknowledgement: return nothing (accept), or `{code, message}`, an
@@ -173,34 +183,72 @@ export class Server extends TypedEventEmitter<ServerEvents> {
   queueAction (deviceName: string, action: ActionInput | Action, callback?: (err: GatewayError | null) => void): string | number
 }
 
+/**
+ * Options of `new Client()`. Each `@default` is the native table's (src/defaults.rs), checked
+ * by `__test__/defaults.test.js`.
+ */
 export interface ClientOptions {
   /** Device private key, PEM (PKCS#1, PKCS#8 or SEC1/EC); required unless `host` is `'localhost'`. */
   key?: Pem
   /** Device certificate, PEM; required unless `host` is `'localhost'`. */
   cert?: Pem
-  /** Gateway host; `'gateway.integromat.com'`. Exactly `'localhost'` means plain TCP. */
+  /**
+   * Gateway host. Exactly `'localhost'` means plain TCP.
+   * @default 'gateway.integromat.com'
+   */
   host?: string
-  /** Gateway port; 7777. */
+  /**
+   * Gateway port.
+   * @default 7777
+   */
   port?: number
   /** Trust anchors for the server certificate; the platform's roots when absent. */
   ca?: Pem | Pem[] | { root?: Pem, intermediate?: Pem }
-  /** Reconnect after a dropped connection; true. */
+  /**
+   * Reconnect after a dropped connection.
+   * @default true
+   */
   autoReconnect?: boolean
-  /** Give up after this many failed reconnects; 0 or absent is unlimited. */
+  /**
+   * Give up after this many failed reconnects; 0 is unlimited.
+   * @default 0
+   */
   maxReconnectAttempts?: number
-  /** Milliseconds between a dropped connection and the next attempt; 1000. */
+  /**
+   * Milliseconds between a dropped connection and the next attempt.
+   * @default 1000
+   */
   reconnectDelay?: number
-  /** Events that may await their acknowledgement at once; 1 (the protocol's stop-and-wait). */
+  /**
+   * Events that may await their acknowledgement at once; 1 is the protocol's stop-and-wait.
+   * @default 1
+   */
   maxInFlight?: number
-  /** Exponential backoff with jitter up to this many ms; `reconnectDelay` (no backoff). */
+  /**
+   * Above `reconnectDelay`, the wait doubles after each failed attempt up to this many ms,
+   * with jitter; at or below it, no backoff.
+   * @default reconnectDelay
+   */
   maxReconnectDelay?: number
-  /** Bound on TCP + TLS + WELCOME in ms; 30000 (0: none). */
+  /**
+   * Bound on TCP + TLS + WELCOME in ms (0: none).
+   * @default 30000
+   */
   connectTimeout?: number
-  /** Bound on waiting for an event's acknowledgement in ms; 0 (none). */
+  /**
+   * Bound on waiting for an event's acknowledgement in ms (0: none).
+   * @default 0
+   */
   ackTimeout?: number
-  /** TCP keepalive idle time in ms; 15000 (0: OS defaults). */
+  /**
+   * TCP keepalive idle time in ms (0: OS defaults).
+   * @default 15000
+   */
   keepAlive?: number
-  /** Events that may wait for their callback; 100000 (0: unlimited). */
+  /**
+   * Events that may wait for their callback (0: unlimited).
+   * @default 100000
+   */
   maxQueueSize?: number
 }
 

@@ -342,6 +342,42 @@ test('a key that does not match the certificate is refused at construction', (t)
   t.is(t.throws(() => new Server({ key: 'not a key', cert: a.cert })).code, 'EINVALIDKEY')
 })
 
+test('errors the native side makes carry their code, set there, and the message alone', (t) => {
+  const { NativeServer } = require('../lib/native')
+  const ca = new TestCertificateAuthority()
+  const a = ca.issue({ commonName: 'a', server: true })
+  const b = ca.issue({ commonName: 'b', server: true })
+  // Straight from the binding: nothing in JavaScript sets the code or trims the message.
+  const native = t.throws(() => new NativeServer({ key: Buffer.from(a.key), cert: Buffer.from(b.cert) }), { instanceOf: Error })
+  t.is(native.code, 'EKEYMISMATCH')
+  t.is(native.message, 'The private key does not match the certificate.')
+  for (const [options, code, message] of [
+    [{ key: a.key, cert: b.cert }, 'EKEYMISMATCH', 'The private key does not match the certificate.'],
+    [{ key: 'not a key', cert: a.cert }, 'EINVALIDKEY', 'Invalid private key.'],
+    [{ key: a.key, cert: 'not a certificate' }, 'EINVALIDCERT', 'Invalid certificate.'],
+    [{ key: a.key }, 'EINVALIDKEY', 'key and cert must be given together.']
+  ]) {
+    const err = t.throws(() => new Server(options), { instanceOf: Error })
+    t.is(err.code, code)
+    t.is(err.message, message)
+  }
+  const unknown = t.throws(() => ca.issue({ commonName: 'c', keyType: 'dsa' }), { instanceOf: Error })
+  t.is(unknown.code, 'ERR_INVALID_ARG_VALUE')
+  t.is(unknown.message, "Unknown key type 'dsa'.")
+})
+
+test('queueAction refuses an action it cannot encode, with a code', (t) => {
+  const server = new Server()
+  const nest = (levels) => { let value = {}; for (let i = 0; i < levels; i++) value = [value]; return value }
+  const deep = t.throws(() => server.queueAction('d', { type: 'nest', parameters: nest(600) }), { instanceOf: Error })
+  t.is(deep.code, 'ERR_INVALID_ARG_VALUE')
+  t.is(deep.message, 'Value is nested too deeply (or is circular).')
+  const big = t.throws(() => server.queueAction('d', { type: 'big', parameters: { blob: Buffer.alloc(MAX_BUFFER) } }), { instanceOf: Error })
+  t.is(big.code, 'IM491')
+  t.is(big.message, 'Maximum buffer size exceeded.')
+  t.deepEqual(server.connections(), [])
+})
+
 test('listen(0) picks a free port; close() releases it', async (t) => {
   const server = new Server()
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))

@@ -2,9 +2,9 @@
 
 const { EventEmitter } = require('events')
 const os = require('os')
-const { NativeClient, NoticeKind, takePanicReports } = require('./native')
+const { NativeClient, NoticeKind, takePanicReports, optionDefaults } = require('./native')
 const { Event, Action } = require('./messages')
-const { gatewayError, fromNative } = require('./errors')
+const { gatewayError } = require('./errors')
 const { pemBuffer, caList } = require('./tls-options')
 // Diagnostics through the `debug` package, as 2.x's, under the same namespaces: DEBUG,
 // `require('debug').enable()` at run time, `debug.log` and DEBUG_COLORS work as applications
@@ -20,12 +20,8 @@ function reportPanics () {
   for (const report of takePanicReports()) nativeDebug('%s', report)
 }
 
-const DEFAULT_HOST = 'gateway.integromat.com'
-const DEFAULT_PORT = 7777
-const DEFAULT_RECONNECT_DELAY = 1000
-const DEFAULT_CONNECT_TIMEOUT = 30000
-const DEFAULT_KEEP_ALIVE = 15000
-const DEFAULT_MAX_QUEUE_SIZE = 100000
+// What an option left out (undefined or null) is: the one table of defaults, src/defaults.rs.
+const DEFAULTS = optionDefaults().client
 
 // Clients with work (between connect() and the core reporting them idle) are held here, as
 // Node holds an open socket: a connected client keeps working even when the application kept
@@ -98,12 +94,18 @@ class Callbacks {
   }
 }
 
+// A boolean option: only `false` turns on off what is on by default, as in the original.
+function flag (value, name) {
+  if (value === undefined || value === null) return DEFAULTS[name]
+  return DEFAULTS[name] ? value !== false : Boolean(value)
+}
+
 function isPem (value, label) {
   const buffer = pemBuffer(value)
   return buffer !== undefined && new RegExp(`-----BEGIN [A-Z0-9 ]*${label}-----`).test(buffer.toString('latin1'))
 }
 
-function count (value, name, fallback) {
+function count (value, name, fallback = DEFAULTS[name]) {
   if (value === undefined || value === null) return fallback
   const number = Number(value)
   if (!Number.isInteger(number) || number < 0 || number > 0xffffffff) {
@@ -144,8 +146,8 @@ class Client extends EventEmitter {
   constructor (options) {
     super()
     if (options === null || typeof options !== 'object') throw new Error('Options expected.')
-    const host = options.host === undefined || options.host === null ? DEFAULT_HOST : String(options.host)
-    const port = options.port === undefined || options.port === null ? DEFAULT_PORT : Number(options.port)
+    const host = options.host === undefined || options.host === null ? DEFAULTS.host : String(options.host)
+    const port = options.port === undefined || options.port === null ? DEFAULTS.port : Number(options.port)
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       throw gatewayError(`Port should be >= 0 and < 65536. Received ${options.port}.`, 'ERR_SOCKET_BAD_PORT', RangeError)
     }
@@ -166,40 +168,38 @@ class Client extends EventEmitter {
     this._wantRef = true
     this.host = host
     this.port = port
-    const reconnectDelay = count(options.reconnectDelay, 'reconnectDelay', DEFAULT_RECONNECT_DELAY)
+    const reconnectDelay = count(options.reconnectDelay, 'reconnectDelay')
     const self = new WeakRef(this)
-    try {
-      this._native = new NativeClient({
-        host,
-        port,
-        tls,
-        key: tls ? pemBuffer(options.key) : undefined,
-        cert: tls ? pemBuffer(options.cert) : undefined,
-        ca: tls ? caList(options.ca) : undefined,
-        deviceName: os.hostname(),
-        autoReconnect: options.autoReconnect !== false,
-        maxReconnectAttempts: count(options.maxReconnectAttempts, 'maxReconnectAttempts', 0),
-        maxInFlight: Math.max(1, count(options.maxInFlight, 'maxInFlight', 1)),
-        maxQueueSize: count(options.maxQueueSize, 'maxQueueSize', DEFAULT_MAX_QUEUE_SIZE),
-        reconnectDelay,
-        maxReconnectDelay: count(options.maxReconnectDelay, 'maxReconnectDelay', reconnectDelay),
-        connectTimeout: count(options.connectTimeout, 'connectTimeout', DEFAULT_CONNECT_TIMEOUT),
-        ackTimeout: count(options.ackTimeout, 'ackTimeout', 0),
-        keepAlive: count(options.keepAlive, 'keepAlive', DEFAULT_KEEP_ALIVE)
-      }, (...values) => {
-        // A batch comes as the call's arguments, or as one array when it is large or came
-        // from another thread.
-        const client = self.deref()
-        if (client) client._deliver(Array.isArray(values[0]) ? values[0] : values)
-      })
-      // The two calls made per event and per action, as plain functions (see Calls in
-      // src/node/client.rs).
-      const { send, ack } = this._native.calls()
-      this._sendNative = send
-      this._ackNative = ack
-    } catch (err) {
-      throw fromNative(err)
-    }
+    // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...).
+    this._native = new NativeClient({
+      host,
+      port,
+      tls,
+      key: tls ? pemBuffer(options.key) : undefined,
+      cert: tls ? pemBuffer(options.cert) : undefined,
+      ca: tls ? caList(options.ca) : undefined,
+      deviceName: os.hostname(),
+      autoReconnect: flag(options.autoReconnect, 'autoReconnect'),
+      maxReconnectAttempts: count(options.maxReconnectAttempts, 'maxReconnectAttempts'),
+      maxInFlight: Math.max(1, count(options.maxInFlight, 'maxInFlight')),
+      maxQueueSize: count(options.maxQueueSize, 'maxQueueSize'),
+      reconnectDelay,
+      // No default of its own: the reconnect delay, so no backoff.
+      maxReconnectDelay: count(options.maxReconnectDelay, 'maxReconnectDelay', reconnectDelay),
+      connectTimeout: count(options.connectTimeout, 'connectTimeout'),
+      ackTimeout: count(options.ackTimeout, 'ackTimeout'),
+      keepAlive: count(options.keepAlive, 'keepAlive')
+    }, (...values) => {
+      // A batch comes as the call's arguments, or as one array when it is large or came
+      // from another thread.
+      const client = self.deref()
+      if (client) client._deliver(Array.isArray(values[0]) ? values[0] : values)
+    })
+    // The two calls made per event and per action, as plain functions (see Calls in
+    // src/node/client.rs).
+    const { send, ack } = this._native.calls()
+    this._sendNative = send
+    this._ackNative = ack
   }
 
   /** Starts connecting; a no-op while connected or connecting. Returns the client. */

@@ -1,16 +1,11 @@
 'use strict'
 
-// Every error this package reports is an Error with a stable `code`.
+// Every error this package reports is an Error with a stable `code`: those made here, and
+// those the native side throws, whose `code` it sets where it makes them (src/node/mod.rs).
 function gatewayError (message, code, Ctor = Error) {
   const err = new Ctor(message)
   if (code !== undefined && code !== null) err.code = code
   return err
 }
 
-// The native side reports construction failures as "CODE: message".
-function fromNative (err) {
-  const match = /^([A-Z][A-Z0-9_]+): ([\s\S]*)$/.exec(err && err.message)
-  return match ? gatewayError(match[2], match[1]) : err
-}
-
-module.exports = { gatewayError, fromNative }
+module.exports = { gatewayError }

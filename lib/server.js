@@ -1,13 +1,14 @@
 'use strict'
 
 const { EventEmitter } = require('events')
-const { NativeServer } = require('./native')
+const { NativeServer, optionDefaults } = require('./native')
 const { Event } = require('./messages')
-const { gatewayError, fromNative } = require('./errors')
+const { gatewayError } = require('./errors')
 const { pemBuffer, caList } = require('./tls-options')
 const { newId } = require('./ids')
 
-const DEFAULT_PORT = 7777
+// What an option left out is: the one table of defaults, src/defaults.rs.
+const DEFAULTS = optionDefaults().server
 
 // What an `onEvent` handler returned, as the acknowledgement to send.
 function verdictOf (result) {
@@ -35,7 +36,7 @@ class Server extends EventEmitter {
     if (options.onEvent !== undefined && typeof options.onEvent !== 'function') {
       throw new TypeError('options.onEvent must be a function.')
     }
-    this._port = options.port === undefined ? DEFAULT_PORT : options.port
+    this._port = options.port === undefined ? DEFAULTS.port : options.port
     this._host = options.host
     this._onEvent = options.onEvent
     this._actionCallbacks = new Map()
@@ -45,17 +46,14 @@ class Server extends EventEmitter {
     this._closeCallbacks = new Map()
     // Native calls run one after another, so close() right after listen() closes what it opened.
     this._queue = Promise.resolve()
-    try {
-      this._native = new NativeServer({
-        key: pemBuffer(options.key),
-        cert: pemBuffer(options.cert),
-        ca: caList(options.ca),
-        echo: options.echo !== false,
-        decideEvents: typeof options.onEvent === 'function'
-      })
-    } catch (err) {
-      throw fromNative(err)
-    }
+    // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...).
+    this._native = new NativeServer({
+      key: pemBuffer(options.key),
+      cert: pemBuffer(options.cert),
+      ca: caList(options.ca),
+      echo: options.echo === undefined || options.echo === null ? DEFAULTS.echo : options.echo !== false,
+      decideEvents: typeof options.onEvent === 'function'
+    })
     // Events cross into JavaScript only while someone listens for them (or decides them).
     this._native.setEventNotices(false)
     this.on('newListener', (name) => { if (name === 'event') this._native.setEventNotices(true) })

@@ -33,6 +33,9 @@ pub enum ErrorCode {
     BadPort,
     /// `ERR_SERVER_ALREADY_LISTEN`, as Node's `net` names it.
     AlreadyListening,
+    /// `ERR_INVALID_ARG_VALUE`, as Node names it: an argument the native side cannot take (a
+    /// value nested too deeply or holding a `BigInt`, an unknown key type).
+    InvalidValue,
     /// `EINVALIDKEY`
     InvalidKey,
     /// `EINVALIDCERT`
@@ -73,6 +76,7 @@ impl ErrorCode {
             ErrorCode::Internal => "EINTERNAL",
             ErrorCode::BadPort => "ERR_SOCKET_BAD_PORT",
             ErrorCode::AlreadyListening => "ERR_SERVER_ALREADY_LISTEN",
+            ErrorCode::InvalidValue => "ERR_INVALID_ARG_VALUE",
             ErrorCode::InvalidKey => "EINVALIDKEY",
             ErrorCode::InvalidCert => "EINVALIDCERT",
             ErrorCode::InvalidCa => "EINVALIDCA",
@@ -87,6 +91,8 @@ impl ErrorCode {
     }
 }
 
+/// The status of the bindings' errors: napi-rs throws a `napi::Error<ErrorCode>` as a JavaScript
+/// `Error` whose `code` is this and whose message is the error's reason, alone.
 impl AsRef<str> for ErrorCode {
     fn as_ref(&self) -> &str {
         self.code()

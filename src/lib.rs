@@ -17,13 +17,17 @@
 //!   state machine shaped like `session`.
 //! * `tls`: rustls configurations built from PEM keys, certificates and CAs.
 //! * `pki`: throwaway certificate authorities and certificates for tests.
-//! * `errors`: Node-style codes (`ECONNREFUSED`, ...) for socket errors.
+//! * `errors`: `ErrorCode`, every code the package reports (socket errors named as Node names
+//!   them: `ECONNREFUSED`, ...).
+//! * `defaults`: the default of every client and server option, the one table the core, the
+//!   JavaScript layer and `index.d.ts` follow.
 //! * `node` (feature `node`): the napi bindings, the only code that knows Node exists.
 
 // Every unsafe block and `unsafe impl` states why it is sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod client;
+pub mod defaults;
 pub mod errors;
 pub mod pki;
 pub mod protocol;

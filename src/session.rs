@@ -17,6 +17,7 @@
 //! attempt, with N equal to `max_reconnect_attempts`, the session gives up. The first drop or
 //! failure, which leads to the first reconnect, is not itself an attempt.
 
+use crate::defaults;
 use crate::errors::ErrorCode;
 use crate::protocol::value::value_writer;
 use crate::protocol::{decode, DecodeError, ErrorBody, Message, Value};
@@ -25,9 +26,6 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
 use std::ops::Range;
-
-/// Generous: a device that is offline for a while keeps this many events, then refuses more.
-pub const DEFAULT_MAX_QUEUE_SIZE: usize = 100_000;
 
 /// The client options that shape the protocol (the rest, host, TLS and the reconnect delay,
 /// are the driver's).
@@ -52,10 +50,10 @@ impl SessionConfig {
     pub fn new(device_name: impl Into<String>) -> SessionConfig {
         SessionConfig {
             device_name: device_name.into(),
-            auto_reconnect: true,
-            max_reconnect_attempts: 0,
-            max_in_flight: 1,
-            max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
+            auto_reconnect: defaults::AUTO_RECONNECT,
+            max_reconnect_attempts: defaults::MAX_RECONNECT_ATTEMPTS,
+            max_in_flight: defaults::MAX_IN_FLIGHT,
+            max_queue_size: defaults::MAX_QUEUE_SIZE,
         }
     }
 }

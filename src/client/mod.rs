@@ -28,6 +28,7 @@ use tokio::time::{sleep, Sleep};
 use tokio_rustls::rustls::ClientConfig;
 use tokio_util::codec::FramedRead;
 
+use crate::defaults;
 use crate::errors::ErrorCode;
 use crate::protocol::{ErrorBody, Frame, FrameCodec, FrameError, Message, MessageError, Value};
 use crate::session::{Notice, OutgoingEvent, Output, Phase, Session, SessionConfig, SessionError};
@@ -71,11 +72,11 @@ impl ClientOptions {
             port,
             tls: None,
             session: SessionConfig::new(device_name),
-            reconnect_delay: Duration::from_secs(1),
-            max_reconnect_delay: Duration::from_secs(1),
-            connect_timeout: Some(Duration::from_secs(30)),
-            ack_timeout: None,
-            keep_alive: Some(Duration::from_secs(15)),
+            reconnect_delay: defaults::RECONNECT_DELAY,
+            max_reconnect_delay: defaults::RECONNECT_DELAY,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            ack_timeout: defaults::ACK_TIMEOUT,
+            keep_alive: defaults::KEEP_ALIVE,
             reactor: Arc::new(Tokio),
         }
     }

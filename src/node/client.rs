@@ -17,7 +17,8 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
 
-use super::value::{encode, read_string, to_value, JsValue, FIELD_DEPTH};
+use super::value::{encode, read_string, to_value, EncodeError, JsValue, FIELD_DEPTH};
+use super::{internal, thrown, Thrown};
 use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, Tokio};
 use crate::errors::ErrorCode;
 use crate::protocol::{ErrorBody, Value};
@@ -408,10 +409,6 @@ impl super::uv::Deliver for DirectCall {
     }
 }
 
-fn invalid(code: &ErrorCode, message: impl std::fmt::Display) -> napi::Error {
-    napi::Error::new(Status::InvalidArg, format!("{code}: {message}"))
-}
-
 #[napi]
 pub struct NativeClient {
     handle: ClientHandle,
@@ -434,21 +431,18 @@ impl NativeClient {
         env: Env,
         options: NativeClientOptions,
         on_batch: Function<'_, Unknown<'_>, ()>,
-    ) -> Result<Self> {
+    ) -> Result<Self, ErrorCode> {
         let port = u16::try_from(options.port)
-            .map_err(|_| invalid(&ErrorCode::BadPort, "Port should be >= 0 and < 65536."))?;
+            .map_err(|_| thrown(ErrorCode::BadPort, "Port should be >= 0 and < 65536."))?;
         let tls = if options.tls {
             let (Some(key), Some(cert)) = (&options.key, &options.cert) else {
-                return Err(invalid(&ErrorCode::InvalidKey, "Invalid private key."));
+                return Err(thrown(ErrorCode::InvalidKey, "Invalid private key."));
             };
             let ca: Option<Vec<Vec<u8>>> = options
                 .ca
                 .as_ref()
                 .map(|list| list.iter().map(|b| b.to_vec()).collect());
-            Some(
-                crate::tls::client_config(key, cert, ca.as_deref())
-                    .map_err(|e| invalid(&e.code(), e))?,
-            )
+            Some(crate::tls::client_config(key, cert, ca.as_deref())?)
         } else {
             None
         };
@@ -460,14 +454,16 @@ impl NativeClient {
         let callback = napi::JsValue::raw(&on_batch);
         // SAFETY: `env` is this constructor call's environment, on its thread, and `callback`
         // is the `on_batch` function passed to it (napi-rs checked its type).
-        let sink = Arc::new(unsafe { BatchSink::from_napi_value(env.raw(), callback)? });
+        let sink =
+            Arc::new(unsafe { BatchSink::from_napi_value(env.raw(), callback) }.map_err(internal)?);
         let delivery = sink.clone();
         let mailbox: Arc<Mailbox> = Arc::default();
         let reactor = super::uv::reactor(&env);
         let direct = reactor
             .as_ref()
             .map(|_| DirectCall::new(&env, callback, mailbox.clone()).map(Arc::new))
-            .transpose()?;
+            .transpose()
+            .map_err(internal)?;
         let direct_call = direct.clone();
         let (handle, task) = client(
             ClientOptions {
@@ -505,7 +501,7 @@ impl NativeClient {
             direct,
         };
         // Idle until the first connect().
-        client.unref(env)?;
+        client.unref(env).map_err(internal)?;
         Ok(client)
     }
 
@@ -675,13 +671,14 @@ unsafe fn function(
     Ok(function)
 }
 
-/// Runs a call's body with its arguments and `Calls`: an error becomes a JavaScript
-/// exception (unless one is pending already, as when a getter of the bundle threw), and so
-/// does a panic, which must not unwind into Node.
+/// Runs a call's body with its arguments and `Calls`: an error becomes a JavaScript `Error`
+/// with its code (`IM491` for a value over the frame cap; see [`EncodeError::code`]), unless an
+/// exception is pending already, as when a getter of the bundle threw, which is then thrown as
+/// it is. A panic, which must not unwind into Node, becomes `EINTERNAL`.
 unsafe fn run_call<const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
-    body: impl FnOnce(&Calls, [sys::napi_value; N]) -> Result<()>,
+    body: impl FnOnce(&Calls, [sys::napi_value; N]) -> std::result::Result<(), EncodeError>,
 ) -> sys::napi_value {
     let mut argc = N;
     let mut argv = [ptr::null_mut(); N];
@@ -694,43 +691,24 @@ unsafe fn run_call<const N: usize>(
         ptr::null_mut(),
         &mut data,
     );
-    let result = if status != sys::Status::napi_ok || data.is_null() {
-        Err(napi::Error::from_reason("napi_get_cb_info failed"))
-    } else {
-        if argc < N {
-            // Missing arguments are undefined, as in JavaScript.
-            let mut undefined = ptr::null_mut();
-            sys::napi_get_undefined(env, &mut undefined);
-            argv[argc..].fill(undefined);
-        }
-        let calls = &*data.cast::<Calls>();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(calls, argv)))
-            .unwrap_or_else(|_| Err(napi::Error::from_reason("internal error (panic)")))
-    };
+    let result: std::result::Result<(), Thrown> =
+        if status != sys::Status::napi_ok || data.is_null() {
+            Err(thrown(ErrorCode::Internal, "napi_get_cb_info failed"))
+        } else {
+            if argc < N {
+                // Missing arguments are undefined, as in JavaScript.
+                let mut undefined = ptr::null_mut();
+                sys::napi_get_undefined(env, &mut undefined);
+                argv[argc..].fill(undefined);
+            }
+            let calls = &*data.cast::<Calls>();
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(calls, argv))) {
+                Ok(done) => done.map_err(Thrown::from),
+                Err(_) => Err(thrown(ErrorCode::Internal, "internal error (panic)")),
+            }
+        };
     if let Err(err) = result {
-        let mut pending = false;
-        sys::napi_is_exception_pending(env, &mut pending);
-        if !pending {
-            // `CODE: message` (see `value::OVER_BUDGET`) becomes an Error with that code.
-            let reason = err.reason.replace('\0', " ");
-            let (code, message) = match reason.split_once(": ") {
-                Some((code, message))
-                    if !code.is_empty()
-                        && code
-                            .bytes()
-                            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) =>
-                {
-                    (std::ffi::CString::new(code).ok(), message.to_owned())
-                }
-                _ => (None, reason),
-            };
-            let message = std::ffi::CString::new(message).unwrap_or_default();
-            sys::napi_throw_error(
-                env,
-                code.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
-                message.as_ptr(),
-            );
-        }
+        napi::JsError::from(err).throw_into(env);
     }
     ptr::null_mut()
 }
@@ -789,7 +767,10 @@ unsafe extern "C" fn call_ack(
 }
 
 /// A string argument that may be left out (undefined or null).
-unsafe fn optional_string(env: sys::napi_env, value: sys::napi_value) -> Result<Option<String>> {
+unsafe fn optional_string(
+    env: sys::napi_env,
+    value: sys::napi_value,
+) -> std::result::Result<Option<String>, EncodeError> {
     let mut kind = 0;
     napi::check_status!(sys::napi_typeof(env, value, &mut kind))?;
     match kind {

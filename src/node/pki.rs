@@ -1,13 +1,17 @@
 //! Throwaway certificates for JavaScript tests, the demo and the benchmark
 //! (`require('imt-gateway/testing')`), backed by [`crate::pki`].
 
-use napi::{Error, Result, Status};
+use napi::Result;
 use napi_derive::napi;
 
+use super::{thrown, Thrown};
+use crate::errors::ErrorCode;
 use crate::pki::{CertRequest, CertificateAuthority, KeyKind};
 
-fn failure(err: impl std::fmt::Display) -> Error {
-    Error::new(Status::GenericFailure, err.to_string())
+/// What the options asked for could not be made (a name or date rcgen refuses, an unknown
+/// key type): `ERR_INVALID_ARG_VALUE`.
+fn failure(err: impl std::fmt::Display) -> Thrown {
+    thrown(ErrorCode::InvalidValue, err.to_string())
 }
 
 /// What to put in a leaf certificate.
@@ -41,7 +45,7 @@ pub struct TestCertificateAuthority {
 #[napi]
 impl TestCertificateAuthority {
     #[napi(constructor, catch_unwind)]
-    pub fn new(common_name: Option<String>) -> Result<Self> {
+    pub fn new(common_name: Option<String>) -> Result<Self, ErrorCode> {
         let name = common_name.unwrap_or_else(|| "imt-gateway test root".into());
         Ok(TestCertificateAuthority {
             inner: CertificateAuthority::new(&name).map_err(failure)?,
@@ -55,7 +59,7 @@ impl TestCertificateAuthority {
     }
 
     #[napi(catch_unwind)]
-    pub fn issue(&self, options: IssueOptions) -> Result<IssuedCertificate> {
+    pub fn issue(&self, options: IssueOptions) -> Result<IssuedCertificate, ErrorCode> {
         let key = match options.key_type.as_deref() {
             None | Some("ec") => KeyKind::EcdsaP256,
             Some("rsa") => KeyKind::Rsa2048,

@@ -6,13 +6,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{Buffer, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Result, Status};
+use napi::{Env, Result, Status};
 use napi_derive::napi;
 use tokio::sync::mpsc;
 
-use super::value::{JsValue, JsValueCopy};
+use super::thrown;
+use super::value::{to_value, JsValue, JsValueCopy};
+use crate::errors::{io_code, ErrorCode};
 use crate::protocol::ErrorBody;
 use crate::server::{ConnectionInfo, OutboundAction, Server, ServerEvent, ServerOptions, Verdict};
 
@@ -65,6 +67,17 @@ pub struct Address {
 pub struct Listened {
     pub address: Option<Address>,
     pub error: Option<Failure>,
+}
+
+/// A `listen()` that failed with `code`.
+fn failed(code: ErrorCode, message: impl Into<String>) -> Listened {
+    Listened {
+        address: None,
+        error: Some(Failure {
+            code: code.code().into(),
+            message: message.into(),
+        }),
+    }
 }
 
 #[napi(object)]
@@ -249,24 +262,20 @@ impl NativeServer {
 #[napi]
 impl NativeServer {
     #[napi(constructor, catch_unwind)]
-    pub fn new(options: NativeServerOptions) -> Result<Self> {
+    pub fn new(options: NativeServerOptions) -> Result<Self, ErrorCode> {
         let tls = match (&options.key, &options.cert) {
             (Some(key), Some(cert)) => {
                 let ca: Option<Vec<Vec<u8>>> = options
                     .ca
                     .as_ref()
                     .map(|list| list.iter().map(|b| b.to_vec()).collect());
-                Some(
-                    crate::tls::server_config(key, cert, ca.as_deref()).map_err(|e| {
-                        napi::Error::new(Status::InvalidArg, format!("{}: {e}", e.code()))
-                    })?,
-                )
+                Some(crate::tls::server_config(key, cert, ca.as_deref())?)
             }
             (None, None) => None,
             _ => {
-                return Err(napi::Error::new(
-                    Status::InvalidArg,
-                    "EINVALIDKEY: key and cert must be given together.",
+                return Err(thrown(
+                    ErrorCode::InvalidKey,
+                    "key and cert must be given together.",
                 ))
             }
         };
@@ -274,7 +283,7 @@ impl NativeServer {
         let server = Server::new(
             ServerOptions {
                 tls,
-                echo: options.echo.unwrap_or(true),
+                echo: options.echo.unwrap_or(crate::defaults::ECHO),
                 decide_events: options.decide_events.unwrap_or(false),
                 ..ServerOptions::default()
             },
@@ -296,17 +305,17 @@ impl NativeServer {
         host: Option<String>,
         on_events: EventSink,
     ) -> Result<Listened> {
-        let port = u16::try_from(port).map_err(|_| {
-            napi::Error::new(Status::InvalidArg, "Port should be >= 0 and < 65536.")
-        })?;
+        let Ok(port) = u16::try_from(port) else {
+            return Ok(failed(
+                ErrorCode::BadPort,
+                "Port should be >= 0 and < 65536.",
+            ));
+        };
         let Some(rx) = self.take_inbox().await else {
-            return Ok(Listened {
-                address: None,
-                error: Some(Failure {
-                    code: crate::errors::ErrorCode::AlreadyListening.code().into(),
-                    message: "Listen method has been called more than once without closing.".into(),
-                }),
-            });
+            return Ok(failed(
+                ErrorCode::AlreadyListening,
+                "Listen method has been called more than once without closing.",
+            ));
         };
         match self.server.listen(host.as_deref(), port).await {
             Ok(addr) => {
@@ -318,13 +327,7 @@ impl NativeServer {
             }
             Err(e) => {
                 self.inbox.put(rx);
-                Ok(Listened {
-                    address: None,
-                    error: Some(Failure {
-                        code: crate::errors::io_code(&e).code().into(),
-                        message: e.to_string(),
-                    }),
-                })
+                Ok(failed(io_code(&e), e.to_string()))
             }
         }
     }
@@ -353,22 +356,33 @@ impl NativeServer {
         self.server.close(graceful).await
     }
 
+    /// Holds an action for `device_name`; its ticket names it in later notices. The id and
+    /// the parameters are encoded as an event's bundle is, within the same budget.
     #[napi(catch_unwind)]
     pub fn queue_action(
         &self,
+        env: Env,
         device_name: String,
-        id: JsValue,
+        #[napi(ts_arg_type = "unknown")] id: Unknown<'_>,
         action_type: String,
-        parameters: JsValue,
-    ) -> f64 {
-        self.server.queue_action(
+        #[napi(ts_arg_type = "unknown")] parameters: Unknown<'_>,
+    ) -> Result<f64, ErrorCode> {
+        // SAFETY: `env` is this call's environment, on its thread and in its handle scope, and
+        // both values are arguments of the call.
+        let (id, parameters) = unsafe {
+            (
+                to_value(env.raw(), napi::JsValue::raw(&id))?,
+                to_value(env.raw(), napi::JsValue::raw(&parameters))?,
+            )
+        };
+        Ok(self.server.queue_action(
             &device_name,
             OutboundAction {
-                id: id.0,
+                id,
                 kind: action_type,
-                parameters: parameters.0,
+                parameters,
             },
-        ) as f64
+        ) as f64)
     }
 
     /// Accepts the event (no `message`) or rejects it with `{code, message}`.

@@ -19,16 +19,17 @@ use std::ffi::{c_char, c_void, CStr};
 use std::ptr;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use napi::bindgen_prelude::{FromNapiValue, ToNapiValue, TypeName, ValidateNapiValue};
-use napi::{check_status, sys, Error, Result, Status, ValueType};
+use napi::bindgen_prelude::{ToNapiValue, TypeName};
+use napi::{check_status, sys, Error, Result, ValueType};
 
+use crate::errors::ErrorCode;
 use crate::protocol::value::{
     write_array_header, write_binary, write_bool, write_date, write_ext, write_map_header,
     write_nil, write_number, write_str, write_str_header, MAX_DEPTH,
 };
 use crate::protocol::{decode, DecodeError, Value, MAX_BUFFER};
 
-/// A [`Value`] crossing the napi boundary.
+/// A [`Value`] on its way to JavaScript.
 pub struct JsValue(pub Value);
 
 /// Both value types are any JavaScript value to napi's type checks.
@@ -45,14 +46,6 @@ macro_rules! any_js_type {
     )*};
 }
 any_js_type!(JsValue, JsValueCopy);
-
-impl ValidateNapiValue for JsValue {}
-
-impl FromNapiValue for JsValue {
-    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
-        to_value(env, value).map(JsValue)
-    }
-}
 
 impl ToNapiValue for JsValue {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
@@ -90,9 +83,57 @@ impl ToNapiValue for &Value {
 /// message's map (an id, a bundle, an action's parameters).
 pub const FIELD_DEPTH: usize = 1;
 
-/// The error of an encoding that would not fit a frame. `CODE: message`, which the calls
-/// made from JavaScript turn into an Error with that `code` (see `node::client::run_call`).
-pub const OVER_BUDGET: &str = "IM491: Maximum buffer size exceeded.";
+/// Why a JavaScript value was not encoded. The calls made from JavaScript throw it as an
+/// `Error` whose `code` is [`EncodeError::code`] (see `node::client::run_call`).
+#[derive(Debug)]
+pub enum EncodeError {
+    /// The frame would pass the 10 MiB cap: `IM491`, `Maximum buffer size exceeded.`
+    OverBudget,
+    /// Not a value the wire can carry: nested too deeply (or circular), a `BigInt`.
+    Refused(String),
+    /// A Node-API call failed, or JavaScript run by the walk (a getter, a Proxy trap) threw,
+    /// and that exception is pending: it is what JavaScript gets.
+    Napi(Error),
+}
+
+impl EncodeError {
+    /// The `code` of the `Error` JavaScript gets.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EncodeError::OverBudget => ErrorCode::BufferExceeded,
+            EncodeError::Refused(_) => ErrorCode::InvalidValue,
+            EncodeError::Napi(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<Error> for EncodeError {
+    fn from(err: Error) -> EncodeError {
+        EncodeError::Napi(err)
+    }
+}
+
+/// What cannot be decoded was refused: an argument's fault, as when it nests too deeply.
+impl From<DecodeError> for EncodeError {
+    fn from(err: DecodeError) -> EncodeError {
+        EncodeError::Refused(err.0)
+    }
+}
+
+/// The `Error` JavaScript gets: the code, and the message alone.
+impl From<EncodeError> for Error<ErrorCode> {
+    fn from(err: EncodeError) -> Error<ErrorCode> {
+        let code = err.code();
+        let message = match err {
+            EncodeError::OverBudget => "Maximum buffer size exceeded.".to_owned(),
+            EncodeError::Refused(message) => message,
+            EncodeError::Napi(err) => err.reason,
+        };
+        Error::new(code, message)
+    }
+}
+
+type Walk<T> = std::result::Result<T, EncodeError>;
 
 /// `value` as a [`Value`]: encoded by [`encode`] and decoded again, so it is exactly what
 /// the wire will carry and there is one walk of JavaScript values, not two to keep alike.
@@ -101,24 +142,17 @@ pub const OVER_BUDGET: &str = "IM491: Maximum buffer size exceeded.";
 ///
 /// `env` is live and this runs on its JavaScript thread inside a handle scope (a call from
 /// JavaScript); `value` is a handle of that scope.
-pub unsafe fn to_value(env: sys::napi_env, value: sys::napi_value) -> Result<Value> {
+pub unsafe fn to_value(env: sys::napi_env, value: sys::napi_value) -> Walk<Value> {
     let mut body = BytesMut::with_capacity(64);
     encode(env, value, FIELD_DEPTH, &mut body)?;
     Ok(decode(&body.freeze())?)
-}
-
-/// What cannot be decoded was refused: an argument's fault, as when it nests too deeply.
-impl From<DecodeError> for Error {
-    fn from(err: DecodeError) -> Error {
-        Error::new(Status::InvalidArg, err.0)
-    }
 }
 
 /// Writes `value` into `out` as MessagePack, as msgpack-lite 0.1.26 writes it (see the module
 /// documentation): straight from the caller's strings and Buffers, with no tree of [`Value`]s
 /// in between. `depth` is how many arrays and maps already enclose it: a walk never opens more
 /// than MessagePack decoding accepts (so a cyclic object ends in an error), and `out` never
-/// grows past the frame cap ([`OVER_BUDGET`]). After an error, `out` holds a partial value.
+/// grows past the frame cap ([`EncodeError::OverBudget`]). After an error, `out` holds a partial value.
 ///
 /// # Safety
 ///
@@ -129,7 +163,7 @@ pub unsafe fn encode(
     value: sys::napi_value,
     depth: usize,
     out: &mut BytesMut,
-) -> Result<()> {
+) -> Walk<()> {
     let mut encoder = Encoder {
         env,
         limit: MAX_BUFFER,
@@ -142,15 +176,8 @@ pub unsafe fn encode(
     encoder.value(value, depth, out)
 }
 
-fn over_budget() -> Error {
-    Error::new(Status::InvalidArg, OVER_BUDGET)
-}
-
-fn too_deep() -> Error {
-    Error::new(
-        Status::InvalidArg,
-        "Value is nested too deeply (or is circular).",
-    )
+fn too_deep() -> EncodeError {
+    EncodeError::Refused("Value is nested too deeply (or is circular).".to_owned())
 }
 
 /// Strings this long or shorter are read with one Node-API call instead of two.
@@ -166,7 +193,7 @@ unsafe fn put_utf8(
     out: &mut BytesMut,
     limit: usize,
     before: impl FnOnce(usize, &mut BytesMut),
-) -> Result<()> {
+) -> Walk<()> {
     let mut short = [0u8; SHORT_STRING];
     let mut written = 0;
     check_status!(sys::napi_get_value_string_utf8(
@@ -180,7 +207,7 @@ unsafe fn put_utf8(
     // short of the room (one byte of it is the terminating NUL) is the whole string.
     if written + 4 < short.len() - 1 {
         if out.len() + written + 5 > limit {
-            return Err(over_budget());
+            return Err(EncodeError::OverBudget);
         }
         before(written, out);
         out.put_slice(&short[..written]);
@@ -195,7 +222,7 @@ unsafe fn put_utf8(
         &mut len
     ))?;
     if out.len().saturating_add(len).saturating_add(5) > limit {
-        return Err(over_budget());
+        return Err(EncodeError::OverBudget);
     }
     before(len, out);
     out.reserve(len + 1);
@@ -208,9 +235,8 @@ unsafe fn put_utf8(
         &mut written
     ))?;
     if written != len {
-        return Err(Error::new(
-            Status::GenericFailure,
-            "A string changed while being read.",
+        return Err(EncodeError::Refused(
+            "A string changed while being read.".to_owned(),
         ));
     }
     // SAFETY: Node initialised these `len` bytes, inside the capacity reserved above.
@@ -224,7 +250,7 @@ unsafe fn put_utf8(
 ///
 /// `env` is live and this runs on its JavaScript thread; `value` is a handle of the current
 /// handle scope.
-pub(super) unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> Result<String> {
+pub(super) unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> Walk<String> {
     let mut bytes = BytesMut::new();
     put_utf8(env, value, &mut bytes, usize::MAX, |_, _| {})?;
     // Valid UTF-8, and a BytesMut of its own: no copy either way.
@@ -452,9 +478,9 @@ struct Memo {
 }
 
 impl Encoder {
-    fn room(&self, out: &BytesMut, need: usize) -> Result<()> {
+    fn room(&self, out: &BytesMut, need: usize) -> Walk<()> {
         if out.len().saturating_add(need) > self.limit {
-            return Err(over_budget());
+            return Err(EncodeError::OverBudget);
         }
         Ok(())
     }
@@ -464,7 +490,7 @@ impl Encoder {
         value: sys::napi_value,
         depth: usize,
         out: &mut BytesMut,
-    ) -> Result<()> {
+    ) -> Walk<()> {
         let env = self.env;
         self.visited += 1;
         let mut kind = 0;
@@ -492,10 +518,9 @@ impl Encoder {
                     } else {
                         String::new()
                     };
-                return Err(Error::new(
-                    Status::InvalidArg,
-                    format!("Unsupported type \"bigint\": {shown}"),
-                ));
+                return Err(EncodeError::Refused(format!(
+                    "Unsupported type \"bigint\": {shown}"
+                )));
             }
             // undefined, null, functions, symbols: nil, as msgpack-lite writes them.
             _ => {
@@ -511,7 +536,7 @@ impl Encoder {
         value: sys::napi_value,
         depth: usize,
         out: &mut BytesMut,
-    ) -> Result<()> {
+    ) -> Walk<()> {
         let env = self.env;
         let mut flag = false;
         check_status!(sys::napi_is_array(env, value, &mut flag))?;
@@ -633,7 +658,7 @@ impl Encoder {
 
     /// `class.name` for an object's `constructor`, as msgpack-lite finds a packer: `None`
     /// when the constructor is missing or has no string name.
-    unsafe fn class_name(&mut self, class: sys::napi_value) -> Result<Option<ClassName>> {
+    unsafe fn class_name(&mut self, class: sys::napi_value) -> Walk<Option<ClassName>> {
         let env = self.env;
         let mut kind = 0;
         check_status!(sys::napi_typeof(env, class, &mut kind))?;
@@ -660,7 +685,7 @@ impl Encoder {
     }
 
     /// The bytes of a typed array, DataView or ArrayBuffer; `None` for any other object.
-    unsafe fn view<'a>(&self, value: sys::napi_value) -> Result<Option<Viewed<'a>>> {
+    unsafe fn view<'a>(&self, value: sys::napi_value) -> Walk<Option<Viewed<'a>>> {
         let env = self.env;
         let mut flag = false;
         let mut data = ptr::null_mut();
@@ -710,7 +735,7 @@ impl Encoder {
 
     /// `Buffer.isBuffer(value)` for a Uint8Array-typed view: an instance of the host's
     /// `Buffer`, or, in a host without a global one, a view whose class is named so.
-    unsafe fn is_buffer(&mut self, value: sys::napi_value, name: &[u8]) -> Result<bool> {
+    unsafe fn is_buffer(&mut self, value: sys::napi_value, name: &[u8]) -> Walk<bool> {
         let env = self.env;
         let class = match self.buffer_class {
             Some(class) => class,
@@ -739,7 +764,7 @@ impl Encoder {
     }
 
     /// `Array.isArray(value)`, which sees through a Proxy where Node-API does not.
-    unsafe fn is_array(&self, value: sys::napi_value) -> Result<bool> {
+    unsafe fn is_array(&self, value: sys::napi_value) -> Walk<bool> {
         let env = self.env;
         let array = global(env, c"Array")?;
         let is_array = property(env, array, c"isArray")?;
@@ -757,7 +782,7 @@ impl Encoder {
         Ok(flag)
     }
 
-    fn binary(&self, bytes: &[u8], out: &mut BytesMut) -> Result<()> {
+    fn binary(&self, bytes: &[u8], out: &mut BytesMut) -> Walk<()> {
         self.room(out, bytes.len().saturating_add(5))?;
         if bytes.len() > LARGE_BUFFER {
             out.reserve(bytes.len() + AFTER_LARGE_BUFFER);
@@ -766,7 +791,7 @@ impl Encoder {
         Ok(())
     }
 
-    fn ext(&self, kind: i8, bytes: &[u8], out: &mut BytesMut) -> Result<()> {
+    fn ext(&self, kind: i8, bytes: &[u8], out: &mut BytesMut) -> Walk<()> {
         self.room(out, bytes.len().saturating_add(6))?;
         if bytes.len() > LARGE_BUFFER {
             out.reserve(bytes.len() + AFTER_LARGE_BUFFER);
@@ -782,8 +807,8 @@ impl Encoder {
         kind: i8,
         depth: usize,
         out: &mut BytesMut,
-        payload: impl FnOnce(&mut Encoder, &mut BytesMut) -> Result<()>,
-    ) -> Result<()> {
+        payload: impl FnOnce(&mut Encoder, &mut BytesMut) -> Walk<()>,
+    ) -> Walk<()> {
         if depth >= MAX_DEPTH {
             return Err(too_deep());
         }
@@ -803,7 +828,7 @@ impl Encoder {
         value: sys::napi_value,
         depth: usize,
         out: &mut BytesMut,
-    ) -> Result<()> {
+    ) -> Walk<()> {
         let env = self.env;
         self.nested(kind, depth, out, |encoder, payload| {
             write_map_header(ERROR_COLUMNS.len(), payload);
@@ -817,7 +842,7 @@ impl Encoder {
     }
 
     /// A RegExp as msgpack-lite writes it: `[source, flags]`, from its `toString()` parts.
-    unsafe fn regexp(&mut self, value: sys::napi_value, out: &mut BytesMut) -> Result<()> {
+    unsafe fn regexp(&mut self, value: sys::napi_value, out: &mut BytesMut) -> Walk<()> {
         let env = self.env;
         self.nested(EXT_REGEXP, 0, out, |encoder, payload| {
             write_array_header(2, payload);
@@ -838,8 +863,8 @@ impl Encoder {
         value: sys::napi_value,
         depth: usize,
         out: &mut BytesMut,
-        walk: impl FnOnce(&mut Encoder, &mut BytesMut) -> Result<()>,
-    ) -> Result<()> {
+        walk: impl FnOnce(&mut Encoder, &mut BytesMut) -> Walk<()>,
+    ) -> Walk<()> {
         if self.visited < MEMO_AFTER || !ptr::eq(&*out, self.top) {
             return walk(self, out);
         }
@@ -904,7 +929,7 @@ impl Encoder {
         len: u32,
         depth: usize,
         out: &mut BytesMut,
-    ) -> Result<()> {
+    ) -> Walk<()> {
         self.memoized(value, depth, out, |encoder, out| {
             encoder.array_walk(value, len, depth, out)
         })
@@ -916,7 +941,7 @@ impl Encoder {
         len: u32,
         depth: usize,
         out: &mut BytesMut,
-    ) -> Result<()> {
+    ) -> Walk<()> {
         if depth >= MAX_DEPTH {
             return Err(too_deep());
         }
@@ -933,12 +958,7 @@ impl Encoder {
         Ok(())
     }
 
-    unsafe fn map(
-        &mut self,
-        value: sys::napi_value,
-        depth: usize,
-        out: &mut BytesMut,
-    ) -> Result<()> {
+    unsafe fn map(&mut self, value: sys::napi_value, depth: usize, out: &mut BytesMut) -> Walk<()> {
         self.memoized(value, depth, out, |encoder, out| {
             encoder.map_walk(value, depth, out)
         })
@@ -950,7 +970,7 @@ impl Encoder {
         value: sys::napi_value,
         depth: usize,
         out: &mut BytesMut,
-    ) -> Result<()> {
+    ) -> Walk<()> {
         if depth >= MAX_DEPTH {
             return Err(too_deep());
         }

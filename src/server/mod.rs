@@ -27,6 +27,7 @@ use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::defaults;
 use crate::protocol::{ErrorBody, Value};
 
 /// How a server behaves.
@@ -46,7 +47,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             tls: None,
-            echo: true,
+            echo: defaults::ECHO,
             decide_events: false,
             handshake_timeout: Duration::from_secs(10),
         }
