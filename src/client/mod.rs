@@ -667,6 +667,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn timers_fire_as_the_session_set_restarted_and_stopped_them() {
+        let ms = Duration::from_millis;
+        let mut timers = Timers::default();
+        assert!(!timers.any());
+        assert_eq!(timers.fired().now_or_never(), None, "none runs");
+        timers.set(Timer::Reconnect, ms(5_000));
+        timers.set(Timer::Ack, ms(10));
+        assert_eq!(timers.fired().await, Timer::Ack);
+        assert!(timers.any());
+        // Restarted: only the later deadline counts.
+        let started = Instant::now();
+        timers.set(Timer::Ack, ms(10));
+        timers.set(Timer::Ack, ms(80));
+        timers.set(Timer::Connect, ms(40));
+        assert_eq!(timers.fired().await, Timer::Connect);
+        assert_eq!(timers.fired().await, Timer::Ack);
+        assert!(started.elapsed() >= ms(80), "{:?}", started.elapsed());
+        timers.stop(Timer::Reconnect);
+        assert!(!timers.any(), "fired ones are disarmed, stopped ones too");
+        assert_eq!(timers.fired().now_or_never(), None);
+    }
+
+    #[tokio::test]
     async fn queued_frames_go_out_in_one_write_without_being_copied() {
         let frame = |n: usize, byte: u8| Bytes::from(vec![byte; n]);
         let writes = Arc::default();
