@@ -1,10 +1,16 @@
 //! The protocol state of one gateway client (docs/PROTOCOL.md section 4, The client session,
-//! and section 6, Errors and events) as a sans-I/O state machine: it never touches a socket, a
-//! timer or the clock. The driver in `src/client/` owns those, feeds the session what happened
-//! (a frame arrived, the socket closed, the reconnect delay elapsed, the user called a method)
-//! and carries out the [`Output`]s it gets back, in order. Keeping every protocol decision here
-//! means the whole behaviour, reconnects and queue included, is tested by feeding frames, with
-//! no sockets and no sleeps, and a fuzzer can throw any input sequence at it.
+//! and section 6, Errors and events) as a sans-I/O state machine: it never touches a socket or
+//! reads the clock. The driver in `src/client/` owns those, feeds the session what happened (a
+//! frame arrived, the socket closed, a timer fired, the user called a method) and carries out
+//! the [`Output`]s it gets back, in order. Keeping every protocol decision here means the whole
+//! behaviour, reconnects, timeouts, backoff and queue included, is tested by feeding inputs,
+//! with no sockets and no sleeps, and a property test can throw any input sequence at it.
+//!
+//! Timers are decided here too, in the manner of quinn-proto: the session says which
+//! [`Timer`] to arm for how long ([`Output::SetTimer`]) and which to stop
+//! ([`Output::StopTimer`]); the driver runs them and reports one that fires through
+//! [`Session::timeout`]. Durations are all the session knows of time. The reconnect jitter's
+//! random numbers come from a [`Random`] the session is built with, so a test fixes them.
 //!
 //! Where the original client has defects (docs/PROTOCOL.md section 8, Departures from 2.0.8)
 //! this implements the fix: an event in flight when the connection drops is re-sent after the
@@ -12,8 +18,8 @@
 //! always stops reconnecting.
 //!
 //! Reconnect attempts are counted as the original counts them: each automatic reconnect (each
-//! [`Session::reconnect_timer`]) is one attempt, WELCOME and a user `connect()` start the count
-//! again, and when a connection or connection attempt ends without WELCOME after the Nth
+//! [`Timer::Reconnect`] that fires) is one attempt, WELCOME and a user `connect()` start the
+//! count again, and when a connection or connection attempt ends without WELCOME after the Nth
 //! attempt, with N equal to `max_reconnect_attempts`, the session gives up. The first drop or
 //! failure, which leads to the first reconnect, is not itself an attempt.
 
@@ -26,9 +32,10 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
 use std::ops::Range;
+use std::time::Duration;
 
-/// The client options that shape the protocol (the rest, host, TLS and the reconnect delay,
-/// are the driver's).
+/// The client options that shape the protocol (the timers' lengths are in [`Timing`]; host,
+/// TLS and keepalive are the driver's).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionConfig {
     /// Sent in HELLO so the gateway can tell a user's devices apart.
@@ -62,6 +69,91 @@ impl Default for SessionConfig {
     fn default() -> SessionConfig {
         SessionConfig::new(String::new())
     }
+}
+
+/// How long the session's timers run: the client options `reconnectDelay`,
+/// `maxReconnectDelay`, `connectTimeout` and `ackTimeout` (their defaults are
+/// `ClientOptions::new`'s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    /// The wait between a dropped connection and the next attempt.
+    pub reconnect_delay: Duration,
+    /// Above `reconnect_delay`, the wait doubles with every failed attempt up to this, with
+    /// jitter (see [`backoff`]).
+    pub max_reconnect_delay: Duration,
+    /// Bound on TCP + TLS + WELCOME; an attempt that takes longer fails with `ETIMEDOUT`.
+    pub connect_timeout: Option<Duration>,
+    /// Bound on waiting for an event's acknowledgement; past it the connection is taken for
+    /// dead (a server that stopped reading, a half-open link) and is replaced.
+    pub ack_timeout: Option<Duration>,
+}
+
+/// The timers a session asks its driver to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// `connectTimeout`: from the start of an attempt until WELCOME.
+    Connect = 0,
+    /// `ackTimeout`: while events await their acknowledgement, restarted by each one.
+    Ack = 1,
+    /// The reconnect delay, with backoff and jitter.
+    Reconnect = 2,
+}
+
+impl Timer {
+    /// Every timer, in the order of [`Timer::index`].
+    pub const ALL: [Timer; 3] = [Timer::Connect, Timer::Ack, Timer::Reconnect];
+
+    /// 0, 1, 2: a slot in a table of timers.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where the reconnect jitter's random numbers come from: the driver's [`Xorshift`], seeded
+/// per process and client, or fixed draws in a test.
+pub trait Random: Send {
+    /// Uniform in [0, 1).
+    fn draw(&mut self) -> f64;
+}
+
+impl fmt::Debug for dyn Random {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Random")
+    }
+}
+
+/// A small xorshift generator: spreading reconnects needs no more than a seed that differs
+/// between processes and clients, which the caller supplies.
+#[derive(Debug, Clone)]
+pub struct Xorshift(u64);
+
+impl Xorshift {
+    pub fn new(seed: u64) -> Xorshift {
+        Xorshift(seed | 1)
+    }
+}
+
+impl Random for Xorshift {
+    fn draw(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The wait before reconnect attempt `attempts + 1`: `base` when `max` does not exceed it
+/// (the original's fixed delay), else `base * 2^attempts` capped at `max`, of which the upper
+/// half is scaled by `random` (in [0, 1)).
+pub fn backoff(base: Duration, max: Duration, attempts: u32, random: f64) -> Duration {
+    if max <= base {
+        return base;
+    }
+    let grown = base.saturating_mul(1u32 << attempts.min(16)).min(max);
+    let half = grown / 2;
+    half + half.mul_f64(random)
 }
 
 /// An event handed to [`Session::send`]. The frame is encoded once, by the caller, so that
@@ -166,9 +258,11 @@ pub enum Output {
     /// Close the socket after writing anything already output, or abandon the connection
     /// attempt in progress. The driver reports nothing more about that connection.
     CloseSocket,
-    /// Start the reconnect delay (1 s by default, the driver's choice); when it elapses the
-    /// driver calls [`Session::reconnect_timer`].
-    ScheduleReconnect,
+    /// Arm this timer to fire once after this long, replacing it if it is armed; when it
+    /// fires the driver calls [`Session::timeout`].
+    SetTimer(Timer, Duration),
+    /// Disarm this timer: it must not fire.
+    StopTimer(Timer),
     /// Tell the application.
     Emit(Notice),
 }
@@ -211,10 +305,9 @@ pub enum Notice {
     Recovered(SessionError),
 }
 
-/// Where the session is in its connection's life; public so that drivers and tests can
-/// check it.
+/// Where the session is in its connection's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+enum Phase {
     /// Never connected, closed by the user, or given up.
     Idle,
     /// [`Output::Connect`] was given; waiting for the driver's verdict.
@@ -283,6 +376,10 @@ pub struct Session {
     welcomed: bool,
     /// Automatic reconnects since the last WELCOME or user `connect()`.
     attempts: u32,
+    timing: Timing,
+    random: Box<dyn Random>,
+    /// Which timers the driver runs now, by [`Timer::index`].
+    armed: [bool; 3],
 }
 
 const NO_EVENT_IN_QUEUE: &str = "Received acknowledgement even if there is no event in the queue.";
@@ -290,7 +387,8 @@ const DIFFERENT_EVENT: &str = "Received acknowledgement for different event.";
 const MAXIMUM_BUFFER: &str = "Maximum buffer size exceeded.";
 
 impl Session {
-    pub fn new(config: SessionConfig) -> Session {
+    /// A session that draws its reconnect jitter from `random`.
+    pub fn new(config: SessionConfig, timing: Timing, random: impl Random + 'static) -> Session {
         Session {
             config,
             phase: Phase::Idle,
@@ -299,19 +397,30 @@ impl Session {
             actions: Vec::new(),
             welcomed: false,
             attempts: 0,
+            timing,
+            random: Box::new(random),
+            armed: [false; 3],
         }
     }
 
     /// The user's `connect()`. During the reconnect delay it connects at once, still in the
     /// same connection cycle (so no second `connect` notice), with a fresh attempt count.
     pub fn connect(&mut self) -> Vec<Output> {
-        match self.phase {
-            Phase::Idle | Phase::WaitingToReconnect => {
-                self.phase = Phase::Connecting;
-                self.attempts = 0;
-                vec![Output::Connect]
-            }
-            _ => Vec::new(),
+        let mut out = Vec::new();
+        if let Phase::Idle | Phase::WaitingToReconnect = self.phase {
+            self.attempts = 0;
+            self.stop_timer(&mut out, Timer::Reconnect);
+            self.start_attempt(&mut out);
+        }
+        out
+    }
+
+    /// A connection attempt starts, bounded by `connectTimeout`.
+    fn start_attempt(&mut self, out: &mut Vec<Output>) {
+        self.phase = Phase::Connecting;
+        out.push(Output::Connect);
+        if let Some(limit) = self.timing.connect_timeout {
+            self.set_timer(out, Timer::Connect, limit);
         }
     }
 
@@ -346,10 +455,12 @@ impl Session {
         if !self.phase.socket_open() {
             return out;
         }
+        let acknowledgement = matches!(message, Message::Acknowledgement { .. });
         match message {
             Message::Welcome if self.phase == Phase::AwaitingWelcome => {
                 self.phase = Phase::Receiving;
                 self.attempts = 0;
+                self.stop_timer(&mut out, Timer::Connect);
                 if !self.welcomed {
                     self.welcomed = true;
                     out.push(Output::Emit(Notice::Connect));
@@ -397,6 +508,7 @@ impl Session {
             Message::Hello { .. } => ignore(&mut out, "Received hello, which only a client sends."),
             Message::Event { .. } => ignore(&mut out, "Received event, which only a client sends."),
         }
+        self.watch_acknowledgements(&mut out, acknowledgement);
         out
     }
 
@@ -430,9 +542,8 @@ impl Session {
         out
     }
 
-    /// The driver could not read the server's bytes (an undecodable frame), or gave up on the
-    /// connection (`ackTimeout`): it ends, quietly unless it was the last, as in the
-    /// original.
+    /// The driver could not read the server's bytes (an undecodable frame): the connection
+    /// ends, quietly unless it was the last, as in the original.
     pub fn protocol_error(&mut self, err: SessionError) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.socket_open() {
@@ -456,15 +567,46 @@ impl Session {
         out
     }
 
-    /// The reconnect delay elapsed. Ignored unless the session is still waiting for it, so a
-    /// timer that `close()` or `connect()` made obsolete does nothing.
-    pub fn reconnect_timer(&mut self) -> Vec<Output> {
-        if self.phase != Phase::WaitingToReconnect {
-            return Vec::new();
+    /// A timer the session armed has fired. One it stopped or never armed is ignored, so a
+    /// late report does nothing.
+    ///
+    /// - [`Timer::Reconnect`]: the next automatic attempt starts (`reconnect`, one more
+    ///   attempt counted).
+    /// - [`Timer::Connect`]: the attempt or the connection awaiting WELCOME is abandoned and
+    ///   ends with `ETIMEDOUT`, quietly unless it was the last.
+    /// - [`Timer::Ack`]: the connection is taken for dead and ends the same way.
+    pub fn timeout(&mut self, timer: Timer) -> Vec<Output> {
+        let mut out = Vec::new();
+        if !std::mem::take(&mut self.armed[timer.index()]) {
+            return out;
         }
-        self.phase = Phase::Connecting;
-        self.attempts = self.attempts.saturating_add(1);
-        vec![Output::Emit(Notice::Reconnect), Output::Connect]
+        match timer {
+            Timer::Reconnect if self.phase == Phase::WaitingToReconnect => {
+                self.attempts = self.attempts.saturating_add(1);
+                out.push(Output::Emit(Notice::Reconnect));
+                self.start_attempt(&mut out);
+            }
+            Timer::Connect if matches!(self.phase, Phase::Connecting | Phase::AwaitingWelcome) => {
+                let ms = self.timing.connect_timeout.unwrap_or_default().as_millis();
+                let err = SessionError::new(
+                    ErrorCode::TimedOut,
+                    format!("The gateway did not welcome the client within {ms} ms."),
+                );
+                out.push(Output::CloseSocket);
+                self.connection_gone(&mut out, Ending::Quiet(err));
+            }
+            Timer::Ack if self.phase.socket_open() => {
+                let ms = self.timing.ack_timeout.unwrap_or_default().as_millis();
+                let err = SessionError::new(
+                    ErrorCode::TimedOut,
+                    format!("No acknowledgement from the gateway within {ms} ms."),
+                );
+                out.push(Output::CloseSocket);
+                self.connection_gone(&mut out, Ending::Quiet(err));
+            }
+            _ => {}
+        }
+        out
     }
 
     /// Queues an event; it is written at once when the server has drained and the window
@@ -487,6 +629,7 @@ impl Session {
             delivery: Delivery::Queued,
         });
         self.flush(&mut out);
+        self.watch_acknowledgements(&mut out, false);
         out
     }
 
@@ -522,6 +665,9 @@ impl Session {
         }
         self.phase = Phase::Idle;
         self.attempts = 0;
+        for timer in Timer::ALL {
+            self.stop_timer(&mut out, timer);
+        }
         self.forget_connection();
         self.disconnect(&mut out);
         if !keep_queue {
@@ -542,28 +688,34 @@ impl Session {
         out
     }
 
-    pub fn phase(&self) -> Phase {
+    #[cfg(test)]
+    fn phase(&self) -> Phase {
         self.phase
     }
 
-    /// Automatic reconnects since the last WELCOME or user `connect()`: the driver's backoff
-    /// grows with it.
-    pub fn attempts(&self) -> u32 {
-        self.attempts
-    }
-
     /// The server said DRAINED on the current connection, so events flow.
-    pub fn is_drained(&self) -> bool {
+    #[cfg(test)]
+    fn is_drained(&self) -> bool {
         self.phase == Phase::Drained
     }
 
     /// Events not written on the current connection (including those to be re-sent).
-    pub fn queued(&self) -> usize {
-        self.count(|d| matches!(d, Delivery::Queued))
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.pending
+            .iter()
+            .filter(|p| matches!(p.delivery, Delivery::Queued))
+            .count()
+    }
+
+    /// Whether the driver runs this timer now.
+    #[cfg(test)]
+    fn armed(&self, timer: Timer) -> bool {
+        self.armed[timer.index()]
     }
 
     /// Events written and awaiting their acknowledgement.
-    pub fn in_flight(&self) -> usize {
+    fn in_flight(&self) -> usize {
         // Written events sit below `written`, which the window bounds: a cheap count even
         // with a long queue behind.
         self.pending
@@ -573,12 +725,46 @@ impl Session {
     }
 
     /// Events whose callback has not run yet.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.pending.len()
     }
 
-    fn count(&self, which: impl Fn(&Delivery) -> bool) -> usize {
-        self.pending.iter().filter(|p| which(&p.delivery)).count()
+    fn set_timer(&mut self, out: &mut Vec<Output>, timer: Timer, after: Duration) {
+        self.armed[timer.index()] = true;
+        out.push(Output::SetTimer(timer, after));
+    }
+
+    /// Stops `timer` if it runs.
+    fn stop_timer(&mut self, out: &mut Vec<Output>, timer: Timer) {
+        if std::mem::take(&mut self.armed[timer.index()]) {
+            out.push(Output::StopTimer(timer));
+        }
+    }
+
+    /// `ackTimeout`: the timer runs while events are in flight and starts afresh with each
+    /// `acknowledgement`.
+    fn watch_acknowledgements(&mut self, out: &mut Vec<Output>, acknowledgement: bool) {
+        let Some(limit) = self.timing.ack_timeout else {
+            return;
+        };
+        if self.in_flight() == 0 {
+            self.stop_timer(out, Timer::Ack);
+        } else if acknowledgement || !self.armed[Timer::Ack.index()] {
+            self.set_timer(out, Timer::Ack, limit);
+        }
+    }
+
+    /// The wait before the next attempt: fixed by default, else growing with the attempts
+    /// made, half of it random.
+    fn reconnect_delay(&mut self) -> Duration {
+        let Timing {
+            reconnect_delay: base,
+            max_reconnect_delay: max,
+            ..
+        } = self.timing;
+        let random = if max > base { self.random.draw() } else { 0.0 };
+        backoff(base, max, self.attempts, random)
     }
 
     fn window(&self) -> usize {
@@ -702,6 +888,8 @@ impl Session {
     /// The connection or the attempt is over: reconnect, give up, or end the cycle.
     fn connection_gone(&mut self, out: &mut Vec<Output>, ending: Ending) {
         self.forget_connection();
+        self.stop_timer(out, Timer::Connect);
+        self.stop_timer(out, Timer::Ack);
         if !self.config.auto_reconnect {
             self.phase = Phase::Idle;
             if let Ending::Quiet(err) = ending {
@@ -716,7 +904,8 @@ impl Session {
             if let Ending::Quiet(err) = ending {
                 out.push(Output::Emit(Notice::Recovered(err)));
             }
-            out.push(Output::ScheduleReconnect);
+            let delay = self.reconnect_delay();
+            self.set_timer(out, Timer::Reconnect, delay);
             return;
         }
         self.phase = Phase::Idle;
@@ -759,7 +948,7 @@ fn ignore(out: &mut Vec<Output>, message: &str) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
 
     fn text(s: &str) -> Value {
         Value::String(s.to_owned())
@@ -823,8 +1012,40 @@ mod tests {
         SessionConfig::new("dev")
     }
 
+    /// The delays of the original: a fixed 1 s before reconnecting, no timeouts.
+    fn timing() -> Timing {
+        Timing {
+            reconnect_delay: ms(1000),
+            max_reconnect_delay: ms(1000),
+            connect_timeout: None,
+            ack_timeout: None,
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Draws given in advance, then 0.5.
+    struct Draws(VecDeque<f64>);
+
+    impl Random for Draws {
+        fn draw(&mut self) -> f64 {
+            self.0.pop_front().unwrap_or(0.5)
+        }
+    }
+
+    fn draws(values: &[f64]) -> Draws {
+        Draws(values.iter().copied().collect())
+    }
+
     fn session(config: SessionConfig) -> Session {
-        Session::new(config)
+        Session::new(config, timing(), draws(&[]))
+    }
+
+    /// The reconnect delay of [`timing`] starts.
+    fn wait() -> Output {
+        Output::SetTimer(Timer::Reconnect, ms(1000))
     }
 
     /// A session through connect, HELLO and WELCOME, not yet drained.
@@ -950,11 +1171,7 @@ mod tests {
         s.send(event(1));
         assert_eq!(
             s.receive(ack(7)),
-            [
-                proto(DIFFERENT_EVENT),
-                Output::CloseSocket,
-                Output::ScheduleReconnect
-            ]
+            [proto(DIFFERENT_EVENT), Output::CloseSocket, wait()]
         );
         assert_eq!((s.queued(), s.in_flight()), (1, 0));
     }
@@ -1046,7 +1263,7 @@ mod tests {
             [
                 Output::CloseSocket,
                 recovered(ErrorCode::Proto, "Failed to deserialize packet. truncated"),
-                Output::ScheduleReconnect
+                wait()
             ]
         );
         let mut s = drained(config());
@@ -1056,7 +1273,7 @@ mod tests {
             [
                 Output::CloseSocket,
                 emit(Notice::Recovered(timeout)),
-                Output::ScheduleReconnect
+                wait()
             ]
         );
     }
@@ -1098,13 +1315,13 @@ mod tests {
             [
                 emit(Notice::Error(SessionError::new(ErrorCode::Bye, "Go away."))),
                 Output::CloseSocket,
-                Output::ScheduleReconnect
+                wait()
             ]
         );
         let mut s = drained(config());
         assert_eq!(
             s.receive(Message::Bye { error: None }),
-            [Output::CloseSocket, Output::ScheduleReconnect]
+            [Output::CloseSocket, wait()]
         );
     }
 
@@ -1116,12 +1333,12 @@ mod tests {
         let reset = SessionError::new(ErrorCode::ConnectionReset, "read ECONNRESET");
         assert_eq!(
             s.connection_lost(Some(reset.clone())),
-            [emit(Notice::Recovered(reset)), Output::ScheduleReconnect]
+            [emit(Notice::Recovered(reset)), wait()]
         );
         assert_eq!(s.phase(), Phase::WaitingToReconnect);
         assert_eq!((s.queued(), s.in_flight()), (2, 0));
         assert_eq!(
-            s.reconnect_timer(),
+            s.timeout(Timer::Reconnect),
             [emit(Notice::Reconnect), Output::Connect]
         );
         assert_eq!(s.connected(), [hello()]);
@@ -1140,13 +1357,13 @@ mod tests {
         all.extend(s.receive(Message::Drained));
         all.extend(s.receive(Message::Bye { error: None }));
         all.extend(s.connection_lost(None));
-        all.extend(s.reconnect_timer());
+        all.extend(s.timeout(Timer::Reconnect));
         all.extend(s.connected());
         all.extend(s.receive(Message::Welcome));
         all.extend(s.receive(Message::Drained));
         all.extend(s.close(false));
         all.extend(s.connection_lost(None));
-        all.extend(s.reconnect_timer());
+        all.extend(s.timeout(Timer::Reconnect));
         let count = |n: Notice| all.iter().filter(|o| **o == emit(n.clone())).count();
         assert_eq!(count(Notice::Connect), 1);
         assert_eq!(count(Notice::Drain), 2);
@@ -1165,18 +1382,15 @@ mod tests {
             ..config()
         });
         s.connect();
-        let quiet = [
-            emit(Notice::Recovered(refused())),
-            Output::ScheduleReconnect,
-        ];
+        let quiet = [emit(Notice::Recovered(refused())), wait()];
         assert_eq!(s.connect_failed(refused()), quiet);
-        s.reconnect_timer();
+        s.timeout(Timer::Reconnect);
         assert_eq!(s.connect_failed(refused()), quiet);
-        s.reconnect_timer();
+        s.timeout(Timer::Reconnect);
         let last = SessionError::new(ErrorCode::TimedOut, "timed out");
         assert_eq!(s.connect_failed(last.clone()), [emit(Notice::Error(last))]);
         assert_eq!(s.phase(), Phase::Idle);
-        assert_eq!(s.reconnect_timer(), []);
+        assert_eq!(s.timeout(Timer::Reconnect), []);
         // A connection that closes before WELCOME is a failed attempt too.
         let mut s = session(SessionConfig {
             max_reconnect_attempts: 1,
@@ -1184,7 +1398,7 @@ mod tests {
         });
         s.connect();
         s.connect_failed(refused());
-        s.reconnect_timer();
+        s.timeout(Timer::Reconnect);
         s.connected();
         assert_eq!(
             s.connection_lost(None),
@@ -1202,21 +1416,18 @@ mod tests {
             ..config()
         });
         s.send(event(1));
-        let quiet = [
-            emit(Notice::Recovered(refused())),
-            Output::ScheduleReconnect,
-        ];
-        assert_eq!(s.connection_lost(None), [Output::ScheduleReconnect]);
-        s.reconnect_timer();
+        let quiet = [emit(Notice::Recovered(refused())), wait()];
+        assert_eq!(s.connection_lost(None), [wait()]);
+        s.timeout(Timer::Reconnect);
         assert_eq!(s.connect_failed(refused()), quiet);
-        s.reconnect_timer();
+        s.timeout(Timer::Reconnect);
         s.connected();
         // WELCOME starts the count again.
         assert_eq!(s.receive(Message::Welcome), []);
-        assert_eq!(s.connection_lost(None), [Output::ScheduleReconnect]);
-        s.reconnect_timer();
+        assert_eq!(s.connection_lost(None), [wait()]);
+        s.timeout(Timer::Reconnect);
         assert_eq!(s.connect_failed(refused()), quiet);
-        s.reconnect_timer();
+        s.timeout(Timer::Reconnect);
         assert_eq!(
             s.connect_failed(refused()),
             [emit(Notice::Recovered(refused())), emit(Notice::Disconnect)]
@@ -1266,13 +1477,17 @@ mod tests {
     fn close_during_the_reconnect_wait_stops_reconnecting() {
         let mut s = drained(config());
         s.send(event(1));
-        assert_eq!(s.connection_lost(None), [Output::ScheduleReconnect]);
+        assert_eq!(s.connection_lost(None), [wait()]);
         assert_eq!(
             s.close(false),
-            [emit(Notice::Disconnect), closed(1)],
+            [
+                Output::StopTimer(Timer::Reconnect),
+                emit(Notice::Disconnect),
+                closed(1)
+            ],
             "no socket to close"
         );
-        assert_eq!(s.reconnect_timer(), []);
+        assert_eq!(s.timeout(Timer::Reconnect), []);
         assert_eq!(s.phase(), Phase::Idle);
     }
 
@@ -1280,8 +1495,11 @@ mod tests {
     fn connect_during_the_reconnect_wait_connects_at_once() {
         let mut s = welcomed(config());
         s.connection_lost(None);
-        assert_eq!(s.connect(), [Output::Connect]);
-        assert_eq!(s.reconnect_timer(), [], "the wait is over");
+        assert_eq!(
+            s.connect(),
+            [Output::StopTimer(Timer::Reconnect), Output::Connect]
+        );
+        assert_eq!(s.timeout(Timer::Reconnect), [], "the wait is over");
         s.connected();
         assert_eq!(s.receive(Message::Welcome), [], "same cycle");
     }
@@ -1330,7 +1548,7 @@ mod tests {
                 Output::Write(bye.to_bytes()),
                 Output::CloseSocket,
                 recovered(ErrorCode::BufferExceeded, "Maximum buffer size exceeded."),
-                Output::ScheduleReconnect,
+                wait(),
             ]
         );
         assert_eq!(s.buffer_exceeded(), [], "no connection any more");
@@ -1382,14 +1600,10 @@ mod tests {
         assert_eq!(s.receive(ack(5)), [acked(5)]);
         assert_eq!(
             s.receive(ack(2)),
-            [
-                proto(DIFFERENT_EVENT),
-                Output::CloseSocket,
-                Output::ScheduleReconnect
-            ]
+            [proto(DIFFERENT_EVENT), Output::CloseSocket, wait()]
         );
         // 3 and 4 are re-sent; 5, already acknowledged, is not.
-        s.reconnect_timer();
+        s.timeout(Timer::Reconnect);
         s.connected();
         s.receive(Message::Welcome);
         assert_eq!(
@@ -1438,10 +1652,356 @@ mod tests {
         );
         s.receive(action(3.0));
         s.connection_lost(None);
-        s.reconnect_timer();
+        s.timeout(Timer::Reconnect);
         s.connected();
         s.receive(Message::Welcome);
         assert_eq!(s.ack_action(Value::Number(3.0), None), []);
+    }
+
+    /// [`timing`] with `connectTimeout` 300 ms and a backoff from 100 ms to 1 s.
+    fn backing_off() -> Timing {
+        Timing {
+            reconnect_delay: ms(100),
+            max_reconnect_delay: ms(1000),
+            connect_timeout: Some(ms(300)),
+            ack_timeout: None,
+        }
+    }
+
+    fn no_welcome(limit: u64) -> SessionError {
+        SessionError::new(
+            ErrorCode::TimedOut,
+            format!("The gateway did not welcome the client within {limit} ms."),
+        )
+    }
+
+    #[test]
+    fn a_connect_timeout_reconnects_with_backoff_and_jitter() {
+        let mut s = Session::new(config(), backing_off(), draws(&[0.0, 0.5, 0.999]));
+        let connect = [Output::Connect, Output::SetTimer(Timer::Connect, ms(300))];
+        assert_eq!(s.connect(), connect);
+        // Nothing after TCP: the attempt is abandoned; the first wait is half of 100 ms at
+        // least (draw 0.0).
+        assert_eq!(
+            s.timeout(Timer::Connect),
+            [
+                Output::CloseSocket,
+                emit(Notice::Recovered(no_welcome(300))),
+                Output::SetTimer(Timer::Reconnect, ms(50)),
+            ]
+        );
+        assert_eq!(s.timeout(Timer::Connect), [], "fired already");
+        let mut reconnect = vec![emit(Notice::Reconnect)];
+        reconnect.extend(connect.clone());
+        assert_eq!(s.timeout(Timer::Reconnect), reconnect);
+        // Connected but no WELCOME: the same timer, the same ending; the wait doubles (200 ms,
+        // half of it fixed, draw 0.5).
+        assert_eq!(s.connected(), [hello()]);
+        assert_eq!(
+            s.timeout(Timer::Connect),
+            [
+                Output::CloseSocket,
+                emit(Notice::Recovered(no_welcome(300))),
+                Output::SetTimer(Timer::Reconnect, ms(150)),
+            ]
+        );
+        assert_eq!(s.timeout(Timer::Reconnect), reconnect);
+        match &s.connect_failed(refused())[..] {
+            [stop, Output::Emit(Notice::Recovered(_)), Output::SetTimer(Timer::Reconnect, wait)] => {
+                assert_eq!(*stop, Output::StopTimer(Timer::Connect));
+                assert!(
+                    *wait > ms(399) && *wait < ms(400),
+                    "400 ms at most: {wait:?}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.timeout(Timer::Reconnect), reconnect);
+        assert_eq!(s.timeout(Timer::Reconnect), [], "reported twice");
+        assert_eq!(s.connected(), [hello()]);
+        // WELCOME stops the timer and starts the count again: back to 100 ms (draw 0.5 from
+        // here on).
+        assert_eq!(
+            s.receive(Message::Welcome),
+            [Output::StopTimer(Timer::Connect), emit(Notice::Connect)]
+        );
+        assert_eq!(s.timeout(Timer::Connect), [], "stopped");
+        assert_eq!(
+            s.connection_lost(None),
+            [Output::SetTimer(Timer::Reconnect, ms(75))]
+        );
+    }
+
+    #[test]
+    fn the_reconnect_wait_stays_within_its_bounds() {
+        for (attempts, grown) in [
+            (0, 100),
+            (1, 200),
+            (2, 400),
+            (3, 800),
+            (4, 1000),
+            (30, 1000),
+        ] {
+            for random in [0.0, 0.25, 0.5, 0.999_999] {
+                let wait = backoff(ms(100), ms(1000), attempts, random);
+                assert!(
+                    wait >= ms(grown / 2) && wait < ms(grown),
+                    "{attempts} {wait:?}"
+                );
+            }
+        }
+        // And as the session draws them, over many failed attempts.
+        let mut s = Session::new(config(), backing_off(), Xorshift::new(42));
+        s.connect();
+        let mut waits = Vec::new();
+        for attempt in 0..40u32 {
+            for output in s.connect_failed(refused()) {
+                if let Output::SetTimer(Timer::Reconnect, wait) = output {
+                    let grown = ms(100 << attempt.min(4)).min(ms(1000));
+                    assert!(wait >= grown / 2 && wait < grown, "{attempt}: {wait:?}");
+                    waits.push(wait);
+                }
+            }
+            s.timeout(Timer::Reconnect);
+        }
+        assert_eq!(waits.len(), 40);
+        waits.sort();
+        waits.dedup();
+        assert!(waits.len() > 30, "jitter varies the waits");
+    }
+
+    #[test]
+    fn without_a_larger_maximum_the_delay_is_fixed() {
+        assert_eq!(backoff(ms(1000), ms(1000), 0, 0.7), ms(1000));
+        assert_eq!(backoff(ms(1000), ms(0), 9, 0.7), ms(1000));
+        let mut s = session(config());
+        s.connect();
+        for _ in 0..5 {
+            assert_eq!(s.connect_failed(refused())[1], wait());
+            s.timeout(Timer::Reconnect);
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_with_half_of_it_random() {
+        let delays: Vec<_> = (0..6)
+            .map(|n| {
+                (
+                    backoff(ms(40), ms(400), n, 0.0),
+                    backoff(ms(40), ms(400), n, 0.999),
+                )
+            })
+            .collect();
+        assert_eq!(delays[0], (ms(20), ms(40) - Duration::from_micros(20)));
+        assert_eq!(delays[1].0, ms(40));
+        assert_eq!(delays[3].0, ms(160));
+        assert_eq!(delays[4].0, ms(200), "capped at 400, half fixed");
+        assert_eq!(delays[5].0, ms(200));
+        assert!(delays[5].1 < ms(400) && delays[5].1 > ms(399));
+        assert_eq!(backoff(ms(40), ms(400), u32::MAX, 0.0), ms(200));
+    }
+
+    #[test]
+    fn xorshift_draws_stay_in_their_interval_and_vary() {
+        let mut random = Xorshift::new(0x9e37_79b9_7f4a_7c15);
+        let draws: Vec<f64> = (0..1000).map(|_| random.draw()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((0.4..0.6).contains(&mean), "mean {mean}");
+        let mut zero = Xorshift::new(0);
+        assert_ne!(zero.draw(), zero.draw(), "a zero seed still moves");
+    }
+
+    #[test]
+    fn connect_timeouts_use_up_the_attempts_and_the_last_one_is_the_error() {
+        let mut s = Session::new(
+            SessionConfig {
+                max_reconnect_attempts: 1,
+                ..config()
+            },
+            Timing {
+                max_reconnect_delay: ms(100),
+                ..backing_off()
+            },
+            draws(&[]),
+        );
+        s.connect();
+        assert_eq!(
+            s.timeout(Timer::Connect),
+            [
+                Output::CloseSocket,
+                emit(Notice::Recovered(no_welcome(300))),
+                Output::SetTimer(Timer::Reconnect, ms(100)),
+            ]
+        );
+        s.timeout(Timer::Reconnect);
+        s.connected();
+        assert_eq!(
+            s.timeout(Timer::Connect),
+            [Output::CloseSocket, emit(Notice::Error(no_welcome(300)))],
+            "ETIMEDOUT, as any last error"
+        );
+        assert_eq!(s.phase(), Phase::Idle);
+        assert!(
+            Timer::ALL.iter().all(|&t| !s.armed(t)),
+            "nothing keeps it alive"
+        );
+        for timer in Timer::ALL {
+            assert_eq!(s.timeout(timer), []);
+        }
+        // Without autoReconnect the first timeout is the error.
+        let mut s = Session::new(
+            SessionConfig {
+                auto_reconnect: false,
+                ..config()
+            },
+            backing_off(),
+            draws(&[]),
+        );
+        s.connect();
+        assert_eq!(
+            s.timeout(Timer::Connect),
+            [Output::CloseSocket, emit(Notice::Error(no_welcome(300)))]
+        );
+    }
+
+    #[test]
+    fn the_ack_timeout_runs_while_events_are_in_flight() {
+        let timing = Timing {
+            ack_timeout: Some(ms(500)),
+            ..timing()
+        };
+        let in_flight = SessionConfig {
+            max_in_flight: 2,
+            ..config()
+        };
+        let mut s = Session::new(in_flight.clone(), timing.clone(), draws(&[]));
+        s.connect();
+        s.connected();
+        s.receive(Message::Welcome);
+        assert_eq!(
+            s.receive(Message::Drained),
+            [emit(Notice::Drain)],
+            "nothing in flight"
+        );
+        let set = Output::SetTimer(Timer::Ack, ms(500));
+        assert_eq!(s.send(event(1)), [write(1), set.clone()]);
+        assert_eq!(s.send(event(2)), [write(2)], "already running");
+        assert_eq!(s.send(event(3)), [], "queued, not in flight");
+        assert_eq!(
+            s.receive(ack(1)),
+            [acked(1), done(1), write(3), set.clone()],
+            "each acknowledgement starts it afresh"
+        );
+        assert_eq!(s.receive(ack(2)), [acked(2), done(2), set.clone()]);
+        assert_eq!(
+            s.receive(ack(3)),
+            [acked(3), done(3), Output::StopTimer(Timer::Ack)]
+        );
+        assert_eq!(s.timeout(Timer::Ack), [], "stopped");
+        s.send(event(4));
+        assert_eq!(
+            s.timeout(Timer::Ack),
+            [
+                Output::CloseSocket,
+                recovered(
+                    ErrorCode::TimedOut,
+                    "No acknowledgement from the gateway within 500 ms."
+                ),
+                wait(),
+            ]
+        );
+        s.timeout(Timer::Reconnect);
+        s.connected();
+        s.receive(Message::Welcome);
+        assert_eq!(
+            s.receive(Message::Drained),
+            [emit(Notice::Drain), write(4), set.clone()],
+            "re-sent, and watched again"
+        );
+        // A dropped connection stops it; so does an unexpected acknowledgement.
+        assert_eq!(
+            s.connection_lost(None),
+            [Output::StopTimer(Timer::Ack), wait()]
+        );
+        s.timeout(Timer::Reconnect);
+        s.connected();
+        s.receive(Message::Welcome);
+        s.receive(Message::Drained);
+        assert_eq!(
+            s.receive(ack(9)),
+            [
+                proto(DIFFERENT_EVENT),
+                Output::CloseSocket,
+                Output::StopTimer(Timer::Ack),
+                wait()
+            ]
+        );
+        // Without autoReconnect the timeout is the error that ends the cycle.
+        let mut s = Session::new(
+            SessionConfig {
+                auto_reconnect: false,
+                ..in_flight
+            },
+            timing,
+            draws(&[]),
+        );
+        s.connect();
+        s.connected();
+        s.receive(Message::Welcome);
+        s.receive(Message::Drained);
+        s.send(event(1));
+        assert_eq!(
+            s.timeout(Timer::Ack),
+            [
+                Output::CloseSocket,
+                emit(Notice::Error(SessionError::new(
+                    ErrorCode::TimedOut,
+                    "No acknowledgement from the gateway within 500 ms."
+                ))),
+                emit(Notice::Disconnect),
+            ]
+        );
+    }
+
+    #[test]
+    fn close_stops_every_timer_that_runs() {
+        let timing = Timing {
+            ack_timeout: Some(ms(500)),
+            ..backing_off()
+        };
+        let mut s = Session::new(config(), timing.clone(), draws(&[]));
+        s.connect();
+        assert_eq!(
+            s.close(false),
+            [Output::CloseSocket, Output::StopTimer(Timer::Connect)]
+        );
+        assert_eq!(s.timeout(Timer::Connect), [], "a late report does nothing");
+
+        let mut s = Session::new(config(), timing.clone(), draws(&[]));
+        s.connect();
+        s.connected();
+        s.receive(Message::Welcome);
+        s.receive(Message::Drained);
+        s.send(event(1));
+        assert_eq!(
+            s.close(false),
+            [
+                Output::CloseSocket,
+                Output::StopTimer(Timer::Ack),
+                emit(Notice::Disconnect),
+                closed(1)
+            ]
+        );
+        assert_eq!(s.timeout(Timer::Ack), []);
+
+        let mut s = Session::new(config(), timing, draws(&[1.0 / 64.0]));
+        s.connect();
+        s.connect_failed(refused());
+        assert!(s.armed(Timer::Reconnect));
+        assert_eq!(s.close(true), [Output::StopTimer(Timer::Reconnect)]);
+        assert_eq!(s.timeout(Timer::Reconnect), []);
+        assert_eq!(s.phase(), Phase::Idle);
     }
 
     #[derive(Debug, Clone)]
@@ -1452,7 +2012,10 @@ mod tests {
         Receive(Message),
         ProtocolError,
         ConnectionLost(bool),
-        ReconnectTimer,
+        /// One of the timers the session armed fires (nothing when none is armed).
+        Fire(prop::sample::Index),
+        /// The driver reports a timer, armed or not: one that is not must be ignored.
+        Late(Timer),
         Send,
         AckAction(u8, bool),
         Close(bool),
@@ -1493,7 +2056,8 @@ mod tests {
             4 => arb_message().prop_map(Input::Receive),
             1 => Just(Input::ProtocolError),
             2 => any::<bool>().prop_map(Input::ConnectionLost),
-            3 => Just(Input::ReconnectTimer),
+            5 => any::<prop::sample::Index>().prop_map(Input::Fire),
+            1 => prop::sample::select(Timer::ALL.to_vec()).prop_map(Input::Late),
             4 => Just(Input::Send),
             1 => (0u8..4, any::<bool>()).prop_map(|(id, e)| Input::AckAction(id, e)),
             1 => any::<bool>().prop_map(Input::Close),
@@ -1504,12 +2068,17 @@ mod tests {
     }
 
     /// Checks what holds after every step: callbacks at most once and in send order,
-    /// `connect` and `disconnect` alternating.
+    /// `connect` and `disconnect` alternating, timers stopped only while they run and each
+    /// reconnect wait within its bounds.
     #[derive(Default)]
     struct Observer {
         done: HashMap<u64, usize>,
         last_done: Option<u64>,
         connected: bool,
+        /// The timers as a driver would run them.
+        armed: HashSet<Timer>,
+        /// (reconnect_delay, max_reconnect_delay)
+        delays: (Duration, Duration),
     }
 
     impl Observer {
@@ -1531,11 +2100,59 @@ mod tests {
                         prop_assert!(self.connected, "disconnect without connect");
                         self.connected = false;
                     }
+                    Output::SetTimer(timer, after) => {
+                        self.armed.insert(*timer);
+                        if *timer == Timer::Reconnect {
+                            let (base, max) = self.delays;
+                            let (low, high) = if max > base {
+                                (base / 2, max)
+                            } else {
+                                (base, base)
+                            };
+                            prop_assert!(
+                                low <= *after && *after <= high,
+                                "reconnect wait {:?} outside {:?}..={:?}",
+                                after,
+                                low,
+                                high
+                            );
+                        }
+                    }
+                    Output::StopTimer(timer) => {
+                        prop_assert!(self.armed.remove(timer), "{:?} stopped, not running", timer);
+                    }
                     _ => {}
                 }
             }
             Ok(())
         }
+    }
+
+    /// The timers the driver runs are the ones the session's state needs: the reconnect wait
+    /// exactly while waiting, `connectTimeout` exactly during an attempt, `ackTimeout` exactly
+    /// while events are in flight, and none when idle (so the host may let its process exit).
+    fn check_timers(s: &Session, seen: &Observer, timing: &Timing) -> Result<(), TestCaseError> {
+        for timer in Timer::ALL {
+            prop_assert_eq!(s.armed(timer), seen.armed.contains(&timer), "{:?}", timer);
+        }
+        let phase = s.phase();
+        prop_assert_eq!(
+            seen.armed.contains(&Timer::Reconnect),
+            phase == Phase::WaitingToReconnect
+        );
+        prop_assert_eq!(
+            seen.armed.contains(&Timer::Connect),
+            timing.connect_timeout.is_some()
+                && matches!(phase, Phase::Connecting | Phase::AwaitingWelcome)
+        );
+        prop_assert_eq!(
+            seen.armed.contains(&Timer::Ack),
+            timing.ack_timeout.is_some() && s.in_flight() > 0
+        );
+        if phase == Phase::Idle {
+            prop_assert!(seen.armed.is_empty());
+        }
+        Ok(())
     }
 
     proptest! {
@@ -1544,16 +2161,34 @@ mod tests {
             auto_reconnect in any::<bool>(),
             max_reconnect_attempts in 0u32..3,
             max_in_flight in 0usize..5,
+            reconnect_delay in 0u64..2000,
+            max_reconnect_delay in 0u64..20_000,
+            connect_timeout in proptest::option::of(1u64..60_000),
+            ack_timeout in proptest::option::of(1u64..60_000),
+            seed in any::<u64>(),
             inputs in proptest::collection::vec(arb_input(), 0..80),
         ) {
-            let mut s = Session::new(SessionConfig {
-                device_name: "dev".into(),
-                auto_reconnect,
-                max_reconnect_attempts,
-                max_in_flight,
-                max_queue_size: 0,
-            });
-            let mut seen = Observer::default();
+            let timing = Timing {
+                reconnect_delay: ms(reconnect_delay),
+                max_reconnect_delay: ms(max_reconnect_delay),
+                connect_timeout: connect_timeout.map(ms),
+                ack_timeout: ack_timeout.map(ms),
+            };
+            let mut s = Session::new(
+                SessionConfig {
+                    device_name: "dev".into(),
+                    auto_reconnect,
+                    max_reconnect_attempts,
+                    max_in_flight,
+                    max_queue_size: 0,
+                },
+                timing.clone(),
+                Xorshift::new(seed),
+            );
+            let mut seen = Observer {
+                delays: (timing.reconnect_delay, timing.max_reconnect_delay),
+                ..Observer::default()
+            };
             let mut next_seq = 0u64;
             for input in inputs {
                 let out = match input {
@@ -1565,7 +2200,28 @@ mod tests {
                     Input::ConnectionLost(clean) => {
                         s.connection_lost((!clean).then(refused))
                     }
-                    Input::ReconnectTimer => s.reconnect_timer(),
+                    Input::Fire(index) => {
+                        let armed: Vec<Timer> =
+                            Timer::ALL.into_iter().filter(|t| seen.armed.contains(t)).collect();
+                        match armed.get(index.index(armed.len().max(1))) {
+                            Some(&timer) => {
+                                // A timer that fires is no longer armed, as in the driver.
+                                seen.armed.remove(&timer);
+                                s.timeout(timer)
+                            }
+                            None => Vec::new(),
+                        }
+                    }
+                    Input::Late(timer) => {
+                        if seen.armed.contains(&timer) {
+                            seen.armed.remove(&timer);
+                            s.timeout(timer)
+                        } else {
+                            let out = s.timeout(timer);
+                            prop_assert_eq!(&out, &Vec::new(), "{:?} was not running", timer);
+                            out
+                        }
+                    }
                     Input::Send => {
                         next_seq += 1;
                         s.send(event(next_seq))
@@ -1580,7 +2236,10 @@ mod tests {
                         Phase::Connecting => s.connected(),
                         Phase::AwaitingWelcome => s.receive(Message::Welcome),
                         Phase::Receiving => s.receive(Message::Drained),
-                        Phase::WaitingToReconnect => s.reconnect_timer(),
+                        Phase::WaitingToReconnect => {
+                            seen.armed.remove(&Timer::Reconnect);
+                            s.timeout(Timer::Reconnect)
+                        }
                         Phase::Drained => {
                             next_seq += 1;
                             s.send(event(next_seq))
@@ -1610,8 +2269,10 @@ mod tests {
                 };
                 seen.see(&out)?;
                 prop_assert!(s.in_flight() <= max_in_flight.max(1));
+                check_timers(&s, &seen, &timing)?;
             }
             seen.see(&s.close(false))?;
+            prop_assert!(seen.armed.is_empty(), "running after close: {:?}", seen.armed);
             for seq in 1..=next_seq {
                 prop_assert_eq!(seen.done.get(&seq).copied(), Some(1), "seq {}", seq);
             }

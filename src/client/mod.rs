@@ -1,9 +1,10 @@
 //! The client driver: one tokio task per client that owns everything with a clock or a socket
-//! (name resolution, TCP, TLS, the reconnect delay) and feeds what happens to the protocol
-//! [`Session`]. It carries out the session's [`Output`]s and hands its notices to a sink in
-//! batches, one batch per burst of input, so a JavaScript host is woken once per burst and
-//! never per frame. The next queued event is written the moment the previous one is
-//! acknowledged, inside this task, without a round trip through the host.
+//! (name resolution, TCP, TLS, the timers the session asks for) and feeds what happens to the
+//! protocol [`Session`]. It carries out the session's [`Output`]s (arming and stopping timers
+//! among them, and reporting one that fires) and hands its notices to a sink in batches, one
+//! batch per burst of input, so a JavaScript host is woken once per burst and never per frame.
+//! The next queued event is written the moment the previous one is acknowledged, inside this
+//! task, without a round trip through the host.
 //!
 //! The task needs a tokio runtime context for its timers and name resolution. By default it
 //! runs on that runtime and its sockets use tokio's reactor; a host with an event loop of its
@@ -24,14 +25,16 @@ use bytes::{Buf, Bytes};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
-use tokio::time::{sleep, Sleep};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::rustls::ClientConfig;
 use tokio_util::codec::FramedRead;
 
 use crate::defaults;
 use crate::errors::ErrorCode;
 use crate::protocol::{ErrorBody, Frame, FrameCodec, FrameError, Message, MessageError, Value};
-use crate::session::{Notice, OutgoingEvent, Output, Phase, Session, SessionConfig, SessionError};
+use crate::session::{
+    Notice, OutgoingEvent, Output, Session, SessionConfig, SessionError, Timer, Timing, Xorshift,
+};
 
 pub use transport::{
     open, prepare_socket, Connecting as TcpConnecting, Reactor, Stream, Task, Tokio,
@@ -47,6 +50,7 @@ pub struct ClientOptions {
     pub tls: Option<Arc<ClientConfig>>,
     pub session: SessionConfig,
     /// The wait between a dropped connection and the next attempt; the original waits 1 s.
+    /// This and the next three become the session's [`Timing`].
     pub reconnect_delay: Duration,
     /// Above `reconnect_delay`, the wait doubles with every failed attempt up to this, with
     /// jitter, so that devices cut off together do not all return at the same moment.
@@ -299,11 +303,50 @@ async fn write_some(out: Option<&mut Outgoing>) -> std::io::Result<()> {
 enum Input {
     Command(Option<Command>),
     Opened(Result<Stream, SessionError>),
-    ReconnectDue,
     Frame(Option<Result<Frame, FrameError>>),
     Written(std::io::Result<()>),
-    HandshakeTimeout,
-    AckTimeout,
+    Timeout(Timer),
+}
+
+/// The session's timers as the driver runs them: armed and stopped only when the session
+/// says ([`Output::SetTimer`], [`Output::StopTimer`]), one sleep per [`Timer`].
+#[derive(Default)]
+struct Timers([Option<Pin<Box<Sleep>>>; 3]);
+
+impl Timers {
+    fn set(&mut self, timer: Timer, after: Duration) {
+        // Far enough for any wait, and no overflow for an absurd one.
+        let deadline = Instant::now() + after.min(Duration::from_secs(100 * 365 * 86_400));
+        match &mut self.0[timer.index()] {
+            // Restarted (`ackTimeout` is, by every acknowledgement): the sleep is reused.
+            Some(running) => running.as_mut().reset(deadline),
+            slot => *slot = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+
+    fn stop(&mut self, timer: Timer) {
+        self.0[timer.index()] = None;
+    }
+
+    fn any(&self) -> bool {
+        self.0.iter().any(Option::is_some)
+    }
+
+    /// The next timer to fire, which is then disarmed; never while none runs.
+    async fn fired(&mut self) -> Timer {
+        std::future::poll_fn(|cx| {
+            for (slot, timer) in self.0.iter_mut().zip(Timer::ALL) {
+                if let Some(sleep) = slot {
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        *slot = None;
+                        return std::task::Poll::Ready(timer);
+                    }
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
 }
 
 struct Driver<S> {
@@ -312,12 +355,7 @@ struct Driver<S> {
     sink: Arc<S>,
     connection: Option<Connection>,
     connecting: Option<Connecting>,
-    reconnect: Option<Pin<Box<Sleep>>>,
-    /// Runs from an attempt's start to WELCOME (`connect_timeout`).
-    handshake_deadline: Option<Pin<Box<Sleep>>>,
-    /// Runs while events await acknowledgement, restarted by each one (`ack_timeout`).
-    ack_deadline: Option<Pin<Box<Sleep>>>,
-    jitter: Jitter,
+    timers: Timers,
     batch: Batch,
     cycle: u64,
     /// The last batch said idle; only a change is reported again.
@@ -326,16 +364,19 @@ struct Driver<S> {
 
 impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
     fn new(options: ClientOptions, sink: Arc<S>) -> Self {
+        let timing = Timing {
+            reconnect_delay: options.reconnect_delay,
+            max_reconnect_delay: options.max_reconnect_delay,
+            connect_timeout: options.connect_timeout,
+            ack_timeout: options.ack_timeout,
+        };
         Driver {
-            session: Session::new(options.session.clone()),
+            session: Session::new(options.session.clone(), timing, Xorshift::new(seed())),
             options,
             sink,
             connection: None,
             connecting: None,
-            reconnect: None,
-            handshake_deadline: None,
-            ack_deadline: None,
-            jitter: Jitter::seeded(),
+            timers: Timers::default(),
             batch: Batch::default(),
             cycle: 0,
             reported_idle: true,
@@ -400,9 +441,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             frame = next_frame(reader) => Input::Frame(frame),
             written = write_some(out) => Input::Written(written),
             opened = maybe(self.connecting.as_mut()) => Input::Opened(opened),
-            () = maybe(self.reconnect.as_mut()) => Input::ReconnectDue,
-            () = maybe(self.handshake_deadline.as_mut()) => Input::HandshakeTimeout,
-            () = maybe(self.ack_deadline.as_mut()) => Input::AckTimeout,
+            timer = self.timers.fired() => Input::Timeout(timer),
         }
     }
 
@@ -428,10 +467,6 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             Input::Opened(Err(err)) => {
                 self.connecting = None;
                 self.session.connect_failed(err)
-            }
-            Input::ReconnectDue => {
-                self.reconnect = None;
-                self.session.reconnect_timer()
             }
             Input::Frame(Some(Ok(frame))) => {
                 if let Some(connection) = self.connection.as_mut() {
@@ -465,66 +500,16 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 self.session.connection_lost(None)
             }
             Input::Written(Ok(())) => Vec::new(),
-            Input::HandshakeTimeout => {
-                self.handshake_deadline = None;
-                self.connecting = None;
-                self.connection = None;
-                let ms = self.options.connect_timeout.unwrap_or_default().as_millis();
-                self.session.connection_lost(Some(SessionError::new(
-                    ErrorCode::TimedOut,
-                    format!("The gateway did not welcome the client within {ms} ms."),
-                )))
-            }
-            Input::AckTimeout => {
-                self.ack_deadline = None;
-                let ms = self.options.ack_timeout.unwrap_or_default().as_millis();
-                self.session.protocol_error(SessionError::new(
-                    ErrorCode::TimedOut,
-                    format!("No acknowledgement from the gateway within {ms} ms."),
-                ))
-            }
+            // Already disarmed by `Timers::fired`.
+            Input::Timeout(timer) => self.session.timeout(timer),
         };
         self.apply(outputs);
-        self.watch();
-    }
-
-    /// Starts and stops the deadlines that depend on where the session is.
-    fn watch(&mut self) {
-        if !matches!(
-            self.session.phase(),
-            Phase::Connecting | Phase::AwaitingWelcome
-        ) {
-            self.handshake_deadline = None;
-        }
-        match self.options.ack_timeout {
-            Some(limit) if self.session.in_flight() > 0 => {
-                if self.ack_deadline.is_none() {
-                    self.ack_deadline = Some(Box::pin(sleep(limit)));
-                }
-            }
-            _ => self.ack_deadline = None,
-        }
-    }
-
-    /// The wait before the next attempt: fixed by default, else doubling per failed attempt
-    /// up to the maximum, half of it random.
-    fn reconnect_delay(&mut self) -> Duration {
-        let random = self.jitter.next();
-        backoff(
-            self.options.reconnect_delay,
-            self.options.max_reconnect_delay,
-            self.session.attempts(),
-            random,
-        )
     }
 
     fn apply(&mut self, outputs: Vec<Output>) {
         for output in outputs {
             match output {
                 Output::Connect => {
-                    self.reconnect = None;
-                    self.handshake_deadline =
-                        self.options.connect_timeout.map(|t| Box::pin(sleep(t)));
                     self.connecting = Some(Box::pin(open(
                         self.options.reactor.clone(),
                         self.options.host.clone(),
@@ -540,21 +525,10 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                         self.options.reactor.spawn(Box::pin(connection.finish()));
                     }
                 }
-                Output::ScheduleReconnect => {
-                    let delay = self.reconnect_delay();
-                    self.reconnect = Some(Box::pin(sleep(delay)));
-                }
-                Output::Emit(notice) => {
-                    if let Notice::Acknowledgement { .. } = notice {
-                        // Progress: the wait for the next acknowledgement starts afresh.
-                        self.ack_deadline = None;
-                    }
-                    self.batch.notices.push(notice)
-                }
+                Output::SetTimer(timer, after) => self.timers.set(timer, after),
+                Output::StopTimer(timer) => self.timers.stop(timer),
+                Output::Emit(notice) => self.batch.notices.push(notice),
             }
-        }
-        if self.session.phase() == Phase::Idle {
-            self.reconnect = None;
         }
     }
 
@@ -588,9 +562,9 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
     }
 
     fn deliver(&mut self) {
-        let idle = self.session.phase() == Phase::Idle
-            && self.connection.is_none()
-            && self.connecting.is_none();
+        // No socket, no attempt, no timer: the session waits for the user. (Every phase but
+        // `Idle` keeps one of them: an attempt, a connection, or the reconnect wait.)
+        let idle = self.connection.is_none() && self.connecting.is_none() && !self.timers.any();
         if idle && !self.reported_idle {
             self.reported_idle = true;
             self.batch.idle = Some(self.cycle);
@@ -618,51 +592,21 @@ impl Future for YieldNow {
     }
 }
 
-/// The wait before reconnect attempt `attempts + 1`: `base` when `max` does not exceed it
-/// (the original's fixed delay), else `base * 2^attempts` capped at `max`, of which the upper
-/// half is scaled by `random` (in [0, 1)).
-fn backoff(base: Duration, max: Duration, attempts: u32, random: f64) -> Duration {
-    if max <= base {
-        return base;
-    }
-    let grown = base.saturating_mul(1u32 << attempts.min(16)).min(max);
-    let half = grown / 2;
-    half + half.mul_f64(random)
-}
-
-/// A small xorshift generator for reconnect jitter: spreading reconnects needs no more than
-/// a seed that differs between processes and clients.
-struct Jitter(u64);
-
-impl Jitter {
-    fn seeded() -> Jitter {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        let local = 0u8;
-        let address = &local as *const u8 as u64;
-        Jitter((nanos ^ address.rotate_left(32)) | 1)
-    }
-
-    /// Uniform in [0, 1).
-    fn next(&mut self) -> f64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// A seed for the reconnect jitter that differs between processes (the clock) and between
+/// clients of one process (an address on this task's stack).
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let local = 0u8;
+    let address = &local as *const u8 as u64;
+    nanos ^ address.rotate_left(32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
 
     /// A writer that records each write call and accepts at most `limit` bytes per call.
     struct Recorder {
@@ -724,6 +668,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn timers_fire_as_the_session_set_restarted_and_stopped_them() {
+        let ms = Duration::from_millis;
+        let mut timers = Timers::default();
+        assert!(!timers.any());
+        assert_eq!(timers.fired().now_or_never(), None, "none runs");
+        timers.set(Timer::Reconnect, ms(5_000));
+        timers.set(Timer::Ack, ms(10));
+        assert_eq!(timers.fired().await, Timer::Ack);
+        assert!(timers.any());
+        // Restarted: only the later deadline counts.
+        let started = Instant::now();
+        timers.set(Timer::Ack, ms(10));
+        timers.set(Timer::Ack, ms(80));
+        timers.set(Timer::Connect, ms(40));
+        assert_eq!(timers.fired().await, Timer::Connect);
+        assert_eq!(timers.fired().await, Timer::Ack);
+        assert!(started.elapsed() >= ms(80), "{:?}", started.elapsed());
+        timers.stop(Timer::Reconnect);
+        assert!(!timers.any(), "fired ones are disarmed, stopped ones too");
+        assert_eq!(timers.fired().now_or_never(), None);
+    }
+
+    #[tokio::test]
     async fn queued_frames_go_out_in_one_write_without_being_copied() {
         let frame = |n: usize, byte: u8| Bytes::from(vec![byte; n]);
         let writes = Arc::default();
@@ -777,39 +744,5 @@ mod tests {
         out.write_some().await.unwrap();
         assert_eq!(out.outbox.len(), 10);
         assert_eq!(out.outbox[0], frame(3, WRITE_BATCH as u8));
-    }
-
-    #[test]
-    fn without_a_larger_maximum_the_delay_is_fixed() {
-        assert_eq!(backoff(ms(1000), ms(1000), 0, 0.7), ms(1000));
-        assert_eq!(backoff(ms(1000), ms(0), 9, 0.7), ms(1000));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_maximum_with_half_of_it_random() {
-        let delays: Vec<_> = (0..6)
-            .map(|n| {
-                (
-                    backoff(ms(40), ms(400), n, 0.0),
-                    backoff(ms(40), ms(400), n, 0.999),
-                )
-            })
-            .collect();
-        assert_eq!(delays[0], (ms(20), ms(40) - Duration::from_micros(20)));
-        assert_eq!(delays[1].0, ms(40));
-        assert_eq!(delays[3].0, ms(160));
-        assert_eq!(delays[4].0, ms(200), "capped at 400, half fixed");
-        assert_eq!(delays[5].0, ms(200));
-        assert!(delays[5].1 < ms(400) && delays[5].1 > ms(399));
-        assert_eq!(backoff(ms(40), ms(400), u32::MAX, 0.0), ms(200));
-    }
-
-    #[test]
-    fn jitter_stays_in_its_interval_and_varies() {
-        let mut jitter = Jitter::seeded();
-        let draws: Vec<f64> = (0..1000).map(|_| jitter.next()).collect();
-        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
-        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
-        assert!((0.4..0.6).contains(&mean), "mean {mean}");
     }
 }
