@@ -165,3 +165,11 @@ client.sendAsync({ type: 'reading' })
 server.listenAsync(0, () => {})
 // @ts-expect-error connectAsync resolves with the client, not a boolean
 const connected: Promise<boolean> = client.connectAsync()
+
+// imt-gateway/testing, as CommonJS sees it.
+import { createPki, TestCertificateAuthority } from 'imt-gateway/testing'
+const testPki = createPki({ hosts: ['localhost'], device: 'kiosk-7' })
+new Server({ key: testPki.server.key, cert: testPki.server.cert, ca: testPki.caCert })
+console.log(new TestCertificateAuthority().cert.length)
+// @ts-expect-error issue needs a common name
+testPki.ca.issue({ server: true })
