@@ -147,10 +147,14 @@ test('plain TCP: send to server prints the acknowledgement; --reject fails it wi
   t.is(events[0].device, os.hostname())
   t.deepEqual(events[1].error, { code: 'EREJECTED', message: 'Events of type bad are rejected (--reject).' })
 
-  gateway.child.kill('SIGINT')
+  const busy = await run(['server', '--port', String(gateway.port), '--host', '127.0.0.1'])
+  t.is(busy.code, 1)
+  t.regex(busy.err, /^imt-gateway: EADDRINUSE: [^\n]+\n$/)
+
+  gateway.child.kill('SIGTERM')
   const stopped = await gateway.child.done
   t.is(stopped.code, 0, stopped.err)
-  t.regex(stopped.err, /SIGINT, closing\n$/)
+  t.regex(stopped.err, /SIGTERM, closing\n$/)
 })
 
 test('send: bad JSON is refused before connecting; a refused connection and a gateway\'s rejection exit 1 with their code', async (t) => {
