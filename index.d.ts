@@ -181,6 +181,14 @@ export class Server extends TypedEventEmitter<ServerEvents> {
   destroy (callback?: () => void): this
   connections (): Connection[]
   queueAction (deviceName: string, action: ActionInput | Action, callback?: (err: GatewayError | null) => void): string | number
+  /**
+   * `listen()` awaited (same arguments, no callback): resolves with the server once it listens;
+   * rejects with the error (`EADDRINUSE`, ...), emitted as `error` too only if there is a listener.
+   */
+  listenAsync (port?: number, host?: string): Promise<this>
+  listenAsync (options: { port?: number, host?: string }): Promise<this>
+  /** `close()` awaited: resolves once every connection is gone; rejects with `ERR_SERVER_NOT_RUNNING` if it was not listening. */
+  closeAsync (): Promise<this>
 }
 
 /**
@@ -311,4 +319,19 @@ export class Client extends TypedEventEmitter<ClientEvents> {
   ref (): this
   /** Let the process exit even while connected. */
   unref (): this
+  /**
+   * `connect()`, resolved with the client at the first `drained` after the call (at once if it is
+   * connected and drained). Rejects with the error that ends the client's attempts: the ending
+   * error with `autoReconnect: false`, the last one when `maxReconnectAttempts` is used up, or
+   * `ECLOSED` when `close()` comes first; that error is emitted as `error` too only if there is a
+   * listener.
+   */
+  connectAsync (): Promise<this>
+  /**
+   * `send()` awaited: resolves with the event (its `id` filled in) once the gateway accepted it;
+   * rejects with the callback's error (the gateway's code, `ECLOSED`, `EQUEUEFULL`, ...).
+   */
+  sendAsync<E extends Event> (event: E): Promise<E>
+  /** `close()` awaited: resolves once `disconnect` (if it was connected) has fired and no socket or timer is left. */
+  closeAsync (options?: CloseOptions): Promise<this>
 }

@@ -221,7 +221,9 @@ class Client extends EventEmitter {
   close (options) {
     const keepQueue = Boolean(options && options.keepQueue)
     debug('close%s', keepQueue ? ' (keeping the queue)' : '')
+    this._drained = false
     this._native.close(keepQueue)
+    this._rejectConnects(gatewayError('The client was closed before it connected.', 'ECLOSED'))
     return this
   }
 
@@ -261,6 +263,116 @@ class Client extends EventEmitter {
     return this
   }
 
+  // The promise API: the methods above, awaited. It only adds waiters on the client's own
+  // notices; the callback API and the events are the same with or without it.
+
+  /**
+   * Connects (as `connect()`) and resolves with the client at the first DRAINED after the call,
+   * at once if it is connected and drained already. Rejects with the error that ends the
+   * client's attempts: the ending error with `autoReconnect: false`, the last one when
+   * `maxReconnectAttempts` is used up, `ECLOSED` when `close()` comes first. That error is
+   * emitted as `error` too only if the client has an `error` listener.
+   */
+  connectAsync () {
+    if (this._dead) return Promise.reject(this._dead)
+    if (this._active && this._drained) return Promise.resolve(this)
+    return new Promise((resolve, reject) => {
+      if (!this._connectWaiters || this._connectWaiters.length === 0) {
+        this._connectWaiters = []
+        this._connectFailure = null
+      }
+      this._connectWaiters.push({ resolve, reject })
+      if (!this._active) this.connect()
+    })
+  }
+
+  /**
+   * `send(event)`, awaited: resolves with the event (its `id` filled in) when the gateway
+   * accepted it, rejects with the callback's error (the gateway's code, `ECLOSED`,
+   * `EQUEUEFULL`, `EINVALIDBUNDLE`, ...).
+   */
+  sendAsync (event) {
+    return new Promise((resolve, reject) => {
+      this.send(event, (err) => err ? reject(err) : resolve(event))
+    })
+  }
+
+  /**
+   * `close(options)`, awaited: resolves with the client once it is fully closed, with
+   * `disconnect` emitted if it was connected and no socket or timer left.
+   */
+  closeAsync (options) {
+    return new Promise((resolve) => {
+      if (!this._active) {
+        this.close(options)
+        resolve(this)
+        return
+      }
+      if (!this._closeWaiters) this._closeWaiters = []
+      this._closeWaiters.push(resolve)
+      this.close(options)
+    })
+  }
+
+  // An `error` while connectAsync() waits: with no `error` listener it is held to the end of
+  // its batch, where the Idle that ends the attempts (if it came) turns it into the rejection;
+  // otherwise it is emitted then, as it would have been.
+  _holdError (err) {
+    if (!this._connectWaiters || this._connectWaiters.length === 0) return false
+    this._connectFailure = err
+    if (this.listenerCount('error') > 0) return false
+    if (!this._heldErrors) this._heldErrors = []
+    this._heldErrors.push(err)
+    return true
+  }
+
+  _emitHeldErrors () {
+    const held = this._heldErrors
+    this._heldErrors = null
+    let thrown = null
+    for (const err of held) {
+      try {
+        this.emit('error', err)
+      } catch (error) {
+        if (!thrown) thrown = { error }
+      }
+    }
+    if (thrown) throw thrown.error
+  }
+
+  _resolveConnects () {
+    const waiters = this._connectWaiters
+    if (!waiters || waiters.length === 0) return
+    this._connectWaiters = []
+    this._connectFailure = null
+    for (const waiter of waiters) waiter.resolve(this)
+  }
+
+  _rejectConnects (err) {
+    const waiters = this._connectWaiters
+    if (!waiters || waiters.length === 0) return
+    this._connectWaiters = []
+    this._connectFailure = null
+    for (const waiter of waiters) waiter.reject(err)
+  }
+
+  // The client went idle: no attempt is left, so connectAsync() waiters fail (with the error
+  // that ended the attempts, which is then not emitted) and closeAsync() waiters are done.
+  _settleIdle () {
+    if (this._connectWaiters && this._connectWaiters.length) {
+      const err = this._connectFailure ||
+        gatewayError('The connection ended before the gateway drained.', 'ECONNRESET')
+      if (this._heldErrors) this._heldErrors = this._heldErrors.filter((held) => held !== err)
+      if (this._heldErrors && this._heldErrors.length === 0) this._heldErrors = null
+      this._rejectConnects(err)
+    }
+    const closing = this._closeWaiters
+    if (closing && closing.length) {
+      this._closeWaiters = []
+      for (const resolve of closing) resolve(this)
+    }
+  }
+
   /** Keeps the Node process alive while the client is connected or reconnecting (default). */
   ref () {
     this._wantRef = true
@@ -290,14 +402,23 @@ class Client extends EventEmitter {
         if (!thrown) thrown = { err }
       }
     }
+    if (this._heldErrors) {
+      try {
+        this._emitHeldErrors()
+      } catch (err) {
+        if (!thrown) thrown = { err }
+      }
+    }
     if (thrown) throw thrown.err
   }
 
   // No socket, no attempt, no timer: stop keeping the process alive for this client.
   _idle () {
     this._active = false
+    this._drained = false
     active.delete(this)
     this._native.unref()
+    this._settleIdle()
   }
 
   // The core stopped after an internal error (a bug, caught before it could crash Node): every
@@ -326,6 +447,8 @@ class Client extends EventEmitter {
   _error (code, message) {
     const err = gatewayError(message, code)
     debug('error: %s (%s)', err.message, err.code)
+    this._drained = false
+    if (this._holdError(err)) return
     this.emit('error', err)
   }
 
@@ -368,15 +491,19 @@ class Client extends EventEmitter {
         break
       case NoticeKind.Drain:
         debug('drained')
+        this._drained = true
         this.emit('drain')
         this.emit('drained')
+        this._resolveConnects()
         break
       case NoticeKind.Reconnect:
         debug('reconnecting')
+        this._drained = false
         this.emit('reconnect')
         break
       case NoticeKind.Disconnect:
         debug('disconnected')
+        this._drained = false
         this.emit('disconnect')
         break
       case NoticeKind.Error:

@@ -65,6 +65,43 @@ class Server extends EventEmitter {
   /** listen([port], [host], [callback]) or listen({port, host}, [callback]). */
   listen (...args) {
     const callback = typeof args[args.length - 1] === 'function' ? args.pop() : undefined
+    const { port, host } = this._address(args)
+    if (callback) this.once('listening', callback)
+    this._start(port, host).then(() => this.emit('listening'), (err) => this.emit('error', err))
+    return this
+  }
+
+  /**
+   * `listen(...)` awaited, with the same arguments but no callback: resolves with the server
+   * once it listens (after `listening`), rejects with the error (`EADDRINUSE`, ...), which is
+   * emitted as `error` too only if the server has an `error` listener.
+   */
+  listenAsync (...args) {
+    let address
+    try {
+      address = this._address(args)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this._start(address.port, address.host).then(() => {
+      this.emit('listening')
+      return this
+    }, (err) => {
+      if (this.listenerCount('error') > 0) this.emit('error', err)
+      throw err
+    })
+  }
+
+  /**
+   * `close()` awaited: resolves with the server once every connection is gone (after
+   * `close`); rejects with `ERR_SERVER_NOT_RUNNING` if it was not listening, as `close(cb)`.
+   */
+  closeAsync () {
+    return new Promise((resolve, reject) => this.close((err) => err ? reject(err) : resolve(this)))
+  }
+
+  // listen()'s `[port], [host]` or `{port, host}`, with the constructor's defaults.
+  _address (args) {
     let [port, host] = args
     if (port !== null && typeof port === 'object') ({ port, host } = port)
     port = port === undefined || port === null ? this._port : Number(port)
@@ -72,14 +109,16 @@ class Server extends EventEmitter {
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       throw gatewayError(`Port should be >= 0 and < 65536. Received ${port}.`, 'ERR_SOCKET_BAD_PORT', RangeError)
     }
-    if (callback) this.once('listening', callback)
-    this._run(() => this._native.listen(port, host === undefined ? null : String(host), (batch) => this._deliver(batch)))
+    return { port, host }
+  }
+
+  // Starts listening; resolves once it does, rejects with the reason it cannot.
+  _start (port, host) {
+    return this._run(() => this._native.listen(port, host === undefined ? null : String(host), (batch) => this._deliver(batch)))
       .then((result) => {
-        if (result.error) return this.emit('error', gatewayError(result.error.message, result.error.code))
+        if (result.error) throw gatewayError(result.error.message, result.error.code)
         this._listening = true
-        this.emit('listening')
-      }, (err) => this.emit('error', err))
-    return this
+      })
   }
 
   get listening () {

@@ -141,3 +141,35 @@ server.off('acknowledgement', (ack: EventAcknowledgement) => {})
 server.emit('hello')
 // @ts-expect-error the typed emitter is a type only: nothing of that name exists at run time
 new TypedEventEmitter<ClientEvents>()
+
+// The promise API: an await chain.
+async function roundTrip (port: number): Promise<string | number | null> {
+  const gateway: Server = await new Server({ echo: false }).listenAsync(0, '127.0.0.1')
+  await new Server().listenAsync({ port: 0 })
+  const device: Client = await new Client({ host: 'localhost', port }).connectAsync()
+  const sent: Event = await device.sendAsync(new Event('reading', { celsius: 21 }))
+  try {
+    await device.sendAsync(new Event('bad'))
+  } catch (err) {
+    console.log((err as GatewayError).code)
+  }
+  const closed: Client = await device.closeAsync({ keepQueue: false })
+  closed.removeAllListeners()
+  await gateway.closeAsync()
+  return sent.id
+}
+roundTrip(7777).then((id) => console.log(id))
+// @ts-expect-error sendAsync takes an Event
+client.sendAsync({ type: 'reading' })
+// @ts-expect-error listenAsync takes no callback
+server.listenAsync(0, () => {})
+// @ts-expect-error connectAsync resolves with the client, not a boolean
+const connected: Promise<boolean> = client.connectAsync()
+
+// imt-gateway/testing, as CommonJS sees it.
+import { createPki, TestCertificateAuthority } from 'imt-gateway/testing'
+const testPki = createPki({ hosts: ['localhost'], device: 'kiosk-7' })
+new Server({ key: testPki.server.key, cert: testPki.server.cert, ca: testPki.caCert })
+console.log(new TestCertificateAuthority().cert.length)
+// @ts-expect-error issue needs a common name
+testPki.ca.issue({ server: true })
