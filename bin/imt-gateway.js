@@ -343,10 +343,17 @@ async function listen (args) {
     client.on('error', (err) => { ended = err })
     client.on('disconnect', () => reject(ended || fail('the gateway closed the connection.', 'ECONNRESET')))
   })
-  await client.connectAsync()
-  note(`imt-gateway: connected to ${client.host}:${client.port}; Ctrl-C stops`)
+  // Listening for signals from the start: an action can be acked (and the process signalled)
+  // before connectAsync()'s promise has settled.
+  const stop = interrupted()
+  const connected = client.connectAsync()
+  connected.catch(() => {})
   lost.catch(() => {})
-  const signal = await Promise.race([interrupted(), lost])
+  const early = await Promise.race([connected.then(() => null), stop])
+  if (early === null) {
+    note(`imt-gateway: connected to ${client.host}:${client.port}; Ctrl-C stops`)
+  }
+  const signal = early || await Promise.race([stop, lost])
   note(`imt-gateway: ${signal}, closing`)
   await client.closeAsync()
 }
