@@ -12,7 +12,7 @@
 //! tasks are polled); their wake-ups reach this loop through one `uv_async` handle per thread.
 //! Wake-ups made on the loop's own thread (a `send()`) need no system call: a `uv_idle` handle
 //! runs the tasks on the loop's next turn. And what a loop callback has for JavaScript is
-//! called directly when its work is done ([`deliver`]), as Node calls a socket's listeners.
+//! called directly when its work is done ([`call_after_callback`]), as Node calls a socket's listeners.
 //! libuv is found at run time in the host process, and used only where it is really Node's:
 //! the `uv_*` functions must come from the image that provides `napi_get_uv_event_loop` (or
 //! from a shared libuv, as distributions build Node), report the version
@@ -49,7 +49,7 @@ thread_local! {
     /// to the loop of the thread at hand.
     static LOOP: Cell<usize> = const { Cell::new(0) };
     /// A callback of the loop itself (not a call from JavaScript) is running: what it has
-    /// for JavaScript is called directly when its work is done (see [`deliver`]).
+    /// for JavaScript is called directly when its work is done (see [`call_after_callback`]).
     static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
     /// A `send()` has run at once since the loop last called in here (see [`send_now`]).
     static SENT: Cell<bool> = const { Cell::new(false) };
@@ -57,24 +57,24 @@ thread_local! {
     /// its calls again.
     static PROBE: Cell<u64> = const { Cell::new(0) };
     /// What waits to call into JavaScript at the end of the loop callback running here.
-    static DELIVERIES: RefCell<VecDeque<Arc<dyn Deliver>>> = const { RefCell::new(VecDeque::new()) };
+    static AFTER_CALLBACK: RefCell<VecDeque<Arc<dyn LoopCall>>> = const { RefCell::new(VecDeque::new()) };
 }
 
 /// Something that calls into JavaScript, on the loop's thread.
-pub trait Deliver {
-    fn deliver(&self);
+pub trait LoopCall {
+    fn run(&self);
 }
 
-/// Has `target` deliver at the end of the loop callback now running (a socket became
+/// Has `target` run at the end of the loop callback now running (a socket became
 /// readable, a timer's wake-up arrived), with nothing in between: no threadsafe-function
 /// hop, no second turn of the loop. False when no loop callback is running here (a call from
 /// JavaScript, or another thread): the caller must then go by a threadsafe function, so that
 /// JavaScript is never re-entered from inside one of its own calls.
-pub fn deliver<T: Deliver + 'static>(target: &Arc<T>) -> bool {
+pub fn call_after_callback<T: LoopCall + 'static>(target: &Arc<T>) -> bool {
     if !IN_CALLBACK.with(Cell::get) {
         return false;
     }
-    DELIVERIES.with(|d| d.borrow_mut().push_back(target.clone()));
+    AFTER_CALLBACK.with(|d| d.borrow_mut().push_back(target.clone()));
     true
 }
 
@@ -115,13 +115,13 @@ fn with_flag<T>(flag: &'static LocalKey<Cell<bool>>, f: impl FnOnce() -> T) -> T
 }
 
 /// A libuv callback of ours (a wake-up, a socket's readiness): runs `work`, then makes the
-/// deliveries it (and the JavaScript they run) queued, in order, until none is left.
+/// calls it (and the JavaScript they run) queued, in order, until none is left.
 fn loop_callback(work: impl FnOnce()) {
     SENT.with(|s| s.set(false));
     with_flag(&IN_CALLBACK, || {
         work();
-        while let Some(delivery) = DELIVERIES.with(|d| d.borrow_mut().pop_front()) {
-            let _ = catch_unwind(AssertUnwindSafe(|| delivery.deliver()));
+        while let Some(call) = AFTER_CALLBACK.with(|d| d.borrow_mut().pop_front()) {
+            let _ = catch_unwind(AssertUnwindSafe(|| call.run()));
         }
     });
 }
