@@ -4,12 +4,15 @@
 // bundled Server (plain and TLS), as an application would see them.
 
 const test = require('ava')
+const fs = require('fs')
+const path = require('path')
 const msgpack = require('msgpack-lite')
 const { Client, Event } = require('imt-gateway')
 const { frame, TOKENS } = require('./helpers/raw-client')
 const { fakeGateway } = require('./helpers/fake-gateway')
 const { start, startTls, once, waitFor } = require('./helpers/server')
 const { scaled } = require('./helpers/time')
+const { runNode } = require('./helpers/child')
 
 const ZERO = {
   queued: 0,
@@ -232,4 +235,16 @@ test('under TLS the bytes include the handshake and the records', async (t) => {
   t.true(stats.bytesReceived > 500, `bytesReceived ${stats.bytesReceived}`)
   t.like(stats, { acknowledged: 1, connected: true, drained: true })
   t.true(stats.rtt > 0)
+})
+
+test("the README's counters example runs and prints what it says", async (t) => {
+  const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8')
+  const section = readme.slice(readme.indexOf('### Counters: `client.stats()`'))
+  const example = /```js\n([\s\S]*?)```/.exec(section)[1]
+  const result = await runNode(example)
+  t.is(result.err, '')
+  t.is(result.code, 0)
+  t.regex(result.out, /acknowledged: 3,\n {2}inFlight: 0,/)
+  t.regex(result.out, /last round trip \d+\.\d{3} ms/)
+  t.regex(result.out, /connected after close: false/)
 })
