@@ -373,7 +373,7 @@ impl Phase {
 /// How far an event has got. Acknowledged events wait here when an earlier event is still
 /// unacknowledged, because callbacks run in send order.
 #[derive(Debug)]
-enum Delivery {
+enum Stage {
     Queued,
     Sent,
     Acked(Result<(), SessionError>),
@@ -382,7 +382,7 @@ enum Delivery {
 #[derive(Debug)]
 struct Pending {
     event: OutgoingEvent,
-    delivery: Delivery,
+    stage: Stage,
     /// The number of the event's last write ([`SessionStats::events_written`]); 0 if it was
     /// never written.
     write: u64,
@@ -691,7 +691,7 @@ impl Session {
         }
         self.pending.push_back(Pending {
             event,
-            delivery: Delivery::Queued,
+            stage: Stage::Queued,
             write: 0,
         });
         self.counts.queued += 1;
@@ -742,9 +742,9 @@ impl Session {
             self.written = 0;
             self.counts.queued = 0;
             for pending in self.pending.drain(..) {
-                let result = match pending.delivery {
-                    Delivery::Acked(result) => result,
-                    Delivery::Queued | Delivery::Sent => {
+                let result = match pending.stage {
+                    Stage::Acked(result) => result,
+                    Stage::Queued | Stage::Sent => {
                         self.counts.failed_closed += 1;
                         Err(SessionError::new(ErrorCode::Closed, "Client closed."))
                     }
@@ -774,7 +774,7 @@ impl Session {
     fn queued(&self) -> usize {
         self.pending
             .iter()
-            .filter(|p| matches!(p.delivery, Delivery::Queued))
+            .filter(|p| matches!(p.stage, Stage::Queued))
             .count()
     }
 
@@ -790,7 +790,7 @@ impl Session {
         // with a long queue behind.
         self.pending
             .range(..self.written.min(self.pending.len()))
-            .filter(|p| matches!(p.delivery, Delivery::Sent))
+            .filter(|p| matches!(p.stage, Stage::Sent))
             .count()
     }
 
@@ -849,8 +849,8 @@ impl Session {
         let end = self.window().min(self.pending.len());
         while self.written < end {
             if let Some(pending) = self.pending.get_mut(self.written) {
-                if let Delivery::Queued = pending.delivery {
-                    pending.delivery = Delivery::Sent;
+                if let Stage::Queued = pending.stage {
+                    pending.stage = Stage::Sent;
                     let counts = &mut self.counts;
                     if pending.write != 0 {
                         counts.resent += 1;
@@ -877,7 +877,7 @@ impl Session {
         let mut any_sent = false;
         let mut matched = None;
         for (index, pending) in self.pending.range(..written).enumerate() {
-            if let Delivery::Sent = pending.delivery {
+            if let Stage::Sent = pending.stage {
                 any_sent = true;
                 if pending.event.id == correlid {
                     matched = Some(index);
@@ -918,7 +918,7 @@ impl Session {
             }
             counts.in_flight = counts.in_flight.saturating_sub(1);
             counts.last_acked_write = pending.write;
-            pending.delivery = Delivery::Acked(result);
+            pending.stage = Stage::Acked(result);
         }
         self.release(out);
         self.flush(out);
@@ -929,7 +929,7 @@ impl Session {
         while matches!(
             self.pending.front(),
             Some(Pending {
-                delivery: Delivery::Acked(_),
+                stage: Stage::Acked(_),
                 ..
             })
         ) {
@@ -937,7 +937,7 @@ impl Session {
                 break;
             };
             self.written = self.written.saturating_sub(1);
-            if let Delivery::Acked(result) = pending.delivery {
+            if let Stage::Acked(result) = pending.stage {
                 out.push(Output::Emit(Notice::EventDone {
                     seq: pending.event.seq,
                     result,
@@ -963,8 +963,8 @@ impl Session {
             .pending
             .range_mut(..self.written.min(self.pending.len()))
         {
-            if let Delivery::Sent = pending.delivery {
-                pending.delivery = Delivery::Queued;
+            if let Stage::Sent = pending.stage {
+                pending.stage = Stage::Queued;
             }
         }
         // Every event in flight is queued again.
@@ -2437,7 +2437,7 @@ mod tests {
                         let sent: Vec<Value> = s
                             .pending
                             .iter()
-                            .filter(|p| matches!(p.delivery, Delivery::Sent))
+                            .filter(|p| matches!(p.stage, Stage::Sent))
                             .map(|p| p.event.id.clone())
                             .collect();
                         match sent.get(index.index(sent.len().max(1))) {
