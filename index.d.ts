@@ -275,6 +275,53 @@ export interface CloseOptions {
   keepQueue?: boolean
 }
 
+/**
+ * What `client.stats()` returns: counters kept by the native core, read in one call. A fresh
+ * plain object each call. "Now" fields describe the state as of the core's latest turn; totals
+ * count from `new Client()` and never go down. Counts are integers (exact up to 2^53).
+ *
+ * The core updates the counters once per turn of its own work, so a `send()` made in the
+ * current turn of JavaScript may show in `queued` only after it has run (at the latest on the
+ * next turn of the event loop); everything a batch of events and callbacks reports is counted
+ * by the time its listeners run.
+ */
+export interface ClientStats {
+  /** Events waiting to be written, now: not written yet, or to be re-sent after a reconnect. */
+  queued: number
+  /** Events written on the current connection and awaiting their acknowledgement, now (at most `maxInFlight`). */
+  inFlight: number
+  /** Events the gateway accepted (acknowledgement with status 0), total. */
+  acknowledged: number
+  /** Events the gateway rejected (acknowledgement with an error; the callback got the gateway's code), total. */
+  rejected: number
+  /** Event frames written again on a new connection because the previous one ended before their acknowledgement, total. */
+  resent: number
+  /** Events whose callback got `ECLOSED` because `close()` came first, total. */
+  failedClosed: number
+  /** Events refused at `send()` with `EQUEUEFULL` (`maxQueueSize` reached), total. */
+  failedQueueFull: number
+  /** Actions received from the gateway, total (each delivery, so an action delivered again after a reconnect counts again). */
+  actionsReceived: number
+  /** Actions whose acknowledgement (`ack()` or `ack(err)`) was written to the gateway, total. */
+  actionsAcked: number
+  /** Automatic reconnect attempts started (each `reconnect` event), total. */
+  reconnects: number
+  /** Bytes written to the socket, total over every connection: the frames, plus TLS records and handshakes under TLS. */
+  bytesSent: number
+  /** Bytes read from the socket, total over every connection: the frames, plus TLS records and handshakes under TLS. */
+  bytesReceived: number
+  /** The gateway has welcomed the client on a connection that is open now. */
+  connected: boolean
+  /** The gateway said DRAINED on the current connection: events flow. */
+  drained: boolean
+  /**
+   * Milliseconds (fractional) between writing the frame of the event acknowledged last and
+   * reading its acknowledgement: the last round trip on the wire, gateway time included.
+   * `null` before the first acknowledgement.
+   */
+  rtt: number | null
+}
+
 /** The events a `Client` emits, with the arguments of each. */
 export interface ClientEvents extends EmitterEvents {
   /** The first WELCOME after `connect()` (not again after an automatic reconnect). */
@@ -312,6 +359,8 @@ export class Client extends TypedEventEmitter<ClientEvents> {
    * second WELCOME), `connectTimeout` and `ackTimeout`. These are never emitted as `error`.
    */
   readonly recovered: { readonly [code: string]: number }
+  /** The client's counters (see `ClientStats`): one native call, cheap enough to poll. */
+  stats (): ClientStats
   connect (): this
   close (options?: CloseOptions): this
   send (event: Event, callback?: (err: GatewayError | null) => void): this

@@ -305,6 +305,45 @@ pub enum Notice {
     Recovered(SessionError),
 }
 
+/// What the session has done so far, as `client.stats()` shows it: plain counters, updated in
+/// place on the paths that already run. The totals count from the session's creation; `queued`,
+/// `in_flight`, `connected` and `drained` are the state now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Events waiting to be written (not yet, or again after a reconnect), now.
+    pub queued: u64,
+    /// Events written on the current connection and awaiting their acknowledgement, now.
+    pub in_flight: u64,
+    /// Events the gateway acknowledged with status 0 (accepted).
+    pub acknowledged: u64,
+    /// Events the gateway acknowledged with an error (rejected).
+    pub rejected: u64,
+    /// Event frames written again on a later connection, because the one that carried them
+    /// ended before their acknowledgement.
+    pub resent: u64,
+    /// Events whose callback got `ECLOSED` from `close()`.
+    pub failed_closed: u64,
+    /// Events refused with `EQUEUEFULL` (`max_queue_size`).
+    pub failed_queue_full: u64,
+    /// ACTIONs received.
+    pub actions_received: u64,
+    /// Actions whose ACKNOWLEDGEMENT was written (done or failed), on the connection that
+    /// delivered them.
+    pub actions_acked: u64,
+    /// Automatic reconnect attempts started (each `reconnect` notice).
+    pub reconnects: u64,
+    /// Welcomed, on a connection that is open now.
+    pub connected: bool,
+    /// The gateway said DRAINED on the current connection: events flow.
+    pub drained: bool,
+    /// Event frames written, re-sent ones included; the n-th write is write number n. The
+    /// driver times writes by these numbers (the session has no clock).
+    pub events_written: u64,
+    /// The number of the write of the event acknowledged last (accepted or rejected); 0 before
+    /// the first acknowledgement.
+    pub last_acked_write: u64,
+}
+
 /// Where the session is in its connection's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -344,6 +383,9 @@ enum Stage {
 struct Pending {
     event: OutgoingEvent,
     stage: Stage,
+    /// The number of the event's last write ([`SessionStats::events_written`]); 0 if it was
+    /// never written.
+    write: u64,
 }
 
 /// How the last connection or attempt ended, kept for the error emitted when reconnecting
@@ -380,6 +422,10 @@ pub struct Session {
     random: Box<dyn Random>,
     /// Which timers the driver runs now, by [`Timer::index`].
     armed: [bool; 3],
+    /// The totals of [`Session::stats`], and `queued` and `in_flight`, counted as events are
+    /// queued, written, acknowledged and forgotten; `connected` and `drained` are filled in
+    /// when it is read.
+    counts: SessionStats,
 }
 
 const NO_EVENT_IN_QUEUE: &str = "Received acknowledgement even if there is no event in the queue.";
@@ -400,7 +446,23 @@ impl Session {
             timing,
             random: Box::new(random),
             armed: [false; 3],
+            counts: SessionStats::default(),
         }
+    }
+
+    /// What the session has done and where it is, in O(1).
+    pub fn stats(&self) -> SessionStats {
+        SessionStats {
+            connected: matches!(self.phase, Phase::Receiving | Phase::Drained),
+            drained: self.phase == Phase::Drained,
+            ..self.counts
+        }
+    }
+
+    /// `(events_written, last_acked_write)` of [`Session::stats`]: what the driver compares
+    /// around each input to time the events' round trips.
+    pub fn event_writes(&self) -> (u64, u64) {
+        (self.counts.events_written, self.counts.last_acked_write)
     }
 
     /// The user's `connect()`. During the reconnect delay it connects at once, still in the
@@ -481,6 +543,7 @@ impl Session {
                 kind,
                 parameters,
             } => {
+                self.counts.actions_received += 1;
                 self.actions.push(id.clone());
                 out.push(Output::Emit(Notice::Action {
                     id,
@@ -583,6 +646,7 @@ impl Session {
         match timer {
             Timer::Reconnect if self.phase == Phase::WaitingToReconnect => {
                 self.attempts = self.attempts.saturating_add(1);
+                self.counts.reconnects += 1;
                 out.push(Output::Emit(Notice::Reconnect));
                 self.start_attempt(&mut out);
             }
@@ -615,6 +679,7 @@ impl Session {
         let mut out = Vec::new();
         let limit = self.config.max_queue_size;
         if limit != 0 && self.pending.len() >= limit {
+            self.counts.failed_queue_full += 1;
             out.push(Output::Emit(Notice::EventDone {
                 seq: event.seq,
                 result: Err(SessionError::new(
@@ -627,7 +692,9 @@ impl Session {
         self.pending.push_back(Pending {
             event,
             stage: Stage::Queued,
+            write: 0,
         });
+        self.counts.queued += 1;
         self.flush(&mut out);
         self.watch_acknowledgements(&mut out, false);
         out
@@ -643,6 +710,7 @@ impl Session {
             return Vec::new();
         };
         self.actions.remove(index);
+        self.counts.actions_acked += 1;
         let status = if error.is_some() { 1 } else { 0 };
         vec![Output::Write(
             Message::Acknowledgement {
@@ -672,10 +740,12 @@ impl Session {
         self.disconnect(&mut out);
         if !keep_queue {
             self.written = 0;
+            self.counts.queued = 0;
             for pending in self.pending.drain(..) {
                 let result = match pending.stage {
                     Stage::Acked(result) => result,
                     Stage::Queued | Stage::Sent => {
+                        self.counts.failed_closed += 1;
                         Err(SessionError::new(ErrorCode::Closed, "Client closed."))
                     }
                 };
@@ -781,6 +851,14 @@ impl Session {
             if let Some(pending) = self.pending.get_mut(self.written) {
                 if let Stage::Queued = pending.stage {
                     pending.stage = Stage::Sent;
+                    let counts = &mut self.counts;
+                    if pending.write != 0 {
+                        counts.resent += 1;
+                    }
+                    counts.events_written += 1;
+                    counts.queued = counts.queued.saturating_sub(1);
+                    counts.in_flight += 1;
+                    pending.write = counts.events_written;
                     out.push(Output::Write(pending.event.frame.clone()));
                 }
             }
@@ -832,6 +910,14 @@ impl Session {
             error,
         }));
         if let Some(pending) = self.pending.get_mut(index) {
+            let counts = &mut self.counts;
+            if result.is_ok() {
+                counts.acknowledged += 1;
+            } else {
+                counts.rejected += 1;
+            }
+            counts.in_flight = counts.in_flight.saturating_sub(1);
+            counts.last_acked_write = pending.write;
             pending.stage = Stage::Acked(result);
         }
         self.release(out);
@@ -881,6 +967,8 @@ impl Session {
                 pending.stage = Stage::Queued;
             }
         }
+        // Every event in flight is queued again.
+        self.counts.queued += std::mem::take(&mut self.counts.in_flight);
         self.written = 0;
         self.actions.clear();
     }
@@ -2004,6 +2092,87 @@ mod tests {
         assert_eq!(s.phase(), Phase::Idle);
     }
 
+    #[test]
+    fn stats_count_events_actions_and_reconnects() {
+        let mut s = session(SessionConfig {
+            max_queue_size: 3,
+            ..config()
+        });
+        assert_eq!(s.stats(), SessionStats::default());
+        s.send(event(1));
+        assert_eq!((s.stats().queued, s.stats().in_flight), (1, 0));
+        s.connect();
+        s.connected();
+        assert!(!s.stats().connected, "not welcomed yet");
+        s.receive(Message::Welcome);
+        assert!(s.stats().connected && !s.stats().drained);
+        let action = Message::Action {
+            id: Value::Number(1.0),
+            kind: "a".into(),
+            parameters: Value::Nil,
+        };
+        s.receive(action);
+        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain), write(1)]);
+        let now = s.stats();
+        assert_eq!((now.queued, now.in_flight, now.drained), (0, 1, true));
+        assert_eq!((now.actions_received, now.events_written), (1, 1));
+        assert_eq!(
+            s.event_writes(),
+            (1, 0),
+            "written once, nothing acknowledged"
+        );
+        assert_eq!(s.ack_action(Value::Number(1.0), None).len(), 1);
+        assert_eq!(s.ack_action(Value::Number(1.0), None), [], "acked already");
+        assert_eq!(s.stats().actions_acked, 1);
+        s.send(event(2));
+        s.send(event(3));
+        assert_eq!(s.stats().queued, 2);
+        s.send(event(4));
+        assert_eq!(s.stats().failed_queue_full, 1);
+        assert_eq!(s.receive(ack(1)), [acked(1), done(1), write(2)]);
+        assert_eq!(s.event_writes(), (2, 1));
+        let rejected = Message::Acknowledgement {
+            correlid: text("e2"),
+            status: 1,
+            error: None,
+        };
+        s.receive(rejected);
+        assert_eq!(s.event_writes(), (3, 2), "event 3 written as the third");
+        assert_eq!((s.stats().acknowledged, s.stats().rejected), (1, 1));
+        // The connection drops with event 3 in flight: it is written again, counted as re-sent.
+        s.connection_lost(None);
+        let now = s.stats();
+        assert_eq!((now.queued, now.in_flight), (1, 0));
+        assert!(!now.connected && !now.drained);
+        s.timeout(Timer::Reconnect);
+        s.connected();
+        s.receive(Message::Welcome);
+        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain), write(3)]);
+        assert_eq!(s.event_writes(), (4, 2));
+        s.send(event(5));
+        s.send(event(6));
+        s.close(false);
+        assert_eq!(
+            s.stats(),
+            SessionStats {
+                queued: 0,
+                in_flight: 0,
+                acknowledged: 1,
+                rejected: 1,
+                resent: 1,
+                failed_closed: 3,
+                failed_queue_full: 1,
+                actions_received: 1,
+                actions_acked: 1,
+                reconnects: 1,
+                connected: false,
+                drained: false,
+                events_written: 4,
+                last_acked_write: 2,
+            }
+        );
+    }
+
     #[derive(Debug, Clone)]
     enum Input {
         Connect,
@@ -2190,6 +2359,25 @@ mod tests {
                 ..Observer::default()
             };
             let mut next_seq = 0u64;
+            // The notices the stats count, counted from the outputs instead.
+            let mut tally = SessionStats::default();
+            let count = |tally: &mut SessionStats, out: &[Output]| {
+                for output in out {
+                    match output {
+                        Output::Emit(Notice::Reconnect) => tally.reconnects += 1,
+                        Output::Emit(Notice::Acknowledgement { status: 0, .. }) => {
+                            tally.acknowledged += 1
+                        }
+                        Output::Emit(Notice::Acknowledgement { .. }) => tally.rejected += 1,
+                        Output::Emit(Notice::EventDone { result: Err(err), .. })
+                            if err.code == ErrorCode::Closed =>
+                        {
+                            tally.failed_closed += 1
+                        }
+                        _ => {}
+                    }
+                }
+            };
             for input in inputs {
                 let out = match input {
                     Input::Connect => s.connect(),
@@ -2268,10 +2456,22 @@ mod tests {
                     }
                 };
                 seen.see(&out)?;
+                count(&mut tally, &out);
+                let stats = s.stats();
+                prop_assert_eq!(stats.in_flight, s.in_flight() as u64);
+                prop_assert_eq!(stats.queued, s.queued() as u64);
                 prop_assert!(s.in_flight() <= max_in_flight.max(1));
                 check_timers(&s, &seen, &timing)?;
             }
-            seen.see(&s.close(false))?;
+            let out = s.close(false);
+            seen.see(&out)?;
+            count(&mut tally, &out);
+            let stats = s.stats();
+            prop_assert_eq!(
+                (stats.reconnects, stats.acknowledged, stats.rejected, stats.failed_closed),
+                (tally.reconnects, tally.acknowledged, tally.rejected, tally.failed_closed)
+            );
+            prop_assert_eq!((stats.queued, stats.in_flight), (0, 0));
             prop_assert!(seen.armed.is_empty(), "running after close: {:?}", seen.armed);
             for seq in 1..=next_seq {
                 prop_assert_eq!(seen.done.get(&seq).copied(), Some(1), "seq {}", seq);

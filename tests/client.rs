@@ -109,6 +109,24 @@ async fn echo_three_events(options: ClientOptions) {
         s.last() == Some(&Notice::Disconnect)
     })
     .await;
+    // The counters include what the batches reported.
+    let stats = client.stats();
+    let session = stats.session;
+    assert_eq!((session.acknowledged, session.rejected), (3, 0));
+    assert_eq!((session.actions_received, session.actions_acked), (3, 3));
+    assert_eq!(
+        (session.queued, session.in_flight, session.events_written),
+        (0, 0, 3)
+    );
+    assert!(!session.connected && !session.drained);
+    let events: u64 = (1..=3).map(|seq| event(seq).frame.len() as u64).sum();
+    assert!(stats.bytes_sent > events, "{stats:?}");
+    // WELCOME, DRAINED (6 bytes each), three acknowledgements and three actions at least.
+    assert!(stats.bytes_received > 12 + 3 * 6 + 3 * 6, "{stats:?}");
+    assert!(
+        stats.rtt.is_some_and(|rtt| rtt > Duration::ZERO),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]

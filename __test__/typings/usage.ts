@@ -28,7 +28,7 @@ server.queueAction({ type: 'x' })
 server.on('connect', () => {})
 
 // The client, as a device uses it.
-import { Client, EventAcknowledgement } from 'imt-gateway'
+import { Client, ClientStats, EventAcknowledgement } from 'imt-gateway'
 
 const client = new Client({ key: Buffer.from('k'), cert: 'c', ca: { root: 'r', intermediate: 'i' }, maxReconnectAttempts: 3 })
 client.on('drained', () => {
@@ -43,6 +43,9 @@ client.on('action', (action, ack) => {
 client.on('acknowledgement', (ack: EventAcknowledgement) => console.log(ack.correlid, ack.status))
 client.on('error', (err) => console.log(err.code))
 const refused: number | undefined = client.recovered.ECONNREFUSED
+const stats: ClientStats = client.stats()
+const rtt: number | null = stats.rtt
+console.log(stats.queued + stats.inFlight + stats.bytesSent, stats.connected && stats.drained, rtt)
 console.log(refused, new Event('raw', { u8: new Uint8Array(2), n: new Number(1), re: /x/ }))
 client.connect().unref()
 client.close({ keepQueue: true })

@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,11 +34,12 @@ use crate::defaults;
 use crate::errors::ErrorCode;
 use crate::protocol::{ErrorBody, Frame, FrameCodec, FrameError, Message, MessageError, Value};
 use crate::session::{
-    Notice, OutgoingEvent, Output, Session, SessionConfig, SessionError, Timer, Timing, Xorshift,
+    Notice, OutgoingEvent, Output, Session, SessionConfig, SessionError, SessionStats, Timer,
+    Timing, Xorshift,
 };
 
 pub use transport::{
-    open, prepare_socket, Connecting as TcpConnecting, Reactor, Stream, Task, Tokio,
+    open, prepare_socket, Connecting as TcpConnecting, Reactor, Stream, Task, Tokio, Traffic,
 };
 
 /// How to reach the gateway and how to behave there.
@@ -139,12 +141,105 @@ impl Batch {
 #[derive(Clone)]
 pub struct ClientHandle {
     commands: mpsc::UnboundedSender<Command>,
+    stats: Arc<Published>,
 }
 
 impl ClientHandle {
     /// Queues a command; false when the task has already ended.
     pub fn command(&self, command: Command) -> bool {
         self.commands.send(command).is_ok()
+    }
+
+    /// The client's counters, read from any thread without waiting for its task: the
+    /// session's as of the end of the task's latest turn, the bytes as of the latest read or
+    /// write of the socket.
+    pub fn stats(&self) -> ClientStats {
+        self.stats.read()
+    }
+}
+
+/// What a client has done, as `client.stats()` shows it (README, `client.stats()`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ClientStats {
+    /// The protocol's counters.
+    pub session: SessionStats,
+    /// Bytes written to the socket, TLS records and handshakes included.
+    pub bytes_sent: u64,
+    /// Bytes read from the socket, TLS records and handshakes included.
+    pub bytes_received: u64,
+    /// Between the write of the frame of the event acknowledged last and the read of its
+    /// acknowledgement; `None` before the first acknowledgement.
+    pub rtt: Option<Duration>,
+}
+
+/// The counters as the host reads them while the task runs, maybe on another thread: relaxed
+/// atomics, stored by the driver once per turn (the session's) and added to by the socket
+/// ([`Traffic`]). A reader may see one turn's values beside the previous turn's, never a torn
+/// number.
+#[derive(Debug, Default)]
+struct Published {
+    queued: AtomicU64,
+    in_flight: AtomicU64,
+    acknowledged: AtomicU64,
+    rejected: AtomicU64,
+    resent: AtomicU64,
+    failed_closed: AtomicU64,
+    failed_queue_full: AtomicU64,
+    actions_received: AtomicU64,
+    actions_acked: AtomicU64,
+    reconnects: AtomicU64,
+    events_written: AtomicU64,
+    last_acked_write: AtomicU64,
+    connected: AtomicBool,
+    drained: AtomicBool,
+    /// Nanoseconds plus one; 0 before the first round trip.
+    rtt: AtomicU64,
+    traffic: Arc<Traffic>,
+}
+
+impl Published {
+    fn store(&self, s: &SessionStats) {
+        let relaxed = Ordering::Relaxed;
+        self.queued.store(s.queued, relaxed);
+        self.in_flight.store(s.in_flight, relaxed);
+        self.acknowledged.store(s.acknowledged, relaxed);
+        self.rejected.store(s.rejected, relaxed);
+        self.resent.store(s.resent, relaxed);
+        self.failed_closed.store(s.failed_closed, relaxed);
+        self.failed_queue_full.store(s.failed_queue_full, relaxed);
+        self.actions_received.store(s.actions_received, relaxed);
+        self.actions_acked.store(s.actions_acked, relaxed);
+        self.reconnects.store(s.reconnects, relaxed);
+        self.events_written.store(s.events_written, relaxed);
+        self.last_acked_write.store(s.last_acked_write, relaxed);
+        self.connected.store(s.connected, relaxed);
+        self.drained.store(s.drained, relaxed);
+    }
+
+    fn read(&self) -> ClientStats {
+        let relaxed = Ordering::Relaxed;
+        let rtt = self.rtt.load(relaxed);
+        ClientStats {
+            session: SessionStats {
+                queued: self.queued.load(relaxed),
+                in_flight: self.in_flight.load(relaxed),
+                acknowledged: self.acknowledged.load(relaxed),
+                rejected: self.rejected.load(relaxed),
+                resent: self.resent.load(relaxed),
+                failed_closed: self.failed_closed.load(relaxed),
+                failed_queue_full: self.failed_queue_full.load(relaxed),
+                actions_received: self.actions_received.load(relaxed),
+                actions_acked: self.actions_acked.load(relaxed),
+                reconnects: self.reconnects.load(relaxed),
+                connected: self.connected.load(relaxed),
+                drained: self.drained.load(relaxed),
+                events_written: self.events_written.load(relaxed),
+                last_acked_write: self.last_acked_write.load(relaxed),
+            },
+            bytes_sent: self.traffic.sent.load(relaxed),
+            bytes_received: self.traffic.received.load(relaxed),
+            rtt: rtt.checked_sub(1).map(Duration::from_nanos),
+        }
     }
 }
 
@@ -157,7 +252,8 @@ where
 {
     let (tx, rx) = mpsc::unbounded_channel();
     let sink = Arc::new(sink);
-    let driver = Driver::new(options, sink.clone());
+    let stats = Arc::new(Published::default());
+    let driver = Driver::new(options, sink.clone(), stats.clone());
     let task = async move {
         let outcome = AssertUnwindSafe(driver.run(rx)).catch_unwind().await;
         if let Err(panic) = outcome {
@@ -176,7 +272,13 @@ where
             });
         }
     };
-    (ClientHandle { commands: tx }, task)
+    (
+        ClientHandle {
+            commands: tx,
+            stats,
+        },
+        task,
+    )
 }
 
 /// Frames read in one burst before the batch goes out, so a flood cannot starve the host.
@@ -349,9 +451,54 @@ impl Timers {
     }
 }
 
+/// When the events' frames were written, to time their round trips: `(first, last, at)` for
+/// the writes numbered `first..=last` (see [`SessionStats::events_written`]), made by one
+/// input. Only the last `max_in_flight` writes can still be acknowledged, so it keeps at most
+/// that many entries, and none is made or looked up unless an event was written or
+/// acknowledged.
+#[derive(Default)]
+struct WriteTimes(VecDeque<(u64, u64, std::time::Instant)>);
+
+impl WriteTimes {
+    /// Called after each input with the session's `(events_written, last_acked_write)` from
+    /// before it: notes this input's writes, and returns the round trip of the event it saw
+    /// acknowledged.
+    fn update(&mut self, before: (u64, u64), after: (u64, u64), window: u64) -> Option<Duration> {
+        if before == after {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        let (written, acked) = after;
+        let rtt = if acked != before.1 {
+            // Entries are in write order: a binary search, even with a wide window.
+            let at = self.0.partition_point(|(_, last, _)| *last < acked);
+            self.0
+                .get(at)
+                .filter(|(first, _, _)| *first <= acked)
+                .map(|(_, _, at)| now.saturating_duration_since(*at))
+        } else {
+            None
+        };
+        if written != before.0 {
+            self.0.push_back((before.0 + 1, written, now));
+            while self
+                .0
+                .front()
+                .is_some_and(|(_, last, _)| last.saturating_add(window) <= written)
+            {
+                self.0.pop_front();
+            }
+        }
+        rtt
+    }
+}
+
 struct Driver<S> {
     options: ClientOptions,
     session: Session,
+    /// What `ClientHandle::stats` reads, stored at the end of every turn.
+    stats: Arc<Published>,
+    write_times: WriteTimes,
     sink: Arc<S>,
     connection: Option<Connection>,
     connecting: Option<Connecting>,
@@ -363,7 +510,7 @@ struct Driver<S> {
 }
 
 impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
-    fn new(options: ClientOptions, sink: Arc<S>) -> Self {
+    fn new(options: ClientOptions, sink: Arc<S>, stats: Arc<Published>) -> Self {
         let timing = Timing {
             reconnect_delay: options.reconnect_delay,
             max_reconnect_delay: options.max_reconnect_delay,
@@ -373,6 +520,8 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         Driver {
             session: Session::new(options.session.clone(), timing, Xorshift::new(seed())),
             options,
+            stats,
+            write_times: WriteTimes::default(),
             sink,
             connection: None,
             connecting: None,
@@ -446,6 +595,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
     }
 
     fn handle(&mut self, input: Input) {
+        let writes = self.session.event_writes();
         let outputs = match input {
             Input::Command(None) => Vec::new(),
             Input::Command(Some(command)) => match command {
@@ -504,6 +654,14 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             Input::Timeout(timer) => self.session.timeout(timer),
         };
         self.apply(outputs);
+        let window = self.options.session.max_in_flight.max(1) as u64;
+        if let Some(rtt) = self
+            .write_times
+            .update(writes, self.session.event_writes(), window)
+        {
+            let nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX - 1);
+            self.stats.rtt.store(nanos + 1, Ordering::Relaxed);
+        }
     }
 
     fn apply(&mut self, outputs: Vec<Output>) {
@@ -516,6 +674,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                         self.options.port,
                         self.options.tls.clone(),
                         self.options.keep_alive,
+                        self.stats.traffic.clone(),
                     )));
                 }
                 Output::Write(bytes) => self.write(bytes),
@@ -569,6 +728,8 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             self.reported_idle = true;
             self.batch.idle = Some(self.cycle);
         }
+        // Before the batch goes: whoever it wakes reads the counters that include it.
+        self.stats.store(&self.session.stats());
         if !self.batch.notices.is_empty() || self.batch.idle.is_some() {
             (self.sink)(std::mem::take(&mut self.batch));
         }
@@ -665,6 +826,33 @@ mod tests {
         ) -> std::task::Poll<std::io::Result<()>> {
             std::task::Poll::Ready(Ok(()))
         }
+    }
+
+    #[test]
+    fn write_times_give_the_round_trip_of_the_acknowledged_write_and_stay_bounded() {
+        let mut times = WriteTimes::default();
+        assert_eq!(times.update((0, 0), (0, 0), 2), None, "nothing happened");
+        assert_eq!(times.update((0, 0), (2, 0), 2), None, "writes 1 and 2");
+        std::thread::sleep(Duration::from_millis(5));
+        let rtt = times
+            .update((2, 0), (2, 2), 2)
+            .expect("write 2 acknowledged");
+        assert!(rtt >= Duration::from_millis(5), "{rtt:?}");
+        // Write 1 acknowledged later, in the same input as write 3.
+        let late = times
+            .update((2, 2), (3, 1), 2)
+            .expect("write 1 acknowledged");
+        assert!(late >= rtt);
+        assert_eq!(times.0.len(), 2, "writes 1-2 and 3");
+        // Writes 4 and 5: only writes 4 and 5 can still be acknowledged with a window of 2.
+        times.update((3, 1), (5, 1), 2);
+        assert_eq!(times.0.len(), 1);
+        assert_eq!(
+            times.update((5, 1), (5, 3), 2),
+            None,
+            "write 3 is forgotten"
+        );
+        assert!(times.update((5, 3), (5, 5), 2).is_some());
     }
 
     #[tokio::test]

@@ -6,11 +6,13 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{lookup_host, TcpStream};
 use tokio_rustls::rustls::{self, CertificateError, ClientConfig};
 use tokio_rustls::TlsConnector;
@@ -59,14 +61,89 @@ impl Reactor for Tokio {
     }
 }
 
+/// The bytes that went through a client's sockets, counted below TLS (so TLS records and
+/// handshakes are included: what went over the wire). Relaxed atomics, added to once per
+/// read or write call of the socket, which may run on another thread than the reader.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+}
+
+/// A socket whose reads and writes are counted in a [`Traffic`].
+struct Counted {
+    inner: Stream,
+    traffic: Arc<Traffic>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let read = buf.filled().len().saturating_sub(before) as u64;
+            self.traffic.received.fetch_add(read, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl Counted {
+    fn count_sent(&self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(written)) = polled {
+            self.traffic
+                .sent
+                .fetch_add(written as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.count_sent(polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count_sent(polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Connects to `host:port`, trying every address the name resolves to, and completes the TLS
-/// handshake when `tls` is given.
+/// handshake when `tls` is given. Every byte through the socket is counted in `traffic`.
 pub async fn open(
     reactor: Arc<dyn Reactor>,
     host: String,
     port: u16,
     tls: Option<Arc<ClientConfig>>,
     keep_alive: Option<Duration>,
+    traffic: Arc<Traffic>,
 ) -> Result<Stream, SessionError> {
     let addresses = lookup_host((host.as_str(), port)).await.map_err(|err| {
         SessionError::new(
@@ -96,6 +173,10 @@ pub async fn open(
             SessionError::new(ErrorCode::NotFound, format!("getaddrinfo ENOTFOUND {host}"))
         }));
     };
+    let tcp: Stream = Box::new(Counted {
+        inner: tcp,
+        traffic,
+    });
     let Some(config) = tls else {
         return Ok(tcp);
     };

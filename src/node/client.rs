@@ -409,6 +409,28 @@ impl super::uv::LoopCall for DirectCall {
     }
 }
 
+/// `client.stats()` as JavaScript gets it: a plain object, counts as numbers (exact up to
+/// 2^53), `rtt` in milliseconds or null. Each field is documented in index.d.ts
+/// (`ClientStats`).
+#[napi(object, object_from_js = false, use_nullable = true)]
+pub struct NativeStats {
+    pub queued: f64,
+    pub in_flight: f64,
+    pub acknowledged: f64,
+    pub rejected: f64,
+    pub resent: f64,
+    pub failed_closed: f64,
+    pub failed_queue_full: f64,
+    pub actions_received: f64,
+    pub actions_acked: f64,
+    pub reconnects: f64,
+    pub bytes_sent: f64,
+    pub bytes_received: f64,
+    pub connected: bool,
+    pub drained: bool,
+    pub rtt: Option<f64>,
+}
+
 #[napi]
 pub struct NativeClient {
     handle: ClientHandle,
@@ -554,6 +576,30 @@ impl NativeClient {
     #[napi(catch_unwind)]
     pub fn close(&self, keep_queue: bool) {
         run_command(&self.handle, Command::Close { keep_queue });
+    }
+
+    /// The client's counters, read without waiting for its task (see `ClientHandle::stats`).
+    #[napi(catch_unwind)]
+    pub fn stats(&self) -> NativeStats {
+        let stats = self.handle.stats();
+        let s = stats.session;
+        NativeStats {
+            queued: s.queued as f64,
+            in_flight: s.in_flight as f64,
+            acknowledged: s.acknowledged as f64,
+            rejected: s.rejected as f64,
+            resent: s.resent as f64,
+            failed_closed: s.failed_closed as f64,
+            failed_queue_full: s.failed_queue_full as f64,
+            actions_received: s.actions_received as f64,
+            actions_acked: s.actions_acked as f64,
+            reconnects: s.reconnects as f64,
+            bytes_sent: stats.bytes_sent as f64,
+            bytes_received: stats.bytes_received as f64,
+            connected: s.connected,
+            drained: s.drained,
+            rtt: stats.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
+        }
     }
 
     /// Makes the client's task panic: the test suite's proof that a panic in the core reaches
