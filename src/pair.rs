@@ -94,6 +94,7 @@ pub(crate) struct Decision {
 
 /// The client and the server, wired together; see the module documentation.
 pub(crate) struct Pair {
+    start: Instant,
     now: Instant,
     pub(crate) client: Session,
     /// When each of the client's timers fires, by [`Timer::index`].
@@ -120,6 +121,8 @@ pub(crate) struct Pair {
     pub(crate) sent: BTreeMap<u64, String>,
     /// The send callbacks that ran, by seq.
     pub(crate) done: BTreeMap<u64, Result<(), SessionError>>,
+    /// The seq of the last callback that ran: they run in send order.
+    last_done: u64,
     /// Actions given to the application and not acknowledged by it yet.
     pub(crate) app_actions: Vec<Value>,
     /// `connect` was emitted and `disconnect` not yet.
@@ -151,8 +154,10 @@ impl Pair {
         echo: bool,
         decide_events: bool,
     ) -> Pair {
+        let now = Instant::now();
         Pair {
-            now: Instant::now(),
+            start: now,
+            now,
             client: Session::new(config, timing, Xorshift::new(seed)),
             client_timers: [None; 3],
             connecting: false,
@@ -172,6 +177,7 @@ impl Pair {
             next_seq: 0,
             sent: BTreeMap::new(),
             done: BTreeMap::new(),
+            last_done: 0,
             app_actions: Vec::new(),
             connected: false,
             client_notices: Vec::new(),
@@ -304,7 +310,7 @@ impl Pair {
         self.connecting = false;
         let l = self.links.len();
         self.links.push(Link {
-            peer: Peer::new(self.peer_config.clone(), self.now, EPOCH_MS),
+            peer: Peer::new(self.peer_config.clone(), self.now, self.unix_ms()),
             deadline: None,
             to_server: VecDeque::new(),
             to_client: VecDeque::new(),
@@ -447,6 +453,11 @@ impl Pair {
         true
     }
 
+    /// The virtual wall clock, in milliseconds since 1970.
+    fn unix_ms(&self) -> f64 {
+        EPOCH_MS + (self.now - self.start).as_millis() as f64
+    }
+
     /// The client's armed timers.
     pub(crate) fn client_timers(&self) -> Vec<Timer> {
         Timer::ALL
@@ -551,6 +562,12 @@ impl Pair {
                         .count()
                 })
                 .sum();
+            if self.current.is_some_and(|l| self.links[l].live) {
+                assert_eq!(
+                    acked, 1,
+                    "action {ticket} ({id:?}) not acknowledged, the client online"
+                );
+            }
             assert_eq!(
                 acked + held + with_links,
                 1,
@@ -612,12 +629,23 @@ impl Pair {
                 assert!(self.sent.contains_key(seq), "a callback for no event");
                 let earlier = self.done.insert(*seq, result.clone());
                 assert!(earlier.is_none(), "the callback of event {seq} ran twice");
+                assert!(
+                    self.last_done < *seq,
+                    "the callback of event {seq} ran after that of event {}",
+                    self.last_done
+                );
+                self.last_done = *seq;
             }
             Notice::Action { id, .. } => {
                 if let (Some(l), Value::String(s)) = (self.current, id) {
                     assert!(
                         self.links[l].actions.insert(s.clone()),
                         "action {s} delivered twice on connection {l}"
+                    );
+                    let ticket = s.strip_prefix('a').and_then(|t| t.parse::<u64>().ok());
+                    assert!(
+                        ticket.is_some_and(|t| !self.action_acks.contains_key(&t)),
+                        "action {s} delivered again after its acknowledgement"
                     );
                 }
                 self.app_actions.push(id.clone());
@@ -995,7 +1023,12 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-            cases: 512,
+            // PROPTEST_CASES=n runs n instead, for a longer hunt.
+            cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+                ProptestConfig::default().cases
+            } else {
+                512
+            },
             failure_persistence: None,
             max_shrink_iters: 2048,
             ..ProptestConfig::default()
@@ -1005,6 +1038,7 @@ mod tests {
         /// both ends: nothing is lost, nothing runs twice, notices alternate.
         #[test]
         fn both_ends_agree_under_any_interleaving(
+            auto_reconnect in prop::bool::weighted(0.8),
             max_in_flight in 1usize..4,
             max_reconnect_attempts in 0u32..3,
             reconnect_delay in 0u64..2000,
@@ -1018,7 +1052,7 @@ mod tests {
         ) {
             let config = SessionConfig {
                 device_name: DEVICE.into(),
-                auto_reconnect: true,
+                auto_reconnect,
                 max_reconnect_attempts,
                 max_in_flight,
                 max_queue_size: 0,
