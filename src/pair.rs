@@ -25,8 +25,9 @@
 //! - The clock moves only when a timer fires: the earliest armed one, client's or server's.
 //!
 //! The pair watches both ends as it goes and panics on what must never happen (a send callback
-//! run twice, `connect` twice without `disconnect` between, an event seen twice on one
-//! connection, an action acknowledged twice, a protocol violation between the two ends);
+//! run twice or out of send order, `connect` twice without `disconnect` between, an event seen
+//! twice on one connection, an action delivered twice on one connection or after its
+//! acknowledgement, or acknowledged twice, a protocol violation between the two ends);
 //! [`Pair::settle`] then lets everything finish and [`Pair::check`] checks what must hold at the
 //! end (every callback ran, nothing acknowledged was lost, no action lost).
 
@@ -945,6 +946,59 @@ mod tests {
         assert!(pair.app_ack(0, true));
         exchange(&mut pair);
         assert_eq!(pair.tokens(Dir::ToServer, 1).len(), written);
+        pair.check();
+    }
+
+    #[test]
+    fn an_ack_timeout_replaces_a_silent_connection() {
+        let timing = Timing {
+            reconnect_delay: Duration::from_secs(1),
+            max_reconnect_delay: Duration::from_secs(1),
+            connect_timeout: Some(Duration::from_secs(30)),
+            ack_timeout: Some(Duration::from_secs(5)),
+        };
+        let mut pair = Pair::new(SessionConfig::new(DEVICE), timing, 1, false, true);
+        pair.connect();
+        let seq = pair.send();
+        exchange(&mut pair);
+        assert_eq!(pair.client_timers(), [Timer::Ack]);
+        // No verdict comes: the client gives up on the connection, the server reads its end.
+        assert!(pair.fire_timer());
+        assert_eq!(pair.client_timers(), [Timer::Reconnect]);
+        exchange(&mut pair);
+        assert_eq!(pair.endings, 1);
+        assert!(pair.decisions.is_empty());
+        assert!(pair.fire_timer());
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToServer, 1), [Hello, Event]);
+        assert!(pair.verdict(0, true));
+        exchange(&mut pair);
+        assert_eq!(pair.done.get(&seq), Some(&Ok(())));
+        assert!(pair.client_timers().is_empty());
+        pair.check();
+    }
+
+    #[test]
+    fn a_kick_says_bye_and_the_client_comes_back() {
+        let mut pair = Pair::simple();
+        pair.connect();
+        exchange(&mut pair);
+        pair.kick();
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToClient, 0), [Welcome, Drained, Bye]);
+        assert_eq!(pair.client_timers(), [Timer::Reconnect]);
+        assert!(pair.fire_timer());
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToClient, 1), [Welcome, Drained]);
+        assert_eq!(
+            pair.client_notices,
+            [
+                Notice::Connect,
+                Notice::Drain,
+                Notice::Reconnect,
+                Notice::Drain
+            ]
+        );
         pair.check();
     }
 
