@@ -20,6 +20,8 @@
 //! - The server's `Shutdown` writes what came before, then the end of the stream; with `linger`
 //!   the connection lasts until the client's end is read or the timer expires, without it the
 //!   connection is over at once (`Peer::closed`), as is `Drop`.
+//! - Actions a connection hands back go to the device's oldest other connection past DRAINED,
+//!   else to the front of its held queue, as `connection.rs` does.
 //! - [`Pair::cut`] is a reset: both ends lose the connection at once and nothing in flight on
 //!   it arrives.
 //! - The clock moves only when a timer fires: the earliest armed one, client's or server's.
@@ -508,7 +510,7 @@ impl Pair {
                     self.accepted.contains(id),
                     "event {seq} succeeded but the server never accepted it"
                 ),
-                Some(Err(err)) if err.code == ErrorCode::Closed => {}
+                Some(Err(err)) if matches!(err.code, ErrorCode::Closed | ErrorCode::QueueFull) => {}
                 Some(Err(err)) => assert!(
                     self.rejected.contains(id),
                     "event {seq} failed with {err} but the server never rejected it"
@@ -630,12 +632,16 @@ impl Pair {
                 assert!(self.sent.contains_key(seq), "a callback for no event");
                 let earlier = self.done.insert(*seq, result.clone());
                 assert!(earlier.is_none(), "the callback of event {seq} ran twice");
+                // A send refused at once (`EQUEUEFULL`) never joined the queue.
+                let refused = matches!(result, Err(e) if e.code == ErrorCode::QueueFull);
                 assert!(
-                    self.last_done < *seq,
+                    refused || self.last_done < *seq,
                     "the callback of event {seq} ran after that of event {}",
                     self.last_done
                 );
-                self.last_done = *seq;
+                if !refused {
+                    self.last_done = *seq;
+                }
             }
             Notice::Action { id, .. } => {
                 if let (Some(l), Value::String(s)) = (self.current, id) {
@@ -710,9 +716,24 @@ impl Pair {
                     self.links[l].server_closed = true;
                     self.finish(l);
                 }
+                // As `connection.rs`: to the device's oldest other connection past DRAINED,
+                // else to the front of the held queue, in order.
                 peer::Output::HandBack(actions) => {
-                    for queued in actions.into_iter().rev() {
-                        self.held.push_front(queued);
+                    let live = (0..self.links.len()).find(|&other| {
+                        other != l && self.links[other].live && !self.links[other].gone
+                    });
+                    match live {
+                        Some(other) => {
+                            for queued in actions {
+                                let out = self.links[other].peer.queue(queued);
+                                self.server_outputs(other, out);
+                            }
+                        }
+                        None => {
+                            for queued in actions.into_iter().rev() {
+                                self.held.push_front(queued);
+                            }
+                        }
                     }
                 }
             }
@@ -1002,6 +1023,40 @@ mod tests {
         pair.check();
     }
 
+    /// The property test's find: an old connection whose client left takes the held action,
+    /// and ends after the device's new connection went past DRAINED.
+    #[test]
+    fn an_action_handed_back_by_an_old_connection_goes_to_the_live_one() {
+        let timing = Timing {
+            reconnect_delay: Duration::ZERO,
+            max_reconnect_delay: Duration::ZERO,
+            connect_timeout: Some(Duration::from_millis(1)),
+            ack_timeout: None,
+        };
+        let mut pair = Pair::new(SessionConfig::new(DEVICE), timing, 1, false, false);
+        pair.connect();
+        assert!(pair.open());
+        // No WELCOME in time: the client leaves connection 0, its HELLO still on the way.
+        assert!(pair.fire_timer());
+        assert!(pair.fire_timer());
+        assert!(pair.open());
+        let ticket = pair.queue_action();
+        assert_eq!(pair.held.len(), 1);
+        // Connection 0 reads HELLO and takes the action; connection 1 finds none held and
+        // goes past DRAINED; then connection 0 reads the client's end and hands it back.
+        assert!(pair.deliver_to_server(0));
+        assert!(pair.deliver_to_server(1));
+        assert!(pair.deliver_to_server(0));
+        assert_eq!(pair.endings, 1);
+        assert!(pair.held.is_empty());
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToClient, 1), [Welcome, Drained, Action]);
+        assert!(pair.app_ack(0, true));
+        exchange(&mut pair);
+        assert_eq!(pair.action_acks.get(&ticket), Some(&1));
+        pair.check();
+    }
+
     #[test]
     fn close_fails_waiting_callbacks_with_eclosed() {
         let mut pair = Pair::simple();
@@ -1094,6 +1149,7 @@ mod tests {
         fn both_ends_agree_under_any_interleaving(
             auto_reconnect in prop::bool::weighted(0.8),
             max_in_flight in 1usize..4,
+            max_queue_size in prop_oneof![Just(0usize), 1usize..6],
             max_reconnect_attempts in 0u32..3,
             reconnect_delay in 0u64..2000,
             max_reconnect_delay in 0u64..10_000,
@@ -1109,7 +1165,7 @@ mod tests {
                 auto_reconnect,
                 max_reconnect_attempts,
                 max_in_flight,
-                max_queue_size: 0,
+                max_queue_size,
             };
             let timing = Timing {
                 reconnect_delay: ms(reconnect_delay),
