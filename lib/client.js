@@ -193,7 +193,7 @@ class Client extends EventEmitter {
       // A batch comes as the call's arguments, or as one array when it is large or came
       // from another thread.
       const client = self.deref()
-      if (client) client._deliver(Array.isArray(values[0]) ? values[0] : values)
+      if (client) client._dispatch(Array.isArray(values[0]) ? values[0] : values)
     })
     // The two calls made per event and per action, as plain functions (see Calls in
     // src/node/client.rs).
@@ -388,7 +388,7 @@ class Client extends EventEmitter {
   }
 
   // A batch is one flat list, `[kind, ...fields, kind, ...]` (NoticeKind, src/node/client.rs).
-  _deliver (batch) {
+  _dispatch (batch) {
     let thrown = null
     for (let at = 0; at < batch.length;) {
       const kind = batch[at]

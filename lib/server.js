@@ -114,7 +114,7 @@ class Server extends EventEmitter {
 
   // Starts listening; resolves once it does, rejects with the reason it cannot.
   _start (port, host) {
-    return this._run(() => this._native.listen(port, host === undefined ? null : String(host), (batch) => this._deliver(batch)))
+    return this._run(() => this._native.listen(port, host === undefined ? null : String(host), (batch) => this._dispatch(batch)))
       .then((result) => {
         if (result.error) throw gatewayError(result.error.message, result.error.code)
         this._listening = true
@@ -198,7 +198,7 @@ class Server extends EventEmitter {
     else this._native.decide(decision)
   }
 
-  _deliver (batch) {
+  _dispatch (batch) {
     for (const notice of batch) {
       switch (notice.kind) {
         case 'connection':

@@ -334,7 +334,7 @@ impl Phase {
 /// How far an event has got. Acknowledged events wait here when an earlier event is still
 /// unacknowledged, because callbacks run in send order.
 #[derive(Debug)]
-enum Delivery {
+enum Stage {
     Queued,
     Sent,
     Acked(Result<(), SessionError>),
@@ -343,7 +343,7 @@ enum Delivery {
 #[derive(Debug)]
 struct Pending {
     event: OutgoingEvent,
-    delivery: Delivery,
+    stage: Stage,
 }
 
 /// How the last connection or attempt ended, kept for the error emitted when reconnecting
@@ -626,7 +626,7 @@ impl Session {
         }
         self.pending.push_back(Pending {
             event,
-            delivery: Delivery::Queued,
+            stage: Stage::Queued,
         });
         self.flush(&mut out);
         self.watch_acknowledgements(&mut out, false);
@@ -673,9 +673,9 @@ impl Session {
         if !keep_queue {
             self.written = 0;
             for pending in self.pending.drain(..) {
-                let result = match pending.delivery {
-                    Delivery::Acked(result) => result,
-                    Delivery::Queued | Delivery::Sent => {
+                let result = match pending.stage {
+                    Stage::Acked(result) => result,
+                    Stage::Queued | Stage::Sent => {
                         Err(SessionError::new(ErrorCode::Closed, "Client closed."))
                     }
                 };
@@ -704,7 +704,7 @@ impl Session {
     fn queued(&self) -> usize {
         self.pending
             .iter()
-            .filter(|p| matches!(p.delivery, Delivery::Queued))
+            .filter(|p| matches!(p.stage, Stage::Queued))
             .count()
     }
 
@@ -720,7 +720,7 @@ impl Session {
         // with a long queue behind.
         self.pending
             .range(..self.written.min(self.pending.len()))
-            .filter(|p| matches!(p.delivery, Delivery::Sent))
+            .filter(|p| matches!(p.stage, Stage::Sent))
             .count()
     }
 
@@ -779,8 +779,8 @@ impl Session {
         let end = self.window().min(self.pending.len());
         while self.written < end {
             if let Some(pending) = self.pending.get_mut(self.written) {
-                if let Delivery::Queued = pending.delivery {
-                    pending.delivery = Delivery::Sent;
+                if let Stage::Queued = pending.stage {
+                    pending.stage = Stage::Sent;
                     out.push(Output::Write(pending.event.frame.clone()));
                 }
             }
@@ -799,7 +799,7 @@ impl Session {
         let mut any_sent = false;
         let mut matched = None;
         for (index, pending) in self.pending.range(..written).enumerate() {
-            if let Delivery::Sent = pending.delivery {
+            if let Stage::Sent = pending.stage {
                 any_sent = true;
                 if pending.event.id == correlid {
                     matched = Some(index);
@@ -832,7 +832,7 @@ impl Session {
             error,
         }));
         if let Some(pending) = self.pending.get_mut(index) {
-            pending.delivery = Delivery::Acked(result);
+            pending.stage = Stage::Acked(result);
         }
         self.release(out);
         self.flush(out);
@@ -843,7 +843,7 @@ impl Session {
         while matches!(
             self.pending.front(),
             Some(Pending {
-                delivery: Delivery::Acked(_),
+                stage: Stage::Acked(_),
                 ..
             })
         ) {
@@ -851,7 +851,7 @@ impl Session {
                 break;
             };
             self.written = self.written.saturating_sub(1);
-            if let Delivery::Acked(result) = pending.delivery {
+            if let Stage::Acked(result) = pending.stage {
                 out.push(Output::Emit(Notice::EventDone {
                     seq: pending.event.seq,
                     result,
@@ -877,8 +877,8 @@ impl Session {
             .pending
             .range_mut(..self.written.min(self.pending.len()))
         {
-            if let Delivery::Sent = pending.delivery {
-                pending.delivery = Delivery::Queued;
+            if let Stage::Sent = pending.stage {
+                pending.stage = Stage::Queued;
             }
         }
         self.written = 0;
@@ -2249,7 +2249,7 @@ mod tests {
                         let sent: Vec<Value> = s
                             .pending
                             .iter()
-                            .filter(|p| matches!(p.delivery, Delivery::Sent))
+                            .filter(|p| matches!(p.stage, Stage::Sent))
                             .map(|p| p.event.id.clone())
                             .collect();
                         match sent.get(index.index(sent.len().max(1))) {

@@ -417,7 +417,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 frames += 1;
             }
             self.write_now();
-            self.deliver();
+            self.flush_notices();
             if frames == BURST {
                 // More may be waiting: let the host (and other clients) run before reading on.
                 YieldNow(false).await;
@@ -561,7 +561,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         }
     }
 
-    fn deliver(&mut self) {
+    fn flush_notices(&mut self) {
         // No socket, no attempt, no timer: the session waits for the user. (Every phase but
         // `Idle` keeps one of them: an attempt, a connection, or the reconnect wait.)
         let idle = self.connection.is_none() && self.connecting.is_none() && !self.timers.any();

@@ -24,7 +24,7 @@ use crate::errors::ErrorCode;
 use crate::protocol::{ErrorBody, Value};
 use crate::session::{Notice, OutgoingEvent, SessionConfig, SessionError};
 
-type BatchSink = ThreadsafeFunction<Delivery, (), Delivery, Status, false>;
+type BatchSink = ThreadsafeFunction<MailboxCall, (), MailboxCall, Status, false>;
 
 /// Notices on their way to JavaScript. At most one threadsafe call is outstanding per client:
 /// while it waits for the JS thread, later batches join the one in this mailbox, so a busy
@@ -33,9 +33,9 @@ type Mailbox = Mutex<Option<Batch>>;
 
 /// What the threadsafe call carries: the mailbox, emptied on the JS thread at the moment the
 /// call runs, so it delivers everything gathered until then.
-pub struct Delivery(Arc<Mailbox>);
+pub struct MailboxCall(Arc<Mailbox>);
 
-impl TypeName for Delivery {
+impl TypeName for MailboxCall {
     fn type_name() -> &'static str {
         "Array<unknown>"
     }
@@ -44,7 +44,7 @@ impl TypeName for Delivery {
     }
 }
 
-impl ToNapiValue for Delivery {
+impl ToNapiValue for MailboxCall {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
         batch_values(env, &val.0)?.into_array()
     }
@@ -277,7 +277,7 @@ fn optional_millis(ms: u32) -> Option<Duration> {
 }
 
 /// The batch callback, called from the loop's thread without a threadsafe function (see
-/// [`super::uv::deliver`]), with what the client's mailbox holds.
+/// [`super::uv::call_after_callback`]), with what the client's mailbox holds.
 struct DirectCall {
     env: sys::napi_env,
     callback: sys::napi_ref,
@@ -289,7 +289,7 @@ struct DirectCall {
     thread: std::thread::ThreadId,
 }
 
-// SAFETY: made and used on the JS thread only: the sink hands it to `uv::deliver`, which
+// SAFETY: made and used on the JS thread only: the sink hands it to `uv::call_after_callback`, which
 // accepts work only from a callback of this thread's loop, and the `NativeClient` that
 // clears it is finalized on that thread. `on_thread` checks it before every use.
 unsafe impl Send for DirectCall {}
@@ -350,18 +350,18 @@ impl DirectCall {
     }
 }
 
-impl super::uv::Deliver for DirectCall {
+impl super::uv::LoopCall for DirectCall {
     /// Calls the batch callback with the mailbox's batch, as Node calls an I/O callback: in
     /// its own handle scope, with microtasks and `process.nextTick` run afterwards. An
     /// exception thrown by it is reported as uncaught, as a throwing listener of a socket is.
-    fn deliver(&self) {
+    fn run(&self) {
         if !self.on_thread() || !self.live.get() {
             return;
         }
         let env = self.env;
         // SAFETY: `on_thread` and `live` hold: this is `env`'s JavaScript thread, and the
         // reference and async context made in `new` still exist (the `NativeClient`'s
-        // finalizer clears `live` when it releases them). `env` lives: `uv::deliver` runs this
+        // finalizer clears `live` when it releases them). `env` lives: `uv::call_after_callback` runs this
         // only from a callback of its loop, and the loop's `teardown` drops pending deliveries
         // when the environment goes; being a loop callback, not a call from JavaScript, it may
         // call into JavaScript. Every value made here lives in the handle scope opened first
@@ -456,7 +456,7 @@ impl NativeClient {
         // is the `on_batch` function passed to it (napi-rs checked its type).
         let sink =
             Arc::new(unsafe { BatchSink::from_napi_value(env.raw(), callback) }.map_err(internal)?);
-        let delivery = sink.clone();
+        let threadsafe = sink.clone();
         let mailbox: Arc<Mailbox> = Arc::default();
         let reactor = super::uv::reactor(&env);
         let direct = reactor
@@ -481,9 +481,13 @@ impl NativeClient {
             move |batch: Batch| {
                 // A batch joining one already on its way needs no call of its own; else it
                 // goes directly when a loop callback made it, by the threadsafe function if not.
-                if post(&mailbox, batch) && !direct_call.as_ref().is_some_and(super::uv::deliver) {
-                    delivery.call(
-                        Delivery(mailbox.clone()),
+                if post(&mailbox, batch)
+                    && !direct_call
+                        .as_ref()
+                        .is_some_and(super::uv::call_after_callback)
+                {
+                    threadsafe.call(
+                        MailboxCall(mailbox.clone()),
                         ThreadsafeFunctionCallMode::NonBlocking,
                     );
                 }

@@ -12,7 +12,7 @@ use std::task::{Context, Wake, Waker};
 use napi::{sys, Env};
 
 use super::table::{alloc_handle, free_handle, node_libuv, uv, UV_ASYNC, UV_IDLE};
-use super::{loop_callback, on_loop, with_flag, DELIVERIES, LOOP};
+use super::{loop_callback, on_loop, with_flag, AFTER_CALLBACK, LOOP};
 use crate::client::Task;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -345,8 +345,8 @@ unsafe extern "C" fn teardown(_arg: *mut c_void) {
         let leftover = std::mem::take(&mut *lock(&executor.shared.queue));
         drop(leftover);
         // JavaScript is not called while its environment goes.
-        let deliveries = DELIVERIES.with(|d| std::mem::take(&mut *d.borrow_mut()));
-        drop(deliveries);
+        let calls = AFTER_CALLBACK.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        drop(calls);
         if let Some(uv) = uv() {
             for handle in handles.into_iter().filter(|&h| h != 0) {
                 (uv.close)(handle as *mut c_void, Some(free_handle));

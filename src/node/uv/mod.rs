@@ -57,12 +57,12 @@ thread_local! {
     /// its calls again.
     static PROBE: Cell<u64> = const { Cell::new(0) };
     /// What waits to call into JavaScript at the end of the loop callback running here.
-    static DELIVERIES: RefCell<VecDeque<Arc<dyn Deliver>>> = const { RefCell::new(VecDeque::new()) };
+    static AFTER_CALLBACK: RefCell<VecDeque<Arc<dyn LoopCall>>> = const { RefCell::new(VecDeque::new()) };
 }
 
 /// Something that calls into JavaScript, on the loop's thread.
-pub trait Deliver {
-    fn deliver(&self);
+pub trait LoopCall {
+    fn run(&self);
 }
 
 /// Has `target` deliver at the end of the loop callback now running (a socket became
@@ -70,11 +70,11 @@ pub trait Deliver {
 /// hop, no second turn of the loop. False when no loop callback is running here (a call from
 /// JavaScript, or another thread): the caller must then go by a threadsafe function, so that
 /// JavaScript is never re-entered from inside one of its own calls.
-pub fn deliver<T: Deliver + 'static>(target: &Arc<T>) -> bool {
+pub fn call_after_callback<T: LoopCall + 'static>(target: &Arc<T>) -> bool {
     if !IN_CALLBACK.with(Cell::get) {
         return false;
     }
-    DELIVERIES.with(|d| d.borrow_mut().push_back(target.clone()));
+    AFTER_CALLBACK.with(|d| d.borrow_mut().push_back(target.clone()));
     true
 }
 
@@ -120,8 +120,8 @@ fn loop_callback(work: impl FnOnce()) {
     SENT.with(|s| s.set(false));
     with_flag(&IN_CALLBACK, || {
         work();
-        while let Some(delivery) = DELIVERIES.with(|d| d.borrow_mut().pop_front()) {
-            let _ = catch_unwind(AssertUnwindSafe(|| delivery.deliver()));
+        while let Some(call) = AFTER_CALLBACK.with(|d| d.borrow_mut().pop_front()) {
+            let _ = catch_unwind(AssertUnwindSafe(|| call.run()));
         }
     });
 }
