@@ -24,6 +24,10 @@
 //! * `defaults`: the default of every client and server option, the one table the core, the
 //!   JavaScript layer and `index.d.ts` follow.
 //! * `node` (feature `node`): the napi bindings, the only code that knows Node exists.
+//! * `pair` (tests only): a client `Session` and the server's `Peer`s wired together in
+//!   memory, with a virtual clock and the server-wide state (held actions, verdicts), and a
+//!   property test that runs random interleavings of sends, actions, cuts, timers, verdicts
+//!   and closes through both ends.
 
 // Every unsafe block and `unsafe impl` states why it is sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -36,6 +40,9 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod tls;
+
+#[cfg(test)]
+mod pair;
 
 #[cfg(feature = "node")]
 mod node;

@@ -273,12 +273,34 @@ impl Conn {
         next
     }
 
-    /// Puts actions back at the front of the device's held queue, in order.
-    fn hand_back(&self, state: &mut State, actions: Vec<Queued>) {
+    /// Gives back actions this connection did not get acknowledged: to the device's oldest
+    /// other connection past DRAINED, as `Server::queue_action` would (that one never asks for
+    /// held actions again), else to the front of the device's held queue, in order.
+    fn hand_back(&self, state: &mut State, mut actions: Vec<Queued>) {
         if actions.is_empty() {
             return;
         }
         let device = self.info.device_name.clone().unwrap_or_default();
+        let live = state
+            .conns
+            .values()
+            .filter(|e| {
+                e.live
+                    && e.info.id != self.info.id
+                    && e.info.device_name.as_deref() == Some(&device)
+            })
+            .min_by_key(|e| e.info.id);
+        if let Some(entry) = live {
+            let mut refused = Vec::new();
+            for queued in actions {
+                if let Err(mpsc::error::SendError(Command::Action(queued))) =
+                    entry.commands.send(Command::Action(queued))
+                {
+                    refused.push(queued);
+                }
+            }
+            actions = refused;
+        }
         let held = state.held.entry(device).or_default();
         for queued in actions.into_iter().rev() {
             held.push_front(queued);
@@ -351,8 +373,8 @@ impl Conn {
     }
 
     /// Unregisters the connection; the actions it did not get acknowledged (the peer's, then
-    /// any still on their way to it) go back to the front of the device's held queue, in
-    /// order, for its next connection.
+    /// any still on their way to it) are handed back (`hand_back`): to another connection of
+    /// the device past DRAINED, else to the front of its held queue, in order.
     fn finish(mut self) {
         let mut notices = Vec::new();
         {

@@ -81,7 +81,8 @@ pub(crate) enum Output {
     /// [`Peer::closed`].
     Drop,
     /// Actions this connection did not get acknowledged, oldest first: they go back to the
-    /// front of the device's held queue, in this order. Echoes are never handed back.
+    /// front of the device's held queue, in this order (or, when the device has another
+    /// connection past DRAINED, to it). Echoes are never handed back.
     HandBack(Vec<Queued>),
 }
 

@@ -1,0 +1,1228 @@
+//! Both ends of the protocol wired together in memory, for tests: a client [`Session`] and, for
+//! each connection it makes, a server [`Peer`], with no socket, no task and no sleep. Modelled on
+//! the `Pair` of quinn-proto's tests: one struct owns both ends, a virtual clock, the timers each
+//! side has armed, the bytes and messages in flight in each direction, and the state a real
+//! server keeps across connections (`src/server/mod.rs` and `connection.rs`: the device's held
+//! actions, the actions handed back, the decisions awaited from the embedder). Step functions
+//! move one thing at a time (deliver one frame, fire the next timer, cut the connection, the
+//! application sends, the gateway queues an action, ...), so a test chooses the interleaving,
+//! and the property test at the bottom tries random ones.
+//!
+//! What each side's driver does is mirrored here, as far as the protocol can tell:
+//!
+//! - The client's `Output::Connect` is an attempt under way; [`Pair::open`] completes it (the
+//!   server accepts, the session is `connected`), [`Pair::cut`] fails it.
+//! - Client bytes travel as the frames the session wrote and are read with [`FrameCodec`] and
+//!   [`Message::from_frame`], as `src/server/connection.rs` reads them; server messages are
+//!   encoded and read back the same way before the session gets them.
+//! - `CloseSocket` closes the client's socket: what it wrote before still reaches the server,
+//!   then the end of the stream; what the server sends after that is never read.
+//! - The server's `Shutdown` writes what came before, then the end of the stream; with `linger`
+//!   the connection lasts until the client's end is read or the timer expires, without it the
+//!   connection is over at once (`Peer::closed`), as is `Drop`.
+//! - Actions a connection hands back go to the device's oldest other connection past DRAINED,
+//!   else to the front of its held queue, as `connection.rs` does.
+//! - [`Pair::cut`] is a reset: both ends lose the connection at once and nothing in flight on
+//!   it arrives.
+//! - The clock moves only when a timer fires: the earliest armed one, client's or server's.
+//!
+//! The pair watches both ends as it goes and panics on what must never happen (a send callback
+//! run twice or out of send order, `connect` twice without `disconnect` between, an event seen
+//! twice on one connection, an action delivered twice on one connection or after its
+//! acknowledgement, or acknowledged twice, a protocol violation between the two ends);
+//! [`Pair::settle`] then lets everything finish and [`Pair::check`] checks what must hold at the
+//! end (every callback ran, nothing acknowledged was lost, no action lost).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::Decoder;
+
+use crate::errors::ErrorCode;
+use crate::protocol::{ErrorBody, FrameCodec, Message, Token, Value};
+use crate::server::peer::{self, Peer, PeerConfig};
+use crate::server::{OutboundAction, Queued, Verdict};
+use crate::session::{
+    self, Notice, OutgoingEvent, Session, SessionConfig, SessionError, Timer, Timing, Xorshift,
+};
+
+/// The device's name in HELLO, the key of its held queue.
+const DEVICE: &str = "dev";
+/// The wall clock when the pair starts, for echo ids.
+const EPOCH_MS: f64 = 1_800_000_000_000.0;
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    ToServer,
+    ToClient,
+}
+
+/// One connection: the server's peer for it and what is in flight on it.
+#[derive(Debug)]
+struct Link {
+    peer: Peer,
+    /// The peer's timer.
+    deadline: Option<Instant>,
+    /// Frames the client wrote, not yet read by the server.
+    to_server: VecDeque<Bytes>,
+    /// Messages the server wrote, not yet read by the client.
+    to_client: VecDeque<Message>,
+    /// The client closed its socket: once `to_server` is read, the server reads the end.
+    client_closed: bool,
+    /// The server shut its write side or dropped the socket: once `to_client` is read, the
+    /// client reads the end.
+    server_closed: bool,
+    /// `Peer::closed` was called: the connection is gone from the server.
+    gone: bool,
+    /// Past DRAINED: the gateway's new actions go to it instead of being held.
+    live: bool,
+    /// The server announced it (`Connection`) / said it ended (`Disconnect`).
+    announced: bool,
+    disconnected: bool,
+    /// Event ids the server reported on this connection.
+    events: HashSet<String>,
+    /// Ids of the gateway's actions the client was given on this connection.
+    actions: HashSet<String>,
+}
+
+/// An event the server's embedder is asked to decide.
+#[derive(Debug, Clone)]
+pub(crate) struct Decision {
+    link: usize,
+    number: u64,
+    pub(crate) id: String,
+}
+
+/// The client and the server, wired together; see the module documentation.
+pub(crate) struct Pair {
+    start: Instant,
+    now: Instant,
+    pub(crate) client: Session,
+    /// When each of the client's timers fires, by [`Timer::index`].
+    client_timers: [Option<Instant>; 3],
+    /// `Output::Connect` was given and the attempt is under way.
+    connecting: bool,
+    /// The connection the client's socket is on, an index into `links`.
+    current: Option<usize>,
+    links: Vec<Link>,
+    peer_config: PeerConfig,
+
+    // The server-wide state.
+    /// The device's held actions, oldest first.
+    pub(crate) held: VecDeque<Queued>,
+    /// Events awaiting the embedder's verdict.
+    pub(crate) decisions: Vec<Decision>,
+    next_ticket: u64,
+    /// Every action the gateway queued, by ticket.
+    pub(crate) tickets: BTreeMap<u64, Value>,
+
+    // What the client's application saw.
+    next_seq: u64,
+    /// Event id of each `send`, by seq.
+    pub(crate) sent: BTreeMap<u64, String>,
+    /// The send callbacks that ran, by seq.
+    pub(crate) done: BTreeMap<u64, Result<(), SessionError>>,
+    /// The seq of the last callback that ran: they run in send order.
+    last_done: u64,
+    /// Actions given to the application and not acknowledged by it yet.
+    pub(crate) app_actions: Vec<Value>,
+    /// `connect` was emitted and `disconnect` not yet.
+    pub(crate) connected: bool,
+    /// The client's notices, in order (without `Recovered`).
+    pub(crate) client_notices: Vec<Notice>,
+
+    // What the server's embedder saw.
+    /// How many times each event id was reported.
+    pub(crate) server_events: HashMap<String, usize>,
+    /// Event ids the server acknowledged with success / with an error, at least once.
+    pub(crate) accepted: HashSet<String>,
+    pub(crate) rejected: HashSet<String>,
+    /// Acknowledgements of the gateway's actions, by ticket.
+    pub(crate) action_acks: BTreeMap<u64, usize>,
+    /// Connections that ended.
+    pub(crate) endings: usize,
+    /// Every message read by either end, in order: the direction, the connection, the message.
+    pub(crate) wire: Vec<(Dir, usize, Message)>,
+}
+
+impl Pair {
+    /// A client with `config` and `timing` (jitter from `seed`) and a server with `echo`
+    /// and `decide_events`. Nothing happens until [`Pair::connect`].
+    pub(crate) fn new(
+        config: SessionConfig,
+        timing: Timing,
+        seed: u64,
+        echo: bool,
+        decide_events: bool,
+    ) -> Pair {
+        let now = Instant::now();
+        Pair {
+            start: now,
+            now,
+            client: Session::new(config, timing, Xorshift::new(seed)),
+            client_timers: [None; 3],
+            connecting: false,
+            current: None,
+            links: Vec::new(),
+            peer_config: PeerConfig {
+                echo,
+                decide_events,
+                event_notices: true,
+                handshake_timeout: None,
+                linger: peer::LINGER,
+            },
+            held: VecDeque::new(),
+            decisions: Vec::new(),
+            next_ticket: 0,
+            tickets: BTreeMap::new(),
+            next_seq: 0,
+            sent: BTreeMap::new(),
+            done: BTreeMap::new(),
+            last_done: 0,
+            app_actions: Vec::new(),
+            connected: false,
+            client_notices: Vec::new(),
+            server_events: HashMap::new(),
+            accepted: HashSet::new(),
+            rejected: HashSet::new(),
+            action_acks: BTreeMap::new(),
+            endings: 0,
+            wire: Vec::new(),
+        }
+    }
+
+    /// The default client (device `dev`, reconnecting forever after 1 s, one event in
+    /// flight, no connect or ack timeout) and a server that decides events and does not echo.
+    pub(crate) fn simple() -> Pair {
+        let timing = Timing {
+            reconnect_delay: Duration::from_secs(1),
+            max_reconnect_delay: Duration::from_secs(1),
+            connect_timeout: None,
+            ack_timeout: None,
+        };
+        Pair::new(SessionConfig::new(DEVICE), timing, 1, false, true)
+    }
+
+    // ---- The client's application ----
+
+    /// The user's `connect()`.
+    pub(crate) fn connect(&mut self) {
+        let out = self.client.connect();
+        self.client_outputs(out);
+    }
+
+    /// `send()`: an event with a fresh id; returns its callback's seq.
+    pub(crate) fn send(&mut self) -> u64 {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let id = format!("{seq:032x}");
+        self.sent.insert(seq, id.clone());
+        let event = OutgoingEvent::new(seq, Value::String(id), "t", Value::Number(seq as f64));
+        let out = self.client.send(event);
+        self.client_outputs(out);
+        seq
+    }
+
+    /// The application acknowledges the `choice`-th action it holds (modulo their number),
+    /// with success or an error. False when it holds none.
+    pub(crate) fn app_ack(&mut self, choice: usize, ok: bool) -> bool {
+        if self.app_actions.is_empty() {
+            return false;
+        }
+        let id = self.app_actions.remove(choice % self.app_actions.len());
+        let error = (!ok).then(|| ErrorBody {
+            code: Some("EFAIL".into()),
+            message: "failed".into(),
+        });
+        let out = self.client.ack_action(id, error);
+        self.client_outputs(out);
+        true
+    }
+
+    /// `close()`, or `close({keepQueue: true})`.
+    pub(crate) fn close(&mut self, keep_queue: bool) {
+        let out = self.client.close(keep_queue);
+        self.client_outputs(out);
+    }
+
+    // ---- The server's embedder ----
+
+    /// `queueAction`: delivered at once to the device's oldest live connection, else held.
+    /// Returns the ticket.
+    pub(crate) fn queue_action(&mut self) -> u64 {
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        let id = Value::String(format!("a{ticket}"));
+        self.tickets.insert(ticket, id.clone());
+        let queued = Queued {
+            action: OutboundAction {
+                id,
+                kind: "lamp".into(),
+                parameters: Value::Number(ticket as f64),
+            },
+            ticket: Some(ticket),
+        };
+        // As `Server::queue_action`: connections leave the table when they are gone.
+        match (0..self.links.len()).find(|&l| self.links[l].live && !self.links[l].gone) {
+            Some(l) => {
+                let out = self.links[l].peer.queue(queued);
+                self.server_outputs(l, out);
+            }
+            None => self.held.push_back(queued),
+        }
+        ticket
+    }
+
+    /// The verdict on the `choice`-th event awaiting one. False when none waits.
+    pub(crate) fn verdict(&mut self, choice: usize, accept: bool) -> bool {
+        if self.decisions.is_empty() {
+            return false;
+        }
+        let Decision { link, number, .. } = self.decisions.remove(choice % self.decisions.len());
+        let verdict = if accept {
+            Verdict::Accept
+        } else {
+            Verdict::Reject(ErrorBody {
+                code: Some("ENOPE".into()),
+                message: "Event rejected.".into(),
+            })
+        };
+        let out = self.links[link].peer.verdict(number, verdict, self.now);
+        self.server_outputs(link, out);
+        true
+    }
+
+    /// `kick()`: BYE to every connection.
+    pub(crate) fn kick(&mut self) {
+        for l in 0..self.links.len() {
+            let out = self.links[l].peer.kick(self.now);
+            self.server_outputs(l, out);
+        }
+    }
+
+    // ---- The network and the clock ----
+
+    /// The client's connection attempt succeeds: the server accepts, the client says HELLO.
+    /// False when no attempt is under way.
+    pub(crate) fn open(&mut self) -> bool {
+        if !self.connecting {
+            return false;
+        }
+        self.connecting = false;
+        let l = self.links.len();
+        self.links.push(Link {
+            peer: Peer::new(self.peer_config.clone(), self.now, self.unix_ms()),
+            deadline: None,
+            to_server: VecDeque::new(),
+            to_client: VecDeque::new(),
+            client_closed: false,
+            server_closed: false,
+            gone: false,
+            live: false,
+            announced: false,
+            disconnected: false,
+            events: HashSet::new(),
+            actions: HashSet::new(),
+        });
+        self.current = Some(l);
+        let out = self.links[l].peer.accepted(self.now);
+        self.server_outputs(l, out);
+        let out = self.client.connected();
+        self.client_outputs(out);
+        true
+    }
+
+    /// The connections with something for the server to read (a frame or the end).
+    fn readable_by_server(&self) -> Vec<usize> {
+        (0..self.links.len())
+            .filter(|&l| {
+                let link = &self.links[l];
+                !link.gone && (!link.to_server.is_empty() || link.client_closed)
+            })
+            .collect()
+    }
+
+    /// Whether the client has something to read (a message or the end).
+    fn readable_by_client(&self) -> bool {
+        self.current.is_some_and(|l| {
+            let link = &self.links[l];
+            !link.to_client.is_empty() || link.server_closed
+        })
+    }
+
+    /// The server reads the next frame (or the end) on the `choice`-th connection that has
+    /// one. False when none has.
+    pub(crate) fn deliver_to_server(&mut self, choice: usize) -> bool {
+        let readable = self.readable_by_server();
+        if readable.is_empty() {
+            return false;
+        }
+        let l = readable[choice % readable.len()];
+        let Some(bytes) = self.links[l].to_server.pop_front() else {
+            // The client's end of the stream: the server's driver ends the connection.
+            self.finish(l);
+            return true;
+        };
+        let message = read(bytes);
+        self.wire.push((Dir::ToServer, l, message.clone()));
+        let out = self.links[l].peer.receive(message, self.now);
+        self.server_outputs(l, out);
+        true
+    }
+
+    /// The client reads the next message (or the end) on its connection. False when there is
+    /// none.
+    pub(crate) fn deliver_to_client(&mut self) -> bool {
+        if !self.readable_by_client() {
+            return false;
+        }
+        let Some(l) = self.current else {
+            return false;
+        };
+        let Some(message) = self.links[l].to_client.pop_front() else {
+            // The server's end of the stream: the client's driver drops the socket.
+            self.current = None;
+            self.links[l].client_closed = true;
+            let out = self.client.connection_lost(None);
+            self.client_outputs(out);
+            return true;
+        };
+        let message = read(message.to_bytes());
+        self.wire.push((Dir::ToClient, l, message.clone()));
+        let out = self.client.receive(message);
+        self.client_outputs(out);
+        true
+    }
+
+    /// The connection (or the attempt) is cut: both ends lose it at once, and what was in
+    /// flight on it is lost. False when the client has neither.
+    pub(crate) fn cut(&mut self) -> bool {
+        if self.connecting {
+            self.connecting = false;
+            let out = self.client.connect_failed(SessionError::new(
+                ErrorCode::Io("ECONNREFUSED".into()),
+                "connect ECONNREFUSED",
+            ));
+            self.client_outputs(out);
+            return true;
+        }
+        let Some(l) = self.current.take() else {
+            return false;
+        };
+        let link = &mut self.links[l];
+        link.client_closed = true;
+        link.to_server.clear();
+        link.to_client.clear();
+        self.finish(l);
+        let out = self.client.connection_lost(Some(SessionError::new(
+            ErrorCode::ConnectionReset,
+            "read ECONNRESET",
+        )));
+        self.client_outputs(out);
+        true
+    }
+
+    /// The earliest armed timer, the client's (by [`Timer`]) or a connection's (by index).
+    fn next_timer(&self) -> Option<(Instant, Result<Timer, usize>)> {
+        let client = Timer::ALL
+            .into_iter()
+            .filter_map(|t| self.client_timers[t.index()].map(|at| (at, Ok(t))));
+        let server = (0..self.links.len())
+            .filter(|&l| !self.links[l].gone)
+            .filter_map(|l| self.links[l].deadline.map(|at| (at, Err(l))));
+        client.chain(server).min_by_key(|(at, _)| *at)
+    }
+
+    /// The clock moves to the earliest armed timer, which fires. False when none is armed.
+    pub(crate) fn fire_timer(&mut self) -> bool {
+        let Some((at, which)) = self.next_timer() else {
+            return false;
+        };
+        self.now = self.now.max(at);
+        match which {
+            Ok(timer) => {
+                self.client_timers[timer.index()] = None;
+                let out = self.client.timeout(timer);
+                self.client_outputs(out);
+            }
+            Err(l) => {
+                self.links[l].deadline = None;
+                let out = self.links[l].peer.timeout(self.now);
+                self.server_outputs(l, out);
+            }
+        }
+        true
+    }
+
+    /// The virtual wall clock, in milliseconds since 1970.
+    fn unix_ms(&self) -> f64 {
+        EPOCH_MS + (self.now - self.start).as_millis() as f64
+    }
+
+    /// The client's armed timers.
+    pub(crate) fn client_timers(&self) -> Vec<Timer> {
+        Timer::ALL
+            .into_iter()
+            .filter(|t| self.client_timers[t.index()].is_some())
+            .collect()
+    }
+
+    /// Send callbacks not run yet.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.sent.len() - self.done.len()
+    }
+
+    /// Lets everything finish, with no more cuts: every frame is read, every verdict given
+    /// (accepting), every action acknowledged by the application, timers fire when nothing else
+    /// can happen, and a client that stopped (closed, or gave up) with callbacks outstanding is
+    /// connected again. Panics if that does not come to rest.
+    pub(crate) fn settle(&mut self) {
+        for _ in 0..5_000 {
+            let idle =
+                !self.connecting && self.current.is_none() && self.client_timers().is_empty();
+            let progress = self.deliver_to_client()
+                || self.deliver_to_server(0)
+                || self.open()
+                || self.verdict(0, true)
+                || self.app_ack(0, true)
+                || (idle && self.outstanding() > 0 && {
+                    self.connect();
+                    true
+                })
+                || self.fire_timer();
+            if !progress {
+                return;
+            }
+        }
+        panic!("the pair did not come to rest");
+    }
+
+    /// What must hold once the pair has settled.
+    pub(crate) fn check(&self) {
+        // Every send callback ran (each at most once is checked as they run).
+        for (seq, id) in &self.sent {
+            match self.done.get(seq) {
+                None => panic!("the callback of event {seq} ({id}) never ran"),
+                // No acknowledged event is lost: success only for an accepted event ...
+                Some(Ok(())) => assert!(
+                    self.accepted.contains(id),
+                    "event {seq} succeeded but the server never accepted it"
+                ),
+                Some(Err(err)) if matches!(err.code, ErrorCode::Closed | ErrorCode::QueueFull) => {}
+                Some(Err(err)) => assert!(
+                    self.rejected.contains(id),
+                    "event {seq} failed with {err} but the server never rejected it"
+                ),
+            }
+        }
+        // ... and the server accepted only what its embedder was told of.
+        for id in &self.accepted {
+            assert!(
+                self.server_events.contains_key(id),
+                "event {id} accepted but never reported"
+            );
+        }
+        // Duplicates: once per connection at most (checked as reported), so at most one
+        // more than the connections that ended.
+        for (id, count) in &self.server_events {
+            assert!(
+                *count <= 1 + self.endings,
+                "event {id} reported {count} times over {} cuts",
+                self.endings
+            );
+        }
+        // The server's notices: `disconnect` for every connection that ended after
+        // `connection`.
+        for (l, link) in self.links.iter().enumerate() {
+            assert_eq!(
+                link.gone && link.announced,
+                link.disconnected,
+                "connection {l}: gone {}, announced {}, disconnected {}",
+                link.gone,
+                link.announced,
+                link.disconnected
+            );
+        }
+        // No action lost, none doubled: each is acknowledged once, or else still held or with
+        // a connection, exactly once.
+        for (ticket, id) in &self.tickets {
+            let acked = self.action_acks.get(ticket).copied().unwrap_or(0);
+            let held = self
+                .held
+                .iter()
+                .filter(|q| q.ticket == Some(*ticket))
+                .count();
+            let with_links: usize = self
+                .links
+                .iter()
+                .filter(|link| !link.gone)
+                .map(|link| {
+                    link.peer
+                        .unacked()
+                        .filter(|q| q.ticket == Some(*ticket))
+                        .count()
+                })
+                .sum();
+            if self.current.is_some_and(|l| self.links[l].live) {
+                assert_eq!(
+                    acked, 1,
+                    "action {ticket} ({id:?}) not acknowledged, the client online"
+                );
+            }
+            assert_eq!(
+                acked + held + with_links,
+                1,
+                "action {ticket} ({id:?}): acknowledged {acked}, held {held}, with a connection {with_links}"
+            );
+        }
+    }
+
+    // ---- The drivers ----
+
+    fn client_outputs(&mut self, outputs: Vec<session::Output>) {
+        for output in outputs {
+            match output {
+                session::Output::Connect => {
+                    assert!(
+                        !self.connecting && self.current.is_none(),
+                        "Connect with a connection open"
+                    );
+                    self.connecting = true;
+                }
+                session::Output::Write(bytes) => {
+                    if let Some(l) = self.current {
+                        self.links[l].to_server.push_back(bytes);
+                    }
+                }
+                session::Output::CloseSocket => {
+                    self.connecting = false;
+                    if let Some(l) = self.current.take() {
+                        let link = &mut self.links[l];
+                        link.client_closed = true;
+                        link.to_client.clear();
+                    }
+                }
+                session::Output::SetTimer(timer, after) => {
+                    self.client_timers[timer.index()] = Some(self.now + after);
+                }
+                session::Output::StopTimer(timer) => {
+                    assert!(
+                        self.client_timers[timer.index()].take().is_some(),
+                        "StopTimer({timer:?}) for a timer that does not run"
+                    );
+                }
+                session::Output::Emit(notice) => self.client_notice(notice),
+            }
+        }
+    }
+
+    fn client_notice(&mut self, notice: Notice) {
+        match &notice {
+            Notice::Connect => {
+                assert!(!self.connected, "connect twice without disconnect");
+                self.connected = true;
+            }
+            Notice::Disconnect => {
+                assert!(self.connected, "disconnect without connect");
+                self.connected = false;
+            }
+            Notice::EventDone { seq, result } => {
+                assert!(self.sent.contains_key(seq), "a callback for no event");
+                let earlier = self.done.insert(*seq, result.clone());
+                assert!(earlier.is_none(), "the callback of event {seq} ran twice");
+                // A send refused at once (`EQUEUEFULL`) never joined the queue.
+                let refused = matches!(result, Err(e) if e.code == ErrorCode::QueueFull);
+                assert!(
+                    refused || self.last_done < *seq,
+                    "the callback of event {seq} ran after that of event {}",
+                    self.last_done
+                );
+                if !refused {
+                    self.last_done = *seq;
+                }
+            }
+            Notice::Action { id, .. } => {
+                if let (Some(l), Value::String(s)) = (self.current, id) {
+                    assert!(
+                        self.links[l].actions.insert(s.clone()),
+                        "action {s} delivered twice on connection {l}"
+                    );
+                    let ticket = s.strip_prefix('a').and_then(|t| t.parse::<u64>().ok());
+                    assert!(
+                        ticket.is_some_and(|t| !self.action_acks.contains_key(&t)),
+                        "action {s} delivered again after its acknowledgement"
+                    );
+                }
+                self.app_actions.push(id.clone());
+            }
+            Notice::Error(err) => assert!(
+                !matches!(err.code, ErrorCode::Proto | ErrorCode::Bye),
+                "the client saw a protocol error: {err}"
+            ),
+            Notice::Recovered(err) => {
+                assert!(
+                    err.code != ErrorCode::Proto,
+                    "the client skipped a frame: {err}"
+                );
+                return;
+            }
+            _ => {}
+        }
+        self.client_notices.push(notice);
+    }
+
+    fn server_outputs(&mut self, l: usize, outputs: Vec<peer::Output>) {
+        for output in outputs {
+            match output {
+                peer::Output::Write(message) => {
+                    if let Message::Acknowledgement {
+                        correlid: Value::String(id),
+                        status,
+                        ..
+                    } = &message
+                    {
+                        if *status == 0 {
+                            self.accepted.insert(id.clone());
+                        } else {
+                            self.rejected.insert(id.clone());
+                        }
+                    }
+                    let link = &mut self.links[l];
+                    assert!(!link.server_closed, "a write after the server's goodbye");
+                    // Written to a client that closed its socket: never read.
+                    if self.current == Some(l) {
+                        link.to_client.push_back(message);
+                    }
+                }
+                peer::Output::Emit(notice) => self.server_notice(l, notice),
+                peer::Output::NeedHeld => {
+                    let next = self.held.pop_front();
+                    if next.is_none() {
+                        self.links[l].live = true;
+                    }
+                    let out = self.links[l].peer.held(next);
+                    self.server_outputs(l, out);
+                }
+                peer::Output::Timer(deadline) => self.links[l].deadline = deadline,
+                peer::Output::Shutdown { linger } => {
+                    self.links[l].server_closed = true;
+                    if !linger {
+                        self.finish(l);
+                    }
+                }
+                peer::Output::Drop => {
+                    self.links[l].server_closed = true;
+                    self.finish(l);
+                }
+                // As `connection.rs`: to the device's oldest other connection past DRAINED,
+                // else to the front of the held queue, in order.
+                peer::Output::HandBack(actions) => {
+                    let live = (0..self.links.len()).find(|&other| {
+                        other != l && self.links[other].live && !self.links[other].gone
+                    });
+                    match live {
+                        Some(other) => {
+                            for queued in actions {
+                                let out = self.links[other].peer.queue(queued);
+                                self.server_outputs(other, out);
+                            }
+                        }
+                        None => {
+                            for queued in actions.into_iter().rev() {
+                                self.held.push_front(queued);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn server_notice(&mut self, l: usize, notice: peer::Notice) {
+        let link = &mut self.links[l];
+        match notice {
+            peer::Notice::Connection => {
+                assert!(!link.announced, "connection {l} announced twice");
+                link.announced = true;
+            }
+            peer::Notice::Disconnect => {
+                assert!(
+                    link.announced,
+                    "connection {l}: disconnect before connection"
+                );
+                assert!(!link.disconnected, "connection {l}: disconnect twice");
+                link.disconnected = true;
+            }
+            peer::Notice::Hello { device_name } => {
+                assert_eq!(device_name.as_deref(), Some(DEVICE));
+            }
+            peer::Notice::Event {
+                number, id, decide, ..
+            } => {
+                let Value::String(id) = id else {
+                    panic!("an event id that is not a string: {id:?}");
+                };
+                assert!(
+                    link.events.insert(id.clone()),
+                    "event {id} reported twice on connection {l}"
+                );
+                *self.server_events.entry(id.clone()).or_default() += 1;
+                if decide {
+                    self.decisions.push(Decision {
+                        link: l,
+                        number,
+                        id,
+                    });
+                }
+            }
+            peer::Notice::Acknowledgement { ticket, .. } => {
+                if let Some(ticket) = ticket {
+                    let acks = self.action_acks.entry(ticket).or_default();
+                    *acks += 1;
+                    assert_eq!(*acks, 1, "action {ticket} acknowledged twice");
+                }
+            }
+            peer::Notice::ClientError { code, message } => {
+                panic!("connection {l}: the server saw a violation: {message} ({code})")
+            }
+        }
+    }
+
+    /// The server's side of connection `l` is over (`Peer::closed`); what it carried is lost,
+    /// and pending verdicts for it go nowhere.
+    fn finish(&mut self, l: usize) {
+        let link = &mut self.links[l];
+        if link.gone {
+            return;
+        }
+        link.gone = true;
+        link.to_server.clear();
+        self.endings += 1;
+        self.decisions.retain(|d| d.link != l);
+        let out = self.links[l].peer.closed();
+        self.server_outputs(l, out);
+    }
+
+    /// The tokens read on connection `l` in direction `dir`, in order.
+    pub(crate) fn tokens(&self, dir: Dir, l: usize) -> Vec<Token> {
+        self.wire
+            .iter()
+            .filter(|(d, link, _)| *d == dir && *link == l)
+            .map(|(_, _, m)| m.token())
+            .collect()
+    }
+}
+
+/// Reads one whole frame as a driver does.
+fn read(bytes: Bytes) -> Message {
+    let mut buffer = BytesMut::from(&bytes[..]);
+    let frame = FrameCodec
+        .decode(&mut buffer)
+        .expect("a readable frame")
+        .expect("a whole frame");
+    assert!(buffer.is_empty(), "one write is one frame");
+    Message::from_frame(&frame).expect("a readable message")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use Token::*;
+
+    /// Runs `pair` until the client has read everything and nothing more moves without a
+    /// decision, an acknowledgement by the application or a timer.
+    fn exchange(pair: &mut Pair) {
+        while pair.deliver_to_client() || pair.deliver_to_server(0) || pair.open() {}
+    }
+
+    #[test]
+    fn a_clean_session_end_to_end() {
+        let mut pair = Pair::simple();
+        pair.connect();
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToServer, 0), [Hello]);
+        assert_eq!(pair.tokens(Dir::ToClient, 0), [Welcome, Drained]);
+        assert_eq!(pair.client_notices, [Notice::Connect, Notice::Drain]);
+
+        let seq = pair.send();
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToServer, 0), [Hello, Event]);
+        assert_eq!(pair.decisions.len(), 1);
+        assert!(pair.done.is_empty());
+        assert!(pair.verdict(0, true));
+        exchange(&mut pair);
+        assert_eq!(
+            pair.tokens(Dir::ToClient, 0),
+            [Welcome, Drained, Acknowledgement]
+        );
+        assert_eq!(pair.done.get(&seq), Some(&Ok(())));
+
+        pair.close(false);
+        exchange(&mut pair);
+        assert!(pair.client_notices.ends_with(&[Notice::Disconnect]));
+        assert_eq!(pair.endings, 1);
+        assert!(pair.client_timers().is_empty());
+        pair.check();
+    }
+
+    #[test]
+    fn a_rejected_event_fails_its_callback() {
+        let mut pair = Pair::simple();
+        pair.connect();
+        let seq = pair.send();
+        exchange(&mut pair);
+        assert!(pair.verdict(0, false));
+        exchange(&mut pair);
+        let err = pair.done[&seq].clone().unwrap_err();
+        assert_eq!(err.code, ErrorCode::Gateway("ENOPE".into()));
+        pair.check();
+    }
+
+    #[test]
+    fn a_cut_mid_flight_resends_the_event_on_the_next_connection() {
+        let mut pair = Pair::simple();
+        pair.connect();
+        exchange(&mut pair);
+        let seq = pair.send();
+        exchange(&mut pair);
+        // The server has the event and awaits its verdict when the connection is cut.
+        assert_eq!(pair.decisions.len(), 1);
+        assert_eq!(pair.decisions[0].id, pair.sent[&seq]);
+        assert!(pair.cut());
+        assert!(pair.decisions.is_empty());
+        assert_eq!(pair.client_timers(), [Timer::Reconnect]);
+
+        assert!(pair.fire_timer());
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToServer, 1), [Hello, Event]);
+        let frames = |l| {
+            pair.wire
+                .iter()
+                .find(|(d, link, m)| *d == Dir::ToServer && *link == l && m.token() == Event)
+                .map(|(_, _, m)| m.clone())
+        };
+        assert_eq!(frames(0), frames(1), "the same event, same id");
+        assert_eq!(pair.server_events[&pair.sent[&seq]], 2);
+        assert!(pair.verdict(0, true));
+        exchange(&mut pair);
+        assert_eq!(pair.done.get(&seq), Some(&Ok(())));
+        // One `connect` for the cycle: the reconnect was automatic.
+        assert_eq!(
+            pair.client_notices,
+            [
+                Notice::Connect,
+                Notice::Drain,
+                Notice::Reconnect,
+                Notice::Drain,
+                Notice::Acknowledgement {
+                    correlid: Value::String(pair.sent[&seq].clone()),
+                    status: 0,
+                    error: None
+                },
+                Notice::EventDone {
+                    seq,
+                    result: Ok(())
+                },
+            ]
+        );
+        pair.check();
+    }
+
+    #[test]
+    fn a_held_action_is_delivered_before_drained_on_reconnect() {
+        let mut pair = Pair::simple();
+        pair.connect();
+        exchange(&mut pair);
+        // Live: the action goes straight to the connection; cut before its acknowledgement.
+        let ticket = pair.queue_action();
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToClient, 0), [Welcome, Drained, Action]);
+        assert!(pair.cut());
+        assert_eq!(pair.held.len(), 1, "handed back");
+        // Queued while the device is away: held too, behind it.
+        let second = pair.queue_action();
+        assert_eq!(pair.held.len(), 2);
+
+        assert!(pair.fire_timer());
+        exchange(&mut pair);
+        // One action at a time, and DRAINED only after both are acknowledged.
+        assert_eq!(pair.tokens(Dir::ToClient, 1), [Welcome, Action]);
+        let newest = |pair: &Pair| pair.app_actions.len() - 1;
+        assert!(pair.app_ack(newest(&pair), true));
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToClient, 1), [Welcome, Action, Action]);
+        assert!(pair.app_ack(newest(&pair), true));
+        exchange(&mut pair);
+        assert_eq!(
+            pair.tokens(Dir::ToClient, 1),
+            [Welcome, Action, Action, Drained]
+        );
+        assert_eq!(pair.action_acks.get(&ticket), Some(&1));
+        assert_eq!(pair.action_acks.get(&second), Some(&1));
+        // The first delivery's acknowledgement, late, writes nothing on the new connection.
+        let written = pair.tokens(Dir::ToServer, 1).len();
+        assert!(pair.app_ack(0, true));
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToServer, 1).len(), written);
+        pair.check();
+    }
+
+    #[test]
+    fn an_ack_timeout_replaces_a_silent_connection() {
+        let timing = Timing {
+            reconnect_delay: Duration::from_secs(1),
+            max_reconnect_delay: Duration::from_secs(1),
+            connect_timeout: Some(Duration::from_secs(30)),
+            ack_timeout: Some(Duration::from_secs(5)),
+        };
+        let mut pair = Pair::new(SessionConfig::new(DEVICE), timing, 1, false, true);
+        pair.connect();
+        let seq = pair.send();
+        exchange(&mut pair);
+        assert_eq!(pair.client_timers(), [Timer::Ack]);
+        // No verdict comes: the client gives up on the connection, the server reads its end.
+        assert!(pair.fire_timer());
+        assert_eq!(pair.client_timers(), [Timer::Reconnect]);
+        exchange(&mut pair);
+        assert_eq!(pair.endings, 1);
+        assert!(pair.decisions.is_empty());
+        assert!(pair.fire_timer());
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToServer, 1), [Hello, Event]);
+        assert!(pair.verdict(0, true));
+        exchange(&mut pair);
+        assert_eq!(pair.done.get(&seq), Some(&Ok(())));
+        assert!(pair.client_timers().is_empty());
+        pair.check();
+    }
+
+    #[test]
+    fn a_kick_says_bye_and_the_client_comes_back() {
+        let mut pair = Pair::simple();
+        pair.connect();
+        exchange(&mut pair);
+        pair.kick();
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToClient, 0), [Welcome, Drained, Bye]);
+        assert_eq!(pair.client_timers(), [Timer::Reconnect]);
+        assert!(pair.fire_timer());
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToClient, 1), [Welcome, Drained]);
+        assert_eq!(
+            pair.client_notices,
+            [
+                Notice::Connect,
+                Notice::Drain,
+                Notice::Reconnect,
+                Notice::Drain
+            ]
+        );
+        pair.check();
+    }
+
+    /// The property test's find: an old connection whose client left takes the held action,
+    /// and ends after the device's new connection went past DRAINED.
+    #[test]
+    fn an_action_handed_back_by_an_old_connection_goes_to_the_live_one() {
+        let timing = Timing {
+            reconnect_delay: Duration::ZERO,
+            max_reconnect_delay: Duration::ZERO,
+            connect_timeout: Some(Duration::from_millis(1)),
+            ack_timeout: None,
+        };
+        let mut pair = Pair::new(SessionConfig::new(DEVICE), timing, 1, false, false);
+        pair.connect();
+        assert!(pair.open());
+        // No WELCOME in time: the client leaves connection 0, its HELLO still on the way.
+        assert!(pair.fire_timer());
+        assert!(pair.fire_timer());
+        assert!(pair.open());
+        let ticket = pair.queue_action();
+        assert_eq!(pair.held.len(), 1);
+        // Connection 0 reads HELLO and takes the action; connection 1 finds none held and
+        // goes past DRAINED; then connection 0 reads the client's end and hands it back.
+        assert!(pair.deliver_to_server(0));
+        assert!(pair.deliver_to_server(1));
+        assert!(pair.deliver_to_server(0));
+        assert_eq!(pair.endings, 1);
+        assert!(pair.held.is_empty());
+        exchange(&mut pair);
+        assert_eq!(pair.tokens(Dir::ToClient, 1), [Welcome, Drained, Action]);
+        assert!(pair.app_ack(0, true));
+        exchange(&mut pair);
+        assert_eq!(pair.action_acks.get(&ticket), Some(&1));
+        pair.check();
+    }
+
+    #[test]
+    fn close_fails_waiting_callbacks_with_eclosed() {
+        let mut pair = Pair::simple();
+        pair.connect();
+        exchange(&mut pair);
+        let first = pair.send();
+        let second = pair.send();
+        exchange(&mut pair);
+        pair.close(false);
+        for seq in [first, second] {
+            assert_eq!(pair.done[&seq].clone().unwrap_err().code, ErrorCode::Closed);
+        }
+        pair.settle();
+        pair.check();
+    }
+
+    #[test]
+    fn settle_finishes_what_a_cut_left() {
+        let mut pair = Pair::simple();
+        pair.connect();
+        exchange(&mut pair);
+        let seqs: Vec<u64> = (0..3).map(|_| pair.send()).collect();
+        pair.queue_action();
+        exchange(&mut pair);
+        pair.cut();
+        pair.settle();
+        pair.check();
+        for seq in seqs {
+            assert_eq!(pair.done.get(&seq), Some(&Ok(())));
+        }
+        assert_eq!(pair.action_acks.values().sum::<usize>(), 1);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Send,
+        Queue,
+        ToServer(usize),
+        ToClient,
+        Open,
+        Timer,
+        Cut,
+        Verdict(usize, bool),
+        AppAck(usize, bool),
+        Close(bool),
+        Connect,
+        Kick,
+        /// Up to 8 frames read or connections opened, the bits choosing the direction.
+        Flow(u8),
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => Just(Op::Send),
+            4 => Just(Op::Queue),
+            16 => any::<usize>().prop_map(Op::ToServer),
+            16 => Just(Op::ToClient),
+            6 => Just(Op::Open),
+            4 => Just(Op::Timer),
+            5 => Just(Op::Cut),
+            10 => (any::<usize>(), prop::bool::weighted(0.6)).prop_map(|(c, a)| Op::Verdict(c, a)),
+            6 => (any::<usize>(), prop::bool::weighted(0.8)).prop_map(|(c, a)| Op::AppAck(c, a)),
+            1 => any::<bool>().prop_map(Op::Close),
+            2 => Just(Op::Connect),
+            1 => Just(Op::Kick),
+            12 => any::<u8>().prop_map(Op::Flow),
+        ]
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            // PROPTEST_CASES=n runs n instead, for a longer hunt.
+            cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+                ProptestConfig::default().cases
+            } else {
+                512
+            },
+            failure_persistence: None,
+            max_shrink_iters: 2048,
+            ..ProptestConfig::default()
+        })]
+
+        /// Random interleavings of sends, actions, cuts, timeouts, verdicts and closes through
+        /// both ends: nothing is lost, nothing runs twice, notices alternate.
+        #[test]
+        fn both_ends_agree_under_any_interleaving(
+            auto_reconnect in prop::bool::weighted(0.8),
+            max_in_flight in 1usize..4,
+            max_queue_size in prop_oneof![Just(0usize), 1usize..6],
+            max_reconnect_attempts in 0u32..3,
+            reconnect_delay in 0u64..2000,
+            max_reconnect_delay in 0u64..10_000,
+            connect_timeout in proptest::option::of(1u64..5000),
+            ack_timeout in proptest::option::of(1u64..5000),
+            echo in any::<bool>(),
+            decide in prop::bool::weighted(0.8),
+            seed in any::<u64>(),
+            ops in proptest::collection::vec(arb_op(), 0..120),
+        ) {
+            let config = SessionConfig {
+                device_name: DEVICE.into(),
+                auto_reconnect,
+                max_reconnect_attempts,
+                max_in_flight,
+                max_queue_size,
+            };
+            let timing = Timing {
+                reconnect_delay: ms(reconnect_delay),
+                max_reconnect_delay: ms(max_reconnect_delay),
+                connect_timeout: connect_timeout.map(ms),
+                ack_timeout: ack_timeout.map(ms),
+            };
+            let mut pair = Pair::new(config, timing, seed, echo, decide);
+            pair.connect();
+            for op in ops {
+                match op {
+                    Op::Send => {
+                        pair.send();
+                    }
+                    Op::Queue => {
+                        pair.queue_action();
+                    }
+                    Op::ToServer(choice) => {
+                        pair.deliver_to_server(choice);
+                    }
+                    Op::ToClient => {
+                        pair.deliver_to_client();
+                    }
+                    Op::Open => {
+                        pair.open();
+                    }
+                    Op::Timer => {
+                        pair.fire_timer();
+                    }
+                    Op::Cut => {
+                        pair.cut();
+                    }
+                    Op::Verdict(choice, accept) => {
+                        pair.verdict(choice, accept);
+                    }
+                    Op::AppAck(choice, ok) => {
+                        pair.app_ack(choice, ok);
+                    }
+                    Op::Close(keep_queue) => pair.close(keep_queue),
+                    Op::Connect => pair.connect(),
+                    Op::Kick => pair.kick(),
+                    Op::Flow(bits) => {
+                        for i in 0..8 {
+                            let client_first = bits & (1 << i) == 0;
+                            let moved = (client_first && pair.deliver_to_client())
+                                || pair.deliver_to_server(i)
+                                || (!client_first && pair.deliver_to_client())
+                                || pair.open();
+                            if !moved {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            pair.settle();
+            pair.check();
+        }
+    }
+}
