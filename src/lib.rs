@@ -14,7 +14,9 @@
 //! * `server`: the bundled gateway server for tests, the demo and local development.
 //! * `tls`: rustls configurations built from PEM keys, certificates and CAs.
 //! * `pki`: throwaway certificate authorities and certificates for tests.
-//! * `errors`: Node-style codes (`ECONNREFUSED`, ...) for socket errors.
+//! * `errors`: Node-style codes (`ECONNREFUSED`, ...) for socket and file errors.
+//! * `outbox`: the durable outbox (an append-only segment log on disk; not yet used by the
+//!   client).
 //! * `node` (feature `node`): the napi bindings, the only code that knows Node exists.
 
 // Every unsafe block and `unsafe impl` states why it is sound.
@@ -22,6 +24,7 @@
 
 pub mod client;
 pub mod errors;
+pub mod outbox;
 pub mod pki;
 pub mod protocol;
 pub mod server;
