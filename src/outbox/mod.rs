@@ -15,9 +15,11 @@
 //! * The oldest segment is deleted as soon as every event in it is acknowledged. When it is
 //!   mostly acknowledged (at most a quarter of its bytes still pending), or when the directory
 //!   holds more than twice the pending bytes plus two segments, its pending records are copied
-//!   verbatim to the active segment, synced, and then it is deleted. This happens at most once
-//!   per segment started (or on [`Outbox::compact`]), so a write never waits for more than one
-//!   segment's copy, and copying stays a fraction of what was appended (see `docs/ARCHITECTURE.md`).
+//!   verbatim to the active segment, synced, and then it is deleted. This is checked when a
+//!   segment is started (or on [`Outbox::compact`]): a sparse oldest segment is copied, one per
+//!   segment started; when the directory is over its bound every old segment is cleaned at once
+//!   (rare, and then the call waits for copying up to all pending bytes). Copying stays a
+//!   fraction of what was appended (see `docs/ARCHITECTURE.md`).
 //!
 //! Opening reads every segment, oldest first: the pending events are those with no tombstone,
 //! ordered by sequence number (a copy left by an interrupted compaction is a duplicate of the same
@@ -81,7 +83,8 @@ pub enum SyncMode {
 pub struct OutboxOptions {
     pub sync: SyncMode,
     /// Most bytes of pending records (id + frame + 19 bytes each) before `append` fails with
-    /// `EQUEUEFULL`. The directory holds at most about twice this plus three segments.
+    /// `EQUEUEFULL`. Right after a segment is started the directory holds at most twice the
+    /// pending bytes plus three segments, so never much more than twice this plus three segments.
     pub max_bytes: u64,
     /// Most pending events before `append` fails with `EQUEUEFULL`.
     pub max_records: usize,
@@ -417,6 +420,9 @@ impl Outbox {
         let mut acked = HashSet::new();
         let mut next_seq: Seq = 1;
         let sync_truncation = options.sync != SyncMode::None;
+        // Whether appending may go on at the end of the last segment kept: not after damage
+        // that was left in place.
+        let mut last_appendable = false;
 
         for (i, &number) in numbers.iter().enumerate() {
             let newest = i + 1 == numbers.len();
@@ -434,6 +440,7 @@ impl Outbox {
                     })?;
                 } else {
                     // Unreadable: kept as garbage for compaction to delete.
+                    last_appendable = false;
                     segments.push_back(Segment {
                         number,
                         len: bytes.len() as u64,
@@ -481,6 +488,7 @@ impl Outbox {
                 }
             }
             let mut len = bytes.len() as u64;
+            last_appendable = stop.is_none() || newest;
             if let Some((offset, why)) = stop {
                 recovery.damage.push(Damage {
                     segment: path.clone(),
@@ -534,7 +542,9 @@ impl Outbox {
         }
 
         // Append to the newest segment if there is room, else start one.
-        let reuse = segments.back().filter(|s| s.len < options.segment_bytes);
+        let reuse = segments
+            .back()
+            .filter(|s| last_appendable && s.len < options.segment_bytes);
         let mut stats = OutboxStats::default();
         let active = match reuse {
             Some(segment) => {
@@ -795,7 +805,10 @@ impl Outbox {
             let Some(head) = self.segments.front() else {
                 break;
             };
-            if head.number != number || self.segments.len() < 2 {
+            if head.number > number {
+                continue; // already deleted
+            }
+            if self.segments.len() < 2 {
                 break;
             }
             if head.live_bytes * 4 <= head.len || self.bloated() {
@@ -1017,7 +1030,10 @@ impl Outbox {
         let mut result = self.delete_acknowledged();
         if result.is_ok() && rotated && self.segments.len() > 1 {
             let head = &self.segments[0];
-            if head.live_bytes * 4 <= head.len || self.bloated() {
+            if self.bloated() {
+                // Rare (the garbage exceeds everything pending): clean every old segment now.
+                result = self.compact();
+            } else if head.live_bytes * 4 <= head.len {
                 result = self.copy_head();
             }
         }

@@ -292,6 +292,41 @@ fn newest_segment_with_a_torn_header_is_dropped() {
 }
 
 #[test]
+fn appending_never_resumes_after_damage_left_in_place() {
+    // An older segment with damage in it becomes the last one when the newest, whose header
+    // was torn, is dropped: new records go to a new segment, not after the damage.
+    let dir = TempDir::new().unwrap();
+    let options = small(400);
+    let (mut outbox, _) = Outbox::open(dir.path(), options.clone()).unwrap();
+    for i in 0..8 {
+        outbox.append(&id(i), &frame(i, 40)).unwrap();
+    }
+    drop(outbox);
+    let files = seg_files(dir.path());
+    assert_eq!(files.len(), 2);
+    let mut bytes = fs::read(&files[0]).unwrap();
+    let len = bytes.len();
+    bytes[len - 5] ^= 1; // the last record of the first segment
+    fs::write(&files[0], &bytes).unwrap();
+    fs::write(&files[1], &fs::read(&files[1]).unwrap()[..10]).unwrap();
+    let (mut outbox, recovery) = Outbox::open(dir.path(), options.clone()).unwrap();
+    assert_eq!(recovery.damage.len(), 2);
+    let kept = recovery.pending.len();
+    let seq = outbox.append(b"new", b"x").unwrap();
+    drop(outbox);
+    let (_, recovery) = Outbox::open(dir.path(), options).unwrap();
+    assert_eq!(recovery.damage.len(), 1, "{:?}", recovery.damage);
+    assert!(!recovery.damage[0].truncated);
+    assert_eq!(recovery.pending.len(), kept + 1);
+    assert_eq!(recovery.pending.last().unwrap().seq, seq);
+    assert_eq!(
+        fs::read(&files[0]).unwrap(),
+        bytes,
+        "the damaged segment is untouched"
+    );
+}
+
+#[test]
 fn a_second_opener_in_the_same_process_is_refused_until_the_first_closes() {
     let dir = TempDir::new().unwrap();
     let (mut outbox, _) = Outbox::open(dir.path(), opts(SyncMode::None)).unwrap();
@@ -555,6 +590,7 @@ proptest! {
         let (mut outbox, _) = Outbox::open(dir.path(), options.clone()).unwrap();
         let mut model: BTreeMap<Seq, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
         for (n, op) in ops.into_iter().enumerate() {
+            let started = outbox.stats().segments_created;
             match op {
                 Op::Append(len) => {
                     let (i, f) = (id(n as u64), frame(n as u64, len));
@@ -574,8 +610,11 @@ proptest! {
                 }
                 Op::Compact => outbox.compact().unwrap(),
             }
-            let bound = 2 * outbox.bytes() + 3 * options.segment_bytes + 400;
-            prop_assert!(outbox.disk_bytes() <= bound);
+            if outbox.stats().segments_created > started {
+                // Compaction runs when a segment is started: the bound holds right after.
+                let bound = 2 * outbox.bytes() + 3 * options.segment_bytes;
+                prop_assert!(outbox.disk_bytes() <= bound, "{} > {}", outbox.disk_bytes(), bound);
+            }
         }
         let expected: Vec<Record> = model
             .into_iter()
