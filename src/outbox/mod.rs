@@ -433,8 +433,10 @@ impl Outbox {
             let header = format::decode_header(&bytes).filter(|&(n, _)| n == number);
             let Some((_, first_seq)) = header else {
                 let torn = (bytes.len() as u64) < HEADER_LEN;
-                if newest {
-                    // A segment whose creation was cut short: it holds nothing yet.
+                // A newest segment no longer than a header is one whose creation was cut
+                // short: it holds nothing yet. Anything longer is left in place.
+                let dropped = newest && bytes.len() as u64 <= HEADER_LEN;
+                if dropped {
                     fs::remove_file(&path).map_err(|e| {
                         OutboxError::io(format_args!("cannot remove {}", path.display()), e)
                     })?;
@@ -457,7 +459,7 @@ impl Outbox {
                     } else {
                         DamageKind::BadHeader
                     },
-                    truncated: newest,
+                    truncated: dropped,
                 });
                 continue;
             };

@@ -327,6 +327,34 @@ fn appending_never_resumes_after_damage_left_in_place() {
 }
 
 #[test]
+fn a_newest_segment_with_a_bad_header_but_data_is_left_in_place() {
+    let dir = TempDir::new().unwrap();
+    let options = small(300);
+    let (mut outbox, _) = Outbox::open(dir.path(), options.clone()).unwrap();
+    for i in 0..5 {
+        outbox.append(&id(i), &frame(i, 40)).unwrap();
+    }
+    drop(outbox);
+    let last = seg_files(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&last).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(&last, &bytes).unwrap();
+    let (mut outbox, recovery) = Outbox::open(dir.path(), options.clone()).unwrap();
+    assert_eq!(recovery.damage.len(), 1);
+    let damage = &recovery.damage[0];
+    assert_eq!(
+        (damage.kind, damage.truncated),
+        (DamageKind::BadHeader, false)
+    );
+    assert_eq!(fs::read(&last).unwrap(), bytes, "left as it is");
+    let kept = recovery.pending.len();
+    outbox.append(b"new", b"x").unwrap();
+    drop(outbox);
+    let (_, recovery) = Outbox::open(dir.path(), options).unwrap();
+    assert_eq!(recovery.pending.len(), kept + 1);
+}
+
+#[test]
 fn a_second_opener_in_the_same_process_is_refused_until_the_first_closes() {
     let dir = TempDir::new().unwrap();
     let (mut outbox, _) = Outbox::open(dir.path(), opts(SyncMode::None)).unwrap();
