@@ -52,6 +52,12 @@ pub enum ErrorCode {
     TlsCert,
     /// `ETLSREJECTED`: the peer refused the handshake (typically our certificate).
     TlsRejected,
+    /// `EOUTBOXLOCKED`: the outbox directory is open in another `Outbox` (this process or
+    /// another).
+    OutboxLocked,
+    /// `EOUTBOX`: the outbox cannot be used as asked (not an outbox, a record too large, data
+    /// that changed on disk).
+    Outbox,
     /// A certificate verdict named as Node's `tls` names it (`CERT_HAS_EXPIRED`, ...).
     Cert(&'static str),
     /// A socket failure, named by [`io_code`] from what the OS reported.
@@ -85,6 +91,8 @@ impl ErrorCode {
             ErrorCode::Tls => "ETLS",
             ErrorCode::TlsCert => "ETLSCERT",
             ErrorCode::TlsRejected => "ETLSREJECTED",
+            ErrorCode::OutboxLocked => "EOUTBOXLOCKED",
+            ErrorCode::Outbox => "EOUTBOX",
             ErrorCode::Cert(code) => code,
             ErrorCode::Io(code) | ErrorCode::Gateway(code) => code,
         }
@@ -131,6 +139,42 @@ pub fn io_code(err: &io::Error) -> ErrorCode {
         Some(errno) => format!("E{errno}"),
         None => "EIO".to_owned(),
     })
+}
+
+/// The OS's name for a file system error (`ENOSPC`, `EFBIG`, `EACCES`, ...), as Node's `fs`
+/// names it; errors a file system does not make are named as [`io_code`] names them.
+pub fn fs_code(err: &io::Error) -> ErrorCode {
+    use io::ErrorKind::*;
+    let known = match err.kind() {
+        StorageFull => "ENOSPC",
+        FileTooLarge => "EFBIG",
+        QuotaExceeded => "EDQUOT",
+        ReadOnlyFilesystem => "EROFS",
+        NotFound => "ENOENT",
+        PermissionDenied => "EACCES",
+        AlreadyExists => "EEXIST",
+        NotADirectory => "ENOTDIR",
+        IsADirectory => "EISDIR",
+        DirectoryNotEmpty => "ENOTEMPTY",
+        InvalidFilename => "ENAMETOOLONG",
+        ResourceBusy => "EBUSY",
+        Interrupted => "EINTR",
+        OutOfMemory => "ENOMEM",
+        Unsupported => "ENOTSUP",
+        TooManyLinks => "EMLINK",
+        CrossesDevices => "EXDEV",
+        StaleNetworkFileHandle => "ESTALE",
+        _ => "",
+    };
+    if !known.is_empty() {
+        return ErrorCode::Io(known.to_owned());
+    }
+    // EIO has the same number on every Unix, and no kind of its own.
+    #[cfg(unix)]
+    if err.raw_os_error() == Some(5) {
+        return ErrorCode::Io("EIO".to_owned());
+    }
+    io_code(err)
 }
 
 /// Compares by the code JavaScript sees, as tests and callers that only know the text do.

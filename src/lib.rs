@@ -19,10 +19,12 @@
 //!   state machine shaped like `session`.
 //! * `tls`: rustls configurations built from PEM keys, certificates and CAs.
 //! * `pki`: throwaway certificate authorities and certificates for tests.
-//! * `errors`: `ErrorCode`, every code the package reports (socket errors named as Node names
-//!   them: `ECONNREFUSED`, ...).
+//! * `errors`: `ErrorCode`, every code the package reports (socket and file errors named as
+//!   Node names them: `ECONNREFUSED`, `ENOSPC`, ...).
 //! * `defaults`: the default of every client and server option, the one table the core, the
 //!   JavaScript layer and `index.d.ts` follow.
+//! * `outbox`: the durable outbox (an append-only segment log on disk; not yet used by the
+//!   client).
 //! * `node` (feature `node`): the napi bindings, the only code that knows Node exists.
 //! * `pair` (tests only): a client `Session` and the server's `Peer`s wired together in
 //!   memory, with a virtual clock and the server-wide state (held actions, verdicts), and a
@@ -35,6 +37,7 @@
 pub mod client;
 pub mod defaults;
 pub mod errors;
+pub mod outbox;
 pub mod pki;
 pub mod protocol;
 pub mod server;
