@@ -281,3 +281,96 @@ test('extension types with data that makes no such value arrive as {type, buffer
   t.true(actions[payloads.length - 2].parameters instanceof Error)
   t.is(actions[payloads.length - 1].parameters.constructor, Number, 'the outer levels still make Numbers')
 })
+
+/** A string of exactly `bytes` bytes of UTF-8: `unit` repeated, ASCII `a`s filling the rest
+ * (in front, so that the string ends with `unit`, the last character an ASCII check reads). */
+function sized (unit, bytes) {
+  const width = Buffer.byteLength(unit)
+  const count = Math.floor(bytes / width)
+  return 'a'.repeat(bytes - count * width) + unit.repeat(count)
+}
+
+/** Strings of every kind, each around the lengths where the way they are made changes (256
+ * bytes of UTF-8: below it V8 decodes a non-ASCII string, from it Rust transcodes it) and
+ * large, as ids, keys and values. */
+function strings () {
+  const rows = { 'empty': '' }
+  const kinds = {
+    'ASCII': 'x',
+    'Latin-1 range (é, ÿ)': 'éÿ',
+    'one Latin-1 character in ASCII': null,
+    'two-byte characters (ж)': 'ж',
+    'three-byte characters (€)': '€',
+    'emoji (4 bytes, a surrogate pair)': '😀',
+    'every width mixed': 'aé€😀ж',
+    'lone surrogates (msgpack-lite and Node write U+FFFD)': '\ud800b\udfff'
+  }
+  for (const [kind, unit] of Object.entries(kinds)) {
+    for (const bytes of [1, 5, 254, 255, 256, 257, 258, 70000, 300000]) {
+      rows[`${kind}, ${bytes} bytes`] = unit === null ? 'a'.repeat(Math.max(0, bytes - 2)) + 'é' : sized(unit, bytes)
+    }
+  }
+  rows['non-ASCII first, then ASCII, 100000 bytes'] = 'ж' + 'a'.repeat(99998)
+  rows['ÿ (U+00FF) and Ā (U+0100) at the Latin-1 edge, 300 bytes'] = 'a'.repeat(296) + '\u00ff\u0100'
+  return rows
+}
+
+/** What a string is on the wire: lone surrogates written as U+FFFD, as msgpack-lite and Node do. */
+function wellFormed (text) {
+  return text.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd')
+}
+
+test('strings of every kind and length arrive in actions as sent, and go back out in events byte for byte', async (t) => {
+  const { client, peer, actions } = await actionsFromFake(t)
+  await once(client, 'drain')
+  const rows = Object.entries(strings())
+  for (const [name, text] of rows) {
+    const body = msgpack.encode({ id: name, type: text, parameters: { [text]: text, list: [text] } })
+    const header = Buffer.alloc(6)
+    header[0] = 5
+    header.writeUInt32LE(body.length, 2)
+    peer.sendRaw(Buffer.concat([header, body]))
+  }
+  await waitFor(() => actions.length === rows.length)
+  for (const [index, [name, text]] of rows.entries()) {
+    const expected = wellFormed(text)
+    const action = actions[index]
+    t.is(action.id, name)
+    t.true(action.type === expected, `${name}: type`)
+    t.deepEqual(Object.keys(action.parameters), [expected, 'list'], `${name}: key`)
+    t.true(action.parameters[expected] === expected, `${name}: value`)
+    t.true(action.parameters.list[0] === expected, `${name}: value in an array`)
+  }
+  // Sent back, as received and as first written: msgpack-lite's bytes each time. (An event
+  // needs a type: the empty string is only a value then.)
+  for (const [index, [name, text]] of rows.entries()) {
+    const type = text || 'empty'
+    for (const [which, bundle] of [['received', actions[index].parameters], ['original', { [text]: text, list: [text] }]]) {
+      const done = new Promise((resolve) => client.send(new Event(type, bundle, name), resolve))
+      // (The acknowledgements of the actions come first.)
+      let event = await peer.next()
+      while (event.name === 'ACKNOWLEDGEMENT') event = await peer.next()
+      t.is(event.name, 'EVENT')
+      t.true(event.raw.equals(expected(name, type, { [text]: text, list: [text] })), `${name}: ${which} sent back`)
+      peer.send('ACKNOWLEDGEMENT', { correlid: name, status: 0 })
+      t.is(await done, null)
+    }
+  }
+})
+
+test('a string of invalid UTF-8 from a gateway arrives as Node decodes those bytes, short or long', async (t) => {
+  const { peer, actions } = await actionsFromFake(t)
+  // CESU-8 surrogates, a stray continuation byte, a cut-off sequence, an overlong NUL.
+  const bad = Buffer.from([0xed, 0xa0, 0x80, 0x80, 0x61, 0xe2, 0x82, 0xc0, 0x80, 0xc3, 0xa9])
+  const cases = [bad, Buffer.concat([Buffer.alloc(300, 'a'), bad]), Buffer.concat([Buffer.alloc(70000, 'ж'), bad])]
+  for (const [index, raw] of cases.entries()) {
+    const str = raw.length < 0x10000 ? Buffer.from([0xda, raw.length >> 8, raw.length & 0xff]) : Buffer.from([0xdb, 0, raw.length >> 16, (raw.length >> 8) & 0xff, raw.length & 0xff])
+    const body = Buffer.concat([Buffer.from([0x83]), msgpack.encode('id'), msgpack.encode(index), msgpack.encode('type'), msgpack.encode('x'), msgpack.encode('parameters'), Buffer.from([0x81]), msgpack.encode('value'), str, raw])
+    const header = Buffer.alloc(6)
+    header[0] = 5
+    header.writeUInt32LE(body.length, 2)
+    peer.sendRaw(Buffer.concat([header, body]))
+  }
+  await waitFor(() => actions.length === cases.length)
+  for (const [index, raw] of cases.entries()) t.true(actions[index].parameters.value === raw.toString('utf8'), `case ${index}`)
+})

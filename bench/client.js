@@ -19,15 +19,17 @@ function percentile (sorted, p) {
   return sorted.length ? sorted[Math.round((sorted.length - 1) * p)] : 0
 }
 
-function bundle (size, n) {
+/** `text`: the data as a string of `size` bytes of UTF-8 (see bench/server.js), not a Buffer. */
+function bundle (size, n, text) {
+  if (text) return { data: Buffer.alloc(size, text === 'ascii' ? 'x' : '\u0436').toString() }
   return size ? { data: Buffer.alloc(size, 7) } : { n }
 }
 
-async function events ({ count, size, maxInFlight = 1 }) {
+async function events ({ count, size, text, maxInFlight = 1 }) {
   const c = client({ maxInFlight })
   c.connect()
   await drained(c)
-  const payloads = Array.from({ length: Math.min(count, 4) }, (_, i) => bundle(size, i))
+  const payloads = Array.from({ length: Math.min(count, 4) }, (_, i) => bundle(size, i, text))
   const started = now()
   await new Promise((resolve, reject) => {
     let done = 0

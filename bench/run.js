@@ -8,6 +8,7 @@
 //   --rounds N                  rounds for the floor-vs-client figures
 //   --pin CPU                   run the Server, the floor and the clients on that one CPU
 //                               (taskset): no cross-CPU wake-ups, far steadier figures
+//   --only TEXT                 only the figures whose name contains TEXT (may be repeated)
 //
 // Each floor-vs-client figure is measured in rounds, floor then client back to back. The
 // client and floor columns are each side's median over the rounds; the ratio is the median of
@@ -28,6 +29,9 @@ const roundsArg = process.argv.indexOf('--rounds')
 const rounds = roundsArg > 0 ? Math.max(1, Number(process.argv[roundsArg + 1]) || 1) : quick ? 1 : 7
 const pinArg = process.argv.indexOf('--pin')
 const pin = pinArg > 0 ? String(process.argv[pinArg + 1]) : null
+const only = process.argv.flatMap((arg, i) => process.argv[i - 1] === '--only' ? [arg] : [])
+/** Whether the figure named `name` is wanted (`--only`). */
+const wanted = (name) => only.length === 0 || only.some((text) => name.includes(text))
 const MB = 1024 * 1024
 
 /** `[command, args]` to run `command args`, on the `--pin` CPU when one is given. */
@@ -53,7 +57,7 @@ function startServer (pki) {
   })
   return request({ start: { key: pki.server.key, cert: pki.server.cert, ca: pki.caCert } }, 'port').then((port) => ({
     port,
-    queue: (device, count, size) => request({ queue: { device, count, size } }, 'queued'),
+    queue: (device, count, size, text) => request({ queue: { device, count, size, text } }, 'queued'),
     stop: () => new Promise((resolve) => { child.on('exit', resolve); child.send({ stop: true }) })
   }))
 }
@@ -122,6 +126,7 @@ async function main () {
   for (const kind of ['events', 'actions']) {
     const actions = kind === 'actions'
     for (const [label, size, count] of [['small', 0, scale(20000)], ['1 MB', MB, scale(100)], ['8 MB', 8 * MB, scale(20)]]) {
+      if (!wanted(`${kind} ${label}`)) continue
       // Small events are also sent with maxInFlight 64, in the same rounds, against the same
       // stop-and-wait floor.
       const pipelined = !actions && size === 0
@@ -147,7 +152,33 @@ async function main () {
     }
   }
 
-  {
+  // The same 8 MB, as one string instead of a Buffer: `text` is `ascii` (one byte a character)
+  // or `wide` (Cyrillic, two bytes of UTF-8 a character), so what is measured is making the
+  // JavaScript string of a received action, or reading the UTF-8 of one sent.
+  for (const [name, kind, text, target] of [
+    ['actions 8 MB ASCII string', 'actions', 'ascii', 0.8],
+    ['actions 8 MB non-ASCII string (2-byte characters)', 'actions', 'wide', 0.6],
+    ['events 8 MB ASCII string', 'events', 'ascii', 0.9],
+    ['events 8 MB non-ASCII string (2-byte characters)', 'events', 'wide', null]
+  ]) {
+    if (!wanted(name)) continue
+    const actions = kind === 'actions'
+    const size = 8 * MB
+    const count = scale(20)
+    const { clients: [c], floor: f, ratios } = await paired(
+      async () => {
+        if (actions) await server.queue('floor-actions', count, size, text)
+        return runFloor(floor, files, server.port, kind, { count, size, text, ...(actions ? { device: 'floor-actions' } : {}) })
+      },
+      async () => {
+        if (actions) await server.queue(device, count, size, text)
+        return runClient({ ...base, kind, count, size, text })
+      })
+    results[name] = { client: c, floor: f }
+    row(name, 'mbPerSecond', 'MB/s', c.mbPerSecond, f.mbPerSecond, target, true, ratios('mbPerSecond'))
+  }
+
+  if (wanted('event round trip')) {
     const count = scale(5000)
     const { clients: [c], floor: f, ratios } = await paired(
       () => runFloor(floor, files, server.port, 'events', { count, size: 0 }),
@@ -157,7 +188,7 @@ async function main () {
     row('event round trip, p99', 'rttP99Us', 'µs', c.rttP99Us, f.rttP99Us, null, false, ratios('rttP99Us'))
   }
 
-  {
+  if (wanted('connect')) {
     const count = scale(200)
     const { clients: [c], floor: f, ratios } = await paired(
       () => runFloor(floor, files, server.port, 'connect', { count }),
@@ -166,7 +197,7 @@ async function main () {
     row('connect (TCP + TLS + WELCOME + DRAINED), median', 'medianUs', 'µs', c.medianUs, f.medianUs, 1.2, false, ratios('medianUs'))
   }
 
-  {
+  if (wanted('memory per idle')) {
     const clients = 1000
     const f = await runFloor(floor, files, server.port, 'idle', { clients })
     const c = await runClient({ ...base, kind: 'idle', clients })
@@ -175,14 +206,14 @@ async function main () {
     console.log(`    target: client at most 65536 bytes: ${c.bytesPerClient <= 65536 ? 'met' : 'NOT met'}`)
   }
 
-  if (!quick) {
+  if (!quick && wanted('idle TLS clients')) {
     const clients = 10000
     const c = await runClient({ ...base, kind: 'idle', clients })
     results.idle10k = { client: c }
     console.log(`  ${clients} idle TLS clients in one process: ${c.clients} connected, ${fmt(c.bytesPerClient)} bytes each`)
   }
 
-  {
+  if (wanted('server')) {
     const clients = 100
     const count = scale(500)
     const f = await runFloor(floor, files, server.port, 'load', { clients, count, device: 'load' })

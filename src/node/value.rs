@@ -1053,15 +1053,73 @@ unsafe fn write_at(env: sys::napi_env, value: &Value, depth: usize) -> Result<sy
     Ok(out)
 }
 
+/// Non-ASCII strings this long (in UTF-8 bytes) or longer are transcoded here; shorter
+/// ones are left to V8's UTF-8 decoder, which costs more per byte (it is a few times slower
+/// than this outside ASCII) but needs no buffer of its own.
+const TRANSCODE_FROM: usize = 256;
+
+/// The JavaScript string of `s`. ASCII, nearly every string, is already Latin-1: V8 copies it
+/// into a one-byte string without decoding it (several times faster than its UTF-8 path for a
+/// large string). A long string with other characters is transcoded here, to Latin-1 when
+/// every character fits one (a one-byte string again) or else to UTF-16.
 unsafe fn string(env: sys::napi_env, s: &str) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
-    check_status!(sys::napi_create_string_utf8(
-        env,
-        s.as_ptr().cast::<c_char>(),
-        s.len() as isize,
-        &mut out
-    ))?;
+    if s.is_ascii() {
+        check_status!(sys::napi_create_string_latin1(
+            env,
+            s.as_ptr().cast::<c_char>(),
+            s.len() as isize,
+            &mut out
+        ))?;
+    } else if s.len() >= TRANSCODE_FROM {
+        match transcode(s) {
+            Units::Latin1(bytes) => check_status!(sys::napi_create_string_latin1(
+                env,
+                bytes.as_ptr().cast::<c_char>(),
+                bytes.len() as isize,
+                &mut out
+            ))?,
+            Units::Utf16(units) => check_status!(sys::napi_create_string_utf16(
+                env,
+                units.as_ptr(),
+                units.len() as isize,
+                &mut out
+            ))?,
+        }
+    } else {
+        check_status!(sys::napi_create_string_utf8(
+            env,
+            s.as_ptr().cast::<c_char>(),
+            s.len() as isize,
+            &mut out
+        ))?;
+    }
     Ok(out)
+}
+
+/// A string's characters as one of V8's two representations.
+#[derive(Debug, PartialEq)]
+enum Units {
+    /// Every character is below U+0100: one byte each.
+    Latin1(Vec<u8>),
+    /// UTF-16 code units.
+    Utf16(Vec<u16>),
+}
+
+/// `s` as UTF-16, narrowed to Latin-1 when no character needs more.
+fn transcode(s: &str) -> Units {
+    // Every UTF-16 code unit comes from at least one byte of UTF-8.
+    let mut units = Vec::with_capacity(s.len());
+    let mut widest = 0u16;
+    for unit in s.encode_utf16() {
+        widest |= unit;
+        units.push(unit);
+    }
+    if widest < 0x100 {
+        Units::Latin1(units.into_iter().map(|unit| unit as u8).collect())
+    } else {
+        Units::Utf16(units)
+    }
 }
 
 /// An extension type nobody here knows: `{type, buffer}`, as msgpack-lite's ExtBuffer.

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! floor <events|actions|connect|idle|load> --port P [--host H] --key F --cert F --ca F
-//!       [--count N] [--size BYTES] [--device NAME] [--clients K]
+//!       [--count N] [--size BYTES] [--text ascii|wide] [--device NAME] [--clients K]
 //! ```
 
 use std::collections::HashMap;
@@ -33,6 +33,9 @@ struct Args {
     size: usize,
     device: String,
     clients: usize,
+    /// Events carry their `size` bytes as a string rather than a binary: `ascii` one byte a
+    /// character, `wide` two (U+0436), as bench/client.js sends them.
+    text: Option<String>,
 }
 
 fn args() -> Result<Args, Failure> {
@@ -67,6 +70,7 @@ fn args() -> Result<Args, Failure> {
             .cloned()
             .unwrap_or_else(|| "floor".into()),
         clients: number("clients", 1)?,
+        text: named.get("text").cloned(),
     })
 }
 
@@ -110,8 +114,14 @@ async fn ack(peer: &mut Peer, id: Value) -> Result<(), Failure> {
     Ok(())
 }
 
-fn bundle(size: usize, n: usize) -> Value {
-    if size == 0 {
+fn bundle(size: usize, n: usize, text: Option<&str>) -> Value {
+    if let Some(text) = text {
+        let data = match text {
+            "ascii" => "x".repeat(size),
+            _ => "\u{436}".repeat(size / 2),
+        };
+        Value::Map(vec![("data".into(), Value::String(data))])
+    } else if size == 0 {
         Value::Map(vec![("n".into(), Value::Number(n as f64))])
     } else {
         Value::Map(vec![(
@@ -122,14 +132,19 @@ fn bundle(size: usize, n: usize) -> Value {
 }
 
 /// Sends `count` events one at a time; returns each round trip.
-async fn send_events(peer: &mut Peer, count: usize, size: usize) -> Result<Vec<Duration>, Failure> {
+async fn send_events(
+    peer: &mut Peer,
+    count: usize,
+    size: usize,
+    text: Option<&str>,
+) -> Result<Vec<Duration>, Failure> {
     let mut rtts = Vec::with_capacity(count);
     for n in 0..count {
         let id = Value::String(format!("{n:032x}"));
         let frame = Message::Event {
             id: id.clone(),
             kind: "bench".into(),
-            bundle: bundle(size, n),
+            bundle: bundle(size, n, text),
         }
         .to_frame();
         let sent = Instant::now();
@@ -171,7 +186,8 @@ async fn run(args: Args) -> Result<String, Failure> {
         "events" => {
             let (mut peer, _) = connect(&args, &args.device).await?;
             let started = Instant::now();
-            let mut rtts = send_events(&mut peer, args.count, args.size).await?;
+            let mut rtts =
+                send_events(&mut peer, args.count, args.size, args.text.as_deref()).await?;
             let seconds = started.elapsed().as_secs_f64();
             rtts.sort();
             Ok(format!(
@@ -232,7 +248,7 @@ async fn run(args: Args) -> Result<String, Failure> {
                 .map(|mut peer| {
                     let args = args.clone();
                     tokio::spawn(async move {
-                        send_events(&mut peer, args.count, args.size)
+                        send_events(&mut peer, args.count, args.size, args.text.as_deref())
                             .await
                             .map(|_| ())
                     })
