@@ -212,6 +212,8 @@ test('listen against a raw gateway prints each action and acks it (--fail with a
   t.deepEqual((await peer.next()).body, { correlid: 'a1', status: 0 })
   peer.send('ACTION', { id: 'a2', type: 'reboot', parameters: null })
   t.deepEqual((await peer.next()).body, { correlid: 'a2', status: 1, error: { code: 'EFAILED', message: 'Actions of type reboot fail (--fail).' } })
+  // The ack can reach the gateway before the printed line reaches this process's pipe.
+  await until(child, (c) => jsonLines(c.out).length >= 2)
   t.deepEqual(jsonLines(child.out), [
     { id: 'a1', type: 'display', parameters: { text: 'hi' } },
     { id: 'a2', type: 'reboot', parameters: null }
