@@ -12,6 +12,7 @@
 //! JavaScript thread's libuv loop). Dropping the [`ClientHandle`] ends the task and its
 //! connection.
 
+mod store;
 mod transport;
 
 use std::collections::VecDeque;
@@ -38,6 +39,7 @@ use crate::session::{
     Timing, Xorshift,
 };
 
+pub use store::{EventStore, Restored, StoreStats};
 pub use transport::{
     open, prepare_socket, Connecting as TcpConnecting, Reactor, Stream, Task, Tokio, Traffic,
 };
@@ -68,6 +70,9 @@ pub struct ClientOptions {
     /// Where sockets get their readiness and side work runs: [`Tokio`] unless the host has
     /// a loop of its own.
     pub reactor: Arc<dyn Reactor>,
+    /// The durable outbox the host appends events to (`None`: events are kept in memory
+    /// only). The driver removes each event from it when the session releases it.
+    pub store: Option<Arc<EventStore>>,
 }
 
 impl ClientOptions {
@@ -84,6 +89,7 @@ impl ClientOptions {
             ack_timeout: defaults::ACK_TIMEOUT,
             keep_alive: defaults::KEEP_ALIVE,
             reactor: Arc::new(Tokio),
+            store: None,
         }
     }
 }
@@ -100,6 +106,9 @@ pub enum Command {
         cycle: u64,
     },
     Send(OutgoingEvent),
+    /// Events found in the durable outbox, queued ahead of anything sent after them
+    /// ([`Session::restore`]).
+    Restore(Vec<OutgoingEvent>),
     Ack {
         id: Value,
         error: Option<ErrorBody>,
@@ -605,6 +614,13 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                     self.session.connect()
                 }
                 Command::Send(event) => self.session.send(event),
+                Command::Restore(events) => {
+                    let mut out = Vec::new();
+                    for event in events {
+                        out.extend(self.session.restore(event));
+                    }
+                    out
+                }
                 Command::Ack { id, error } => self.session.ack_action(id, error),
                 Command::Close { keep_queue } => self.session.close(keep_queue),
                 Command::Crash => panic!("crash requested"),
@@ -687,6 +703,13 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 Output::SetTimer(timer, after) => self.timers.set(timer, after),
                 Output::StopTimer(timer) => self.timers.stop(timer),
                 Output::Emit(notice) => self.batch.notices.push(notice),
+                Output::Release(stored) => {
+                    if let Some(store) = &self.options.store {
+                        // A tombstone that cannot be written (a full disk) only means the
+                        // event may be sent again by a later process; the outbox counts it.
+                        let _ = store.release(stored);
+                    }
+                }
             }
         }
     }
