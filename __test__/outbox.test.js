@@ -13,6 +13,7 @@ const { Client, Event } = require('imt-gateway')
 const { fakeGateway, welcome } = require('./helpers/fake-gateway')
 const { start, once, waitFor } = require('./helpers/server')
 const { scaled } = require('./helpers/time')
+const { runNode } = require('./helpers/child')
 
 const ROOT = path.join(__dirname, '..')
 
@@ -324,4 +325,36 @@ server.listen(0, '127.0.0.1', () => {
   t.is(child.status, 0, child.stderr)
   t.false(JSON.parse(child.stdout).some((key) => key.startsWith('outbox')))
   t.deepEqual(fs.readdirSync(dir), [])
+})
+
+test("the README's outbox example runs and prints what it says", async (t) => {
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8')
+  const section = readme.slice(readme.indexOf('### The durable outbox: `outbox`'))
+  const blocks = [...section.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1])
+  const result = await runNode(blocks[1])
+  t.is(result.err, '')
+  t.is(result.code, 0)
+  t.regex(result.out, /kept on disk: 3\nrestored 3 events: reading-0, reading-1, reading-2\n/)
+  t.regex(result.out, /gateway got reading-0\ngateway got reading-1\ngateway got reading-2\n/)
+  t.regex(result.out, /left in the outbox: 0/)
+})
+
+test('damage found at opening is logged under DEBUG=imt:gateway:outbox', async (t) => {
+  const dir = tmpdir(t)
+  const earlier = client(t, dir)
+  for (let i = 0; i < 5; i++) earlier.send(new Event('t', { i }, `d${i}`), () => {})
+  earlier.close()
+  const names = segments(dir)
+  const newest = path.join(dir, names[names.length - 1])
+  fs.truncateSync(newest, fs.statSync(newest).size - 3)
+  const source = `
+const { Client } = require('imt-gateway')
+const c = new Client({ host: 'localhost', port: 1, outbox: { path: ${JSON.stringify(dir)} } })
+c.on('restored', (info) => { console.log(info.events); c.close() })
+`
+  const result = await runNode(source, { env: { DEBUG: 'imt:gateway:outbox' } })
+  t.is(result.code, 0, result.err)
+  t.is(result.out.trim(), '4')
+  t.regex(result.err, /opened .*: 4 events to send first/)
+  t.regex(result.err, /damage in .*\.seg at byte \d+: \d+ bytes cut off \(torn\)/)
 })
