@@ -398,6 +398,8 @@ export interface ClientStats {
   outboxTruncated?: number
   /** With `outbox` only: syncs (fsync) of the outbox's files since it was last opened. */
   outboxSyncs?: number
+  /** With `outbox` only: sends the outbox refused (`EQUEUEFULL`, `ENOSPC`, ...), total. */
+  outboxRefused?: number
 }
 
 /** The events a `Client` emits, with the arguments of each. */

@@ -48,6 +48,8 @@ pub struct StoreStats {
     pub truncated: u64,
     /// Syncs of a segment file by the open outbox.
     pub syncs: u64,
+    /// Appends refused (`EQUEUEFULL`, `ENOSPC`, ...), total.
+    pub refused: u64,
 }
 
 #[derive(Default)]
@@ -56,6 +58,7 @@ struct State {
     restored: u64,
     damage: u64,
     truncated: u64,
+    refused: u64,
 }
 
 /// A client's durable outbox; see the module documentation.
@@ -161,14 +164,15 @@ impl EventStore {
         let mut id = Vec::with_capacity(16);
         let Ok(()) = value_writer::<_, std::convert::Infallible>(&event.id)(&mut id);
         let mut state = self.lock();
-        let Some(outbox) = state.outbox.as_mut() else {
-            self.refused.store(true, Ordering::Relaxed);
-            return Err(OutboxError::other(
+        let appended = match state.outbox.as_mut() {
+            Some(outbox) => outbox.append(&id, &event.frame),
+            None => Err(OutboxError::other(
                 ErrorCode::Closed,
                 "The client's outbox is closed.",
-            ));
+            )),
         };
-        let seq = outbox.append(&id, &event.frame).inspect_err(|_| {
+        let seq = appended.inspect_err(|_| {
+            state.refused += 1;
             self.refused.store(true, Ordering::Relaxed);
         })?;
         event.stored = Some(seq);
@@ -215,6 +219,7 @@ impl EventStore {
             damage: state.damage,
             truncated: state.truncated,
             syncs,
+            refused: state.refused,
         }
     }
 

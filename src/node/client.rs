@@ -320,6 +320,7 @@ pub struct NativeOutboxStats {
     pub outbox_damage: f64,
     pub outbox_truncated: f64,
     pub outbox_syncs: f64,
+    pub outbox_refused: f64,
 }
 
 fn outbox_options(
@@ -784,6 +785,7 @@ impl NativeClient {
             outbox_damage: s.damage as f64,
             outbox_truncated: s.truncated as f64,
             outbox_syncs: s.syncs as f64,
+            outbox_refused: s.refused as f64,
         })
     }
 
