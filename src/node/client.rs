@@ -600,13 +600,8 @@ impl NativeClient {
         // Opened before anything else, so a locked outbox fails the constructor at once.
         let opened = match &options.outbox {
             Some(outbox) => {
-                let outbox = outbox_options(outbox, options.max_queue_size)?;
-                let path = &options
-                    .outbox
-                    .as_ref()
-                    .map(|o| o.path.clone())
-                    .unwrap_or_default();
-                Some(EventStore::open(path, outbox).map_err(outbox_error)?)
+                let store = outbox_options(outbox, options.max_queue_size)?;
+                Some(EventStore::open(&outbox.path, store).map_err(outbox_error)?)
             }
             None => None,
         };
