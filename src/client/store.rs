@@ -261,3 +261,87 @@ impl EventStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Value;
+
+    fn event(n: u64) -> OutgoingEvent {
+        OutgoingEvent::new(
+            n,
+            Value::String(format!("id-{n}")),
+            "t",
+            Value::Number(n as f64),
+        )
+    }
+
+    fn options(sync: SyncMode) -> OutboxOptions {
+        OutboxOptions {
+            sync,
+            max_records: 3,
+            ..OutboxOptions::default()
+        }
+    }
+
+    #[test]
+    fn appended_events_come_back_in_order_with_their_ids_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, restored) = EventStore::open(dir.path(), options(SyncMode::None)).unwrap();
+        assert!(restored.events.is_empty());
+        let mut events: Vec<_> = (1..=3).map(event).collect();
+        for e in &mut events {
+            store.append(e).unwrap();
+        }
+        assert_eq!(store.stats().pending, 3);
+        let err = store.append(&mut event(4)).unwrap_err();
+        assert_eq!(err.code(), &ErrorCode::QueueFull);
+        assert!(store.take_refused() && !store.take_refused());
+        store.release(events[1].stored.unwrap()).unwrap();
+        store.close().unwrap();
+        assert_eq!(store.stats().pending, 0, "closed");
+        let err = store.append(&mut event(5)).unwrap_err();
+        assert_eq!(err.code(), &ErrorCode::Closed);
+
+        let found = store.reopen().unwrap().expect("opened again");
+        assert!(store.reopen().unwrap().is_none(), "already open");
+        let got: Vec<_> = found
+            .events
+            .iter()
+            .map(|e| (e.seq, e.id.clone(), e.frame.clone(), e.stored))
+            .collect();
+        let want: Vec<_> = [&events[0], &events[2]]
+            .iter()
+            .map(|e| (0, e.id.clone(), e.frame.clone(), e.stored))
+            .collect();
+        assert_eq!(got, want, "original ids and frames, no callback");
+        let stats = store.stats();
+        assert_eq!((stats.pending, stats.restored, stats.refused), (2, 2, 2));
+        // A second opener is refused while this one holds it.
+        let err = EventStore::open(dir.path(), options(SyncMode::None)).unwrap_err();
+        assert_eq!(err.code(), &ErrorCode::OutboxLocked);
+    }
+
+    #[tokio::test]
+    async fn the_syncer_commits_interval_writes_in_groups_and_ends_with_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let interval = std::time::Duration::from_millis(20);
+        let (store, _) =
+            EventStore::open(dir.path(), options(SyncMode::Interval(interval))).unwrap();
+        let syncer = tokio::spawn(EventStore::syncer(&store));
+        for n in 1..=3 {
+            store.append(&mut event(n)).unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while store.stats().syncs == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let syncs = store.stats().syncs;
+        assert!((1..=2).contains(&syncs), "{syncs} syncs for 3 appends");
+        drop(store);
+        tokio::time::timeout(std::time::Duration::from_secs(5), syncer)
+            .await
+            .expect("the syncer ends")
+            .unwrap();
+    }
+}
