@@ -254,10 +254,76 @@ export interface ClientOptions {
    */
   keepAlive?: number
   /**
-   * Events that may wait for their callback (0: unlimited).
+   * Events that may wait for their callback (0: unlimited). With `outbox`, also the most events
+   * the outbox keeps.
    * @default 100000
    */
   maxQueueSize?: number
+  /**
+   * Keep every event on disk from `send()` until the gateway answers it, so that events survive
+   * the process being killed (and, depending on `sync`, a power cut); the next client that
+   * opens the directory sends them first (`restored`). Without it, nothing is written.
+   * Opened by the constructor, which throws `EOUTBOXLOCKED` when another client (in this process
+   * or another) has the directory open.
+   */
+  outbox?: OutboxOptions
+}
+
+/**
+ * `new Client({ outbox })`. Each `@default` is the native table's (src/defaults.rs), checked by
+ * `__test__/defaults.test.js`.
+ */
+export interface OutboxOptions {
+  /** The outbox's directory, created if needed; one client at a time. */
+  path: string
+  /**
+   * When writes are forced to stable storage: `'always'` before `send()` returns (a power cut
+   * loses nothing; one device flush per event), `'interval'` in groups every `syncInterval` ms
+   * (a power cut loses at most the last interval), `'none'` when the OS decides. A killed
+   * process loses nothing in any mode.
+   * @default 'interval'
+   */
+  sync?: 'always' | 'interval' | 'none'
+  /**
+   * Milliseconds between group commits with `sync: 'interval'`.
+   * @default 100
+   */
+  syncInterval?: number
+  /**
+   * Most bytes of events kept (each event's frame and id, plus 19 bytes); beyond them `send()`
+   * fails with `EQUEUEFULL`. The directory holds at most about twice this plus three 4 MiB
+   * segment files.
+   * @default 67108864
+   */
+  maxBytes?: number
+}
+
+/** A torn or corrupt place the outbox found when it was opened. */
+export interface OutboxDamage {
+  /** The segment file. */
+  segment: string
+  /** Where the unreadable bytes start. */
+  offset: number
+  /** How many bytes, to the end of the file, could not be read. */
+  bytes: number
+  /** `'torn'` (a write cut short), `'checksum'`, `'invalid'` or `'header'`. */
+  kind: 'torn' | 'checksum' | 'invalid' | 'header'
+  /** Cut off (the newest segment's tail), rather than left in an older segment. */
+  truncated: boolean
+}
+
+/** What opening the outbox found: the argument of the `restored` event. */
+export interface OutboxRestored {
+  /** The outbox's directory. */
+  path: string
+  /** Events an earlier client or process left unanswered, queued to be sent before anything else. */
+  events: number
+  /** Their ids, in the order they will be sent (their original order). */
+  ids: Array<string | number>
+  /** Torn or corrupt places found (a torn tail is cut off; every complete record before it is kept). */
+  damage: OutboxDamage[]
+  /** Bytes cut off torn tails. */
+  truncatedBytes: number
 }
 
 /** The body of a server ACKNOWLEDGEMENT for an event. */
@@ -320,6 +386,20 @@ export interface ClientStats {
    * `null` before the first acknowledgement.
    */
   rtt: number | null
+  /** With `outbox` only: events in the outbox now (written, not yet answered by the gateway). */
+  outboxPending?: number
+  /** With `outbox` only: their bytes, as counted against `outbox.maxBytes`. */
+  outboxBytes?: number
+  /** With `outbox` only: events found in the outbox when it was opened (`restored`), total. */
+  outboxRestored?: number
+  /** With `outbox` only: torn or corrupt places found when it was opened, total. */
+  outboxDamage?: number
+  /** With `outbox` only: bytes cut off torn tails when it was opened, total. */
+  outboxTruncated?: number
+  /** With `outbox` only: syncs (fsync) of the outbox's files since it was last opened. */
+  outboxSyncs?: number
+  /** With `outbox` only: sends the outbox refused (`EQUEUEFULL`, `ENOSPC`, ...), total. */
+  outboxRefused?: number
 }
 
 /** The events a `Client` emits, with the arguments of each. */
@@ -332,8 +412,17 @@ export interface ClientEvents extends EmitterEvents {
   drained: () => void
   /** An action from the gateway; call `ack()` when done or `ack(err)` to report a failure. */
   action: (action: Action, ack: ActionAck) => void
-  /** The gateway acknowledged an event, just before that event's callback. */
+  /**
+   * The gateway acknowledged an event, just before that event's callback; also for the events
+   * restored from the outbox (which have no callback), with their original ids.
+   */
   acknowledgement: (ack: EventAcknowledgement) => void
+  /**
+   * With `outbox`: the outbox was opened (on the tick after `new Client()`, and after a
+   * `connect()` or `send()` that opened it again after `close()`), with what it found: the
+   * events an earlier client left, which are sent first, and any damage.
+   */
+  restored: (info: OutboxRestored) => void
   /** An automatic reconnect attempt starts. */
   reconnect: () => void
   /** Once, when the client is finally disconnected after having been connected. */
@@ -362,7 +451,17 @@ export class Client extends TypedEventEmitter<ClientEvents> {
   /** The client's counters (see `ClientStats`): one native call, cheap enough to poll. */
   stats (): ClientStats
   connect (): this
+  /**
+   * Closes the connection and stops reconnecting. With `outbox` (unless `keepQueue`), closes the
+   * outbox too: events not yet answered stay in it (their callbacks get `ECLOSED`) for the next
+   * client that opens it, this one included at its next `connect()` or `send()`.
+   */
   close (options?: CloseOptions): this
+  /**
+   * Queues `event`. With `outbox`, the event is written to the outbox before this returns;
+   * the callback (or, without one, a throw) gets `EQUEUEFULL` at the outbox's bounds, the OS's
+   * code (`ENOSPC`, ...) when the disk fails, and nothing stored before is lost.
+   */
   send (event: Event, callback?: (err: GatewayError | null) => void): this
   /** Keep the process alive while connected or reconnecting (the default). */
   ref (): this

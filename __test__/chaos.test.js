@@ -4,7 +4,7 @@
 // size (10,000 events, at least 50 forced disconnects).
 
 const test = require('ava')
-const { runChaos } = require('../scripts/chaos')
+const { runChaos, runOutboxChaos } = require('../scripts/chaos')
 
 test('events survive cuts, stalls, delays and corruption: each delivered, each callback once', async (t) => {
   const result = await runChaos({ events: 1500, seed: 20261127, meanBytes: 20000, minDisconnects: 10 })
@@ -14,4 +14,13 @@ test('events survive cuts, stalls, delays and corruption: each delivered, each c
   t.is(result.callbackFailures, 0, `every callback reported success (first failure: ${JSON.stringify(result.firstFailure)})`)
   t.true(result.disconnects >= 10, `${result.disconnects} disconnects`)
   t.true(result.duplicates <= result.disconnects, `${result.duplicates} duplicates for ${result.disconnects} disconnects`)
+})
+
+test('with an outbox, events survive the sender being SIGKILLed and restarted under the same faults', async (t) => {
+  t.timeout(60000)
+  const result = await runOutboxChaos({ events: 900, kills: 3, seed: 20261201, meanBytes: 20000 })
+  t.log(JSON.stringify(result))
+  t.true(result.events > 0)
+  t.is(result.missing, 0, `every event whose send() returned reached the server (first missing: ${result.firstMissing})`)
+  t.true(result.duplicates <= result.connections, `${result.duplicates} duplicates for ${result.connections} connections`)
 })

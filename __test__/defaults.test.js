@@ -33,7 +33,7 @@ function documentedDefaults (name) {
   return { defaults, members: found.members.map((m) => m.name.text) }
 }
 
-for (const [iface, side] of [['ClientOptions', 'client'], ['ServerOptions', 'server']]) {
+for (const [iface, side] of [['ClientOptions', 'client'], ['ServerOptions', 'server'], ['OutboxOptions', 'outbox']]) {
   test(`every @default of ${iface} in index.d.ts is the native table's, and every default is documented`, (t) => {
     const { defaults, members } = documentedDefaults(iface)
     const native = table[side]

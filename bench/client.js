@@ -2,6 +2,9 @@
 // The Node Client under test, one scenario per process: argv[2] is the scenario as JSON.
 // Prints one JSON object with the figures.
 
+const fs = require('fs')
+const os = require('os')
+const path = require('path')
 const { Client, Event } = require('imt-gateway')
 
 const scenario = JSON.parse(process.argv[2])
@@ -25,8 +28,10 @@ function bundle (size, n, text) {
   return size ? { data: Buffer.alloc(size, 7) } : { n }
 }
 
-async function events ({ count, size, text, maxInFlight = 1 }) {
-  const c = client({ maxInFlight })
+async function events ({ count, size, text, maxInFlight = 1, outbox }) {
+  // With `outbox: { sync }`: a fresh outbox directory, removed afterwards.
+  const dir = outbox && fs.mkdtempSync(path.join(os.tmpdir(), 'imt-bench-outbox-'))
+  const c = client(outbox ? { maxInFlight, outbox: { path: dir, ...outbox } } : { maxInFlight })
   c.connect()
   await drained(c)
   const payloads = Array.from({ length: Math.min(count, 4) }, (_, i) => bundle(size, i, text))
@@ -42,6 +47,7 @@ async function events ({ count, size, text, maxInFlight = 1 }) {
   })
   const seconds = (now() - started) / 1000
   c.close()
+  if (dir) fs.rmSync(dir, { recursive: true, force: true })
   return { perSecond: count / seconds, mbPerSecond: count * size / seconds / 1e6 }
 }
 

@@ -8,7 +8,8 @@
 //   --rounds N                  rounds for the floor-vs-client figures
 //   --pin CPU                   run the Server, the floor and the clients on that one CPU
 //                               (taskset): no cross-CPU wake-ups, far steadier figures
-//   --only TEXT                 only the figures whose name contains TEXT (may be repeated)
+//   --only TEXT                 only the figures whose name contains TEXT (may be repeated;
+//                               `--only outbox`: the durable outbox rows, without the floor)
 //
 // Each floor-vs-client figure is measured in rounds, floor then client back to back. The
 // client and floor columns are each side's median over the rounds; the ratio is the median of
@@ -85,7 +86,9 @@ function runClient (scenario) {
 
 async function main () {
   console.log(`imt-gateway benchmark${quick ? ' (quick)' : ''}: ${os.cpus().length} cores, ${os.cpus()[0].model}, Node ${process.version}, ${rounds} round${rounds === 1 ? '' : 's'} per figure${pin === null ? '' : `, all on CPU ${pin}`}`)
-  const floor = buildFloor()
+  // Built when a figure first needs it (not for `--only outbox`).
+  let floorBinary = null
+  const floor = () => floorBinary || (floorBinary = buildFloor())
   const pki = createPki({ hosts: ['localhost', '127.0.0.1'] })
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imt-bench-'))
   const files = { key: path.join(dir, 'key.pem'), cert: path.join(dir, 'cert.pem'), ca: path.join(dir, 'ca.pem') }
@@ -134,7 +137,7 @@ async function main () {
       const { clients: [c, pipelinedClient], floor: f, ratios } = await paired(
         async () => {
           if (actions) await server.queue('floor-actions', count, size)
-          return runFloor(floor, files, server.port, kind, { count, size, ...(actions ? { device: 'floor-actions' } : {}) })
+          return runFloor(floor(), files, server.port, kind, { count, size, ...(actions ? { device: 'floor-actions' } : {}) })
         },
         async () => {
           if (actions) await server.queue(device, count, size)
@@ -168,7 +171,7 @@ async function main () {
     const { clients: [c], floor: f, ratios } = await paired(
       async () => {
         if (actions) await server.queue('floor-actions', count, size, text)
-        return runFloor(floor, files, server.port, kind, { count, size, text, ...(actions ? { device: 'floor-actions' } : {}) })
+        return runFloor(floor(), files, server.port, kind, { count, size, text, ...(actions ? { device: 'floor-actions' } : {}) })
       },
       async () => {
         if (actions) await server.queue(device, count, size, text)
@@ -178,10 +181,27 @@ async function main () {
     row(name, 'mbPerSecond', 'MB/s', c.mbPerSecond, f.mbPerSecond, target, true, ratios('mbPerSecond'))
   }
 
+  // Small events through a durable outbox (`outbox: { sync }`), stop-and-wait and with
+  // maxInFlight 64: the client alone (the floor keeps no outbox), median of the rounds. Each
+  // event is appended before send() returns and removed when acknowledged; with 'always' every
+  // append waits for a device flush, so it runs fewer events.
+  for (const sync of ['none', 'interval', 'always']) {
+    for (const maxInFlight of [1, 64]) {
+      const name = `events small, outbox sync '${sync}'${maxInFlight === 1 ? '' : ', maxInFlight 64'}`
+      if (!wanted(name)) continue
+      const count = sync === 'always' ? scale(2000) : scale(maxInFlight === 1 ? 20000 : 50000)
+      const runs = []
+      for (let i = 0; i < rounds; i++) runs.push(await runClient({ ...base, kind: 'events', count, size: 0, maxInFlight, outbox: { sync } }))
+      const c = medians(runs)
+      results[name] = { client: c }
+      row(name, 'perSecond', 'events/s', c.perSecond, null, null)
+    }
+  }
+
   if (wanted('event round trip')) {
     const count = scale(5000)
     const { clients: [c], floor: f, ratios } = await paired(
-      () => runFloor(floor, files, server.port, 'events', { count, size: 0 }),
+      () => runFloor(floor(), files, server.port, 'events', { count, size: 0 }),
       () => runClient({ ...base, kind: 'rtt', count }))
     results.rtt = { client: c, floor: f }
     row('event round trip, median', 'rttMedianUs', 'µs', c.rttMedianUs, f.rttMedianUs, null, false, ratios('rttMedianUs'))
@@ -191,7 +211,7 @@ async function main () {
   if (wanted('connect')) {
     const count = scale(200)
     const { clients: [c], floor: f, ratios } = await paired(
-      () => runFloor(floor, files, server.port, 'connect', { count }),
+      () => runFloor(floor(), files, server.port, 'connect', { count }),
       () => runClient({ ...base, kind: 'connect', count }))
     results.connect = { client: c, floor: f }
     row('connect (TCP + TLS + WELCOME + DRAINED), median', 'medianUs', 'µs', c.medianUs, f.medianUs, 1.2, false, ratios('medianUs'))
@@ -199,7 +219,7 @@ async function main () {
 
   if (wanted('memory per idle')) {
     const clients = 1000
-    const f = await runFloor(floor, files, server.port, 'idle', { clients })
+    const f = await runFloor(floor(), files, server.port, 'idle', { clients })
     const c = await runClient({ ...base, kind: 'idle', clients })
     results.idle = { client: c, floor: f }
     row(`memory per idle TLS client (${clients} in one process)`, 'bytesPerClient', 'bytes', c.bytesPerClient, f.bytesPerClient, null, false)
@@ -216,7 +236,7 @@ async function main () {
   if (wanted('server')) {
     const clients = 100
     const count = scale(500)
-    const f = await runFloor(floor, files, server.port, 'load', { clients, count, device: 'load' })
+    const f = await runFloor(floor(), files, server.port, 'load', { clients, count, device: 'load' })
     results.serverLoad = { floor: f }
     console.log(`  server: ${fmt(f.perSecond)} events/s acknowledged across ${clients} concurrent clients`)
   }

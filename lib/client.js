@@ -14,6 +14,7 @@ const { newId } = require('./ids')
 
 const debug = createDebug('imt:gateway:client')
 const nativeDebug = createDebug('imt:gateway:native')
+const outboxDebug = createDebug('imt:gateway:outbox')
 
 // Logs what the native core kept of the internal errors (panics) it caught.
 function reportPanics () {
@@ -22,6 +23,8 @@ function reportPanics () {
 
 // What an option left out (undefined or null) is: the one table of defaults, src/defaults.rs.
 const DEFAULTS = optionDefaults().client
+const OUTBOX_DEFAULTS = optionDefaults().outbox
+const SYNC_MODES = ['always', 'interval', 'none']
 
 // Clients with work (between connect() and the core reporting them idle) are held here, as
 // Node holds an open socket: a connected client keeps working even when the application kept
@@ -114,6 +117,37 @@ function count (value, name, fallback = DEFAULTS[name]) {
   return number
 }
 
+// `options.outbox`, checked and completed from the defaults; undefined without one.
+function outboxOptions (outbox) {
+  if (outbox === undefined || outbox === null || outbox === false) return undefined
+  if (typeof outbox !== 'object') {
+    throw gatewayError('options.outbox must be an object with a path.', 'ERR_INVALID_ARG_TYPE', TypeError)
+  }
+  if (typeof outbox.path !== 'string' || outbox.path === '') {
+    throw gatewayError('options.outbox.path must be a non-empty string (a directory).', 'ERR_INVALID_ARG_TYPE', TypeError)
+  }
+  const sync = outbox.sync === undefined || outbox.sync === null ? OUTBOX_DEFAULTS.sync : outbox.sync
+  if (!SYNC_MODES.includes(sync)) {
+    throw gatewayError(`options.outbox.sync must be 'always', 'interval' or 'none'. Received ${String(sync)}.`, 'ERR_INVALID_ARG_VALUE', RangeError)
+  }
+  const positive = (value, name, fallback, max) => {
+    if (value === undefined || value === null) return fallback
+    const number = Number(value)
+    if (!Number.isInteger(number) || number < 1 || number > max) {
+      throw gatewayError(`options.outbox.${name} must be an integer from 1 to ${max}.`, 'ERR_INVALID_ARG_VALUE', RangeError)
+    }
+    return number
+  }
+  return {
+    path: outbox.path,
+    sync,
+    syncInterval: positive(outbox.syncInterval, 'syncInterval', OUTBOX_DEFAULTS.syncInterval, 0xffffffff),
+    maxBytes: positive(outbox.maxBytes, 'maxBytes', OUTBOX_DEFAULTS.maxBytes, Number.MAX_SAFE_INTEGER),
+    // Undocumented, for tests: the size at which a new segment file is started.
+    segmentBytes: outbox.segmentBytes === undefined ? undefined : positive(outbox.segmentBytes, 'segmentBytes', undefined, Number.MAX_SAFE_INTEGER)
+  }
+}
+
 // What a getter of the bundle threw, which need not be an Error (`throw 42`).
 function reason (thrown) {
   if (thrown instanceof Error) return thrown.message
@@ -169,6 +203,7 @@ class Client extends EventEmitter {
     this.host = host
     this.port = port
     const reconnectDelay = count(options.reconnectDelay, 'reconnectDelay')
+    const outbox = outboxOptions(options.outbox)
     const self = new WeakRef(this)
     // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...).
     this._native = new NativeClient({
@@ -188,7 +223,9 @@ class Client extends EventEmitter {
       maxReconnectDelay: count(options.maxReconnectDelay, 'maxReconnectDelay', reconnectDelay),
       connectTimeout: count(options.connectTimeout, 'connectTimeout'),
       ackTimeout: count(options.ackTimeout, 'ackTimeout'),
-      keepAlive: count(options.keepAlive, 'keepAlive')
+      keepAlive: count(options.keepAlive, 'keepAlive'),
+      // Opened here: a locked outbox (EOUTBOXLOCKED) or an unusable directory throws now.
+      outbox
     }, (...values) => {
       // A batch comes as the call's arguments, or as one array when it is large or came
       // from another thread.
@@ -200,10 +237,37 @@ class Client extends EventEmitter {
     const { send, ack } = this._native.calls()
     this._sendNative = send
     this._ackNative = ack
+    // With an outbox: open from here until close() (without keepQueue), opened again by the
+    // next connect() or send().
+    this._outbox = outbox !== undefined
+    this._outboxClosed = false
+    if (this._outbox) this._restored()
+  }
+
+  // The outbox was just opened: `restored` on the next tick, so listeners added right after
+  // `new Client()` or `connect()` hear it, before any acknowledgement of what it found.
+  _restored () {
+    const found = this._native.takeRestored()
+    if (!found) return
+    if (outboxDebug.enabled) {
+      outboxDebug('opened %s: %d events to send first', found.path, found.events)
+      for (const damage of found.damage) {
+        outboxDebug('damage in %s at byte %d: %d bytes %s (%s)', damage.segment, damage.offset,
+          damage.bytes, damage.truncated ? 'cut off' : 'left in place', damage.kind)
+      }
+    }
+    process.nextTick(() => this.emit('restored', found))
+  }
+
+  // Opens the outbox again after close(); throws what opening it threw (EOUTBOXLOCKED, ...).
+  _reopenOutbox () {
+    if (this._native.reopenOutbox()) this._restored()
+    this._outboxClosed = false
   }
 
   /** Starts connecting; a no-op while connected or connecting. Returns the client. */
   connect () {
+    if (this._outboxClosed) this._reopenOutbox()
     this._cycle = (this._cycle + 1) >>> 0
     this._active = true
     active.add(this)
@@ -222,7 +286,13 @@ class Client extends EventEmitter {
     const keepQueue = Boolean(options && options.keepQueue)
     debug('close%s', keepQueue ? ' (keeping the queue)' : '')
     this._drained = false
-    this._native.close(keepQueue)
+    try {
+      this._native.close(keepQueue)
+    } catch (err) {
+      // The outbox's last sync failed: its events are written, only perhaps not synced.
+      outboxDebug('closing the outbox: %s (%s)', err.message, err.code)
+    }
+    if (this._outbox && !keepQueue) this._outboxClosed = true
     this._rejectConnects(gatewayError('The client was closed before it connected.', 'ECLOSED'))
     return this
   }
@@ -247,6 +317,15 @@ class Client extends EventEmitter {
       process.nextTick(callback, this._dead)
       return this
     }
+    if (this._outboxClosed) {
+      try {
+        this._reopenOutbox()
+      } catch (err) {
+        if (!callback) throw err
+        process.nextTick(callback, err)
+        return this
+      }
+    }
     if (event.id === null || event.id === undefined) event.id = newId()
     const seq = this._callbacks.add(callback || undefined)
     try {
@@ -254,9 +333,16 @@ class Client extends EventEmitter {
     } catch (err) {
       this._callbacks.take(seq)
       reportPanics()
-      const error = err instanceof Error && err.code === 'IM491'
-        ? gatewayError(err.message, 'IM491')
-        : gatewayError(`Invalid event bundle: ${reason(err)}`, 'EINVALIDBUNDLE')
+      let error
+      if (this._outbox && this._native.takeOutboxRefusal()) {
+        // The outbox refused it (EQUEUEFULL, ENOSPC, ...): not queued, nothing stored lost.
+        error = gatewayError(err.message, err.code)
+        if (outboxDebug.enabled) outboxDebug('send refused: %s (%s)', err.message, err.code)
+      } else {
+        error = err instanceof Error && err.code === 'IM491'
+          ? gatewayError(err.message, 'IM491')
+          : gatewayError(`Invalid event bundle: ${reason(err)}`, 'EINVALIDBUNDLE')
+      }
       if (!callback) throw error
       process.nextTick(callback, error)
     }
@@ -380,7 +466,8 @@ class Client extends EventEmitter {
    * A fresh plain object each time; see `ClientStats` in index.d.ts and the README.
    */
   stats () {
-    return this._native.stats()
+    const stats = this._native.stats()
+    return this._outbox ? Object.assign(stats, this._native.outboxStats()) : stats
   }
 
   /** Keeps the Node process alive while the client is connected or reconnecting (default). */

@@ -6,6 +6,8 @@
 //
 //   npm run chaos                       10,000 events, at least 50 forced disconnects
 //   node scripts/chaos.js --events 2000 --seed 7
+//   npm run chaos -- --outbox           the sender is a child process with a durable outbox,
+//                                       SIGKILLed and restarted (--kills 10) mid-send
 
 const { Client, Event, Server } = require('imt-gateway')
 const { createPki } = require('imt-gateway/testing')
@@ -86,12 +88,151 @@ async function runChaos ({ events = 10000, seed = 1, meanBytes = 40000, minDisco
   return result
 }
 
+// One life of the outbox sender: sends `count` events (ids `L<life>-<i>`) in bursts, printing
+// each id once send() has returned (stdout to a pipe is synchronous), then, unless killed first,
+// waits until the outbox is empty and says so.
+const SENDER = `
+const { Client, Event } = require(process.env.CHAOS_ROOT)
+const { dir, port, life, count, key, cert, ca } = JSON.parse(process.env.CHAOS_SENDER)
+const client = new Client({ host: '127.0.0.1', port, key, cert, ca, reconnectDelay: 10, connectTimeout: 2000, ackTimeout: 2000, outbox: { path: dir } })
+client.on('error', () => {})
+client.on('restored', (info) => process.stdout.write('restored ' + info.events + '\\n'))
+client.connect()
+let i = 0
+function burst () {
+  for (let k = 0; k < 50 && i < count; k++, i++) {
+    const id = 'L' + life + '-' + i
+    client.send(new Event('chaos', { i, pad: 'x'.repeat(i % 200) }, id), () => {})
+    process.stdout.write('sent ' + id + '\\n')
+  }
+  if (i < count) return setTimeout(burst, 2)
+  const wait = setInterval(() => {
+    if (client.stats().outboxPending === 0) {
+      clearInterval(wait)
+      process.stdout.write('empty\\n')
+      client.close()
+    }
+  }, 20)
+}
+burst()
+`
+
+// Delivery across process deaths: the sender (a child with an outbox, through the chaos proxy)
+// is SIGKILLed `kills` times at seeded random moments and started again on the same outbox;
+// every event whose send() returned in any life must reach the Server, and duplicates stay
+// within one per connection that ended (stop-and-wait).
+async function runOutboxChaos ({ events = 10000, seed = 1, meanBytes = 40000, kills = 10, log = () => {} } = {}) {
+  const fs = require('fs')
+  const os = require('os')
+  const path = require('path')
+  const { spawn } = require('child_process')
+  const pki = createPki({ hosts: ['localhost', '127.0.0.1'] })
+  const received = new Map()
+  const server = new Server({ key: pki.server.key, cert: pki.server.cert, ca: pki.caCert, echo: false })
+  server.on('event', (event) => received.set(event.id, (received.get(event.id) || 0) + 1))
+  server.on('clientError', () => {})
+  await new Promise((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve) })
+  const proxy = await startChaosProxy({ target: { host: '127.0.0.1', port: server.address().port }, seed, meanBytes })
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imt-chaos-outbox-'))
+  let state = seed >>> 0 || 1
+  const random = () => { state ^= state << 13; state ^= state >>> 17; state ^= state << 5; return (state >>> 0) / 4294967296 }
+
+  const started = Date.now()
+  const sent = []
+  let restored = 0
+  const perLife = Math.ceil(events / (kills + 1))
+  for (let life = 0; life <= kills; life++) {
+    const last = life === kills
+    const child = spawn(process.execPath, ['-e', SENDER], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: {
+        ...process.env,
+        CHAOS_ROOT: require('path').join(__dirname, '..'),
+        CHAOS_SENDER: JSON.stringify({ dir, port: proxy.port, life, count: perLife, key: pki.client.key, cert: pki.client.cert, ca: pki.caCert })
+      }
+    })
+    let buffered = ''
+    let empty = false
+    let opened
+    const open = new Promise((resolve) => { opened = resolve })
+    child.stdout.on('data', (chunk) => {
+      buffered += chunk
+      const lines = buffered.split('\n')
+      buffered = lines.pop()
+      for (const line of lines) {
+        if (line.startsWith('sent ')) sent.push(line.slice(5))
+        else if (line.startsWith('restored ')) {
+          restored += Number(line.slice(9))
+          opened()
+        }
+        else if (line === 'empty') empty = true
+      }
+    })
+    const exited = new Promise((resolve) => child.on('close', (code, signal) => resolve(signal || code)))
+    if (!last) {
+      // Killed a while after its outbox is open: while it sends, or while its events wait.
+      await Promise.race([open, exited])
+      const after = Math.floor(random() * 400)
+      await new Promise((resolve) => setTimeout(resolve, after))
+      child.kill('SIGKILL')
+    }
+    const ended = await exited
+    log(`  life ${life}: ${ended === 'SIGKILL' ? 'killed' : 'ended'}, ${sent.length} events sent so far, ${restored} restored so far`)
+    if (last && !empty) throw new Error('the last sender ended before its outbox was empty')
+  }
+  const ms = Date.now() - started
+  // The last acknowledgements may reach the Server's listeners a moment after the sender saw them.
+  const deadline = Date.now() + 5000
+  while (sent.some((id) => !received.has(id)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+  await proxy.close()
+  await new Promise((resolve) => server.destroy(resolve))
+  fs.rmSync(dir, { recursive: true, force: true })
+
+  const missing = sent.filter((id) => !received.has(id))
+  const deliveries = [...received.values()].reduce((a, b) => a + b, 0)
+  const duplicates = deliveries - received.size
+  const connections = proxy.stats.connections
+  const result = {
+    seed,
+    events: sent.length,
+    kills,
+    ms,
+    connections,
+    faults: { cut: proxy.stats.cut, corrupt: proxy.stats.corrupt, stall: proxy.stats.stall },
+    restored,
+    serverReceived: deliveries,
+    uniqueAtServer: received.size,
+    missing: missing.length,
+    firstMissing: missing[0] || null,
+    duplicates
+  }
+  result.ok = missing.length === 0 && duplicates <= connections
+  return result
+}
+
 function argument (name, fallback) {
   const index = process.argv.indexOf(`--${name}`)
   return index === -1 ? fallback : Number(process.argv[index + 1])
 }
 
-if (require.main === module) {
+if (require.main === module && process.argv.includes('--outbox')) {
+  const options = {
+    events: argument('events', 10000),
+    seed: argument('seed', 1),
+    meanBytes: argument('mean-bytes', 40000),
+    kills: argument('kills', 10),
+    log: (line) => console.log(line)
+  }
+  console.log(`chaos (outbox): ${options.events} events from a sender killed ${options.kills} times, seed ${options.seed}, a fault every ~${options.meanBytes} bytes on average`)
+  runOutboxChaos(options).then((result) => {
+    console.log(JSON.stringify(result, null, 2))
+    console.log(result.ok ? 'chaos: OK' : 'chaos: FAILED')
+    process.exitCode = result.ok ? 0 : 1
+  }, (err) => {
+    console.error(err)
+    process.exitCode = 1
+  })
+} else if (require.main === module) {
   const options = {
     events: argument('events', 10000),
     seed: argument('seed', 1),
@@ -110,4 +251,4 @@ if (require.main === module) {
   })
 }
 
-module.exports = { runChaos }
+module.exports = { runChaos, runOutboxChaos }

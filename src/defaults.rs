@@ -44,6 +44,20 @@ pub const KEEP_ALIVE: Option<Duration> = Some(Duration::from_millis(15_000));
 /// The bundled server echoes every accepted event back as an action (`Server`'s `echo`).
 pub const ECHO: bool = true;
 
+/// When the durable outbox syncs its writes (`outbox.sync`): group commit every
+/// [`OUTBOX_SYNC_INTERVAL`]. Not in the original (which has no outbox).
+pub const OUTBOX_SYNC: &str = "interval";
+
+/// The group commit's interval (`outbox.syncInterval`).
+pub const OUTBOX_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Most bytes of events the outbox keeps (`outbox.maxBytes`); events beyond it are refused with
+/// `EQUEUEFULL`.
+pub const OUTBOX_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Size of an outbox segment file: a typical SD card erase block.
+pub const OUTBOX_SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Milliseconds as JavaScript options give them: 0 for none.
 pub fn millis(duration: Option<Duration>) -> u32 {
     duration.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))

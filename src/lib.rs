@@ -23,8 +23,8 @@
 //!   Node names them: `ECONNREFUSED`, `ENOSPC`, ...).
 //! * `defaults`: the default of every client and server option, the one table the core, the
 //!   JavaScript layer and `index.d.ts` follow.
-//! * `outbox`: the durable outbox (an append-only segment log on disk; not yet used by the
-//!   client).
+//! * `outbox`: the durable outbox (an append-only segment log on disk), which a client given
+//!   the `outbox` option uses through `client::EventStore` (`client/store.rs`).
 //! * `node` (feature `node`): the napi bindings, the only code that knows Node exists.
 //! * `pair` (tests only): a client `Session` and the server's `Peer`s wired together in
 //!   memory, with a virtual clock and the server-wide state (held actions, verdicts), and a

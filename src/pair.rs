@@ -614,6 +614,7 @@ impl Pair {
                     );
                 }
                 session::Output::Emit(notice) => self.client_notice(notice),
+                session::Output::Release(_) => {}
             }
         }
     }

@@ -166,6 +166,9 @@ pub struct OutgoingEvent {
     pub id: Value,
     /// The whole EVENT frame, header and body.
     pub frame: Bytes,
+    /// Its number in the client's durable outbox, if it is kept there: given back in
+    /// [`Output::Release`] once the outbox need not keep it any more.
+    pub stored: Option<u64>,
 }
 
 /// An EVENT frame up to this size is encoded in a buffer kept for the next one and then
@@ -183,7 +186,12 @@ impl OutgoingEvent {
         let written: Result<_, Infallible> =
             encode_event(value_writer(&id), kind.as_ref(), value_writer(&bundle));
         let Ok((frame, _)) = written;
-        OutgoingEvent { seq, id, frame }
+        OutgoingEvent {
+            seq,
+            id,
+            frame,
+            stored: None,
+        }
     }
 
     /// Encodes the EVENT frame for `{id, type, bundle}` with the id and the bundle written by
@@ -198,7 +206,12 @@ impl OutgoingEvent {
     ) -> Result<OutgoingEvent, E> {
         let (frame, id) = encode_event(write_id, kind, write_bundle)?;
         let id = decode(&frame.slice(id))?;
-        Ok(OutgoingEvent { seq, id, frame })
+        Ok(OutgoingEvent {
+            seq,
+            id,
+            frame,
+            stored: None,
+        })
     }
 }
 
@@ -265,6 +278,10 @@ pub enum Output {
     StopTimer(Timer),
     /// Tell the application.
     Emit(Notice),
+    /// The event kept in the durable outbox under this number has had its answer from the
+    /// gateway (accepted or rejected), or was refused by the queue: the outbox may forget it.
+    /// Only for events with [`OutgoingEvent::stored`]; an event `close()` fails is kept.
+    Release(u64),
 }
 
 /// What the application hears: the client's JavaScript events and send callbacks.
@@ -680,6 +697,9 @@ impl Session {
         let limit = self.config.max_queue_size;
         if limit != 0 && self.pending.len() >= limit {
             self.counts.failed_queue_full += 1;
+            if let Some(stored) = event.stored {
+                out.push(Output::Release(stored));
+            }
             out.push(Output::Emit(Notice::EventDone {
                 seq: event.seq,
                 result: Err(SessionError::new(
@@ -689,15 +709,29 @@ impl Session {
             }));
             return out;
         }
+        self.enqueue(&mut out, event);
+        out
+    }
+
+    /// Queues an event found in the durable outbox, left there by an earlier client: as
+    /// [`Session::send`], but never refused by `max_queue_size` (it was accepted once already;
+    /// later sends are refused until the queue is below the limit again). Restored events are
+    /// handed over before any new one, so they go out first, in their original order.
+    pub fn restore(&mut self, event: OutgoingEvent) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.enqueue(&mut out, event);
+        out
+    }
+
+    fn enqueue(&mut self, out: &mut Vec<Output>, event: OutgoingEvent) {
         self.pending.push_back(Pending {
             event,
             stage: Stage::Queued,
             write: 0,
         });
         self.counts.queued += 1;
-        self.flush(&mut out);
-        self.watch_acknowledgements(&mut out, false);
-        out
+        self.flush(out);
+        self.watch_acknowledgements(out, false);
     }
 
     /// The application acknowledged an action. The acknowledgement goes out only on the
@@ -919,6 +953,9 @@ impl Session {
             counts.in_flight = counts.in_flight.saturating_sub(1);
             counts.last_acked_write = pending.write;
             pending.stage = Stage::Acked(result);
+            if let Some(stored) = pending.event.stored {
+                out.push(Output::Release(stored));
+            }
         }
         self.release(out);
         self.flush(out);
@@ -1190,6 +1227,53 @@ mod tests {
         assert_eq!(s.receive(ack(2)), [acked(2), done(2)]);
         assert_eq!(s.send(event(3)), [write(3)]);
         assert_eq!(s.connect(), [], "already connected");
+    }
+
+    fn stored(seq: u64, number: u64) -> OutgoingEvent {
+        OutgoingEvent {
+            stored: Some(number),
+            ..event(seq)
+        }
+    }
+
+    #[test]
+    fn a_stored_event_is_released_when_answered_or_refused_and_kept_when_closed() {
+        let mut s = drained(SessionConfig {
+            max_in_flight: 2,
+            max_queue_size: 3,
+            ..config()
+        });
+        assert_eq!(s.send(stored(1, 11)), [write(1)]);
+        assert_eq!(s.send(stored(2, 12)), [write(2)]);
+        // Acknowledged out of order: released at once, the callback waits for event 1.
+        assert_eq!(s.receive(ack(2)), [acked(2), Output::Release(12)]);
+        let rejected = Message::Acknowledgement {
+            correlid: text("e1"),
+            status: 1,
+            error: Some(ErrorBody {
+                code: Some("E1".into()),
+                message: "no".into(),
+            }),
+        };
+        let out = s.receive(rejected);
+        assert_eq!(out[1], Output::Release(11), "rejected is answered too");
+        assert_eq!(out.len(), 4, "{out:?}");
+        // Restored events pass the queue's limit; a stored event refused by it is released.
+        for seq in 3..6 {
+            s.restore(stored(seq, 10 + seq));
+        }
+        let out = s.send(stored(6, 16));
+        assert_eq!(out[0], Output::Release(16));
+        assert!(matches!(
+            &out[1],
+            Output::Emit(Notice::EventDone { seq: 6, result: Err(e) }) if e.code == ErrorCode::QueueFull
+        ));
+        // close() fails the rest: they stay stored.
+        let out = s.close(false);
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Release(_))),
+            "{out:?}"
+        );
     }
 
     #[test]

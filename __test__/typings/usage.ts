@@ -50,6 +50,19 @@ console.log(refused, new Event('raw', { u8: new Uint8Array(2), n: new Number(1),
 client.connect().unref()
 client.close({ keepQueue: true })
 
+// The durable outbox.
+import { OutboxRestored } from 'imt-gateway'
+const durable = new Client({ host: 'localhost', outbox: { path: '/var/lib/app/outbox', sync: 'always', maxBytes: 1 << 20 } })
+durable.on('restored', (info: OutboxRestored) => {
+  console.log(info.events, info.ids.join(), info.damage.map((d) => d.kind + d.offset), info.truncatedBytes)
+})
+const pending: number | undefined = durable.stats().outboxPending
+console.log(pending)
+// @ts-expect-error no such sync mode
+new Client({ host: 'localhost', outbox: { path: 'x', sync: 'sometimes' } })
+// @ts-expect-error the path is required
+new Client({ host: 'localhost', outbox: { sync: 'none' } })
+
 // @ts-expect-error send takes an Event
 client.send('reading')
 // @ts-expect-error the counts are read-only

@@ -12,6 +12,7 @@
 //! JavaScript thread's libuv loop). Dropping the [`ClientHandle`] ends the task and its
 //! connection.
 
+mod store;
 mod transport;
 
 use std::collections::VecDeque;
@@ -38,6 +39,7 @@ use crate::session::{
     Timing, Xorshift,
 };
 
+pub use store::{EventStore, Restored, StoreStats};
 pub use transport::{
     open, prepare_socket, Connecting as TcpConnecting, Reactor, Stream, Task, Tokio, Traffic,
 };
@@ -68,6 +70,9 @@ pub struct ClientOptions {
     /// Where sockets get their readiness and side work runs: [`Tokio`] unless the host has
     /// a loop of its own.
     pub reactor: Arc<dyn Reactor>,
+    /// The durable outbox the host appends events to (`None`: events are kept in memory
+    /// only). The driver removes each event from it when the session releases it.
+    pub store: Option<Arc<EventStore>>,
 }
 
 impl ClientOptions {
@@ -84,6 +89,7 @@ impl ClientOptions {
             ack_timeout: defaults::ACK_TIMEOUT,
             keep_alive: defaults::KEEP_ALIVE,
             reactor: Arc::new(Tokio),
+            store: None,
         }
     }
 }
@@ -100,6 +106,9 @@ pub enum Command {
         cycle: u64,
     },
     Send(OutgoingEvent),
+    /// Events found in the durable outbox, queued ahead of anything sent after them
+    /// ([`Session::restore`]).
+    Restore(Vec<OutgoingEvent>),
     Ack {
         id: Value,
         error: Option<ErrorBody>,
@@ -296,7 +305,7 @@ struct Connection {
 /// large event is never copied on its way to the socket.
 struct Outgoing {
     writer: WriteHalf<Stream>,
-    outbox: VecDeque<Bytes>,
+    queue: VecDeque<Bytes>,
     /// The writer holds bytes that have not been flushed yet.
     unflushed: bool,
 }
@@ -308,7 +317,7 @@ impl Connection {
             reader: FramedRead::new(read, FrameCodec),
             out: Outgoing {
                 writer: write,
-                outbox: VecDeque::new(),
+                queue: VecDeque::new(),
                 unflushed: false,
             },
         }
@@ -332,11 +341,11 @@ impl Connection {
 /// becomes one TLS record and one system call, and no frame is copied to get there.
 const WRITE_BATCH: usize = 64;
 
-/// Drops the first `written` bytes of the outbox: the frames written whole, and the written
+/// Drops the first `written` bytes of the write queue: the frames written whole, and the written
 /// part of the next.
-fn consume(outbox: &mut VecDeque<Bytes>, mut written: usize) {
+fn consume(queue: &mut VecDeque<Bytes>, mut written: usize) {
     while written > 0 {
-        let Some(front) = outbox.front_mut() else {
+        let Some(front) = queue.front_mut() else {
             return;
         };
         if front.len() > written {
@@ -344,30 +353,30 @@ fn consume(outbox: &mut VecDeque<Bytes>, mut written: usize) {
             return;
         }
         written -= front.len();
-        outbox.pop_front();
+        queue.pop_front();
     }
 }
 
 impl Outgoing {
     fn wants_write(&self) -> bool {
-        !self.outbox.is_empty() || self.unflushed
+        !self.queue.is_empty() || self.unflushed
     }
 
-    /// Writes some of the outbox, or flushes once it is empty; cancel-safe, as it is raced
+    /// Writes some of the write queue, or flushes once it is empty; cancel-safe, as it is raced
     /// against reading.
     async fn write_some(&mut self) -> std::io::Result<()> {
-        if !self.outbox.is_empty() {
+        if !self.queue.is_empty() {
             let mut slices = [std::io::IoSlice::new(&[]); WRITE_BATCH];
             let count = slices
                 .iter_mut()
-                .zip(&self.outbox)
+                .zip(&self.queue)
                 .map(|(slice, frame)| *slice = std::io::IoSlice::new(frame))
                 .count();
             let written = self.writer.write_vectored(&slices[..count]).await?;
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
-            consume(&mut self.outbox, written);
+            consume(&mut self.queue, written);
             self.unflushed = true;
         } else {
             self.writer.flush().await?;
@@ -605,6 +614,13 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                     self.session.connect()
                 }
                 Command::Send(event) => self.session.send(event),
+                Command::Restore(events) => {
+                    let mut out = Vec::new();
+                    for event in events {
+                        out.extend(self.session.restore(event));
+                    }
+                    out
+                }
                 Command::Ack { id, error } => self.session.ack_action(id, error),
                 Command::Close { keep_queue } => self.session.close(keep_queue),
                 Command::Crash => panic!("crash requested"),
@@ -687,11 +703,18 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 Output::SetTimer(timer, after) => self.timers.set(timer, after),
                 Output::StopTimer(timer) => self.timers.stop(timer),
                 Output::Emit(notice) => self.batch.notices.push(notice),
+                Output::Release(stored) => {
+                    if let Some(store) = &self.options.store {
+                        // A tombstone that cannot be written (a full disk) only means the
+                        // event may be sent again by a later process; the outbox counts it.
+                        let _ = store.release(stored);
+                    }
+                }
             }
         }
     }
 
-    /// Writes the outbox while the socket takes it: the next event or acknowledgement is on
+    /// Writes the write queue while the socket takes it: the next event or acknowledgement is on
     /// the wire before JavaScript hears of the batch that made it, so the peer works on it
     /// meanwhile, and no extra turn of the loop is spent only on writing. What the socket does
     /// not take now is left to the next turn's `select!`, which also waits for it with the
@@ -716,7 +739,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
 
     fn write(&mut self, bytes: Bytes) {
         if let Some(connection) = self.connection.as_mut() {
-            connection.out.outbox.push_back(bytes);
+            connection.out.queue.push_back(bytes);
         }
     }
 
@@ -890,7 +913,7 @@ mod tests {
         let out = &mut connection.out;
         let mut partly_written = frame(8, 9);
         partly_written.advance(5);
-        out.outbox = [partly_written, frame(10, 1), frame(20, 2), frame(30, 3)].into();
+        out.queue = [partly_written, frame(10, 1), frame(20, 2), frame(30, 3)].into();
         out.write_some().await.unwrap();
         let mut expected = vec![9; 3];
         expected.extend([vec![1; 10], vec![2; 20], vec![3; 30]].concat());
@@ -899,7 +922,7 @@ mod tests {
             vec![expected],
             "one write, in order"
         );
-        assert!(out.outbox.is_empty());
+        assert!(out.queue.is_empty());
 
         // A short write leaves the rest queued, where it was: nothing is copied.
         let writes = Arc::default();
@@ -910,12 +933,12 @@ mod tests {
         let mut connection = Connection::new(Box::new(recorder));
         let out = &mut connection.out;
         let big = frame(100_000, 7);
-        out.outbox = [frame(10, 1), big.clone(), frame(5, 2)].into();
+        out.queue = [frame(10, 1), big.clone(), frame(5, 2)].into();
         out.write_some().await.unwrap();
-        assert_eq!(out.outbox.len(), 2);
-        assert_eq!(out.outbox[0].len(), 100_000 - 15);
-        assert_eq!(out.outbox[0].as_ptr(), big[15..].as_ptr());
-        while !out.outbox.is_empty() {
+        assert_eq!(out.queue.len(), 2);
+        assert_eq!(out.queue[0].len(), 100_000 - 15);
+        assert_eq!(out.queue[0].as_ptr(), big[15..].as_ptr());
+        while !out.queue.is_empty() {
             out.write_some().await.unwrap();
         }
         let sent: Vec<u8> = writes.lock().unwrap().concat();
@@ -928,9 +951,9 @@ mod tests {
         };
         let mut connection = Connection::new(Box::new(recorder));
         let out = &mut connection.out;
-        out.outbox = (0..WRITE_BATCH + 10).map(|i| frame(3, i as u8)).collect();
+        out.queue = (0..WRITE_BATCH + 10).map(|i| frame(3, i as u8)).collect();
         out.write_some().await.unwrap();
-        assert_eq!(out.outbox.len(), 10);
-        assert_eq!(out.outbox[0], frame(3, WRITE_BATCH as u8));
+        assert_eq!(out.queue.len(), 10);
+        assert_eq!(out.queue[0], frame(3, WRITE_BATCH as u8));
     }
 }

@@ -20,7 +20,9 @@ use napi_derive::napi;
 use super::value::{encode, read_string, to_value, EncodeError, JsValue, FIELD_DEPTH};
 use super::{internal, thrown, Thrown};
 use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, Tokio};
+use crate::client::{EventStore, Restored};
 use crate::errors::ErrorCode;
+use crate::outbox::{DamageKind, OutboxError, OutboxOptions, SyncMode};
 use crate::protocol::{ErrorBody, Value};
 use crate::session::{Notice, OutgoingEvent, SessionConfig, SessionError};
 
@@ -266,6 +268,125 @@ pub struct NativeClientOptions {
     pub connect_timeout: u32,
     pub ack_timeout: u32,
     pub keep_alive: u32,
+    /// The durable outbox, validated by lib/client.js.
+    pub outbox: Option<NativeOutboxOptions>,
+}
+
+/// `options.outbox` (see index.d.ts, `OutboxOptions`).
+#[napi(object)]
+pub struct NativeOutboxOptions {
+    pub path: String,
+    /// `'always'`, `'interval'` or `'none'`.
+    pub sync: String,
+    /// Milliseconds, for `'interval'`.
+    pub sync_interval: u32,
+    pub max_bytes: f64,
+    /// Segment file size (not documented: for tests).
+    pub segment_bytes: Option<f64>,
+}
+
+/// A torn or corrupt place the outbox found when it was opened.
+#[napi(object, object_from_js = false)]
+pub struct NativeDamage {
+    pub segment: String,
+    pub offset: f64,
+    pub bytes: f64,
+    /// `'torn'`, `'checksum'`, `'invalid'` or `'header'`.
+    pub kind: String,
+    /// Cut off (the newest segment's tail), rather than left in an older segment.
+    pub truncated: bool,
+}
+
+/// What opening the outbox found, as the `restored` event reports it.
+#[napi(object, object_from_js = false)]
+pub struct NativeRestored {
+    /// The outbox's directory.
+    pub path: String,
+    /// Events an earlier client left, queued to be sent first.
+    pub events: u32,
+    /// Their ids, in the order they will be sent.
+    pub ids: Vec<JsValue>,
+    pub damage: Vec<NativeDamage>,
+    /// Bytes cut off torn tails.
+    pub truncated_bytes: f64,
+}
+
+/// The outbox's counters, which `client.stats()` adds when the client has one.
+#[napi(object, object_from_js = false)]
+pub struct NativeOutboxStats {
+    pub outbox_pending: f64,
+    pub outbox_bytes: f64,
+    pub outbox_restored: f64,
+    pub outbox_damage: f64,
+    pub outbox_truncated: f64,
+    pub outbox_syncs: f64,
+    pub outbox_refused: f64,
+}
+
+fn outbox_options(
+    options: &NativeOutboxOptions,
+    max_queue_size: u32,
+) -> std::result::Result<OutboxOptions, Thrown> {
+    let sync = match options.sync.as_str() {
+        "always" => SyncMode::Always,
+        "interval" => SyncMode::Interval(millis(options.sync_interval.max(1))),
+        "none" => SyncMode::None,
+        other => {
+            return Err(thrown(
+                ErrorCode::InvalidValue,
+                format!("Unknown outbox sync mode {other:?}."),
+            ))
+        }
+    };
+    let defaults = OutboxOptions::default();
+    let bytes = |n: f64| (n.is_finite() && n >= 1.0).then_some(n as u64);
+    Ok(OutboxOptions {
+        sync,
+        max_bytes: bytes(options.max_bytes).unwrap_or(defaults.max_bytes),
+        max_records: if max_queue_size == 0 {
+            usize::MAX
+        } else {
+            max_queue_size as usize
+        },
+        segment_bytes: options
+            .segment_bytes
+            .and_then(bytes)
+            .unwrap_or(defaults.segment_bytes),
+    })
+}
+
+fn outbox_error(err: OutboxError) -> Thrown {
+    thrown(err.code().clone(), err.to_string())
+}
+
+fn restored_info(store: &EventStore, restored: &Restored) -> NativeRestored {
+    NativeRestored {
+        path: store.dir().display().to_string(),
+        events: restored.events.len() as u32,
+        ids: restored
+            .events
+            .iter()
+            .map(|e| JsValue(e.id.clone()))
+            .collect(),
+        damage: restored
+            .damage
+            .iter()
+            .map(|d| NativeDamage {
+                segment: d.segment.display().to_string(),
+                offset: d.offset as f64,
+                bytes: d.bytes as f64,
+                kind: match d.kind {
+                    DamageKind::Torn => "torn",
+                    DamageKind::Checksum => "checksum",
+                    DamageKind::Invalid => "invalid",
+                    DamageKind::BadHeader => "header",
+                }
+                .to_owned(),
+                truncated: d.truncated,
+            })
+            .collect(),
+        truncated_bytes: restored.truncated as f64,
+    }
 }
 
 fn millis(ms: u32) -> Duration {
@@ -436,6 +557,9 @@ pub struct NativeClient {
     handle: ClientHandle,
     sink: Arc<BatchSink>,
     direct: Option<Arc<DirectCall>>,
+    store: Option<Arc<EventStore>>,
+    /// What the latest opening of the outbox found, until JavaScript takes it.
+    restored: Mutex<Option<NativeRestored>>,
 }
 
 impl Drop for NativeClient {
@@ -473,6 +597,14 @@ impl NativeClient {
         session.max_reconnect_attempts = options.max_reconnect_attempts;
         session.max_in_flight = options.max_in_flight.max(1) as usize;
         session.max_queue_size = options.max_queue_size as usize;
+        // Opened before anything else, so a locked outbox fails the constructor at once.
+        let opened = match &options.outbox {
+            Some(outbox) => {
+                let store = outbox_options(outbox, options.max_queue_size)?;
+                Some(EventStore::open(&outbox.path, store).map_err(outbox_error)?)
+            }
+            None => None,
+        };
         let callback = napi::JsValue::raw(&on_batch);
         // SAFETY: `env` is this constructor call's environment, on its thread, and `callback`
         // is the `on_batch` function passed to it (napi-rs checked its type).
@@ -499,6 +631,7 @@ impl NativeClient {
                 ack_timeout: optional_millis(options.ack_timeout),
                 keep_alive: optional_millis(options.keep_alive),
                 reactor: reactor.clone().unwrap_or_else(|| Arc::new(Tokio)),
+                store: opened.as_ref().map(|(store, _)| store.clone()),
             },
             move |batch: Batch| {
                 // A batch joining one already on its way needs no call of its own; else it
@@ -521,10 +654,25 @@ impl NativeClient {
                 napi::bindgen_prelude::spawn(task);
             }
         }
+        let mut restored = None;
+        let store = match opened {
+            Some((store, found)) => {
+                napi::bindgen_prelude::spawn(EventStore::syncer(&store));
+                restored = Some(restored_info(&store, &found));
+                // The first command: ahead of every send.
+                if !found.events.is_empty() {
+                    handle.command(Command::Restore(found.events));
+                }
+                Some(store)
+            }
+            None => None,
+        };
         let client = NativeClient {
             handle,
             sink,
             direct,
+            store,
+            restored: Mutex::new(restored),
         };
         // Idle until the first connect().
         client.unref(env).map_err(internal)?;
@@ -552,6 +700,7 @@ impl NativeClient {
     pub fn calls(&self, env: Env) -> Result<RawValue> {
         let calls = Arc::new(Calls {
             handle: self.handle.clone(),
+            store: self.store.clone(),
         });
         let env = env.raw();
         // SAFETY: `env` is this method call's environment, on its thread and in its handle
@@ -573,9 +722,66 @@ impl NativeClient {
         }
     }
 
+    /// Closes the client; unless `keep_queue`, closes its outbox too (after the session has
+    /// let go of its events), so that another client may open it.
     #[napi(catch_unwind)]
-    pub fn close(&self, keep_queue: bool) {
+    pub fn close(&self, keep_queue: bool) -> Result<(), ErrorCode> {
         run_command(&self.handle, Command::Close { keep_queue });
+        match &self.store {
+            Some(store) if !keep_queue => store.close().map_err(outbox_error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens the outbox again after `close()` (at `connect()`, or at a `send()` before it):
+    /// the events found are queued ahead of anything sent after. True when it was opened now
+    /// (`takeRestored()` then has what it found), false when it was open or there is none.
+    #[napi(catch_unwind)]
+    pub fn reopen_outbox(&self) -> Result<bool, ErrorCode> {
+        let Some(store) = &self.store else {
+            return Ok(false);
+        };
+        let Some(found) = store.reopen().map_err(outbox_error)? else {
+            return Ok(false);
+        };
+        *self.restored.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(restored_info(store, &found));
+        if !found.events.is_empty() {
+            run_command(&self.handle, Command::Restore(found.events));
+        }
+        Ok(true)
+    }
+
+    /// What the latest opening of the outbox found, once; null without an outbox or after it
+    /// was taken.
+    #[napi(catch_unwind)]
+    pub fn take_restored(&self) -> Option<NativeRestored> {
+        self.restored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Whether the durable outbox refused a `send` since the last call (so the error it threw
+    /// is the outbox's, not the event's).
+    #[napi(catch_unwind)]
+    pub fn take_outbox_refusal(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| s.take_refused())
+    }
+
+    /// The outbox's counters; null without an outbox.
+    #[napi(catch_unwind)]
+    pub fn outbox_stats(&self) -> Option<NativeOutboxStats> {
+        let s = self.store.as_ref()?.stats();
+        Some(NativeOutboxStats {
+            outbox_pending: s.pending as f64,
+            outbox_bytes: s.bytes as f64,
+            outbox_restored: s.restored as f64,
+            outbox_damage: s.damage as f64,
+            outbox_truncated: s.truncated as f64,
+            outbox_syncs: s.syncs as f64,
+            outbox_refused: s.refused as f64,
+        })
     }
 
     /// The client's counters, read without waiting for its task (see `ClientHandle::stats`).
@@ -682,6 +888,8 @@ impl TypeName for RawValue {
 /// work. Each function holds the `Calls` until it is garbage-collected.
 struct Calls {
     handle: ClientHandle,
+    /// The durable outbox, appended to before `send` returns.
+    store: Option<Arc<EventStore>>,
 }
 
 type CallFn = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
@@ -779,12 +987,19 @@ unsafe extern "C" fn call_send(
             let kind = read_string(env, kind)?;
             // The id and the bundle go straight from the caller's values and Buffers into
             // the frame.
-            let event = OutgoingEvent::encode(
+            let mut event = OutgoingEvent::encode(
                 number as u64,
                 |out| encode(env, id, FIELD_DEPTH, out),
                 &kind,
                 |out| encode(env, bundle, FIELD_DEPTH, out),
             )?;
+            // On disk (or refused, and then not queued at all) before `send` returns, whichever
+            // driver runs the client (docs/ARCHITECTURE.md section 6).
+            if let Some(store) = &calls.store {
+                store
+                    .append(&mut event)
+                    .map_err(|err| EncodeError::Stored(err.code().clone(), err.to_string()))?;
+            }
             // Now, or with the other sends of this turn on the loop's next (see uv::send_now).
             let now = super::uv::send_now(event.frame.len());
             let event = Command::Send(event);

@@ -29,10 +29,19 @@ pub struct ServerDefaults {
     pub echo: bool,
 }
 
+/// The defaults of `new Client({ outbox })`.
+#[napi(object)]
+pub struct OutboxDefaults {
+    pub sync: String,
+    pub sync_interval: u32,
+    pub max_bytes: f64,
+}
+
 #[napi(object)]
 pub struct OptionDefaults {
     pub client: ClientDefaults,
     pub server: ServerDefaults,
+    pub outbox: OutboxDefaults,
 }
 
 /// Every option's default, from the one table in [`crate::defaults`].
@@ -57,6 +66,11 @@ pub fn option_defaults() -> OptionDefaults {
         server: ServerDefaults {
             port: u32::from(defaults::PORT),
             echo: defaults::ECHO,
+        },
+        outbox: OutboxDefaults {
+            sync: defaults::OUTBOX_SYNC.to_owned(),
+            sync_interval: defaults::millis(Some(defaults::OUTBOX_SYNC_INTERVAL)),
+            max_bytes: defaults::OUTBOX_MAX_BYTES as f64,
         },
     }
 }

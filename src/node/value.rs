@@ -94,6 +94,8 @@ pub enum EncodeError {
     /// A Node-API call failed, or JavaScript run by the walk (a getter, a Proxy trap) threw,
     /// and that exception is pending: it is what JavaScript gets.
     Napi(Error),
+    /// The durable outbox refused the event: `EQUEUEFULL`, `ENOSPC`, ... (not a value's fault).
+    Stored(ErrorCode, String),
 }
 
 impl EncodeError {
@@ -103,6 +105,7 @@ impl EncodeError {
             EncodeError::OverBudget => ErrorCode::BufferExceeded,
             EncodeError::Refused(_) => ErrorCode::InvalidValue,
             EncodeError::Napi(_) => ErrorCode::Internal,
+            EncodeError::Stored(code, _) => code.clone(),
         }
     }
 }
@@ -128,6 +131,7 @@ impl From<EncodeError> for Error<ErrorCode> {
             EncodeError::OverBudget => "Maximum buffer size exceeded.".to_owned(),
             EncodeError::Refused(message) => message,
             EncodeError::Napi(err) => err.reason,
+            EncodeError::Stored(_, message) => message,
         };
         Error::new(code, message)
     }

@@ -95,10 +95,10 @@ pub struct OutboxOptions {
 impl Default for OutboxOptions {
     fn default() -> Self {
         OutboxOptions {
-            sync: SyncMode::Interval(Duration::from_millis(100)),
-            max_bytes: 64 * 1024 * 1024,
-            max_records: 100_000,
-            segment_bytes: 4 * 1024 * 1024,
+            sync: SyncMode::Interval(crate::defaults::OUTBOX_SYNC_INTERVAL),
+            max_bytes: crate::defaults::OUTBOX_MAX_BYTES,
+            max_records: crate::defaults::MAX_QUEUE_SIZE,
+            segment_bytes: crate::defaults::OUTBOX_SEGMENT_BYTES,
         }
     }
 }
@@ -211,6 +211,11 @@ impl OutboxError {
             message: message.into(),
             source: None,
         }
+    }
+
+    /// An error with this code that comes from no I/O (for the outbox's owners).
+    pub fn other(code: ErrorCode, message: impl Into<String>) -> Self {
+        OutboxError::new(code, message)
     }
 
     fn io(what: impl fmt::Display, err: io::Error) -> Self {

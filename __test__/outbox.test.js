@@ -1,0 +1,362 @@
+'use strict'
+// The durable outbox (`new Client({ outbox })`): events on disk before send() returns, removed
+// when the gateway answers, sent first (original order, original ids) by the next client or
+// process that opens the directory; a killed process, a torn tail, a second opener, the bounds
+// and a full disk. Real processes, sockets and files.
+
+const test = require('ava')
+const fs = require('fs')
+const os = require('os')
+const path = require('path')
+const { spawn, spawnSync } = require('child_process')
+const { Client, Event } = require('imt-gateway')
+const { fakeGateway, welcome } = require('./helpers/fake-gateway')
+const { start, once, waitFor } = require('./helpers/server')
+const { scaled } = require('./helpers/time')
+const { runNode } = require('./helpers/child')
+
+const ROOT = path.join(__dirname, '..')
+
+function tmpdir (t) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imt-outbox-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+function segments (dir) {
+  return fs.readdirSync(dir).filter((name) => name.endsWith('.seg')).sort()
+}
+
+/** A client on `dir`, closed after the test. */
+function client (t, dir, options = {}) {
+  const c = new Client({ host: 'localhost', port: 1, reconnectDelay: 50, ...options, outbox: { path: dir, ...options.outbox } })
+  c.on('error', () => {})
+  t.teardown(() => c.close())
+  return c
+}
+
+/** A bundled Server (no echo) that records the ids of the events it receives, in order. */
+async function recordingServer (t, options = {}) {
+  const server = await start(t, { echo: false, ...options })
+  const ids = []
+  server.on('event', (event) => ids.push(event.id))
+  return { server, ids, port: server.address().port }
+}
+
+function sendAll (c, events) {
+  return Promise.all(events.map((event) => new Promise((resolve) => c.send(event, (err) => resolve(err)))))
+}
+
+test('options.outbox is checked: TypeError or RangeError with a code', (t) => {
+  const make = (outbox) => () => new Client({ host: 'localhost', port: 1, outbox })
+  t.like(t.throws(make('dir'), { instanceOf: TypeError }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.like(t.throws(make({}), { instanceOf: TypeError }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.like(t.throws(make({ path: '' }), { instanceOf: TypeError }), { code: 'ERR_INVALID_ARG_TYPE' })
+  const dir = tmpdir(t)
+  t.like(t.throws(make({ path: dir, sync: 'sometimes' }), { instanceOf: RangeError }), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.like(t.throws(make({ path: dir, syncInterval: 0 }), { instanceOf: RangeError }), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.like(t.throws(make({ path: dir, syncInterval: 1.5 }), { instanceOf: RangeError }), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.like(t.throws(make({ path: dir, maxBytes: -1 }), { instanceOf: RangeError }), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.deepEqual(fs.readdirSync(dir), [], 'nothing was opened')
+  const file = path.join(dir, 'file')
+  fs.writeFileSync(file, 'x')
+  const err = t.throws(make({ path: file }))
+  t.is(typeof err.code, 'string', 'a path that is a file: the OS code')
+  t.not(err.code, 'EINTERNAL')
+})
+
+test('an event is on disk when send() returns and leaves the outbox when the gateway answers, accepted or rejected', async (t) => {
+  const dir = tmpdir(t)
+  const server = await start(t, { echo: false, onEvent: (event) => event.type === 'bad' ? { code: 'E42', message: 'no' } : undefined })
+  const c = client(t, dir, { port: server.address().port })
+  t.like(c.stats(), { outboxPending: 0, outboxBytes: 0, outboxRestored: 0 })
+  const acks = []
+  c.on('acknowledgement', (ack) => acks.push(ack))
+  const done = sendAll(c, [new Event('t', { n: 1 }), new Event('bad', null), new Event('t', { n: 3 })])
+  // Written before send() returned: nothing has connected yet.
+  t.is(c.stats().outboxPending, 3)
+  t.true(c.stats().outboxBytes > 0)
+  t.true(fs.statSync(path.join(dir, segments(dir)[0])).size > 28)
+  c.connect()
+  const results = await done
+  t.deepEqual(results.map((err) => err && err.code), [null, 'E42', null])
+  t.is(acks.length, 3)
+  t.like(c.stats(), { outboxPending: 0, outboxBytes: 0 })
+})
+
+test('a second client on the directory is refused at once with EOUTBOXLOCKED; after close() another may open it', (t) => {
+  const dir = tmpdir(t)
+  const first = client(t, dir)
+  const err = t.throws(() => new Client({ host: 'localhost', port: 1, outbox: { path: dir } }))
+  t.is(err.code, 'EOUTBOXLOCKED')
+  t.regex(err.message, /open elsewhere/)
+  first.close()
+  const second = client(t, dir)
+  t.is(second.stats().outboxPending, 0)
+  // The first one, used again, cannot have it back while the second holds it.
+  t.like(t.throws(() => first.connect()), { code: 'EOUTBOXLOCKED' })
+  t.like(t.throws(() => first.send(new Event('t', null))), { code: 'EOUTBOXLOCKED' })
+})
+
+test('events left by an earlier client are sent first, in order, with their ids, and reported by restored and acknowledgement', async (t) => {
+  const dir = tmpdir(t)
+  const earlier = client(t, dir)
+  const left = Array.from({ length: 5 }, (_, i) => new Event('t', { i }, `left-${i}`))
+  const failed = sendAll(earlier, left)
+  earlier.close()
+  t.deepEqual((await failed).map((err) => err.code), Array(5).fill('ECLOSED'), 'close() fails the callbacks, the events stay on disk')
+
+  const { ids, port } = await recordingServer(t)
+  const later = client(t, dir, { port, maxInFlight: 2 })
+  const restored = once(later, 'restored')
+  const acks = []
+  later.on('acknowledgement', (ack) => acks.push(ack.correlid))
+  const [info] = await restored
+  t.is(info.events, 5)
+  t.deepEqual(info.ids, left.map((e) => e.id))
+  t.deepEqual(info.damage, [])
+  t.is(info.truncatedBytes, 0)
+  t.is(later.stats().outboxRestored, 5)
+  t.is(later.stats().outboxPending, 5)
+  const fresh = new Event('t', { fresh: true }, 'fresh')
+  const sent = sendAll(later, [fresh])
+  later.connect()
+  t.deepEqual(await sent, [null])
+  await waitFor(() => ids.length === 6)
+  t.deepEqual(ids, [...left.map((e) => e.id), 'fresh'], 'restored first, in order, then the new one')
+  t.deepEqual(acks, ids)
+  t.like(later.stats(), { outboxPending: 0, acknowledged: 6 })
+})
+
+test('close({ keepQueue: true }) keeps the outbox open; connect() after close() opens it again and restores what is left', async (t) => {
+  const dir = tmpdir(t)
+  // 'b' is left unanswered the first time, so that close() catches it in flight.
+  let held = false
+  const hold = (event) => event.id === 'b' && !held ? (held = true, new Promise(() => {})) : undefined
+  const { ids, port } = await recordingServer(t, { onEvent: hold })
+  const c = client(t, dir, { port })
+  const kept = sendAll(c, [new Event('t', null, 'a')])
+  c.close({ keepQueue: true })
+  t.like(t.throws(() => new Client({ host: 'localhost', port: 1, outbox: { path: dir } })), { code: 'EOUTBOXLOCKED' })
+  c.connect()
+  t.deepEqual(await kept, [null])
+  const failed = sendAll(c, [new Event('t', null, 'b')])
+  await waitFor(() => ids.includes('b'))
+  await c.closeAsync()
+  t.is((await failed)[0].code, 'ECLOSED')
+  const restored = once(c, 'restored')
+  c.connect()
+  t.deepEqual((await restored)[0].ids, ['b'])
+  await waitFor(() => ids.length === 3 && c.stats().outboxPending === 0)
+  t.deepEqual(ids, ['a', 'b', 'b'], 'b again, restored, on the new connection')
+})
+
+test('maxQueueSize and maxBytes bound the outbox: EQUEUEFULL, and nothing stored is lost', async (t) => {
+  const dir = tmpdir(t)
+  const c = client(t, dir, { maxQueueSize: 3 })
+  const all = sendAll(c, Array.from({ length: 5 }, (_, i) => new Event('t', { i }, `q${i}`)))
+  t.like(t.throws(() => c.send(new Event('t', null))), { code: 'EQUEUEFULL' }, 'without a callback it throws')
+  t.like(c.stats(), { outboxPending: 3, outboxRefused: 3 })
+  c.close()
+  const results = await all
+  t.deepEqual(results.map((err) => err.code), ['ECLOSED', 'ECLOSED', 'ECLOSED', 'EQUEUEFULL', 'EQUEUEFULL'])
+
+  const big = client(t, tmpdir(t), { outbox: { maxBytes: 4096 } })
+  const sizes = []
+  let refused = null
+  for (let i = 0; i < 20 && !refused; i++) {
+    try {
+      big.send(new Event('t', { blob: Buffer.alloc(1000) }, `b${i}`))
+      sizes.push(i)
+    } catch (err) {
+      refused = err
+    }
+  }
+  t.is(refused && refused.code, 'EQUEUEFULL')
+  t.true(big.stats().outboxBytes <= 4096)
+  const stored = big.stats().outboxPending
+  t.is(stored, sizes.length)
+  big.close()
+
+  const again = client(t, dir)
+  const [info] = await once(again, 'restored')
+  t.deepEqual(info.ids, ['q0', 'q1', 'q2'])
+})
+
+test('a torn tail is cut off and every complete record before it is delivered', async (t) => {
+  const dir = tmpdir(t)
+  const earlier = client(t, dir, { outbox: { sync: 'none' } })
+  const left = Array.from({ length: 40 }, (_, i) => new Event('t', { i, pad: 'x'.repeat(i * 7) }, `torn-${i}`))
+  const failed = sendAll(earlier, left)
+  earlier.close()
+  await failed
+  const names = segments(dir)
+  const newest = path.join(dir, names[names.length - 1])
+  const size = fs.statSync(newest).size
+  const cut = 28 + 1 + Math.floor(Math.random() * (size - 30))
+  fs.truncateSync(newest, cut)
+  t.log(`segment of ${size} bytes cut at ${cut}`)
+
+  const { ids, port } = await recordingServer(t)
+  const later = client(t, dir, { port, maxInFlight: 8 })
+  const [info] = await once(later, 'restored')
+  t.true(info.events < 40)
+  t.deepEqual(info.ids, left.slice(0, info.events).map((e) => e.id), 'a prefix, in order')
+  t.is(info.damage.length, 1, 'the torn record')
+  t.like(info.damage[0], { kind: 'torn', truncated: true })
+  t.is(info.truncatedBytes, info.damage[0].bytes)
+  t.like(later.stats(), { outboxDamage: 1, outboxTruncated: info.truncatedBytes, outboxRestored: info.events })
+  later.connect()
+  await waitFor(() => ids.length === info.events && later.stats().outboxPending === 0)
+  t.deepEqual(ids, info.ids)
+})
+
+// The child: sends COUNT events with ids e0.. to the fake gateway and says so; it is killed
+// while most of them still wait.
+const CHILD = `
+const { Client, Event } = require('imt-gateway')
+const [dir, port, count, sync] = process.argv.slice(1)
+const c = new Client({ host: 'localhost', port: Number(port), maxInFlight: 64, outbox: { path: dir, sync } })
+c.on('error', () => {})
+c.connect()
+for (let i = 0; i < Number(count); i++) c.send(new Event('reading', { i, at: Date.now() }, 'e' + i), () => {})
+process.stdout.write('sent ' + count + '\\n')
+`
+
+for (const sync of ['interval', 'none']) {
+  test(`a process killed with SIGKILL loses no event: the next one delivers every one (sync: '${sync}')`, async (t) => {
+    t.timeout(scaled(30000))
+    const COUNT = 5000
+    const ACKED = 500
+    const dir = tmpdir(t)
+    const gateway = await fakeGateway(t)
+    const child = spawn(process.execPath, ['-e', CHILD, dir, String(gateway.port), String(COUNT), sync], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+    t.teardown(() => child.kill('SIGKILL'))
+    let out = ''
+    child.stdout.on('data', (d) => { out += d })
+    const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(signal)))
+
+    // The first gateway acknowledges the first ACKED events it gets, then stops answering.
+    const peer = await gateway.accept()
+    await welcome(peer)
+    const first = []
+    while (first.length < ACKED + 64) {
+      const frame = await peer.next(scaled(10000))
+      if (frame.name !== 'EVENT') continue
+      first.push(frame.body.id)
+      if (first.length <= ACKED) peer.send('ACKNOWLEDGEMENT', { correlid: frame.body.id, status: 0 })
+    }
+    await waitFor(() => out.includes(`sent ${COUNT}`))
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    child.kill('SIGKILL')
+    t.is(await exited, 'SIGKILL')
+
+    const { ids, port } = await recordingServer(t)
+    const next = client(t, dir, { port, maxInFlight: 64, outbox: { sync } })
+    const [info] = await once(next, 'restored')
+    next.connect()
+    await waitFor(() => ids.length >= info.events && next.stats().outboxPending === 0, scaled(20000))
+    const delivered = new Set([...first.slice(0, ACKED), ...ids])
+    const duplicates = first.length + ids.length - delivered.size
+    t.log(`sent ${COUNT}, acked by the first gateway ${ACKED}, restored ${info.events}, delivered ${delivered.size}, duplicates ${duplicates}`)
+    t.is(delivered.size, COUNT, 'none lost')
+    for (let i = 0; i < COUNT; i++) if (!delivered.has('e' + i)) t.fail(`e${i} lost`)
+    t.true(duplicates <= 64, 'duplicates within the in-flight window')
+    t.deepEqual(ids, [...ids].sort((a, b) => Number(a.slice(1)) - Number(b.slice(1))), 'in their original order')
+  })
+}
+
+test('sync modes: interval syncs in groups, always once per event', async (t) => {
+  const interval = client(t, tmpdir(t), { outbox: { sync: 'interval', syncInterval: 20 } })
+  for (let i = 0; i < 200; i++) interval.send(new Event('t', { i }), () => {})
+  await waitFor(() => interval.stats().outboxSyncs >= 1)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const syncs = interval.stats().outboxSyncs
+  t.true(syncs >= 1 && syncs < 50, `${syncs} syncs for 200 events`)
+
+  const always = client(t, tmpdir(t), { outbox: { sync: 'always' } })
+  for (let i = 0; i < 20; i++) always.send(new Event('t', { i }), () => {})
+  t.true(always.stats().outboxSyncs >= 20, 'synced before each send() returned')
+})
+
+test('a full disk fails send() with ENOSPC and loses nothing already stored', async (t) => {
+  const base = tmpdir(t)
+  const dir = path.join(base, 'small')
+  fs.mkdirSync(dir)
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', dir], { stdio: 'ignore' })
+  if (mounted.status !== 0) {
+    t.log('SKIPPED: cannot mount a tmpfs here (needs root)')
+    t.pass()
+    return
+  }
+  t.teardown(() => spawnSync('umount', [dir]))
+  const c = client(t, dir, { outbox: { sync: 'none', segmentBytes: 64 * 1024 } })
+  let refused = null
+  const stored = []
+  for (let i = 0; i < 1000 && !refused; i++) {
+    const id = `full-${i}`
+    try {
+      c.send(new Event('t', { blob: Buffer.alloc(8000, i) }, id))
+      stored.push(id)
+    } catch (err) {
+      refused = err
+    }
+  }
+  t.is(refused && refused.code, 'ENOSPC')
+  t.log(`${stored.length} events stored before ENOSPC`)
+  t.is(c.stats().outboxPending, stored.length)
+  c.close()
+  const again = client(t, dir)
+  const [info] = await once(again, 'restored')
+  t.deepEqual(info.ids, stored)
+})
+
+test('without the option nothing is written and stats() has no outbox fields', async (t) => {
+  const dir = tmpdir(t)
+  const source = `
+const { Client, Event, Server } = require(${JSON.stringify(ROOT)})
+const server = new Server({ echo: false })
+server.listen(0, '127.0.0.1', () => {
+  const c = new Client({ host: 'localhost', port: server.address().port })
+  c.connect()
+  let left = 20
+  for (let i = 0; i < 20; i++) c.send(new Event('t', { i }), () => { if (--left === 0) { console.log(JSON.stringify(Object.keys(c.stats()))); c.close(); server.close() } })
+})
+`
+  const child = spawnSync(process.execPath, ['-e', source], { cwd: dir, encoding: 'utf8', timeout: scaled(10000) })
+  t.is(child.status, 0, child.stderr)
+  t.false(JSON.parse(child.stdout).some((key) => key.startsWith('outbox')))
+  t.deepEqual(fs.readdirSync(dir), [])
+})
+
+test("the README's outbox example runs and prints what it says", async (t) => {
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8')
+  const section = readme.slice(readme.indexOf('### The durable outbox: `outbox`'))
+  const blocks = [...section.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1])
+  const result = await runNode(blocks[1])
+  t.is(result.err, '')
+  t.is(result.code, 0)
+  t.regex(result.out, /kept on disk: 3\nrestored 3 events: reading-0, reading-1, reading-2\n/)
+  t.regex(result.out, /gateway got reading-0\ngateway got reading-1\ngateway got reading-2\n/)
+  t.regex(result.out, /left in the outbox: 0/)
+})
+
+test('damage found at opening is logged under DEBUG=imt:gateway:outbox', async (t) => {
+  const dir = tmpdir(t)
+  const earlier = client(t, dir)
+  for (let i = 0; i < 5; i++) earlier.send(new Event('t', { i }, `d${i}`), () => {})
+  earlier.close()
+  const names = segments(dir)
+  const newest = path.join(dir, names[names.length - 1])
+  fs.truncateSync(newest, fs.statSync(newest).size - 3)
+  const source = `
+const { Client } = require('imt-gateway')
+const c = new Client({ host: 'localhost', port: 1, outbox: { path: ${JSON.stringify(dir)} } })
+c.on('restored', (info) => { console.log(info.events); c.close() })
+`
+  const result = await runNode(source, { env: { DEBUG: 'imt:gateway:outbox' } })
+  t.is(result.code, 0, result.err)
+  t.is(result.out.trim(), '4')
+  t.regex(result.err, /opened .*: 4 events to send first/)
+  t.regex(result.err, /damage in .*\.seg at byte \d+: \d+ bytes cut off \(torn\)/)
+})
