@@ -11,6 +11,7 @@ const path = require('path')
 const { spawn } = require('child_process')
 const { fakeGateway, welcome } = require('./helpers/fake-gateway')
 const { scaled } = require('./helpers/time')
+const { freePort } = require('./helpers/server')
 
 const BIN = path.join(__dirname, '..', 'bin', 'imt-gateway.js')
 
@@ -80,17 +81,6 @@ function tempDir (t) {
 function pkiFrom (dir) {
   const read = (name) => fs.readFileSync(path.join(dir, name), 'utf8')
   return { caCert: read('ca.crt'), server: { key: read('server.key'), cert: read('server.crt') }, client: { key: read('device.key'), cert: read('device.crt') } }
-}
-
-function freePort () {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer()
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address()
-      probe.close(() => resolve(port))
-    })
-  })
 }
 
 test('--help for the command and each subcommand; usage errors exit 2 with one line', async (t) => {

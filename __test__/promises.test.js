@@ -3,23 +3,10 @@
 // settles on what the callback API and the events report, with the same coded errors.
 
 const test = require('ava')
-const net = require('net')
 const { Client, Event, Server } = require('imt-gateway')
 const { fakeGateway, welcome } = require('./helpers/fake-gateway')
-const { start } = require('./helpers/server')
+const { start, freePort } = require('./helpers/server')
 const { runNode } = require('./helpers/child')
-
-/** A port nothing listens on (it listened a moment ago). */
-function freePort () {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer()
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address()
-      probe.close(() => resolve(port))
-    })
-  })
-}
 
 function localClient (t, port, options = {}) {
   const client = new Client({ host: 'localhost', port, ...options })

@@ -13,7 +13,11 @@ const { Client, Event, Server } = require('imt-gateway')
 const { createPki } = require('imt-gateway/testing')
 const { startChaosProxy } = require('./chaos-proxy')
 
-async function runChaos ({ events = 10000, seed = 1, meanBytes = 40000, minDisconnects = 50, log = () => {} } = {}) {
+/**
+ * The bundled Server (mutual TLS, no echo) counting each event id it receives, behind a chaos
+ * proxy that cuts, corrupts and stalls the connections made through it.
+ */
+async function startGateway (seed, meanBytes) {
   const pki = createPki({ hosts: ['localhost', '127.0.0.1'] })
   const received = new Map()
   const server = new Server({ key: pki.server.key, cert: pki.server.cert, ca: pki.caCert, echo: false })
@@ -21,6 +25,11 @@ async function runChaos ({ events = 10000, seed = 1, meanBytes = 40000, minDisco
   server.on('clientError', () => {})
   await new Promise((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve) })
   const proxy = await startChaosProxy({ target: { host: '127.0.0.1', port: server.address().port }, seed, meanBytes })
+  return { pki, received, server, proxy }
+}
+
+async function runChaos ({ events = 10000, seed = 1, meanBytes = 40000, minDisconnects = 50, log = () => {} } = {}) {
+  const { pki, received, server, proxy } = await startGateway(seed, meanBytes)
 
   const client = new Client({
     host: '127.0.0.1',
@@ -126,13 +135,7 @@ async function runOutboxChaos ({ events = 10000, seed = 1, meanBytes = 40000, ki
   const os = require('os')
   const path = require('path')
   const { spawn } = require('child_process')
-  const pki = createPki({ hosts: ['localhost', '127.0.0.1'] })
-  const received = new Map()
-  const server = new Server({ key: pki.server.key, cert: pki.server.cert, ca: pki.caCert, echo: false })
-  server.on('event', (event) => received.set(event.id, (received.get(event.id) || 0) + 1))
-  server.on('clientError', () => {})
-  await new Promise((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve) })
-  const proxy = await startChaosProxy({ target: { host: '127.0.0.1', port: server.address().port }, seed, meanBytes })
+  const { pki, received, server, proxy } = await startGateway(seed, meanBytes)
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imt-chaos-outbox-'))
   let state = seed >>> 0 || 1
   const random = () => { state ^= state << 13; state ^= state >>> 17; state ^= state << 5; return (state >>> 0) / 4294967296 }

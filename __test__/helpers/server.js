@@ -3,6 +3,7 @@
 
 const { Server } = require('imt-gateway')
 const { createPki } = require('imt-gateway/testing')
+const net = require('net')
 const { scaled } = require('./time')
 
 function start (t, options = {}) {
@@ -38,4 +39,16 @@ function waitFor (predicate, ms = scaled(10000)) {
   })
 }
 
-module.exports = { start, startTls, once, waitFor }
+/** A loopback port nothing listens on (it listened a moment ago). */
+function freePort () {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer()
+    probe.once('error', reject)
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address()
+      probe.close(() => resolve(port))
+    })
+  })
+}
+
+module.exports = { start, startTls, once, waitFor, freePort }
