@@ -996,16 +996,7 @@ impl Outbox {
             let record = bytes
                 .get(loc.offset as usize..(loc.offset + loc.len) as usize)
                 .filter(|r| format::parse(r, 0).is_ok_and(|f| f.seq == seq))
-                .ok_or_else(|| {
-                    OutboxError::new(
-                        ErrorCode::Outbox,
-                        format!(
-                            "{} changed on disk at offset {}",
-                            path.display(),
-                            loc.offset
-                        ),
-                    )
-                })?;
+                .ok_or_else(|| changed(&path, loc))?;
             let (segment, offset, _) = self.write_record(record, true)?;
             let new = Loc {
                 segment,
