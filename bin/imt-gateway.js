@@ -13,6 +13,14 @@ const { Client, Event, Server } = require('..')
 const DEFAULT_PORT = 7777
 const PKI_FILES = { ca: 'ca.crt', serverKey: 'server.key', serverCert: 'server.crt', deviceKey: 'device.key', deviceCert: 'device.crt' }
 
+// The connection options that send and listen share.
+const CONNECTION_HELP = `  --host HOST      gateway host (default localhost); exactly 'localhost' is plain TCP, any
+                   other host mutual TLS with --key and --cert
+  --port PORT      gateway port (default ${DEFAULT_PORT})
+  --key FILE       the device's private key, PEM
+  --cert FILE      the device's certificate, PEM
+  --ca FILE        trust anchors for the gateway's certificate, PEM (default: the platform's)`
+
 const HELP = {
   main: `Usage: imt-gateway <command> [options]
 
@@ -51,12 +59,7 @@ printed as 'imt-gateway: CODE: message' and exits 1. Actions the gateway held fo
 device arrive before it takes events: they are acknowledged and noted on standard error.
 
 Options:
-  --host HOST      gateway host (default localhost); exactly 'localhost' is plain TCP, any
-                   other host mutual TLS with --key and --cert
-  --port PORT      gateway port (default ${DEFAULT_PORT})
-  --key FILE       the device's private key, PEM
-  --cert FILE      the device's certificate, PEM
-  --ca FILE        trust anchors for the gateway's certificate, PEM (default: the platform's)
+${CONNECTION_HELP}
   --timeout MS     give up after this long, connection and acknowledgement together
                    (default 10000)
   -h, --help       this help`,
@@ -67,12 +70,7 @@ acknowledges it, until interrupted (SIGINT, SIGTERM), then closes the connection
 the connection cannot be made or is lost.
 
 Options:
-  --host HOST      gateway host (default localhost); exactly 'localhost' is plain TCP, any
-                   other host mutual TLS with --key and --cert
-  --port PORT      gateway port (default ${DEFAULT_PORT})
-  --key FILE       the device's private key, PEM
-  --cert FILE      the device's certificate, PEM
-  --ca FILE        trust anchors for the gateway's certificate, PEM (default: the platform's)
+${CONNECTION_HELP}
   --fail TYPE      acknowledge actions of this type with an error (code EFAILED); may be
                    repeated
   -h, --help       this help`

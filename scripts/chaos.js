@@ -218,6 +218,18 @@ function argument (name, fallback) {
   return index === -1 ? fallback : Number(process.argv[index + 1])
 }
 
+/** Prints a run's result and sets the exit status from it. */
+function report (run) {
+  run.then((result) => {
+    console.log(JSON.stringify(result, null, 2))
+    console.log(result.ok ? 'chaos: OK' : 'chaos: FAILED')
+    process.exitCode = result.ok ? 0 : 1
+  }, (err) => {
+    console.error(err)
+    process.exitCode = 1
+  })
+}
+
 if (require.main === module && process.argv.includes('--outbox')) {
   const options = {
     events: argument('events', 10000),
@@ -227,14 +239,7 @@ if (require.main === module && process.argv.includes('--outbox')) {
     log: (line) => console.log(line)
   }
   console.log(`chaos (outbox): ${options.events} events from a sender killed ${options.kills} times, seed ${options.seed}, a fault every ~${options.meanBytes} bytes on average`)
-  runOutboxChaos(options).then((result) => {
-    console.log(JSON.stringify(result, null, 2))
-    console.log(result.ok ? 'chaos: OK' : 'chaos: FAILED')
-    process.exitCode = result.ok ? 0 : 1
-  }, (err) => {
-    console.error(err)
-    process.exitCode = 1
-  })
+  report(runOutboxChaos(options))
 } else if (require.main === module) {
   const options = {
     events: argument('events', 10000),
@@ -244,14 +249,7 @@ if (require.main === module && process.argv.includes('--outbox')) {
     log: (line) => console.log(line)
   }
   console.log(`chaos: ${options.events} events, seed ${options.seed}, a fault every ~${options.meanBytes} bytes on average`)
-  runChaos(options).then((result) => {
-    console.log(JSON.stringify(result, null, 2))
-    console.log(result.ok ? 'chaos: OK' : 'chaos: FAILED')
-    process.exitCode = result.ok ? 0 : 1
-  }, (err) => {
-    console.error(err)
-    process.exitCode = 1
-  })
+  report(runChaos(options))
 }
 
 module.exports = { runChaos, runOutboxChaos }
