@@ -41,7 +41,7 @@ fn run(base: &std::path::Path, name: &'static str, sync: SyncMode, appends: u64)
         let id = format!("{i:020}");
         let seq = outbox.append(id.as_bytes(), &frame).expect("append");
         if seq > 1000 {
-            outbox.ack(seq - 1000).expect("ack");
+            outbox.ack(seq - 1000);
         }
         outbox.tick(Instant::now()).expect("tick");
     }

@@ -516,6 +516,8 @@ struct Driver<S> {
     cycle: u64,
     /// The last batch said idle; only a change is reported again.
     reported_idle: bool,
+    /// The outbox was told of an answer this turn: its tombstones wait for `flush_notices`.
+    released: bool,
 }
 
 impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
@@ -538,6 +540,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             batch: Batch::default(),
             cycle: 0,
             reported_idle: true,
+            released: false,
         }
     }
 
@@ -705,9 +708,8 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 Output::Emit(notice) => self.batch.notices.push(notice),
                 Output::Release(stored) => {
                     if let Some(store) = &self.options.store {
-                        // A tombstone that cannot be written (a full disk) only means the
-                        // event may be sent again by a later process; the outbox counts it.
-                        let _ = store.release(stored);
+                        store.release(stored);
+                        self.released = true;
                     }
                 }
             }
@@ -750,6 +752,14 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         if idle && !self.reported_idle {
             self.reported_idle = true;
             self.batch.idle = Some(self.cycle);
+        }
+        if std::mem::take(&mut self.released) {
+            if let Some(store) = &self.options.store {
+                // The turn's tombstones in one write, before anyone hears of the answers. One
+                // that cannot be written (a full disk) only means the event may be sent again
+                // by a later process; the outbox counts it.
+                let _ = store.flush();
+            }
         }
         // Before the batch goes: whoever it wakes reads the counters that include it.
         self.stats.store(&self.session.stats());

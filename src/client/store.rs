@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::errors::ErrorCode;
-use crate::outbox::{Damage, Outbox, OutboxError, OutboxOptions, SyncMode};
+use crate::outbox::{Damage, Outbox, OutboxError, OutboxOptions, SyncMode, Tick};
 use crate::protocol::decode;
 use crate::protocol::value::value_writer;
 use crate::session::OutgoingEvent;
@@ -146,7 +146,7 @@ impl EventStore {
                 // Not an id this client wrote (the checksum held, so not damage either): it
                 // could never be matched to its acknowledgement.
                 Err(_) => {
-                    let _ = outbox.ack(record.seq);
+                    outbox.ack(record.seq);
                 }
             }
         }
@@ -187,11 +187,20 @@ impl EventStore {
         self.refused.swap(false, Ordering::Relaxed)
     }
 
-    /// The session released the event stored as `stored`: it has its answer. An error (its
-    /// tombstone could not be written) only means a later process may send it again.
-    pub fn release(&self, stored: u64) -> Result<(), OutboxError> {
+    /// The session released the event stored as `stored`: it has its answer. Its tombstone is
+    /// written at the next append or [`EventStore::flush`], whichever comes first.
+    pub fn release(&self, stored: u64) {
+        if let Some(outbox) = self.lock().outbox.as_mut() {
+            outbox.ack(stored);
+        }
+    }
+
+    /// Writes the tombstones of the events released since the last call (the driver calls this
+    /// once per turn, so a burst of acknowledgements costs one write). An error (a full disk)
+    /// only means a later process may send those events again.
+    pub fn flush(&self) -> Result<(), OutboxError> {
         match self.lock().outbox.as_mut() {
-            Some(outbox) => outbox.ack(stored).map(|_| ()),
+            Some(outbox) => outbox.flush(),
             None => Ok(()),
         }
     }
@@ -240,11 +249,23 @@ impl EventStore {
                     let Some(store) = weak.upgrade() else {
                         return;
                     };
+                    // The lock is held to decide, not while the device syncs: appends on the
+                    // host's thread go on meanwhile.
                     let ticked = tokio::task::spawn_blocking(move || {
-                        let mut state = store.lock();
-                        match state.outbox.as_mut() {
-                            Some(outbox) => outbox.tick(Instant::now()),
-                            None => Ok(None),
+                        let job = match store.lock().outbox.as_mut() {
+                            Some(outbox) => outbox.tick_job(Instant::now())?,
+                            None => Tick::Idle,
+                        };
+                        match job {
+                            Tick::Idle => Ok(None),
+                            Tick::Wait(due) => Ok(Some(due)),
+                            Tick::Sync(job) => {
+                                let synced = job.run();
+                                if let Some(outbox) = store.lock().outbox.as_mut() {
+                                    outbox.sync_done(synced.is_ok());
+                                }
+                                synced.map(|()| None)
+                            }
                         }
                     })
                     .await;
@@ -297,7 +318,7 @@ mod tests {
         let err = store.append(&mut event(4)).unwrap_err();
         assert_eq!(err.code(), &ErrorCode::QueueFull);
         assert!(store.take_refused() && !store.take_refused());
-        store.release(events[1].stored.unwrap()).unwrap();
+        store.release(events[1].stored.unwrap());
         store.close().unwrap();
         assert_eq!(store.stats().pending, 0, "closed");
         let err = store.append(&mut event(5)).unwrap_err();

@@ -74,14 +74,17 @@ pub(crate) fn encode_event(buf: &mut Vec<u8>, seq: u64, id: &[u8], frame: &[u8])
     finish(buf);
 }
 
-/// Writes an acknowledgement (tombstone) record for `seq` into `buf` (cleared first).
-pub(crate) fn encode_ack(buf: &mut Vec<u8>, seq: u64) {
-    buf.clear();
+/// Bytes of an acknowledgement (tombstone) record.
+pub(crate) const ACK_LEN: usize = RECORD_HEAD;
+
+/// Adds an acknowledgement (tombstone) record for `seq` at the end of `buf`.
+pub(crate) fn push_ack(buf: &mut Vec<u8>, seq: u64) {
+    let start = buf.len();
     buf.extend_from_slice(&[0; 4]);
     buf.extend_from_slice(&0u32.to_le_bytes());
     buf.push(KIND_ACK);
     buf.extend_from_slice(&seq.to_le_bytes());
-    finish(buf);
+    finish(&mut buf[start..]);
 }
 
 /// What a record holds, with ranges into the bytes it was read from.
@@ -201,7 +204,8 @@ mod tests {
         let mut buf = Vec::new();
         encode_event(&mut buf, 1, b"id-1", b"frame one");
         bytes.extend_from_slice(&buf);
-        encode_ack(&mut buf, 1);
+        buf.clear();
+        push_ack(&mut buf, 1);
         bytes.extend_from_slice(&buf);
         encode_event(&mut buf, 2, b"", b"");
         bytes.extend_from_slice(&buf);

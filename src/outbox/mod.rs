@@ -251,6 +251,33 @@ impl std::error::Error for OutboxError {
     }
 }
 
+/// What [`Outbox::tick_job`] decided.
+#[derive(Debug)]
+pub enum Tick {
+    /// Nothing written waits for a sync.
+    Idle,
+    /// Something does, and the interval ends at this instant: call again then.
+    Wait(Instant),
+    /// Run this sync (on any thread), then call [`Outbox::sync_done`].
+    Sync(SyncJob),
+}
+
+/// A sync of the active segment, detached from its [`Outbox`].
+#[derive(Debug)]
+pub struct SyncJob {
+    file: File,
+    path: PathBuf,
+}
+
+impl SyncJob {
+    /// Forces what was written to the segment before the job was made to stable storage.
+    pub fn run(&self) -> Result<(), OutboxError> {
+        self.file
+            .sync_data()
+            .map_err(|e| OutboxError::io(format_args!("cannot sync {}", self.path.display()), e))
+    }
+}
+
 /// Where a pending record is.
 #[derive(Debug, Clone, Copy)]
 struct Loc {
@@ -288,6 +315,9 @@ pub struct Outbox {
     last_sync: Option<Instant>,
     stats: OutboxStats,
     scratch: Vec<u8>,
+    /// Tombstones of acknowledged events not written yet: they go out with the next append, or
+    /// at [`Outbox::flush`] (the client calls it once per turn of its driver), sync or close.
+    acks: Vec<u8>,
 }
 
 impl fmt::Debug for Outbox {
@@ -594,6 +624,7 @@ impl Outbox {
             last_sync: None,
             stats,
             scratch: Vec::new(),
+            acks: Vec::new(),
         };
         recovery.pending = outbox.pending()?;
         Ok((outbox, recovery))
@@ -634,7 +665,7 @@ impl Outbox {
         let seq = self.next_seq;
         let mut buf = std::mem::take(&mut self.scratch);
         format::encode_event(&mut buf, seq, id, frame);
-        let written = self.write_record(&buf, false);
+        let written = self.write_with_acks(&buf);
         self.scratch = buf;
         let (segment, offset, rotated) = written?;
         if self.options.sync == SyncMode::Always {
@@ -665,14 +696,14 @@ impl Outbox {
         Ok(seq)
     }
 
-    /// Removes an acknowledged event: `Ok(true)` if it was pending, `Ok(false)` if not (already
-    /// acknowledged, or never appended). Never syncs: an acknowledgement lost to a power cut only
-    /// means the event is sent again. The event is no longer pending in this process even when
-    /// this fails: the error says its tombstone could not be written (a disk full), so a later
-    /// process may send it again.
-    pub fn ack(&mut self, seq: Seq) -> Result<bool, OutboxError> {
+    /// Removes an acknowledged event: `true` if it was pending, `false` if not (already
+    /// acknowledged, or never appended). Its tombstone is only buffered: it is written with the
+    /// next `append`, or by [`Outbox::flush`], `sync`, `tick` or `close`, so that a burst of
+    /// acknowledgements costs one write. Never syncs: a tombstone lost to a crash or a power cut
+    /// only means the event is sent again.
+    pub fn ack(&mut self, seq: Seq) -> bool {
         let Some(loc) = self.index.remove(&seq) else {
-            return Ok(false);
+            return false;
         };
         if let Some(segment) = self.segment_mut(loc.segment) {
             segment.live_bytes -= loc.len;
@@ -680,20 +711,30 @@ impl Outbox {
         }
         self.live_bytes -= loc.len;
         self.stats.acked += 1;
-        let mut buf = std::mem::take(&mut self.scratch);
-        format::encode_ack(&mut buf, seq);
-        let written = self.write_record(&buf, false);
-        self.scratch = buf;
-        let rotated = match written {
-            Ok((_, _, rotated)) => rotated,
-            Err(e) => {
-                self.stats.ack_write_errors += 1;
-                self.maintain(false);
-                return Err(e);
-            }
-        };
+        format::push_ack(&mut self.acks, seq);
+        self.maintain(false);
+        true
+    }
+
+    /// Writes the buffered tombstones (one write). On failure (a full disk) they are dropped and
+    /// counted in [`OutboxStats::ack_write_errors`]: the events are no longer pending in this
+    /// process, but a later one may send them again.
+    pub fn flush(&mut self) -> Result<(), OutboxError> {
+        if self.acks.is_empty() {
+            return Ok(());
+        }
+        let acks = std::mem::take(&mut self.acks);
+        let written = self.write_record(&acks, false);
+        self.acks = acks;
+        self.drop_acks(written.is_err());
+        let (_, _, rotated) = written?;
         self.maintain(rotated);
-        Ok(true)
+        Ok(())
+    }
+
+    /// Whether tombstones wait for [`Outbox::flush`].
+    pub fn has_unwritten_acks(&self) -> bool {
+        !self.acks.is_empty()
     }
 
     /// Whether `seq` is pending.
@@ -724,32 +765,72 @@ impl Outbox {
         }
     }
 
-    /// Syncs everything written so far to stable storage, whatever the mode.
+    /// Syncs everything written so far to stable storage (buffered tombstones included),
+    /// whatever the mode.
     pub fn sync(&mut self) -> Result<(), OutboxError> {
+        let flushed = self.flush();
         if self.dirty {
             self.sync_active()?;
         }
-        Ok(())
+        flushed
     }
 
     /// Drives [`SyncMode::Interval`]: syncs when something was written and the interval has
     /// passed since the last sync (`now` is the owner's clock). Returns when to call again, if
     /// something written still waits for a sync. With the other modes it does nothing.
     pub fn tick(&mut self, now: Instant) -> Result<Option<Instant>, OutboxError> {
+        match self.tick_job(now)? {
+            Tick::Idle => Ok(None),
+            Tick::Wait(due) => Ok(Some(due)),
+            Tick::Sync(job) => {
+                let synced = job.run();
+                self.sync_done(synced.is_ok());
+                synced.map(|()| None)
+            }
+        }
+    }
+
+    /// [`Outbox::tick`] in two halves, for an owner that shares the outbox between threads: this
+    /// decides, and [`Tick::Sync`]'s job syncs without needing the outbox (so appends go on
+    /// meanwhile); then [`Outbox::sync_done`] says how it went. What is written after the job is
+    /// made waits for the next tick.
+    pub fn tick_job(&mut self, now: Instant) -> Result<Tick, OutboxError> {
         let SyncMode::Interval(interval) = self.options.sync else {
-            return Ok(None);
+            return Ok(Tick::Idle);
         };
+        let flushed = self.flush();
         if !self.dirty {
-            return Ok(None);
+            return flushed.map(|()| Tick::Idle);
         }
         if let Some(due) = self.last_sync.and_then(|last| last.checked_add(interval)) {
             if now < due {
-                return Ok(Some(due));
+                return flushed.map(|()| Tick::Wait(due));
             }
         }
-        self.sync_active()?;
+        let number = self.segments.back().map_or(0, |s| s.number);
+        let file = self.active.try_clone().map_err(|e| {
+            OutboxError::io(
+                format_args!("cannot sync {}", self.segment_path(number).display()),
+                e,
+            )
+        })?;
+        self.stats.syncs += 1;
+        self.dirty = false;
         self.last_sync = Some(now);
-        Ok(None)
+        flushed.map(|()| {
+            Tick::Sync(SyncJob {
+                file,
+                path: self.segment_path(number),
+            })
+        })
+    }
+
+    /// How the job [`Outbox::tick_job`] gave went: after a failure, what it should have synced
+    /// is synced again at the next tick.
+    pub fn sync_done(&mut self, ok: bool) {
+        if !ok {
+            self.dirty = true;
+        }
     }
 
     /// Whether something was written since the last sync.
@@ -828,12 +909,14 @@ impl Outbox {
         Ok(())
     }
 
-    /// Syncs (unless the mode is [`SyncMode::None`]) and releases the directory.
+    /// Writes the buffered tombstones, syncs (unless the mode is [`SyncMode::None`]) and
+    /// releases the directory.
     pub fn close(mut self) -> Result<(), OutboxError> {
         if self.options.sync != SyncMode::None {
-            self.sync()?;
+            self.sync()
+        } else {
+            self.flush()
         }
-        Ok(())
     }
 
     // ---- internals ----
@@ -890,6 +973,32 @@ impl Outbox {
             })?;
         self.tail_dirty = false;
         Ok(())
+    }
+
+    /// Writes the buffered tombstones and then `record` with one write, and returns where
+    /// `record` went (see [`Outbox::write_record`]). On failure neither is written, and the
+    /// tombstones are dropped as in [`Outbox::flush`].
+    fn write_with_acks(&mut self, record: &[u8]) -> Result<(u64, u64, bool), OutboxError> {
+        if self.acks.is_empty() {
+            return self.write_record(record, false);
+        }
+        let before = self.acks.len() as u64;
+        let mut acks = std::mem::take(&mut self.acks);
+        acks.extend_from_slice(record);
+        let written = self.write_record(&acks, false);
+        acks.truncate(before as usize);
+        self.acks = acks;
+        self.drop_acks(written.is_err());
+        let (segment, offset, rotated) = written?;
+        Ok((segment, offset + before, rotated))
+    }
+
+    /// Forgets the buffered tombstones once written, or counts them as lost when not.
+    fn drop_acks(&mut self, failed: bool) {
+        if failed {
+            self.stats.ack_write_errors += (self.acks.len() / format::ACK_LEN) as u64;
+        }
+        self.acks.clear();
     }
 
     /// Appends one encoded record to the active segment, starting a new segment first if it
@@ -1041,8 +1150,18 @@ impl Outbox {
     }
 }
 
+#[cfg(test)]
+impl Outbox {
+    /// The process dies here: buffered tombstones are lost, nothing more is written.
+    pub(crate) fn kill(mut self) {
+        self.acks.clear();
+        self.dirty = false;
+    }
+}
+
 impl Drop for Outbox {
     fn drop(&mut self) {
+        let _ = self.flush();
         if self.options.sync != SyncMode::None && self.dirty {
             let _ = self.sync_active();
         }

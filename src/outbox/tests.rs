@@ -48,10 +48,10 @@ fn append_ack_reopen_keeps_order_ids_and_frames() {
         .map(|i| outbox.append(&id(i), &frame(i, 50)).unwrap())
         .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
-    assert!(outbox.ack(seqs[0]).unwrap());
-    assert!(outbox.ack(seqs[5]).unwrap());
-    assert!(!outbox.ack(seqs[5]).unwrap(), "a second ack finds nothing");
-    assert!(!outbox.ack(9999).unwrap());
+    assert!(outbox.ack(seqs[0]));
+    assert!(outbox.ack(seqs[5]));
+    assert!(!outbox.ack(seqs[5]), "a second ack finds nothing");
+    assert!(!outbox.ack(9999));
     assert_eq!(outbox.len(), 8);
     assert_eq!(
         outbox.stats().syncs,
@@ -80,6 +80,85 @@ fn append_ack_reopen_keeps_order_ids_and_frames() {
 }
 
 #[test]
+fn tombstones_are_written_with_the_next_append_or_a_flush_in_one_write() {
+    let dir = TempDir::new().unwrap();
+    let (mut outbox, _) = Outbox::open(dir.path(), opts(SyncMode::None)).unwrap();
+    let seqs: Vec<Seq> = (0..6)
+        .map(|i| outbox.append(&id(i), &frame(i, 20)).unwrap())
+        .collect();
+    let written = outbox.stats().bytes_written;
+    for &seq in &seqs[..2] {
+        assert!(outbox.ack(seq));
+    }
+    assert_eq!(
+        outbox.stats().bytes_written,
+        written,
+        "buffered, not written"
+    );
+    assert!(outbox.has_unwritten_acks());
+    outbox.kill();
+    // Killed before they were written: both acknowledged events come back, nothing is lost.
+    let (mut outbox, recovery) = Outbox::open(dir.path(), opts(SyncMode::None)).unwrap();
+    assert_eq!(
+        recovery.pending.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        seqs
+    );
+
+    for &seq in &seqs[..2] {
+        outbox.ack(seq);
+    }
+    let next = outbox.append(b"next", b"frame").unwrap();
+    assert!(!outbox.has_unwritten_acks(), "written with the append");
+    assert!(outbox.read(next).unwrap().is_some());
+    outbox.ack(seqs[2]);
+    outbox.ack(seqs[3]);
+    let before = outbox.stats().bytes_written;
+    outbox.flush().unwrap();
+    assert_eq!(
+        outbox.stats().bytes_written - before,
+        2 * format::ACK_LEN as u64
+    );
+    outbox.ack(seqs[4]);
+    outbox.kill();
+    let (_, recovery) = Outbox::open(dir.path(), opts(SyncMode::None)).unwrap();
+    let found: Vec<Seq> = recovery.pending.iter().map(|r| r.seq).collect();
+    assert_eq!(
+        found,
+        vec![seqs[4], seqs[5], next],
+        "only the unwritten one is back"
+    );
+    assert_eq!(recovery.acks, 4);
+}
+
+#[test]
+fn a_sync_job_runs_without_the_outbox_and_is_redone_after_a_failure() {
+    let dir = TempDir::new().unwrap();
+    let interval = Duration::from_millis(100);
+    let (mut outbox, _) = Outbox::open(dir.path(), opts(SyncMode::Interval(interval))).unwrap();
+    let t0 = Instant::now();
+    outbox.append(b"a", b"1").unwrap();
+    let Tick::Sync(job) = outbox.tick_job(t0).unwrap() else {
+        panic!("a sync is due")
+    };
+    // Appends go on while the job runs; they wait for the next one.
+    outbox.append(b"b", b"2").unwrap();
+    job.run().unwrap();
+    outbox.sync_done(true);
+    assert!(outbox.needs_sync());
+    assert!(matches!(outbox.tick_job(t0).unwrap(), Tick::Wait(due) if due == t0 + interval));
+    let Tick::Sync(_) = outbox.tick_job(t0 + interval).unwrap() else {
+        panic!("a sync is due")
+    };
+    assert!(!outbox.needs_sync());
+    outbox.sync_done(false);
+    assert!(
+        outbox.needs_sync(),
+        "a failed job leaves its writes to sync"
+    );
+    assert_eq!(outbox.stats().syncs, 2);
+}
+
+#[test]
 fn sequence_numbers_are_never_reused_even_when_everything_was_acknowledged() {
     let dir = TempDir::new().unwrap();
     let options = small(256);
@@ -87,7 +166,7 @@ fn sequence_numbers_are_never_reused_even_when_everything_was_acknowledged() {
     let mut last = 0;
     for i in 0..40 {
         last = outbox.append(&id(i), &frame(i, 30)).unwrap();
-        outbox.ack(last).unwrap();
+        outbox.ack(last);
     }
     assert!(outbox.stats().segments_deleted > 0);
     drop(outbox);
@@ -254,7 +333,7 @@ fn corrupt_record_in_an_older_segment_loses_only_the_rest_of_that_segment() {
     );
     // It is reported again until compaction removes the segment.
     let first = recovery.pending[0].seq;
-    outbox.ack(first).unwrap();
+    outbox.ack(first);
     assert!(
         !files[0].exists(),
         "the damaged segment went with its last pending event"
@@ -384,13 +463,13 @@ fn bounds_refuse_with_equeuefull_and_lose_nothing() {
     let err = outbox.append(b"d", &[4; 10]).unwrap_err();
     assert_eq!(err.code(), &ErrorCode::QueueFull);
     assert_eq!(err.code().code(), "EQUEUEFULL");
-    outbox.ack(a).unwrap();
+    outbox.ack(a);
     outbox.append(b"d", &[4; 10]).unwrap();
     assert_eq!(outbox.len(), 3);
     // Bytes: 3 records of 30 bytes pending; a 950-byte frame would pass 1000.
     assert_eq!(outbox.bytes(), 3 * (EVENT_OVERHEAD as u64 + 11));
     let oldest = outbox.pending_seqs().next().unwrap();
-    outbox.ack(oldest).unwrap();
+    outbox.ack(oldest);
     let err = outbox.append(b"e", &[5; 950]).unwrap_err();
     assert_eq!(err.code().code(), "EQUEUEFULL");
     assert_eq!(outbox.stats().refused, 2);
@@ -464,7 +543,7 @@ fn compaction_keeps_order_and_bounds_disk_use() {
         if i % 10 == 0 {
             kept.push(i);
         } else {
-            outbox.ack(seq).unwrap();
+            outbox.ack(seq);
         }
         max_disk = max_disk.max(outbox.disk_bytes());
         let bound = 2 * outbox.bytes() + 3 * options.segment_bytes;
@@ -512,7 +591,7 @@ fn compaction_bounds_disk_use_when_no_segment_is_sparse() {
     for i in 0..4000u64 {
         let seq = outbox.append(&id(i), &frame(i, 40)).unwrap();
         if i % 3 != 0 {
-            outbox.ack(seq).unwrap();
+            outbox.ack(seq);
         }
         let bound = 2 * outbox.bytes() + 3 * options.segment_bytes;
         assert!(
@@ -545,7 +624,7 @@ fn an_interrupted_compaction_leaves_duplicates_that_count_once() {
         .map(|(&s, _)| s)
         .collect();
     for &seq in &in_first[1..] {
-        outbox.ack(seq).unwrap();
+        outbox.ack(seq);
     }
     outbox.compact().unwrap();
     assert!(!first.exists());
@@ -594,7 +673,9 @@ fn io_errors_carry_the_os_code_name() {
 enum Op {
     Append(usize),
     Ack(usize),
+    Flush,
     Reopen,
+    Kill,
     Compact,
 }
 
@@ -602,7 +683,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0usize..300).prop_map(Op::Append),
         4 => (0usize..1000).prop_map(Op::Ack),
+        1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Kill),
         1 => Just(Op::Compact),
     ]
 }
@@ -610,33 +693,68 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Any mix of appends, acknowledgements, compactions and reopens matches a plain ordered map.
+    /// Any mix of appends, acknowledgements, flushes, compactions, reopens and kills matches a
+    /// plain ordered map. A kill loses no pending event; it may only bring back acknowledged
+    /// ones whose tombstones were still buffered.
     #[test]
     fn matches_a_model(ops in proptest::collection::vec(op(), 1..120)) {
         let dir = TempDir::new().unwrap();
         let options = small(700);
         let (mut outbox, _) = Outbox::open(dir.path(), options.clone()).unwrap();
         let mut model: BTreeMap<Seq, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
+        // Acknowledged since the tombstones were last written.
+        let mut unwritten: BTreeMap<Seq, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
         for (n, op) in ops.into_iter().enumerate() {
             // (A reopen starts new counters, and does not compact.)
             let started = outbox.stats().segments_created;
-            let reopen = matches!(op, Op::Reopen);
+            let reopen = matches!(op, Op::Reopen | Op::Kill);
             match op {
                 Op::Append(len) => {
                     let (i, f) = (id(n as u64), frame(n as u64, len));
                     let seq = outbox.append(&i, &f).unwrap();
                     prop_assert!(model.keys().all(|&k| k < seq));
                     model.insert(seq, (i, f));
+                    unwritten.clear();
                 }
                 Op::Ack(pick) => {
                     let seq = model.keys().nth(pick % model.len().max(1)).copied().unwrap_or(0);
-                    prop_assert_eq!(outbox.ack(seq).unwrap(), model.remove(&seq).is_some());
+                    let acked = model.remove(&seq);
+                    prop_assert_eq!(outbox.ack(seq), acked.is_some());
+                    prop_assert_eq!(outbox.has_unwritten_acks(), acked.is_some() || !unwritten.is_empty());
+                    unwritten.extend(acked.map(|a| (seq, a)));
+                }
+                Op::Flush => {
+                    outbox.flush().unwrap();
+                    prop_assert!(!outbox.has_unwritten_acks());
+                    unwritten.clear();
                 }
                 Op::Reopen => {
                     drop(outbox);
                     let (reopened, recovery) = Outbox::open(dir.path(), options.clone()).unwrap();
                     prop_assert!(recovery.is_clean(), "{:?}", recovery.damage);
                     outbox = reopened;
+                    unwritten.clear();
+                }
+                Op::Kill => {
+                    outbox.kill();
+                    let (reopened, recovery) = Outbox::open(dir.path(), options.clone()).unwrap();
+                    prop_assert!(recovery.is_clean(), "{:?}", recovery.damage);
+                    outbox = reopened;
+                    let found: BTreeMap<Seq, (Vec<u8>, Vec<u8>)> = recovery
+                        .pending
+                        .into_iter()
+                        .map(|r| (r.seq, (r.id, r.frame)))
+                        .collect();
+                    for (seq, record) in &model {
+                        prop_assert_eq!(found.get(seq), Some(record), "pending {} lost", seq);
+                    }
+                    for (seq, record) in &found {
+                        if !model.contains_key(seq) {
+                            prop_assert_eq!(unwritten.get(seq), Some(record), "{} came back", seq);
+                        }
+                    }
+                    model = found;
+                    unwritten.clear();
                 }
                 Op::Compact => outbox.compact().unwrap(),
             }
