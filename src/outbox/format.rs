@@ -164,6 +164,11 @@ pub(crate) fn parse(bytes: &[u8], offset: usize) -> Result<Found, Stop> {
     })
 }
 
+/// Whether `bytes` are all zeros: past a log's last record, the unwritten end of its segment.
+pub(crate) fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
+}
+
 /// Every complete record from `start` on, and where and why reading stopped before the end (if
 /// it did). Reading stops at the first bad record: its length cannot be trusted, so nothing after
 /// it can be found reliably.

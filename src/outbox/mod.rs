@@ -41,6 +41,7 @@
 //! [`Outbox::sync`]. See [`SyncMode`] for what each mode guarantees and costs.
 
 mod format;
+mod tail;
 #[cfg(test)]
 mod tests;
 
@@ -54,6 +55,7 @@ use std::time::{Duration, Instant};
 
 use crate::errors::{fs_code, ErrorCode};
 use format::{Body, Stop, EVENT_OVERHEAD, HEADER_LEN};
+use tail::Tail;
 
 /// The number an [`Outbox`] gives an appended event: increasing in append order, kept across
 /// restarts, never reused by the same directory.
@@ -303,7 +305,7 @@ pub struct Outbox {
     _lock: File,
     /// Oldest first; the last one is the active segment.
     segments: VecDeque<Segment>,
-    active: File,
+    active: Tail,
     index: BTreeMap<Seq, Loc>,
     next_seq: Seq,
     live_bytes: u64,
@@ -359,31 +361,34 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Creates segment `number` with its header; with `durable`, syncs it and the directory. A
-/// file that could not be completed is removed again.
+/// Creates segment `number` with its header, ready to append up to `capacity` bytes (see
+/// `tail.rs`); with `durable`, syncs it and the directory. A file that could not be completed
+/// (no room to preallocate it, say) is removed again.
 fn create_segment(
     dir: &Path,
     number: u64,
     first_seq: Seq,
+    capacity: u64,
     durable: bool,
-) -> Result<File, OutboxError> {
+) -> Result<Tail, OutboxError> {
     let path = dir.join(segment_name(number));
     let header = format::encode_header(number, first_seq);
     let mut file = OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
         .open(&path)
         .map_err(|e| OutboxError::io(format_args!("cannot create {}", path.display()), e))?;
-    let created = (|| {
-        file.write_all(&header)?;
+    let created = file.write_all(&header).and_then(|()| {
+        let tail = Tail::open(file.try_clone()?, HEADER_LEN, capacity)?;
         if durable {
-            file.sync_data()?;
+            tail.sync_data()?;
             sync_dir(dir)?;
         }
-        Ok::<_, io::Error>(())
-    })();
+        Ok(tail)
+    });
     match created {
-        Ok(()) => Ok(file),
+        Ok(tail) => Ok(tail),
         Err(e) => {
             drop(file);
             let _ = fs::remove_file(&path);
@@ -499,7 +504,15 @@ impl Outbox {
                 continue;
             };
             next_seq = next_seq.max(first_seq);
-            let (found, stop) = format::scan(&bytes, HEADER_LEN as usize);
+            let (found, mut stop) = format::scan(&bytes, HEADER_LEN as usize);
+            // Zeros to the end are the unwritten part of a preallocated segment (or what a power
+            // cut leaves of an extending write): the log ends there, nothing is damaged.
+            let mut len = bytes.len() as u64;
+            if let Some((offset, _)) = stop.filter(|&(offset, _)| format::is_zero(&bytes[offset..]))
+            {
+                stop = None;
+                len = offset as u64;
+            }
             for record in &found {
                 next_seq = next_seq.max(record.seq.saturating_add(1));
                 match record.body {
@@ -524,7 +537,6 @@ impl Outbox {
                     }
                 }
             }
-            let mut len = bytes.len() as u64;
             last_appendable = stop.is_none() || newest;
             if let Some((offset, why)) = stop {
                 recovery.damage.push(Damage {
@@ -586,17 +598,24 @@ impl Outbox {
         let active = match reuse {
             Some(segment) => {
                 let path = dir.join(segment_name(segment.number));
-                let mut file = OpenOptions::new().write(true).open(&path).map_err(|e| {
-                    OutboxError::io(format_args!("cannot open {}", path.display()), e)
-                })?;
-                file.seek(SeekFrom::Start(segment.len)).map_err(|e| {
-                    OutboxError::io(format_args!("cannot seek {}", path.display()), e)
-                })?;
-                file
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .and_then(|file| Tail::open(file, segment.len, options.segment_bytes))
+                    .map_err(|e| {
+                        OutboxError::io(format_args!("cannot open {}", path.display()), e)
+                    })?
             }
             None => {
                 let number = segments.back().map_or(1, |s| s.number + 1);
-                let file = create_segment(&dir, number, next_seq, sync_truncation)?;
+                let file = create_segment(
+                    &dir,
+                    number,
+                    next_seq,
+                    options.segment_bytes,
+                    sync_truncation,
+                )?;
                 segments.push_back(Segment {
                     number,
                     len: HEADER_LEN,
@@ -962,15 +981,12 @@ impl Outbox {
             return Ok(());
         }
         let (number, len) = self.segments.back().map_or((0, 0), |s| (s.number, s.len));
-        self.active
-            .set_len(len)
-            .and_then(|()| self.active.seek(SeekFrom::Start(len)).map(|_| ()))
-            .map_err(|e| {
-                OutboxError::io(
-                    format_args!("cannot truncate {}", self.segment_path(number).display()),
-                    e,
-                )
-            })?;
+        self.active.cut(len).map_err(|e| {
+            OutboxError::io(
+                format_args!("cannot truncate {}", self.segment_path(number).display()),
+                e,
+            )
+        })?;
         self.tail_dirty = false;
         Ok(())
     }
@@ -1018,7 +1034,7 @@ impl Outbox {
         }
         let active = self.segments.back().expect("an active segment");
         let (number, offset) = (active.number, active.len);
-        if let Err(e) = self.active.write_all(buf) {
+        if let Err(e) = self.active.write_at(offset, buf) {
             let err = OutboxError::io(
                 format_args!("cannot write {}", self.segment_path(number).display()),
                 e,
@@ -1044,8 +1060,16 @@ impl Outbox {
             self.sync_active()?;
         }
         let number = self.segments.back().map_or(1, |s| s.number + 1);
-        let file = create_segment(&self.dir, number, self.next_seq, durable)?;
-        self.active = file;
+        let file = create_segment(
+            &self.dir,
+            number,
+            self.next_seq,
+            self.options.segment_bytes,
+            durable,
+        )?;
+        // The old segment is cut back to its last record; should that fail, its zeros still
+        // read as its end.
+        let _ = std::mem::replace(&mut self.active, file).finish();
         self.segments.push_back(Segment {
             number,
             len: HEADER_LEN,
@@ -1156,6 +1180,18 @@ impl Outbox {
     pub(crate) fn kill(mut self) {
         self.acks.clear();
         self.dirty = false;
+        let placeholder = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.dir.join(LOCK_FILE))
+            .and_then(|file| Tail::open(file, 0, 0))
+            .expect("a placeholder");
+        std::mem::replace(&mut self.active, placeholder).abandon();
+    }
+
+    /// Whether appends go through a mapping of the active segment.
+    pub(crate) fn is_mapped(&self) -> bool {
+        self.active.is_mapped()
     }
 }
 

@@ -246,8 +246,9 @@ fn torn_tail_at_every_offset_of_the_last_record() {
 }
 
 #[test]
-fn zeroed_tail_is_cut() {
-    // Some file systems extend a file with zeros when a power cut interrupts a write.
+fn zeros_after_the_last_record_are_the_end_of_the_log_not_damage() {
+    // A preallocated segment left by a killed process ends in zeros, and some file systems
+    // extend a file with zeros when a power cut interrupts a write.
     let dir = TempDir::new().unwrap();
     let (mut outbox, _) = Outbox::open(dir.path(), opts(SyncMode::None)).unwrap();
     outbox.append(b"a", b"1").unwrap();
@@ -257,12 +258,55 @@ fn zeroed_tail_is_cut() {
     let good = bytes.len() as u64;
     bytes.extend_from_slice(&[0; 4096]);
     fs::write(&file, &bytes).unwrap();
-    let (_, recovery) = Outbox::open(dir.path(), opts(SyncMode::None)).unwrap();
+    let (mut outbox, recovery) = Outbox::open(dir.path(), opts(SyncMode::None)).unwrap();
     assert_eq!(recovery.pending.len(), 1);
-    assert_eq!(recovery.damage[0].offset, good);
-    assert_eq!(recovery.damage[0].bytes, 4096);
-    assert_eq!(recovery.damage[0].kind, DamageKind::Checksum);
-    assert_eq!(fs::metadata(&file).unwrap().len(), good);
+    assert!(recovery.is_clean(), "{:?}", recovery.damage);
+    let seq = outbox.append(b"b", b"2").unwrap();
+    assert_eq!(
+        outbox.index[&seq].offset, good,
+        "appending goes on at the end of the log"
+    );
+    drop(outbox);
+    let (_, recovery) = Outbox::open(dir.path(), opts(SyncMode::None)).unwrap();
+    assert_eq!(ids(&recovery.pending), vec![b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(
+        fs::metadata(&file).unwrap().len(),
+        good + (EVENT_OVERHEAD + 2) as u64,
+        "closed: cut back to its records"
+    );
+}
+
+#[test]
+fn a_killed_process_leaves_a_preallocated_segment_that_reads_back_whole() {
+    let dir = TempDir::new().unwrap();
+    let options = small(64 * 1024);
+    let (mut outbox, _) = Outbox::open(dir.path(), options.clone()).unwrap();
+    let seqs: Vec<Seq> = (0..200)
+        .map(|i| outbox.append(&id(i), &frame(i, 100)).unwrap())
+        .collect();
+    #[cfg(target_os = "linux")]
+    let mapped = outbox.is_mapped();
+    outbox.kill();
+    let files = seg_files(dir.path());
+    #[cfg(target_os = "linux")]
+    if mapped {
+        // The last segment is still at its preallocated size; the others were cut back.
+        let last = fs::metadata(files.last().unwrap()).unwrap().len();
+        assert_eq!(last, options.segment_bytes);
+    }
+    let (mut outbox, recovery) = Outbox::open(dir.path(), options.clone()).unwrap();
+    assert!(recovery.is_clean(), "{:?}", recovery.damage);
+    assert_eq!(
+        recovery.pending.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        seqs
+    );
+    assert_eq!(recovery.pending[199].frame, frame(199, 100));
+    let next = outbox.append(b"next", b"x").unwrap();
+    assert!(next > seqs[199]);
+    drop(outbox);
+    let (_, recovery) = Outbox::open(dir.path(), options).unwrap();
+    assert!(recovery.is_clean());
+    assert_eq!(recovery.pending.len(), 201);
 }
 
 #[test]
@@ -562,13 +606,16 @@ fn compaction_keeps_order_and_bounds_disk_use() {
         stats.bytes_written < 3 * 3000 * (EVENT_OVERHEAD as u64 + 70),
         "write amplification {stats:?}"
     );
+    outbox.flush().unwrap();
+    let disk_bytes = outbox.disk_bytes();
+    let pending = outbox.pending().unwrap();
+    drop(outbox);
+    // (Closed: the active segment is cut back from its preallocated size to its records.)
     let on_disk: u64 = seg_files(dir.path())
         .iter()
         .map(|f| fs::metadata(f).unwrap().len())
         .sum();
-    assert_eq!(on_disk, outbox.disk_bytes());
-    let pending = outbox.pending().unwrap();
-    drop(outbox);
+    assert_eq!(on_disk, disk_bytes);
     let (_, recovery) = Outbox::open(dir.path(), options).unwrap();
     assert!(recovery.is_clean());
     assert_eq!(recovery.pending, pending);
