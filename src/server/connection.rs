@@ -281,16 +281,7 @@ impl Conn {
             return;
         }
         let device = self.info.device_name.clone().unwrap_or_default();
-        let live = state
-            .conns
-            .values()
-            .filter(|e| {
-                e.live
-                    && e.info.id != self.info.id
-                    && e.info.device_name.as_deref() == Some(&device)
-            })
-            .min_by_key(|e| e.info.id);
-        if let Some(entry) = live {
+        if let Some(entry) = state.live_connection(&device, Some(self.info.id)) {
             let mut refused = Vec::new();
             for queued in actions {
                 if let Err(mpsc::error::SendError(Command::Action(queued))) =

@@ -166,6 +166,16 @@ impl State {
         self.next_id += 1;
         self.next_id
     }
+
+    /// The oldest live connection of `device`, other than `except`: the one its actions go to.
+    fn live_connection(&self, device: &str, except: Option<u64>) -> Option<&ConnEntry> {
+        self.conns
+            .values()
+            .filter(|e| {
+                e.live && Some(e.info.id) != except && e.info.device_name.as_deref() == Some(device)
+            })
+            .min_by_key(|e| e.info.id)
+    }
 }
 
 pub(crate) struct Shared {
@@ -333,12 +343,7 @@ impl Server {
             action,
             ticket: Some(ticket),
         };
-        let live = state
-            .conns
-            .values()
-            .filter(|e| e.live && e.info.device_name.as_deref() == Some(device_name))
-            .min_by_key(|e| e.info.id);
-        if let Some(entry) = live {
+        if let Some(entry) = state.live_connection(device_name, None) {
             match entry.commands.send(Command::Action(queued)) {
                 Err(mpsc::error::SendError(Command::Action(q))) => queued = q,
                 _ => return ticket,
