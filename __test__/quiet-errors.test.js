@@ -11,8 +11,7 @@ const path = require('path')
 const { Client, Event } = require('imt-gateway')
 const { fakeGateway, welcome } = require('./helpers/fake-gateway')
 const { once, waitFor } = require('./helpers/server')
-const { scaled } = require('./helpers/time')
-const { spawn } = require('child_process')
+const { startNode } = require('./helpers/child')
 
 const settle = (ms = 150) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -23,22 +22,6 @@ function readmeExample (port) {
   const example = /```js\n([\s\S]*?)```/.exec(section)[1]
   if (!example.includes("new Client({ host: 'localhost' })")) throw new Error('README example changed')
   return example.replace("new Client({ host: 'localhost' })", `new Client({ host: 'localhost', port: ${port}, reconnectDelay: 50 })`)
-}
-
-/** Runs `source` in a child Node from the package root: `{child, ended}`. */
-function startNode (source) {
-  const child = spawn(process.execPath, ['-e', source], { cwd: path.join(__dirname, '..'), env: { ...process.env, DEBUG: '' } })
-  let out = ''
-  let err = ''
-  child.stdout.on('data', (d) => { out += d })
-  child.stderr.on('data', (d) => { err += d })
-  const timer = setTimeout(() => child.kill('SIGKILL'), scaled(15000))
-  // 'close', not 'exit': only then has all of the child's output been read.
-  const ended = new Promise((resolve) => child.on('close', (code, signal) => {
-    clearTimeout(timer)
-    resolve({ code, signal, out, err })
-  }))
-  return { child, ended }
 }
 
 /** Reads the EVENT the example sends after each DRAINED and acknowledges it. */
@@ -63,7 +46,7 @@ for (const [name, misbehave, ends] of misbehaviours) {
   test(`the README example, with no 'error' listener, survives ${name}`, async (t) => {
     const gateway = await fakeGateway(t)
     let marker = 0
-    const { child, ended } = startNode(readmeExample(gateway.port))
+    const { child, ended } = startNode(readmeExample(gateway.port), { timeout: 15000 })
     t.teardown(() => child.kill('SIGKILL'))
     let peer = await gateway.accept()
     await welcome(peer)
