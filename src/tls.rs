@@ -149,11 +149,18 @@ pub fn client_config(
         Some(pems) => root_store(pems)?,
         None => platform_roots(),
     };
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(config_error)?
         .with_root_certificates(roots)
         .with_client_auth_cert(certs, key)
         .map_err(config_error)?;
+    // A client speaks to one gateway: its resumption store needs room for that one server's
+    // tickets, not rustls's default of 32 servers (a table of about 15 KB per client).
+    config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMPTION_TICKETS);
     Ok(Arc::new(config))
 }
+
+/// Session tickets a client keeps for resuming its TLS session: rustls keeps up to 8 per
+/// server, and a store of this size remembers exactly one server.
+const RESUMPTION_TICKETS: usize = 8;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::rustls::ClientConfig;
@@ -105,20 +105,27 @@ pub enum Command {
     Connect {
         cycle: u64,
     },
-    Send(OutgoingEvent),
+    /// Boxed, as is [`Command::Ack`]'s body: the command channel keeps a block of 32 commands
+    /// per client from the start, so the size of a command is paid 32 times by every client.
+    Send(Box<OutgoingEvent>),
     /// Events found in the durable outbox, queued ahead of anything sent after them
     /// ([`Session::restore`]).
     Restore(Vec<OutgoingEvent>),
-    Ack {
-        id: Value,
-        error: Option<ErrorBody>,
-    },
+    Ack(Box<ActionAck>),
     Close {
         keep_queue: bool,
     },
     /// Panics inside the client's task, to prove that a panic is caught and reported.
     #[doc(hidden)]
     Crash,
+}
+
+/// An action's acknowledgement, as the host gives it ([`Command::Ack`]).
+#[derive(Debug)]
+pub struct ActionAck {
+    pub id: Value,
+    /// Set when the action failed.
+    pub error: Option<ErrorBody>,
 }
 
 /// Notices for the host, gathered over one burst of input.
@@ -366,13 +373,19 @@ impl Outgoing {
     /// against reading.
     async fn write_some(&mut self) -> std::io::Result<()> {
         if !self.queue.is_empty() {
-            let mut slices = [std::io::IoSlice::new(&[]); WRITE_BATCH];
-            let count = slices
-                .iter_mut()
-                .zip(&self.queue)
-                .map(|(slice, frame)| *slice = std::io::IoSlice::new(frame))
-                .count();
-            let written = self.writer.write_vectored(&slices[..count]).await?;
+            // The slices are made afresh on each poll, on the stack: kept across the wait they
+            // would be a kilobyte in every client's task.
+            let (writer, queue) = (&mut self.writer, &self.queue);
+            let written = std::future::poll_fn(|cx| {
+                let mut slices = [std::io::IoSlice::new(&[]); WRITE_BATCH];
+                let count = slices
+                    .iter_mut()
+                    .zip(queue)
+                    .map(|(slice, frame)| *slice = std::io::IoSlice::new(frame))
+                    .count();
+                Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..count])
+            })
+            .await?;
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
@@ -613,7 +626,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                     self.reported_idle = false;
                     self.session.connect()
                 }
-                Command::Send(event) => self.session.send(event),
+                Command::Send(event) => self.session.send(*event),
                 Command::Restore(events) => {
                     let mut out = Vec::new();
                     for event in events {
@@ -621,7 +634,10 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                     }
                     out
                 }
-                Command::Ack { id, error } => self.session.ack_action(id, error),
+                Command::Ack(ack) => {
+                    let ActionAck { id, error } = *ack;
+                    self.session.ack_action(id, error)
+                }
                 Command::Close { keep_queue } => self.session.close(keep_queue),
                 Command::Crash => panic!("crash requested"),
             },
@@ -849,6 +865,21 @@ mod tests {
         ) -> std::task::Poll<std::io::Result<()>> {
             std::task::Poll::Ready(Ok(()))
         }
+    }
+
+    #[test]
+    fn a_command_and_an_idle_clients_task_stay_small() {
+        // The command channel holds 32 commands per client from the start.
+        assert!(
+            std::mem::size_of::<Command>() <= 32,
+            "{}",
+            std::mem::size_of::<Command>()
+        );
+        let (_handle, task) = client(ClientOptions::new("localhost", 1, "device"), |_| {});
+        let size = std::mem::size_of_val(&task);
+        // Every client's task is this size, idle or not (2.6 KB in a debug build): what it
+        // keeps across a wait counts, as the write slices did (1 KB more).
+        assert!(size < 3 * 1024, "the task is {size} bytes");
     }
 
     #[test]
