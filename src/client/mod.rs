@@ -321,7 +321,8 @@ impl Connection {
     fn new(stream: Stream) -> Connection {
         let (read, write) = tokio::io::split(stream);
         Connection {
-            reader: FramedRead::new(read, FrameCodec),
+            // Empty until a frame arrives (see `protocol::release_idle_buffer`).
+            reader: FramedRead::with_capacity(read, FrameCodec, 0),
             out: Outgoing {
                 writer: write,
                 queue: VecDeque::new(),
@@ -768,7 +769,15 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             self.batch.idle = Some(self.cycle);
         }
         // Before the batch goes: whoever it wakes reads the counters that include it.
-        self.stats.store(&self.session.stats());
+        let stats = self.session.stats();
+        self.stats.store(&stats);
+        // Waiting with nothing in flight, the connection keeps no read buffer: an idle
+        // client's largest allocation, made again when a frame arrives.
+        if stats.in_flight == 0 {
+            if let Some(connection) = self.connection.as_mut() {
+                crate::protocol::release_idle_buffer(connection.reader.read_buffer_mut());
+            }
+        }
         if !self.batch.notices.is_empty() || self.batch.idle.is_some() {
             (self.sink)(std::mem::take(&mut self.batch));
         }
