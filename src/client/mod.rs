@@ -891,6 +891,75 @@ mod tests {
         assert!(size < 3 * 1024, "the task is {size} bytes");
     }
 
+    #[tokio::test]
+    async fn an_idle_connection_keeps_no_read_buffer_and_still_reads_a_large_frame() {
+        use bytes::BytesMut;
+        use tokio_util::codec::Encoder;
+        let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = notices.clone();
+        let sink = Arc::new(move |batch: Batch| seen.lock().unwrap().extend(batch.notices));
+        let options = ClientOptions::new("localhost", 1, "device");
+        let mut driver = Driver::new(options, sink, Arc::default());
+        driver.handle(Input::Command(Some(Command::Connect { cycle: 1 })));
+        let (ours, mut gateway) = tokio::io::duplex(1 << 20);
+        driver.handle(Input::Opened(Ok(Box::new(ours))));
+        driver.connecting = None;
+        let mut wire = BytesMut::new();
+        let action = |n: usize| Message::Action {
+            id: Value::String(format!("a{n}")),
+            kind: "x".into(),
+            parameters: Value::Binary(Bytes::from(vec![n as u8; n])),
+        };
+        for message in [Message::Welcome, Message::Drained, action(10)] {
+            FrameCodec.encode(message.to_frame(), &mut wire).unwrap();
+        }
+        gateway.write_all(&wire).await.unwrap();
+        let buffer = |driver: &mut Driver<_>| {
+            driver
+                .connection
+                .as_ref()
+                .unwrap()
+                .reader
+                .read_buffer()
+                .capacity()
+        };
+        // Reads what arrived, then ends the turn, as `run` does.
+        async fn turn<S: Fn(Batch) + Send + Sync + 'static>(driver: &mut Driver<S>, frames: usize) {
+            for _ in 0..frames {
+                let frame = driver.connection.as_mut().unwrap().reader.next().await;
+                driver.handle(Input::Frame(frame));
+            }
+            driver.write_now();
+            driver.flush_notices();
+        }
+        turn(&mut driver, 3).await;
+        assert_eq!(buffer(&mut driver), 0, "idle: no read buffer");
+        // A large frame after the idle wait, then a small one: each read whole.
+        let mut wire = BytesMut::new();
+        for message in [action(300_000), action(20)] {
+            FrameCodec.encode(message.to_frame(), &mut wire).unwrap();
+        }
+        gateway.write_all(&wire).await.unwrap();
+        turn(&mut driver, 2).await;
+        assert_eq!(buffer(&mut driver), 0, "released again");
+        let actions: Vec<usize> = notices
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|notice| match notice {
+                Notice::Action {
+                    parameters: Value::Binary(data),
+                    ..
+                } => {
+                    assert!(data.iter().all(|&b| b == data.len() as u8));
+                    Some(data.len())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(actions, [10, 300_000, 20]);
+    }
+
     #[test]
     fn write_times_give_the_round_trip_of_the_acknowledged_write_and_stay_bounded() {
         let mut times = WriteTimes::default();
