@@ -8,6 +8,9 @@ const path = require('path')
 const { Client, Event } = require('imt-gateway')
 
 const scenario = JSON.parse(process.argv[2])
+// The process's resident size before any client exists (the addon loaded, nothing collected):
+// the `idle` scenario's second figure is the growth from here.
+const startRss = process.memoryUsage().rss
 const now = () => Number(process.hrtime.bigint()) / 1e6
 
 function client (extra = {}) {
@@ -93,6 +96,10 @@ async function connect ({ count }) {
   return { medianUs: percentile(times, 0.5) }
 }
 
+// Two figures for `clients` idle connected clients, each RSS growth divided by `clients`:
+// `bytesPerClient`, the bench's own, between two forced garbage collections; and
+// `rssGrowthPerClient`, from the process's start to the connected clients with no collection
+// forced: garbage not yet collected counts too.
 async function idle ({ clients }) {
   global.gc()
   const before = process.memoryUsage().rss
@@ -104,10 +111,11 @@ async function idle ({ clients }) {
     all.push(...wave)
   }
   await new Promise((resolve) => setTimeout(resolve, 500))
+  const grown = process.memoryUsage().rss
   global.gc()
   const after = process.memoryUsage().rss
   for (const c of all) c.close()
-  return { bytesPerClient: (after - before) / clients, clients: all.length }
+  return { bytesPerClient: (after - before) / clients, rssGrowthPerClient: (grown - startRss) / clients, clients: all.length }
 }
 
 const scenarios = { events, rtt, actions, connect, idle }

@@ -233,15 +233,21 @@ class Client extends EventEmitter {
       if (client) client._dispatch(Array.isArray(values[0]) ? values[0] : values)
     })
     // The two calls made per event and per action, as plain functions (see Calls in
-    // src/node/client.rs).
-    const { send, ack } = this._native.calls()
-    this._sendNative = send
-    this._ackNative = ack
+    // src/node/client.rs), made at the first send() or action: an idle client does not pay
+    // for them.
+    this._sendNative = null
+    this._ackNative = null
     // With an outbox: open from here until close() (without keepQueue), opened again by the
     // next connect() or send().
     this._outbox = outbox !== undefined
     this._outboxClosed = false
     if (this._outbox) this._restored()
+  }
+
+  _makeCalls () {
+    const { send, ack } = this._native.calls()
+    this._sendNative = send
+    this._ackNative = ack
   }
 
   // The outbox was just opened: `restored` on the next tick, so listeners added right after
@@ -329,6 +335,7 @@ class Client extends EventEmitter {
     if (event.id === null || event.id === undefined) event.id = newId()
     const seq = this._callbacks.add(callback || undefined)
     try {
+      if (this._sendNative === null) this._makeCalls()
       this._sendNative(seq, event.id, event.type, event.bundle === undefined ? null : event.bundle)
     } catch (err) {
       this._callbacks.take(seq)
@@ -619,6 +626,7 @@ class Client extends EventEmitter {
   }
 
   _action (id, type, payload) {
+    if (this._ackNative === null) this._makeCalls()
     const action = new Action(id, type, payload)
     let acked = false
     const ack = (err) => {

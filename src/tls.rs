@@ -2,13 +2,16 @@
 //! us (strings or Buffers, PKCS#1, PKCS#8 or SEC1 keys), turned into rustls configurations.
 //! Every failure is a [`TlsError`] with a stable code, so a bad file is reported, not panicked on.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::errors::ErrorCode;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::{self, crypto::CryptoProvider, server::WebPkiClientVerifier};
+use tokio_rustls::rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use tokio_rustls::rustls::crypto::CryptoProvider;
+use tokio_rustls::rustls::sign::{CertifiedKey, SingleCertAndKey};
+use tokio_rustls::rustls::{self, server::WebPkiClientVerifier};
 
 /// Why TLS material was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -138,22 +141,177 @@ fn platform_roots() -> rustls::RootCertStore {
 /// A client configuration for mutual TLS: `key` + `cert` identify the device, and the server
 /// must present a certificate for the host name that chains to `ca` (or, without `ca`, to the
 /// platform's roots).
+///
+/// Clients given the same key, certificate and CA share the parsed parts (the signing key,
+/// the certificates, the verifier with its trust anchors) while any of them lives; each gets
+/// a configuration and a resumption store of its own.
 pub fn client_config(
     key: &[u8],
     cert: &[u8],
     ca: Option<&[Vec<u8>]>,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let key = parse_key(key)?;
-    let certs = parse_certs(cert)?;
-    let roots = match ca {
-        Some(pems) => root_store(pems)?,
-        None => platform_roots(),
+    let fingerprint = fingerprint(key, cert, ca);
+    let found = {
+        let mut shared = shared_parts();
+        shared.retain(SharedParts::alive);
+        shared
+            .iter()
+            .filter(|_| !fingerprint.is_empty())
+            .find(|parts| parts.fingerprint == fingerprint)
+            .and_then(SharedParts::upgrade)
     };
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    let (provider, verifier, identity) = match found {
+        Some(parts) => parts,
+        None => {
+            let key = parse_key(key)?;
+            let certs = parse_certs(cert)?;
+            let roots = match ca {
+                Some(pems) => root_store(pems)?,
+                None => platform_roots(),
+            };
+            let provider = provider();
+            let verifier =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| TlsError::Config(e.to_string()))?;
+            let certified = CertifiedKey::from_der(certs, key, &provider).map_err(config_error)?;
+            let identity: Arc<dyn ResolvesClientCert> = Arc::new(SingleCertAndKey::from(certified));
+            shared_parts().push(SharedParts {
+                fingerprint,
+                provider: Arc::downgrade(&provider),
+                verifier: Arc::downgrade(&verifier),
+                identity: Arc::downgrade(&identity),
+            });
+            (provider, verifier, identity)
+        }
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(config_error)?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .map_err(config_error)?;
+        .with_webpki_verifier(verifier)
+        .with_client_cert_resolver(identity);
+    // A client speaks to one gateway: its resumption store needs room for that one server's
+    // tickets, not rustls's default of 32 servers (a table of about 15 KB per client).
+    config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMPTION_TICKETS);
     Ok(Arc::new(config))
+}
+
+/// What clients with the same TLS material share, held weakly: the clients' configurations
+/// hold them.
+struct SharedParts {
+    /// SHA-256 over the material, so that no copy of the key is kept here.
+    fingerprint: Vec<u8>,
+    provider: Weak<CryptoProvider>,
+    verifier: Weak<WebPkiServerVerifier>,
+    identity: Weak<dyn ResolvesClientCert>,
+}
+
+type Parts = (
+    Arc<CryptoProvider>,
+    Arc<WebPkiServerVerifier>,
+    Arc<dyn ResolvesClientCert>,
+);
+
+impl SharedParts {
+    fn alive(&self) -> bool {
+        self.identity.strong_count() > 0
+    }
+
+    fn upgrade(&self) -> Option<Parts> {
+        Some((
+            self.provider.upgrade()?,
+            self.verifier.upgrade()?,
+            self.identity.upgrade()?,
+        ))
+    }
+}
+
+fn shared_parts() -> std::sync::MutexGuard<'static, Vec<SharedParts>> {
+    static SHARED: Mutex<Vec<SharedParts>> = Mutex::new(Vec::new());
+    SHARED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// SHA-256 over the key, the certificate and each CA document, each with its length.
+fn fingerprint(key: &[u8], cert: &[u8], ca: Option<&[Vec<u8>]>) -> Vec<u8> {
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    // A TLS 1.3 suite always has its TLS 1.3 half; were it missing, nothing would be shared.
+    let Some(tls13) = suite.tls13() else {
+        return Vec::new();
+    };
+    let mut hash = tls13.common.hash_provider.start();
+    let mut part = |bytes: &[u8]| {
+        hash.update(&(bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    };
+    part(key);
+    part(cert);
+    match ca {
+        Some(pems) => {
+            part(b"ca");
+            pems.iter().for_each(|pem| part(pem));
+        }
+        None => part(b"platform"),
+    }
+    hash.finish().as_ref().to_vec()
+}
+
+/// Session tickets a client keeps for resuming its TLS session: rustls keeps up to 8 per
+/// server, and a store of this size remembers exactly one server.
+const RESUMPTION_TICKETS: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{CertRequest, CertificateAuthority};
+
+    fn device(ca: &CertificateAuthority, name: &str) -> (Vec<u8>, Vec<u8>) {
+        let issued = ca
+            .issue(&CertRequest {
+                common_name: name.into(),
+                client: true,
+                ..CertRequest::default()
+            })
+            .unwrap();
+        (issued.key_pem.into_bytes(), issued.cert_pem.into_bytes())
+    }
+
+    #[test]
+    fn clients_with_the_same_material_share_its_parsed_parts_but_not_their_sessions() {
+        let ca = CertificateAuthority::new("shared root").unwrap();
+        let roots = vec![ca.cert_pem().into_bytes()];
+        let (key, cert) = device(&ca, "one");
+        let first = client_config(&key, &cert, Some(&roots)).unwrap();
+        let second = client_config(&key, &cert, Some(&roots)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second), "a configuration each");
+        assert!(Arc::ptr_eq(
+            &first.client_auth_cert_resolver,
+            &second.client_auth_cert_resolver
+        ));
+        // Another device, or the same one trusting other roots, has parts of its own.
+        let (other_key, other_cert) = device(&ca, "two");
+        let other = client_config(&other_key, &other_cert, Some(&roots)).unwrap();
+        assert!(!Arc::ptr_eq(
+            &first.client_auth_cert_resolver,
+            &other.client_auth_cert_resolver
+        ));
+        let platform = client_config(&key, &cert, None).unwrap();
+        assert!(!Arc::ptr_eq(
+            &first.client_auth_cert_resolver,
+            &platform.client_auth_cert_resolver
+        ));
+        // Refused material is refused every time, with its code.
+        let (_, foreign_cert) = device(&ca, "three");
+        for _ in 0..2 {
+            assert_eq!(
+                client_config(&key, &foreign_cert, Some(&roots)).unwrap_err(),
+                TlsError::KeyMismatch
+            );
+        }
+        // Once no client holds them, the parts are let go, and parsed again when needed.
+        let weak = Arc::downgrade(&first.client_auth_cert_resolver);
+        drop((first, second, platform));
+        assert!(weak.upgrade().is_none());
+        let again = client_config(&key, &cert, Some(&roots)).unwrap();
+        assert!(again.client_auth_cert_resolver.has_certs());
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use imt_gateway::client::{client, Batch, ClientHandle, ClientOptions, Command};
+use imt_gateway::client::{client, ActionAck, Batch, ClientHandle, ClientOptions, Command};
 use imt_gateway::pki::{CertRequest, CertificateAuthority, KeyKind};
 use imt_gateway::protocol::Value;
 use imt_gateway::server::{Server, ServerEvent, ServerOptions};
@@ -72,7 +72,7 @@ async fn echo_three_events(options: ClientOptions) {
     let (client, mut rx) = spawn(options);
     client.command(Command::Connect { cycle: 1 });
     for seq in 1..=3 {
-        client.command(Command::Send(event(seq)));
+        client.command(Command::Send(Box::new(event(seq))));
     }
     let mut seen = Vec::new();
     // The server echoes each event as an action, and sends the next echo only after the
@@ -86,10 +86,10 @@ async fn echo_three_events(options: ClientOptions) {
             Notice::Action { id, .. } => Some(id.clone()),
             _ => None,
         });
-        client.command(Command::Ack {
+        client.command(Command::Ack(Box::new(ActionAck {
             id: id.unwrap(),
             error: None,
-        });
+        })));
     }
     assert_eq!(seen[0], Notice::Connect);
     assert_eq!(seen[1], Notice::Drain);
@@ -319,8 +319,8 @@ async fn the_next_event_is_on_the_wire_before_the_previous_callback_runs() {
     );
     tokio::spawn(task);
     client.command(Command::Connect { cycle: 1 });
-    client.command(Command::Send(event(1)));
-    client.command(Command::Send(event(2)));
+    client.command(Command::Send(Box::new(event(1))));
+    client.command(Command::Send(Box::new(event(2))));
     let arrived = tokio::time::timeout(Duration::from_secs(10), answer_rx.recv())
         .await
         .expect("the first event's callback ran")

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::rustls::ClientConfig;
@@ -105,20 +105,27 @@ pub enum Command {
     Connect {
         cycle: u64,
     },
-    Send(OutgoingEvent),
+    /// Boxed, as is [`Command::Ack`]'s body: the command channel keeps a block of 32 commands
+    /// per client from the start, so the size of a command is paid 32 times by every client.
+    Send(Box<OutgoingEvent>),
     /// Events found in the durable outbox, queued ahead of anything sent after them
     /// ([`Session::restore`]).
     Restore(Vec<OutgoingEvent>),
-    Ack {
-        id: Value,
-        error: Option<ErrorBody>,
-    },
+    Ack(Box<ActionAck>),
     Close {
         keep_queue: bool,
     },
     /// Panics inside the client's task, to prove that a panic is caught and reported.
     #[doc(hidden)]
     Crash,
+}
+
+/// An action's acknowledgement, as the host gives it ([`Command::Ack`]).
+#[derive(Debug)]
+pub struct ActionAck {
+    pub id: Value,
+    /// Set when the action failed.
+    pub error: Option<ErrorBody>,
 }
 
 /// Notices for the host, gathered over one burst of input.
@@ -314,7 +321,8 @@ impl Connection {
     fn new(stream: Stream) -> Connection {
         let (read, write) = tokio::io::split(stream);
         Connection {
-            reader: FramedRead::new(read, FrameCodec),
+            // Empty until a frame arrives (see `protocol::release_idle_buffer`).
+            reader: FramedRead::with_capacity(read, FrameCodec, 0),
             out: Outgoing {
                 writer: write,
                 queue: VecDeque::new(),
@@ -366,13 +374,19 @@ impl Outgoing {
     /// against reading.
     async fn write_some(&mut self) -> std::io::Result<()> {
         if !self.queue.is_empty() {
-            let mut slices = [std::io::IoSlice::new(&[]); WRITE_BATCH];
-            let count = slices
-                .iter_mut()
-                .zip(&self.queue)
-                .map(|(slice, frame)| *slice = std::io::IoSlice::new(frame))
-                .count();
-            let written = self.writer.write_vectored(&slices[..count]).await?;
+            // The slices are made afresh on each poll, on the stack: kept across the wait they
+            // would be a kilobyte in every client's task.
+            let (writer, queue) = (&mut self.writer, &self.queue);
+            let written = std::future::poll_fn(|cx| {
+                let mut slices = [std::io::IoSlice::new(&[]); WRITE_BATCH];
+                let count = slices
+                    .iter_mut()
+                    .zip(queue)
+                    .map(|(slice, frame)| *slice = std::io::IoSlice::new(frame))
+                    .count();
+                Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..count])
+            })
+            .await?;
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
@@ -616,7 +630,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                     self.reported_idle = false;
                     self.session.connect()
                 }
-                Command::Send(event) => self.session.send(event),
+                Command::Send(event) => self.session.send(*event),
                 Command::Restore(events) => {
                     let mut out = Vec::new();
                     for event in events {
@@ -624,7 +638,10 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                     }
                     out
                 }
-                Command::Ack { id, error } => self.session.ack_action(id, error),
+                Command::Ack(ack) => {
+                    let ActionAck { id, error } = *ack;
+                    self.session.ack_action(id, error)
+                }
                 Command::Close { keep_queue } => self.session.close(keep_queue),
                 Command::Crash => panic!("crash requested"),
             },
@@ -762,7 +779,15 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             }
         }
         // Before the batch goes: whoever it wakes reads the counters that include it.
-        self.stats.store(&self.session.stats());
+        let stats = self.session.stats();
+        self.stats.store(&stats);
+        // Waiting with nothing in flight, the connection keeps no read buffer: an idle
+        // client's largest allocation, made again when a frame arrives.
+        if stats.in_flight == 0 {
+            if let Some(connection) = self.connection.as_mut() {
+                crate::protocol::release_idle_buffer(connection.reader.read_buffer_mut());
+            }
+        }
         if !self.batch.notices.is_empty() || self.batch.idle.is_some() {
             (self.sink)(std::mem::take(&mut self.batch));
         }
@@ -859,6 +884,90 @@ mod tests {
         ) -> std::task::Poll<std::io::Result<()>> {
             std::task::Poll::Ready(Ok(()))
         }
+    }
+
+    #[test]
+    fn a_command_and_an_idle_clients_task_stay_small() {
+        // The command channel holds 32 commands per client from the start.
+        assert!(
+            std::mem::size_of::<Command>() <= 32,
+            "{}",
+            std::mem::size_of::<Command>()
+        );
+        let (_handle, task) = client(ClientOptions::new("localhost", 1, "device"), |_| {});
+        let size = std::mem::size_of_val(&task);
+        // Every client's task is this size, idle or not (2.6 KB in a debug build): what it
+        // keeps across a wait counts, as the write slices did (1 KB more).
+        assert!(size < 3 * 1024, "the task is {size} bytes");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_keeps_no_read_buffer_and_still_reads_a_large_frame() {
+        use bytes::BytesMut;
+        use tokio_util::codec::Encoder;
+        let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = notices.clone();
+        let sink = Arc::new(move |batch: Batch| seen.lock().unwrap().extend(batch.notices));
+        let options = ClientOptions::new("localhost", 1, "device");
+        let mut driver = Driver::new(options, sink, Arc::default());
+        driver.handle(Input::Command(Some(Command::Connect { cycle: 1 })));
+        let (ours, mut gateway) = tokio::io::duplex(1 << 20);
+        driver.handle(Input::Opened(Ok(Box::new(ours))));
+        driver.connecting = None;
+        let mut wire = BytesMut::new();
+        let action = |n: usize| Message::Action {
+            id: Value::String(format!("a{n}")),
+            kind: "x".into(),
+            parameters: Value::Binary(Bytes::from(vec![n as u8; n])),
+        };
+        for message in [Message::Welcome, Message::Drained, action(10)] {
+            FrameCodec.encode(message.to_frame(), &mut wire).unwrap();
+        }
+        gateway.write_all(&wire).await.unwrap();
+        let buffer = |driver: &mut Driver<_>| {
+            driver
+                .connection
+                .as_ref()
+                .unwrap()
+                .reader
+                .read_buffer()
+                .capacity()
+        };
+        // Reads what arrived, then ends the turn, as `run` does.
+        async fn turn<S: Fn(Batch) + Send + Sync + 'static>(driver: &mut Driver<S>, frames: usize) {
+            for _ in 0..frames {
+                let frame = driver.connection.as_mut().unwrap().reader.next().await;
+                driver.handle(Input::Frame(frame));
+            }
+            driver.write_now();
+            driver.flush_notices();
+        }
+        turn(&mut driver, 3).await;
+        assert_eq!(buffer(&mut driver), 0, "idle: no read buffer");
+        // A large frame after the idle wait, then a small one: each read whole.
+        let mut wire = BytesMut::new();
+        for message in [action(300_000), action(20)] {
+            FrameCodec.encode(message.to_frame(), &mut wire).unwrap();
+        }
+        gateway.write_all(&wire).await.unwrap();
+        turn(&mut driver, 2).await;
+        assert_eq!(buffer(&mut driver), 0, "released again");
+        let actions: Vec<usize> = notices
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|notice| match notice {
+                Notice::Action {
+                    parameters: Value::Binary(data),
+                    ..
+                } => {
+                    assert!(data.iter().all(|&b| b == data.len() as u8));
+                    Some(data.len())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(actions, [10, 300_000, 20]);
     }
 
     #[test]

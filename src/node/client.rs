@@ -19,7 +19,7 @@ use napi_derive::napi;
 
 use super::value::{encode, read_string, to_value, EncodeError, JsValue, FIELD_DEPTH};
 use super::{internal, thrown, Thrown};
-use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, Tokio};
+use crate::client::{client, ActionAck, Batch, ClientHandle, ClientOptions, Command, Tokio};
 use crate::client::{EventStore, Restored};
 use crate::errors::ErrorCode;
 use crate::outbox::{DamageKind, OutboxError, OutboxOptions, SyncMode};
@@ -1002,7 +1002,7 @@ unsafe extern "C" fn call_send(
             }
             // Now, or with the other sends of this turn on the loop's next (see uv::send_now).
             let now = super::uv::send_now(event.frame.len());
-            let event = Command::Send(event);
+            let event = Command::Send(Box::new(event));
             if now {
                 run_command(&calls.handle, event);
             } else {
@@ -1025,7 +1025,10 @@ unsafe extern "C" fn call_ack(
             let id = to_value(env, id)?;
             let code = optional_string(env, code)?;
             let error = optional_string(env, message)?.map(|message| ErrorBody { code, message });
-            run_command(&calls.handle, Command::Ack { id, error });
+            run_command(
+                &calls.handle,
+                Command::Ack(Box::new(ActionAck { id, error })),
+            );
             Ok(())
         },
     )

@@ -82,8 +82,15 @@ impl Decoder for FrameCodec {
         // Both fit in usize now: they are at most MAX_BUFFER.
         let (frame_len, body_len) = (frame_len as usize, body_len as usize);
         if src.len() < frame_len {
-            // Grow to the whole frame at once rather than doubling through many reads.
-            src.reserve(frame_len - src.len());
+            // Grow to the whole frame at once rather than doubling through many reads; and a
+            // buffer that starts empty (see `release_idle_buffer`) gets `READ_ROOM` at its
+            // first frame, so that the reads that follow take many small frames at once.
+            let room = if src.capacity() < READ_ROOM {
+                frame_len.max(READ_ROOM)
+            } else {
+                frame_len
+            };
+            src.reserve(room - src.len());
             return Ok(None);
         }
         src.advance(HEADER_LEN);
@@ -119,6 +126,18 @@ impl Encoder<Frame> for FrameCodec {
         dst.put_u32_le(body_len);
         dst.put_slice(&frame.body);
         Ok(())
+    }
+}
+
+/// The room a read buffer is given when a frame starts arriving in an empty or small one.
+const READ_ROOM: usize = 8 * 1024;
+
+/// Lets go of an empty read buffer's memory: a client's connection does so whenever it waits
+/// with nothing in flight, so an idle client keeps no read buffer (8 KB each). The next frame
+/// to arrive makes a new one (see [`READ_ROOM`]).
+pub fn release_idle_buffer(buffer: &mut BytesMut) {
+    if buffer.is_empty() && buffer.capacity() > 0 {
+        *buffer = BytesMut::new();
     }
 }
 
@@ -234,6 +253,30 @@ mod tests {
         busy.extend_from_slice(&[5, 0]);
         shrink_after_large_frame(&mut busy);
         assert_eq!(&busy[..], &[5, 0]);
+    }
+
+    #[test]
+    fn a_released_buffer_takes_the_next_frames_small_or_large() {
+        let mut codec = FrameCodec;
+        let small = frame(4, &[1; 40]);
+        let large = frame(5, &vec![7; 100_000]);
+        let mut buf = wire(std::slice::from_ref(&small));
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(small.clone()));
+        release_idle_buffer(&mut buf);
+        assert_eq!(buf.capacity(), 0, "an empty buffer is let go");
+        // As a reader fills it after release: a few bytes first, then what the codec made
+        // room for.
+        let bytes = wire(&[small.clone(), large.clone(), small.clone()]);
+        buf.reserve(1);
+        buf.extend_from_slice(&bytes[..8]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert!(buf.capacity() >= READ_ROOM, "room for many small frames");
+        buf.extend_from_slice(&bytes[8..]);
+        assert_eq!(decode_all(&mut buf), vec![small.clone(), large, small]);
+        // Not while bytes of the next frame wait in it.
+        buf.extend_from_slice(&[5, 0]);
+        release_idle_buffer(&mut buf);
+        assert_eq!(&buf[..], &[5, 0]);
     }
 
     #[test]

@@ -6,7 +6,9 @@ pub mod frame;
 pub mod message;
 pub mod value;
 
-pub use frame::{shrink_after_large_frame, Frame, FrameCodec, FrameError, Token, MAX_BUFFER};
+pub use frame::{
+    release_idle_buffer, shrink_after_large_frame, Frame, FrameCodec, FrameError, Token, MAX_BUFFER,
+};
 pub use message::{ErrorBody, Message, MessageError};
 pub use value::{decode, encode, encode_into, DecodeError, Value};
 
