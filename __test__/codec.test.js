@@ -85,9 +85,14 @@ function expected (id, type, bundle) {
 }
 
 /** A client connected to a fake gateway, acknowledging every action into `actions`. */
+// The file's tests share one JavaScript thread, and the large ones keep it busy for minutes
+// under qemu: the fake gateway's WELCOME can come later than the default 30 s connectTimeout,
+// and a client that gave up on it would talk to a connection the test no longer watches.
+const FAKE_GATEWAY_OPTIONS = { host: 'localhost', connectTimeout: scaled(30000) }
+
 async function actionsFromFake (t) {
   const gateway = await fakeGateway(t)
-  const client = new Client({ host: 'localhost', port: gateway.port })
+  const client = new Client({ ...FAKE_GATEWAY_OPTIONS, port: gateway.port })
   t.teardown(() => client.close())
   const actions = []
   client.on('action', (action, ack) => { actions.push(action); ack() })
@@ -99,7 +104,7 @@ async function actionsFromFake (t) {
 
 test('every value is written byte for byte as msgpack-lite 0.1.26 writes it', async (t) => {
   const gateway = await fakeGateway(t)
-  const client = new Client({ host: 'localhost', port: gateway.port })
+  const client = new Client({ ...FAKE_GATEWAY_OPTIONS, port: gateway.port })
   t.teardown(() => client.close())
   client.connect()
   const peer = await gateway.accept()
