@@ -147,6 +147,27 @@ type Walk<T> = std::result::Result<T, EncodeError>;
 /// `env` is live and this runs on its JavaScript thread inside a handle scope (a call from
 /// JavaScript); `value` is a handle of that scope.
 pub unsafe fn to_value(env: sys::napi_env, value: sys::napi_value) -> Walk<Value> {
+    // A string (an action's id, nearly always) is read as it is: what encoding and decoding
+    // it would give, without the round trip. Long ones take the walk, which bounds them.
+    let mut kind = 0;
+    check_status!(sys::napi_typeof(env, value, &mut kind))?;
+    if kind == sys::ValueType::napi_string {
+        let mut short = [0u8; SHORT_STRING];
+        let mut written = 0;
+        check_status!(sys::napi_get_value_string_utf8(
+            env,
+            value,
+            short.as_mut_ptr().cast::<c_char>(),
+            short.len(),
+            &mut written
+        ))?;
+        // The whole string (see `put_utf8`), valid UTF-8 as Node writes it.
+        if written + 4 < short.len() - 1 {
+            return Ok(Value::String(
+                String::from_utf8_lossy(&short[..written]).into_owned(),
+            ));
+        }
+    }
     let mut body = BytesMut::with_capacity(64);
     encode(env, value, FIELD_DEPTH, &mut body)?;
     Ok(decode(&body.freeze())?)
@@ -332,13 +353,39 @@ struct Known {
 
 thread_local! {
     /// References to `Object`, `Buffer` and `Date` (null when there is no function to refer
-    /// to) for one environment of this thread, the first to encode.
-    static KNOWN: std::cell::RefCell<Option<(usize, [sys::napi_ref; 3])>> =
+    /// to) and to a one-element array holding the key `constructor` as V8 interns it, for one
+    /// environment of this thread, the first to encode.
+    static KNOWN: std::cell::RefCell<Option<(usize, [sys::napi_ref; 4])>> =
         const { std::cell::RefCell::new(None) };
 }
 
+/// The key `constructor` as V8 keeps property names (internalized), in a one-element array
+/// (Node-API 8 refers to objects only, not to strings): a key made from UTF-8 on every
+/// encoding would be hashed and looked up in V8's string table by every property read with it.
+unsafe fn constructor_key_holder(env: sys::napi_env) -> Result<sys::napi_value> {
+    let mut object = ptr::null_mut();
+    check_status!(sys::napi_create_object(env, &mut object))?;
+    let mut undefined = ptr::null_mut();
+    check_status!(sys::napi_get_undefined(env, &mut undefined))?;
+    check_status!(sys::napi_set_named_property(
+        env,
+        object,
+        c"constructor".as_ptr(),
+        undefined
+    ))?;
+    let mut keys = ptr::null_mut();
+    check_status!(sys::napi_get_all_property_names(
+        env,
+        object,
+        sys::KeyCollectionMode::own_only,
+        sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
+        sys::KeyConversion::keep_numbers,
+        &mut keys
+    ))?;
+    Ok(keys)
+}
+
 unsafe fn known(env: sys::napi_env) -> Result<Known> {
-    let constructor = string(env, "constructor")?;
     let cached = KNOWN.with(|k| {
         k.borrow()
             .as_ref()
@@ -346,24 +393,31 @@ unsafe fn known(env: sys::napi_env) -> Result<Known> {
             .map(|(_, refs)| *refs)
     });
     let mut classes = [ptr::null_mut(); 3];
+    let constructor;
     match cached {
         Some(refs) => {
-            for (value, reference) in classes.iter_mut().zip(refs) {
+            for (value, &reference) in classes.iter_mut().zip(&refs[..3]) {
                 if reference.is_null() {
                     check_status!(sys::napi_get_undefined(env, value))?;
                 } else {
                     check_status!(sys::napi_get_reference_value(env, reference, value))?;
                 }
             }
+            let mut holder = ptr::null_mut();
+            check_status!(sys::napi_get_reference_value(env, refs[3], &mut holder))?;
+            let mut key = ptr::null_mut();
+            check_status!(sys::napi_get_element(env, holder, 0, &mut key))?;
+            constructor = key;
         }
         None => {
+            constructor = string(env, "constructor")?;
             classes = [
                 global(env, c"Object")?,
                 global(env, c"Buffer")?,
                 global(env, c"Date")?,
             ];
             if KNOWN.with(|k| k.borrow().is_none()) {
-                let mut refs = [ptr::null_mut(); 3];
+                let mut refs = [ptr::null_mut(); 4];
                 for (reference, value) in refs.iter_mut().zip(classes) {
                     let mut kind = 0;
                     check_status!(sys::napi_typeof(env, value, &mut kind))?;
@@ -371,6 +425,8 @@ unsafe fn known(env: sys::napi_env) -> Result<Known> {
                         check_status!(sys::napi_create_reference(env, value, 1, reference))?;
                     }
                 }
+                let holder = constructor_key_holder(env)?;
+                check_status!(sys::napi_create_reference(env, holder, 1, &mut refs[3]))?;
                 KNOWN.with(|k| *k.borrow_mut() = Some((env as usize, refs)));
                 check_status!(sys::napi_add_env_cleanup_hook(
                     env,
