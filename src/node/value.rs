@@ -206,7 +206,7 @@ fn too_deep() -> EncodeError {
 }
 
 /// Strings this long or shorter are read with one Node-API call instead of two.
-const SHORT_STRING: usize = 256;
+pub(super) const SHORT_STRING: usize = 256;
 
 /// Appends the UTF-8 of the string `value` to `out`, after what `before(len, out)` writes
 /// once its length is known, unless `out` would then hold more than `limit` bytes. A short
@@ -267,6 +267,33 @@ unsafe fn put_utf8(
     // SAFETY: Node initialised these `len` bytes, inside the capacity reserved above.
     out.set_len(out.len() + len);
     Ok(())
+}
+
+/// The JavaScript string `value` as UTF-8 in `buffer` when it fits there whole (event types,
+/// nearly always), so that reading it allocates nothing; `None` when it does not (then use
+/// [`read_string`]).
+///
+/// # Safety
+///
+/// As [`read_string`].
+pub(super) unsafe fn short_string(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    buffer: &mut [u8; SHORT_STRING],
+) -> Walk<Option<&str>> {
+    let mut written = 0;
+    check_status!(sys::napi_get_value_string_utf8(
+        env,
+        value,
+        buffer.as_mut_ptr().cast::<c_char>(),
+        buffer.len(),
+        &mut written
+    ))?;
+    // The whole string (see `put_utf8`); Node writes valid UTF-8.
+    if written + 4 < buffer.len() - 1 {
+        return Ok(std::str::from_utf8(&buffer[..written]).ok());
+    }
+    Ok(None)
 }
 
 /// The JavaScript string `value` as UTF-8.
