@@ -275,10 +275,13 @@ async function main () {
     // setup is included, a few hundredths of a µs a message): where the ratio's time goes.
     const cpuLine = (c, f) => console.log(`    CPU per message: client ${c.cpuUs.toFixed(1)} µs (gateway ${c.gatewayCpuUs.toFixed(1)} µs), floor ${f.cpuUs.toFixed(1)} µs (gateway ${f.gatewayCpuUs.toFixed(1)} µs)`)
     if (kind === 'rtt') {
+      // After as many untimed round trips on each side: the client's JavaScript compiled, as in
+      // a process that has run a while (a fresh one's first thousands are slower).
       const count = scale(5000)
+      const warmup = scale(5000)
       const { clients: [c], floor: f, ratios } = await paired(
-        () => lean.measured(count, () => runFloor(floor(), files, lean.port, 'events', { count, size: 0 })),
-        () => lean.measured(count, () => runClient({ ...leanBase, kind: 'rtt', count })))
+        () => lean.measured(count + warmup, () => runFloor(floor(), files, lean.port, 'events', { count, size: 0, warmup })),
+        () => lean.measured(count + warmup, () => runClient({ ...leanBase, kind: 'rtt', count, warmup })))
       results[name] = { client: c, floor: f }
       row(`${name}, median`, 'rttMedianUs', 'µs', c.rttMedianUs, f.rttMedianUs, pin === null ? null : 1.2, false, ratios('rttMedianUs'))
       row(`${name}, p99`, 'rttP99Us', 'µs', c.rttP99Us, f.rttP99Us, null, false, ratios('rttP99Us'))

@@ -6,6 +6,7 @@
 //! ```text
 //! floor <events|actions|connect|idle|load> --port P [--host H] --key F --cert F --ca F
 //!       [--count N] [--size BYTES] [--text ascii|wide] [--device NAME] [--clients K]
+//!       [--warmup N]
 //! floor gateway --key F --cert F --ca F [--host H] [--port P]
 //! ```
 //!
@@ -42,6 +43,8 @@ struct Args {
     size: usize,
     device: String,
     clients: usize,
+    /// Events sent before the timed ones (`events` mode).
+    warmup: usize,
     /// Events carry their `size` bytes as a string rather than a binary: `ascii` one byte a
     /// character, `wide` two (U+0436), as bench/client.js sends them.
     text: Option<String>,
@@ -79,6 +82,7 @@ fn args() -> Result<Args, Failure> {
             .cloned()
             .unwrap_or_else(|| "floor".into()),
         clients: number("clients", 1)?,
+        warmup: number("warmup", 0)?,
         text: named.get("text").cloned(),
     })
 }
@@ -212,6 +216,8 @@ async fn run(args: Args) -> Result<String, Failure> {
     match args.mode.as_str() {
         "events" => {
             let (mut peer, _) = connect(&args, &args.device).await?;
+            // Untimed first, as bench/client.js does with `warmup`.
+            send_events(&mut peer, args.warmup, args.size, args.text.as_deref()).await?;
             let cpu = cpu_nanos();
             let started = Instant::now();
             let mut rtts =
