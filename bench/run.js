@@ -86,14 +86,19 @@ function startLeanGateway (floor, files) {
       const line = buffered.slice(0, at)
       buffered = buffered.slice(at + 1)
       const reply = JSON.parse(line)
-      if (waiting.length) waiting.shift()(reply)
+      if (waiting.length) waiting.shift().resolve(reply)
       else replies.push(reply)
     }
   })
+  let exited = null
+  child.once('exit', (code) => {
+    exited = new Error(`lean gateway exited (${code})`)
+    for (const waiter of waiting.splice(0)) waiter.reject(exited)
+  })
   const next = () => new Promise((resolve, reject) => {
     if (replies.length) return resolve(replies.shift())
-    waiting.push(resolve)
-    child.once('exit', (code) => reject(new Error(`lean gateway exited (${code})`)))
+    if (exited) return reject(exited)
+    waiting.push({ resolve, reject })
   })
   // Nanoseconds of CPU the gateway has used, all threads (Linux; 0 elsewhere).
   const cpu = () => {
@@ -116,7 +121,11 @@ function startLeanGateway (floor, files) {
       child.stdin.write(`queue ${device} ${count} ${size}${text ? ` ${text}` : ''}\n`)
       return next().then((reply) => reply.queued)
     },
-    stop: () => new Promise((resolve) => { child.on('exit', resolve); child.stdin.end() })
+    stop: () => new Promise((resolve) => {
+      if (exited) return resolve()
+      child.on('exit', resolve)
+      child.stdin.end()
+    })
   }))
 }
 
