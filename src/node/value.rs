@@ -368,14 +368,14 @@ fn is_typed_array_kind(kind: i8) -> bool {
 
 /// What the encoder looks at on every object, made once per encoding so that no property
 /// name is made from UTF-8 per object: the key `constructor`, and the classes told apart by
-/// identity without reading their names, `Object`, `Buffer` and `Date` (undefined when the
-/// host has no such function); the classes are kept by reference per environment.
+/// identity without reading their names, `Object`, and (`more`, looked up at the first object
+/// of another class) `Buffer` and `Date` (undefined when the host has no such function); the
+/// classes are kept by reference per environment.
 #[derive(Clone, Copy)]
 struct Known {
     constructor: sys::napi_value,
     object: sys::napi_value,
-    buffer: sys::napi_value,
-    date: sys::napi_value,
+    more: Option<(sys::napi_value, sys::napi_value)>,
 }
 
 thread_local! {
@@ -412,64 +412,79 @@ unsafe fn constructor_key_holder(env: sys::napi_env) -> Result<sys::napi_value> 
     Ok(keys)
 }
 
-unsafe fn known(env: sys::napi_env) -> Result<Known> {
-    let cached = KNOWN.with(|k| {
+/// The cached references of `env`, if it is the environment [`KNOWN`] serves.
+fn known_refs(env: sys::napi_env) -> Option<[sys::napi_ref; 4]> {
+    KNOWN.with(|k| {
         k.borrow()
             .as_ref()
             .filter(|(owner, _)| *owner == env as usize)
             .map(|(_, refs)| *refs)
-    });
-    let mut classes = [ptr::null_mut(); 3];
-    let constructor;
-    match cached {
-        Some(refs) => {
-            for (value, &reference) in classes.iter_mut().zip(&refs[..3]) {
-                if reference.is_null() {
-                    check_status!(sys::napi_get_undefined(env, value))?;
-                } else {
-                    check_status!(sys::napi_get_reference_value(env, reference, value))?;
-                }
-            }
-            let mut holder = ptr::null_mut();
-            check_status!(sys::napi_get_reference_value(env, refs[3], &mut holder))?;
-            let mut key = ptr::null_mut();
-            check_status!(sys::napi_get_element(env, holder, 0, &mut key))?;
-            constructor = key;
-        }
-        None => {
-            constructor = string(env, "constructor")?;
-            classes = [
-                global(env, c"Object")?,
-                global(env, c"Buffer")?,
-                global(env, c"Date")?,
-            ];
-            if KNOWN.with(|k| k.borrow().is_none()) {
-                let mut refs = [ptr::null_mut(); 4];
-                for (reference, value) in refs.iter_mut().zip(classes) {
-                    let mut kind = 0;
-                    check_status!(sys::napi_typeof(env, value, &mut kind))?;
-                    if kind == sys::ValueType::napi_function {
-                        check_status!(sys::napi_create_reference(env, value, 1, reference))?;
-                    }
-                }
-                let holder = constructor_key_holder(env)?;
-                check_status!(sys::napi_create_reference(env, holder, 1, &mut refs[3]))?;
-                KNOWN.with(|k| *k.borrow_mut() = Some((env as usize, refs)));
-                check_status!(sys::napi_add_env_cleanup_hook(
-                    env,
-                    Some(forget_known),
-                    env.cast()
-                ))?;
+    })
+}
+
+/// The value `reference` holds, or undefined for a null one (no such function).
+unsafe fn referred(env: sys::napi_env, reference: sys::napi_ref) -> Result<sys::napi_value> {
+    let mut value = ptr::null_mut();
+    if reference.is_null() {
+        check_status!(sys::napi_get_undefined(env, &mut value))?;
+    } else {
+        check_status!(sys::napi_get_reference_value(env, reference, &mut value))?;
+    }
+    Ok(value)
+}
+
+/// The key `constructor` and `Object`: what every object is compared with.
+unsafe fn known(env: sys::napi_env) -> Result<Known> {
+    if let Some(refs) = known_refs(env) {
+        let object = referred(env, refs[0])?;
+        let holder = referred(env, refs[3])?;
+        let mut constructor = ptr::null_mut();
+        check_status!(sys::napi_get_element(env, holder, 0, &mut constructor))?;
+        return Ok(Known {
+            constructor,
+            object,
+            more: None,
+        });
+    }
+    let constructor = string(env, "constructor")?;
+    let classes = [
+        global(env, c"Object")?,
+        global(env, c"Buffer")?,
+        global(env, c"Date")?,
+    ];
+    if KNOWN.with(|k| k.borrow().is_none()) {
+        let mut refs = [ptr::null_mut(); 4];
+        for (reference, value) in refs.iter_mut().zip(classes) {
+            let mut kind = 0;
+            check_status!(sys::napi_typeof(env, value, &mut kind))?;
+            if kind == sys::ValueType::napi_function {
+                check_status!(sys::napi_create_reference(env, value, 1, reference))?;
             }
         }
+        let holder = constructor_key_holder(env)?;
+        check_status!(sys::napi_create_reference(env, holder, 1, &mut refs[3]))?;
+        KNOWN.with(|k| *k.borrow_mut() = Some((env as usize, refs)));
+        check_status!(sys::napi_add_env_cleanup_hook(
+            env,
+            Some(forget_known),
+            env.cast()
+        ))?;
     }
     let [object, buffer, date] = classes;
     Ok(Known {
         constructor,
         object,
-        buffer,
-        date,
+        more: Some((buffer, date)),
     })
+}
+
+/// `Buffer` and `Date` (undefined when the host has no such function), needed only for an
+/// object whose class is not `Object`.
+unsafe fn buffer_and_date(env: sys::napi_env) -> Result<(sys::napi_value, sys::napi_value)> {
+    match known_refs(env) {
+        Some(refs) => Ok((referred(env, refs[1])?, referred(env, refs[2])?)),
+        None => Ok((global(env, c"Buffer")?, global(env, c"Date")?)),
+    }
 }
 
 /// The environment that made [`KNOWN`] is going away: its references go with it.
@@ -648,13 +663,14 @@ impl Encoder {
             return self.map(value, depth, out);
         }
         // Buffers and Dates, common in bundles, by identity too.
+        let (buffer, date) = self.buffer_and_date()?;
         let name: &[u8];
         let read;
-        check_status!(sys::napi_strict_equals(env, class, known.buffer, &mut flag))?;
+        check_status!(sys::napi_strict_equals(env, class, buffer, &mut flag))?;
         if flag {
             name = b"Buffer";
         } else {
-            check_status!(sys::napi_strict_equals(env, class, known.date, &mut flag))?;
+            check_status!(sys::napi_strict_equals(env, class, date, &mut flag))?;
             if flag {
                 name = b"Date";
             } else {
@@ -743,6 +759,21 @@ impl Encoder {
         }
     }
 
+    /// `Buffer` and `Date` (see [`Known`]), looked up once per encoding; only after `known`.
+    unsafe fn buffer_and_date(&mut self) -> Walk<(sys::napi_value, sys::napi_value)> {
+        if let Some(Known {
+            more: Some(more), ..
+        }) = self.known
+        {
+            return Ok(more);
+        }
+        let more = buffer_and_date(self.env)?;
+        if let Some(known) = self.known.as_mut() {
+            known.more = Some(more);
+        }
+        Ok(more)
+    }
+
     /// `class.name` for an object's `constructor`, as msgpack-lite finds a packer: `None`
     /// when the constructor is missing or has no string name.
     unsafe fn class_name(&mut self, class: sys::napi_value) -> Walk<Option<ClassName>> {
@@ -828,7 +859,7 @@ impl Encoder {
             Some(class) => class,
             None => {
                 let class = match self.known {
-                    Some(known) => known.buffer,
+                    Some(_) => self.buffer_and_date()?.0,
                     None => global(env, c"Buffer")?,
                 };
                 let mut kind = 0;
