@@ -528,6 +528,29 @@ test('strings around 256 bytes of UTF-8 arrive whole as ids, types, keys and val
   }
 })
 
+test('actions whose ids are strings around 256 bytes of UTF-8 are acknowledged under their own ids', async (t) => {
+  const { server, options } = await transports.tcp(t)
+  const { client } = track(t, options)
+  const device = require('os').hostname()
+  const ids = []
+  for (let length = 250; length <= 258; length++) {
+    for (const last of ['z', 'é', '😀', '\ud800']) ids.push('a'.repeat(length) + last)
+  }
+  ids.push('', 'größe', 'x'.repeat(5000))
+  const outcomes = []
+  for (const id of ids) server.queueAction(device, { id, type: 'check' }, (err) => outcomes.push(err))
+  const seen = []
+  client.on('action', (action, ack) => {
+    seen.push(action.id)
+    ack()
+  })
+  client.connect()
+  await waitFor(() => outcomes.length === ids.length)
+  // A lone surrogate has no UTF-8 form: it travels as U+FFFD, as Node writes it.
+  t.deepEqual(seen, ids.map((id) => id.replace('\ud800', '\ufffd')))
+  t.deepEqual(outcomes, ids.map(() => null), 'each acknowledgement matched its action')
+})
+
 test('a bundle that cannot be read fails its own send with EINVALIDBUNDLE, and the client carries on', async (t) => {
   const { server, options } = await transports.tcp(t)
   const { client } = track(t, options)

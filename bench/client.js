@@ -12,6 +12,11 @@ const scenario = JSON.parse(process.argv[2])
 // the `idle` scenario's second figure is the growth from here.
 const startRss = process.memoryUsage().rss
 const now = () => Number(process.hrtime.bigint()) / 1e6
+/** Microseconds of CPU (user and system, every thread) per message since `since`. */
+const cpuUs = (since, messages) => {
+  const used = process.cpuUsage(since)
+  return (used.user + used.system) / messages
+}
 
 function client (extra = {}) {
   return new Client({ host: '127.0.0.1', port: scenario.port, key: scenario.key, cert: scenario.cert, ca: scenario.ca, ...extra })
@@ -38,6 +43,7 @@ async function events ({ count, size, text, maxInFlight = 1, outbox }) {
   c.connect()
   await drained(c)
   const payloads = Array.from({ length: Math.min(count, 4) }, (_, i) => bundle(size, i, text))
+  const cpu = process.cpuUsage()
   const started = now()
   await new Promise((resolve, reject) => {
     let done = 0
@@ -49,37 +55,47 @@ async function events ({ count, size, text, maxInFlight = 1, outbox }) {
     }
   })
   const seconds = (now() - started) / 1000
+  const cpuPer = cpuUs(cpu, count)
   c.close()
   if (dir) fs.rmSync(dir, { recursive: true, force: true })
-  return { perSecond: count / seconds, mbPerSecond: count * size / seconds / 1e6 }
+  return { perSecond: count / seconds, mbPerSecond: count * size / seconds / 1e6, cpuUs: cpuPer }
 }
 
-async function rtt ({ count }) {
+async function rtt ({ count, warmup = 0 }) {
   const c = client()
   c.connect()
   await drained(c)
+  // Untimed round trips first, with `warmup`: the JavaScript on the path is then compiled
+  // (the floor, compiled ahead of time, sends as many untimed).
+  for (let i = 0; i < warmup; i++) {
+    await new Promise((resolve, reject) => c.send(new Event('bench', { n: i }), (err) => err ? reject(err) : resolve()))
+  }
   const times = []
+  const cpu = process.cpuUsage()
   for (let i = 0; i < count; i++) {
     const sent = now()
     await new Promise((resolve, reject) => c.send(new Event('bench', { n: i }), (err) => err ? reject(err) : resolve()))
     times.push((now() - sent) * 1000)
   }
+  const cpuPer = cpuUs(cpu, count)
   times.sort((a, b) => a - b)
   c.close()
-  return { rttMedianUs: percentile(times, 0.5), rttP99Us: percentile(times, 0.99) }
+  return { rttMedianUs: percentile(times, 0.5), rttP99Us: percentile(times, 0.99), cpuUs: cpuPer }
 }
 
 async function actions ({ count, size }) {
   const c = client()
   let seen = 0
   c.on('action', (action, ack) => { seen++; ack() })
+  const cpu = process.cpuUsage()
   const started = now()
   c.connect()
   await drained(c)
   const seconds = (now() - started) / 1000
+  const cpuPer = cpuUs(cpu, count)
   c.close()
   if (seen !== count) throw new Error(`expected ${count} actions, got ${seen}`)
-  return { perSecond: count / seconds, mbPerSecond: count * size / seconds / 1e6 }
+  return { perSecond: count / seconds, mbPerSecond: count * size / seconds / 1e6, cpuUs: cpuPer }
 }
 
 async function connect ({ count }) {

@@ -11,13 +11,19 @@
 //   --only TEXT                 only the figures whose name contains TEXT (may be repeated;
 //                               `--only outbox`: the durable outbox rows, without the floor)
 //
+// The small events, small actions and the awaited round trip are measured again against the
+// lean gateway (`floor gateway`: the crate's Server alone on one thread, no Node), whose own
+// CPU per message is small, so that pinned they show the client's CPU per message rather
+// than the bundled Server's; those rows print each side's CPU per message (and the
+// gateway's) too.
+//
 // Each floor-vs-client figure is measured in rounds, floor then client back to back. The
 // client and floor columns are each side's median over the rounds; the ratio is the median of
 // the rounds' own ratios. On a shared VM the machine's speed drifts, by half or more, over
 // seconds: within a round both sides see about the same machine, so a slow stretch moves one
 // round's ratio rather than one side's median.
 
-const { execFileSync, execFile, fork } = require('child_process')
+const { execFileSync, execFile, fork, spawn } = require('child_process')
 const fs = require('fs')
 const os = require('os')
 const path = require('path')
@@ -63,6 +69,66 @@ function startServer (pki) {
   }))
 }
 
+// The lean gateway (`floor gateway`, see bench/floor): the crate's Server alone, on one thread,
+// without Node. Pinned, every CPU cycle of a run is the gateway's or the client's, so the
+// bundled Server's own cost (a Node process and its runtime threads) would dilute the
+// client-to-floor ratio; these rows measure against this one instead.
+function startLeanGateway (floor, files) {
+  const [command, args] = pinned(floor, ['gateway', '--key', files.serverKey, '--cert', files.serverCert, '--ca', files.ca])
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'] })
+  const replies = []
+  const waiting = []
+  let buffered = ''
+  child.stdout.on('data', (chunk) => {
+    buffered += chunk
+    let at
+    while ((at = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, at)
+      buffered = buffered.slice(at + 1)
+      const reply = JSON.parse(line)
+      if (waiting.length) waiting.shift().resolve(reply)
+      else replies.push(reply)
+    }
+  })
+  let exited = null
+  child.once('exit', (code) => {
+    exited = new Error(`lean gateway exited (${code})`)
+    for (const waiter of waiting.splice(0)) waiter.reject(exited)
+  })
+  const next = () => new Promise((resolve, reject) => {
+    if (replies.length) return resolve(replies.shift())
+    if (exited) return reject(exited)
+    waiting.push({ resolve, reject })
+  })
+  // Nanoseconds of CPU the gateway has used, all threads (Linux; 0 elsewhere).
+  const cpu = () => {
+    try {
+      return fs.readdirSync(`/proc/${child.pid}/task`)
+        .reduce((sum, task) => sum + Number(fs.readFileSync(`/proc/${child.pid}/task/${task}/schedstat`, 'latin1').split(' ')[0]), 0)
+    } catch (_) {
+      return 0
+    }
+  }
+  return next().then(({ port }) => ({
+    port,
+    // `run()`'s result, with the gateway's CPU per message (µs) over it as `gatewayCpuUs`.
+    measured: async (messages, run) => {
+      const before = cpu()
+      const result = await run()
+      return { ...result, gatewayCpuUs: (cpu() - before) / 1e3 / messages }
+    },
+    queue: (device, count, size, text) => {
+      child.stdin.write(`queue ${device} ${count} ${size}${text ? ` ${text}` : ''}\n`)
+      return next().then((reply) => reply.queued)
+    },
+    stop: () => new Promise((resolve) => {
+      if (exited) return resolve()
+      child.on('exit', resolve)
+      child.stdin.end()
+    })
+  }))
+}
+
 function runFloor (floor, files, port, mode, options) {
   const args = [mode, '--port', String(port), '--key', files.key, '--cert', files.cert, '--ca', files.ca]
   for (const [name, value] of Object.entries(options)) args.push(`--${name}`, String(value))
@@ -91,10 +157,18 @@ async function main () {
   const floor = () => floorBinary || (floorBinary = buildFloor())
   const pki = createPki({ hosts: ['localhost', '127.0.0.1'] })
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imt-bench-'))
-  const files = { key: path.join(dir, 'key.pem'), cert: path.join(dir, 'cert.pem'), ca: path.join(dir, 'ca.pem') }
+  const files = {
+    key: path.join(dir, 'key.pem'),
+    cert: path.join(dir, 'cert.pem'),
+    ca: path.join(dir, 'ca.pem'),
+    serverKey: path.join(dir, 'server-key.pem'),
+    serverCert: path.join(dir, 'server-cert.pem')
+  }
   fs.writeFileSync(files.key, pki.client.key)
   fs.writeFileSync(files.cert, pki.client.cert)
   fs.writeFileSync(files.ca, pki.caCert)
+  fs.writeFileSync(files.serverKey, pki.server.key)
+  fs.writeFileSync(files.serverCert, pki.server.cert)
   const server = await startServer(pki)
   const base = { port: server.port, key: pki.client.key, cert: pki.client.cert, ca: pki.caCert }
   const device = os.hostname()
@@ -197,6 +271,48 @@ async function main () {
       row(name, 'perSecond', 'events/s', c.perSecond, memory.perSecond, sync === 'interval' ? 0.8 : null, true, ratios('perSecond'))
     }
   }
+
+  // Small events, small actions and the round trip of one awaited event again, against the
+  // lean gateway (see startLeanGateway): pinned, these measure the client's CPU per message.
+  const leanRows = [['events small, lean gateway', 'events'], ['actions small, lean gateway', 'actions'],
+    ['event round trip, lean gateway', 'rtt']].filter(([name]) => wanted(name))
+  let lean = null
+  for (const [name, kind] of leanRows) {
+    lean = lean || await startLeanGateway(floor(), files)
+    const leanBase = { ...base, port: lean.port }
+    // CPU per message of each side and of the gateway serving it (µs; the connection's
+    // setup is included, a few hundredths of a µs a message): where the ratio's time goes.
+    const cpuLine = (c, f) => console.log(`    CPU per message: client ${c.cpuUs.toFixed(1)} µs (gateway ${c.gatewayCpuUs.toFixed(1)} µs), floor ${f.cpuUs.toFixed(1)} µs (gateway ${f.gatewayCpuUs.toFixed(1)} µs)`)
+    if (kind === 'rtt') {
+      // After as many untimed round trips on each side: the client's JavaScript compiled, as in
+      // a process that has run a while (a fresh one's first thousands are slower).
+      const count = scale(5000)
+      const warmup = scale(5000)
+      const { clients: [c], floor: f, ratios } = await paired(
+        () => lean.measured(count + warmup, () => runFloor(floor(), files, lean.port, 'events', { count, size: 0, warmup })),
+        () => lean.measured(count + warmup, () => runClient({ ...leanBase, kind: 'rtt', count, warmup })))
+      results[name] = { client: c, floor: f }
+      row(`${name}, median`, 'rttMedianUs', 'µs', c.rttMedianUs, f.rttMedianUs, pin === null ? null : 1.2, false, ratios('rttMedianUs'))
+      row(`${name}, p99`, 'rttP99Us', 'µs', c.rttP99Us, f.rttP99Us, null, false, ratios('rttP99Us'))
+      cpuLine(c, f)
+      continue
+    }
+    const actions = kind === 'actions'
+    const count = scale(20000)
+    const { clients: [c], floor: f, ratios } = await paired(
+      async () => {
+        if (actions) await lean.queue('floor-actions', count, 0)
+        return lean.measured(count, () => runFloor(floor(), files, lean.port, kind, { count, size: 0, ...(actions ? { device: 'floor-actions' } : {}) }))
+      },
+      async () => {
+        if (actions) await lean.queue(device, count, 0)
+        return lean.measured(count, () => runClient({ ...leanBase, kind, count, size: 0 }))
+      })
+    results[name] = { client: c, floor: f }
+    row(name, 'perSecond', `${kind}/s`, c.perSecond, f.perSecond, 0.85, true, ratios('perSecond'))
+    cpuLine(c, f)
+  }
+  if (lean) await lean.stop()
 
   if (wanted('event round trip')) {
     const count = scale(5000)

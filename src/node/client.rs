@@ -17,7 +17,9 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
 
-use super::value::{encode, read_string, to_value, EncodeError, JsValue, FIELD_DEPTH};
+use super::value::{
+    encode, read_string, short_string, to_value, EncodeError, JsValue, FIELD_DEPTH, SHORT_STRING,
+};
 use super::{internal, thrown, Thrown};
 use crate::client::{client, ActionAck, Batch, ClientHandle, ClientOptions, Command, Tokio};
 use crate::client::{EventStore, Restored};
@@ -984,13 +986,21 @@ unsafe extern "C" fn call_send(
         |calls, [seq, id, kind, bundle]: [sys::napi_value; 4]| {
             let mut number = 0.0;
             napi::check_status!(sys::napi_get_value_double(env, seq, &mut number))?;
-            let kind = read_string(env, kind)?;
+            let mut short = [0u8; SHORT_STRING];
+            let long;
+            let kind = match short_string(env, kind, &mut short)? {
+                Some(kind) => kind,
+                None => {
+                    long = read_string(env, kind)?;
+                    long.as_str()
+                }
+            };
             // The id and the bundle go straight from the caller's values and Buffers into
             // the frame.
             let mut event = OutgoingEvent::encode(
                 number as u64,
                 |out| encode(env, id, FIELD_DEPTH, out),
-                &kind,
+                kind,
                 |out| encode(env, bundle, FIELD_DEPTH, out),
             )?;
             // On disk (or refused, and then not queued at all) before `send` returns, whichever

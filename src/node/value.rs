@@ -147,6 +147,27 @@ type Walk<T> = std::result::Result<T, EncodeError>;
 /// `env` is live and this runs on its JavaScript thread inside a handle scope (a call from
 /// JavaScript); `value` is a handle of that scope.
 pub unsafe fn to_value(env: sys::napi_env, value: sys::napi_value) -> Walk<Value> {
+    // A string (an action's id, nearly always) is read as it is: what encoding and decoding
+    // it would give, without the round trip. Long ones take the walk, which bounds them.
+    let mut kind = 0;
+    check_status!(sys::napi_typeof(env, value, &mut kind))?;
+    if kind == sys::ValueType::napi_string {
+        let mut short = [0u8; SHORT_STRING];
+        let mut written = 0;
+        check_status!(sys::napi_get_value_string_utf8(
+            env,
+            value,
+            short.as_mut_ptr().cast::<c_char>(),
+            short.len(),
+            &mut written
+        ))?;
+        // The whole string (see `put_utf8`), valid UTF-8 as Node writes it.
+        if written + 4 < short.len() - 1 {
+            return Ok(Value::String(
+                String::from_utf8_lossy(&short[..written]).into_owned(),
+            ));
+        }
+    }
     let mut body = BytesMut::with_capacity(64);
     encode(env, value, FIELD_DEPTH, &mut body)?;
     Ok(decode(&body.freeze())?)
@@ -185,7 +206,7 @@ fn too_deep() -> EncodeError {
 }
 
 /// Strings this long or shorter are read with one Node-API call instead of two.
-const SHORT_STRING: usize = 256;
+pub(super) const SHORT_STRING: usize = 256;
 
 /// Appends the UTF-8 of the string `value` to `out`, after what `before(len, out)` writes
 /// once its length is known, unless `out` would then hold more than `limit` bytes. A short
@@ -246,6 +267,33 @@ unsafe fn put_utf8(
     // SAFETY: Node initialised these `len` bytes, inside the capacity reserved above.
     out.set_len(out.len() + len);
     Ok(())
+}
+
+/// The JavaScript string `value` as UTF-8 in `buffer` when it fits there whole (event types,
+/// nearly always), so that reading it allocates nothing; `None` when it does not (then use
+/// [`read_string`]).
+///
+/// # Safety
+///
+/// As [`read_string`].
+pub(super) unsafe fn short_string(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    buffer: &mut [u8; SHORT_STRING],
+) -> Walk<Option<&str>> {
+    let mut written = 0;
+    check_status!(sys::napi_get_value_string_utf8(
+        env,
+        value,
+        buffer.as_mut_ptr().cast::<c_char>(),
+        buffer.len(),
+        &mut written
+    ))?;
+    // The whole string (see `put_utf8`); Node writes valid UTF-8.
+    if written + 4 < buffer.len() - 1 {
+        return Ok(std::str::from_utf8(&buffer[..written]).ok());
+    }
+    Ok(None)
 }
 
 /// The JavaScript string `value` as UTF-8.
@@ -320,73 +368,123 @@ fn is_typed_array_kind(kind: i8) -> bool {
 
 /// What the encoder looks at on every object, made once per encoding so that no property
 /// name is made from UTF-8 per object: the key `constructor`, and the classes told apart by
-/// identity without reading their names, `Object`, `Buffer` and `Date` (undefined when the
-/// host has no such function); the classes are kept by reference per environment.
+/// identity without reading their names, `Object`, and (`more`, looked up at the first object
+/// of another class) `Buffer` and `Date` (undefined when the host has no such function); the
+/// classes are kept by reference per environment.
 #[derive(Clone, Copy)]
 struct Known {
     constructor: sys::napi_value,
     object: sys::napi_value,
-    buffer: sys::napi_value,
-    date: sys::napi_value,
+    more: Option<(sys::napi_value, sys::napi_value)>,
 }
 
 thread_local! {
     /// References to `Object`, `Buffer` and `Date` (null when there is no function to refer
-    /// to) for one environment of this thread, the first to encode.
-    static KNOWN: std::cell::RefCell<Option<(usize, [sys::napi_ref; 3])>> =
+    /// to) and to a one-element array holding the key `constructor` as V8 interns it, for one
+    /// environment of this thread, the first to encode.
+    static KNOWN: std::cell::RefCell<Option<(usize, [sys::napi_ref; 4])>> =
         const { std::cell::RefCell::new(None) };
 }
 
-unsafe fn known(env: sys::napi_env) -> Result<Known> {
-    let constructor = string(env, "constructor")?;
-    let cached = KNOWN.with(|k| {
+/// The key `constructor` as V8 keeps property names (internalized), in a one-element array
+/// (Node-API 8 refers to objects only, not to strings): a key made from UTF-8 on every
+/// encoding would be hashed and looked up in V8's string table by every property read with it.
+unsafe fn constructor_key_holder(env: sys::napi_env) -> Result<sys::napi_value> {
+    let mut object = ptr::null_mut();
+    check_status!(sys::napi_create_object(env, &mut object))?;
+    let mut undefined = ptr::null_mut();
+    check_status!(sys::napi_get_undefined(env, &mut undefined))?;
+    check_status!(sys::napi_set_named_property(
+        env,
+        object,
+        c"constructor".as_ptr(),
+        undefined
+    ))?;
+    let mut keys = ptr::null_mut();
+    check_status!(sys::napi_get_all_property_names(
+        env,
+        object,
+        sys::KeyCollectionMode::own_only,
+        sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
+        sys::KeyConversion::keep_numbers,
+        &mut keys
+    ))?;
+    Ok(keys)
+}
+
+/// The cached references of `env`, if it is the environment [`KNOWN`] serves.
+fn known_refs(env: sys::napi_env) -> Option<[sys::napi_ref; 4]> {
+    KNOWN.with(|k| {
         k.borrow()
             .as_ref()
             .filter(|(owner, _)| *owner == env as usize)
             .map(|(_, refs)| *refs)
-    });
-    let mut classes = [ptr::null_mut(); 3];
-    match cached {
-        Some(refs) => {
-            for (value, reference) in classes.iter_mut().zip(refs) {
-                if reference.is_null() {
-                    check_status!(sys::napi_get_undefined(env, value))?;
-                } else {
-                    check_status!(sys::napi_get_reference_value(env, reference, value))?;
-                }
+    })
+}
+
+/// The value `reference` holds, or undefined for a null one (no such function).
+unsafe fn referred(env: sys::napi_env, reference: sys::napi_ref) -> Result<sys::napi_value> {
+    let mut value = ptr::null_mut();
+    if reference.is_null() {
+        check_status!(sys::napi_get_undefined(env, &mut value))?;
+    } else {
+        check_status!(sys::napi_get_reference_value(env, reference, &mut value))?;
+    }
+    Ok(value)
+}
+
+/// The key `constructor` and `Object`: what every object is compared with.
+unsafe fn known(env: sys::napi_env) -> Result<Known> {
+    if let Some(refs) = known_refs(env) {
+        let object = referred(env, refs[0])?;
+        let holder = referred(env, refs[3])?;
+        let mut constructor = ptr::null_mut();
+        check_status!(sys::napi_get_element(env, holder, 0, &mut constructor))?;
+        return Ok(Known {
+            constructor,
+            object,
+            more: None,
+        });
+    }
+    let constructor = string(env, "constructor")?;
+    let classes = [
+        global(env, c"Object")?,
+        global(env, c"Buffer")?,
+        global(env, c"Date")?,
+    ];
+    if KNOWN.with(|k| k.borrow().is_none()) {
+        let mut refs = [ptr::null_mut(); 4];
+        for (reference, value) in refs.iter_mut().zip(classes) {
+            let mut kind = 0;
+            check_status!(sys::napi_typeof(env, value, &mut kind))?;
+            if kind == sys::ValueType::napi_function {
+                check_status!(sys::napi_create_reference(env, value, 1, reference))?;
             }
         }
-        None => {
-            classes = [
-                global(env, c"Object")?,
-                global(env, c"Buffer")?,
-                global(env, c"Date")?,
-            ];
-            if KNOWN.with(|k| k.borrow().is_none()) {
-                let mut refs = [ptr::null_mut(); 3];
-                for (reference, value) in refs.iter_mut().zip(classes) {
-                    let mut kind = 0;
-                    check_status!(sys::napi_typeof(env, value, &mut kind))?;
-                    if kind == sys::ValueType::napi_function {
-                        check_status!(sys::napi_create_reference(env, value, 1, reference))?;
-                    }
-                }
-                KNOWN.with(|k| *k.borrow_mut() = Some((env as usize, refs)));
-                check_status!(sys::napi_add_env_cleanup_hook(
-                    env,
-                    Some(forget_known),
-                    env.cast()
-                ))?;
-            }
-        }
+        let holder = constructor_key_holder(env)?;
+        check_status!(sys::napi_create_reference(env, holder, 1, &mut refs[3]))?;
+        KNOWN.with(|k| *k.borrow_mut() = Some((env as usize, refs)));
+        check_status!(sys::napi_add_env_cleanup_hook(
+            env,
+            Some(forget_known),
+            env.cast()
+        ))?;
     }
     let [object, buffer, date] = classes;
     Ok(Known {
         constructor,
         object,
-        buffer,
-        date,
+        more: Some((buffer, date)),
     })
+}
+
+/// `Buffer` and `Date` (undefined when the host has no such function), needed only for an
+/// object whose class is not `Object`.
+unsafe fn buffer_and_date(env: sys::napi_env) -> Result<(sys::napi_value, sys::napi_value)> {
+    match known_refs(env) {
+        Some(refs) => Ok((referred(env, refs[1])?, referred(env, refs[2])?)),
+        None => Ok((global(env, c"Buffer")?, global(env, c"Date")?)),
+    }
 }
 
 /// The environment that made [`KNOWN`] is going away: its references go with it.
@@ -565,13 +663,14 @@ impl Encoder {
             return self.map(value, depth, out);
         }
         // Buffers and Dates, common in bundles, by identity too.
+        let (buffer, date) = self.buffer_and_date()?;
         let name: &[u8];
         let read;
-        check_status!(sys::napi_strict_equals(env, class, known.buffer, &mut flag))?;
+        check_status!(sys::napi_strict_equals(env, class, buffer, &mut flag))?;
         if flag {
             name = b"Buffer";
         } else {
-            check_status!(sys::napi_strict_equals(env, class, known.date, &mut flag))?;
+            check_status!(sys::napi_strict_equals(env, class, date, &mut flag))?;
             if flag {
                 name = b"Date";
             } else {
@@ -660,6 +759,21 @@ impl Encoder {
         }
     }
 
+    /// `Buffer` and `Date` (see [`Known`]), looked up once per encoding; only after `known`.
+    unsafe fn buffer_and_date(&mut self) -> Walk<(sys::napi_value, sys::napi_value)> {
+        if let Some(Known {
+            more: Some(more), ..
+        }) = self.known
+        {
+            return Ok(more);
+        }
+        let more = buffer_and_date(self.env)?;
+        if let Some(known) = self.known.as_mut() {
+            known.more = Some(more);
+        }
+        Ok(more)
+    }
+
     /// `class.name` for an object's `constructor`, as msgpack-lite finds a packer: `None`
     /// when the constructor is missing or has no string name.
     unsafe fn class_name(&mut self, class: sys::napi_value) -> Walk<Option<ClassName>> {
@@ -745,7 +859,7 @@ impl Encoder {
             Some(class) => class,
             None => {
                 let class = match self.known {
-                    Some(known) => known.buffer,
+                    Some(_) => self.buffer_and_date()?.0,
                     None => global(env, c"Buffer")?,
                 };
                 let mut kind = 0;

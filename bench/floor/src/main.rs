@@ -6,7 +6,16 @@
 //! ```text
 //! floor <events|actions|connect|idle|load> --port P [--host H] --key F --cert F --ca F
 //!       [--count N] [--size BYTES] [--text ascii|wide] [--device NAME] [--clients K]
+//!       [--warmup N]
+//! floor gateway --key F --cert F --ca F [--host H] [--port P]
 //! ```
+//!
+//! `gateway` is the lean gateway: the crate's own `Server` (mutual TLS, no echo, no event
+//! notices) on a one-thread tokio runtime in a process of its own, with no Node in it, so that
+//! a pinned run spends as little of its CPU as possible outside the client under test. It
+//! prints `{"port":P}`, then reads commands on stdin, one a line:
+//! `queue DEVICE COUNT SIZE [ascii|wide]` holds COUNT actions for DEVICE (as bench/server.js
+//! does) and prints `{"queued":COUNT}`; the end of stdin ends the process.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use imt_gateway::protocol::{Frame, FrameCodec, Message, Value};
+use imt_gateway::server::{OutboundAction, Server, ServerOptions};
 use imt_gateway::tls;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -33,6 +43,8 @@ struct Args {
     size: usize,
     device: String,
     clients: usize,
+    /// Events sent before the timed ones (`events` mode).
+    warmup: usize,
     /// Events carry their `size` bytes as a string rather than a binary: `ascii` one byte a
     /// character, `wide` two (U+0436), as bench/client.js sends them.
     text: Option<String>,
@@ -70,6 +82,7 @@ fn args() -> Result<Args, Failure> {
             .cloned()
             .unwrap_or_else(|| "floor".into()),
         clients: number("clients", 1)?,
+        warmup: number("warmup", 0)?,
         text: named.get("text").cloned(),
     })
 }
@@ -173,6 +186,24 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     micros(sorted[index])
 }
 
+/// CPU time this process has used so far, every thread's, in nanoseconds (Linux's
+/// `/proc/self/task/*/schedstat`; 0 where there is none).
+fn cpu_nanos() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Microseconds of CPU per message between two [`cpu_nanos`] readings.
+fn cpu_us_per(before: u64, after: u64, messages: usize) -> f64 {
+    after.saturating_sub(before) as f64 / 1e3 / messages.max(1) as f64
+}
+
 fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -185,31 +216,39 @@ async fn run(args: Args) -> Result<String, Failure> {
     match args.mode.as_str() {
         "events" => {
             let (mut peer, _) = connect(&args, &args.device).await?;
+            // Untimed first, as bench/client.js does with `warmup`.
+            send_events(&mut peer, args.warmup, args.size, args.text.as_deref()).await?;
+            let cpu = cpu_nanos();
             let started = Instant::now();
             let mut rtts =
                 send_events(&mut peer, args.count, args.size, args.text.as_deref()).await?;
             let seconds = started.elapsed().as_secs_f64();
+            let cpu_us = cpu_us_per(cpu, cpu_nanos(), args.count);
             rtts.sort();
             Ok(format!(
-                "{{\"perSecond\":{:.1},\"mbPerSecond\":{:.1},\"rttMedianUs\":{:.1},\"rttP99Us\":{:.1}}}",
+                "{{\"perSecond\":{:.1},\"mbPerSecond\":{:.1},\"rttMedianUs\":{:.1},\"rttP99Us\":{:.1},\"cpuUs\":{:.2}}}",
                 args.count as f64 / seconds,
                 (args.count * args.size) as f64 / seconds / 1e6,
                 percentile(&rtts, 0.5),
-                percentile(&rtts, 0.99)
+                percentile(&rtts, 0.99),
+                cpu_us
             ))
         }
         "actions" => {
             // The server holds `count` actions for this device: they arrive before DRAINED.
+            let cpu = cpu_nanos();
             let started = Instant::now();
             let (_peer, actions) = connect(&args, &args.device).await?;
             let seconds = started.elapsed().as_secs_f64();
+            let cpu_us = cpu_us_per(cpu, cpu_nanos(), actions);
             if actions != args.count {
                 return Err(format!("expected {} actions, got {actions}", args.count).into());
             }
             Ok(format!(
-                "{{\"perSecond\":{:.1},\"mbPerSecond\":{:.1}}}",
+                "{{\"perSecond\":{:.1},\"mbPerSecond\":{:.1},\"cpuUs\":{:.2}}}",
                 actions as f64 / seconds,
-                (actions * args.size) as f64 / seconds / 1e6
+                (actions * args.size) as f64 / seconds / 1e6,
+                cpu_us
             ))
         }
         "connect" => {
@@ -267,7 +306,81 @@ async fn run(args: Args) -> Result<String, Failure> {
     }
 }
 
+/// The lean gateway (see the module documentation).
+fn gateway() -> Result<(), Failure> {
+    let mut raw = std::env::args().skip(2);
+    let mut named = HashMap::new();
+    while let Some(key) = raw.next() {
+        let value = raw.next().ok_or(format!("{key} needs a value"))?;
+        named.insert(key.trim_start_matches("--").to_owned(), value);
+    }
+    let read = |k: &str| -> Result<Vec<u8>, Failure> {
+        Ok(std::fs::read(
+            named.get(k).ok_or(format!("--{k} expected"))?,
+        )?)
+    };
+    let tls = tls::server_config(&read("key")?, &read("cert")?, Some(&[read("ca")?]))?;
+    let host = named
+        .get("host")
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let port: u16 = named.get("port").map_or(Ok(0), |p| p.parse())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (events, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let options = ServerOptions {
+        tls: Some(tls),
+        echo: false,
+        ..ServerOptions::default()
+    };
+    let server = Arc::new(Server::new(options, events));
+    server.set_event_notices(false);
+    let address = runtime.block_on(server.listen(Some(&host), port))?;
+    println!("{{\"port\":{}}}", address.port());
+    let queue = server.clone();
+    // Commands from stdin on a thread of their own: the runtime's one thread only serves.
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let ["queue", device, count, size, ref rest @ ..] = words[..] {
+                let (Ok(count), Ok(size)) = (count.parse::<usize>(), size.parse::<usize>()) else {
+                    eprintln!("floor gateway: bad command {line:?}");
+                    continue;
+                };
+                let text = rest.first().copied();
+                for n in 0..count {
+                    queue.queue_action(
+                        device,
+                        OutboundAction {
+                            id: Value::String(format!("a{n}")),
+                            kind: "bench".into(),
+                            // As bench/server.js makes them.
+                            parameters: bundle(size, n, text),
+                        },
+                    );
+                }
+                println!("{{\"queued\":{count}}}");
+            } else {
+                eprintln!("floor gateway: unknown command {line:?}");
+            }
+        }
+        std::process::exit(0);
+    });
+    // What the server reports (connections, acknowledgements of held actions) is dropped.
+    runtime.block_on(async move { while reports.recv().await.is_some() {} });
+    Ok(())
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("gateway") {
+        if let Err(err) = gateway() {
+            eprintln!("floor: {err}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let result = args().and_then(|args| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
