@@ -153,18 +153,9 @@ pub unsafe fn to_value(env: sys::napi_env, value: sys::napi_value) -> Walk<Value
     check_status!(sys::napi_typeof(env, value, &mut kind))?;
     if kind == sys::ValueType::napi_string {
         let mut short = [0u8; SHORT_STRING];
-        let mut written = 0;
-        check_status!(sys::napi_get_value_string_utf8(
-            env,
-            value,
-            short.as_mut_ptr().cast::<c_char>(),
-            short.len(),
-            &mut written
-        ))?;
-        // The whole string (see `put_utf8`), valid UTF-8 as Node writes it.
-        if written + 4 < short.len() - 1 {
+        if let Some(len) = read_short(env, value, &mut short)? {
             return Ok(Value::String(
-                String::from_utf8_lossy(&short[..written]).into_owned(),
+                String::from_utf8_lossy(&short[..len]).into_owned(),
             ));
         }
     }
@@ -208,6 +199,31 @@ fn too_deep() -> EncodeError {
 /// Strings this long or shorter are read with one Node-API call instead of two.
 pub(super) const SHORT_STRING: usize = 256;
 
+/// Reads the string `value` into `buffer` with one call: `Some(len)` when `buffer[..len]` is the
+/// whole string (valid UTF-8 as Node writes it: lone surrogates become U+FFFD), `None` when the
+/// string is longer.
+///
+/// # Safety
+///
+/// As [`read_string`].
+unsafe fn read_short(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    buffer: &mut [u8; SHORT_STRING],
+) -> Walk<Option<usize>> {
+    let mut written = 0;
+    check_status!(sys::napi_get_value_string_utf8(
+        env,
+        value,
+        buffer.as_mut_ptr().cast::<c_char>(),
+        buffer.len(),
+        &mut written
+    ))?;
+    // Node stops before a character that does not fit whole, so a result more than 4 bytes
+    // short of the room (one byte of it is the terminating NUL) is the whole string.
+    Ok((written + 4 < buffer.len() - 1).then_some(written))
+}
+
 /// Appends the UTF-8 of the string `value` to `out`, after what `before(len, out)` writes
 /// once its length is known, unless `out` would then hold more than `limit` bytes. A short
 /// string (ids, types, keys: nearly all) is read with one call into a buffer on the stack, a
@@ -220,17 +236,7 @@ unsafe fn put_utf8(
     before: impl FnOnce(usize, &mut BytesMut),
 ) -> Walk<()> {
     let mut short = [0u8; SHORT_STRING];
-    let mut written = 0;
-    check_status!(sys::napi_get_value_string_utf8(
-        env,
-        value,
-        short.as_mut_ptr().cast::<c_char>(),
-        short.len(),
-        &mut written
-    ))?;
-    // Node stops before a character that does not fit whole, so a result more than 4 bytes
-    // short of the room (one byte of it is the terminating NUL) is the whole string.
-    if written + 4 < short.len() - 1 {
+    if let Some(written) = read_short(env, value, &mut short)? {
         if out.len() + written + 5 > limit {
             return Err(EncodeError::OverBudget);
         }
@@ -238,7 +244,7 @@ unsafe fn put_utf8(
         out.put_slice(&short[..written]);
         return Ok(());
     }
-    let mut len = 0;
+    let (mut len, mut written) = (0, 0);
     check_status!(sys::napi_get_value_string_utf8(
         env,
         value,
@@ -281,19 +287,8 @@ pub(super) unsafe fn short_string(
     value: sys::napi_value,
     buffer: &mut [u8; SHORT_STRING],
 ) -> Walk<Option<&str>> {
-    let mut written = 0;
-    check_status!(sys::napi_get_value_string_utf8(
-        env,
-        value,
-        buffer.as_mut_ptr().cast::<c_char>(),
-        buffer.len(),
-        &mut written
-    ))?;
-    // The whole string (see `put_utf8`); Node writes valid UTF-8.
-    if written + 4 < buffer.len() - 1 {
-        return Ok(std::str::from_utf8(&buffer[..written]).ok());
-    }
-    Ok(None)
+    let len = read_short(env, value, buffer)?;
+    Ok(len.and_then(|len| std::str::from_utf8(&buffer[..len]).ok()))
 }
 
 /// The JavaScript string `value` as UTF-8.
