@@ -1180,13 +1180,7 @@ impl Outbox {
     pub(crate) fn kill(mut self) {
         self.acks.clear();
         self.dirty = false;
-        let placeholder = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(self.dir.join(LOCK_FILE))
-            .and_then(|file| Tail::open(file, 0, 0))
-            .expect("a placeholder");
-        std::mem::replace(&mut self.active, placeholder).abandon();
+        self.active.abandon();
     }
 
     /// Whether appends go through a mapping of the active segment.

@@ -133,7 +133,7 @@ impl Tail {
 
     /// Unmaps without touching the file: what a killed process leaves.
     #[cfg(test)]
-    pub(crate) fn abandon(mut self) {
+    pub(crate) fn abandon(&mut self) {
         #[cfg(target_os = "linux")]
         {
             self.map = None;
