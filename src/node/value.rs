@@ -23,6 +23,7 @@ use napi::bindgen_prelude::{ToNapiValue, TypeName};
 use napi::{check_status, sys, Error, Result, ValueType};
 
 use crate::errors::ErrorCode;
+use crate::protocol::text::{units, Units};
 use crate::protocol::value::{
     write_array_header, write_binary, write_bool, write_date, write_ext, write_map_header,
     write_nil, write_number, write_str, write_str_header, MAX_DEPTH,
@@ -1185,7 +1186,7 @@ unsafe fn string(env: sys::napi_env, s: &str) -> Result<sys::napi_value> {
             &mut out
         ))?;
     } else if s.len() >= TRANSCODE_FROM {
-        match transcode(s) {
+        match units(s) {
             Units::Latin1(bytes) => check_status!(sys::napi_create_string_latin1(
                 env,
                 bytes.as_ptr().cast::<c_char>(),
@@ -1208,31 +1209,6 @@ unsafe fn string(env: sys::napi_env, s: &str) -> Result<sys::napi_value> {
         ))?;
     }
     Ok(out)
-}
-
-/// A string's characters as one of V8's two representations.
-#[derive(Debug, PartialEq)]
-enum Units {
-    /// Every character is below U+0100: one byte each.
-    Latin1(Vec<u8>),
-    /// UTF-16 code units.
-    Utf16(Vec<u16>),
-}
-
-/// `s` as UTF-16, narrowed to Latin-1 when no character needs more.
-fn transcode(s: &str) -> Units {
-    // Every UTF-16 code unit comes from at least one byte of UTF-8.
-    let mut units = Vec::with_capacity(s.len());
-    let mut widest = 0u16;
-    for unit in s.encode_utf16() {
-        widest |= unit;
-        units.push(unit);
-    }
-    if widest < 0x100 {
-        Units::Latin1(units.into_iter().map(|unit| unit as u8).collect())
-    } else {
-        Units::Utf16(units)
-    }
 }
 
 /// An extension type nobody here knows: `{type, buffer}`, as msgpack-lite's ExtBuffer.

@@ -4,6 +4,7 @@
 
 pub mod frame;
 pub mod message;
+pub mod text;
 pub mod value;
 
 pub use frame::{

@@ -659,9 +659,9 @@ impl<'a> Reader<'a> {
 /// A string's bytes as a `String`: valid UTF-8 (nearly every string, checked first) is copied
 /// as it is, anything else gets U+FFFD where it is not.
 fn text(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    match super::text::utf8(bytes) {
+        Some(text) => text.to_owned(),
+        None => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 
