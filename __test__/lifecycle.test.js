@@ -110,6 +110,63 @@ test('clients in two worker_threads work, and terminating a connected worker doe
   t.deepEqual(JSON.parse(result.out), { a: 20, b: 20, exitA: 0, exitB: 1 })
 })
 
+test('large strings from actions outlive the client and garbage collection, and their memory is returned', async (t) => {
+  // Strings of 256 KiB and more reach JavaScript as external strings over memory the addon
+  // made, which the garbage collector frees. This checks both halves: the characters stay
+  // right after everything else is gone, and 240 MB of strings that nobody keeps do not stay
+  // in memory (V8 would not collect them for the memory they hold unless told of it).
+  const result = await runNode(`${prelude}
+    const { Worker } = require('worker_threads')
+    const text = (unit, bytes, n) => unit.repeat(Math.floor(bytes / Buffer.byteLength(unit))) + ':' + n
+    const echo = (client, bundle) => new Promise((resolve) => {
+      client.once('action', (action, ack) => { ack(); resolve(action.parameters.text) })
+      client.send(new Event('big', bundle))
+    })
+    ;(async () => {
+      const server = await listen()
+      const port = server.address().port
+      const client = new Client({ host: 'localhost', port })
+      await new Promise((resolve) => { client.once('drain', resolve); client.connect() })
+      const units = ['x', 'é', 'ж', '€', '😀', 'aé€😀ж']
+      const kept = []
+      for (const [n, unit] of units.entries()) kept.push(await echo(client, { text: text(unit, 300000 + n, n) }))
+      const sent = [0, 1, 2, 3].map((i) => text(i % 2 ? 'ж' : 'x', 4e6, i))
+      for (let i = 0; i < 4; i++) await echo(client, { text: sent[i] })
+      const before = process.memoryUsage().rss
+      let peak = before
+      for (let i = 0; i < 60; i++) {
+        const got = await echo(client, { text: sent[i % 4] })
+        if (got.length !== sent[i % 4].length) throw new Error('wrong length ' + got.length)
+        peak = Math.max(peak, process.memoryUsage().rss)
+      }
+      await new Promise((resolve) => { client.once('disconnect', resolve); client.close() })
+      for (let i = 0; i < 5; i++) { global.gc(); await new Promise((resolve) => setTimeout(resolve, 10)) }
+      const intact = kept.map((got, n) => got === text(units[n], 300000 + n, n))
+      // A worker that holds a large string when it is terminated.
+      const worker = new Worker(\`
+        const { parentPort, workerData } = require('worker_threads')
+        const { Client, Event } = require('imt-gateway')
+        const client = new Client({ host: 'localhost', port: workerData.port })
+        globalThis.held = []
+        client.on('action', (action, ack) => { ack(); globalThis.held.push(action.parameters.text); parentPort.postMessage(action.parameters.text.length) })
+        client.once('drain', () => client.send(new Event('big', { text: 'ж'.repeat(500000) })))
+        client.connect()
+      \`, { eval: true, workerData: { port } })
+      const length = await new Promise((resolve, reject) => { worker.on('message', resolve); worker.on('error', reject) })
+      const exit = await worker.terminate()
+      console.log(JSON.stringify({ intact, growth: peak - before, length, exit }))
+      server.close()
+    })()
+  `, { timeout: 120000, node: ['--expose-gc'] })
+  t.is(result.signal, null, result.err)
+  t.is(result.code, 0, result.err)
+  const { intact, growth, length, exit } = JSON.parse(result.out)
+  t.log(`peak rss growth over 60 strings of 4 MB (half ASCII, half two-byte): ${(growth / 1e6).toFixed(1)} MB`)
+  t.deepEqual(intact, [true, true, true, true, true, true])
+  t.true(growth < 160e6, 'strings nobody keeps are collected for the memory they hold')
+  t.deepEqual({ length, exit }, { length: 500000, exit: 1 })
+})
+
 test('process.exit() while connected exits cleanly', async (t) => {
   const result = await runNode(`${prelude}
     ;(async () => {
