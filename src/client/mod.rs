@@ -29,11 +29,10 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::rustls::ClientConfig;
-use tokio_util::codec::FramedRead;
 
 use crate::defaults;
 use crate::errors::ErrorCode;
-use crate::protocol::{ErrorBody, Frame, FrameCodec, FrameError, Message, MessageError, Value};
+use crate::protocol::{ErrorBody, Frame, FrameError, FrameReader, Message, MessageError, Value};
 use crate::session::{
     Notice, OutgoingEvent, Output, Session, SessionConfig, SessionError, SessionStats, Timer,
     Timing, Xorshift,
@@ -304,11 +303,8 @@ type Connecting = Pin<Box<dyn Future<Output = Result<Stream, SessionError>> + Se
 
 /// An open connection: frames in, bytes out.
 struct Connection {
-    reader: FramedRead<ReadHalf<Stream>, FrameCodec>,
+    reader: FrameReader<ReadHalf<Stream>>,
     out: Outgoing,
-    /// The last frame read was large: its allocation is kept for the next one (the codec
-    /// reclaims it once the frame is dropped) rather than released at the end of the turn.
-    large_frame: bool,
 }
 
 /// The writing side. Outgoing frames are kept as the session gave them (shared `Bytes`), so a
@@ -324,9 +320,8 @@ impl Connection {
     fn new(stream: Stream) -> Connection {
         let (read, write) = tokio::io::split(stream);
         Connection {
-            // Empty until a frame arrives (see `protocol::release_idle_buffer`).
-            reader: FramedRead::with_capacity(read, FrameCodec, 0),
-            large_frame: false,
+            // Empty until a frame arrives (see `FrameReader::release_idle`).
+            reader: FrameReader::new(read),
             out: Outgoing {
                 writer: write,
                 queue: VecDeque::new(),
@@ -352,10 +347,6 @@ impl Connection {
 /// At most this many queued frames go to the writer in one vectored write: a pipelined burst
 /// becomes one TLS record and one system call, and no frame is copied to get there.
 const WRITE_BATCH: usize = 64;
-
-/// Frames larger than this keep their read buffer's allocation for the next frame (see
-/// `Connection::large_frame`); after smaller ones an idle connection keeps no read buffer.
-const LARGE_FRAME: usize = 64 * 1024;
 
 /// Drops the first `written` bytes of the write queue: the frames written whole, and the written
 /// part of the next.
@@ -417,7 +408,7 @@ async fn maybe<F: Future + Unpin>(future: Option<&mut F>) -> F::Output {
 }
 
 async fn next_frame(
-    reader: Option<&mut FramedRead<ReadHalf<Stream>, FrameCodec>>,
+    reader: Option<&mut FrameReader<ReadHalf<Stream>>>,
 ) -> Option<Result<Frame, FrameError>> {
     match reader {
         Some(reader) => reader.next().await,
@@ -663,10 +654,6 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 self.session.connect_failed(err)
             }
             Input::Frame(Some(Ok(frame))) => {
-                if let Some(connection) = self.connection.as_mut() {
-                    crate::protocol::shrink_after_large_frame(connection.reader.read_buffer_mut());
-                    connection.large_frame = frame.body.len() > LARGE_FRAME;
-                }
                 match Message::from_frame(&frame) {
                     Ok(message) => self.session.receive(message),
                     // A token from a newer gateway: skipped, as the original skips it.
@@ -791,12 +778,11 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         let stats = self.session.stats();
         self.stats.store(&stats);
         // Waiting with nothing in flight, the connection keeps no read buffer: an idle
-        // client's largest allocation, made again when a frame arrives.
-        // Not right after a large frame: a stream of 8 MB actions would then allocate (and
-        // fault in) 8 MB afresh for each one, about 15% of their throughput here.
+        // client's largest allocation, made again when a frame arrives. Not right after a
+        // large frame, whose memory the next one may reuse (see `FrameReader::release_idle`).
         if stats.in_flight == 0 {
-            if let Some(connection) = self.connection.as_mut().filter(|c| !c.large_frame) {
-                crate::protocol::release_idle_buffer(connection.reader.read_buffer_mut());
+            if let Some(connection) = self.connection.as_mut() {
+                connection.reader.release_idle();
             }
         }
         if !self.batch.notices.is_empty() || self.batch.idle.is_some() {
@@ -914,6 +900,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_connection_keeps_no_read_buffer_and_still_reads_a_large_frame() {
+        use crate::protocol::FrameCodec;
         use bytes::BytesMut;
         use tokio_util::codec::Encoder;
         let notices = Arc::new(std::sync::Mutex::new(Vec::new()));

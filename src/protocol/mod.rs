@@ -4,6 +4,7 @@
 
 pub mod frame;
 pub mod message;
+pub mod reader;
 pub mod text;
 pub mod value;
 
@@ -11,6 +12,7 @@ pub use frame::{
     release_idle_buffer, shrink_after_large_frame, Frame, FrameCodec, FrameError, Token, MAX_BUFFER,
 };
 pub use message::{ErrorBody, Message, MessageError};
+pub use reader::FrameReader;
 pub use value::{decode, encode, encode_into, DecodeError, Value};
 
 use bytes::{Bytes, BytesMut};
