@@ -28,7 +28,7 @@ use crate::protocol::value::{
     write_array_header, write_binary, write_bool, write_date, write_ext, write_map_header,
     write_nil, write_number, write_str, write_str_header, MAX_DEPTH,
 };
-use crate::protocol::{decode, DecodeError, Value, MAX_BUFFER};
+use crate::protocol::{decode, DecodeError, SharedText, Value, MAX_BUFFER};
 
 /// A [`Value`] on its way to JavaScript.
 pub struct JsValue(pub Value);
@@ -1130,6 +1130,7 @@ unsafe fn write_at(env: sys::napi_env, value: &mut Value, depth: usize) -> Resul
         Value::Bool(b) => check_status!(sys::napi_get_boolean(env, *b, &mut out))?,
         Value::Number(n) => check_status!(sys::napi_create_double(env, *n, &mut out))?,
         Value::String(s) => out = owned_string(env, s)?,
+        Value::Text(text) => out = shared_string(env, text)?,
         Value::Binary(bytes) => out = write_buffer(env, bytes)?,
         Value::Date(ms) => check_status!(sys::napi_create_date(env, *ms, &mut out))?,
         Value::Array(items) => {
@@ -1225,6 +1226,27 @@ unsafe fn owned_string(env: sys::napi_env, s: &mut String) -> Result<sys::napi_v
         return external.make(env, std::mem::take(s).into_bytes());
     }
     match units(s) {
+        Units::Latin1(bytes) => external.make(env, bytes),
+        Units::Utf16(units) => external.make(env, units),
+    }
+}
+
+/// The JavaScript string of a string left in its frame ([`Value::Text`]): in Node.js an
+/// ASCII one becomes an external Latin-1 string over the frame's own bytes, which it keeps
+/// alive (no copy, and no fresh memory to fault in); any other is transcoded as in
+/// [`owned_string`]. Copied when values may not borrow frames ([`JsValueCopy`]).
+unsafe fn shared_string(env: sys::napi_env, text: &SharedText) -> Result<sys::napi_value> {
+    let external = match BORROW.with(std::cell::Cell::get) {
+        true => external_strings(env),
+        false => None,
+    };
+    let Some(external) = external else {
+        return string(env, text.as_str());
+    };
+    if text.bytes().is_ascii() {
+        return external.share(env, text.bytes().clone());
+    }
+    match units(text.as_str()) {
         Units::Latin1(bytes) => external.make(env, bytes),
         Units::Utf16(units) => external.make(env, units),
     }
@@ -1364,6 +1386,48 @@ impl ExternalStrings {
         check_status!(U::COPY(env, units.as_ptr().cast(), len as isize, &mut out))?;
         Ok(out)
     }
+}
+
+impl ExternalStrings {
+    /// An external Latin-1 string over `bytes` (ASCII), which it keeps until collected; made
+    /// by copying if the call fails. Reported to V8 as [`ExternalStrings::make`] does.
+    unsafe fn share(&self, env: sys::napi_env, bytes: Bytes) -> Result<sys::napi_value> {
+        let (data, len) = (bytes.as_ptr(), bytes.len());
+        let owner = Box::into_raw(Box::new(bytes));
+        let mut total = 0;
+        sys::napi_adjust_external_memory(env, len as i64, &mut total);
+        let mut out = ptr::null_mut();
+        let mut copied = false;
+        let status = (self.latin1)(
+            env,
+            data.cast_mut().cast(),
+            len as isize,
+            Some(release_shared),
+            owner.cast(),
+            &mut out,
+            &mut copied,
+        );
+        if status == sys::Status::napi_ok {
+            return Ok(out);
+        }
+        sys::napi_adjust_external_memory(env, -(len as i64), &mut total);
+        // Copied while `owner` still keeps the bytes.
+        let made = check_status!(sys::napi_create_string_latin1(
+            env,
+            data.cast(),
+            len as isize,
+            &mut out
+        ));
+        drop(Box::from_raw(owner));
+        made.map(|()| out)
+    }
+}
+
+/// The finalizer of a shared external string: `hint` is the boxed `Bytes` it kept.
+unsafe extern "C" fn release_shared(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    let bytes = Box::from_raw(hint.cast::<Bytes>());
+    let mut total = 0;
+    sys::napi_adjust_external_memory(env, -(bytes.len() as i64), &mut total);
 }
 
 /// The finalizer of an external string: `data` is a boxed slice of `hint` units.

@@ -85,8 +85,8 @@ impl Message {
     pub fn device_name(&self) -> Option<&str> {
         match self {
             Message::Hello { metadata } => match metadata.get("device_name") {
-                Some(Value::String(name)) => Some(name),
-                _ => None,
+                Some(name) => name.as_str(),
+                None => None,
             },
             _ => None,
         }
@@ -335,6 +335,7 @@ fn kind_of(kind: Value) -> Result<String, &'static str> {
     match kind {
         Value::Nil => Ok(String::new()),
         Value::String(kind) => Ok(kind),
+        Value::Text(kind) => Ok(kind.as_str().to_owned()),
         _ => Err("type is not a string"),
     }
 }

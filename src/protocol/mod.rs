@@ -13,7 +13,7 @@ pub use frame::{
 };
 pub use message::{ErrorBody, Message, MessageError};
 pub use reader::FrameReader;
-pub use value::{decode, encode, encode_into, DecodeError, Value};
+pub use value::{decode, encode, encode_into, DecodeError, SharedText, Value};
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder as _, Encoder as _};

@@ -41,6 +41,7 @@ pub fn units(s: &str) -> Units {
     // Every UTF-16 code unit comes from at least one byte of UTF-8, so `out` has room for all
     // of them and `j <= i` throughout.
     let mut out: Vec<u16> = Vec::with_capacity(bytes.len());
+    super::reader::advise_huge_pages(out.as_mut_ptr().cast(), out.capacity() * 2);
     let spare = out.spare_capacity_mut();
     let mut widest = 0u64;
     let (mut i, mut j) = (0, 0);

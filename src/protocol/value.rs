@@ -13,13 +13,16 @@ use bytes::{BufMut, Bytes};
 use std::fmt::Write as _;
 
 /// A JavaScript value as the protocol carries it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Value {
     Nil,
     Bool(bool),
     /// Every MessagePack integer and float is a JavaScript number.
     Number(f64),
     String(String),
+    /// A received string of [`SHARED_TEXT_FROM`] bytes or more, left where the frame holds
+    /// it: the same JavaScript string as a `String` of it, and equal to one.
+    Text(SharedText),
     /// A Node Buffer (MessagePack bin).
     Binary(Bytes),
     Array(Vec<Value>),
@@ -31,7 +34,59 @@ pub enum Value {
     Ext(i8, Bytes),
 }
 
+/// Received strings this long (in bytes) or longer are decoded as [`Value::Text`]: not copied
+/// out of the frame, whose memory (see `reader.rs`) is then made a JavaScript string as it is.
+pub const SHARED_TEXT_FROM: usize = 256 * 1024;
+
+/// Valid UTF-8 shared with the frame it came in.
+#[derive(Debug, Clone)]
+pub struct SharedText(Bytes);
+
+impl SharedText {
+    /// `None` unless `bytes` are valid UTF-8.
+    pub fn new(bytes: Bytes) -> Option<SharedText> {
+        super::text::utf8(&bytes)?;
+        Some(SharedText(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // SAFETY: checked in `new`, and `Bytes` never change.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+impl PartialEq for Value {
+    /// Structural, as derived, except that a [`Value::Text`] equals a [`Value::String`] of
+    /// the same characters.
+    fn eq(&self, other: &Value) -> bool {
+        use Value::*;
+        match (self, other) {
+            (Nil, Nil) => true,
+            (Bool(a), Bool(b)) => a == b,
+            (Number(a), Number(b)) | (Date(a), Date(b)) => a == b,
+            (Binary(a), Binary(b)) => a == b,
+            (Array(a), Array(b)) => a == b,
+            (Map(a), Map(b)) => a == b,
+            (Ext(k, a), Ext(l, b)) => k == l && a == b,
+            _ => matches!((self.as_str(), other.as_str()), (Some(a), Some(b)) if a == b),
+        }
+    }
+}
+
 impl Value {
+    /// The characters of a string, whichever way it is held.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            Value::Text(t) => Some(t.as_str()),
+            _ => None,
+        }
+    }
+
     /// A property of a map, looked up the way JavaScript sees the decoded object: a peer may
     /// repeat a key, and then the last one wins (as when msgpack-lite assigns it again).
     /// `None` for a missing key or a value that is not a map.
@@ -145,6 +200,7 @@ pub(super) fn write_value<B: BufMut>(value: &Value, out: &mut B) {
         Value::Bool(b) => write_bool(*b, out),
         Value::Number(n) => write_number(*n, out),
         Value::String(s) => write_str(s, out),
+        Value::Text(t) => write_str(t.as_str(), out),
         Value::Binary(data) => write_binary(data, out),
         Value::Array(items) => {
             write_array_header(items.len(), out);
@@ -547,6 +603,12 @@ impl<'a> Reader<'a> {
             };
             let mut done = match item {
                 Item::Scalar(value) => value,
+                Item::Str(bytes) if bytes.len() >= SHARED_TEXT_FROM => {
+                    match SharedText::new(self.buf.slice_ref(bytes)) {
+                        Some(shared) => Value::Text(shared),
+                        None => Value::String(text(bytes)),
+                    }
+                }
                 Item::Str(bytes) => Value::String(text(bytes)),
                 Item::Array(_) | Item::Map(_) if self.outer + stack.len() >= self.max_depth => {
                     return Err(err(format!(
@@ -701,6 +763,7 @@ pub(super) fn js_string(value: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => js_number(*n),
         Value::String(s) => s.clone(),
+        Value::Text(t) => t.as_str().to_owned(),
         Value::Binary(b) => String::from_utf8_lossy(b).into_owned(),
         // Array.prototype.join: null and undefined elements are empty.
         Value::Array(items) => items
@@ -817,6 +880,46 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    #[test]
+    fn long_strings_stay_in_the_frame_and_equal_their_copies() {
+        for text in [
+            "x".repeat(SHARED_TEXT_FROM),
+            "жé€".repeat(SHARED_TEXT_FROM / 6 + 1),
+        ] {
+            let value = Value::Map(vec![("s".into(), Value::String(text.clone()))]);
+            let body = Bytes::from(encode(&value));
+            let decoded = decode(&body).unwrap();
+            let Some(Value::Text(shared)) = decoded.get("s") else {
+                panic!(
+                    "not shared: {:?}",
+                    decoded.get("s").map(|v| v.as_str().map(str::len))
+                );
+            };
+            let start = body.as_ptr() as usize;
+            let at = shared.bytes().as_ptr() as usize;
+            assert!(
+                at > start && at < start + body.len(),
+                "a slice of the frame"
+            );
+            assert_eq!(shared.as_str(), text);
+            assert_eq!(decoded, value);
+            assert_eq!(encode(&decoded), &body[..]);
+            assert_eq!(js_string(decoded.get("s").unwrap()), text);
+        }
+        // One byte shorter: copied, as every shorter string is.
+        let body = Bytes::from(encode(&Value::String("x".repeat(SHARED_TEXT_FROM - 1))));
+        assert!(matches!(decode(&body).unwrap(), Value::String(_)));
+        // Invalid UTF-8 is not shared: replaced, as in short strings.
+        let mut raw = encode(&Value::String("x".repeat(SHARED_TEXT_FROM)));
+        raw[10] = 0xff;
+        let decoded = decode(&Bytes::from(raw)).unwrap();
+        let Value::String(replaced) = &decoded else {
+            panic!("{:?}", decoded.as_str().map(str::len));
+        };
+        assert_eq!(replaced.chars().filter(|&c| c == '\u{fffd}').count(), 1);
+        assert_ne!(decoded, Value::Binary(Bytes::new()));
     }
 
     fn enc(v: &Value) -> String {
