@@ -1324,31 +1324,26 @@ trait Unit: Sized {
     ) -> sys::napi_status;
 }
 
-impl Unit for u8 {
-    type C = c_char;
-    fn external(strings: &ExternalStrings) -> MakeExternal<c_char> {
-        strings.latin1
-    }
-    const COPY: unsafe extern "C" fn(
-        sys::napi_env,
-        *const c_char,
-        isize,
-        *mut sys::napi_value,
-    ) -> sys::napi_status = sys::napi_create_string_latin1;
+/// `impl Unit` for a unit type: its C type, its external maker and its copying maker.
+macro_rules! unit {
+    ($unit:ty, $c:ty, $external:ident, $copy:path) => {
+        impl Unit for $unit {
+            type C = $c;
+            fn external(strings: &ExternalStrings) -> MakeExternal<$c> {
+                strings.$external
+            }
+            const COPY: unsafe extern "C" fn(
+                sys::napi_env,
+                *const $c,
+                isize,
+                *mut sys::napi_value,
+            ) -> sys::napi_status = $copy;
+        }
+    };
 }
 
-impl Unit for u16 {
-    type C = u16;
-    fn external(strings: &ExternalStrings) -> MakeExternal<u16> {
-        strings.utf16
-    }
-    const COPY: unsafe extern "C" fn(
-        sys::napi_env,
-        *const u16,
-        isize,
-        *mut sys::napi_value,
-    ) -> sys::napi_status = sys::napi_create_string_utf16;
-}
+unit!(u8, c_char, latin1, sys::napi_create_string_latin1);
+unit!(u16, u16, utf16, sys::napi_create_string_utf16);
 
 impl ExternalStrings {
     /// A string over `units`, which V8 owns from here on: [`free_units`] frees them when the
@@ -1386,9 +1381,7 @@ impl ExternalStrings {
         check_status!(U::COPY(env, units.as_ptr().cast(), len as isize, &mut out))?;
         Ok(out)
     }
-}
 
-impl ExternalStrings {
     /// An external Latin-1 string over `bytes` (ASCII), which it keeps until collected; made
     /// by copying if the call fails. Reported to V8 as [`ExternalStrings::make`] does.
     unsafe fn share(&self, env: sys::napi_env, bytes: Bytes) -> Result<sys::napi_value> {
