@@ -3,6 +3,7 @@
 
 mod client;
 mod defaults;
+mod host;
 mod pki;
 mod quiet;
 mod server;

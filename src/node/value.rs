@@ -1281,16 +1281,8 @@ unsafe fn external_strings(env: sys::napi_env) -> Option<&'static ExternalString
 
 #[cfg(unix)]
 unsafe fn find_external_strings(env: sys::napi_env) -> Option<ExternalStrings> {
-    let mut global = ptr::null_mut();
-    if sys::napi_get_global(env, &mut global) != sys::Status::napi_ok {
+    if !super::host::is_node(env) {
         return None;
-    }
-    for name in [c"Bun", c"Deno"] {
-        let mut has = true;
-        let status = sys::napi_has_named_property(env, global, name.as_ptr(), &mut has);
-        if status != sys::Status::napi_ok || has {
-            return None;
-        }
     }
     let find = |name: &CStr| libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
     let latin1 = find(c"node_api_create_external_string_latin1");

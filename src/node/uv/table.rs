@@ -6,6 +6,8 @@ use std::sync::OnceLock;
 
 use napi::{sys, Env};
 
+use crate::node::host;
+
 /// libuv's handle type numbers and poll event bits, stable across libuv 1.x.
 pub(super) const UV_ASYNC: c_int = 1;
 pub(super) const UV_POLL: c_int = 8;
@@ -124,9 +126,9 @@ pub(super) fn uv() -> Option<&'static Uv> {
     .as_ref()
 }
 
-/// Whether the host that runs `env` is Node with the libuv found by [`uv`]: not Bun or Deno
-/// (asked before any libuv function is called, since Bun's abort), and `uv_version_string()`
-/// equal to `process.versions.uv`. Asked once per process.
+/// Whether the host that runs `env` is Node with the libuv found by [`uv`]: Node.js (see
+/// `node::host`, asked before any libuv function is called, since Bun's abort), and
+/// `uv_version_string()` equal to `process.versions.uv`. Asked once per process.
 pub(super) fn node_libuv(env: &Env, uv: &Uv) -> bool {
     static NODE: OnceLock<bool> = OnceLock::new();
     // SAFETY: `env` is the environment of the Node-API call running on this thread (an
@@ -139,38 +141,17 @@ pub(super) fn node_libuv(env: &Env, uv: &Uv) -> bool {
 ///
 /// `env` is live and this runs on its JavaScript thread inside a handle scope (a call from
 /// JavaScript); `uv`'s functions are libuv's (see `find_uv`). Only `uv_version_string` is
-/// called, and only once the host has been found to be neither Bun nor Deno.
+/// called, and only once the host has been found to be Node.js.
 unsafe fn is_node_libuv(env: sys::napi_env, uv: &Uv) -> Option<bool> {
-    unsafe fn property(
-        env: sys::napi_env,
-        object: sys::napi_value,
-        name: &std::ffi::CStr,
-    ) -> Option<sys::napi_value> {
-        let mut value = std::ptr::null_mut();
-        (sys::napi_get_named_property(env, object, name.as_ptr(), &mut value)
-            == sys::Status::napi_ok)
-            .then_some(value)
-    }
-    unsafe fn kind(env: sys::napi_env, value: sys::napi_value) -> Option<i32> {
-        let mut kind = 0;
-        (sys::napi_typeof(env, value, &mut kind) == sys::Status::napi_ok).then_some(kind)
+    if !host::is_node(env) {
+        return Some(false);
     }
     let mut global = std::ptr::null_mut();
     if sys::napi_get_global(env, &mut global) != sys::Status::napi_ok {
         return None;
     }
-    for runtime in [c"Bun", c"Deno"] {
-        if kind(env, property(env, global, runtime)?)? != sys::ValueType::napi_undefined {
-            return Some(false);
-        }
-    }
-    let versions = property(env, property(env, global, c"process")?, c"versions")?;
-    for runtime in [c"bun", c"deno"] {
-        if kind(env, property(env, versions, runtime)?)? != sys::ValueType::napi_undefined {
-            return Some(false);
-        }
-    }
-    let node = crate::node::value::read_string(env, property(env, versions, c"uv")?).ok()?;
+    let versions = host::property(env, host::property(env, global, c"process")?, c"versions")?;
+    let node = crate::node::value::read_string(env, host::property(env, versions, c"uv")?).ok()?;
     let ours = (uv.version_string)();
     if ours.is_null() {
         return Some(false);
