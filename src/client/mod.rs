@@ -605,7 +605,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
 
     async fn next_input(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Input {
         let (reader, out) = match self.connection.as_mut() {
-            Some(Connection { reader, out, .. }) => {
+            Some(Connection { reader, out }) => {
                 (Some(reader), Some(out).filter(|o| o.wants_write()))
             }
             None => (None, None),

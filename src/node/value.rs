@@ -49,8 +49,8 @@ macro_rules! any_js_type {
 any_js_type!(JsValue, JsValueCopy);
 
 impl ToNapiValue for JsValue {
-    unsafe fn to_napi_value(env: sys::napi_env, mut val: Self) -> Result<sys::napi_value> {
-        write(env, &mut val.0)
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        write(env, &val.0)
     }
 }
 
@@ -60,9 +60,9 @@ impl ToNapiValue for JsValue {
 pub struct JsValueCopy(pub Value);
 
 impl ToNapiValue for JsValueCopy {
-    unsafe fn to_napi_value(env: sys::napi_env, mut val: Self) -> Result<sys::napi_value> {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
         let borrowing = BORROW.with(|b| b.replace(false));
-        let made = write(env, &mut val.0);
+        let made = write(env, &val.0);
         BORROW.with(|b| b.set(borrowing));
         made
     }
@@ -1117,19 +1117,19 @@ impl Encoder {
 ///
 /// `env` is live and this runs on its JavaScript thread inside a handle scope, in which the
 /// values made here live.
-pub(super) unsafe fn write(env: sys::napi_env, value: &mut Value) -> Result<sys::napi_value> {
+pub(super) unsafe fn write(env: sys::napi_env, value: &Value) -> Result<sys::napi_value> {
     write_at(env, value, 0)
 }
 
 /// [`write`] of a value `depth` containers and extensions deep: an extension's data is a
 /// value of its own, so nesting them is bounded here, where decoding does not see it.
-unsafe fn write_at(env: sys::napi_env, value: &mut Value, depth: usize) -> Result<sys::napi_value> {
+unsafe fn write_at(env: sys::napi_env, value: &Value, depth: usize) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
     match value {
         Value::Nil => check_status!(sys::napi_get_null(env, &mut out))?,
         Value::Bool(b) => check_status!(sys::napi_get_boolean(env, *b, &mut out))?,
         Value::Number(n) => check_status!(sys::napi_create_double(env, *n, &mut out))?,
-        Value::String(s) => out = owned_string(env, s)?,
+        Value::String(s) => out = string(env, s)?,
         Value::Text(text) => out = shared_string(env, text)?,
         Value::Binary(bytes) => out = write_buffer(env, bytes)?,
         Value::Date(ms) => check_status!(sys::napi_create_date(env, *ms, &mut out))?,
@@ -1139,7 +1139,7 @@ unsafe fn write_at(env: sys::napi_env, value: &mut Value, depth: usize) -> Resul
                 items.len(),
                 &mut out
             ))?;
-            for (i, item) in items.iter_mut().enumerate() {
+            for (i, item) in items.iter().enumerate() {
                 let element = write_at(env, item, depth + 1)?;
                 check_status!(sys::napi_set_element(env, out, i as u32, element))?;
             }
@@ -1206,49 +1206,25 @@ unsafe fn string(env: sys::napi_env, s: &str) -> Result<sys::napi_value> {
     Ok(out)
 }
 
-/// Strings this long (in UTF-8 bytes) or longer go to V8 as external strings where the
-/// runtime makes them (see [`external_strings`]): V8 then keeps the characters where they are
-/// and neither allocates nor copies them. On the development VM a fresh 8 MB V8 string costs
-/// more in page faults than in copying, and making it external took the client's CPU per 8 MB
-/// action from about 10 to 6.4 ms (ASCII) and from 12 to 7.2 ms (Cyrillic).
-const EXTERNAL_FROM: usize = 256 * 1024;
-
-/// The JavaScript string of `s`, which is taken when it becomes an external string: see
-/// [`string`] and [`EXTERNAL_FROM`].
-unsafe fn owned_string(env: sys::napi_env, s: &mut String) -> Result<sys::napi_value> {
-    if s.len() < EXTERNAL_FROM {
-        return string(env, s);
-    }
-    let Some(external) = external_strings(env) else {
-        return string(env, s);
-    };
-    if s.is_ascii() {
-        return external.make(env, std::mem::take(s).into_bytes());
-    }
-    match units(s) {
-        Units::Latin1(bytes) => external.make(env, bytes),
-        Units::Utf16(units) => external.make(env, units),
-    }
-}
-
-/// The JavaScript string of a string left in its frame ([`Value::Text`]): in Node.js an
-/// ASCII one becomes an external Latin-1 string over the frame's own bytes, which it keeps
-/// alive (no copy, and no fresh memory to fault in); any other is transcoded as in
-/// [`owned_string`]. Copied when values may not borrow frames ([`JsValueCopy`]).
+/// The JavaScript string of a string left in its frame ([`Value::Text`], 256 KiB or more):
+/// in Node.js an external string, whose characters V8 uses where they are instead of
+/// allocating and copying its own (a fresh 8 MB V8 string costs more in page faults than in
+/// copying). An ASCII one is the frame's own bytes, kept alive by the string (unless values
+/// may not borrow frames, [`JsValueCopy`]); any other is transcoded by `units` first.
 unsafe fn shared_string(env: sys::napi_env, text: &SharedText) -> Result<sys::napi_value> {
-    let external = match BORROW.with(std::cell::Cell::get) {
-        true => external_strings(env),
-        false => None,
-    };
-    let Some(external) = external else {
+    let Some(external) = external_strings(env) else {
         return string(env, text.as_str());
     };
-    if text.bytes().is_ascii() {
-        return external.share(env, text.bytes().clone());
+    if !text.is_ascii() {
+        return match units(text.as_str()) {
+            Units::Latin1(bytes) => external.make(env, bytes),
+            Units::Utf16(units) => external.make(env, units),
+        };
     }
-    match units(text.as_str()) {
-        Units::Latin1(bytes) => external.make(env, bytes),
-        Units::Utf16(units) => external.make(env, units),
+    if BORROW.with(std::cell::Cell::get) {
+        external.make(env, text.bytes().clone())
+    } else {
+        string(env, text.as_str())
     }
 }
 
@@ -1338,56 +1314,34 @@ unit!(u8, c_char, latin1, sys::napi_create_string_latin1);
 unit!(u16, u16, utf16, sys::napi_create_string_utf16);
 
 impl ExternalStrings {
-    /// A string over `units`, which V8 owns from here on: [`free_units`] frees them when the
-    /// string is collected, or at once when the runtime copied them after all (then it has
-    /// called it already). If the call fails, the string is made by copying: Node.js fails it
-    /// before taking the characters (a bad argument, a pending exception), or when V8 refuses
-    /// the length, which no string within a frame's 10 MiB reaches.
+    /// An external string over the units `owner` holds, which V8 keeps from here on:
+    /// [`release`] drops it when the string is collected, or at once when the runtime copied
+    /// the units after all (then it has called it already). If the call fails, the string is
+    /// made by copying: Node.js fails it before taking the units (a bad argument, a pending
+    /// exception), or when V8 refuses the length, which no string within a frame's 10 MiB
+    /// reaches.
     ///
     /// V8 counts an external string's characters as external memory but does not start a
     /// collection for them; without the report made here, a client receiving large strings
     /// and allocating little else kept every one of them (1.2 GB after 300 actions of 4 MB,
     /// against 106 MB when copying; 171 MB with the report).
-    unsafe fn make<U: Unit>(&self, env: sys::napi_env, units: Vec<U>) -> Result<sys::napi_value> {
-        let units = Box::into_raw(units.into_boxed_slice());
-        let len = units.len();
-        let size = std::mem::size_of_val(&*units) as i64;
+    unsafe fn make<U: Unit, O: AsRef<[U]>>(
+        &self,
+        env: sys::napi_env,
+        owner: O,
+    ) -> Result<sys::napi_value> {
+        let units = owner.as_ref();
+        let (data, len, size) = (units.as_ptr(), units.len(), size_of_val(units) as i64);
+        let owner = Box::into_raw(Box::new(owner));
         let mut total = 0;
         sys::napi_adjust_external_memory(env, size, &mut total);
         let mut out = ptr::null_mut();
         let mut copied = false;
         let status = U::external(self)(
             env,
-            units.cast::<U::C>(),
-            len as isize,
-            Some(free_units::<U>),
-            len as *mut c_void,
-            &mut out,
-            &mut copied,
-        );
-        if status == sys::Status::napi_ok {
-            return Ok(out);
-        }
-        let units = Box::from_raw(units);
-        sys::napi_adjust_external_memory(env, -size, &mut total);
-        check_status!(U::COPY(env, units.as_ptr().cast(), len as isize, &mut out))?;
-        Ok(out)
-    }
-
-    /// An external Latin-1 string over `bytes` (ASCII), which it keeps until collected; made
-    /// by copying if the call fails. Reported to V8 as [`ExternalStrings::make`] does.
-    unsafe fn share(&self, env: sys::napi_env, bytes: Bytes) -> Result<sys::napi_value> {
-        let (data, len) = (bytes.as_ptr(), bytes.len());
-        let owner = Box::into_raw(Box::new(bytes));
-        let mut total = 0;
-        sys::napi_adjust_external_memory(env, len as i64, &mut total);
-        let mut out = ptr::null_mut();
-        let mut copied = false;
-        let status = (self.latin1)(
-            env,
             data.cast_mut().cast(),
             len as isize,
-            Some(release_shared),
+            Some(release::<U, O>),
             owner.cast(),
             &mut out,
             &mut copied,
@@ -1395,34 +1349,23 @@ impl ExternalStrings {
         if status == sys::Status::napi_ok {
             return Ok(out);
         }
-        sys::napi_adjust_external_memory(env, -(len as i64), &mut total);
-        // Copied while `owner` still keeps the bytes.
-        let made = check_status!(sys::napi_create_string_latin1(
-            env,
-            data.cast(),
-            len as isize,
-            &mut out
-        ));
+        sys::napi_adjust_external_memory(env, -size, &mut total);
+        // Copied while `owner` still holds the units.
+        let made = check_status!(U::COPY(env, data.cast(), len as isize, &mut out));
         drop(Box::from_raw(owner));
         made.map(|()| out)
     }
 }
 
-/// The finalizer of a shared external string: `hint` is the boxed `Bytes` it kept.
-unsafe extern "C" fn release_shared(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
-    let bytes = Box::from_raw(hint.cast::<Bytes>());
+/// The finalizer of an external string: `hint` is the boxed owner of its units.
+unsafe extern "C" fn release<U, O: AsRef<[U]>>(
+    env: sys::napi_env,
+    _data: *mut c_void,
+    hint: *mut c_void,
+) {
+    let owner = Box::from_raw(hint.cast::<O>());
     let mut total = 0;
-    sys::napi_adjust_external_memory(env, -(bytes.len() as i64), &mut total);
-}
-
-/// The finalizer of an external string: `data` is a boxed slice of `hint` units.
-unsafe extern "C" fn free_units<U>(env: sys::napi_env, data: *mut c_void, hint: *mut c_void) {
-    let units = Box::from_raw(ptr::slice_from_raw_parts_mut(
-        data.cast::<U>(),
-        hint as usize,
-    ));
-    let mut total = 0;
-    sys::napi_adjust_external_memory(env, -(std::mem::size_of_val(&*units) as i64), &mut total);
+    sys::napi_adjust_external_memory(env, -(size_of_val((*owner).as_ref()) as i64), &mut total);
 }
 
 /// An extension type nobody here knows: `{type, buffer}`, as msgpack-lite's ExtBuffer.
@@ -1513,7 +1456,7 @@ unsafe fn known_ext(
             let Ok(inner) = decode(bytes) else {
                 return Ok(None);
             };
-            made_of(env, kind, inner, depth)
+            made_of(env, kind, &inner, depth)
         }
         _ => Ok(None),
     };
@@ -1572,7 +1515,7 @@ unsafe fn typed_array(
 unsafe fn made_of(
     env: sys::napi_env,
     kind: i8,
-    mut inner: Value,
+    inner: &Value,
     depth: usize,
 ) -> Result<Option<sys::napi_value>> {
     let mut out = ptr::null_mut();
@@ -1586,16 +1529,16 @@ unsafe fn made_of(
                     _ => c"Number",
                 },
             )?;
-            let argument = write_at(env, &mut inner, depth + 1)?;
+            let argument = write_at(env, inner, depth + 1)?;
             check_status!(sys::napi_new_instance(env, class, 1, &argument, &mut out))?;
         }
         EXT_REGEXP => {
             // `RegExp.apply(null, [source, flags])`.
-            let Value::Array(items) = &mut inner else {
+            let Value::Array(items) = inner else {
                 return Ok(None);
             };
             let arguments = items
-                .iter_mut()
+                .iter()
                 .map(|item| write_at(env, item, depth + 1))
                 .collect::<Result<Vec<_>>>()?;
             let class = global(env, c"RegExp")?;
@@ -1630,8 +1573,8 @@ unsafe fn made_of(
             )?;
             check_status!(sys::napi_new_instance(env, class, 0, ptr::null(), &mut out))?;
             for key in ERROR_COLUMNS {
-                let item = match inner.get(&key.to_string_lossy()).cloned() {
-                    Some(mut item) => write_at(env, &mut item, depth + 1)?,
+                let item = match inner.get(&key.to_string_lossy()) {
+                    Some(item) => write_at(env, item, depth + 1)?,
                     None => {
                         let mut undefined = ptr::null_mut();
                         check_status!(sys::napi_get_undefined(env, &mut undefined))?;

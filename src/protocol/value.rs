@@ -38,24 +38,26 @@ pub enum Value {
 /// out of the frame, whose memory (see `reader.rs`) is then made a JavaScript string as it is.
 pub const SHARED_TEXT_FROM: usize = 256 * 1024;
 
-/// Valid UTF-8 shared with the frame it came in.
+/// Valid UTF-8 shared with the frame it came in (made only by the decoder, which checked it),
+/// and whether it is all ASCII, which the decoder learnt on the way.
 #[derive(Debug, Clone)]
-pub struct SharedText(Bytes);
+pub struct SharedText {
+    bytes: Bytes,
+    ascii: bool,
+}
 
 impl SharedText {
-    /// `None` unless `bytes` are valid UTF-8.
-    pub fn new(bytes: Bytes) -> Option<SharedText> {
-        super::text::utf8(&bytes)?;
-        Some(SharedText(bytes))
-    }
-
     pub fn as_str(&self) -> &str {
-        // SAFETY: checked in `new`, and `Bytes` never change.
-        unsafe { std::str::from_utf8_unchecked(&self.0) }
+        // SAFETY: checked by the decoder, and `Bytes` never change.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes) }
     }
 
     pub fn bytes(&self) -> &Bytes {
-        &self.0
+        &self.bytes
+    }
+
+    pub fn is_ascii(&self) -> bool {
+        self.ascii
     }
 }
 
@@ -584,6 +586,22 @@ impl<'a> Reader<'a> {
         Ok(Item::Scalar(scalar))
     }
 
+    /// A string's bytes, which are a slice of `buf`: valid UTF-8 (nearly every string, checked
+    /// once) as it is, shared with the frame from [`SHARED_TEXT_FROM`] bytes on (an ASCII one,
+    /// seen first, needs no other check); anything else with U+FFFD where it is not valid.
+    fn string(&self, bytes: &'a [u8]) -> Value {
+        if bytes.len() >= SHARED_TEXT_FROM {
+            let ascii = bytes.is_ascii();
+            if ascii || super::text::utf8(bytes).is_some() {
+                let bytes = self.buf.slice_ref(bytes);
+                return Value::Text(SharedText { bytes, ascii });
+            }
+        } else if let Some(text) = super::text::utf8(bytes) {
+            return Value::String(text.to_owned());
+        }
+        Value::String(String::from_utf8_lossy(bytes).into_owned())
+    }
+
     /// One whole value. Iterative, with the open containers on a heap stack: recursion would
     /// tie the nesting a peer may send to the stack of whatever thread decodes (small on
     /// runtime workers, smaller in debug builds).
@@ -603,13 +621,7 @@ impl<'a> Reader<'a> {
             };
             let mut done = match item {
                 Item::Scalar(value) => value,
-                Item::Str(bytes) if bytes.len() >= SHARED_TEXT_FROM => {
-                    match SharedText::new(self.buf.slice_ref(bytes)) {
-                        Some(shared) => Value::Text(shared),
-                        None => Value::String(text(bytes)),
-                    }
-                }
-                Item::Str(bytes) => Value::String(text(bytes)),
+                Item::Str(bytes) => self.string(bytes),
                 Item::Array(_) | Item::Map(_) if self.outer + stack.len() >= self.max_depth => {
                     return Err(err(format!(
                         "Nesting deeper than {} levels.",
@@ -715,15 +727,6 @@ impl<'a> Reader<'a> {
             EXT_TIMESTAMP => timestamp(&data).map(Value::Date),
             _ => Ok(Value::Ext(kind, data)),
         }
-    }
-}
-
-/// A string's bytes as a `String`: valid UTF-8 (nearly every string, checked first) is copied
-/// as it is, anything else gets U+FFFD where it is not.
-fn text(bytes: &[u8]) -> String {
-    match super::text::utf8(bytes) {
-        Some(text) => text.to_owned(),
-        None => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 
@@ -904,6 +907,7 @@ mod tests {
                 "a slice of the frame"
             );
             assert_eq!(shared.as_str(), text);
+            assert_eq!(shared.is_ascii(), text.is_ascii());
             assert_eq!(decoded, value);
             assert_eq!(encode(&decoded), &body[..]);
             assert_eq!(js_string(decoded.get("s").unwrap()), text);
