@@ -5,7 +5,7 @@ const os = require('os')
 const { NativeClient, NoticeKind, takePanicReports, optionDefaults } = require('./native')
 const { Event, Action } = require('./messages')
 const { gatewayError } = require('./errors')
-const { pemBuffer, caList } = require('./tls-options')
+const { pemBuffer, caList, CODES } = require('./tls-options')
 // Diagnostics through the `debug` package, as 2.x's, under the same namespaces: DEBUG,
 // `require('debug').enable()` at run time, `debug.log` and DEBUG_COLORS work as applications
 // expect. Per-message paths check `debug.enabled` (a cached flag in `debug` 4) before formatting.
@@ -103,9 +103,14 @@ function flag (value, name) {
   return DEFAULTS[name] ? value !== false : Boolean(value)
 }
 
-function isPem (value, label) {
-  const buffer = pemBuffer(value)
-  return buffer !== undefined && new RegExp(`-----BEGIN [A-Z0-9 ]*${label}-----`).test(buffer.toString('latin1'))
+// A key or certificate for TLS: given, of a PEM type, not empty, and carrying the PEM label (as
+// the original checked); otherwise the constructor throws with the option's code.
+function pemOption (value, option, label, message) {
+  const buffer = pemBuffer(value, option)
+  if (buffer === undefined || !new RegExp(`-----BEGIN [A-Z0-9 ]*${label}-----`).test(buffer.toString('latin1'))) {
+    throw gatewayError(message, CODES[option])
+  }
+  return buffer
 }
 
 function count (value, name, fallback = DEFAULTS[name]) {
@@ -187,8 +192,8 @@ class Client extends EventEmitter {
     }
     // The original's rule: plain TCP for exactly 'localhost', mutual TLS for every other host.
     const tls = host !== 'localhost'
-    if (tls && !isPem(options.key, 'PRIVATE KEY')) throw gatewayError('Invalid private key.', 'EINVALIDKEY')
-    if (tls && !isPem(options.cert, 'CERTIFICATE')) throw gatewayError('Invalid certificate.', 'EINVALIDCERT')
+    const key = tls ? pemOption(options.key, 'key', 'PRIVATE KEY', 'Invalid private key.') : undefined
+    const cert = tls ? pemOption(options.cert, 'cert', 'CERTIFICATE', 'Invalid certificate.') : undefined
 
     this._callbacks = new Callbacks()
     /**
@@ -210,8 +215,8 @@ class Client extends EventEmitter {
       host,
       port,
       tls,
-      key: tls ? pemBuffer(options.key) : undefined,
-      cert: tls ? pemBuffer(options.cert) : undefined,
+      key,
+      cert,
       ca: tls ? caList(options.ca) : undefined,
       deviceName: os.hostname(),
       autoReconnect: flag(options.autoReconnect, 'autoReconnect'),

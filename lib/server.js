@@ -46,11 +46,19 @@ class Server extends EventEmitter {
     this._closeCallbacks = new Map()
     // Native calls run one after another, so close() right after listen() closes what it opened.
     this._queue = Promise.resolve()
-    // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...).
+    // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...),
+    // and so does a `ca` without the key and certificate that TLS needs: without them the
+    // server would speak plain TCP and check no client at all.
+    const key = pemBuffer(options.key, 'key')
+    const cert = pemBuffer(options.cert, 'cert')
+    const ca = caList(options.ca)
+    if (ca !== undefined && (key === undefined || cert === undefined)) {
+      throw gatewayError('options.ca requires options.key and options.cert: client certificates are checked only over TLS.', key === undefined ? 'EINVALIDKEY' : 'EINVALIDCERT')
+    }
     this._native = new NativeServer({
-      key: pemBuffer(options.key),
-      cert: pemBuffer(options.cert),
-      ca: caList(options.ca),
+      key,
+      cert,
+      ca,
       echo: options.echo === undefined || options.echo === null ? DEFAULTS.echo : options.echo !== false,
       decideEvents: typeof options.onEvent === 'function'
     })

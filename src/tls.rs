@@ -66,8 +66,13 @@ pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// Trust anchors from PEM documents, each of which may hold several certificates.
+/// Trust anchors from PEM documents, each of which may hold several certificates. A `ca` that
+/// was given fails closed: no documents, or a document without a certificate, is refused rather
+/// than read as "no `ca`" (which would trust the platform's roots, or admit any client).
 pub fn root_store(pems: &[Vec<u8>]) -> Result<rustls::RootCertStore, TlsError> {
+    if pems.is_empty() {
+        return Err(TlsError::InvalidCa("no CA certificate given".into()));
+    }
     let mut store = rustls::RootCertStore::empty();
     for pem in pems {
         let certs = CertificateDer::pem_slice_iter(pem)
@@ -273,6 +278,31 @@ mod tests {
             })
             .unwrap();
         (issued.key_pem.into_bytes(), issued.cert_pem.into_bytes())
+    }
+
+    #[test]
+    fn a_ca_given_without_a_certificate_fails_closed() {
+        let ca = CertificateAuthority::new("root").unwrap();
+        let (key, cert) = device(&ca, "one");
+        let server = ca
+            .issue(&CertRequest {
+                common_name: "localhost".into(),
+                server: true,
+                ..CertRequest::default()
+            })
+            .unwrap();
+        let no_cert = vec![key.clone()];
+        for pems in [&[][..], &no_cert[..]] {
+            let refused = client_config(&key, &cert, Some(pems)).unwrap_err();
+            assert_eq!(refused.code(), ErrorCode::InvalidCa);
+            let refused = server_config(
+                server.key_pem.as_bytes(),
+                server.cert_pem.as_bytes(),
+                Some(pems),
+            )
+            .unwrap_err();
+            assert_eq!(refused.code(), ErrorCode::InvalidCa);
+        }
     }
 
     #[test]
