@@ -291,7 +291,7 @@ mod tests {
                 ..CertRequest::default()
             })
             .unwrap();
-        let no_cert = vec![key.clone()];
+        let no_cert = [key.clone()];
         for pems in [&[][..], &no_cert[..]] {
             let refused = client_config(&key, &cert, Some(pems)).unwrap_err();
             assert_eq!(refused.code(), ErrorCode::InvalidCa);

@@ -19,14 +19,14 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::rustls::ClientConfig;
 
@@ -72,6 +72,46 @@ pub struct ClientOptions {
     /// The durable outbox the host appends events to (`None`: events are kept in memory
     /// only). The driver removes each event from it when the session releases it.
     pub store: Option<Arc<EventStore>>,
+    /// What the host has not yet taken of the notices handed to the sink; the driver stops
+    /// reading while it is over its bound (see [`Backlog`]).
+    pub backlog: Arc<Backlog>,
+}
+
+/// Read-ahead bound between the driver and a host whose thread may be busy. The driver counts
+/// what each frame it reads costs ([`Backlog::FRAME_COST`] plus its length) and stops reading
+/// the socket once [`Backlog::LIMIT`] is passed; the host calls [`Backlog::taken`] when it
+/// takes the notices off the sink, which wakes the driver. TCP then pushes back on the gateway:
+/// a flood meets a busy JavaScript thread with a few MB read ahead, not with everything the
+/// network can carry. Under the libuv driver the host takes every batch at the end of the
+/// turn that made it, so the bound is never reached there.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    cost: AtomicUsize,
+    taken: Notify,
+}
+
+impl Backlog {
+    /// Read-ahead allowed before the driver waits for the host.
+    pub const LIMIT: usize = 4 << 20;
+    /// What a frame costs beyond its bytes (its notice and the values made of it): so that a
+    /// flood of tiny frames is bounded by count too.
+    pub const FRAME_COST: usize = 512;
+
+    /// The host took every notice handed to it so far.
+    pub fn taken(&self) {
+        if self.cost.swap(0, Ordering::AcqRel) > 0 {
+            self.taken.notify_one();
+        }
+    }
+
+    fn read(&self, frame: &Frame) {
+        self.cost
+            .fetch_add(Self::FRAME_COST + frame.body.len(), Ordering::AcqRel);
+    }
+
+    fn full(&self) -> bool {
+        self.cost.load(Ordering::Acquire) >= Self::LIMIT
+    }
 }
 
 impl ClientOptions {
@@ -89,6 +129,7 @@ impl ClientOptions {
             keep_alive: defaults::KEEP_ALIVE,
             reactor: Arc::new(Tokio),
             store: None,
+            backlog: Arc::default(),
         }
     }
 }
@@ -430,6 +471,8 @@ enum Input {
     Frame(Option<Result<Frame, FrameError>>),
     Written(std::io::Result<()>),
     Timeout(Timer),
+    /// The host took the notices it was behind on: reading may go on.
+    Caught,
 }
 
 /// The session's timers as the driver runs them: armed and stopped only when the session
@@ -576,7 +619,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 }
             }
             let mut frames = 0;
-            while read_on && frames < BURST {
+            while read_on && frames < BURST && !self.options.backlog.full() {
                 let Some(connection) = self
                     .connection
                     .as_mut()
@@ -604,14 +647,18 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
     }
 
     async fn next_input(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Input {
+        let backlog = &self.options.backlog;
+        let behind = backlog.full();
         let (reader, out) = match self.connection.as_mut() {
-            Some(Connection { reader, out }) => {
-                (Some(reader), Some(out).filter(|o| o.wants_write()))
-            }
+            Some(Connection { reader, out }) => (
+                Some(reader).filter(|_| !behind),
+                Some(out).filter(|o| o.wants_write()),
+            ),
             None => (None, None),
         };
         tokio::select! {
             command = commands.recv() => Input::Command(command),
+            () = backlog.taken.notified(), if behind => Input::Caught,
             frame = next_frame(reader) => Input::Frame(frame),
             written = write_some(out) => Input::Written(written),
             opened = maybe(self.connecting.as_mut()) => Input::Opened(opened),
@@ -654,6 +701,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 self.session.connect_failed(err)
             }
             Input::Frame(Some(Ok(frame))) => {
+                self.options.backlog.read(&frame);
                 match Message::from_frame(&frame) {
                     Ok(message) => self.session.receive(message),
                     // A token from a newer gateway: skipped, as the original skips it.
@@ -681,7 +729,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 self.connection = None;
                 self.session.connection_lost(None)
             }
-            Input::Written(Ok(())) => Vec::new(),
+            Input::Written(Ok(())) | Input::Caught => Vec::new(),
             // Already disarmed by `Timers::fired`.
             Input::Timeout(timer) => self.session.timeout(timer),
         };

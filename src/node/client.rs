@@ -21,7 +21,9 @@ use super::value::{
     encode, read_string, short_string, to_value, EncodeError, JsValue, FIELD_DEPTH, SHORT_STRING,
 };
 use super::{internal, thrown, Thrown};
-use crate::client::{client, ActionAck, Batch, ClientHandle, ClientOptions, Command, Tokio};
+use crate::client::{
+    client, ActionAck, Backlog, Batch, ClientHandle, ClientOptions, Command, Tokio,
+};
 use crate::client::{EventStore, Restored};
 use crate::errors::ErrorCode;
 use crate::outbox::{DamageKind, OutboxError, OutboxOptions, SyncMode};
@@ -32,8 +34,13 @@ type BatchSink = ThreadsafeFunction<MailboxCall, (), MailboxCall, Status, false>
 
 /// Notices on their way to JavaScript. At most one threadsafe call is outstanding per client:
 /// while it waits for the JS thread, later batches join the one in this mailbox, so a busy
-/// JS thread is woken once for many acknowledgements instead of once for each.
-type Mailbox = Mutex<Option<Batch>>;
+/// JS thread is woken once for many acknowledgements instead of once for each. Taking the
+/// batch tells the driver's [`Backlog`], which stops reading while JavaScript is far behind.
+#[derive(Default)]
+struct Mailbox {
+    batch: Mutex<Option<Batch>>,
+    backlog: Arc<Backlog>,
+}
 
 /// What the threadsafe call carries: the mailbox, emptied on the JS thread at the moment the
 /// call runs, so it hands over everything gathered until then.
@@ -57,6 +64,7 @@ impl ToNapiValue for MailboxCall {
 /// Empties `mailbox` into the values the JavaScript callback receives (see [`NoticeKind`]).
 unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox) -> Result<Flat> {
     let batch = lock(mailbox).take().unwrap_or_default();
+    mailbox.backlog.taken();
     let mut out = Flat {
         env,
         values: Vec::with_capacity(batch.notices.len() * 4 + 3),
@@ -232,7 +240,7 @@ impl Flat {
 }
 
 fn lock(mailbox: &Mailbox) -> MutexGuard<'_, Option<Batch>> {
-    mailbox.lock().unwrap_or_else(|p| p.into_inner())
+    mailbox.batch.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Adds `batch` to the mailbox; true when no call is outstanding, so one must be made.
@@ -634,6 +642,7 @@ impl NativeClient {
                 keep_alive: optional_millis(options.keep_alive),
                 reactor: reactor.clone().unwrap_or_else(|| Arc::new(Tokio)),
                 store: opened.as_ref().map(|(store, _)| store.clone()),
+                backlog: mailbox.backlog.clone(),
             },
             move |batch: Batch| {
                 // A batch joining one already on its way needs no call of its own; else it
