@@ -488,6 +488,59 @@ test('a large action arrives whole, as a Buffer that outlives garbage collection
   t.is(action.parameters.data[1], 31)
 })
 
+test('ack() names the action id the server sent, even after the application wrote into the id Buffer', async (t) => {
+  // An id Buffer over 64 KiB is made over the received frame's bytes: the client must not
+  // read its acknowledgement's correlid from there, nor from action.id as it is now.
+  const { server, options } = await transports.tcp(t)
+  const { client } = track(t, { ...options, autoReconnect: false })
+  const ids = [crypto.randomBytes(100 * 1024), crypto.randomBytes(16)]
+  const outcomes = []
+  const acknowledged = []
+  const violations = []
+  server.on('acknowledgement', (ack) => acknowledged.push(ack))
+  server.on('clientError', (err) => violations.push(err.message))
+  for (const id of ids) server.queueAction(require('os').hostname(), { id, type: 'firmware', parameters: null }, (err) => outcomes.push(err))
+  const seen = []
+  client.on('action', (action, ack) => {
+    seen.push(Buffer.from(action.id))
+    action.id.fill(0)
+    ack()
+  })
+  client.connect()
+  await waitFor(() => outcomes.length === ids.length || violations.length > 0)
+  t.deepEqual(violations, [])
+  t.deepEqual(outcomes, [null, null])
+  t.true(seen.every((id, i) => id.equals(ids[i])), 'the actions arrived with their ids')
+  t.is(acknowledged.length, 2)
+  for (const [i, ack] of acknowledged.entries()) {
+    t.true(Buffer.isBuffer(ack.id) && ack.id.equals(ids[i]), `acknowledgement ${i} names the id sent`)
+  }
+})
+
+test('the bundled Server acknowledges an event under the id sent, even after onEvent wrote into the id Buffer', async (t) => {
+  // The event's id Buffer over 64 KiB reaches onEvent over the received frame's bytes; the
+  // acknowledgement, written after the verdict, must not be read from there.
+  const id = crypto.randomBytes(100 * 1024)
+  const arrived = []
+  const { options } = await transports.tcp(t, {
+    echo: false,
+    onEvent: (event) => {
+      arrived.push(Buffer.from(event.id))
+      event.id.fill(0)
+      return new Promise((resolve) => setTimeout(resolve, 10))
+    }
+  })
+  const { client, log } = track(t, { ...options, autoReconnect: false })
+  client.connect()
+  const outcome = await Promise.race([
+    sendAsync(client, new Event('big-id', { n: 1 }, id)),
+    once(client, 'error').then(([err]) => err)
+  ])
+  t.is(outcome, null)
+  t.true(arrived[0].equals(id))
+  t.false(log.some((entry) => entry.startsWith('error')))
+})
+
 test('map keys of every shape come back as sent: empty, long, with NUL, non-ASCII, numeric', async (t) => {
   const { options } = await transports.tcp(t)
   const { client } = track(t, options)

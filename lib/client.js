@@ -35,7 +35,7 @@ const active = new Set()
 // How many fields follow each kind of notice in a batch.
 const FIELDS = []
 for (const kind of Object.values(NoticeKind)) FIELDS[kind] = 0
-FIELDS[NoticeKind.Action] = 3
+FIELDS[NoticeKind.Action] = 4
 FIELDS[NoticeKind.Acknowledgement] = 4
 FIELDS[NoticeKind.Done] = 1
 FIELDS[NoticeKind.Failed] = 3
@@ -578,7 +578,7 @@ class Client extends EventEmitter {
         this._done(batch[at], null)
         break
       case NoticeKind.Action:
-        this._action(batch[at], batch[at + 1], batch[at + 2])
+        this._action(batch[at], batch[at + 1], batch[at + 2], batch[at + 3])
         break
       case NoticeKind.Acknowledgement: {
         const body = { correlid: batch[at], status: batch[at + 1] }
@@ -630,17 +630,22 @@ class Client extends EventEmitter {
     }
   }
 
-  _action (id, type, payload) {
+  // `delivered` names the id as the server sent it when the application could change the id
+  // object (a Buffer, an array, an object, a Date), else it is null and the id, a primitive,
+  // names itself: the acknowledgement answers the action delivered, whatever became of
+  // `action.id` (docs/PROTOCOL.md section 4.5).
+  _action (id, type, payload, delivered) {
     if (this._ackNative === null) this._makeCalls()
     const action = new Action(id, type, payload)
+    const named = delivered === null ? id : delivered
     let acked = false
     const ack = (err) => {
       if (acked) return
       acked = true
-      if (err === undefined || err === null) return this._ackNative(action.id)
+      if (err === undefined || err === null) return this._ackNative(named)
       const message = err instanceof Error || (typeof err === 'object' && err.message !== undefined) ? String(err.message) : String(err)
       const code = typeof err === 'object' && err.code !== undefined && err.code !== null ? String(err.code) : undefined
-      this._ackNative(action.id, code, message)
+      this._ackNative(named, code, message)
     }
     if (debug.enabled) debug('action %s %s', action.id, action.type)
     this.emit('action', action, ack)

@@ -28,7 +28,7 @@ use crate::errors::ErrorCode;
 use crate::protocol::value::value_writer;
 use crate::protocol::{decode, DecodeError, ErrorBody, Message, Value};
 use bytes::{Bytes, BytesMut};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
 use std::ops::Range;
@@ -171,6 +171,40 @@ pub struct OutgoingEvent {
     pub stored: Option<u64>,
 }
 
+/// An action's id as the session keeps it until the application acknowledges the action: its
+/// MessagePack encoding, in memory of its own. Never a slice of the frame that brought it (a
+/// large id would keep the whole frame alive) and never memory JavaScript can write into (a
+/// Buffer over the frame's bytes, see `node::value`): what the acknowledgement says is what the
+/// server sent. Two ids are the same action's when their encodings are equal, so matching an
+/// acknowledgement is a hash lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ActionKey(Bytes);
+
+impl ActionKey {
+    /// The id again, to write in the acknowledgement.
+    pub fn value(&self) -> Value {
+        // The key is an encoding of a decoded value, which decodes (to the same value).
+        decode(&self.0).unwrap_or(Value::Nil)
+    }
+
+    /// The id's MessagePack encoding.
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+impl From<&Value> for ActionKey {
+    fn from(id: &Value) -> ActionKey {
+        ActionKey(Bytes::from(crate::protocol::encode(id)))
+    }
+}
+
+impl From<Value> for ActionKey {
+    fn from(id: Value) -> ActionKey {
+        ActionKey::from(&id)
+    }
+}
+
 /// An EVENT frame up to this size is encoded in a buffer kept for the next one and then
 /// copied out at its exact size (it may wait long in a queue of 100,000); a larger one keeps
 /// the buffer it was encoded in.
@@ -291,9 +325,11 @@ pub enum Notice {
     Connect,
     /// `drain` (the JavaScript layer emits `drained` right after it).
     Drain,
-    /// `action`; the application answers through [`Session::ack_action`].
+    /// `action`; the application answers through [`Session::ack_action`] with `key`. The `id`
+    /// is the application's (it may share the frame's bytes); `key` is the session's copy.
     Action {
         id: Value,
+        key: ActionKey,
         kind: String,
         parameters: Value,
     },
@@ -428,8 +464,9 @@ pub struct Session {
     /// this index. Writing is allowed only for indices below the window (`max_in_flight`), so
     /// held results and this scan stay bounded by it.
     written: usize,
-    /// Ids of the actions delivered on the current connection and not yet acknowledged.
-    actions: Vec<Value>,
+    /// Ids of the actions delivered on the current connection and not yet acknowledged, with
+    /// how many times each was (a server may deliver one id again before its acknowledgement).
+    actions: HashMap<ActionKey, u32>,
     /// WELCOME was seen since the user's `connect()`: `connect` was emitted and `disconnect`
     /// is owed.
     welcomed: bool,
@@ -457,7 +494,7 @@ impl Session {
             phase: Phase::Idle,
             pending: VecDeque::new(),
             written: 0,
-            actions: Vec::new(),
+            actions: HashMap::new(),
             welcomed: false,
             attempts: 0,
             timing,
@@ -561,9 +598,11 @@ impl Session {
                 parameters,
             } => {
                 self.counts.actions_received += 1;
-                self.actions.push(id.clone());
+                let key = ActionKey::from(&id);
+                *self.actions.entry(key.clone()).or_default() += 1;
                 out.push(Output::Emit(Notice::Action {
                     id,
+                    key,
                     kind,
                     parameters,
                 }));
@@ -738,17 +777,26 @@ impl Session {
     /// connection that delivered the action: a server that lost the connection delivers the
     /// action again. Actions are matched by id, so an ack for an id the current connection
     /// delivered again answers that delivery; a second ack for the same delivery writes
-    /// nothing.
-    pub fn ack_action(&mut self, id: Value, error: Option<ErrorBody>) -> Vec<Output> {
-        let Some(index) = self.actions.iter().position(|delivered| *delivered == id) else {
+    /// nothing. Each delivery of an id may be acknowledged once; which of several deliveries
+    /// of the same id an ack answers cannot be told apart on the wire. O(1).
+    pub fn ack_action(
+        &mut self,
+        id: impl Into<ActionKey>,
+        error: Option<ErrorBody>,
+    ) -> Vec<Output> {
+        let key = id.into();
+        let Some(count) = self.actions.get_mut(&key) else {
             return Vec::new();
         };
-        self.actions.remove(index);
+        *count -= 1;
+        if *count == 0 {
+            self.actions.remove(&key);
+        }
         self.counts.actions_acked += 1;
         let status = if error.is_some() { 1 } else { 0 };
         vec![Output::Write(
             Message::Acknowledgement {
-                correlid: id,
+                correlid: key.value(),
                 status,
                 error,
             }
@@ -1007,7 +1055,7 @@ impl Session {
         // Every event in flight is queued again.
         self.counts.queued += std::mem::take(&mut self.counts.in_flight);
         self.written = 0;
-        self.actions.clear();
+        self.actions = HashMap::new();
     }
 
     /// The connection or the attempt is over: reconnect, give up, or end the cycle.
@@ -1216,6 +1264,7 @@ mod tests {
             s.receive(action),
             [emit(Notice::Action {
                 id: Value::Number(5.0),
+                key: Value::Number(5.0).into(),
                 kind: "reboot".into(),
                 parameters: Value::Nil,
             })]
@@ -1828,6 +1877,56 @@ mod tests {
         s.connected();
         s.receive(Message::Welcome);
         assert_eq!(s.ack_action(Value::Number(3.0), None), []);
+    }
+
+    #[test]
+    fn each_delivery_of_an_action_id_is_acknowledged_once_among_many() {
+        // 100,000 actions outstanding, one id delivered three times: every ack finds its id
+        // whatever the order, each delivery answers once, and what is acked goes.
+        let mut s = drained(config());
+        let action = |id: Value| Message::Action {
+            id,
+            kind: "x".into(),
+            parameters: Value::Nil,
+        };
+        let id = |n: u32| match n % 3 {
+            0 => text(&format!("a{n}")),
+            1 => Value::Number(f64::from(n)),
+            _ => Value::Binary(Bytes::from(n.to_be_bytes().to_vec())),
+        };
+        for n in 0..100_000 {
+            s.receive(action(id(n)));
+        }
+        let twice = Value::Array(vec![text("dup"), Value::Binary(Bytes::from_static(b"\0"))]);
+        for _ in 0..3 {
+            s.receive(action(twice.clone()));
+        }
+        let written = |id: &Value| {
+            [Output::Write(
+                Message::Acknowledgement {
+                    correlid: id.clone(),
+                    status: 0,
+                    error: None,
+                }
+                .to_bytes(),
+            )]
+        };
+        for n in (0..100_000).rev().step_by(2).chain((0..100_000).step_by(2)) {
+            assert_eq!(s.ack_action(id(n), None), written(&id(n)), "action {n}");
+        }
+        for n in [0, 1, 2, 99_999] {
+            assert_eq!(s.ack_action(id(n), None), [], "action {n} acked already");
+        }
+        assert_eq!(s.ack_action(id(100_000), None), [], "never delivered");
+        for _ in 0..3 {
+            assert_eq!(s.ack_action(twice.clone(), None), written(&twice));
+        }
+        assert_eq!(
+            s.ack_action(twice, None),
+            [],
+            "three deliveries, three acks"
+        );
+        assert_eq!(s.stats().actions_acked, 100_003);
     }
 
     /// [`timing`] with `connectTimeout` 300 ms and a backoff from 100 ms to 1 s.

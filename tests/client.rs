@@ -83,7 +83,7 @@ async fn echo_three_events(options: ClientOptions) {
         })
         .await;
         let id = seen.iter().rev().find_map(|n| match n {
-            Notice::Action { id, .. } => Some(id.clone()),
+            Notice::Action { key, .. } => Some(key.clone()),
             _ => None,
         });
         client.command(Command::Ack(Box::new(ActionAck {

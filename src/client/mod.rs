@@ -32,10 +32,10 @@ use tokio_rustls::rustls::ClientConfig;
 
 use crate::defaults;
 use crate::errors::ErrorCode;
-use crate::protocol::{ErrorBody, Frame, FrameError, FrameReader, Message, MessageError, Value};
+use crate::protocol::{ErrorBody, Frame, FrameError, FrameReader, Message, MessageError};
 use crate::session::{
-    Notice, OutgoingEvent, Output, Session, SessionConfig, SessionError, SessionStats, Timer,
-    Timing, Xorshift,
+    ActionKey, Notice, OutgoingEvent, Output, Session, SessionConfig, SessionError, SessionStats,
+    Timer, Timing, Xorshift,
 };
 
 pub use store::{EventStore, Restored, StoreStats};
@@ -163,7 +163,8 @@ pub enum Command {
 /// An action's acknowledgement, as the host gives it ([`Command::Ack`]).
 #[derive(Debug)]
 pub struct ActionAck {
-    pub id: Value,
+    /// The action's id as delivered ([`crate::session::Notice::Action`]'s `key`).
+    pub id: ActionKey,
     /// Set when the action failed.
     pub error: Option<ErrorBody>,
 }
@@ -871,6 +872,7 @@ fn seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Value;
 
     /// A writer that records each write call and accepts at most `limit` bytes per call.
     struct Recorder {

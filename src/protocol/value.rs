@@ -89,6 +89,33 @@ impl Value {
         }
     }
 
+    /// The same value in memory of its own: binaries, extension data and shared strings, which
+    /// the decoder leaves as slices of the frame, are copied, so that keeping the result keeps
+    /// no frame alive, and no Buffer handed to JavaScript over the frame's bytes (a binary over
+    /// 64 KiB, see `node::value`) can change it.
+    pub fn detached(&self) -> Value {
+        match self {
+            Value::Nil => Value::Nil,
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Number(n) => Value::Number(*n),
+            Value::Date(ms) => Value::Date(*ms),
+            Value::String(s) => Value::String(s.clone()),
+            Value::Text(text) => Value::Text(SharedText {
+                bytes: Bytes::copy_from_slice(&text.bytes),
+                ascii: text.ascii,
+            }),
+            Value::Binary(bytes) => Value::Binary(Bytes::copy_from_slice(bytes)),
+            Value::Ext(kind, bytes) => Value::Ext(*kind, Bytes::copy_from_slice(bytes)),
+            Value::Array(items) => Value::Array(items.iter().map(Value::detached).collect()),
+            Value::Map(entries) => Value::Map(
+                entries
+                    .iter()
+                    .map(|(key, value)| (key.clone(), value.detached()))
+                    .collect(),
+            ),
+        }
+    }
+
     /// A property of a map, looked up the way JavaScript sees the decoded object: a peer may
     /// repeat a key, and then the last one wins (as when msgpack-lite assigns it again).
     /// `None` for a missing key or a value that is not a map.

@@ -516,10 +516,14 @@ impl Peer {
             (false, true) => (None, Some((kind, bundle))),
             (false, false) => (None, None),
         };
+        // The id kept for the acknowledgement is a copy: the decoded one is a slice of the
+        // frame (a binary's, a large string's), which it would keep alive, and the embedder's
+        // JavaScript may get a Buffer over those very bytes and write into it.
+        let kept = id.detached();
         if let Some((kind, bundle)) = notice {
             out.push(Output::Emit(Notice::Event {
                 number,
-                id: id.clone(),
+                id,
                 kind,
                 bundle,
                 decide,
@@ -527,7 +531,7 @@ impl Peer {
         }
         self.pending.push_back(PendingEvent {
             number,
-            id,
+            id: kept,
             echo,
             verdict: (!decide).then_some(Verdict::Accept),
         });
@@ -938,6 +942,45 @@ mod tests {
         assert_eq!(peer.awaiting_verdicts(), 0);
         assert_eq!(peer.unacked().count(), 2);
         assert!(peer.unacked().all(|q| q.ticket.is_none()));
+    }
+
+    #[test]
+    fn an_event_id_waiting_for_its_verdict_is_a_copy_not_a_slice_of_the_frame() {
+        // A binary id is decoded as a slice of its frame, and the embedder's JavaScript gets a
+        // Buffer over those bytes: the id kept for the acknowledgement must be a copy, so that
+        // it keeps no 10 MiB frame alive and no write into that Buffer changes it.
+        let now = Instant::now();
+        let config = PeerConfig {
+            decide_events: true,
+            echo: false,
+            ..PeerConfig::default()
+        };
+        let mut peer = live(config, now);
+        let sent = vec![7u8; 100_000];
+        let frame = Message::Event {
+            id: Value::Binary(sent.clone().into()),
+            kind: "ping".into(),
+            bundle: Value::Binary(vec![1u8; 1_000_000].into()),
+        }
+        .to_frame();
+        let body = frame.body.as_ptr_range();
+        let out = peer.receive(Message::from_frame(&frame).unwrap(), now);
+        drop(frame);
+        let Some(Output::Emit(Notice::Event { number, .. })) = out.first() else {
+            panic!("{out:?}")
+        };
+        let number = *number;
+        drop(out);
+        let Value::Binary(kept) = &peer.pending[0].id else {
+            panic!("{:?}", peer.pending[0].id)
+        };
+        let kept = kept.as_ptr_range();
+        assert!(
+            kept.end <= body.start || body.end <= kept.start,
+            "the id kept for the verdict is a slice of the frame"
+        );
+        let out = peer.verdict(number, Verdict::Accept, now);
+        assert_eq!(writes(&out), [ack_of(Value::Binary(sent.into()))]);
     }
 
     #[test]
