@@ -10,6 +10,16 @@ const { newId } = require('./ids')
 // What an option left out is: the one table of defaults, src/defaults.rs.
 const DEFAULTS = optionDefaults().server
 
+// A duration option in milliseconds (0 for none), or the table's default when left out.
+function millis (value, name) {
+  if (value === undefined || value === null) return DEFAULTS[name]
+  const number = Number(value)
+  if (!Number.isInteger(number) || number < 0 || number > 0xffffffff) {
+    throw gatewayError(`options.${name} must be a non-negative integer.`, 'ERR_INVALID_ARG_VALUE', RangeError)
+  }
+  return number
+}
+
 // What an `onEvent` handler returned, as the acknowledgement to send.
 function verdictOf (result) {
   if (result === undefined || result === null || result === true) return null
@@ -44,6 +54,10 @@ class Server extends EventEmitter {
     this._closesStarted = 0
     this._closeNotices = 0
     this._closeCallbacks = new Map()
+    // Graceful closes asked for and not finished; one that runs, and whether destroy() came.
+    this._gracefulPending = 0
+    this._gracefulRunning = false
+    this._destroying = false
     // Native calls run one after another, so close() right after listen() closes what it opened.
     this._queue = Promise.resolve()
     // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...).
@@ -52,7 +66,9 @@ class Server extends EventEmitter {
       cert: pemBuffer(options.cert),
       ca: caList(options.ca),
       echo: options.echo === undefined || options.echo === null ? DEFAULTS.echo : options.echo !== false,
-      decideEvents: typeof options.onEvent === 'function'
+      decideEvents: typeof options.onEvent === 'function',
+      helloTimeout: millis(options.helloTimeout, 'helloTimeout'),
+      idleTimeout: millis(options.idleTimeout, 'idleTimeout')
     })
     // Events cross into JavaScript only while someone listens for them (or decides them).
     this._native.setEventNotices(false)
@@ -149,8 +165,25 @@ class Server extends EventEmitter {
   // The native close resolves apart from the `close` notice, in either order: the callback
   // of the n-th close that stopped a listening server runs on the n-th `close` notice,
   // whichever of the two comes last.
+  // destroy() does not wait behind a close() held up by its peers: it makes every close() asked
+  // for before it drop the connections too (the one under way at once), then runs as usual.
   _shutdown (graceful, callback, reportNotRunning) {
-    this._run(() => this._native.close(graceful)).then((wasListening) => {
+    if (graceful) {
+      this._gracefulPending++
+    } else if (this._gracefulPending > 0) {
+      this._destroying = true
+      if (this._gracefulRunning) this._native.dropConnections()
+    }
+    const operation = graceful
+      ? () => {
+          this._gracefulRunning = true
+          return this._native.close(!this._destroying).finally(() => {
+            this._gracefulRunning = false
+            if (--this._gracefulPending === 0) this._destroying = false
+          })
+        }
+      : () => this._native.close(false)
+    this._run(operation).then((wasListening) => {
       if (!wasListening) {
         if (!callback) return
         if (reportNotRunning) callback(gatewayError('Server is not running.', 'ERR_SERVER_NOT_RUNNING'))

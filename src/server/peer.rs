@@ -30,6 +30,14 @@ pub(crate) const LINGER: Duration = Duration::from_secs(10);
 
 const MAXIMUM_BUFFER: &str = "Maximum buffer size exceeded.";
 
+/// Most echoes a peer may leave waiting behind the action in flight (it keeps sending events
+/// but acknowledges no echo): beyond this, or [`MAX_ECHO_BYTES`], it is disconnected
+/// (`EQUEUEFULL`).
+pub(crate) const MAX_ECHOES: usize = 1024;
+
+/// Most bytes of echo parameters a peer may leave waiting (see [`MAX_ECHOES`]).
+pub(crate) const MAX_ECHO_BYTES: usize = 64 * 1024 * 1024;
+
 /// The server options that shape one connection's protocol.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PeerConfig {
@@ -41,17 +49,29 @@ pub(crate) struct PeerConfig {
     pub event_notices: bool,
     /// With TLS, how long the handshake may take; `None` for plain TCP.
     pub handshake_timeout: Option<Duration>,
+    /// How long a connected peer may take to say HELLO; `None` for ever.
+    pub hello_timeout: Option<Duration>,
+    /// How long a welcomed peer may send nothing; `None` for ever.
+    pub idle_timeout: Option<Duration>,
+    /// Most echoes, and bytes of them, a peer may leave waiting ([`MAX_ECHOES`]).
+    pub max_echoes: usize,
+    pub max_echo_bytes: usize,
     /// How long a goodbye may take ([`LINGER`]).
     pub linger: Duration,
 }
 
 impl Default for PeerConfig {
+    /// The bare protocol: no deadline but the goodbye's (the server's options add theirs).
     fn default() -> PeerConfig {
         PeerConfig {
             echo: true,
             decide_events: false,
             event_notices: true,
             handshake_timeout: None,
+            hello_timeout: None,
+            idle_timeout: None,
+            max_echoes: MAX_ECHOES,
+            max_echo_bytes: MAX_ECHO_BYTES,
             linger: LINGER,
         }
     }
@@ -170,6 +190,11 @@ pub(crate) struct Peer {
     in_flight: Option<Queued>,
     /// Live actions and echoes waiting for `in_flight` to clear.
     outgoing: VecDeque<Queued>,
+    /// How many of `outgoing` are echoes, and their parameters' weight (`super::weight`).
+    echoes: usize,
+    echo_bytes: usize,
+    /// When the peer last sent something (a frame), for the idle limit.
+    heard: Instant,
     /// Events waiting for their acknowledgement; the first one is always undecided.
     pending: VecDeque<PendingEvent>,
     /// The number of the last event.
@@ -192,6 +217,9 @@ impl Peer {
             asking: false,
             in_flight: None,
             outgoing: VecDeque::new(),
+            echoes: 0,
+            echo_bytes: 0,
+            heard: now,
             pending: VecDeque::new(),
             events: 0,
             deadline: None,
@@ -214,13 +242,18 @@ impl Peer {
         }
     }
 
-    /// The TLS handshake completed: the connection is announced and HELLO awaited.
+    /// The TLS handshake completed: the connection is announced and HELLO awaited, within
+    /// the HELLO deadline.
     pub(crate) fn secured(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase != Phase::Handshake {
             return out;
         }
-        self.stop_timer(&mut out);
+        match self.config.hello_timeout {
+            Some(limit) => self.set_timer(&mut out, now + limit),
+            None => self.stop_timer(&mut out),
+        }
+        self.heard = now;
         self.phase = Phase::AwaitHello;
         self.announced = true;
         out.push(Output::Emit(Notice::Connection));
@@ -251,6 +284,7 @@ impl Peer {
         if !self.phase.open() {
             return out;
         }
+        self.heard = now;
         match (message, self.phase) {
             (hello @ Message::Hello { .. }, Phase::AwaitHello) => {
                 self.device_name = hello.device_name().map(str::to_owned);
@@ -259,6 +293,11 @@ impl Peer {
                 }));
                 out.push(Output::Write(Message::Welcome));
                 self.phase = Phase::Holding;
+                // The HELLO deadline gives way to the idle limit.
+                match self.config.idle_timeout {
+                    Some(limit) => self.set_timer(&mut out, now + limit),
+                    None => self.stop_timer(&mut out),
+                }
                 self.send_next(&mut out);
             }
             (Message::Hello { .. }, _) => {
@@ -327,6 +366,7 @@ impl Peer {
     pub(crate) fn malformed(&mut self, reason: impl Into<String>, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.open() {
+            self.heard = now;
             self.violation(&mut out, ErrorCode::Proto, reason, now);
         }
         out
@@ -411,8 +451,10 @@ impl Peer {
         out
     }
 
-    /// The timer expired (`now` is at least its deadline): the TLS handshake took too long, or
-    /// the goodbye did. Early or stale calls do nothing.
+    /// The timer expired (`now` is at least its deadline): the TLS handshake, the HELLO or the
+    /// goodbye took too long, or the peer may have been idle too long (the idle timer is armed
+    /// at HELLO and not moved by each message: when it expires it checks when the peer was
+    /// last heard, and is armed again if that was recent). Early or stale calls do nothing.
     pub(crate) fn timeout(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         match self.deadline {
@@ -427,8 +469,24 @@ impl Peer {
                 }));
                 self.drop_socket(&mut out);
             }
+            Phase::AwaitHello => {
+                let limit = self.config.hello_timeout.unwrap_or_default();
+                let message = format!("No HELLO within {} ms.", limit.as_millis());
+                self.violation(&mut out, ErrorCode::TimedOut, message, now);
+            }
+            Phase::Holding | Phase::Live => {
+                if let Some(limit) = self.config.idle_timeout {
+                    let due = self.heard + limit;
+                    if now >= due {
+                        let message = format!("Idle for {} ms.", limit.as_millis());
+                        self.violation(&mut out, ErrorCode::TimedOut, message, now);
+                    } else {
+                        self.set_timer(&mut out, due);
+                    }
+                }
+            }
             Phase::Closing => out.push(Output::Drop),
-            _ => {}
+            Phase::Closed => {}
         }
         out
     }
@@ -446,6 +504,7 @@ impl Peer {
         self.phase = Phase::Closed;
         self.asking = false;
         self.pending.clear();
+        (self.echoes, self.echo_bytes) = (0, 0);
         let unacked: Vec<Queued> = self
             .in_flight
             .take()
@@ -462,6 +521,13 @@ impl Peer {
         out
     }
 
+    /// The driver did not read from the socket until `now`, held back by the embedder (see
+    /// `ServerOptions::event_backlog`): the peer may have sent meanwhile, so that time does
+    /// not count towards the idle limit.
+    pub(crate) fn unread_until(&mut self, now: Instant) {
+        self.heard = self.heard.max(now);
+    }
+
     /// Whether events that need no decision are reported; the server's embedder may change
     /// it at any time, so the driver sets it before feeding messages.
     pub(crate) fn set_event_notices(&mut self, on: bool) {
@@ -469,14 +535,16 @@ impl Peer {
     }
 }
 
-/// What an outside observer (the unit tests, an in-memory harness) may look at; the driver
-/// needs none of it.
-#[cfg_attr(not(test), allow(dead_code))]
 impl Peer {
     pub(crate) fn phase(&self) -> Phase {
         self.phase
     }
+}
 
+/// What an outside observer (the unit tests, an in-memory harness) may look at; the driver
+/// needs none of it.
+#[cfg_attr(not(test), allow(dead_code))]
+impl Peer {
     /// `metadata.device_name` from the peer's HELLO.
     pub(crate) fn device_name(&self) -> Option<&str> {
         self.device_name.as_deref()
@@ -534,7 +602,8 @@ impl Peer {
     }
 
     /// Acknowledges every decided event at the head of the queue, in arrival order, and queues
-    /// the echo of each accepted one.
+    /// the echo of each accepted one. A peer that leaves more echoes waiting than the bounds
+    /// allow (it acknowledges none) is disconnected: violation `EQUEUEFULL`.
     fn acknowledge(&mut self, out: &mut Vec<Output>, now: Instant) {
         while self.pending.front().is_some_and(|p| p.verdict.is_some()) {
             let Some(PendingEvent {
@@ -555,6 +624,8 @@ impl Peer {
                     }));
                     if let Some((kind, parameters)) = echo {
                         let id = self.echo_id(now);
+                        self.echoes += 1;
+                        self.echo_bytes += super::weight(&parameters);
                         self.outgoing.push_back(Queued {
                             action: OutboundAction {
                                 id,
@@ -572,6 +643,13 @@ impl Peer {
                 })),
             }
         }
+        if self.echoes > self.config.max_echoes || self.echo_bytes > self.config.max_echo_bytes {
+            let message = format!(
+                "Too many unacknowledged echoes: more than {} or {} bytes of them.",
+                self.config.max_echoes, self.config.max_echo_bytes
+            );
+            self.violation(out, ErrorCode::QueueFull, message, now);
+        }
     }
 
     /// Sends the next action if none is in flight: before DRAINED asks for a held one, after
@@ -587,6 +665,11 @@ impl Peer {
             }
             Phase::Live => {
                 if let Some(queued) = self.outgoing.pop_front() {
+                    if queued.ticket.is_none() {
+                        self.echoes = self.echoes.saturating_sub(1);
+                        let weight = super::weight(&queued.action.parameters);
+                        self.echo_bytes = self.echo_bytes.saturating_sub(weight);
+                    }
                     self.send_action(out, queued);
                 }
             }
