@@ -24,6 +24,10 @@ use crate::protocol::{Frame, FrameCodec, FrameError, Message};
 /// Frames read in one go before the answers are written.
 const BURST: usize = 256;
 
+/// Most events of one connection that may wait for the embedder's verdicts (with
+/// `decide_events`): beyond them the socket is not read until verdicts come.
+const MAX_UNDECIDED: usize = 256;
+
 /// Why the serving loop stops.
 enum Ending {
     /// The socket is gone or to be dropped: nothing more is written.
@@ -146,33 +150,37 @@ impl Conn {
             if self.ending.is_some() {
                 break;
             }
-            let room = self.may_read();
-            tokio::select! {
-                _ = self.kill.cancelled() => return,
-                frame = framed.next(), if room => {
-                    crate::protocol::shrink_after_large_frame(framed.read_buffer_mut());
-                    self.peer.set_event_notices(self.shared.event_notices());
-                    self.on_frame(frame);
-                    // Frames already received are answered together, in one write: a client
-                    // that pipelines events gets its acknowledgements in few TLS records.
-                    for _ in 0..BURST {
-                        if self.ending.is_some() || !self.may_read() {
-                            break;
-                        }
-                        match framed.next().now_or_never() {
-                            Some(frame) => self.on_frame(frame),
-                            None => break,
+            // What a step left to write (commands heard during the last write) goes first.
+            if self.out.is_empty() {
+                let room = self.room_for_events();
+                let read = self.may_read();
+                tokio::select! {
+                    _ = self.kill.cancelled() => return,
+                    frame = framed.next(), if read => {
+                        crate::protocol::shrink_after_large_frame(framed.read_buffer_mut());
+                        self.peer.set_event_notices(self.shared.event_notices());
+                        self.on_frame(frame);
+                        // Frames already received are answered together, in one write: a client
+                        // that pipelines events gets its acknowledgements in few TLS records.
+                        for _ in 0..BURST {
+                            if self.ending.is_some() || !self.may_read() {
+                                break;
+                            }
+                            match framed.next().now_or_never() {
+                                Some(frame) => self.on_frame(frame),
+                                None => break,
+                            }
                         }
                     }
+                    () = self.shared.wait_for_room(), if !room => {
+                        self.peer.unread_until(Instant::now());
+                    }
+                    command = self.commands.recv() => self.on_command(command),
+                    () = expiry(self.deadline) => self.expired(),
                 }
-                () = self.shared.wait_for_room(), if !room => {
-                    self.peer.unread_until(Instant::now());
+                if matches!(self.ending, Some(Ending::Drop)) || self.out.is_empty() {
+                    continue;
                 }
-                command = self.commands.recv() => self.on_command(command),
-                () = expiry(self.deadline) => self.expired(),
-            }
-            if matches!(self.ending, Some(Ending::Drop)) || self.out.is_empty() {
-                continue;
             }
             // A peer that does not read holds the write up: meanwhile the server's commands
             // (a kick, close()'s goodbye) and the timer (a deadline, the goodbye's bound) are
@@ -229,8 +237,14 @@ impl Conn {
     /// While the embedder is behind with the server's events, a welcomed peer's socket is not
     /// read: the peer is held back by TCP instead of its events piling up here. Before HELLO
     /// a peer can cause no event but its own HELLO or violation, and its deadline runs.
-    fn may_read(&self) -> bool {
+    fn room_for_events(&self) -> bool {
         self.peer.phase() == Phase::AwaitHello || self.shared.room_for_events()
+    }
+
+    /// Whether the socket is read now: not while the embedder is behind with the server's
+    /// events, nor while [`MAX_UNDECIDED`] of this peer's events wait for its verdicts.
+    fn may_read(&self) -> bool {
+        self.room_for_events() && self.peer.awaiting_verdicts() < MAX_UNDECIDED
     }
 
     fn on_command(&mut self, command: Option<Command>) {

@@ -535,9 +535,15 @@ impl Peer {
     }
 }
 
+/// What the driver asks of the peer besides its inputs (the unit tests look at them too).
 impl Peer {
     pub(crate) fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// Events not acknowledged yet (waiting for their verdict or an earlier one's).
+    pub(crate) fn awaiting_verdicts(&self) -> usize {
+        self.pending.len()
     }
 }
 
@@ -559,11 +565,6 @@ impl Peer {
     /// waiting behind it (echoes included).
     pub(crate) fn unacked(&self) -> impl Iterator<Item = &Queued> {
         self.in_flight.iter().chain(self.outgoing.iter())
-    }
-
-    /// Events not acknowledged yet (waiting for their verdict or an earlier one's).
-    pub(crate) fn awaiting_verdicts(&self) -> usize {
-        self.pending.len()
     }
 
     /// When the timer expires, if it is armed.
@@ -1323,5 +1324,160 @@ mod tests {
                 Output::Timer(Some(later + LINGER)),
             ]
         );
+    }
+
+    #[test]
+    fn a_peer_that_says_no_hello_in_time_gets_bye_etimedout() {
+        let now = Instant::now();
+        let limit = Duration::from_millis(300);
+        let config = PeerConfig {
+            hello_timeout: Some(limit),
+            ..PeerConfig::default()
+        };
+        let mut peer = Peer::new(config.clone(), now, EPOCH_MS);
+        assert_eq!(
+            peer.accepted(now),
+            [
+                Output::Timer(Some(now + limit)),
+                Output::Emit(Notice::Connection)
+            ]
+        );
+        assert_eq!(peer.timeout(now + limit / 2), []);
+        let late = now + limit;
+        assert_violation(
+            &peer.timeout(late),
+            ErrorCode::TimedOut,
+            "No HELLO within 300 ms.",
+            late,
+        );
+        assert_eq!(peer.phase(), Phase::Closing);
+
+        // HELLO in time stops the deadline (no idle limit here).
+        let mut peer = Peer::new(config, now, EPOCH_MS);
+        peer.accepted(now);
+        let out = peer.receive(Message::hello("pi"), now + limit / 2);
+        assert_eq!(out[2], Output::Timer(None));
+        assert_eq!(peer.deadline(), None);
+        assert_eq!(peer.timeout(now + limit), []);
+    }
+
+    #[test]
+    fn the_hello_deadline_starts_after_the_tls_handshake() {
+        let now = Instant::now();
+        let config = PeerConfig {
+            handshake_timeout: Some(Duration::from_secs(10)),
+            hello_timeout: Some(Duration::from_secs(1)),
+            ..PeerConfig::default()
+        };
+        let mut peer = Peer::new(config, now, EPOCH_MS);
+        peer.accepted(now);
+        let secured = now + Duration::from_secs(5);
+        assert_eq!(
+            peer.secured(secured),
+            [
+                Output::Timer(Some(secured + Duration::from_secs(1))),
+                Output::Emit(Notice::Connection)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_peer_idle_past_the_limit_gets_bye_etimedout_and_one_that_talks_does_not() {
+        let now = Instant::now();
+        let limit = Duration::from_secs(1);
+        let config = PeerConfig {
+            echo: false,
+            idle_timeout: Some(limit),
+            ..PeerConfig::default()
+        };
+        let mut peer = connected(config, now);
+        let out = peer.receive(Message::hello("pi"), now);
+        assert_eq!(out[2], Output::Timer(Some(now + limit)));
+        peer.held(None);
+        // Heard at +600 ms: the timer, due at +1 s, is armed again for +1.6 s.
+        let t1 = now + Duration::from_millis(600);
+        assert_eq!(
+            peer.receive(event("e1"), t1),
+            [
+                Output::Emit(Notice::Event {
+                    number: 1,
+                    id: id("e1"),
+                    kind: "ping".into(),
+                    bundle: Value::Map(vec![("n".into(), id("e1"))]),
+                    decide: false,
+                }),
+                acked("e1")
+            ]
+        );
+        assert_eq!(peer.timeout(now + limit), [Output::Timer(Some(t1 + limit))]);
+        // Not read meanwhile (the embedder was behind): that time is not idleness.
+        let t2 = t1 + Duration::from_millis(900);
+        peer.unread_until(t2);
+        assert_eq!(peer.timeout(t1 + limit), [Output::Timer(Some(t2 + limit))]);
+        assert_violation(
+            &peer.timeout(t2 + limit),
+            ErrorCode::TimedOut,
+            "Idle for 1000 ms.",
+            t2 + limit,
+        );
+    }
+
+    #[test]
+    fn a_peer_that_leaves_too_many_echoes_unacknowledged_gets_bye_equeuefull() {
+        let now = Instant::now();
+        let config = PeerConfig {
+            event_notices: false,
+            max_echoes: 2,
+            ..PeerConfig::default()
+        };
+        let message = "Too many unacknowledged echoes: more than 2 or 67108864 bytes of them.";
+        let mut peer = live(config.clone(), now);
+        // e1's echo goes out; e2's and e3's wait behind it: the bound, not over it.
+        assert_eq!(writes(&peer.receive(event("e1"), now)).len(), 2);
+        assert_eq!(peer.receive(event("e2"), now), [acked("e2")]);
+        assert_eq!(peer.receive(event("e3"), now), [acked("e3")]);
+        let out = peer.receive(event("e4"), now);
+        assert_eq!(out[0], acked("e4"));
+        assert_violation(&out[1..], ErrorCode::QueueFull, message, now);
+        assert_eq!(
+            peer.closed(),
+            [Output::Timer(None), Output::Emit(Notice::Disconnect)]
+        );
+
+        // A peer that acknowledges its echoes keeps the queue short and stays.
+        let mut peer = live(config, now);
+        for n in 0..10 {
+            let name = format!("e{n}");
+            let out = peer.receive(event(&name), now);
+            let echo = peer.in_flight().unwrap().action.id.clone();
+            assert_eq!(writes(&out).len(), 2, "{out:?}");
+            peer.receive(ack_of(echo), now);
+        }
+        assert_eq!(peer.phase(), Phase::Live);
+
+        // The bytes are bounded too.
+        let mut peer = live(
+            PeerConfig {
+                event_notices: false,
+                max_echo_bytes: 1000,
+                ..PeerConfig::default()
+            },
+            now,
+        );
+        let big = |n: &str| Message::Event {
+            id: id(n),
+            kind: "blob".into(),
+            bundle: Value::Binary(bytes::Bytes::from(vec![0u8; 600])),
+        };
+        peer.receive(big("b1"), now);
+        assert_eq!(peer.receive(big("b2"), now), [acked("b2")]);
+        let out = peer.receive(big("b3"), now);
+        assert!(matches!(
+            &out[1],
+            Output::Emit(Notice::ClientError {
+                code: ErrorCode::QueueFull,
+                ..
+            })
+        ));
     }
 }
