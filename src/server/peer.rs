@@ -32,8 +32,11 @@ const MAXIMUM_BUFFER: &str = "Maximum buffer size exceeded.";
 
 /// Most echoes a peer may leave waiting behind the action in flight (it keeps sending events
 /// but acknowledges no echo): beyond this, or [`MAX_ECHO_BYTES`], it is disconnected
-/// (`EQUEUEFULL`).
-pub(crate) const MAX_ECHOES: usize = 1024;
+/// (`EQUEUEFULL`). Generous: echoes go one at a time, so a client that pipelines its events
+/// (`maxInFlight`) has about as many echoes waiting as it has sent events, up to its
+/// `maxQueueSize` (100,000). Its reading cannot be paused instead: its acknowledgements come
+/// behind its events.
+pub(crate) const MAX_ECHOES: usize = 100_000;
 
 /// Most bytes of echo parameters a peer may leave waiting (see [`MAX_ECHOES`]).
 pub(crate) const MAX_ECHO_BYTES: usize = 64 * 1024 * 1024;
