@@ -60,6 +60,17 @@ test('destroy() finishes at once, also during a close() held up by a peer that s
   client.destroy()
 })
 
+test('destroy() right after close() does not wait for the close() either', async (t) => {
+  const server = await start(t)
+  const client = await stuckPeer(server)
+  let closed = false
+  server.close(() => { closed = true })
+  await within(new Promise((resolve) => server.destroy(resolve)), scaled(2000), 'destroy()')
+  t.true(closed)
+  t.false(server.listening)
+  client.destroy()
+})
+
 test('connections that never say HELLO are closed at the HELLO deadline, with BYE ETIMEDOUT', async (t) => {
   const server = await start(t, { helloTimeout: 300 })
   const errors = []

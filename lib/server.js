@@ -54,10 +54,11 @@ class Server extends EventEmitter {
     this._closesStarted = 0
     this._closeNotices = 0
     this._closeCallbacks = new Map()
-    // Graceful closes asked for and not finished; one that runs, and whether destroy() came.
-    this._gracefulPending = 0
+    // Graceful closes: how many were asked for, the last one a destroy() came after, and
+    // whether one is under way.
+    this._gracefulAsked = 0
+    this._dropUpTo = 0
     this._gracefulRunning = false
-    this._destroying = false
     // Native calls run one after another, so close() right after listen() closes what it opened.
     this._queue = Promise.resolve()
     // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...).
@@ -168,21 +169,17 @@ class Server extends EventEmitter {
   // destroy() does not wait behind a close() held up by its peers: it makes every close() asked
   // for before it drop the connections too (the one under way at once), then runs as usual.
   _shutdown (graceful, callback, reportNotRunning) {
+    let operation = () => this._native.close(false)
     if (graceful) {
-      this._gracefulPending++
-    } else if (this._gracefulPending > 0) {
-      this._destroying = true
+      const nth = ++this._gracefulAsked
+      operation = () => {
+        this._gracefulRunning = true
+        return this._native.close(nth > this._dropUpTo).finally(() => { this._gracefulRunning = false })
+      }
+    } else {
+      this._dropUpTo = this._gracefulAsked
       if (this._gracefulRunning) this._native.dropConnections()
     }
-    const operation = graceful
-      ? () => {
-          this._gracefulRunning = true
-          return this._native.close(!this._destroying).finally(() => {
-            this._gracefulRunning = false
-            if (--this._gracefulPending === 0) this._destroying = false
-          })
-        }
-      : () => this._native.close(false)
     this._run(operation).then((wasListening) => {
       if (!wasListening) {
         if (!callback) return
