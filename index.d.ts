@@ -107,6 +107,20 @@ export interface ServerOptions {
    */
   echo?: boolean
   /**
+   * Milliseconds a connected peer (past the TLS handshake) may take to say HELLO; then it gets
+   * `BYE {error: {code: 'ETIMEDOUT'}}`, is disconnected and reported as `clientError`. 0 for
+   * no limit.
+   * @default 10000
+   */
+  helloTimeout?: number
+  /**
+   * Milliseconds a welcomed peer may send nothing; then it gets `BYE {error: {code:
+   * 'ETIMEDOUT'}}`, is disconnected and reported as `clientError`. The protocol has no
+   * heartbeat, so a quiet device sends nothing at all: 0, the default, is no limit.
+   * @default 0
+   */
+  idleTimeout?: number
+  /**
    * Decides each event's acknowledgement: return nothing (accept), or `{code, message}`, an
    * `Error`, or `false` (reject), or a Promise of one of those; a throw rejects.
    */
@@ -155,7 +169,8 @@ export interface ServerEvents extends EmitterEvents {
   acknowledgement: (ack: ActionAcknowledgement, connection: Connection) => void
   /**
    * A peer broke the protocol or failed the TLS handshake (`EPROTO`, `IM491`, `ETLS`,
-   * `ETIMEDOUT`); it got BYE with the error where possible and was disconnected.
+   * `ETIMEDOUT` also for `helloTimeout` and `idleTimeout`, `EQUEUEFULL` for echoes left
+   * unacknowledged); it got BYE with the error where possible and was disconnected.
    */
   clientError: (err: GatewayError, connection: Connection | null) => void
   /** A peer's connection ended. */

@@ -10,6 +10,16 @@ const { newId } = require('./ids')
 // What an option left out is: the one table of defaults, src/defaults.rs.
 const DEFAULTS = optionDefaults().server
 
+// A duration option in milliseconds (0 for none), or the table's default when left out.
+function millis (value, name) {
+  if (value === undefined || value === null) return DEFAULTS[name]
+  const number = Number(value)
+  if (!Number.isInteger(number) || number < 0 || number > 0xffffffff) {
+    throw gatewayError(`options.${name} must be a non-negative integer.`, 'ERR_INVALID_ARG_VALUE', RangeError)
+  }
+  return number
+}
+
 // What an `onEvent` handler returned, as the acknowledgement to send.
 function verdictOf (result) {
   if (result === undefined || result === null || result === true) return null
@@ -44,6 +54,11 @@ class Server extends EventEmitter {
     this._closesStarted = 0
     this._closeNotices = 0
     this._closeCallbacks = new Map()
+    // Graceful closes: how many were asked for, the last one a destroy() came after, and
+    // whether one is under way.
+    this._gracefulAsked = 0
+    this._dropUpTo = 0
+    this._gracefulRunning = false
     // Native calls run one after another, so close() right after listen() closes what it opened.
     this._queue = Promise.resolve()
     // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...),
@@ -60,7 +75,9 @@ class Server extends EventEmitter {
       cert,
       ca,
       echo: options.echo === undefined || options.echo === null ? DEFAULTS.echo : options.echo !== false,
-      decideEvents: typeof options.onEvent === 'function'
+      decideEvents: typeof options.onEvent === 'function',
+      helloTimeout: millis(options.helloTimeout, 'helloTimeout'),
+      idleTimeout: millis(options.idleTimeout, 'idleTimeout')
     })
     // Events cross into JavaScript only while someone listens for them (or decides them).
     this._native.setEventNotices(false)
@@ -157,8 +174,21 @@ class Server extends EventEmitter {
   // The native close resolves apart from the `close` notice, in either order: the callback
   // of the n-th close that stopped a listening server runs on the n-th `close` notice,
   // whichever of the two comes last.
+  // destroy() does not wait behind a close() held up by its peers: it makes every close() asked
+  // for before it drop the connections too (the one under way at once), then runs as usual.
   _shutdown (graceful, callback, reportNotRunning) {
-    this._run(() => this._native.close(graceful)).then((wasListening) => {
+    let operation = () => this._native.close(false)
+    if (graceful) {
+      const nth = ++this._gracefulAsked
+      operation = () => {
+        this._gracefulRunning = true
+        return this._native.close(nth > this._dropUpTo).finally(() => { this._gracefulRunning = false })
+      }
+    } else {
+      this._dropUpTo = this._gracefulAsked
+      if (this._gracefulRunning) this._native.dropConnections()
+    }
+    this._run(operation).then((wasListening) => {
       if (!wasListening) {
         if (!callback) return
         if (reportNotRunning) callback(gatewayError('Server is not running.', 'ERR_SERVER_NOT_RUNNING'))

@@ -44,6 +44,14 @@ pub const KEEP_ALIVE: Option<Duration> = Some(Duration::from_millis(15_000));
 /// The bundled server echoes every accepted event back as an action (`Server`'s `echo`).
 pub const ECHO: bool = true;
 
+/// How long the bundled server waits for a connected peer's HELLO (`Server`'s `helloTimeout`);
+/// `None` (0 in JavaScript) is for ever. Not in the original, whose server waited for ever.
+pub const HELLO_TIMEOUT: Option<Duration> = Some(Duration::from_millis(10_000));
+
+/// How long the bundled server lets a welcomed peer send nothing (`Server`'s `idleTimeout`):
+/// for ever, since the protocol has no heartbeat and a quiet device sends nothing at all.
+pub const IDLE_TIMEOUT: Option<Duration> = None;
+
 /// When the durable outbox syncs its writes (`outbox.sync`): group commit every
 /// [`OUTBOX_SYNC_INTERVAL`]. Not in the original (which has no outbox).
 pub const OUTBOX_SYNC: &str = "interval";
@@ -73,9 +81,16 @@ mod tests {
         assert_eq!(millis(CONNECT_TIMEOUT), 30_000);
         assert_eq!(millis(ACK_TIMEOUT), 0);
         assert_eq!(millis(KEEP_ALIVE), 15_000);
-        for d in [Some(RECONNECT_DELAY), CONNECT_TIMEOUT, KEEP_ALIVE]
-            .into_iter()
-            .flatten()
+        assert_eq!(millis(HELLO_TIMEOUT), 10_000);
+        assert_eq!(millis(IDLE_TIMEOUT), 0);
+        for d in [
+            Some(RECONNECT_DELAY),
+            CONNECT_TIMEOUT,
+            KEEP_ALIVE,
+            HELLO_TIMEOUT,
+        ]
+        .into_iter()
+        .flatten()
         {
             assert_eq!(d.subsec_nanos() % 1_000_000, 0);
             assert_ne!(d, Duration::ZERO, "0 means none in JavaScript");

@@ -170,8 +170,7 @@ impl Pair {
                 echo,
                 decide_events,
                 event_notices: true,
-                handshake_timeout: None,
-                linger: peer::LINGER,
+                ..PeerConfig::default()
             },
             held: VecDeque::new(),
             decisions: Vec::new(),

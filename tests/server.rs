@@ -240,3 +240,111 @@ async fn close_releases_the_port() {
     assert_eq!(again.port(), port);
     server.close(true).await;
 }
+
+#[tokio::test]
+async fn an_embedder_behind_with_events_holds_the_peers_back_and_loses_none() {
+    let options = ServerOptions {
+        echo: false,
+        event_backlog: Some(64 * 1024),
+        ..ServerOptions::default()
+    };
+    let (server, mut events, port) = start(options).await;
+    let peer = connect(port).await;
+    let (mut sink, mut stream) = peer.split();
+    sink.send(Message::hello("dev").to_frame()).await.unwrap();
+    let count = 200;
+    let sending = tokio::spawn(async move {
+        for n in 0..count {
+            let message = Message::Event {
+                id: Value::String(format!("e{n}")),
+                kind: "blob".into(),
+                bundle: Value::Binary(vec![7u8; 4096].into()),
+            };
+            sink.feed(message.to_frame()).await.unwrap();
+        }
+        sink.flush().await.unwrap();
+        sink
+    });
+    let mut acks = 0;
+    let mut read_acks = async |acks: &mut usize, wait: Duration| {
+        while let Ok(Some(frame)) = tokio::time::timeout(wait, stream.next()).await {
+            if let Message::Acknowledgement { .. } = Message::from_frame(&frame.unwrap()).unwrap() {
+                *acks += 1;
+            }
+        }
+    };
+    // Nothing delivered: the server stops reading once about 64 KiB of events wait.
+    read_acks(&mut acks, Duration::from_millis(500)).await;
+    assert!(acks < count / 4, "{acks} events were read");
+    // Delivered as they come: every event arrives, in order, and is acknowledged.
+    let mut seen = 0;
+    while seen < count {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("the next event in time")
+            .unwrap();
+        server.delivered(event.weight());
+        if let ServerEvent::Event { id, .. } = event {
+            assert_eq!(id, Value::String(format!("e{seen}")));
+            seen += 1;
+        }
+    }
+    read_acks(&mut acks, Duration::from_millis(500)).await;
+    assert_eq!(acks, count);
+    drop(sending.await.unwrap());
+    server.close(false).await;
+}
+
+#[tokio::test]
+async fn a_peer_stops_being_read_while_256_of_its_events_wait_for_verdicts() {
+    let options = ServerOptions {
+        echo: false,
+        decide_events: true,
+        ..ServerOptions::default()
+    };
+    let (server, mut events, port) = start(options).await;
+    let mut peer = connect(port).await;
+    handshake(&mut peer, "dev").await;
+    let count = 400;
+    for n in 0..count {
+        peer.feed(event(&format!("e{n}"), "ping").to_frame())
+            .await
+            .unwrap();
+    }
+    SinkExt::<Message>::flush(&mut peer).await.unwrap();
+    let mut decisions = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await {
+        if let ServerEvent::Event { decision, .. } = e {
+            decisions.push(decision.unwrap());
+        }
+    }
+    assert_eq!(decisions.len(), 256);
+    // Decided, the rest is read, and every event acknowledged in order.
+    let mut n = 0;
+    while n < count {
+        for d in decisions.drain(..) {
+            assert!(server.decide(d, Verdict::Accept));
+        }
+        for _ in 0..256.min(count - n) {
+            let ack = next(&mut peer).await;
+            assert_eq!(
+                ack,
+                Message::Acknowledgement {
+                    correlid: Value::String(format!("e{n}")),
+                    status: 0,
+                    error: None
+                }
+            );
+            n += 1;
+        }
+        while let Ok(Some(e)) =
+            tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+        {
+            if let ServerEvent::Event { decision, .. } = e {
+                decisions.push(decision.unwrap());
+            }
+        }
+    }
+    assert!(decisions.is_empty());
+    server.close(false).await;
+}

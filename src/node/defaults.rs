@@ -27,6 +27,8 @@ pub struct ClientDefaults {
 pub struct ServerDefaults {
     pub port: u32,
     pub echo: bool,
+    pub hello_timeout: u32,
+    pub idle_timeout: u32,
 }
 
 /// The defaults of `new Client({ outbox })`.
@@ -66,6 +68,8 @@ pub fn option_defaults() -> OptionDefaults {
         server: ServerDefaults {
             port: u32::from(defaults::PORT),
             echo: defaults::ECHO,
+            hello_timeout: defaults::millis(defaults::HELLO_TIMEOUT),
+            idle_timeout: defaults::millis(defaults::IDLE_TIMEOUT),
         },
         outbox: OutboxDefaults {
             sync: defaults::OUTBOX_SYNC.to_owned(),

@@ -46,6 +46,18 @@ pub struct NativeServerOptions {
     pub ca: Option<Vec<Buffer>>,
     pub echo: Option<bool>,
     pub decide_events: Option<bool>,
+    /// Milliseconds; 0 for none.
+    pub hello_timeout: Option<u32>,
+    pub idle_timeout: Option<u32>,
+}
+
+/// Milliseconds from JavaScript, 0 for none; left out, the table's default.
+fn duration(ms: Option<u32>, default: Option<Duration>) -> Option<Duration> {
+    match ms {
+        None => default,
+        Some(0) => None,
+        Some(ms) => Some(Duration::from_millis(u64::from(ms))),
+    }
 }
 
 /// A code and message for index.js to turn into an `Error`.
@@ -201,15 +213,40 @@ fn to_notice(event: ServerEvent) -> ServerNotice {
 }
 
 /// Forwards server events to JavaScript in batches until the server reports `Closed`, then
-/// puts the receiver back for the next `listen()` and drops the threadsafe function.
-fn spawn_pump(inbox: Inbox, mut rx: mpsc::UnboundedReceiver<ServerEvent>, sink: EventSink) {
+/// puts the receiver back for the next `listen()` and drops the threadsafe function. Each
+/// batch counts as delivered (`Server::delivered`) once JavaScript has returned from it: until
+/// then it is part of the server's event backlog, which holds the peers back when it grows.
+fn spawn_pump(
+    server: Arc<Server>,
+    inbox: Inbox,
+    mut rx: mpsc::UnboundedReceiver<ServerEvent>,
+    sink: EventSink,
+) {
     napi::bindgen_prelude::spawn(async move {
+        let deliver = |batch: Vec<ServerNotice>, weight: usize| {
+            let taken = server.clone();
+            let status = sink.call_with_return_value(
+                batch,
+                ThreadsafeFunctionCallMode::NonBlocking,
+                move |returned, _env| {
+                    taken.delivered(weight);
+                    // A throw in a listener stays an uncaught exception, as without this.
+                    returned
+                },
+            );
+            if status != Status::Ok {
+                // Never to reach JavaScript (it is going away): not owed either.
+                server.delivered(weight);
+            }
+        };
         while let Some(first) = rx.recv().await {
             let mut batch = Vec::new();
+            let mut weight = 0;
             let mut next = Some(first);
             let mut closed = false;
             while let Some(event) = next {
                 closed = event == ServerEvent::Closed;
+                weight += event.weight();
                 batch.push(to_notice(event));
                 if closed {
                     break;
@@ -220,10 +257,10 @@ fn spawn_pump(inbox: Inbox, mut rx: mpsc::UnboundedReceiver<ServerEvent>, sink: 
                 // Given back before JavaScript hears of the close, so that a listen() made
                 // from the close callback finds the server's events ready for it.
                 inbox.put(rx);
-                sink.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+                deliver(batch, weight);
                 return;
             }
-            sink.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+            deliver(batch, weight);
         }
         inbox.put(rx);
     });
@@ -285,6 +322,9 @@ impl NativeServer {
                 tls,
                 echo: options.echo.unwrap_or(crate::defaults::ECHO),
                 decide_events: options.decide_events.unwrap_or(false),
+                hello_timeout: duration(options.hello_timeout, crate::defaults::HELLO_TIMEOUT),
+                idle_timeout: duration(options.idle_timeout, crate::defaults::IDLE_TIMEOUT),
+                event_backlog: Some(crate::server::EVENT_BACKLOG),
                 ..ServerOptions::default()
             },
             tx,
@@ -319,7 +359,7 @@ impl NativeServer {
         };
         match self.server.listen(host.as_deref(), port).await {
             Ok(addr) => {
-                spawn_pump(self.inbox.clone(), rx, on_events);
+                spawn_pump(self.server.clone(), self.inbox.clone(), rx, on_events);
                 Ok(Listened {
                     address: Some(address(addr)),
                     error: None,
@@ -346,6 +386,12 @@ impl NativeServer {
     #[napi(catch_unwind)]
     pub fn kick(&self) {
         self.server.kick();
+    }
+
+    /// Drops every connection now, without BYE: `destroy()` during a `close()`.
+    #[napi(catch_unwind)]
+    pub fn drop_connections(&self) {
+        self.server.drop_connections();
     }
 
     /// Stops listening and ends every connection: with BYE when `graceful`, at once otherwise.

@@ -17,12 +17,16 @@ use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use super::peer::{Notice, Output, Peer, PeerConfig, LINGER};
+use super::peer::{Notice, Output, Peer, PeerConfig, Phase};
 use super::{Awaited, Command, ConnEntry, ConnectionInfo, Queued, ServerEvent, Shared, State};
 use crate::protocol::{Frame, FrameCodec, FrameError, Message};
 
 /// Frames read in one go before the answers are written.
 const BURST: usize = 256;
+
+/// Most events of one connection that may wait for the embedder's verdicts (with
+/// `decide_events`): beyond them the socket is not read until verdicts come.
+const MAX_UNDECIDED: usize = 256;
 
 /// Why the serving loop stops.
 enum Ending {
@@ -75,7 +79,9 @@ pub(super) async fn run(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr)
             .tls
             .is_some()
             .then_some(shared.options.handshake_timeout),
-        linger: LINGER,
+        hello_timeout: shared.options.hello_timeout,
+        idle_timeout: shared.options.idle_timeout,
+        ..PeerConfig::default()
     };
     let mut conn = Conn {
         peer: Peer::new(config, now, unix_ms()),
@@ -144,39 +150,41 @@ impl Conn {
             if self.ending.is_some() {
                 break;
             }
-            tokio::select! {
-                _ = self.kill.cancelled() => return,
-                frame = framed.next() => {
-                    crate::protocol::shrink_after_large_frame(framed.read_buffer_mut());
-                    self.peer.set_event_notices(self.shared.event_notices());
-                    self.on_frame(frame);
-                    // Frames already received are answered together, in one write: a client
-                    // that pipelines events gets its acknowledgements in few TLS records.
-                    for _ in 0..BURST {
-                        if self.ending.is_some() {
-                            break;
-                        }
-                        match framed.next().now_or_never() {
-                            Some(frame) => self.on_frame(frame),
-                            None => break,
+            // What a step left to write (commands heard during the last write) goes first.
+            if self.out.is_empty() {
+                let room = self.room_for_events();
+                let read = self.may_read();
+                tokio::select! {
+                    _ = self.kill.cancelled() => return,
+                    frame = framed.next(), if read => {
+                        crate::protocol::shrink_after_large_frame(framed.read_buffer_mut());
+                        self.peer.set_event_notices(self.shared.event_notices());
+                        self.on_frame(frame);
+                        // Frames already received are answered together, in one write: a client
+                        // that pipelines events gets its acknowledgements in few TLS records.
+                        for _ in 0..BURST {
+                            if self.ending.is_some() || !self.may_read() {
+                                break;
+                            }
+                            match framed.next().now_or_never() {
+                                Some(frame) => self.on_frame(frame),
+                                None => break,
+                            }
                         }
                     }
+                    () = self.shared.wait_for_room(), if !room => {
+                        self.peer.unread_until(Instant::now());
+                    }
+                    command = self.commands.recv() => self.on_command(command),
+                    () = expiry(self.deadline) => self.expired(),
                 }
-                command = self.commands.recv() => {
-                    let outputs = match command {
-                        Some(Command::Kick) | None => self.peer.kick(Instant::now()),
-                        Some(Command::Action(queued)) => self.peer.queue(queued),
-                        Some(Command::Verdict { number, verdict }) => {
-                            self.peer.verdict(number, verdict, Instant::now())
-                        }
-                    };
-                    self.apply(outputs);
+                if matches!(self.ending, Some(Ending::Drop)) || self.out.is_empty() {
+                    continue;
                 }
-                () = expiry(self.deadline) => self.expired(),
             }
-            if self.ending.is_some() || self.out.is_empty() {
-                continue;
-            }
+            // A peer that does not read holds the write up: meanwhile the server's commands
+            // (a kick, close()'s goodbye) and the timer (a deadline, the goodbye's bound) are
+            // still heard; what they write waits for this write.
             let out = std::mem::take(&mut self.out);
             let write = async {
                 for message in out {
@@ -184,12 +192,22 @@ impl Conn {
                 }
                 SinkExt::<Message>::flush(&mut framed).await
             };
-            let written = tokio::select! {
-                r = write => r.is_ok(),
-                _ = self.kill.cancelled() => false,
-            };
-            if !written {
-                return;
+            tokio::pin!(write);
+            loop {
+                tokio::select! {
+                    r = &mut write => {
+                        if r.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    _ = self.kill.cancelled() => return,
+                    command = self.commands.recv() => self.on_command(command),
+                    () = expiry(self.deadline) => self.expired(),
+                }
+                if matches!(self.ending, Some(Ending::Drop)) {
+                    return;
+                }
             }
         }
         let Some(Ending::Goodbye { linger }) = self.ending else {
@@ -216,6 +234,30 @@ impl Conn {
         }
     }
 
+    /// While the embedder is behind with the server's events, a welcomed peer's socket is not
+    /// read: the peer is held back by TCP instead of its events piling up here. Before HELLO
+    /// a peer can cause no event but its own HELLO or violation, and its deadline runs.
+    fn room_for_events(&self) -> bool {
+        self.peer.phase() == Phase::AwaitHello || self.shared.room_for_events()
+    }
+
+    /// Whether the socket is read now: not while the embedder is behind with the server's
+    /// events, nor while [`MAX_UNDECIDED`] of this peer's events wait for its verdicts.
+    fn may_read(&self) -> bool {
+        self.room_for_events() && self.peer.awaiting_verdicts() < MAX_UNDECIDED
+    }
+
+    fn on_command(&mut self, command: Option<Command>) {
+        let outputs = match command {
+            Some(Command::Kick) | None => self.peer.kick(Instant::now()),
+            Some(Command::Action(queued)) => self.peer.queue(queued),
+            Some(Command::Verdict { number, verdict }) => {
+                self.peer.verdict(number, verdict, Instant::now())
+            }
+        };
+        self.apply(outputs);
+    }
+
     fn on_frame(&mut self, frame: Option<Result<Frame, FrameError>>) {
         let now = Instant::now();
         let outputs = match frame {
@@ -237,6 +279,9 @@ impl Conn {
         let now = self
             .deadline
             .map_or_else(Instant::now, |d| d.max(Instant::now()));
+        if !self.may_read() {
+            self.peer.unread_until(now);
+        }
         let outputs = self.peer.timeout(now);
         self.apply(outputs);
     }

@@ -17,12 +17,12 @@ pub(crate) mod peer;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,7 +41,20 @@ pub struct ServerOptions {
     pub decide_events: bool,
     /// How long a client may take to finish the TLS handshake.
     pub handshake_timeout: Duration,
+    /// How long a connected client may take to say HELLO; `None` for ever.
+    pub hello_timeout: Option<Duration>,
+    /// How long a welcomed client may send nothing before it is disconnected; `None` for ever.
+    pub idle_timeout: Option<Duration>,
+    /// Most [`ServerEvent::weight`] of events reported and not yet [`Server::delivered`]: while
+    /// more are, no connection reads from its socket, so a slow embedder holds the peers back
+    /// instead of events piling up. `None` (the default for a Rust embedder, which need not
+    /// call `delivered`) is no bound; the Node binding sets [`EVENT_BACKLOG`].
+    pub event_backlog: Option<usize>,
 }
+
+/// The Node binding's [`ServerOptions::event_backlog`]: events of about this many bytes may
+/// wait for JavaScript.
+pub const EVENT_BACKLOG: usize = 16 * 1024 * 1024;
 
 impl Default for ServerOptions {
     fn default() -> Self {
@@ -50,6 +63,9 @@ impl Default for ServerOptions {
             echo: defaults::ECHO,
             decide_events: false,
             handshake_timeout: Duration::from_secs(10),
+            hello_timeout: defaults::HELLO_TIMEOUT,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            event_backlog: None,
         }
     }
 }
@@ -117,6 +133,31 @@ pub enum ServerEvent {
     Closed,
 }
 
+impl ServerEvent {
+    /// About how many bytes the event holds: what [`ServerOptions::event_backlog`] counts.
+    pub fn weight(&self) -> usize {
+        const NOTICE: usize = 256;
+        match self {
+            ServerEvent::Event { id, bundle, .. } => NOTICE + weight(id) + weight(bundle),
+            ServerEvent::Acknowledgement { correlid, .. } => NOTICE + weight(correlid),
+            _ => NOTICE,
+        }
+    }
+}
+
+/// About how many bytes a value holds: its payload and a word or two per item.
+pub(crate) fn weight(value: &Value) -> usize {
+    const ITEM: usize = 32;
+    ITEM + match value {
+        Value::Nil | Value::Bool(_) | Value::Number(_) | Value::Date(_) => 0,
+        Value::String(s) => s.len(),
+        Value::Text(t) => t.bytes().len(),
+        Value::Binary(b) | Value::Ext(_, b) => b.len(),
+        Value::Array(items) => items.iter().map(weight).sum(),
+        Value::Map(entries) => entries.iter().map(|(k, v)| k.len() + weight(v)).sum(),
+    }
+}
+
 /// An action waiting for delivery; echoes have no ticket and are not redelivered.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Queued {
@@ -181,6 +222,10 @@ impl State {
 pub(crate) struct Shared {
     options: ServerOptions,
     events: mpsc::UnboundedSender<ServerEvent>,
+    /// The weight of the events reported and not yet delivered (with an `event_backlog`).
+    backlog: AtomicUsize,
+    /// Woken when `backlog` falls.
+    room: Notify,
     /// Report every event (on by default); a busy gateway whose embedder does not look at
     /// events saves the work. Events awaiting a decision are always reported.
     event_notices: AtomicBool,
@@ -198,8 +243,33 @@ impl Shared {
     }
 
     fn emit(&self, event: ServerEvent) {
+        if self.options.event_backlog.is_some() {
+            self.backlog.fetch_add(event.weight(), Ordering::Relaxed);
+        }
         // The embedder may have stopped listening; nothing is owed to it then.
         let _ = self.events.send(event);
+    }
+
+    /// Whether the events waiting for the embedder are within the bound: connections read
+    /// only then.
+    fn room_for_events(&self) -> bool {
+        self.options
+            .event_backlog
+            .is_none_or(|limit| self.backlog.load(Ordering::Relaxed) <= limit)
+    }
+
+    /// Resolves once [`Shared::room_for_events`] holds.
+    async fn wait_for_room(&self) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            // Registered before the check, so a `delivered` in between is not missed.
+            room.as_mut().enable();
+            if self.room_for_events() {
+                return;
+            }
+            room.await;
+        }
     }
 }
 
@@ -216,6 +286,8 @@ impl Server {
             shared: Arc::new(Shared {
                 options,
                 events,
+                backlog: AtomicUsize::new(0),
+                room: Notify::new(),
                 event_notices: AtomicBool::new(true),
                 state: Mutex::new(State::default()),
             }),
@@ -277,6 +349,19 @@ impl Server {
         self.shared.state().listening.as_ref().map(|(a, _)| *a)
     }
 
+    /// The embedder has taken in events of this [`ServerEvent::weight`] in all (with an
+    /// [`ServerOptions::event_backlog`]): connections held back by it read again.
+    pub fn delivered(&self, weight: usize) {
+        let shared = &self.shared;
+        // Saturating: events reported before a close may be delivered after the next listen.
+        let _ = shared
+            .backlog
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(weight))
+            });
+        shared.room.notify_waiters();
+    }
+
     /// Whether [`ServerEvent::Event`] is reported for events that need no decision.
     pub fn set_event_notices(&self, on: bool) {
         self.shared.event_notices.store(on, Ordering::Relaxed);
@@ -286,6 +371,19 @@ impl Server {
     pub fn kick(&self) {
         for entry in self.shared.state().conns.values() {
             let _ = entry.commands.send(Command::Kick);
+        }
+    }
+
+    /// Drops every connection at once, without BYE: what `close(false)` does to them, for a
+    /// graceful [`Server::close`] under way that should not wait any longer for its peers.
+    /// Connections accepted later by a server that is closing are dropped too.
+    pub fn drop_connections(&self) {
+        let mut state = self.shared.state();
+        if state.closing.is_some() {
+            state.closing = Some(false);
+        }
+        for entry in state.conns.values() {
+            entry.kill.cancel();
         }
     }
 

@@ -30,6 +30,17 @@ pub(crate) const LINGER: Duration = Duration::from_secs(10);
 
 const MAXIMUM_BUFFER: &str = "Maximum buffer size exceeded.";
 
+/// Most echoes a peer may leave waiting behind the action in flight (it keeps sending events
+/// but acknowledges no echo): beyond this, or [`MAX_ECHO_BYTES`], it is disconnected
+/// (`EQUEUEFULL`). Generous: echoes go one at a time, so a client that pipelines its events
+/// (`maxInFlight`) has about as many echoes waiting as it has sent events, up to its
+/// `maxQueueSize` (100,000). Its reading cannot be paused instead: its acknowledgements come
+/// behind its events.
+pub(crate) const MAX_ECHOES: usize = 100_000;
+
+/// Most bytes of echo parameters a peer may leave waiting (see [`MAX_ECHOES`]).
+pub(crate) const MAX_ECHO_BYTES: usize = 64 * 1024 * 1024;
+
 /// The server options that shape one connection's protocol.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PeerConfig {
@@ -41,17 +52,29 @@ pub(crate) struct PeerConfig {
     pub event_notices: bool,
     /// With TLS, how long the handshake may take; `None` for plain TCP.
     pub handshake_timeout: Option<Duration>,
+    /// How long a connected peer may take to say HELLO; `None` for ever.
+    pub hello_timeout: Option<Duration>,
+    /// How long a welcomed peer may send nothing; `None` for ever.
+    pub idle_timeout: Option<Duration>,
+    /// Most echoes, and bytes of them, a peer may leave waiting ([`MAX_ECHOES`]).
+    pub max_echoes: usize,
+    pub max_echo_bytes: usize,
     /// How long a goodbye may take ([`LINGER`]).
     pub linger: Duration,
 }
 
 impl Default for PeerConfig {
+    /// The bare protocol: no deadline but the goodbye's (the server's options add theirs).
     fn default() -> PeerConfig {
         PeerConfig {
             echo: true,
             decide_events: false,
             event_notices: true,
             handshake_timeout: None,
+            hello_timeout: None,
+            idle_timeout: None,
+            max_echoes: MAX_ECHOES,
+            max_echo_bytes: MAX_ECHO_BYTES,
             linger: LINGER,
         }
     }
@@ -170,6 +193,11 @@ pub(crate) struct Peer {
     in_flight: Option<Queued>,
     /// Live actions and echoes waiting for `in_flight` to clear.
     outgoing: VecDeque<Queued>,
+    /// How many of `outgoing` are echoes, and their parameters' weight (`super::weight`).
+    echoes: usize,
+    echo_bytes: usize,
+    /// When the peer last sent something (a frame), for the idle limit.
+    heard: Instant,
     /// Events waiting for their acknowledgement; the first one is always undecided.
     pending: VecDeque<PendingEvent>,
     /// The number of the last event.
@@ -192,6 +220,9 @@ impl Peer {
             asking: false,
             in_flight: None,
             outgoing: VecDeque::new(),
+            echoes: 0,
+            echo_bytes: 0,
+            heard: now,
             pending: VecDeque::new(),
             events: 0,
             deadline: None,
@@ -214,13 +245,18 @@ impl Peer {
         }
     }
 
-    /// The TLS handshake completed: the connection is announced and HELLO awaited.
+    /// The TLS handshake completed: the connection is announced and HELLO awaited, within
+    /// the HELLO deadline.
     pub(crate) fn secured(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase != Phase::Handshake {
             return out;
         }
-        self.stop_timer(&mut out);
+        match self.config.hello_timeout {
+            Some(limit) => self.set_timer(&mut out, now + limit),
+            None => self.stop_timer(&mut out),
+        }
+        self.heard = now;
         self.phase = Phase::AwaitHello;
         self.announced = true;
         out.push(Output::Emit(Notice::Connection));
@@ -251,6 +287,7 @@ impl Peer {
         if !self.phase.open() {
             return out;
         }
+        self.heard = now;
         match (message, self.phase) {
             (hello @ Message::Hello { .. }, Phase::AwaitHello) => {
                 self.device_name = hello.device_name().map(str::to_owned);
@@ -259,6 +296,11 @@ impl Peer {
                 }));
                 out.push(Output::Write(Message::Welcome));
                 self.phase = Phase::Holding;
+                // The HELLO deadline gives way to the idle limit.
+                match self.config.idle_timeout {
+                    Some(limit) => self.set_timer(&mut out, now + limit),
+                    None => self.stop_timer(&mut out),
+                }
                 self.send_next(&mut out);
             }
             (Message::Hello { .. }, _) => {
@@ -327,6 +369,7 @@ impl Peer {
     pub(crate) fn malformed(&mut self, reason: impl Into<String>, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.open() {
+            self.heard = now;
             self.violation(&mut out, ErrorCode::Proto, reason, now);
         }
         out
@@ -411,8 +454,10 @@ impl Peer {
         out
     }
 
-    /// The timer expired (`now` is at least its deadline): the TLS handshake took too long, or
-    /// the goodbye did. Early or stale calls do nothing.
+    /// The timer expired (`now` is at least its deadline): the TLS handshake, the HELLO or the
+    /// goodbye took too long, or the peer may have been idle too long (the idle timer is armed
+    /// at HELLO and not moved by each message: when it expires it checks when the peer was
+    /// last heard, and is armed again if that was recent). Early or stale calls do nothing.
     pub(crate) fn timeout(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         match self.deadline {
@@ -427,8 +472,24 @@ impl Peer {
                 }));
                 self.drop_socket(&mut out);
             }
+            Phase::AwaitHello => {
+                let limit = self.config.hello_timeout.unwrap_or_default();
+                let message = format!("No HELLO within {} ms.", limit.as_millis());
+                self.violation(&mut out, ErrorCode::TimedOut, message, now);
+            }
+            Phase::Holding | Phase::Live => {
+                if let Some(limit) = self.config.idle_timeout {
+                    let due = self.heard + limit;
+                    if now >= due {
+                        let message = format!("Idle for {} ms.", limit.as_millis());
+                        self.violation(&mut out, ErrorCode::TimedOut, message, now);
+                    } else {
+                        self.set_timer(&mut out, due);
+                    }
+                }
+            }
             Phase::Closing => out.push(Output::Drop),
-            _ => {}
+            Phase::Closed => {}
         }
         out
     }
@@ -446,6 +507,7 @@ impl Peer {
         self.phase = Phase::Closed;
         self.asking = false;
         self.pending.clear();
+        (self.echoes, self.echo_bytes) = (0, 0);
         let unacked: Vec<Queued> = self
             .in_flight
             .take()
@@ -462,6 +524,13 @@ impl Peer {
         out
     }
 
+    /// The driver did not read from the socket until `now`, held back by the embedder (see
+    /// `ServerOptions::event_backlog`): the peer may have sent meanwhile, so that time does
+    /// not count towards the idle limit.
+    pub(crate) fn unread_until(&mut self, now: Instant) {
+        self.heard = self.heard.max(now);
+    }
+
     /// Whether events that need no decision are reported; the server's embedder may change
     /// it at any time, so the driver sets it before feeding messages.
     pub(crate) fn set_event_notices(&mut self, on: bool) {
@@ -469,14 +538,22 @@ impl Peer {
     }
 }
 
-/// What an outside observer (the unit tests, an in-memory harness) may look at; the driver
-/// needs none of it.
-#[cfg_attr(not(test), allow(dead_code))]
+/// What the driver asks of the peer besides its inputs (the unit tests look at them too).
 impl Peer {
     pub(crate) fn phase(&self) -> Phase {
         self.phase
     }
 
+    /// Events not acknowledged yet (waiting for their verdict or an earlier one's).
+    pub(crate) fn awaiting_verdicts(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// What an outside observer (the unit tests, an in-memory harness) may look at; the driver
+/// needs none of it.
+#[cfg_attr(not(test), allow(dead_code))]
+impl Peer {
     /// `metadata.device_name` from the peer's HELLO.
     pub(crate) fn device_name(&self) -> Option<&str> {
         self.device_name.as_deref()
@@ -491,11 +568,6 @@ impl Peer {
     /// waiting behind it (echoes included).
     pub(crate) fn unacked(&self) -> impl Iterator<Item = &Queued> {
         self.in_flight.iter().chain(self.outgoing.iter())
-    }
-
-    /// Events not acknowledged yet (waiting for their verdict or an earlier one's).
-    pub(crate) fn awaiting_verdicts(&self) -> usize {
-        self.pending.len()
     }
 
     /// When the timer expires, if it is armed.
@@ -538,7 +610,8 @@ impl Peer {
     }
 
     /// Acknowledges every decided event at the head of the queue, in arrival order, and queues
-    /// the echo of each accepted one.
+    /// the echo of each accepted one. A peer that leaves more echoes waiting than the bounds
+    /// allow (it acknowledges none) is disconnected: violation `EQUEUEFULL`.
     fn acknowledge(&mut self, out: &mut Vec<Output>, now: Instant) {
         while self.pending.front().is_some_and(|p| p.verdict.is_some()) {
             let Some(PendingEvent {
@@ -559,6 +632,8 @@ impl Peer {
                     }));
                     if let Some((kind, parameters)) = echo {
                         let id = self.echo_id(now);
+                        self.echoes += 1;
+                        self.echo_bytes += super::weight(&parameters);
                         self.outgoing.push_back(Queued {
                             action: OutboundAction {
                                 id,
@@ -576,6 +651,13 @@ impl Peer {
                 })),
             }
         }
+        if self.echoes > self.config.max_echoes || self.echo_bytes > self.config.max_echo_bytes {
+            let message = format!(
+                "Too many unacknowledged echoes: more than {} or {} bytes of them.",
+                self.config.max_echoes, self.config.max_echo_bytes
+            );
+            self.violation(out, ErrorCode::QueueFull, message, now);
+        }
     }
 
     /// Sends the next action if none is in flight: before DRAINED asks for a held one, after
@@ -591,6 +673,11 @@ impl Peer {
             }
             Phase::Live => {
                 if let Some(queued) = self.outgoing.pop_front() {
+                    if queued.ticket.is_none() {
+                        self.echoes = self.echoes.saturating_sub(1);
+                        let weight = super::weight(&queued.action.parameters);
+                        self.echo_bytes = self.echo_bytes.saturating_sub(weight);
+                    }
                     self.send_action(out, queued);
                 }
             }
@@ -1283,5 +1370,160 @@ mod tests {
                 Output::Timer(Some(later + LINGER)),
             ]
         );
+    }
+
+    #[test]
+    fn a_peer_that_says_no_hello_in_time_gets_bye_etimedout() {
+        let now = Instant::now();
+        let limit = Duration::from_millis(300);
+        let config = PeerConfig {
+            hello_timeout: Some(limit),
+            ..PeerConfig::default()
+        };
+        let mut peer = Peer::new(config.clone(), now, EPOCH_MS);
+        assert_eq!(
+            peer.accepted(now),
+            [
+                Output::Timer(Some(now + limit)),
+                Output::Emit(Notice::Connection)
+            ]
+        );
+        assert_eq!(peer.timeout(now + limit / 2), []);
+        let late = now + limit;
+        assert_violation(
+            &peer.timeout(late),
+            ErrorCode::TimedOut,
+            "No HELLO within 300 ms.",
+            late,
+        );
+        assert_eq!(peer.phase(), Phase::Closing);
+
+        // HELLO in time stops the deadline (no idle limit here).
+        let mut peer = Peer::new(config, now, EPOCH_MS);
+        peer.accepted(now);
+        let out = peer.receive(Message::hello("pi"), now + limit / 2);
+        assert_eq!(out[2], Output::Timer(None));
+        assert_eq!(peer.deadline(), None);
+        assert_eq!(peer.timeout(now + limit), []);
+    }
+
+    #[test]
+    fn the_hello_deadline_starts_after_the_tls_handshake() {
+        let now = Instant::now();
+        let config = PeerConfig {
+            handshake_timeout: Some(Duration::from_secs(10)),
+            hello_timeout: Some(Duration::from_secs(1)),
+            ..PeerConfig::default()
+        };
+        let mut peer = Peer::new(config, now, EPOCH_MS);
+        peer.accepted(now);
+        let secured = now + Duration::from_secs(5);
+        assert_eq!(
+            peer.secured(secured),
+            [
+                Output::Timer(Some(secured + Duration::from_secs(1))),
+                Output::Emit(Notice::Connection)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_peer_idle_past_the_limit_gets_bye_etimedout_and_one_that_talks_does_not() {
+        let now = Instant::now();
+        let limit = Duration::from_secs(1);
+        let config = PeerConfig {
+            echo: false,
+            idle_timeout: Some(limit),
+            ..PeerConfig::default()
+        };
+        let mut peer = connected(config, now);
+        let out = peer.receive(Message::hello("pi"), now);
+        assert_eq!(out[2], Output::Timer(Some(now + limit)));
+        peer.held(None);
+        // Heard at +600 ms: the timer, due at +1 s, is armed again for +1.6 s.
+        let t1 = now + Duration::from_millis(600);
+        assert_eq!(
+            peer.receive(event("e1"), t1),
+            [
+                Output::Emit(Notice::Event {
+                    number: 1,
+                    id: id("e1"),
+                    kind: "ping".into(),
+                    bundle: Value::Map(vec![("n".into(), id("e1"))]),
+                    decide: false,
+                }),
+                acked("e1")
+            ]
+        );
+        assert_eq!(peer.timeout(now + limit), [Output::Timer(Some(t1 + limit))]);
+        // Not read meanwhile (the embedder was behind): that time is not idleness.
+        let t2 = t1 + Duration::from_millis(900);
+        peer.unread_until(t2);
+        assert_eq!(peer.timeout(t1 + limit), [Output::Timer(Some(t2 + limit))]);
+        assert_violation(
+            &peer.timeout(t2 + limit),
+            ErrorCode::TimedOut,
+            "Idle for 1000 ms.",
+            t2 + limit,
+        );
+    }
+
+    #[test]
+    fn a_peer_that_leaves_too_many_echoes_unacknowledged_gets_bye_equeuefull() {
+        let now = Instant::now();
+        let config = PeerConfig {
+            event_notices: false,
+            max_echoes: 2,
+            ..PeerConfig::default()
+        };
+        let message = "Too many unacknowledged echoes: more than 2 or 67108864 bytes of them.";
+        let mut peer = live(config.clone(), now);
+        // e1's echo goes out; e2's and e3's wait behind it: the bound, not over it.
+        assert_eq!(writes(&peer.receive(event("e1"), now)).len(), 2);
+        assert_eq!(peer.receive(event("e2"), now), [acked("e2")]);
+        assert_eq!(peer.receive(event("e3"), now), [acked("e3")]);
+        let out = peer.receive(event("e4"), now);
+        assert_eq!(out[0], acked("e4"));
+        assert_violation(&out[1..], ErrorCode::QueueFull, message, now);
+        assert_eq!(
+            peer.closed(),
+            [Output::Timer(None), Output::Emit(Notice::Disconnect)]
+        );
+
+        // A peer that acknowledges its echoes keeps the queue short and stays.
+        let mut peer = live(config, now);
+        for n in 0..10 {
+            let name = format!("e{n}");
+            let out = peer.receive(event(&name), now);
+            let echo = peer.in_flight().unwrap().action.id.clone();
+            assert_eq!(writes(&out).len(), 2, "{out:?}");
+            peer.receive(ack_of(echo), now);
+        }
+        assert_eq!(peer.phase(), Phase::Live);
+
+        // The bytes are bounded too.
+        let mut peer = live(
+            PeerConfig {
+                event_notices: false,
+                max_echo_bytes: 1000,
+                ..PeerConfig::default()
+            },
+            now,
+        );
+        let big = |n: &str| Message::Event {
+            id: id(n),
+            kind: "blob".into(),
+            bundle: Value::Binary(bytes::Bytes::from(vec![0u8; 600])),
+        };
+        peer.receive(big("b1"), now);
+        assert_eq!(peer.receive(big("b2"), now), [acked("b2")]);
+        let out = peer.receive(big("b3"), now);
+        assert!(matches!(
+            &out[1],
+            Output::Emit(Notice::ClientError {
+                code: ErrorCode::QueueFull,
+                ..
+            })
+        ));
     }
 }
