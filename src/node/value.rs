@@ -14,6 +14,18 @@
 //! Every encoding carries a byte budget, the 10 MiB frame cap: lengths are checked against it
 //! before a loop starts, so `new Array(2 ** 32 - 1)` or a subtree shared a billion times over
 //! fails at once instead of growing a buffer for minutes.
+//!
+//! The walk runs the caller's JavaScript: `napi_get_property`, `napi_get_named_property` and
+//! `napi_get_element` call getters and `Proxy` traps (on `globalThis` too, for `Buffer`, `Date`,
+//! `Array`, `Map`), `napi_get_all_property_names` a Proxy's `ownKeys`, `napi_instanceof` a
+//! `Symbol.hasInstance` (`Buffer.isBuffer`), `napi_coerce_to_*` `valueOf`, `toString` and
+//! `Symbol.toPrimitive`, and `napi_call_function` and `napi_new_instance` whatever they are
+//! given. Any of it may shrink or detach an ArrayBuffer (`resize`, `transfer`,
+//! `structuredClone(.., {transfer})`), so no slice of an ArrayBuffer's memory is held across
+//! such a call: [`Encoder::with_bytes`] reads a view's bytes after the last of them and hands
+//! them to a copy that makes no Node-API call. The calls that only inspect a value
+//! (`napi_typeof`, `napi_is_*`, `napi_strict_equals`, `napi_get_*_info`, `napi_get_value_*`,
+//! `napi_get_date_value`) run no JavaScript; strings are primitives, read into Rust memory.
 
 use std::ffi::{c_char, c_void, CStr};
 use std::ptr;
@@ -265,7 +277,8 @@ unsafe fn put_utf8(
             "A string changed while being read.".to_owned(),
         ));
     }
-    // SAFETY: Node initialised these `len` bytes, inside the capacity reserved above.
+    // SAFETY: Node initialised these `len` bytes, inside the capacity reserved above (Rust
+    // memory: reading a string primitive runs no JavaScript).
     out.set_len(out.len() + len);
     Ok(())
 }
@@ -507,21 +520,13 @@ impl ClassName {
     }
 }
 
-/// The bytes an ArrayBuffer or a view of one covers.
-enum Viewed<'a> {
-    Typed(sys::napi_typedarray_type, &'a [u8]),
-    DataView(&'a [u8]),
-    ArrayBuffer(&'a [u8]),
-}
-
-unsafe fn slice<'a>(data: *mut c_void, len: usize) -> &'a [u8] {
-    if len == 0 || data.is_null() {
-        &[]
-    } else {
-        // SAFETY: Node says `len` bytes live at `data`, kept alive by the value the caller
-        // holds for as long as it uses the slice (this call from JavaScript).
-        std::slice::from_raw_parts(data.cast::<u8>(), len)
-    }
+/// What an object is a view of bytes as (the bytes themselves are read by
+/// [`Encoder::with_bytes`], after the last JavaScript the encoder runs for that object).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Viewed {
+    Typed(sys::napi_typedarray_type),
+    DataView,
+    ArrayBuffer,
 }
 
 fn element_size(kind: sys::napi_typedarray_type) -> usize {
@@ -690,20 +695,26 @@ impl Encoder {
             }
             _ => self.view(value)?,
         };
-        if let Some(Viewed::Typed(sys::TypedarrayType::uint8_array, bytes)) = view {
+        // `Buffer.isBuffer` runs JavaScript (`Buffer[Symbol.hasInstance]`), which may shrink
+        // or detach the view's memory: the bytes are read after it, in `with_bytes`.
+        if let Some(view @ Viewed::Typed(sys::TypedarrayType::uint8_array)) = view {
             if kind != Some(0x12) && self.is_buffer(value, name)? {
-                return self.binary(bytes, out);
+                return self.with_bytes(value, view, |bytes| self.binary(bytes, out))?;
             }
         }
         match (kind, view) {
-            (Some(kind), Some(Viewed::Typed(_, bytes))) if is_typed_array_kind(kind) => {
-                self.ext(kind, bytes, out)
+            (Some(kind), Some(view @ Viewed::Typed(_))) if is_typed_array_kind(kind) => {
+                self.with_bytes(value, view, |bytes| self.ext(kind, bytes, out))?
             }
-            (Some(EXT_DATA_VIEW), Some(Viewed::DataView(bytes))) => {
-                self.ext(EXT_DATA_VIEW, bytes, out)
+            (Some(EXT_DATA_VIEW), Some(Viewed::DataView)) => {
+                self.with_bytes(value, Viewed::DataView, |bytes| {
+                    self.ext(EXT_DATA_VIEW, bytes, out)
+                })?
             }
-            (Some(EXT_ARRAY_BUFFER), Some(Viewed::ArrayBuffer(bytes))) => {
-                self.ext(EXT_ARRAY_BUFFER, bytes, out)
+            (Some(EXT_ARRAY_BUFFER), Some(Viewed::ArrayBuffer)) => {
+                self.with_bytes(value, Viewed::ArrayBuffer, |bytes| {
+                    self.ext(EXT_ARRAY_BUFFER, bytes, out)
+                })?
             }
             (Some(EXT_DATE), _) => {
                 // msgpack-lite writes `Number(date)`.
@@ -792,17 +803,15 @@ impl Encoder {
         Ok(Some(out))
     }
 
-    /// The bytes of a typed array, DataView or ArrayBuffer; `None` for any other object.
-    unsafe fn view<'a>(&self, value: sys::napi_value) -> Walk<Option<Viewed<'a>>> {
+    /// Whether `value` is a typed array (of which type), a DataView or an ArrayBuffer; `None`
+    /// for any other object. None of these calls runs JavaScript, and none reads the bytes.
+    unsafe fn view(&self, value: sys::napi_value) -> Walk<Option<Viewed>> {
         let env = self.env;
         let mut flag = false;
-        let mut data = ptr::null_mut();
         check_status!(sys::napi_is_typedarray(env, value, &mut flag))?;
         if flag {
-            let mut kind = 0;
-            let mut len = 0;
-            let mut buffer = ptr::null_mut();
-            let mut offset = 0;
+            let (mut kind, mut len, mut offset) = (0, 0, 0);
+            let (mut data, mut buffer) = (ptr::null_mut(), ptr::null_mut());
             check_status!(sys::napi_get_typedarray_info(
                 env,
                 value,
@@ -812,33 +821,69 @@ impl Encoder {
                 &mut buffer,
                 &mut offset
             ))?;
-            let bytes = len.saturating_mul(element_size(kind));
-            return Ok(Some(Viewed::Typed(kind, slice(data, bytes))));
+            return Ok(Some(Viewed::Typed(kind)));
         }
         check_status!(sys::napi_is_dataview(env, value, &mut flag))?;
         if flag {
-            let mut len = 0;
-            let mut buffer = ptr::null_mut();
-            let mut offset = 0;
-            check_status!(sys::napi_get_dataview_info(
+            return Ok(Some(Viewed::DataView));
+        }
+        check_status!(sys::napi_is_arraybuffer(env, value, &mut flag))?;
+        Ok(flag.then_some(Viewed::ArrayBuffer))
+    }
+
+    /// Calls `write` with the bytes that `value`, a `view` (see [`Encoder::view`]), covers now:
+    /// after whatever JavaScript ran before (a getter, `Buffer[Symbol.hasInstance]`, a Proxy
+    /// trap) shrank or detached its ArrayBuffer, so none (a detached or out-of-bounds view) or
+    /// fewer than before. `write` must not call into JavaScript: the slice points into the
+    /// ArrayBuffer's memory, which JavaScript could free.
+    unsafe fn with_bytes<R>(
+        &self,
+        value: sys::napi_value,
+        view: Viewed,
+        write: impl FnOnce(&[u8]) -> R,
+    ) -> Walk<R> {
+        let env = self.env;
+        let (mut data, mut len) = (ptr::null_mut(), 0);
+        let (mut buffer, mut offset) = (ptr::null_mut(), 0);
+        match view {
+            Viewed::Typed(_) => {
+                let mut kind = 0;
+                check_status!(sys::napi_get_typedarray_info(
+                    env,
+                    value,
+                    &mut kind,
+                    &mut len,
+                    &mut data,
+                    &mut buffer,
+                    &mut offset
+                ))?;
+                len = len.saturating_mul(element_size(kind));
+            }
+            Viewed::DataView => check_status!(sys::napi_get_dataview_info(
                 env,
                 value,
                 &mut len,
                 &mut data,
                 &mut buffer,
                 &mut offset
-            ))?;
-            return Ok(Some(Viewed::DataView(slice(data, len))));
-        }
-        check_status!(sys::napi_is_arraybuffer(env, value, &mut flag))?;
-        if flag {
-            let mut len = 0;
-            check_status!(sys::napi_get_arraybuffer_info(
+            ))?,
+            Viewed::ArrayBuffer => check_status!(sys::napi_get_arraybuffer_info(
                 env, value, &mut data, &mut len
-            ))?;
-            return Ok(Some(Viewed::ArrayBuffer(slice(data, len))));
+            ))?,
         }
-        Ok(None)
+        let bytes: &[u8] = if len == 0 || data.is_null() {
+            &[]
+        } else {
+            // SAFETY: Node just said that `len` bytes live at `data`: the ArrayBuffer's memory
+            // as it is now (V8 gives a detached or out-of-bounds view 0 bytes). It stays so
+            // while `bytes` lives, because no JavaScript runs until `write` returns: the info
+            // call above runs none, and `write` (the encoder's `binary` or `ext`, which copy
+            // into `out`) makes no Node-API call. Finalizers the collector queues meanwhile run
+            // later, from the event loop. No other thread can shrink or detach an ArrayBuffer
+            // (a SharedArrayBuffer, the only kind shared, never shrinks).
+            std::slice::from_raw_parts(data.cast::<u8>(), len)
+        };
+        Ok(write(bytes))
     }
 
     /// `Buffer.isBuffer(value)` for a Uint8Array-typed view: an instance of the host's
@@ -1419,7 +1464,9 @@ unsafe fn array_buffer(env: sys::napi_env, bytes: &[u8]) -> Result<sys::napi_val
         &mut out
     ))?;
     if !bytes.is_empty() && !data.is_null() {
-        // SAFETY: Node just allocated `bytes.len()` bytes at `data`.
+        // SAFETY: Node just allocated `bytes.len()` bytes at `data`, the memory of an
+        // ArrayBuffer no JavaScript has seen yet (nothing runs between its making and this
+        // copy), and `bytes` is Rust memory, so the two do not overlap.
         ptr::copy_nonoverlapping(bytes.as_ptr(), data.cast::<u8>(), bytes.len());
     }
     Ok(out)
