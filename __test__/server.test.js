@@ -328,9 +328,21 @@ test('mutual TLS: a certificate from another CA is refused', async (t) => {
 
 test('mutual TLS: a client without a certificate is refused', async (t) => {
   const { server, pki } = await startTls(t)
-  const attempt = RawClient.connect({ port: server.address().port, tls: { ca: pki.caCert } })
-    .then(async (client) => { client.hello(); await client.next() })
-  await t.throwsAsync(attempt)
+  const reported = once(server, 'clientError')
+  // TLS 1.3: the client's side of the handshake completes; the server's refusal, the
+  // certificate_required alert, is what the client reads next, before any frame.
+  const socket = require('tls').connect({ port: server.address().port, host: '127.0.0.1', servername: 'localhost', ca: pki.caCert })
+  const frames = []
+  socket.on('data', (chunk) => frames.push(chunk))
+  socket.once('secureConnect', () => socket.write(frame(1, { metadata: { device_name: 'no-cert' } })))
+  const [err] = await once(socket, 'error')
+  t.is(err.code, 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED')
+  t.deepEqual(frames, [], 'no WELCOME or other frame came first')
+  t.deepEqual(server.connections(), [])
+  const [refusal] = await reported
+  t.is(refusal.code, 'ETLS')
+  t.regex(refusal.message, /TLS handshake failed/)
+  socket.destroy()
 })
 
 test('a key that does not match the certificate is refused at construction', (t) => {
