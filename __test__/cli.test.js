@@ -193,6 +193,31 @@ test('send: bad JSON is refused before connecting; a refused connection and a ga
   t.is(timedOut.err, `imt-gateway: ETIMEDOUT: no acknowledgement within ${limit} ms.\n`)
 })
 
+test('send acknowledges the actions the gateway held for the device, notes each on standard error, then sends its event', async (t) => {
+  const fake = await fakeGateway(t)
+  const pending = run(['send', 'reading', '{"n":3}', '--port', String(fake.port)])
+  const peer = await fake.accept()
+  t.is((await peer.next()).name, 'HELLO')
+  peer.send('WELCOME')
+  peer.send('ACTION', { id: 'h1', type: 'display', parameters: { text: 'hi' } })
+  t.deepEqual((await peer.next()).body, { correlid: 'h1', status: 0 })
+  peer.send('ACTION', { id: 'h2', type: 'reboot', parameters: null })
+  t.deepEqual((await peer.next()).body, { correlid: 'h2', status: 0 })
+  peer.send('DRAINED')
+  const event = await peer.next()
+  t.is(event.name, 'EVENT')
+  t.deepEqual([event.body.type, event.body.bundle], ['reading', { n: 3 }])
+  peer.send('ACKNOWLEDGEMENT', { correlid: event.body.id, status: 0 })
+  const result = await pending
+  t.is(result.code, 0, result.err)
+  t.deepEqual(jsonLines(result.out), [{ correlid: event.body.id, status: 0 }])
+  t.is(result.err, [
+    'imt-gateway: acknowledged action {"id":"h1","type":"display","parameters":{"text":"hi"}}',
+    'imt-gateway: acknowledged action {"id":"h2","type":"reboot","parameters":null}',
+    ''
+  ].join('\n'))
+})
+
 test('listen against a raw gateway prints each action and acks it (--fail with an error), closes on SIGINT and exits 1 when the connection is lost', async (t) => {
   const fake = await fakeGateway(t)
   const child = start(['listen', '--port', String(fake.port), '--fail', 'reboot'])

@@ -469,6 +469,43 @@ test('a server certificate from an unknown CA is refused by the client', async (
   t.is(err.code, 'UNABLE_TO_VERIFY_LEAF_SIGNATURE')
 })
 
+test('with maxInFlight > 1, the events unacknowledged at a cut are sent again in order with their ids, after DRAINED; the acknowledged one is not', async (t) => {
+  const gateway = await fakeGateway(t)
+  const { client } = track(t, { host: 'localhost', port: gateway.port, maxInFlight: 4, reconnectDelay: 20 })
+  const events = Array.from({ length: 6 }, (_, i) => new Event('reading', { n: i }))
+  const called = []
+  const results = events.map((event, i) => new Promise((resolve) => client.send(event, (err) => {
+    called.push(i)
+    resolve(err)
+  })))
+  client.connect()
+  const first = await gateway.accept()
+  await welcome(first)
+  const written = [await first.next(), await first.next(), await first.next(), await first.next()]
+  t.deepEqual(written.map((m) => m.body.id), events.slice(0, 4).map((e) => e.id))
+  // The second is acknowledged (its callback waits for the first's), then the connection drops.
+  first.send('ACKNOWLEDGEMENT', { correlid: events[1].id, status: 0 })
+  await waitFor(() => client.stats().inFlight === 3)
+  first.destroy()
+  const second = await gateway.accept()
+  t.is((await second.next()).name, 'HELLO')
+  second.send('WELCOME')
+  await t.throwsAsync(second.next(scaled(200)), { message: /timed out/ }, 'nothing is sent before DRAINED')
+  second.send('DRAINED')
+  const again = [await second.next(), await second.next(), await second.next()]
+  t.deepEqual(again.map((m) => m.body.id), [0, 2, 3].map((i) => events[i].id), 'the three unacknowledged, in order')
+  t.deepEqual(again.map((m) => m.body.bundle.n), [0, 2, 3])
+  // The window runs from the oldest event whose callback has not run (the first): the fifth
+  // waits for its acknowledgement.
+  for (const m of again) second.send('ACKNOWLEDGEMENT', { correlid: m.body.id, status: 0 })
+  const rest = [await second.next(), await second.next()]
+  t.deepEqual(rest.map((m) => m.body.id), [4, 5].map((i) => events[i].id))
+  for (const m of rest) second.send('ACKNOWLEDGEMENT', { correlid: m.body.id, status: 0 })
+  t.deepEqual(await Promise.all(results), Array(6).fill(null))
+  t.deepEqual(called, [0, 1, 2, 3, 4, 5], 'each callback once, in send order')
+  t.is(client.stats().resent, 3)
+})
+
 test('a large action arrives whole, as a Buffer that outlives garbage collection', async (t) => {
   // A Buffer over 64 KiB borrows the received frame's bytes: they must live as long as it does.
   t.is(typeof global.gc, 'function', 'ava runs the tests with --expose-gc (package.json)')

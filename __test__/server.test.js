@@ -4,7 +4,7 @@ const test = require('ava')
 const { Server, Event } = require('imt-gateway')
 const { TestCertificateAuthority } = require('imt-gateway/testing')
 const { RawClient, frame } = require('./helpers/raw-client')
-const { start, startTls, once } = require('./helpers/server')
+const { start, startTls, once, waitFor } = require('./helpers/server')
 const { runNode } = require('./helpers/child')
 
 const MAX_BUFFER = 10 * 1024 * 1024
@@ -184,6 +184,84 @@ test('an action not acknowledged before a disconnect is held for the next connec
   t.is((await second.next()).name, 'WELCOME')
   t.is((await second.next()).body.id, 'keep')
   second.destroy()
+})
+
+test('held actions are kept per device: each device gets its own, in order, and one device\'s unacknowledged action holds back no other', async (t) => {
+  const server = await start(t, { echo: false })
+  const settled = []
+  for (const [device, id] of [['pi-a', 'a1'], ['pi-b', 'b1'], ['pi-a', 'a2'], ['pi-b', 'b2']]) {
+    server.queueAction(device, { id, type: 'lamp' }, (err) => settled.push([id, err]))
+  }
+  const a = await RawClient.connect({ port: server.address().port })
+  a.hello('pi-a')
+  t.is((await a.next()).name, 'WELCOME')
+  t.is((await a.next()).body.id, 'a1')
+  // pi-a leaves a1 unacknowledged; pi-b connects and gets only its own actions, in order.
+  const b = await RawClient.connect({ port: server.address().port })
+  b.hello('pi-b')
+  t.is((await b.next()).name, 'WELCOME')
+  t.is((await b.next()).body.id, 'b1')
+  b.send('ACKNOWLEDGEMENT', { correlid: 'b1', status: 0 })
+  t.is((await b.next()).body.id, 'b2')
+  b.send('ACKNOWLEDGEMENT', { correlid: 'b2', status: 0 })
+  t.is((await b.next()).name, 'DRAINED')
+  await waitFor(() => settled.length === 2)
+  t.deepEqual(settled, [['b1', null], ['b2', null]])
+  // pi-a's queue waited for it alone.
+  a.send('ACKNOWLEDGEMENT', { correlid: 'a1', status: 0 })
+  t.is((await a.next()).body.id, 'a2')
+  a.send('ACKNOWLEDGEMENT', { correlid: 'a2', status: 0 })
+  t.is((await a.next()).name, 'DRAINED')
+  await waitFor(() => settled.length === 4)
+  t.deepEqual(settled.slice(2), [['a1', null], ['a2', null]])
+  a.destroy()
+  b.destroy()
+})
+
+test('queueAction callbacks get ECLOSED when the server closes first: held for an absent device, and delivered but unacknowledged', async (t) => {
+  const server = new Server({ echo: false })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => server.destroy())
+  const outcomes = {}
+  const settled = (id) => (err) => { outcomes[id] = err }
+  server.queueAction('absent', { id: 'held', type: 'x' }, settled('held'))
+  server.queueAction('present', { id: 'sent', type: 'x' }, settled('sent'))
+  const client = await RawClient.connect({ port: server.address().port })
+  client.hello('present')
+  t.is((await client.next()).name, 'WELCOME')
+  t.is((await client.next()).body.id, 'sent')
+  const closed = new Promise((resolve) => server.close(resolve))
+  t.is((await client.next()).name, 'BYE')
+  client.destroy()
+  await closed
+  t.deepEqual(Object.keys(outcomes).sort(), ['held', 'sent'])
+  for (const id of ['held', 'sent']) {
+    t.true(outcomes[id] instanceof Error, id)
+    t.is(outcomes[id].code, 'ECLOSED', id)
+  }
+})
+
+test('an onEvent handler that throws synchronously rejects the event with its code and message, and the connection goes on', async (t) => {
+  const server = await start(t, {
+    onEvent: (event) => {
+      if (event.type !== 'bad') return
+      const err = new Error('No room.')
+      err.code = 'E_ROOM'
+      throw err
+    }
+  })
+  const errors = []
+  server.on('clientError', (err) => errors.push(err))
+  const client = await RawClient.connect({ port: server.address().port })
+  await client.handshake()
+  client.send('EVENT', { id: 'x1', type: 'bad', bundle: {} })
+  t.deepEqual((await client.next()).body, { correlid: 'x1', status: 1, error: { message: 'No room.', code: 'E_ROOM' } })
+  client.send('EVENT', { id: 'x2', type: 'good', bundle: {} })
+  t.deepEqual((await client.next()).body, { correlid: 'x2', status: 0 })
+  t.is((await client.next()).body.type, 'good', 'the accepted event is echoed')
+  t.deepEqual(errors, [])
+  t.is(server.connections().length, 1)
+  client.destroy()
 })
 
 test('kick() sends BYE without a body and closes every connection', async (t) => {

@@ -10,6 +10,8 @@
 #   windows    mingw-w64, wine64, nasm (aws-lc-sys assembles with it) and the rustup target
 #              x86_64-pc-windows-gnu (scripts/test-windows.sh)
 #   lint       shellcheck, which actionlint runs on the workflow's scripts (lint-workflows.sh)
+#   network    iproute2: `ip netns` and veth pairs, for the test of a gateway that vanishes
+#              (__test__/keepalive.test.js, which needs root and is skipped without)
 # Debian or Ubuntu; uses sudo when not root.
 set -euo pipefail
 
@@ -68,6 +70,10 @@ lint () {
   apt_install shellcheck
 }
 
+network () {
+  apt_install iproute2
+}
+
 [ $# -gt 0 ] || set -- linux
 for part in "$@"; do
   case "$part" in
@@ -76,6 +82,7 @@ for part in "$@"; do
     musl) musl ;;
     windows) windows ;;
     lint) lint ;;
-    *) echo "toolchains: unknown part '$part' (linux, emulation, musl, windows, lint)" >&2; exit 2 ;;
+    network) network ;;
+    *) echo "toolchains: unknown part '$part' (linux, emulation, musl, windows, lint, network)" >&2; exit 2 ;;
   esac
 done
