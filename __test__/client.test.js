@@ -529,9 +529,10 @@ test('a large action arrives whole, as a Buffer that outlives garbage collection
   const next = once(client, 'action')
   server.queueAction(require('os').hostname(), { id: 'big-2', type: 'firmware', parameters: { data: Buffer.alloc(data.length, 0x55) } })
   await next.then(([second, ackSecond]) => { ackSecond(); registry.register(second.parameters.data, 'big-2') })
-  for (let i = 0; i < 20 && !freed; i++) {
+  for (let i = 0; i < 20; i++) {
     global.gc()
     await new Promise((resolve) => setTimeout(resolve, 10))
+    if (freed) break
   }
   t.true(freed, 'the collector ran and freed the dropped Buffer')
   const expected = Buffer.from(data)

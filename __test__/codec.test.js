@@ -22,22 +22,22 @@ function corpus () {
   const noStack = new TypeError('no stack')
   noStack.stack = undefined
   return {
-    'Uint8Array': new Uint8Array([1, 2, 255]),
+    Uint8Array: new Uint8Array([1, 2, 255]),
     'Uint8Array view with an offset': bytes.subarray(3, 9),
     'empty Uint8Array': new Uint8Array(0),
-    'Int8Array': new Int8Array([-1, 2, -128]),
-    'Int16Array': new Int16Array([-1, 300]),
-    'Uint16Array': new Uint16Array([65535, 1]),
-    'Int32Array': new Int32Array([-5, 1 << 30]),
-    'Uint32Array': new Uint32Array([2 ** 32 - 1]),
-    'Float32Array': new Float32Array([1.5, -0.25]),
-    'Float64Array': new Float64Array([Math.PI, -0, NaN]),
+    Int8Array: new Int8Array([-1, 2, -128]),
+    Int16Array: new Int16Array([-1, 300]),
+    Uint16Array: new Uint16Array([65535, 1]),
+    Int32Array: new Int32Array([-5, 1 << 30]),
+    Uint32Array: new Uint32Array([2 ** 32 - 1]),
+    Float32Array: new Float32Array([1.5, -0.25]),
+    Float64Array: new Float64Array([Math.PI, -0, NaN]),
     'Float64Array view': new Float64Array(new Float64Array([1, 2, 3, 4]).buffer, 8, 2),
-    'Uint8ClampedArray': new Uint8ClampedArray([0, 128, 255]),
+    Uint8ClampedArray: new Uint8ClampedArray([0, 128, 255]),
     'Uint8Array of 255 bytes': new Uint8Array(255).fill(9),
     'Uint8Array of 70000 bytes': new Uint8Array(70000).fill(3),
-    'DataView': new DataView(bytes.buffer, 5, 10),
-    'ArrayBuffer': bytes.buffer.slice(0, 17),
+    DataView: new DataView(bytes.buffer, 5, 10),
+    ArrayBuffer: bytes.buffer.slice(0, 17),
     'empty ArrayBuffer': new ArrayBuffer(0),
     'new Number': new Number(5), // eslint-disable-line no-new-wrappers
     'new Number, fraction': new Number(1.5), // eslint-disable-line no-new-wrappers
@@ -46,26 +46,26 @@ function corpus () {
     'new String, long': new String('x'.repeat(300)), // eslint-disable-line no-new-wrappers
     'new Boolean(true)': new Boolean(true), // eslint-disable-line no-new-wrappers
     'new Boolean(false)': new Boolean(false), // eslint-disable-line no-new-wrappers
-    'RegExp': /a\/b+[c]/gi,
-    'RegExp, no flags': new RegExp(''),
-    'Error': error,
+    RegExp: /a\/b+[c]/gi,
+    'RegExp, no flags': new RegExp(''), // eslint-disable-line prefer-regex-literals
+    Error: error,
     'TypeError without a stack': noStack,
-    'RangeError': new RangeError('out'),
+    RangeError: new RangeError('out'),
     'EvalError, SyntaxError, ReferenceError, URIError': [new EvalError('e'), new SyntaxError('s'), new ReferenceError('r'), new URIError('u')],
     'an Error subclass (a map of its own keys)': Object.assign(new CustomError('sub'), { extra: 1 }),
     'Proxy of an array': new Proxy([1, 'two', { three: 3 }], {}),
     'Proxy of an object': new Proxy({ a: 1 }, {}),
-    'Buffer': Buffer.from('a buffer'),
+    Buffer: Buffer.from('a buffer'),
     'Buffer of 255 bytes': Buffer.alloc(255, 1),
-    'Map': new Map([['k', 'v']]),
-    'Set': new Set([1, 2]),
-    'Date': new Date(1700000000123),
+    Map: new Map([['k', 'v']]),
+    Set: new Set([1, 2]),
+    Date: new Date(1700000000123),
     'class instance': new Thing(),
     'Object.create(null)': Object.assign(Object.create(null), { x: 1 }),
     'own constructor key': { constructor: 'x', y: 2 },
     'symbols and functions': { s: Symbol('s'), f () {}, [Symbol('k')]: 1, u: undefined },
-    'numbers': [0, -0, 1, -1, 127, 128, -32, -33, 255, 256, 65535, 65536, 2 ** 31 - 1, 2 ** 31, -(2 ** 31), -(2 ** 31) - 1, 1.5, NaN, Infinity, -Infinity],
-    'nested': { list: [new Uint8Array([1]), { deep: new Number(3) }], when: new Date(0) }
+    numbers: [0, -0, 1, -1, 127, 128, -32, -33, 255, 256, 65535, 65536, 2 ** 31 - 1, 2 ** 31, -(2 ** 31), -(2 ** 31) - 1, 1.5, NaN, Infinity, -Infinity],
+    nested: { list: [new Uint8Array([1]), { deep: new Number(3) }], when: new Date(0) } // eslint-disable-line no-new-wrappers
   }
 }
 
@@ -299,9 +299,9 @@ function sized (unit, bytes) {
  * bytes of UTF-8: below it V8 decodes a non-ASCII string, from it Rust transcodes it) and
  * large, as ids, keys and values. */
 function strings () {
-  const rows = { 'empty': '' }
+  const rows = { empty: '' }
   const kinds = {
-    'ASCII': 'x',
+    ASCII: 'x',
     'Latin-1 range (é, ÿ)': 'éÿ',
     'one Latin-1 character in ASCII': null,
     'two-byte characters (ж)': 'ж',

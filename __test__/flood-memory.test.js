@@ -25,7 +25,7 @@ for (const io of ['libuv', 'tokio']) {
       // Writes as fast as the client reads: a write that the socket does not take at once waits
       // for 'drain', so `written` counts what the client's side took, plus the kernel's buffers.
       const pump = () => {
-        while (flooding && !socket.destroyed) {
+        while (flooding && !socket.destroyed) { // eslint-disable-line no-unmodified-loop-condition -- cleared once the child has ended
           written += ACTION.length
           if (!socket.write(ACTION)) return socket.once('drain', pump)
         }

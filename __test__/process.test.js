@@ -150,7 +150,7 @@ for (const io of ['libuv', 'tokio']) {
       client.connect()
     `
     const env = io === 'tokio' ? { IMT_GATEWAY_IO: 'tokio' } : {}
-    const handled = await runNode(program(`process.on('uncaughtException', (err) => console.log('uncaught', err.message))`), { env })
+    const handled = await runNode(program("process.on('uncaughtException', (err) => console.log('uncaught', err.message))"), { env })
     t.is(handled.signal, null, handled.err)
     t.is(handled.code, 0, handled.err)
     t.is(handled.out, 'connect\ndrain\nuncaught boom\nmicrotask\nacked null\n')

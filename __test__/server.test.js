@@ -522,7 +522,7 @@ for (const method of ['close', 'destroy']) {
     `)
     t.is(result.signal, null, 'the process had to be killed')
     t.is(result.code, 0)
-    t.is(result.out.trim(), '${method}d'.replace('${method}', method))
+    t.is(result.out.trim(), `${method}d`)
   })
 }
 

@@ -6,7 +6,7 @@
 const test = require('ava')
 const { Client, Event } = require('imt-gateway')
 const { optionDefaults } = require('../lib/native')
-const { fakeGateway, welcome } = require('./helpers/fake-gateway')
+const { fakeGateway } = require('./helpers/fake-gateway')
 const { freePort, once, waitFor } = require('./helpers/server')
 const { scaled } = require('./helpers/time')
 

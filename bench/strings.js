@@ -13,7 +13,7 @@ const { fakeGateway, welcome } = require('../__test__/helpers/fake-gateway')
 const size = Number(process.argv[2] || 8) * 1024 * 1024
 const count = Number(process.argv[3] || 20)
 const kinds = {
-  'ASCII': Buffer.alloc(size, 'x').toString(),
+  ASCII: Buffer.alloc(size, 'x').toString(),
   'Latin-1 range (é)': Buffer.alloc(size, 'é').toString(),
   '2-byte characters (ж)': Buffer.alloc(size, 'ж').toString(),
   '3-byte characters (€)': Buffer.alloc(size - size % 3, '€').toString()

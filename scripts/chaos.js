@@ -167,8 +167,7 @@ async function runOutboxChaos ({ events = 10000, seed = 1, meanBytes = 40000, ki
         else if (line.startsWith('restored ')) {
           restored += Number(line.slice(9))
           opened()
-        }
-        else if (line === 'empty') empty = true
+        } else if (line === 'empty') empty = true
       }
     })
     const exited = new Promise((resolve) => child.on('close', (code, signal) => resolve(signal || code)))
