@@ -86,3 +86,16 @@ test('a Client left without host and port takes the table\'s', (t) => {
   t.is(client.port, table.client.port)
   t.is(new Client({ host: 'localhost', port: null }).port, table.client.port)
 })
+
+test('the imt-gateway command takes its default ports from the table, and its help states them', (t) => {
+  const bin = path.join(__dirname, '..', 'bin', 'imt-gateway.js')
+  const source = fs.readFileSync(bin, 'utf8')
+  for (const port of new Set([table.client.port, table.server.port])) {
+    t.false(new RegExp(`\\b${port}\\b`).test(source), `bin/imt-gateway.js has its own copy of the port ${port}`)
+  }
+  const { execFileSync } = require('child_process')
+  const help = (command) => execFileSync(process.execPath, [bin, command, '--help'], { encoding: 'utf8' })
+  t.true(help('send').includes(`gateway port (default ${table.client.port})`))
+  t.true(help('server').includes(`0 picks a free one (default ${table.server.port})`))
+  t.true(help('server').includes(`[--port ${table.server.port}]`))
+})

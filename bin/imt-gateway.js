@@ -9,14 +9,19 @@ const os = require('os')
 const path = require('path')
 const { parseArgs } = require('util')
 const { Client, Event, Server } = require('..')
+const { optionDefaults } = require('../lib/native')
 
-const DEFAULT_PORT = 7777
+// The ports from the one table of defaults (src/defaults.rs): the gateway's, and the bundled
+// server's.
+const DEFAULTS = optionDefaults()
+const CLIENT_PORT = DEFAULTS.client.port
+const SERVER_PORT = DEFAULTS.server.port
 const PKI_FILES = { ca: 'ca.crt', serverKey: 'server.key', serverCert: 'server.crt', deviceKey: 'device.key', deviceCert: 'device.crt' }
 
 // The connection options that send and listen share.
 const CONNECTION_HELP = `  --host HOST      gateway host (default localhost); exactly 'localhost' is plain TCP, any
                    other host mutual TLS with --key and --cert
-  --port PORT      gateway port (default ${DEFAULT_PORT})
+  --port PORT      gateway port (default ${CLIENT_PORT})
   --key FILE       the device's private key, PEM
   --cert FILE      the device's certificate, PEM
   --ca FILE        trust anchors for the gateway's certificate, PEM (default: the platform's)`
@@ -31,14 +36,14 @@ Commands:
 
 Run 'imt-gateway <command> --help' for a command's options.
 Exit status: 0 on success, 1 on a failure, 2 on a usage error.`,
-  server: `Usage: imt-gateway server [--port 7777] [--host HOST] [--tls DIR] [--reject TYPE]... [--action TYPE[=JSON]]...
+  server: `Usage: imt-gateway server [--port ${SERVER_PORT}] [--host HOST] [--tls DIR] [--reject TYPE]... [--action TYPE[=JSON]]...
 
 Runs the bundled gateway until interrupted (SIGINT, SIGTERM). Each event it receives is
 printed on standard output as one JSON line {"type", "id", "bundle", "device", "accepted",
 "error"?}; accepted events are acknowledged and echoed back to their device as an action.
 
 Options:
-  --port PORT           port to listen on; 0 picks a free one (default ${DEFAULT_PORT})
+  --port PORT           port to listen on; 0 picks a free one (default ${SERVER_PORT})
   --host HOST           address to listen on (default: all interfaces)
   --tls DIR             mutual TLS: use ca.crt, server.key, server.crt, device.key and
                         device.crt in DIR, writing throwaway ones there first if none exist,
@@ -160,7 +165,7 @@ const CONNECTION_OPTIONS = {
 /** Client options from --host, --port, --key, --cert, --ca: 2.x's rule, plain TCP for 'localhost'. */
 function clientOptions (values) {
   const host = values.host === undefined ? 'localhost' : values.host
-  const options = { host, port: portOf(values.port, DEFAULT_PORT) }
+  const options = { host, port: portOf(values.port, CLIENT_PORT) }
   if (host !== 'localhost') {
     if (values.key === undefined || values.cert === undefined) {
       throw new UsageError(`--key and --cert are needed for mutual TLS to ${host} (only --host localhost is plain TCP).`)
@@ -221,7 +226,7 @@ async function server (args) {
     action: { type: 'string', multiple: true }
   })
   if (values.help) return help(HELP.server)
-  const port = portOf(values.port, DEFAULT_PORT)
+  const port = portOf(values.port, SERVER_PORT)
   const rejected = new Set(values.reject || [])
   const actions = (values.action || []).map((spec) => {
     const at = spec.indexOf('=')

@@ -3,15 +3,14 @@
 //! its own instead, so that handing it on (to JavaScript as a Buffer that lives until garbage
 //! collection) never pins the read buffer, and the read buffer never grows past a small frame.
 //!
-//! Fresh memory costs a page fault per 4 KiB on first touch: on the development VM an 8 MB
-//! body in fresh pages took 4.4 ms more than in pages already used, about the whole gap
-//! between the Node client and the bare Rust floor on 8 MB actions. So a large body goes where
-//! that cost is least:
+//! Fresh memory costs a page fault per 4 KiB on first touch: for a body of megabytes, that was
+//! about the whole gap between the Node client and the bare Rust floor on large actions
+//! (figures in README.md, Performance). So a large body goes where that cost is least:
 //! - into the previous large body's memory when that has been dropped (the [`Spare`] slot:
 //!   a body dropped at once, as in Rust or when its strings were copied out, is reused);
 //! - on Linux, from 1 MiB on, into a mapping of its own aligned to 2 MiB and advised for
-//!   transparent huge pages: one fault per 2 MiB (0.5 to 0.9 ms for 8 MB there) where the
-//!   kernel offers them, the same faults as any allocation where it does not;
+//!   transparent huge pages: one fault per 2 MiB where the kernel offers them, the same faults
+//!   as any allocation where it does not;
 //! - elsewhere, into an ordinary allocation.
 
 use std::mem::MaybeUninit;

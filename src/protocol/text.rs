@@ -1,11 +1,12 @@
 //! Strings between the wire's UTF-8 and JavaScript's two representations.
 //!
-//! A large string is most of the cost of a large message: on an 8 MB string of Cyrillic, the
-//! standard library's UTF-8 check (11.7 ms here) and its `encode_utf16` (6.5 ms) took about
-//! half of the client's CPU. Here the check of a long string is vectorised (`simdutf8`, which
-//! falls back to the standard library's check on CPUs without the instructions): 0.7 ms. The
-//! transcoding takes eight ASCII bytes or four two-byte characters at a time, and decodes
-//! other characters without re-checking what was checked already: 2.9 ms.
+//! A large string is most of the cost of a large message: on a long string of Cyrillic, the
+//! standard library's UTF-8 check and its `encode_utf16` took about half of the client's CPU.
+//! Here the check of a long string is vectorised (`simdutf8`, which falls back to the standard
+//! library's check on CPUs without the instructions), many times faster. The transcoding takes
+//! eight ASCII bytes or four two-byte characters at a time, and decodes other characters
+//! without re-checking what was checked already. The measured figures are in README.md
+//! (Performance), with the command that measures them (`bench/strings.js`).
 
 /// Below this many bytes the standard library's check is as fast (most strings are short and
 /// ASCII, which it reads a word at a time) and skips `simdutf8`'s dispatch and set-up.
