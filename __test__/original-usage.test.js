@@ -17,7 +17,8 @@ test.serial('the original usage works: new Server().listen(cb) on port 7777, des
   t.deepEqual(await client.handshake(), ['WELCOME', 'DRAINED'])
   await new Promise((resolve) => server.destroy(resolve))
   await client.closed
-  t.pass()
+  t.true(client.ended, 'destroy() closed the connection')
+  t.is(server.address(), null, 'and stopped listening')
 })
 
 test.serial("the README's quick example runs unchanged against new Server().listen()", async (t) => {
