@@ -77,13 +77,35 @@ struct Budget {
 }
 
 impl Budget {
+    /// Room for one more node with `bytes` of contents.
     fn take(&mut self, bytes: usize) -> bool {
-        if self.nodes == 0 || self.bytes < bytes {
+        self.take_many(1, bytes)
+    }
+
+    fn take_many(&mut self, nodes: usize, bytes: usize) -> bool {
+        if self.nodes < nodes || self.bytes < bytes {
             return false;
         }
-        self.nodes -= 1;
+        self.nodes -= nodes;
         self.bytes -= bytes;
         true
+    }
+}
+
+/// The nodes and content bytes of a value, what a copy of it costs.
+fn size(value: &Value) -> (usize, usize) {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(size)
+            .fold((1, 0), |(n, b), (m, c)| (n + m, b + c)),
+        Value::Map(entries) => entries.iter().fold((1, 0), |(n, b), (k, v)| {
+            let (m, c) = size(v);
+            (n + m, b + c + k.len())
+        }),
+        Value::String(s) => (1, s.len()),
+        Value::Binary(b) | Value::Ext(_, b) => (1, b.len()),
+        _ => (1, 0),
     }
 }
 
@@ -154,11 +176,12 @@ fn value(input: &mut Input, budget: &mut Budget) -> Value {
         6 => {
             let count = container(input);
             let one = value(input, budget);
+            let (nodes, bytes) = size(&one);
             let mut items = Vec::new();
             for i in 0..count {
                 if i < 8 {
                     items.push(value(input, budget));
-                } else if budget.take(1) {
+                } else if budget.take_many(nodes, bytes) {
                     items.push(one.clone());
                 } else {
                     break;
@@ -204,6 +227,9 @@ fn value(input: &mut Input, budget: &mut Budget) -> Value {
         10 => {
             // Deep nesting, around the reader's limit.
             let levels = MAX_DEPTH - 4 + input.below(8);
+            if !budget.take_many(levels, 0) {
+                return Value::Nil;
+            }
             let inner = value(input, budget);
             let map = input.bool();
             (0..levels).fold(inner, |inner, _| {
