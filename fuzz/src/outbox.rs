@@ -10,7 +10,7 @@
 //! The record format is written here again from `src/outbox/format.rs`'s description, as
 //! an independent check of what a valid record is.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,7 +89,22 @@ fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:016x}.seg"))
 }
 
-fn damage(dir: &Path, input: &mut Input, written: &HashMap<u64, (Vec<u8>, Vec<u8>)>) {
+/// What [`damage`] did beyond what a disk does to files: records made up, and records copied
+/// whole where no writer puts them.
+#[derive(Default)]
+struct MadeUp {
+    /// Two valid records of one number with different contents (a compaction's copy is the
+    /// same record): which one wins may change when a compaction moves one.
+    seqs: BTreeSet<u64>,
+    /// A copy of an event after its tombstone (a compaction only copies pending events, so
+    /// its copies come before their tombstones) brings the event back once the tombstone's
+    /// segment is compacted away.
+    copied: bool,
+}
+
+/// Damages the directory as the input says.
+fn damage(dir: &Path, input: &mut Input, written: &BTreeMap<u64, (Vec<u8>, Vec<u8>)>) -> MadeUp {
+    let mut made_up = MadeUp::default();
     let ops = input.byte() % 8;
     for _ in 0..ops {
         let files = segments(dir);
@@ -132,6 +147,7 @@ fn damage(dir: &Path, input: &mut Input, written: &HashMap<u64, (Vec<u8>, Vec<u8
                 // Bytes of one file (a record, say) appended to another: a copy, as an
                 // interrupted compaction leaves, or a write gone to the wrong place.
                 if let (Some(from), Some(to)) = (pick(input), pick(input)) {
+                    made_up.copied = true;
                     let bytes = fs::read(&from).unwrap_or_default();
                     let start = input.below(bytes.len() + 1);
                     let end = start + input.below(bytes.len() - start + 1);
@@ -158,6 +174,7 @@ fn damage(dir: &Path, input: &mut Input, written: &HashMap<u64, (Vec<u8>, Vec<u8
                         0 => input.u64(),
                         _ => u64::from(input.byte() % 40),
                     };
+                    made_up.seqs.insert(seq);
                     if input.bool() {
                         bytes.extend(record(KIND_ACK, seq, &[]));
                     } else {
@@ -175,6 +192,8 @@ fn damage(dir: &Path, input: &mut Input, written: &HashMap<u64, (Vec<u8>, Vec<u8
                     (pick(input), written.iter().nth(input.below(written.len())))
                 {
                     let seq = seq.wrapping_add(u64::from(input.byte()));
+                    made_up.seqs.insert(seq);
+                    made_up.copied = true;
                     let mut bytes = fs::read(&path).unwrap_or_default();
                     bytes.extend(event_record(seq, id, frame));
                     let _ = fs::write(&path, bytes);
@@ -190,13 +209,17 @@ fn damage(dir: &Path, input: &mut Input, written: &HashMap<u64, (Vec<u8>, Vec<u8
             }
         }
     }
+    made_up
 }
 
-fn same_records(a: &[Record], b: &[Record]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(a, b)| a.seq == b.seq && a.id == b.id && a.frame == b.frame)
+fn show(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| {
+            let id = String::from_utf8_lossy(&r.id);
+            format!("{} {id:?} ({} bytes)", r.seq, r.frame.len())
+        })
+        .collect()
 }
 
 pub fn run(data: &[u8]) -> Result<(), String> {
@@ -213,7 +236,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
     // What a working outbox leaves.
     let (mut outbox, _) =
         Outbox::open(&dir.0, options.clone()).map_err(|e| format!("first open: {e}"))?;
-    let mut written = HashMap::new();
+    let mut written = BTreeMap::new();
     for i in 0..input.below(24) {
         let id = format!("event-{i}").into_bytes();
         let frame = vec![i as u8; input.below(200)];
@@ -233,7 +256,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
     }
     outbox.close().map_err(|e| format!("close: {e}"))?;
 
-    damage(&dir.0, &mut input, &written);
+    let made_up = damage(&dir.0, &mut input, &written);
     let files: Vec<Vec<u8>> = segments(&dir.0)
         .iter()
         .map(|p| fs::read(p).unwrap_or_default())
@@ -290,17 +313,46 @@ pub fn run(data: &[u8]) -> Result<(), String> {
         .close()
         .map_err(|e| format!("close after recovery: {e}"))?;
     let (outbox, again) = Outbox::open(&dir.0, options).map_err(|e| format!("reopen: {e}"))?;
+    // Every event recovered is still there, the same (but for a made-up number), and the
+    // new one last; others only where whole records were copied after their tombstones.
     let mut want = recovery.pending.clone();
     want.push(Record {
         seq,
         id: b"after".to_vec(),
         frame: b"recovery".to_vec(),
     });
-    if !same_records(&again.pending, &want) {
+    let mut found = again.pending.iter().peekable();
+    for record in &want {
+        while let Some(extra) = found.next_if(|r| r.seq < record.seq) {
+            let known = written
+                .get(&extra.seq)
+                .is_some_and(|(id, frame)| *id == extra.id && *frame == extra.frame);
+            if !made_up.copied || !(known || made_up.seqs.contains(&extra.seq)) {
+                return Err(format!(
+                    "after recovery and one append, reopening finds {:?} too: {:?}, not {:?}",
+                    show(std::slice::from_ref(extra)),
+                    show(&again.pending),
+                    show(&want)
+                ));
+            }
+        }
+        let same = found.next().is_some_and(|r| {
+            r.seq == record.seq
+                && (made_up.seqs.contains(&r.seq) || (r.id == record.id && r.frame == record.frame))
+        });
+        if !same {
+            return Err(format!(
+                "after recovery and one append, reopening lost or changed {:?}: {:?}, not {:?}",
+                show(std::slice::from_ref(record)),
+                show(&again.pending),
+                show(&want)
+            ));
+        }
+    }
+    if found.next().is_some() {
         return Err(format!(
-            "after recovery and one append, reopening finds seqs {:?}, not {:?}",
-            again.pending.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            want.iter().map(|r| r.seq).collect::<Vec<_>>()
+            "after recovery and one append, reopening finds {:?}, after the new event",
+            show(&again.pending)
         ));
     }
     drop(outbox);
