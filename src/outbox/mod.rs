@@ -344,7 +344,9 @@ fn parse_segment_name(name: &str) -> Option<u64> {
     if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    u64::from_str_radix(hex, 16).ok()
+    u64::from_str_radix(hex, 16)
+        .ok()
+        .filter(|&n| n < format::MAX_NUMBER)
 }
 
 /// Makes a new or removed directory entry durable (Unix; Windows has no directory handles to
