@@ -411,6 +411,7 @@ fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+#[cfg(unix)]
 fn permission_error(message: String) -> OutboxError {
     OutboxError::new(ErrorCode::OutboxPerm, message)
 }
@@ -1282,8 +1283,13 @@ impl Outbox {
             self.sync_active()?;
         }
         // Only now is the old file cut to its readable records (its records after a hole were
-        // still needed until copied).
+        // still needed until copied); one left without a whole header holds nothing to read,
+        // and would only be reported as damage at the next opening: it goes.
+        let linked = old.state().is_ok_and(|s| s.linked);
         let _ = old.discard(readable);
+        if readable == 0 && linked {
+            let _ = fs::remove_file(&path);
+        }
         if let Some(s) = self.segment_mut(number) {
             let cut = s.len.saturating_sub(readable);
             s.len -= cut;

@@ -145,7 +145,10 @@ impl Tail {
             // The mapping faulted: the file was shortened under it. Cut it with a system call.
             self.map = None;
         }
-        self.file.set_len(len)?;
+        // Cut, never lengthen: a file another program shortened stays as short.
+        if self.state()?.size > len {
+            self.file.set_len(len)?;
+        }
         self.end = len;
         Ok(())
     }

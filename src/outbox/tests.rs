@@ -921,6 +921,28 @@ fn a_segment_truncated_to_zero_by_another_program_faults_no_signal_and_loses_not
 }
 
 #[test]
+fn a_newest_segment_emptied_behind_an_older_one_is_rescued_and_leaves_no_damage() {
+    let dir = TempDir::new().unwrap();
+    let options = small(1024);
+    let (mut outbox, _) = Outbox::open(dir.path(), options.clone()).unwrap();
+    let mut seqs: Vec<Seq> = (0..12)
+        .map(|i| outbox.append(&id(i), &frame(i, 100)).unwrap())
+        .collect();
+    assert!(outbox.segment_count() >= 2);
+    shorten_active(dir.path(), |_| 0);
+    seqs.push(outbox.append(&id(12), &frame(12, 100)).unwrap());
+    outbox.verify().unwrap();
+    assert_eq!(outbox.stats().shortened, 1);
+    drop(outbox);
+    let (_, recovery) = Outbox::open(dir.path(), options).unwrap();
+    assert!(recovery.is_clean(), "{:?}", recovery.damage);
+    assert_eq!(
+        recovery.pending.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        seqs
+    );
+}
+
+#[test]
 fn a_segment_cut_after_the_outbox_looked_loses_only_the_records_cut_off_and_says_so() {
     let dir = TempDir::new().unwrap();
     let (mut outbox, _) = Outbox::open(dir.path(), opts(SyncMode::None)).unwrap();
