@@ -12,6 +12,7 @@ const os = require('os')
 const path = require('path')
 const { Client } = require('imt-gateway')
 const { once } = require('./helpers/server')
+const { spawnSync } = require('child_process')
 const { runNode } = require('./helpers/child')
 
 function tmpdir (t) {
@@ -38,7 +39,7 @@ function main (port, got) {
   const stored = []
   const failed = []
   const send = (id) => {
-    try { c.send(new Event('t', { id }, id), () => {}); stored.push(id) } catch (err) { failed.push({ id, code: err.code }) }
+    try { c.send(new Event('t', { id }, id)); stored.push(id) } catch (err) { failed.push({ id, code: err.code }) }
   }
   for (let i = 0; i < 10; i++) send('a' + i)
   const file = path.join(dir, fs.readdirSync(dir).filter((n) => n.endsWith('.seg')).sort().pop())
@@ -162,4 +163,55 @@ const root = typeof process.getuid === 'function' && process.getuid() === 0
   open().close()
   fs.chownSync(path.join(dir, 'LOCK'), 65534, 65534)
   t.is(t.throws(open).code, 'EOUTBOXPERM')
+})
+
+// A 256 KiB tmpfs to fill (mount needs root; decided before the tests so that a machine without
+// it reports the test as skipped).
+function mountSmall (dir) {
+  return spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'tmpfs', dir], { stdio: 'ignore' }).status === 0
+}
+const canMount = root && (() => {
+  const probe = fs.mkdtempSync(path.join(os.tmpdir(), 'imt-outbox-mount-'))
+  const mounted = mountSmall(probe)
+  if (mounted) spawnSync('umount', [probe])
+  fs.rmSync(probe, { recursive: true, force: true })
+  return mounted
+})()
+
+;(canMount ? test : test.skip)('a full disk, then its newest segment truncated from outside: no signal, ENOSPC, what is stored is found again', async (t) => {
+  const dir = path.join(tmpdir(t), 'small')
+  fs.mkdirSync(dir)
+  t.true(mountSmall(dir))
+  t.teardown(() => spawnSync('umount', [dir]))
+  const result = await runNode(`
+const fs = require('fs')
+const path = require('path')
+const { Client, Event } = require('imt-gateway')
+const dir = ${JSON.stringify(dir)}
+const c = new Client({ host: 'localhost', port: 1, outbox: { path: dir, sync: 'none', segmentBytes: 64 * 1024 } })
+c.on('error', () => {})
+const stored = []
+const failed = []
+const send = (id) => {
+  try { c.send(new Event('t', { blob: Buffer.alloc(3000, 1) }, id)); stored.push(id); return true } catch (err) { failed.push({ id, code: err.code }); return false }
+}
+for (let i = 0; i < 1000 && send('a' + i); i++);
+const file = path.join(dir, fs.readdirSync(dir).filter((n) => n.endsWith('.seg')).sort().pop())
+fs.truncateSync(file, 0)
+for (let i = 0; i < 40; i++) send('b' + i)
+c.close()
+console.log(JSON.stringify({ stored, failed, stats: c.stats() }))
+`)
+  t.is(result.signal, null, result.err)
+  t.is(result.code, 0, result.err)
+  const { stored, failed, stats } = JSON.parse(result.out)
+  t.is(failed[0] && failed[0].code, 'ENOSPC', JSON.stringify(failed[0]))
+  for (const { id, code } of failed) t.regex(String(code), /^E[A-Z]+$/, `send(${id}) failed without a code`)
+  t.true(stored.some((id) => id.startsWith('b')), 'room again after the truncation')
+  const ids = await restoredIds(t, dir)
+  t.deepEqual(ids.filter((id) => id.startsWith('b')), stored.filter((id) => id.startsWith('b')))
+  t.deepEqual(ids, stored.filter((id) => ids.includes(id)), 'in order, nothing invented')
+  const lost = stored.filter((id) => !ids.includes(id))
+  if (lost.length > 0) t.true(stats.outboxDamage >= 1 && stats.outboxTruncated > 0, `lost ${lost} unreported`)
+  t.log(`${stored.length} stored, ${failed.length} refused (${[...new Set(failed.map((f) => f.code))]}), ${ids.length} found again; outboxDamage ${stats.outboxDamage}`)
 })
