@@ -92,7 +92,8 @@ impl Drop for EventStore {
 
 impl EventStore {
     /// Opens (creating it if needed) the outbox in `dir`: `EOUTBOXLOCKED` when another client,
-    /// in this process or another, has it open.
+    /// in this process or another, has it open; `EOUTBOXPERM` when it is another user's, or
+    /// others may write it.
     pub fn open(
         dir: impl AsRef<Path>,
         options: OutboxOptions,

@@ -34,6 +34,18 @@
 //! kept, the later segments are read as usual, the file is left as it is (compaction removes it
 //! in due course), and the damage is reported in [`Recovery::damage`] either way.
 //!
+//! While the outbox is open, another program may still shorten or remove the newest segment
+//! (`logrotate copytruncate`, a cleanup job). Writing through its mapping then faults: the fault
+//! is caught (`tail.rs`), and [`Outbox::verify`], which also runs at group commits, every 64 KiB
+//! and at close, moves what the file still holds, and what was written since it was last found
+//! whole, to a new segment ([`OutboxStats::lost`] counts the pending records cut off before).
+//!
+//! # Permissions
+//!
+//! On Unix the directory is created 0700 and its files 0600; an existing directory that another
+//! user owns, or that group or others may write, is refused with `EOUTBOXPERM`, and so is a
+//! `LOCK` or segment file of another user.
+//!
 //! # Durability and time
 //!
 //! There is no thread and no clock inside: with [`SyncMode::Interval`] the owner calls
@@ -207,7 +219,8 @@ pub struct OutboxStats {
 }
 
 /// An outbox failure, with a stable [`ErrorCode`]: `EQUEUEFULL` (a bound), `EOUTBOXLOCKED`
-/// (another opener), `EOUTBOX` (not an outbox, a record too large, a record that changed on
+/// (another opener), `EOUTBOXPERM` (a directory or file of another user, a directory others
+/// may write), `EOUTBOX` (not an outbox, a record too large, a record that changed on
 /// disk), or the OS's name for an I/O error (`ENOSPC`, `EFBIG`, `EACCES`, `EROFS`, `EIO`, ...).
 #[derive(Debug)]
 pub struct OutboxError {
