@@ -162,6 +162,13 @@ impl Tail {
         })
     }
 
+    /// The file's size now, by a seek to its end (cheaper than [`Tail::state`], and without
+    /// the link count; positioned reads and writes do not use the file position).
+    pub(crate) fn size(&self) -> io::Result<u64> {
+        use std::io::Seek;
+        (&self.file).seek(io::SeekFrom::End(0))
+    }
+
     /// Reads the file's first `len` bytes, or as many as it still has.
     pub(crate) fn read_to(&self, len: u64) -> io::Result<Vec<u8>> {
         let mut out = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
