@@ -854,10 +854,7 @@ impl Outbox {
             // What this append returns for must be on the disk, in a file that was whole just
             // before: a look at its size (a seek: an `fstat` here makes the flush that follows
             // measurably slower on ext4), and the full look when it is short.
-            let len = self.segments.back().map_or(0, |s| s.len);
-            if self.suspect || self.active.size().map_or(true, |size| size < len) {
-                self.verify()?;
-            }
+            self.look()?;
         }
         let seq = self.next_seq;
         let mut buf = std::mem::take(&mut self.scratch);
@@ -996,7 +993,7 @@ impl Outbox {
         let SyncMode::Interval(interval) = self.options.sync else {
             return Ok(Tick::Idle);
         };
-        self.verify()?;
+        self.look()?;
         let flushed = self.flush();
         if !self.dirty {
             return flushed.map(|()| Tick::Idle);
@@ -1182,10 +1179,10 @@ impl Outbox {
 
     /// Looks at the active segment's file (one `fstat`): if another program shortened it below
     /// the end of the log or removed it, [`Outbox::rescue`]s what it still holds. Done when a
-    /// write through the mapping faulted, every [`MIRROR_CAP`] bytes written, at each group
-    /// commit ([`Outbox::tick_job`]), before a segment is finished, at [`Outbox::sync`] and
-    /// `close`, and with [`SyncMode::Always`] before each write whose file is shorter than its
-    /// log (a seek to its end finds that).
+    /// write through the mapping faulted, before a segment is finished, and at
+    /// [`Outbox::sync`] and `close`; by its size alone ([`Outbox::look`]) at each group commit
+    /// ([`Outbox::tick_job`]), every [`MIRROR_CAP`] bytes written, and with
+    /// [`SyncMode::Always`] before each append.
     pub fn verify(&mut self) -> Result<(), OutboxError> {
         let (number, len) = self.segments.back().map_or((0, 0), |s| (s.number, s.len));
         let state = self.active.state().map_err(|e| {
@@ -1203,8 +1200,24 @@ impl Outbox {
         self.rescue()
     }
 
-    /// The active segment lost records to another program (shortened, or removed): every pending record it still holds that reads back whole (through the open
-    /// handle, so a removed file gives all of them) is copied to a new segment, which becomes
+    /// [`Outbox::verify`] by the file's size alone (a seek to its end), for the frequent looks
+    /// (group commits, every [`MIRROR_CAP`] bytes): an `fstat` there makes the next
+    /// `fdatasync` measurably slower on ext4. A removed file keeps its size and its records
+    /// (read back through the open handle): the full looks (a new segment, `sync`, close, a
+    /// fault) find it.
+    fn look(&mut self) -> Result<(), OutboxError> {
+        let len = self.segments.back().map_or(0, |s| s.len);
+        if !self.suspect && self.active.size().is_ok_and(|size| size >= len) {
+            self.mirror.clear();
+            self.mirror_from = len;
+            return Ok(());
+        }
+        self.verify()
+    }
+
+    /// The active segment lost records to another program (shortened, or removed): every
+    /// pending record it still holds that reads back whole (through the open handle, so a
+    /// removed file gives all of them) is copied to a new segment, which becomes
     /// the active one; the others are no longer pending (counted in [`OutboxStats::lost`]).
     /// The old file is cut to its readable records, or left alone if removed, and goes the
     /// way of any old segment. Until this succeeds, every write tries it again first.
@@ -1360,7 +1373,7 @@ impl Outbox {
         let (number, offset) = loop {
             rounds += 1;
             if self.suspect || self.mirror.len() >= MIRROR_CAP {
-                self.verify()?;
+                self.look()?;
             }
             let active_len = self.segments.back().map_or(0, |s| s.len);
             if active_len > HEADER_LEN && active_len + buf.len() as u64 > self.options.segment_bytes
