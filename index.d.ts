@@ -279,7 +279,8 @@ export interface ClientOptions {
    * the process being killed (and, depending on `sync`, a power cut); the next client that
    * opens the directory sends them first (`restored`). Without it, nothing is written.
    * Opened by the constructor, which throws `EOUTBOXLOCKED` when another client (in this process
-   * or another) has the directory open.
+   * or another) has the directory open, and `EOUTBOXPERM` (Unix) when the directory belongs to
+   * another user or others may write it (it is created 0700, its files 0600).
    */
   outbox?: OutboxOptions
 }
@@ -407,9 +408,15 @@ export interface ClientStats {
   outboxBytes?: number
   /** With `outbox` only: events found in the outbox when it was opened (`restored`), total. */
   outboxRestored?: number
-  /** With `outbox` only: torn or corrupt places found when it was opened, total. */
+  /**
+   * With `outbox` only: torn or corrupt places found when it was opened, and times another
+   * program was found to have shortened or removed its newest file while open, total.
+   */
   outboxDamage?: number
-  /** With `outbox` only: bytes cut off torn tails when it was opened, total. */
+  /**
+   * With `outbox` only: bytes cut off torn tails when it was opened, and bytes of pending events
+   * another program cut off while it was open (still sent from memory), total.
+   */
   outboxTruncated?: number
   /** With `outbox` only: syncs (fsync) of the outbox's files since it was last opened. */
   outboxSyncs?: number

@@ -283,7 +283,7 @@ test('a full disk fails send() with ENOSPC and loses nothing already stored', as
   const base = tmpdir(t)
   const dir = path.join(base, 'small')
   fs.mkdirSync(dir)
-  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', dir], { stdio: 'ignore' })
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'tmpfs', dir], { stdio: 'ignore' })
   if (mounted.status !== 0) {
     t.log('SKIPPED: cannot mount a tmpfs here (needs root)')
     t.pass()

@@ -55,6 +55,9 @@ pub enum ErrorCode {
     /// `EOUTBOXLOCKED`: the outbox directory is open in another `Outbox` (this process or
     /// another).
     OutboxLocked,
+    /// `EOUTBOXPERM`: the outbox directory, or a file in it, belongs to another user, or the
+    /// directory is writable by other users.
+    OutboxPerm,
     /// `EOUTBOX`: the outbox cannot be used as asked (not an outbox, a record too large, data
     /// that changed on disk).
     Outbox,
@@ -92,6 +95,7 @@ impl ErrorCode {
             ErrorCode::TlsCert => "ETLSCERT",
             ErrorCode::TlsRejected => "ETLSREJECTED",
             ErrorCode::OutboxLocked => "EOUTBOXLOCKED",
+            ErrorCode::OutboxPerm => "EOUTBOXPERM",
             ErrorCode::Outbox => "EOUTBOX",
             ErrorCode::Cert(code) => code,
             ErrorCode::Io(code) | ErrorCode::Gateway(code) => code,

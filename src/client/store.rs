@@ -42,9 +42,11 @@ pub struct StoreStats {
     pub bytes: u64,
     /// Events found at each opening, total.
     pub restored: u64,
-    /// Torn or corrupt places found at each opening, total.
+    /// Torn or corrupt places found at each opening, and times the open outbox found its
+    /// newest file shortened or removed by another program, total.
     pub damage: u64,
-    /// Bytes cut off torn tails at each opening, total.
+    /// Bytes cut off torn tails at each opening, and bytes of pending events another program
+    /// destroyed that way (those events are still sent from memory), total.
     pub truncated: u64,
     /// Syncs of a segment file by the open outbox.
     pub syncs: u64,
@@ -90,7 +92,8 @@ impl Drop for EventStore {
 
 impl EventStore {
     /// Opens (creating it if needed) the outbox in `dir`: `EOUTBOXLOCKED` when another client,
-    /// in this process or another, has it open.
+    /// in this process or another, has it open; `EOUTBOXPERM` when it is another user's, or
+    /// others may write it.
     pub fn open(
         dir: impl AsRef<Path>,
         options: OutboxOptions,
@@ -208,25 +211,38 @@ impl EventStore {
     /// Syncs (unless the mode is `None`) and releases the directory; what is pending stays
     /// for the next opener.
     pub fn close(&self) -> Result<(), OutboxError> {
-        let outbox = self.lock().outbox.take();
-        match outbox {
-            Some(outbox) => outbox.close(),
-            None => Ok(()),
-        }
+        let mut state = self.lock();
+        let Some(mut outbox) = state.outbox.take() else {
+            return Ok(());
+        };
+        // A last look at the file, so that its counters below are final.
+        let verified = outbox.verify();
+        let stats = outbox.stats();
+        state.damage += stats.shortened;
+        state.truncated += stats.lost_bytes;
+        drop(state);
+        verified.and(outbox.close())
     }
 
     pub fn stats(&self) -> StoreStats {
         let state = self.lock();
-        let (pending, bytes, syncs) = state
-            .outbox
-            .as_ref()
-            .map_or((0, 0, 0), |o| (o.len() as u64, o.bytes(), o.stats().syncs));
+        let (pending, bytes, syncs, shortened, lost_bytes) =
+            state.outbox.as_ref().map_or((0, 0, 0, 0, 0), |o| {
+                let s = o.stats();
+                (
+                    o.len() as u64,
+                    o.bytes(),
+                    s.syncs,
+                    s.shortened,
+                    s.lost_bytes,
+                )
+            });
         StoreStats {
             pending,
             bytes,
             restored: state.restored,
-            damage: state.damage,
-            truncated: state.truncated,
+            damage: state.damage + shortened,
+            truncated: state.truncated + lost_bytes,
             syncs,
             refused: state.refused,
         }

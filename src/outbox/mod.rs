@@ -34,6 +34,18 @@
 //! kept, the later segments are read as usual, the file is left as it is (compaction removes it
 //! in due course), and the damage is reported in [`Recovery::damage`] either way.
 //!
+//! While the outbox is open, another program may still shorten or remove the newest segment
+//! (`logrotate copytruncate`, a cleanup job). Writing through its mapping then faults: the fault
+//! is caught (`tail.rs`), and [`Outbox::verify`], which also runs at group commits, every 64 KiB
+//! and at close, moves what the file still holds, and what was written since it was last found
+//! whole, to a new segment ([`OutboxStats::lost`] counts the pending records cut off before).
+//!
+//! # Permissions
+//!
+//! On Unix the directory is created 0700 and its files 0600; an existing directory that another
+//! user owns, or that group or others may write, is refused with `EOUTBOXPERM`, and so is a
+//! `LOCK` or segment file of another user.
+//!
 //! # Durability and time
 //!
 //! There is no thread and no clock inside: with [`SyncMode::Interval`] the owner calls
@@ -194,10 +206,21 @@ pub struct OutboxStats {
     pub maintenance_errors: u64,
     /// Acknowledgements taken in memory whose tombstone could not be written.
     pub ack_write_errors: u64,
+    /// Writes through the active segment's mapping that faulted (`SIGBUS` caught; see
+    /// `tail.rs`) and were done again with a system call.
+    pub faults: u64,
+    /// Times the active segment was found shortened or removed by another program (its
+    /// readable records were then moved to a new segment).
+    pub shortened: u64,
+    /// Pending events whose records another program destroyed that way: no longer on disk
+    /// (the client still holds them in memory and sends them), and their bytes.
+    pub lost: u64,
+    pub lost_bytes: u64,
 }
 
 /// An outbox failure, with a stable [`ErrorCode`]: `EQUEUEFULL` (a bound), `EOUTBOXLOCKED`
-/// (another opener), `EOUTBOX` (not an outbox, a record too large, a record that changed on
+/// (another opener), `EOUTBOXPERM` (a directory or file of another user, a directory others
+/// may write), `EOUTBOX` (not an outbox, a record too large, a record that changed on
 /// disk), or the OS's name for an I/O error (`ENOSPC`, `EFBIG`, `EACCES`, `EROFS`, `EIO`, ...).
 #[derive(Debug)]
 pub struct OutboxError {
@@ -314,6 +337,14 @@ pub struct Outbox {
     dirty: bool,
     /// A failed write may have left bytes after the active segment's end.
     tail_dirty: bool,
+    /// The active segment's mapping faulted, or a rescue did not finish: look at its file
+    /// ([`Outbox::verify`]) before writing to it again.
+    suspect: bool,
+    /// A copy of what was written to the active segment since its file was last found whole
+    /// ([`Outbox::verify`]), from offset `mirror_from`: what [`Outbox::rescue`] writes again
+    /// if another program cut it off. At most about [`MIRROR_CAP`] bytes.
+    mirror: Vec<u8>,
+    mirror_from: u64,
     last_sync: Option<Instant>,
     stats: OutboxStats,
     scratch: Vec<u8>,
@@ -334,6 +365,10 @@ impl fmt::Debug for Outbox {
 }
 
 const LOCK_FILE: &str = "LOCK";
+
+/// Bytes written to the active segment after which its file is looked at again (one `fstat`),
+/// so that at most this much is kept in memory for a rescue.
+const MIRROR_CAP: usize = 64 * 1024;
 
 fn segment_name(number: u64) -> String {
     format!("{number:016x}.seg")
@@ -363,6 +398,128 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Makes `options` create files with mode 0600 (Unix): the events are the user's alone.
+fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    options
+}
+
+/// Sets a file this process created to mode 0600 exactly, whatever the umask (Unix).
+fn set_private(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        Ok(())
+    }
+}
+
+/// The effective user of this process (Unix).
+#[cfg(unix)]
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+#[cfg(unix)]
+fn permission_error(message: String) -> OutboxError {
+    OutboxError::new(ErrorCode::OutboxPerm, message)
+}
+
+/// Creates the outbox's directory, mode 0700 whatever the umask (its parents as `mkdir -p`
+/// would), or checks the one that exists, as OpenSSH's StrictModes does: it must be owned by
+/// this process's user and writable by nobody else (`EOUTBOXPERM`), or another user could read
+/// the events, plant segments, or hold the lock. (Unix; elsewhere it is only created.)
+fn prepare_dir(dir: &Path) -> Result<(), OutboxError> {
+    let create_err = |e| OutboxError::io(format_args!("cannot create {}", dir.display()), e);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        let create = || fs::DirBuilder::new().mode(0o700).create(dir);
+        let created = match create() {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = dir.parent() {
+                    fs::create_dir_all(parent).map_err(create_err)?;
+                }
+                match create() {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+                    Err(e) => return Err(create_err(e)),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(create_err(e)),
+        };
+        if created {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(create_err)?;
+        }
+        let meta = fs::metadata(dir)
+            .map_err(|e| OutboxError::io(format_args!("cannot open {}", dir.display()), e))?;
+        if !meta.is_dir() {
+            return Err(OutboxError::new(
+                ErrorCode::Outbox,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        if meta.uid() != euid() {
+            return Err(permission_error(format!(
+                "the outbox directory {} belongs to user {}, not to this process's user {}",
+                dir.display(),
+                meta.uid(),
+                euid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(permission_error(format!(
+                "the outbox directory {} is writable by other users (mode {:o}; chmod go-w, or 700)",
+                dir.display(),
+                meta.mode() & 0o7777
+            )));
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        fs::create_dir_all(dir).map_err(create_err)
+    }
+}
+
+/// Checks that a file of the outbox belongs to this process's user (`EOUTBOXPERM` if not), and
+/// makes it mode 0600 if it is more open (a file an earlier version left 0644). (Unix.)
+fn check_file(file: &File, path: &Path) -> Result<(), OutboxError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file
+            .metadata()
+            .map_err(|e| OutboxError::io(format_args!("cannot inspect {}", path.display()), e))?;
+        if meta.uid() != euid() {
+            return Err(permission_error(format!(
+                "{} belongs to user {}, not to this process's user {}",
+                path.display(),
+                meta.uid(),
+                euid()
+            )));
+        }
+        if meta.mode() & 0o077 != 0 {
+            set_private(file)
+                .map_err(|e| OutboxError::io(format_args!("cannot chmod {}", path.display()), e))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        Ok(())
+    }
+}
+
 /// Creates segment `number` with its header, ready to append up to `capacity` bytes (see
 /// `tail.rs`); with `durable`, syncs it and the directory. A file that could not be completed
 /// (no room to preallocate it, say) is removed again.
@@ -375,20 +532,19 @@ fn create_segment(
 ) -> Result<Tail, OutboxError> {
     let path = dir.join(segment_name(number));
     let header = format::encode_header(number, first_seq);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
+    let mut file = private(OpenOptions::new().read(true).write(true).create_new(true))
         .open(&path)
         .map_err(|e| OutboxError::io(format_args!("cannot create {}", path.display()), e))?;
-    let created = file.write_all(&header).and_then(|()| {
-        let tail = Tail::open(file.try_clone()?, HEADER_LEN, capacity)?;
-        if durable {
-            tail.sync_data()?;
-            sync_dir(dir)?;
-        }
-        Ok(tail)
-    });
+    let created = set_private(&file)
+        .and_then(|()| file.write_all(&header))
+        .and_then(|()| {
+            let tail = Tail::open(file.try_clone()?, HEADER_LEN, capacity)?;
+            if durable {
+                tail.sync_data()?;
+                sync_dir(dir)?;
+            }
+            Ok(tail)
+        });
     match created {
         Ok(tail) => Ok(tail),
         Err(e) => {
@@ -417,16 +573,18 @@ impl Outbox {
                 format!("segment_bytes {} is too small", options.segment_bytes),
             ));
         }
-        fs::create_dir_all(&dir)
-            .map_err(|e| OutboxError::io(format_args!("cannot create {}", dir.display()), e))?;
+        prepare_dir(&dir)?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| OutboxError::io(format_args!("cannot open {}", lock_path.display()), e))?;
+        let lock = private(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .open(&lock_path)
+        .map_err(|e| OutboxError::io(format_args!("cannot open {}", lock_path.display()), e))?;
+        check_file(&lock, &lock_path)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -469,8 +627,16 @@ impl Outbox {
         for (i, &number) in numbers.iter().enumerate() {
             let newest = i + 1 == numbers.len();
             let path = dir.join(segment_name(number));
-            let bytes = fs::read(&path)
-                .map_err(|e| OutboxError::io(format_args!("cannot read {}", path.display()), e))?;
+            let bytes = File::open(&path)
+                .map_err(|e| OutboxError::io(format_args!("cannot read {}", path.display()), e))
+                .and_then(|mut file| {
+                    check_file(&file, &path)?;
+                    let mut bytes = Vec::new();
+                    file.read_to_end(&mut bytes).map_err(|e| {
+                        OutboxError::io(format_args!("cannot read {}", path.display()), e)
+                    })?;
+                    Ok(bytes)
+                })?;
             recovery.segments += 1;
             let header = format::decode_header(&bytes).filter(|&(n, _)| n == number);
             let Some((_, first_seq)) = header else {
@@ -642,6 +808,9 @@ impl Outbox {
             disk_bytes,
             dirty: false,
             tail_dirty: false,
+            suspect: false,
+            mirror: Vec::new(),
+            mirror_from: 0,
             last_sync: None,
             stats,
             scratch: Vec::new(),
@@ -682,6 +851,12 @@ impl Outbox {
                     self.live_bytes
                 ),
             ));
+        }
+        if self.options.sync == SyncMode::Always {
+            // What this append returns for must be on the disk, in a file that was whole just
+            // before: a look at its size (a seek: an `fstat` here makes the flush that follows
+            // measurably slower on ext4), and the full look when it is short.
+            self.look()?;
         }
         let seq = self.next_seq;
         let mut buf = std::mem::take(&mut self.scratch);
@@ -789,6 +964,7 @@ impl Outbox {
     /// Syncs everything written so far to stable storage (buffered tombstones included),
     /// whatever the mode.
     pub fn sync(&mut self) -> Result<(), OutboxError> {
+        self.verify()?;
         let flushed = self.flush();
         if self.dirty {
             self.sync_active()?;
@@ -819,6 +995,7 @@ impl Outbox {
         let SyncMode::Interval(interval) = self.options.sync else {
             return Ok(Tick::Idle);
         };
+        self.look()?;
         let flushed = self.flush();
         if !self.dirty {
             return flushed.map(|()| Tick::Idle);
@@ -933,11 +1110,13 @@ impl Outbox {
     /// Writes the buffered tombstones, syncs (unless the mode is [`SyncMode::None`]) and
     /// releases the directory.
     pub fn close(mut self) -> Result<(), OutboxError> {
-        if self.options.sync != SyncMode::None {
+        let verified = self.verify();
+        let closed = if self.options.sync != SyncMode::None {
             self.sync()
         } else {
             self.flush()
-        }
+        };
+        verified.and(closed)
     }
 
     // ---- internals ----
@@ -973,6 +1152,13 @@ impl Outbox {
             self.disk_bytes -= active.len.saturating_sub(len);
             active.len = active.len.min(len);
         }
+        match len.checked_sub(self.mirror_from) {
+            Some(keep) => self.mirror.truncate(keep as usize),
+            None => {
+                self.mirror.clear();
+                self.mirror_from = len;
+            }
+        }
         self.tail_dirty = true;
         let _ = self.repair_tail();
     }
@@ -990,6 +1176,160 @@ impl Outbox {
             )
         })?;
         self.tail_dirty = false;
+        Ok(())
+    }
+
+    /// Looks at the active segment's file (one `fstat`): if another program shortened it below
+    /// the end of the log or removed it, [`Outbox::rescue`]s what it still holds. Done when a
+    /// write through the mapping faulted, before a segment is finished, and at
+    /// [`Outbox::sync`] and `close`; by its size alone ([`Outbox::look`]) at each group commit
+    /// ([`Outbox::tick_job`]), every [`MIRROR_CAP`] bytes written, and with
+    /// [`SyncMode::Always`] before each append.
+    pub fn verify(&mut self) -> Result<(), OutboxError> {
+        let (number, len) = self.segments.back().map_or((0, 0), |s| (s.number, s.len));
+        let state = self.active.state().map_err(|e| {
+            OutboxError::io(
+                format_args!("cannot inspect {}", self.segment_path(number).display()),
+                e,
+            )
+        })?;
+        if state.linked && state.size >= len {
+            self.suspect = false;
+            self.mirror.clear();
+            self.mirror_from = len;
+            return Ok(());
+        }
+        self.rescue()
+    }
+
+    /// [`Outbox::verify`] by the file's size alone (a seek to its end), for the frequent looks
+    /// (group commits, every [`MIRROR_CAP`] bytes): an `fstat` there makes the next
+    /// `fdatasync` measurably slower on ext4. A removed file keeps its size and its records
+    /// (read back through the open handle): the full looks (a new segment, `sync`, close, a
+    /// fault) find it.
+    fn look(&mut self) -> Result<(), OutboxError> {
+        let len = self.segments.back().map_or(0, |s| s.len);
+        if !self.suspect && self.active.size().is_ok_and(|size| size >= len) {
+            self.mirror.clear();
+            self.mirror_from = len;
+            return Ok(());
+        }
+        self.verify()
+    }
+
+    /// The active segment lost records to another program (shortened, or removed): every
+    /// pending record it still holds that reads back whole (through the open handle, so a
+    /// removed file gives all of them) is copied to a new segment, which becomes
+    /// the active one; the others are no longer pending (counted in [`OutboxStats::lost`]).
+    /// The old file is cut to its readable records, or left alone if removed, and goes the
+    /// way of any old segment. Until this succeeds, every write tries it again first.
+    fn rescue(&mut self) -> Result<(), OutboxError> {
+        let (number, len) = self.segments.back().map_or((0, 0), |s| (s.number, s.len));
+        let path = self.segment_path(number);
+        self.suspect = true;
+        let bytes = self
+            .active
+            .read_to(len)
+            .map_err(|e| OutboxError::io(format_args!("cannot read {}", path.display()), e))?;
+        // What is left of the log: the header and the records before the first one cut.
+        let readable = match format::decode_header(&bytes) {
+            Some((n, _)) if n == number => format::scan(&bytes, HEADER_LEN as usize)
+                .1
+                .map_or(bytes.len(), |(offset, _)| offset)
+                as u64,
+            _ => 0,
+        };
+        let mut moving = Vec::new();
+        let mut lost = Vec::new();
+        for (&seq, &loc) in &self.index {
+            if loc.segment != number {
+                continue;
+            }
+            // Written since the last look: from memory. Else from what the file still has.
+            let record = loc
+                .offset
+                .checked_sub(self.mirror_from)
+                .and_then(|at| self.mirror.get(at as usize..(at + loc.len) as usize))
+                .or_else(|| bytes.get(loc.offset as usize..(loc.offset + loc.len) as usize))
+                .filter(|r| format::parse(r, 0).is_ok_and(|f| f.seq == seq));
+            match record {
+                Some(record) => moving.push((seq, loc, record.to_vec())),
+                None => lost.push((seq, loc)),
+            }
+        }
+        for (seq, loc) in lost {
+            self.index.remove(&seq);
+            self.live_bytes -= loc.len;
+            if let Some(s) = self.segment_mut(number) {
+                s.live_bytes -= loc.len;
+                s.live_count -= 1;
+            }
+            self.stats.lost += 1;
+            self.stats.lost_bytes += loc.len;
+        }
+        // A new active segment, synced with its directory entry (the records copied into it are
+        // synced below), then the copies.
+        let next = number + 1;
+        let tail = create_segment(
+            &self.dir,
+            next,
+            self.next_seq,
+            self.options.segment_bytes,
+            true,
+        )?;
+        let old = std::mem::replace(&mut self.active, tail);
+        self.segments.push_back(Segment {
+            number: next,
+            len: HEADER_LEN,
+            live_bytes: 0,
+            live_count: 0,
+        });
+        self.disk_bytes += HEADER_LEN;
+        self.stats.bytes_written += HEADER_LEN;
+        self.stats.segments_created += 1;
+        self.dirty = false;
+        self.suspect = false;
+        self.tail_dirty = false;
+        self.mirror.clear();
+        self.mirror_from = HEADER_LEN;
+        for (seq, loc, record) in moving {
+            let (segment, offset, _) = self.write_record(&record, true)?;
+            self.index.insert(
+                seq,
+                Loc {
+                    segment,
+                    offset,
+                    len: loc.len,
+                },
+            );
+            if let Some(s) = self.segment_mut(number) {
+                s.live_bytes -= loc.len;
+                s.live_count -= 1;
+            }
+            let active = self.segments.back_mut().expect("an active segment");
+            active.live_bytes += loc.len;
+            active.live_count += 1;
+            self.stats.copied_records += 1;
+            self.stats.copied_bytes += loc.len;
+        }
+        if self.dirty && self.options.sync != SyncMode::None {
+            self.sync_active()?;
+        }
+        // Only now is the old file cut to its readable records (its records after a hole were
+        // still needed until copied); one left without a whole header holds nothing to read,
+        // and would only be reported as damage at the next opening: it goes.
+        let linked = old.state().is_ok_and(|s| s.linked);
+        let _ = old.discard(readable);
+        if readable == 0 && linked {
+            let _ = fs::remove_file(&path);
+        }
+        if let Some(s) = self.segment_mut(number) {
+            let cut = s.len.saturating_sub(readable);
+            s.len -= cut;
+            self.disk_bytes -= cut;
+        }
+        self.stats.shortened += 1;
+        let _ = self.delete_acknowledged();
         Ok(())
     }
 
@@ -1029,22 +1369,63 @@ impl Outbox {
     ) -> Result<(u64, u64, bool), OutboxError> {
         self.repair_tail()?;
         let mut rotated = false;
-        let active_len = self.segments.back().map_or(0, |s| s.len);
-        if active_len > HEADER_LEN && active_len + buf.len() as u64 > self.options.segment_bytes {
-            self.start_segment(compacting)?;
-            rotated = true;
+        // A fault sends the write round again, after a look at the file (a mapping faults at
+        // most once; a rescued segment starts anew): three rounds are always enough.
+        let mut rounds = 0;
+        let (number, offset) = loop {
+            rounds += 1;
+            if self.suspect || self.mirror.len() >= MIRROR_CAP {
+                self.look()?;
+            }
+            let active_len = self.segments.back().map_or(0, |s| s.len);
+            if active_len > HEADER_LEN && active_len + buf.len() as u64 > self.options.segment_bytes
+            {
+                // A segment is only finished once its file is known to be whole.
+                self.verify()?;
+                let active_len = self.segments.back().map_or(0, |s| s.len);
+                if active_len > HEADER_LEN
+                    && active_len + buf.len() as u64 > self.options.segment_bytes
+                {
+                    self.start_segment(compacting)?;
+                    rotated = true;
+                }
+            }
+            let active = self.segments.back().expect("an active segment");
+            let (number, offset) = (active.number, active.len);
+            match self.active.write_at(offset, buf) {
+                Ok(true) => break (number, offset),
+                // The mapping faulted (the file was shortened, or had no block for a page):
+                // nothing is known to be written. The file is looked at, and rescued if it
+                // lost records, before the next round writes with a system call.
+                Ok(false) if rounds < 3 => {
+                    self.stats.faults += 1;
+                    self.suspect = true;
+                }
+                Ok(false) => {
+                    self.suspect = true;
+                    return Err(OutboxError::new(
+                        ErrorCode::Outbox,
+                        format!(
+                            "cannot write {}: it keeps changing under the outbox",
+                            self.segment_path(number).display()
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    let err = OutboxError::io(
+                        format_args!("cannot write {}", self.segment_path(number).display()),
+                        e,
+                    );
+                    self.tail_dirty = true;
+                    let _ = self.repair_tail();
+                    return Err(err);
+                }
+            }
+        };
+        if self.mirror.is_empty() {
+            self.mirror_from = offset;
         }
-        let active = self.segments.back().expect("an active segment");
-        let (number, offset) = (active.number, active.len);
-        if let Err(e) = self.active.write_at(offset, buf) {
-            let err = OutboxError::io(
-                format_args!("cannot write {}", self.segment_path(number).display()),
-                e,
-            );
-            self.tail_dirty = true;
-            let _ = self.repair_tail();
-            return Err(err);
-        }
+        self.mirror.extend_from_slice(buf);
         let active = self.segments.back_mut().expect("an active segment");
         active.len += buf.len() as u64;
         self.disk_bytes += buf.len() as u64;
@@ -1072,6 +1453,8 @@ impl Outbox {
         // The old segment is cut back to its last record; should that fail, its zeros still
         // read as its end.
         let _ = std::mem::replace(&mut self.active, file).finish();
+        self.mirror.clear();
+        self.mirror_from = HEADER_LEN;
         self.segments.push_back(Segment {
             number,
             len: HEADER_LEN,
