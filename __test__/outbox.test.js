@@ -132,7 +132,11 @@ test('close({ keepQueue: true }) keeps the outbox open; connect() after close() 
   const dir = tmpdir(t)
   // 'b' is left unanswered the first time, so that close() catches it in flight.
   let held = false
-  const hold = (event) => event.id === 'b' && !held ? (held = true, new Promise(() => {})) : undefined
+  const hold = (event) => {
+    if (event.id !== 'b' || held) return undefined
+    held = true
+    return new Promise(() => {})
+  }
   const { ids, port } = await recordingServer(t, { onEvent: hold })
   const c = client(t, dir, { port })
   const kept = sendAll(c, [new Event('t', null, 'a')])
