@@ -1,12 +1,12 @@
 //! Both ends of the protocol wired together in memory, for tests: a client [`Session`] and, for
 //! each connection it makes, a server [`Peer`], with no socket, no task and no sleep. Modelled on
 //! the `Pair` of quinn-proto's tests: one struct owns both ends, a virtual clock, the timers each
-//! side has armed, the bytes and messages in flight in each direction, and the state a real
-//! server keeps across connections (`src/server/mod.rs` and `connection.rs`: the device's held
-//! actions, the actions handed back, the decisions awaited from the embedder). Step functions
-//! move one thing at a time (deliver one frame, fire the next timer, cut the connection, the
-//! application sends, the gateway queues an action, ...), so a test chooses the interleaving,
-//! and the property test at the bottom tries random ones.
+//! side has armed, the bytes and messages in flight in each direction, and the server's own
+//! routing core, a [`Hub`] (the device's held actions, the live connection, the actions handed
+//! back, the decisions awaited from the embedder), the very type `Server` keeps behind its
+//! mutex. Step functions move one thing at a time (deliver one frame, fire the next timer, cut
+//! the connection, the application sends, the gateway queues an action, ...), so a test chooses
+//! the interleaving, and the property test at the bottom tries random ones.
 //!
 //! What each side's driver does is mirrored here, as far as the protocol can tell:
 //!
@@ -20,8 +20,8 @@
 //! - The server's `Shutdown` writes what came before, then the end of the stream; with `linger`
 //!   the connection lasts until the client's end is read or the timer expires, without it the
 //!   connection is over at once (`Peer::closed`), as is `Drop`.
-//! - Actions a connection hands back go to the device's oldest other connection past DRAINED,
-//!   else to the front of its held queue, as `connection.rs` does.
+//! - Where an action goes (queued, handed back, held) is the hub's answer; the pair gives it to
+//!   the peer it names, as `connection.rs` does through its channel.
 //! - [`Pair::cut`] is a reset: both ends lose the connection at once and nothing in flight on
 //!   it arrives.
 //! - The clock moves only when a timer fires: the earliest armed one, client's or server's.
@@ -41,6 +41,7 @@ use tokio_util::codec::Decoder;
 
 use crate::errors::ErrorCode;
 use crate::protocol::{ErrorBody, FrameCodec, Message, Token, Value};
+use crate::server::hub::{Delivery, Hub};
 use crate::server::peer::{self, Peer, PeerConfig};
 use crate::server::{OutboundAction, Queued, Verdict};
 use crate::session::{
@@ -62,6 +63,8 @@ pub(crate) enum Dir {
 /// One connection: the server's peer for it and what is in flight on it.
 #[derive(Debug)]
 struct Link {
+    /// The connection's id in the hub.
+    id: u64,
     peer: Peer,
     /// The peer's timer.
     deadline: Option<Instant>,
@@ -76,8 +79,8 @@ struct Link {
     server_closed: bool,
     /// `Peer::closed` was called: the connection is gone from the server.
     gone: bool,
-    /// Past DRAINED: the gateway's new actions go to it instead of being held.
-    live: bool,
+    /// The device name of its HELLO.
+    device: Option<String>,
     /// The server announced it (`Connection`) / said it ended (`Disconnect`).
     announced: bool,
     disconnected: bool,
@@ -91,7 +94,8 @@ struct Link {
 #[derive(Debug, Clone)]
 pub(crate) struct Decision {
     link: usize,
-    number: u64,
+    /// The hub's number for it.
+    decision: u64,
     pub(crate) id: String,
 }
 
@@ -109,14 +113,18 @@ pub(crate) struct Pair {
     links: Vec<Link>,
     peer_config: PeerConfig,
 
-    // The server-wide state.
-    /// The device's held actions, oldest first.
-    pub(crate) held: VecDeque<Queued>,
+    /// The server-wide state: the server's own routing core, each connection's link an index
+    /// into `links`.
+    pub(crate) hub: Hub<usize>,
+
+    // What the server's embedder saw and did.
     /// Events awaiting the embedder's verdict.
     pub(crate) decisions: Vec<Decision>,
-    next_ticket: u64,
-    /// Every action the gateway queued, by ticket.
+    /// Actions the gateway queued so far (their ids are `a1`, `a2`, ...).
+    queued_actions: u64,
+    /// Every action the gateway queued, by ticket, and the ticket of each action id.
     pub(crate) tickets: BTreeMap<u64, Value>,
+    ticket_of: HashMap<String, u64>,
 
     // What the client's application saw.
     next_seq: u64,
@@ -172,10 +180,11 @@ impl Pair {
                 event_notices: true,
                 ..PeerConfig::default()
             },
-            held: VecDeque::new(),
+            hub: Hub::default(),
             decisions: Vec::new(),
-            next_ticket: 0,
+            queued_actions: 0,
             tickets: BTreeMap::new(),
+            ticket_of: HashMap::new(),
             next_seq: 0,
             sent: BTreeMap::new(),
             done: BTreeMap::new(),
@@ -248,38 +257,36 @@ impl Pair {
 
     // ---- The server's embedder ----
 
-    /// `queueAction`: delivered at once to the device's oldest live connection, else held.
-    /// Returns the ticket.
+    /// `queueAction`, routed by the hub: delivered at once to the device's oldest live
+    /// connection, else held. Returns the ticket.
     pub(crate) fn queue_action(&mut self) -> u64 {
-        self.next_ticket += 1;
-        let ticket = self.next_ticket;
-        let id = Value::String(format!("a{ticket}"));
-        self.tickets.insert(ticket, id.clone());
-        let queued = Queued {
-            action: OutboundAction {
-                id,
-                kind: "lamp".into(),
-                parameters: Value::Number(ticket as f64),
-            },
-            ticket: Some(ticket),
+        self.queued_actions += 1;
+        let name = format!("a{}", self.queued_actions);
+        let id = Value::String(name.clone());
+        let action = OutboundAction {
+            id: id.clone(),
+            kind: "lamp".into(),
+            parameters: Value::Number(self.queued_actions as f64),
         };
-        // As `Server::queue_action`: connections leave the table when they are gone.
-        match (0..self.links.len()).find(|&l| self.links[l].live && !self.links[l].gone) {
-            Some(l) => {
-                let out = self.links[l].peer.queue(queued);
-                self.server_outputs(l, out);
-            }
-            None => self.held.push_back(queued),
-        }
+        let (ticket, delivery) = self.hub.queue_action(DEVICE, action);
+        self.tickets.insert(ticket, id);
+        self.ticket_of.insert(name, ticket);
+        self.deliver(delivery);
         ticket
     }
 
-    /// The verdict on the `choice`-th event awaiting one. False when none waits.
+    /// The actions held for the device, oldest first.
+    pub(crate) fn held(&self) -> Vec<Queued> {
+        self.hub.held(DEVICE).cloned().collect()
+    }
+
+    /// The verdict on the `choice`-th event awaiting one, through the hub. False when none
+    /// waits.
     pub(crate) fn verdict(&mut self, choice: usize, accept: bool) -> bool {
         if self.decisions.is_empty() {
             return false;
         }
-        let Decision { link, number, .. } = self.decisions.remove(choice % self.decisions.len());
+        let Decision { decision, .. } = self.decisions.remove(choice % self.decisions.len());
         let verdict = if accept {
             Verdict::Accept
         } else {
@@ -288,8 +295,12 @@ impl Pair {
                 message: "Event rejected.".into(),
             })
         };
-        let out = self.links[link].peer.verdict(number, verdict, self.now);
-        self.server_outputs(link, out);
+        if let Some((awaited, &l)) = self.hub.decide(decision) {
+            let out = self.links[l]
+                .peer
+                .verdict(awaited.number, verdict, self.now);
+            self.server_outputs(l, out);
+        }
         true
     }
 
@@ -311,7 +322,9 @@ impl Pair {
         }
         self.connecting = false;
         let l = self.links.len();
+        let id = self.hub.register(|_| l);
         self.links.push(Link {
+            id,
             peer: Peer::new(self.peer_config.clone(), self.now, self.unix_ms()),
             deadline: None,
             to_server: VecDeque::new(),
@@ -319,7 +332,7 @@ impl Pair {
             client_closed: false,
             server_closed: false,
             gone: false,
-            live: false,
+            device: None,
             announced: false,
             disconnected: false,
             events: HashSet::new(),
@@ -549,8 +562,8 @@ impl Pair {
         for (ticket, id) in &self.tickets {
             let acked = self.action_acks.get(ticket).copied().unwrap_or(0);
             let held = self
-                .held
-                .iter()
+                .hub
+                .held(DEVICE)
                 .filter(|q| q.ticket == Some(*ticket))
                 .count();
             let with_links: usize = self
@@ -564,7 +577,10 @@ impl Pair {
                         .count()
                 })
                 .sum();
-            if self.current.is_some_and(|l| self.links[l].live) {
+            if self
+                .current
+                .is_some_and(|l| self.hub.is_live(self.links[l].id))
+            {
                 assert_eq!(
                     acked, 1,
                     "action {ticket} ({id:?}) not acknowledged, the client online"
@@ -649,9 +665,9 @@ impl Pair {
                         self.links[l].actions.insert(s.clone()),
                         "action {s} delivered twice on connection {l}"
                     );
-                    let ticket = s.strip_prefix('a').and_then(|t| t.parse::<u64>().ok());
+                    let ticket = self.ticket_of.get(s);
                     assert!(
-                        ticket.is_some_and(|t| !self.action_acks.contains_key(&t)),
+                        ticket.is_some_and(|t| !self.action_acks.contains_key(t)),
                         "action {s} delivered again after its acknowledgement"
                     );
                 }
@@ -698,10 +714,7 @@ impl Pair {
                 }
                 peer::Output::Emit(notice) => self.server_notice(l, notice),
                 peer::Output::NeedHeld => {
-                    let next = self.held.pop_front();
-                    if next.is_none() {
-                        self.links[l].live = true;
-                    }
+                    let next = self.hub.next_held(self.links[l].id);
                     let out = self.links[l].peer.held(next);
                     self.server_outputs(l, out);
                 }
@@ -716,27 +729,26 @@ impl Pair {
                     self.links[l].server_closed = true;
                     self.finish(l);
                 }
-                // As `connection.rs`: to the device's oldest other connection past DRAINED,
-                // else to the front of the held queue, in order.
                 peer::Output::HandBack(actions) => {
-                    let live = (0..self.links.len()).find(|&other| {
-                        other != l && self.links[other].live && !self.links[other].gone
-                    });
-                    match live {
-                        Some(other) => {
-                            for queued in actions {
-                                let out = self.links[other].peer.queue(queued);
-                                self.server_outputs(other, out);
-                            }
-                        }
-                        None => {
-                            for queued in actions.into_iter().rev() {
-                                self.held.push_front(queued);
-                            }
-                        }
-                    }
+                    let link = &self.links[l];
+                    let delivery = self.hub.hand_back(link.id, link.device.as_deref(), actions);
+                    self.deliver(delivery);
                 }
             }
+        }
+    }
+
+    /// Gives the actions the hub routed to a connection to its peer.
+    fn deliver(&mut self, delivery: Option<Delivery>) {
+        let Some(Delivery { conn, actions }) = delivery else {
+            return;
+        };
+        let Some(&l) = self.hub.entry(conn).map(|e| &e.link) else {
+            panic!("the hub routed actions to connection {conn}, which is gone");
+        };
+        for queued in actions {
+            let out = self.links[l].peer.queue(queued);
+            self.server_outputs(l, out);
         }
     }
 
@@ -746,6 +758,7 @@ impl Pair {
             peer::Notice::Connection => {
                 assert!(!link.announced, "connection {l} announced twice");
                 link.announced = true;
+                self.hub.announced(link.id);
             }
             peer::Notice::Disconnect => {
                 assert!(
@@ -757,6 +770,8 @@ impl Pair {
             }
             peer::Notice::Hello { device_name } => {
                 assert_eq!(device_name.as_deref(), Some(DEVICE));
+                link.device = device_name.clone();
+                self.hub.hello(link.id, device_name);
             }
             peer::Notice::Event {
                 number, id, decide, ..
@@ -770,9 +785,10 @@ impl Pair {
                 );
                 *self.server_events.entry(id.clone()).or_default() += 1;
                 if decide {
+                    let decision = self.hub.decision(link.id, number);
                     self.decisions.push(Decision {
                         link: l,
-                        number,
+                        decision,
                         id,
                     });
                 }
@@ -799,6 +815,7 @@ impl Pair {
         }
         link.gone = true;
         link.to_server.clear();
+        self.hub.unregister(link.id);
         self.endings += 1;
         self.decisions.retain(|d| d.link != l);
         let out = self.links[l].peer.closed();
@@ -941,10 +958,10 @@ mod tests {
         exchange(&mut pair);
         assert_eq!(pair.tokens(Dir::ToClient, 0), [Welcome, Drained, Action]);
         assert!(pair.cut());
-        assert_eq!(pair.held.len(), 1, "handed back");
+        assert_eq!(pair.held().len(), 1, "handed back");
         // Queued while the device is away: held too, behind it.
         let second = pair.queue_action();
-        assert_eq!(pair.held.len(), 2);
+        assert_eq!(pair.held().len(), 2);
 
         assert!(pair.fire_timer());
         exchange(&mut pair);
@@ -1041,14 +1058,14 @@ mod tests {
         assert!(pair.fire_timer());
         assert!(pair.open());
         let ticket = pair.queue_action();
-        assert_eq!(pair.held.len(), 1);
+        assert_eq!(pair.held().len(), 1);
         // Connection 0 reads HELLO and takes the action; connection 1 finds none held and
         // goes past DRAINED; then connection 0 reads the client's end and hands it back.
         assert!(pair.deliver_to_server(0));
         assert!(pair.deliver_to_server(1));
         assert!(pair.deliver_to_server(0));
         assert_eq!(pair.endings, 1);
-        assert!(pair.held.is_empty());
+        assert!(pair.held().is_empty());
         exchange(&mut pair);
         assert_eq!(pair.tokens(Dir::ToClient, 1), [Welcome, Drained, Action]);
         assert!(pair.app_ack(0, true));
