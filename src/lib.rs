@@ -8,11 +8,11 @@
 //!
 //! * `protocol`: frames (6-byte header, 10 MiB cap), the seven typed messages, and the
 //!   MessagePack value model written as msgpack-lite 0.1.26 writes it. Pure code, no I/O.
-//! * `session`: the client's protocol state as a sans-I/O state machine: inputs in (timers
-//!   that fired included), outputs (bytes to write, timers to arm or stop, notices for the
-//!   application) out.
-//! * `client`: the driver task that owns the sockets, TLS and the clock, runs the timers the
-//!   session asks for and feeds the session.
+//! * `session`: the client's protocol state as a sans-I/O state machine: inputs in, with the
+//!   time (`handle_timeout` when its earliest deadline, `poll_timeout`, passed), outputs (bytes
+//!   to write, notices for the application) out.
+//! * `client`: the driver task that owns the sockets, TLS and the clock, sleeps until the
+//!   session's earliest deadline and feeds the session.
 //! * `server`: the bundled gateway server for tests, the demo and local development: the
 //!   shared state (`mod.rs`, the `Hub` of `hub.rs` behind a mutex: held actions, the live
 //!   connections, decisions), one driver task per connection (`connection.rs`: sockets, TLS,

@@ -91,7 +91,6 @@ pub(super) async fn run(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr)
         kill: kill.clone(),
         out: Vec::new(),
         ending: None,
-        deadline: None,
     };
     let accepted = conn.peer.accepted(now);
     conn.apply(accepted);
@@ -99,7 +98,7 @@ pub(super) async fn run(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr)
         None => conn.serve(tcp).await,
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            let deadline = conn.deadline;
+            let deadline = conn.peer.poll_timeout();
             tokio::select! {
                 accepted = acceptor.accept(tcp) => match accepted {
                     Ok(stream) => {
@@ -136,8 +135,6 @@ struct Conn {
     /// Messages to write at the end of this step.
     out: Vec<Message>,
     ending: Option<Ending>,
-    /// The peer's timer.
-    deadline: Option<Instant>,
 }
 
 impl Conn {
@@ -176,7 +173,7 @@ impl Conn {
                         self.peer.unread_until(Instant::now());
                     }
                     command = self.commands.recv() => self.on_command(command),
-                    () = expiry(self.deadline) => self.expired(),
+                    () = expiry(self.peer.poll_timeout()) => self.expired(),
                 }
                 if matches!(self.ending, Some(Ending::Drop)) || self.out.is_empty() {
                     continue;
@@ -203,7 +200,7 @@ impl Conn {
                     }
                     _ = self.kill.cancelled() => return,
                     command = self.commands.recv() => self.on_command(command),
-                    () = expiry(self.deadline) => self.expired(),
+                    () = expiry(self.peer.poll_timeout()) => self.expired(),
                 }
                 if matches!(self.ending, Some(Ending::Drop)) {
                     return;
@@ -230,7 +227,7 @@ impl Conn {
         tokio::select! {
             _ = goodbye => {}
             _ = self.kill.cancelled() => {}
-            () = expiry(self.deadline) => self.expired(),
+            () = expiry(self.peer.poll_timeout()) => self.expired(),
         }
     }
 
@@ -274,15 +271,16 @@ impl Conn {
         self.apply(outputs);
     }
 
-    /// The timer fired: it is at least its deadline, whatever the clocks' rounding.
+    /// The peer's deadline passed: it is at least its deadline, whatever the clocks' rounding.
     fn expired(&mut self) {
         let now = self
-            .deadline
+            .peer
+            .poll_timeout()
             .map_or_else(Instant::now, |d| d.max(Instant::now()));
         if !self.may_read() {
             self.peer.unread_until(now);
         }
-        let outputs = self.peer.timeout(now);
+        let outputs = self.peer.handle_timeout(now);
         self.apply(outputs);
     }
 
@@ -296,7 +294,6 @@ impl Conn {
                     let outputs = self.peer.held(next);
                     self.apply(outputs);
                 }
-                Output::Timer(deadline) => self.deadline = deadline,
                 Output::Shutdown { linger } => self.ending = Some(Ending::Goodbye { linger }),
                 Output::Drop => self.ending = Some(Ending::Drop),
                 Output::HandBack(actions) => self.hand_back(&mut self.shared.state(), actions),

@@ -88,8 +88,6 @@ struct Link {
     /// The connection's id in the hub.
     id: u64,
     peer: Peer,
-    /// The peer's timer.
-    deadline: Option<Instant>,
     /// Frames the client wrote, not yet read by the server.
     to_server: VecDeque<Bytes>,
     /// Messages the server wrote, not yet read by the client.
@@ -128,8 +126,6 @@ pub(crate) struct Pair {
     start: Instant,
     now: Instant,
     pub(crate) client: Session,
-    /// When each of the client's timers fires, by [`Timer::index`].
-    client_timers: [Option<Instant>; 3],
     /// `Output::Connect` was given and the attempt is under way.
     connecting: bool,
     /// The connection the client's socket is on, an index into `links`.
@@ -200,7 +196,6 @@ impl Pair {
             start: now,
             now,
             client: Session::new(config, timing, Xorshift::new(seed)),
-            client_timers: [None; 3],
             connecting: false,
             current: None,
             links: Vec::new(),
@@ -249,7 +244,7 @@ impl Pair {
 
     /// The user's `connect()`.
     pub(crate) fn connect(&mut self) {
-        let out = self.client.connect();
+        let out = self.client.connect(self.now);
         self.client_outputs(out);
     }
 
@@ -260,7 +255,7 @@ impl Pair {
         let id = format!("{seq:032x}");
         self.sent.insert(seq, id.clone());
         let event = OutgoingEvent::new(seq, Value::String(id), "t", Value::Number(seq as f64));
-        let out = self.client.send(event);
+        let out = self.client.send(event, self.now);
         self.client_outputs(out);
         seq
     }
@@ -359,7 +354,6 @@ impl Pair {
         self.links.push(Link {
             id,
             peer: Peer::new(self.peer_config.clone(), self.now, self.unix_ms()),
-            deadline: None,
             to_server: VecDeque::new(),
             to_client: VecDeque::new(),
             client_closed: false,
@@ -431,13 +425,13 @@ impl Pair {
             // The server's end of the stream: the client's driver drops the socket.
             self.current = None;
             self.links[l].client_closed = true;
-            let out = self.client.connection_lost(None);
+            let out = self.client.connection_lost(None, self.now);
             self.client_outputs(out);
             return true;
         };
         let message = read(message.to_bytes());
         self.wire.push((Dir::ToClient, l, message.clone()));
-        let out = self.client.receive(message);
+        let out = self.client.receive(message, self.now);
         self.client_outputs(out);
         true
     }
@@ -447,10 +441,10 @@ impl Pair {
     pub(crate) fn cut(&mut self) -> bool {
         if self.connecting {
             self.connecting = false;
-            let out = self.client.connect_failed(SessionError::new(
-                ErrorCode::Io("ECONNREFUSED".into()),
-                "connect ECONNREFUSED",
-            ));
+            let out = self.client.connect_failed(
+                SessionError::new(ErrorCode::Io("ECONNREFUSED".into()), "connect ECONNREFUSED"),
+                self.now,
+            );
             self.client_outputs(out);
             return true;
         }
@@ -462,40 +456,41 @@ impl Pair {
         link.to_server.clear();
         link.to_client.clear();
         self.finish(l);
-        let out = self.client.connection_lost(Some(SessionError::new(
-            ErrorCode::ConnectionReset,
-            "read ECONNRESET",
-        )));
+        let out = self.client.connection_lost(
+            Some(SessionError::new(
+                ErrorCode::ConnectionReset,
+                "read ECONNRESET",
+            )),
+            self.now,
+        );
         self.client_outputs(out);
         true
     }
 
-    /// The earliest armed timer, the client's (by [`Timer`]) or a connection's (by index).
-    fn next_timer(&self) -> Option<(Instant, Result<Timer, usize>)> {
-        let client = Timer::ALL
-            .into_iter()
-            .filter_map(|t| self.client_timers[t.index()].map(|at| (at, Ok(t))));
+    /// The earliest deadline of any core, the client's (`Ok`) or a connection's (by index):
+    /// each core's `poll_timeout`, as each driver asks it.
+    fn next_timer(&self) -> Option<(Instant, Result<(), usize>)> {
+        let client = self.client.poll_timeout().map(|at| (at, Ok(())));
         let server = (0..self.links.len())
             .filter(|&l| !self.links[l].gone)
-            .filter_map(|l| self.links[l].deadline.map(|at| (at, Err(l))));
-        client.chain(server).min_by_key(|(at, _)| *at)
+            .filter_map(|l| self.links[l].peer.poll_timeout().map(|at| (at, Err(l))));
+        client.into_iter().chain(server).min_by_key(|(at, _)| *at)
     }
 
-    /// The clock moves to the earliest armed timer, which fires. False when none is armed.
+    /// The virtual clock jumps to the earliest deadline, and that core's `handle_timeout` runs.
+    /// False when no core has a deadline.
     pub(crate) fn fire_timer(&mut self) -> bool {
         let Some((at, which)) = self.next_timer() else {
             return false;
         };
         self.now = self.now.max(at);
         match which {
-            Ok(timer) => {
-                self.client_timers[timer.index()] = None;
-                let out = self.client.timeout(timer);
+            Ok(()) => {
+                let out = self.client.handle_timeout(self.now);
                 self.client_outputs(out);
             }
             Err(l) => {
-                self.links[l].deadline = None;
-                let out = self.links[l].peer.timeout(self.now);
+                let out = self.links[l].peer.handle_timeout(self.now);
                 self.server_outputs(l, out);
             }
         }
@@ -511,7 +506,7 @@ impl Pair {
     pub(crate) fn client_timers(&self) -> Vec<Timer> {
         Timer::ALL
             .into_iter()
-            .filter(|t| self.client_timers[t.index()].is_some())
+            .filter(|&t| self.client.deadline(t).is_some())
             .collect()
     }
 
@@ -653,15 +648,6 @@ impl Pair {
                         link.to_client.clear();
                     }
                 }
-                session::Output::SetTimer(timer, after) => {
-                    self.client_timers[timer.index()] = Some(self.now + after);
-                }
-                session::Output::StopTimer(timer) => {
-                    assert!(
-                        self.client_timers[timer.index()].take().is_some(),
-                        "StopTimer({timer:?}) for a timer that does not run"
-                    );
-                }
                 session::Output::Emit(notice) => self.client_notice(notice),
                 session::Output::Release(_) => {}
             }
@@ -771,7 +757,6 @@ impl Pair {
                     let out = self.links[l].peer.held(next);
                     self.server_outputs(l, out);
                 }
-                peer::Output::Timer(deadline) => self.links[l].deadline = deadline,
                 peer::Output::Shutdown { linger } => {
                     self.links[l].server_closed = true;
                     if !linger {
