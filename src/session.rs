@@ -27,7 +27,9 @@
 use crate::defaults;
 use crate::errors::ErrorCode;
 use crate::protocol::value::value_writer;
-use crate::protocol::{decode, DecodeError, ErrorBody, Message, Value};
+use crate::protocol::{
+    decode, DecodeError, ErrorBody, Frame, FrameError, Message, MessageError, Value,
+};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -633,9 +635,45 @@ impl Session {
         out
     }
 
+    /// A frame from the server as the reader framed it, or why it could not: every decision
+    /// about bad input is made here, once.
+    ///
+    /// - a message: [`Session::receive`];
+    /// - an unknown token (a newer gateway's): skipped, reported as recovered, and the
+    ///   connection goes on;
+    /// - a body that does not decode, or not to the token's message: a protocol error, the
+    ///   connection ends (quietly unless it was the last);
+    /// - a frame over 10 MiB: BYE IM491, then the connection ends;
+    /// - the stream ended inside a frame: `ECONNRESET`, as a lost connection (the driver drops
+    ///   the socket it read the end from).
+    ///
+    /// A failure to read the socket is the driver's to name ([`Session::connection_lost`]);
+    /// one that comes here anyway ends the connection as `ECONNRESET`.
+    pub fn handle_frame(&mut self, frame: Result<Frame, FrameError>, now: Instant) -> Vec<Output> {
+        match frame {
+            Ok(frame) => match Message::from_frame(&frame) {
+                Ok(message) => self.receive(message, now),
+                Err(err @ MessageError::UnknownToken(_)) => {
+                    self.ignored(SessionError::new(ErrorCode::Proto, err.to_string()))
+                }
+                Err(err) => {
+                    self.protocol_error(SessionError::new(ErrorCode::Proto, err.to_string()), now)
+                }
+            },
+            Err(FrameError::Oversize { .. }) => self.buffer_exceeded(now),
+            Err(err @ (FrameError::Truncated { .. } | FrameError::Io(_))) => self.connection_lost(
+                Some(SessionError::new(
+                    ErrorCode::ConnectionReset,
+                    err.to_string(),
+                )),
+                now,
+            ),
+        }
+    }
+
     /// A frame the client does not understand and skips (an unknown token, which a newer
     /// gateway may send): reported as recovered, and the connection goes on.
-    pub fn ignored(&mut self, err: SessionError) -> Vec<Output> {
+    fn ignored(&mut self, err: SessionError) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.socket_open() {
             out.push(Output::Emit(Notice::Recovered(err)));
@@ -646,7 +684,7 @@ impl Session {
     /// The server sent or announced a frame over 10 MiB: BYE IM491, as docs/PROTOCOL.md
     /// section 2 (Frames) asks of either side, then the connection ends, quietly unless it was
     /// the last.
-    pub fn buffer_exceeded(&mut self, now: Instant) -> Vec<Output> {
+    fn buffer_exceeded(&mut self, now: Instant) -> Vec<Output> {
         self.now = Some(now);
         let mut out = Vec::new();
         if self.phase.socket_open() {
@@ -666,7 +704,7 @@ impl Session {
 
     /// The driver could not read the server's bytes (an undecodable frame): the connection
     /// ends, quietly unless it was the last, as in the original.
-    pub fn protocol_error(&mut self, err: SessionError, now: Instant) -> Vec<Output> {
+    fn protocol_error(&mut self, err: SessionError, now: Instant) -> Vec<Output> {
         self.now = Some(now);
         let mut out = Vec::new();
         if self.phase.socket_open() {

@@ -33,7 +33,7 @@ use tokio_rustls::rustls::ClientConfig;
 
 use crate::defaults;
 use crate::errors::ErrorCode;
-use crate::protocol::{ErrorBody, Frame, FrameError, FrameReader, Message, MessageError};
+use crate::protocol::{ErrorBody, Frame, FrameError, FrameReader};
 use crate::session::{
     ActionKey, Notice, OutgoingEvent, Output, Session, SessionConfig, SessionError, SessionStats,
     Timing, Xorshift,
@@ -714,35 +714,20 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             }
             Input::Frame(Some(Ok(frame))) => {
                 self.options.backlog.read(&frame);
-                match Message::from_frame(&frame) {
-                    Ok(message) => self.session.receive(message, self.now),
-                    // A token from a newer gateway: skipped, as the original skips it.
-                    Err(err @ MessageError::UnknownToken(_)) => self
-                        .session
-                        .ignored(SessionError::new(ErrorCode::Proto, err.to_string())),
-                    Err(err) => self.session.protocol_error(
-                        SessionError::new(ErrorCode::Proto, err.to_string()),
-                        self.now,
-                    ),
-                }
-            }
-            Input::Frame(Some(Err(FrameError::Oversize { .. }))) => {
-                self.session.buffer_exceeded(self.now)
+                self.session.handle_frame(Ok(frame), self.now)
             }
             Input::Frame(Some(Err(FrameError::Io(err)))) | Input::Written(Err(err)) => {
                 self.connection = None;
                 self.session
                     .connection_lost(Some(transport::error(&err)), self.now)
             }
-            Input::Frame(Some(Err(err @ FrameError::Truncated { .. }))) => {
-                self.connection = None;
-                self.session.connection_lost(
-                    Some(SessionError::new(
-                        ErrorCode::ConnectionReset,
-                        err.to_string(),
-                    )),
-                    self.now,
-                )
+            // The protocol's call (IM491, ECONNRESET); a stream that ended inside a frame has
+            // no more to read.
+            Input::Frame(Some(Err(err))) => {
+                if matches!(err, FrameError::Truncated { .. }) {
+                    self.connection = None;
+                }
+                self.session.handle_frame(Err(err), self.now)
             }
             Input::Frame(None) => {
                 self.connection = None;
@@ -897,7 +882,7 @@ fn seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Value;
+    use crate::protocol::{Message, Value};
 
     /// A writer that records each write call and accepts at most `limit` bytes per call.
     struct Recorder {

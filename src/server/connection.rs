@@ -255,19 +255,14 @@ impl Conn {
         self.apply(outputs);
     }
 
+    /// A frame or a framing error goes to the peer, which decides; the end of the stream drops
+    /// the socket.
     fn on_frame(&mut self, frame: Option<Result<Frame, FrameError>>) {
-        let now = Instant::now();
-        let outputs = match frame {
-            None | Some(Err(FrameError::Io(_) | FrameError::Truncated { .. })) => {
-                self.ending = Some(Ending::Drop);
-                return;
-            }
-            Some(Ok(frame)) => match Message::from_frame(&frame) {
-                Ok(message) => self.peer.receive(message, now),
-                Err(e) => self.peer.malformed(e.to_string(), now),
-            },
-            Some(Err(FrameError::Oversize { .. })) => self.peer.buffer_exceeded(now),
+        let Some(frame) = frame else {
+            self.ending = Some(Ending::Drop);
+            return;
         };
+        let outputs = self.peer.handle_frame(frame, Instant::now());
         self.apply(outputs);
     }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::{OutboundAction, Queued, Verdict};
 use crate::errors::ErrorCode;
-use crate::protocol::{ErrorBody, Message, Value};
+use crate::protocol::{ErrorBody, Frame, FrameError, Message, Value};
 
 /// How long a goodbye (BYE, shutting the write side, the lingering read) may take before the
 /// socket is dropped. Long enough for a slow peer to finish writing a 10 MiB frame: 2 s was
@@ -360,9 +360,35 @@ impl Peer {
         out
     }
 
+    /// A frame from the peer as the reader framed it, or why it could not: every decision
+    /// about bad input is made here, once. A message goes to [`Peer::receive`]; a frame that
+    /// is no message (an unknown token, a body that does not decode or not to its token's
+    /// message) is a violation `EPROTO`; a frame over 10 MiB is a violation `IM491`; a stream
+    /// that ended inside a frame, or failed, drops the socket.
+    pub(crate) fn handle_frame(
+        &mut self,
+        frame: Result<Frame, FrameError>,
+        now: Instant,
+    ) -> Vec<Output> {
+        match frame {
+            Ok(frame) => match Message::from_frame(&frame) {
+                Ok(message) => self.receive(message, now),
+                Err(e) => self.malformed(e.to_string(), now),
+            },
+            Err(FrameError::Oversize { .. }) => self.buffer_exceeded(now),
+            Err(FrameError::Truncated { .. } | FrameError::Io(_)) => {
+                let mut out = Vec::new();
+                if self.phase != Phase::Closed {
+                    self.drop_socket(&mut out);
+                }
+                out
+            }
+        }
+    }
+
     /// A frame that is no message (an unknown token, an unreadable body): a violation with
     /// `reason`.
-    pub(crate) fn malformed(&mut self, reason: impl Into<String>, now: Instant) -> Vec<Output> {
+    fn malformed(&mut self, reason: impl Into<String>, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.open() {
             self.heard = now;
@@ -372,7 +398,7 @@ impl Peer {
     }
 
     /// The peer sent or announced a frame over 10 MiB: BYE IM491.
-    pub(crate) fn buffer_exceeded(&mut self, now: Instant) -> Vec<Output> {
+    fn buffer_exceeded(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.open() {
             self.violation(&mut out, ErrorCode::BufferExceeded, MAXIMUM_BUFFER, now);

@@ -23,7 +23,14 @@
 //!    two, an old connection may hand back an action after the new one took later ones).
 //! 6. **Notices alternate**: `connect`/`disconnect` on the client, `connection`/`disconnect`
 //!    once per server connection that was announced.
-//! 7. **No protocol violation between two correct ends**: neither end reports one.
+//! 7. **No protocol violation between two correct ends**: neither end reports one (except on
+//!    a connection given bad input).
+//! 8. **Bad input from either side closes that connection and nothing else**: a frame with an
+//!    unknown token, an undecodable body or an oversize header put in the client's stream makes
+//!    the server report a violation and close that connection (part of a frame, then the end:
+//!    it drops it), no other; from the gateway, an unknown token is skipped and the connection
+//!    goes on, anything else makes the client close that connection, no other. Invariants 1-6
+//!    still hold after it.
 //!
 //! # The harness
 //!
@@ -41,9 +48,11 @@
 //!
 //! - The client's `Output::Connect` is an attempt under way; [`Pair::open`] completes it (the
 //!   server accepts, the session is `connected`), [`Pair::cut`] fails it.
-//! - Client bytes travel as the frames the session wrote and are read with [`FrameCodec`] and
-//!   [`Message::from_frame`], as `src/server/connection.rs` reads them; server messages are
-//!   encoded and read back the same way before the session gets them.
+//! - Bytes travel as the frames each end wrote, one write at a time, and are framed with
+//!   [`FrameCodec`] (a truncation reported at the end of the stream, an oversize header at
+//!   once); each end's core gets the frame or the framing error through `handle_frame`, as the
+//!   drivers hand them, and decides. [`Pair::bad_to_server`] and [`Pair::bad_to_client`] put
+//!   bad input ([`Bad`]) in either stream.
 //! - `CloseSocket` closes the client's socket: what it wrote before still reaches the server,
 //!   then the end of the stream; what the server sends after that is never read.
 //! - The server's `Shutdown` writes what came before, then the end of the stream; with `linger`
@@ -62,7 +71,9 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use crate::errors::ErrorCode;
-use crate::protocol::{ErrorBody, FrameCodec, Message, Token, Value};
+use crate::protocol::{
+    ErrorBody, Frame, FrameCodec, FrameError, Message, Token, Value, MAX_BUFFER,
+};
 use crate::server::hub::{Delivery, Hub};
 use crate::server::peer::{self, Peer, PeerConfig};
 use crate::server::{OutboundAction, Queued, Verdict};
@@ -90,8 +101,8 @@ struct Link {
     peer: Peer,
     /// Frames the client wrote, not yet read by the server.
     to_server: VecDeque<Bytes>,
-    /// Messages the server wrote, not yet read by the client.
-    to_client: VecDeque<Message>,
+    /// Frames the server wrote, not yet read by the client.
+    to_client: VecDeque<Bytes>,
     /// The client closed its socket: once `to_server` is read, the server reads the end.
     client_closed: bool,
     /// The server shut its write side or dropped the socket: once `to_client` is read, the
@@ -101,6 +112,10 @@ struct Link {
     gone: bool,
     /// The device name of its HELLO.
     device: Option<String>,
+    /// Bad input was put in the client's stream: the server may report violations on it.
+    bad_from_client: bool,
+    /// Violations the server reported on it.
+    violations: usize,
     /// The ticket of the last action written on it for the first time anywhere.
     last_fresh: u64,
     /// The server announced it (`Connection`) / said it ended (`Disconnect`).
@@ -166,6 +181,8 @@ pub(crate) struct Pair {
     pub(crate) connected: bool,
     /// The client's notices, in order (without `Recovered`).
     pub(crate) client_notices: Vec<Notice>,
+    /// Bad input was put in the server's stream to the client: it may report protocol errors.
+    bad_to_client: bool,
 
     // What the server's embedder saw.
     /// How many times each event id was reported.
@@ -219,6 +236,7 @@ impl Pair {
             app_actions: Vec::new(),
             connected: false,
             client_notices: Vec::new(),
+            bad_to_client: false,
             server_events: HashMap::new(),
             accepted: HashSet::new(),
             rejected: HashSet::new(),
@@ -360,6 +378,8 @@ impl Pair {
             server_closed: false,
             gone: false,
             device: None,
+            bad_from_client: false,
+            violations: 0,
             last_fresh: 0,
             announced: false,
             disconnected: false,
@@ -393,7 +413,8 @@ impl Pair {
     }
 
     /// The server reads the next frame (or the end) on the `choice`-th connection that has
-    /// one. False when none has.
+    /// one, and its `Peer` decides what it means (`handle_frame`, as `connection.rs` hands
+    /// it). False when none has.
     pub(crate) fn deliver_to_server(&mut self, choice: usize) -> bool {
         let readable = self.readable_by_server();
         if readable.is_empty() {
@@ -405,15 +426,61 @@ impl Pair {
             self.finish(l);
             return true;
         };
-        let message = read(bytes);
-        self.wire.push((Dir::ToServer, l, message.clone()));
-        let out = self.links[l].peer.receive(message, self.now);
+        let frame = read(bytes);
+        let bad = self.note(Dir::ToServer, l, &frame);
+        let before = self.link_states();
+        let open = !self.links[l].server_closed;
+        let violations = self.links[l].violations;
+        let out = self.links[l].peer.handle_frame(frame, self.now);
         self.server_outputs(l, out);
+        if bad && open {
+            // Invariant 8: bad input closes that connection, and nothing else.
+            let link = &self.links[l];
+            assert!(
+                link.server_closed || link.gone,
+                "connection {l}: bad input from the client left it open"
+            );
+            let truncated = link.gone && link.violations == violations;
+            assert!(
+                truncated || link.violations == violations + 1,
+                "connection {l}: bad input from the client not reported"
+            );
+            self.assert_only_changed(&before, l);
+        }
         true
     }
 
-    /// The client reads the next message (or the end) on its connection. False when there is
-    /// none.
+    /// Records a readable message in `wire`; true when the frame is bad input.
+    fn note(&mut self, dir: Dir, l: usize, frame: &Result<Frame, FrameError>) -> bool {
+        match frame.as_ref().map(Message::from_frame) {
+            Ok(Ok(message)) => {
+                self.wire.push((dir, l, message));
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Whether each connection is closed on the server's side, and gone.
+    fn link_states(&self) -> Vec<(bool, bool)> {
+        self.links
+            .iter()
+            .map(|link| (link.server_closed, link.gone))
+            .collect()
+    }
+
+    fn assert_only_changed(&self, before: &[(bool, bool)], l: usize) {
+        for (other, (link, was)) in self.links.iter().zip(before).enumerate() {
+            assert!(
+                other == l || (link.server_closed, link.gone) == *was,
+                "bad input on connection {l} closed connection {other} too"
+            );
+        }
+    }
+
+    /// The client reads the next frame (or the end) on its connection, and its `Session`
+    /// decides what it means (`handle_frame`, as the client's driver hands it). False when
+    /// there is none.
     pub(crate) fn deliver_to_client(&mut self) -> bool {
         if !self.readable_by_client() {
             return false;
@@ -421,7 +488,7 @@ impl Pair {
         let Some(l) = self.current else {
             return false;
         };
-        let Some(message) = self.links[l].to_client.pop_front() else {
+        let Some(bytes) = self.links[l].to_client.pop_front() else {
             // The server's end of the stream: the client's driver drops the socket.
             self.current = None;
             self.links[l].client_closed = true;
@@ -429,10 +496,69 @@ impl Pair {
             self.client_outputs(out);
             return true;
         };
-        let message = read(message.to_bytes());
-        self.wire.push((Dir::ToClient, l, message.clone()));
-        let out = self.client.receive(message, self.now);
+        let frame = read(bytes);
+        let bad = self.note(Dir::ToClient, l, &frame);
+        let unknown = matches!(&frame, Ok(f) if Token::try_from(f.token).is_err());
+        if matches!(frame, Err(FrameError::Truncated { .. })) {
+            // The stream ended inside a frame: the driver drops the socket it read it from.
+            self.current = None;
+            self.links[l].client_closed = true;
+        }
+        let before = self.link_states();
+        let out = self.client.handle_frame(frame, self.now);
         self.client_outputs(out);
+        if bad {
+            // Invariant 8: an unknown token is skipped and the connection goes on; other bad
+            // input closes that connection (the client's side of it), and nothing else.
+            assert_eq!(
+                self.current == Some(l),
+                unknown,
+                "connection {l}: bad input from the server (unknown token: {unknown})"
+            );
+            self.assert_only_changed(&before, l);
+        }
+        true
+    }
+
+    /// Puts bad input in the client's stream to the server (a broken or hostile client), on
+    /// the current connection. False when there is none.
+    pub(crate) fn bad_to_server(&mut self, bad: Bad) -> bool {
+        let Some(l) = self.current else {
+            return false;
+        };
+        self.links[l].bad_from_client = true;
+        self.links[l].to_server.push_back(bad.bytes(Token::Event));
+        if bad == Bad::Truncated {
+            // The client is gone in the middle of a frame: its side of the connection is lost.
+            self.current = None;
+            let link = &mut self.links[l];
+            link.client_closed = true;
+            link.to_client.clear();
+            let out = self.client.connection_lost(
+                Some(SessionError::new(
+                    ErrorCode::ConnectionReset,
+                    "read ECONNRESET",
+                )),
+                self.now,
+            );
+            self.client_outputs(out);
+        }
+        true
+    }
+
+    /// Puts bad input in the server's stream to the client (a broken or hostile gateway), on
+    /// the current connection. False when there is none, or the server closed it.
+    pub(crate) fn bad_to_client(&mut self, bad: Bad) -> bool {
+        let Some(l) = self.current.filter(|&l| !self.links[l].server_closed) else {
+            return false;
+        };
+        self.bad_to_client = true;
+        self.links[l].to_client.push_back(bad.bytes(Token::Action));
+        if bad == Bad::Truncated {
+            // The gateway is gone in the middle of a frame: its side of the connection ends.
+            self.links[l].server_closed = true;
+            self.finish(l);
+        }
         true
     }
 
@@ -694,12 +820,12 @@ impl Pair {
                 self.app_actions.push(id.clone());
             }
             Notice::Error(err) => assert!(
-                !matches!(err.code, ErrorCode::Proto | ErrorCode::Bye),
+                self.bad_to_client || !matches!(err.code, ErrorCode::Proto | ErrorCode::Bye),
                 "the client saw a protocol error: {err}"
             ),
             Notice::Recovered(err) => {
                 assert!(
-                    err.code != ErrorCode::Proto,
+                    self.bad_to_client || err.code != ErrorCode::Proto,
                     "the client skipped a frame: {err}"
                 );
                 return;
@@ -748,7 +874,7 @@ impl Pair {
                     assert!(!link.server_closed, "a write after the server's goodbye");
                     // Written to a client that closed its socket: never read.
                     if self.current == Some(l) {
-                        link.to_client.push_back(message);
+                        link.to_client.push_back(message.to_bytes());
                     }
                 }
                 peer::Output::Emit(notice) => self.server_notice(l, notice),
@@ -839,7 +965,11 @@ impl Pair {
                 }
             }
             peer::Notice::ClientError { code, message } => {
-                panic!("connection {l}: the server saw a violation: {message} ({code})")
+                assert!(
+                    link.bad_from_client,
+                    "connection {l}: the server saw a violation: {message} ({code})"
+                );
+                link.violations += 1;
             }
         }
     }
@@ -870,15 +1000,52 @@ impl Pair {
     }
 }
 
-/// Reads one whole frame as a driver does.
-fn read(bytes: Bytes) -> Message {
+/// Bad input one end may send the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bad {
+    /// A frame with a token no version of the protocol has.
+    UnknownToken,
+    /// A known token whose body is no MessagePack.
+    Undecodable,
+    /// A header announcing a frame over 10 MiB.
+    Oversize,
+    /// Part of a frame, then the end of the stream.
+    Truncated,
+}
+
+impl Bad {
+    /// The bytes, for a frame that would carry `token`.
+    fn bytes(self, token: Token) -> Bytes {
+        let frame = |token: u8, length: u32, body: &[u8]| {
+            let mut bytes = vec![token, 0];
+            bytes.extend_from_slice(&length.to_le_bytes());
+            bytes.extend_from_slice(body);
+            Bytes::from(bytes)
+        };
+        match self {
+            Bad::UnknownToken => frame(0x7f, 1, &[0xc0]),
+            // 0xc1 is the one byte MessagePack never uses.
+            Bad::Undecodable => frame(token as u8, 1, &[0xc1]),
+            Bad::Oversize => frame(token as u8, MAX_BUFFER as u32, &[]),
+            Bad::Truncated => frame(token as u8, 10, &[0x81, 0xa1]),
+        }
+    }
+}
+
+/// Frames one write as a driver's reader does: a whole frame, a framing error (an oversize
+/// header), or, for part of a frame (always the last write before the end of the stream),
+/// the truncation the reader reports at the end.
+fn read(bytes: Bytes) -> Result<Frame, FrameError> {
     let mut buffer = BytesMut::from(&bytes[..]);
-    let frame = FrameCodec
-        .decode(&mut buffer)
-        .expect("a readable frame")
-        .expect("a whole frame");
+    let frame = match FrameCodec.decode(&mut buffer)? {
+        Some(frame) => frame,
+        None => match FrameCodec.decode_eof(&mut buffer)? {
+            Some(frame) => frame,
+            None => panic!("an empty write"),
+        },
+    };
     assert!(buffer.is_empty(), "one write is one frame");
-    Message::from_frame(&frame).expect("a readable message")
+    Ok(frame)
 }
 
 #[cfg(test)]
@@ -1145,6 +1312,68 @@ mod tests {
         assert_eq!(pair.action_acks.values().sum::<usize>(), 1);
     }
 
+    #[test]
+    fn bad_input_from_the_client_closes_that_connection_only() {
+        for bad in [Bad::UnknownToken, Bad::Undecodable, Bad::Oversize] {
+            let mut pair = Pair::simple();
+            pair.connect();
+            exchange(&mut pair);
+            let seq = pair.send();
+            assert!(pair.bad_to_server(bad));
+            exchange(&mut pair);
+            // The event was read first and awaits its verdict; the bad frame then ended the
+            // connection with BYE and a violation (checked as it happened), and the client
+            // came back and sent the event again.
+            assert_eq!(pair.links[0].violations, 1, "{bad:?}");
+            let bye = pair.tokens(Dir::ToClient, 0);
+            assert_eq!(bye.last(), Some(&Bye), "{bad:?}");
+            assert!(pair.fire_timer());
+            exchange(&mut pair);
+            assert_eq!(pair.tokens(Dir::ToServer, 1), [Hello, Event], "{bad:?}");
+            assert!(pair.verdict(1, true));
+            exchange(&mut pair);
+            assert_eq!(pair.done.get(&seq), Some(&Ok(())), "{bad:?}");
+            pair.settle();
+            pair.check();
+        }
+        // Truncated: the client is gone mid-frame; the server drops the socket, quietly.
+        let mut pair = Pair::simple();
+        pair.connect();
+        exchange(&mut pair);
+        assert!(pair.bad_to_server(Bad::Truncated));
+        exchange(&mut pair);
+        assert!(pair.links[0].gone);
+        assert_eq!(pair.links[0].violations, 0);
+        pair.settle();
+        pair.check();
+    }
+
+    #[test]
+    fn bad_input_from_the_gateway_closes_that_connection_only_an_unknown_token_is_skipped() {
+        for bad in [
+            Bad::UnknownToken,
+            Bad::Undecodable,
+            Bad::Oversize,
+            Bad::Truncated,
+        ] {
+            let mut pair = Pair::simple();
+            pair.connect();
+            exchange(&mut pair);
+            assert!(pair.bad_to_client(bad));
+            let seq = pair.send();
+            exchange(&mut pair);
+            let reconnected = pair.client_timers() == [Timer::Reconnect];
+            assert_eq!(reconnected, bad != Bad::UnknownToken, "{bad:?}");
+            if bad == Bad::Oversize {
+                // The client said why: BYE IM491.
+                assert_eq!(pair.tokens(Dir::ToServer, 0).last(), Some(&Bye));
+            }
+            pair.settle();
+            pair.check();
+            assert_eq!(pair.done.get(&seq), Some(&Ok(())), "{bad:?}");
+        }
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Send,
@@ -1161,6 +1390,18 @@ mod tests {
         Kick,
         /// Up to 8 frames read or connections opened, the bits choosing the direction.
         Flow(u8),
+        /// Bad input from the client / from the gateway.
+        BadToServer(Bad),
+        BadToClient(Bad),
+    }
+
+    fn arb_bad() -> impl Strategy<Value = Bad> {
+        prop_oneof![
+            Just(Bad::UnknownToken),
+            Just(Bad::Undecodable),
+            Just(Bad::Oversize),
+            Just(Bad::Truncated),
+        ]
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {
@@ -1178,6 +1419,8 @@ mod tests {
             2 => Just(Op::Connect),
             1 => Just(Op::Kick),
             12 => any::<u8>().prop_map(Op::Flow),
+            1 => arb_bad().prop_map(Op::BadToServer),
+            1 => arb_bad().prop_map(Op::BadToClient),
         ]
     }
 
@@ -1284,6 +1527,12 @@ mod tests {
                 Op::Close(keep_queue) => pair.close(keep_queue),
                 Op::Connect => pair.connect(),
                 Op::Kick => pair.kick(),
+                Op::BadToServer(bad) => {
+                    pair.bad_to_server(bad);
+                }
+                Op::BadToClient(bad) => {
+                    pair.bad_to_client(bad);
+                }
                 Op::Flow(bits) => {
                     for i in 0..8 {
                         let client_first = bits & (1 << i) == 0;
@@ -1302,7 +1551,8 @@ mod tests {
         pair.check();
     }
 
-    /// Random interleavings of sends, actions, cuts, timeouts, verdicts and closes through
+    /// Random interleavings of sends, actions, cuts, timeouts, verdicts, closes and bad input
+    /// (unknown tokens, undecodable bodies, oversize headers, truncations, either way) through
     /// both ends, with random client and server options: every invariant at the top of this
     /// file holds in every case. 512 cases (`PROPTEST_CASES=n` runs n, for a longer hunt); a
     /// failing case is shrunk, and its seed saved in `proptest-regressions/tests/pair.txt`,
@@ -1335,7 +1585,7 @@ mod tests {
             panic!("{failure}");
         }
         println!(
-            "both ends: {} cases run, {} passed, invariants 1-7 held",
+            "both ends: {} cases run, {} passed, invariants 1-8 held",
             ran.into_inner(),
             cases
         );
