@@ -1200,6 +1200,7 @@ fn ignore(out: &mut Vec<Output>, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Token;
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -2072,6 +2073,55 @@ mod tests {
             ErrorCode::TimedOut,
             format!("The gateway did not welcome the client within {limit} ms."),
         )
+    }
+
+    #[test]
+    fn the_session_judges_bad_frames_itself() {
+        // An unknown token: skipped, and the connection goes on.
+        let mut s = drained(config());
+        let unknown = Frame {
+            token: 0x99,
+            body: Bytes::new(),
+        };
+        assert_eq!(
+            s.handle_frame(Ok(unknown), now()),
+            [recovered(ErrorCode::Proto, "Unknown message token 0x99.")]
+        );
+        assert!(s.is_drained());
+        // A body that does not decode: the connection ends.
+        let undecodable = Frame {
+            token: Token::Action as u8,
+            body: Bytes::from_static(&[0xc1]),
+        };
+        let out = s.handle_frame(Ok(undecodable), now());
+        assert_eq!(out[0], Output::CloseSocket);
+        assert!(
+            matches!(&out[1], Output::Emit(Notice::Recovered(e)) if e.code == ErrorCode::Proto),
+            "{out:?}"
+        );
+        assert!(s.armed(Timer::Reconnect));
+        // The stream ended inside a frame: ECONNRESET.
+        let mut s = drained(config());
+        assert_eq!(
+            s.handle_frame(Err(FrameError::Truncated { buffered: 3 }), now()),
+            [recovered(
+                ErrorCode::ConnectionReset,
+                "Connection closed in the middle of a frame (3 bytes of it received)."
+            )]
+        );
+        // Over 10 MiB: BYE IM491, and the connection ends.
+        let mut s = drained(config());
+        let out = s.handle_frame(Err(FrameError::Oversize { frame_len: 1 << 30 }), now());
+        let bye = Message::Bye {
+            error: Some(ErrorBody {
+                code: Some("IM491".into()),
+                message: MAXIMUM_BUFFER.into(),
+            }),
+        };
+        assert_eq!(
+            out[..2],
+            [Output::Write(bye.to_bytes()), Output::CloseSocket]
+        );
     }
 
     #[test]

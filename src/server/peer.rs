@@ -773,6 +773,7 @@ impl Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     const EPOCH_MS: f64 = 1_800_000_000_000.0;
 
@@ -1192,7 +1193,8 @@ mod tests {
     fn a_frame_over_10_mib_is_answered_with_bye_im491() {
         let now = Instant::now();
         let mut peer = live(PeerConfig::default(), now);
-        let out = peer.buffer_exceeded(now);
+        let oversize = || Err(FrameError::Oversize { frame_len: 1 << 30 });
+        let out = peer.handle_frame(oversize(), now);
         assert_violation(
             &out,
             ErrorCode::BufferExceeded,
@@ -1202,8 +1204,18 @@ mod tests {
         assert_eq!(peer.phase(), Phase::Closing);
         // Nothing else is answered while saying goodbye.
         assert_eq!(peer.receive(event("e1"), now), []);
-        assert_eq!(peer.buffer_exceeded(now), []);
+        assert_eq!(peer.handle_frame(oversize(), now), []);
         assert_eq!(peer.kick(now), []);
+    }
+
+    #[test]
+    fn a_stream_that_ends_inside_a_frame_drops_the_socket_quietly() {
+        let now = Instant::now();
+        let mut peer = live(PeerConfig::default(), now);
+        let out = peer.handle_frame(Err(FrameError::Truncated { buffered: 3 }), now);
+        assert_eq!(out, [Output::Drop]);
+        assert_eq!(peer.poll_timeout(), None);
+        assert_eq!(peer.closed(), [Output::Emit(Notice::Disconnect)]);
     }
 
     #[test]
@@ -1294,8 +1306,27 @@ mod tests {
     fn an_unreadable_frame_is_answered_with_bye_eproto_and_its_reason() {
         let now = Instant::now();
         let mut peer = connected(PeerConfig::default(), now);
-        let out = peer.malformed("Unknown message token 0x99.", now);
+        let frame = Frame {
+            token: 0x99,
+            body: Bytes::new(),
+        };
+        let out = peer.handle_frame(Ok(frame), now);
         assert_violation(&out, ErrorCode::Proto, "Unknown message token 0x99.", now);
+        // An undecodable body, likewise.
+        let mut peer = connected(PeerConfig::default(), now);
+        let frame = Frame {
+            token: 0x01,
+            body: Bytes::from_static(&[0xc1]),
+        };
+        let out = peer.handle_frame(Ok(frame), now);
+        assert!(
+            matches!(
+                &out[0],
+                Output::Emit(Notice::ClientError { code: ErrorCode::Proto, message })
+                    if message.starts_with("Failed to deserialize packet.")
+            ),
+            "{out:?}"
+        );
     }
 
     #[test]
