@@ -8,13 +8,14 @@
 //!
 //! * `protocol`: frames (6-byte header, 10 MiB cap), the seven typed messages, and the
 //!   MessagePack value model written as msgpack-lite 0.1.26 writes it. Pure code, no I/O.
-//! * `session`: the client's protocol state as a sans-I/O state machine: inputs in (timers
-//!   that fired included), outputs (bytes to write, timers to arm or stop, notices for the
-//!   application) out.
-//! * `client`: the driver task that owns the sockets, TLS and the clock, runs the timers the
-//!   session asks for and feeds the session.
+//! * `session`: the client's protocol state as a sans-I/O state machine: inputs in, with the
+//!   time (`handle_timeout` when its earliest deadline, `poll_timeout`, passed), outputs (bytes
+//!   to write, notices for the application) out.
+//! * `client`: the driver task that owns the sockets, TLS and the clock, sleeps until the
+//!   session's earliest deadline and feeds the session.
 //! * `server`: the bundled gateway server for tests, the demo and local development: the
-//!   shared state (`mod.rs`), one driver task per connection (`connection.rs`: sockets, TLS,
+//!   shared state (`mod.rs`, the `Hub` of `hub.rs` behind a mutex: held actions, the live
+//!   connections, decisions), one driver task per connection (`connection.rs`: sockets, TLS,
 //!   the timer) and, in `peer.rs`, the server's protocol for one connection as a sans-I/O
 //!   state machine shaped like `session`.
 //! * `tls`: rustls configurations built from PEM keys, certificates and CAs.
@@ -26,10 +27,10 @@
 //! * `outbox`: the durable outbox (an append-only segment log on disk), which a client given
 //!   the `outbox` option uses through `client::EventStore` (`client/store.rs`).
 //! * `node` (feature `node`): the napi bindings, the only code that knows Node exists.
-//! * `pair` (tests only): a client `Session` and the server's `Peer`s wired together in
-//!   memory, with a virtual clock and the server-wide state (held actions, verdicts), and a
-//!   property test that runs random interleavings of sends, actions, cuts, timers, verdicts
-//!   and closes through both ends.
+//! * `tests` (tests only): `tests/pair.rs`, a client `Session` and the server's `Peer`s and
+//!   `Hub` wired together in memory with a virtual clock, and the property test that runs
+//!   random interleavings of sends, actions, cuts, timers, verdicts, closes and bad frames
+//!   through both ends: the project's main test of behaviour.
 
 // Every unsafe block and `unsafe impl` states why it is sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -45,7 +46,7 @@ pub mod session;
 pub mod tls;
 
 #[cfg(test)]
-mod pair;
+mod tests;
 
 #[cfg(feature = "node")]
 mod node;

@@ -6,11 +6,12 @@
 //! behaviour, reconnects, timeouts, backoff and queue included, is tested by feeding inputs,
 //! with no sockets and no sleeps, and a property test can throw any input sequence at it.
 //!
-//! Timers are decided here too, in the manner of quinn-proto: the session says which
-//! [`Timer`] to arm for how long ([`Output::SetTimer`]) and which to stop
-//! ([`Output::StopTimer`]); the driver runs them and reports one that fires through
-//! [`Session::timeout`]. Durations are all the session knows of time. The reconnect jitter's
-//! random numbers come from a [`Random`] the session is built with, so a test fixes them.
+//! Timers are the session's too, in the manner of quinn-proto: every input that can start one
+//! takes the time (`now`) as an argument, the session keeps the deadline of each [`Timer`]
+//! itself, and the driver asks only when the earliest is ([`Session::poll_timeout`]), sleeps
+//! until then and calls [`Session::handle_timeout`]. The server's `Peer` and `Hub` answer the
+//! same two calls. The reconnect jitter's random numbers come from a [`Random`] the session is
+//! built with, so a test fixes them.
 //!
 //! Where the original client has defects (docs/PROTOCOL.md section 8, Departures from 2.0.8)
 //! this implements the fix: an event in flight when the connection drops is re-sent after the
@@ -26,13 +27,15 @@
 use crate::defaults;
 use crate::errors::ErrorCode;
 use crate::protocol::value::value_writer;
-use crate::protocol::{decode, DecodeError, ErrorBody, Message, Value};
+use crate::protocol::{
+    decode, DecodeError, ErrorBody, Frame, FrameError, Message, MessageError, Value,
+};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The client options that shape the protocol (the timers' lengths are in [`Timing`]; host,
 /// TLS and keepalive are the driver's).
@@ -88,7 +91,7 @@ pub struct Timing {
     pub ack_timeout: Option<Duration>,
 }
 
-/// The timers a session asks its driver to run.
+/// The session's timers; the earliest deadline is [`Session::poll_timeout`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Timer {
     /// `connectTimeout`: from the start of an attempt until WELCOME.
@@ -305,11 +308,6 @@ pub enum Output {
     /// Close the socket after writing anything already output, or abandon the connection
     /// attempt in progress. The driver reports nothing more about that connection.
     CloseSocket,
-    /// Arm this timer to fire once after this long, replacing it if it is armed; when it
-    /// fires the driver calls [`Session::timeout`].
-    SetTimer(Timer, Duration),
-    /// Disarm this timer: it must not fire.
-    StopTimer(Timer),
     /// Tell the application.
     Emit(Notice),
     /// The event kept in the durable outbox under this number has had its answer from the
@@ -474,8 +472,10 @@ pub struct Session {
     attempts: u32,
     timing: Timing,
     random: Box<dyn Random>,
-    /// Which timers the driver runs now, by [`Timer::index`].
-    armed: [bool; 3],
+    /// When each timer expires, by [`Timer::index`]; `None` when it is not armed.
+    armed: [Option<Instant>; 3],
+    /// The time of the input being handled: timers started by it run from then.
+    now: Option<Instant>,
     /// The totals of [`Session::stats`], and `queued` and `in_flight`, counted as events are
     /// queued, written, acknowledged and forgotten; `connected` and `drained` are filled in
     /// when it is read.
@@ -499,7 +499,8 @@ impl Session {
             attempts: 0,
             timing,
             random: Box::new(random),
-            armed: [false; 3],
+            armed: [None; 3],
+            now: None,
             counts: SessionStats::default(),
         }
     }
@@ -521,11 +522,12 @@ impl Session {
 
     /// The user's `connect()`. During the reconnect delay it connects at once, still in the
     /// same connection cycle (so no second `connect` notice), with a fresh attempt count.
-    pub fn connect(&mut self) -> Vec<Output> {
+    pub fn connect(&mut self, now: Instant) -> Vec<Output> {
+        self.now = Some(now);
         let mut out = Vec::new();
         if let Phase::Idle | Phase::WaitingToReconnect = self.phase {
             self.attempts = 0;
-            self.stop_timer(&mut out, Timer::Reconnect);
+            self.stop_timer(Timer::Reconnect);
             self.start_attempt(&mut out);
         }
         out
@@ -536,7 +538,7 @@ impl Session {
         self.phase = Phase::Connecting;
         out.push(Output::Connect);
         if let Some(limit) = self.timing.connect_timeout {
-            self.set_timer(out, Timer::Connect, limit);
+            self.set_timer(Timer::Connect, limit);
         }
     }
 
@@ -556,7 +558,8 @@ impl Session {
     }
 
     /// The connection could not be opened.
-    pub fn connect_failed(&mut self, err: SessionError) -> Vec<Output> {
+    pub fn connect_failed(&mut self, err: SessionError, now: Instant) -> Vec<Output> {
+        self.now = Some(now);
         let mut out = Vec::new();
         if self.phase == Phase::Connecting {
             self.connection_gone(&mut out, Ending::Quiet(err));
@@ -566,7 +569,8 @@ impl Session {
 
     /// A decoded frame from the server. Frames that arrive when no connection is open (stale
     /// ones, after `close()`) are ignored.
-    pub fn receive(&mut self, message: Message) -> Vec<Output> {
+    pub fn receive(&mut self, message: Message, now: Instant) -> Vec<Output> {
+        self.now = Some(now);
         let mut out = Vec::new();
         if !self.phase.socket_open() {
             return out;
@@ -576,7 +580,7 @@ impl Session {
             Message::Welcome if self.phase == Phase::AwaitingWelcome => {
                 self.phase = Phase::Receiving;
                 self.attempts = 0;
-                self.stop_timer(&mut out, Timer::Connect);
+                self.stop_timer(Timer::Connect);
                 if !self.welcomed {
                     self.welcomed = true;
                     out.push(Output::Emit(Notice::Connect));
@@ -627,13 +631,49 @@ impl Session {
             Message::Hello { .. } => ignore(&mut out, "Received hello, which only a client sends."),
             Message::Event { .. } => ignore(&mut out, "Received event, which only a client sends."),
         }
-        self.watch_acknowledgements(&mut out, acknowledgement);
+        self.watch_acknowledgements(acknowledgement);
         out
+    }
+
+    /// A frame from the server as the reader framed it, or why it could not: every decision
+    /// about bad input is made here, once.
+    ///
+    /// - a message: [`Session::receive`];
+    /// - an unknown token (a newer gateway's): skipped, reported as recovered, and the
+    ///   connection goes on;
+    /// - a body that does not decode, or not to the token's message: a protocol error, the
+    ///   connection ends (quietly unless it was the last);
+    /// - a frame over 10 MiB: BYE IM491, then the connection ends;
+    /// - the stream ended inside a frame: `ECONNRESET`, as a lost connection (the driver drops
+    ///   the socket it read the end from).
+    ///
+    /// A failure to read the socket is the driver's to name ([`Session::connection_lost`]);
+    /// one that comes here anyway ends the connection as `ECONNRESET`.
+    pub fn handle_frame(&mut self, frame: Result<Frame, FrameError>, now: Instant) -> Vec<Output> {
+        match frame {
+            Ok(frame) => match Message::from_frame(&frame) {
+                Ok(message) => self.receive(message, now),
+                Err(err @ MessageError::UnknownToken(_)) => {
+                    self.ignored(SessionError::new(ErrorCode::Proto, err.to_string()))
+                }
+                Err(err) => {
+                    self.protocol_error(SessionError::new(ErrorCode::Proto, err.to_string()), now)
+                }
+            },
+            Err(FrameError::Oversize { .. }) => self.buffer_exceeded(now),
+            Err(err @ (FrameError::Truncated { .. } | FrameError::Io(_))) => self.connection_lost(
+                Some(SessionError::new(
+                    ErrorCode::ConnectionReset,
+                    err.to_string(),
+                )),
+                now,
+            ),
+        }
     }
 
     /// A frame the client does not understand and skips (an unknown token, which a newer
     /// gateway may send): reported as recovered, and the connection goes on.
-    pub fn ignored(&mut self, err: SessionError) -> Vec<Output> {
+    fn ignored(&mut self, err: SessionError) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.socket_open() {
             out.push(Output::Emit(Notice::Recovered(err)));
@@ -644,7 +684,8 @@ impl Session {
     /// The server sent or announced a frame over 10 MiB: BYE IM491, as docs/PROTOCOL.md
     /// section 2 (Frames) asks of either side, then the connection ends, quietly unless it was
     /// the last.
-    pub fn buffer_exceeded(&mut self) -> Vec<Output> {
+    fn buffer_exceeded(&mut self, now: Instant) -> Vec<Output> {
+        self.now = Some(now);
         let mut out = Vec::new();
         if self.phase.socket_open() {
             let error = ErrorBody {
@@ -663,7 +704,8 @@ impl Session {
 
     /// The driver could not read the server's bytes (an undecodable frame): the connection
     /// ends, quietly unless it was the last, as in the original.
-    pub fn protocol_error(&mut self, err: SessionError) -> Vec<Output> {
+    fn protocol_error(&mut self, err: SessionError, now: Instant) -> Vec<Output> {
+        self.now = Some(now);
         let mut out = Vec::new();
         if self.phase.socket_open() {
             out.push(Output::CloseSocket);
@@ -674,7 +716,8 @@ impl Session {
 
     /// The socket closed (`None`) or failed. Before [`Session::connected`] this counts as a
     /// failed connection attempt.
-    pub fn connection_lost(&mut self, err: Option<SessionError>) -> Vec<Output> {
+    pub fn connection_lost(&mut self, err: Option<SessionError>, now: Instant) -> Vec<Output> {
+        self.now = Some(now);
         let mut out = Vec::new();
         if self.phase.socket_open() || self.phase == Phase::Connecting {
             let ending = match err {
@@ -686,17 +729,45 @@ impl Session {
         out
     }
 
-    /// A timer the session armed has fired. One it stopped or never armed is ignored, so a
-    /// late report does nothing.
+    /// When the earliest armed timer expires: the driver sleeps until then and calls
+    /// [`Session::handle_timeout`]. The answer changes only with an input, so the driver asks
+    /// after each.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.armed.iter().flatten().min().copied()
+    }
+
+    /// The time is `now`: every timer that had expired by then when the call was made fires,
+    /// earliest first (one armed again by another's firing waits for the next call). Early or
+    /// repeated calls do nothing.
     ///
     /// - [`Timer::Reconnect`]: the next automatic attempt starts (`reconnect`, one more
     ///   attempt counted).
     /// - [`Timer::Connect`]: the attempt or the connection awaiting WELCOME is abandoned and
     ///   ends with `ETIMEDOUT`, quietly unless it was the last.
     /// - [`Timer::Ack`]: the connection is taken for dead and ends the same way.
-    pub fn timeout(&mut self, timer: Timer) -> Vec<Output> {
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Output> {
+        self.now = Some(now);
+        let mut due: [Option<(Instant, Timer)>; 3] = [None; 3];
+        for (slot, timer) in due.iter_mut().zip(Timer::ALL) {
+            *slot = self.armed[timer.index()]
+                .filter(|at| *at <= now)
+                .map(|at| (at, timer));
+        }
+        due.sort_unstable_by_key(|d| d.map(|(at, t)| (at, t.index())));
         let mut out = Vec::new();
-        if !std::mem::take(&mut self.armed[timer.index()]) {
+        for (at, timer) in due.into_iter().flatten() {
+            // Still armed for the same deadline: not stopped or moved by an earlier one.
+            if self.armed[timer.index()] == Some(at) {
+                out.extend(self.fire(timer));
+            }
+        }
+        out
+    }
+
+    /// `timer` expired.
+    fn fire(&mut self, timer: Timer) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.armed[timer.index()].take().is_none() {
             return out;
         }
         match timer {
@@ -731,7 +802,8 @@ impl Session {
 
     /// Queues an event; it is written at once when the server has drained and the window
     /// has room, else it waits, across reconnects too.
-    pub fn send(&mut self, event: OutgoingEvent) -> Vec<Output> {
+    pub fn send(&mut self, event: OutgoingEvent, now: Instant) -> Vec<Output> {
+        self.now = Some(now);
         let mut out = Vec::new();
         let limit = self.config.max_queue_size;
         if limit != 0 && self.pending.len() >= limit {
@@ -756,7 +828,8 @@ impl Session {
     /// [`Session::send`], but never refused by `max_queue_size` (it was accepted once already;
     /// later sends are refused until the queue is below the limit again). Restored events are
     /// handed over before any new one, so they go out first, in their original order.
-    pub fn restore(&mut self, event: OutgoingEvent) -> Vec<Output> {
+    pub fn restore(&mut self, event: OutgoingEvent, now: Instant) -> Vec<Output> {
+        self.now = Some(now);
         let mut out = Vec::new();
         self.enqueue(&mut out, event);
         out
@@ -770,7 +843,7 @@ impl Session {
         });
         self.counts.queued += 1;
         self.flush(out);
-        self.watch_acknowledgements(out, false);
+        self.watch_acknowledgements(false);
     }
 
     /// The application acknowledged an action. The acknowledgement goes out only on the
@@ -816,7 +889,7 @@ impl Session {
         self.phase = Phase::Idle;
         self.attempts = 0;
         for timer in Timer::ALL {
-            self.stop_timer(&mut out, timer);
+            self.stop_timer(timer);
         }
         self.forget_connection();
         self.disconnect(&mut out);
@@ -860,9 +933,15 @@ impl Session {
             .count()
     }
 
-    /// Whether the driver runs this timer now.
+    /// Whether this timer is armed.
     #[cfg(test)]
     fn armed(&self, timer: Timer) -> bool {
+        self.armed[timer.index()].is_some()
+    }
+
+    /// When this timer expires, if it is armed.
+    #[cfg(test)]
+    pub(crate) fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.armed[timer.index()]
     }
 
@@ -882,28 +961,29 @@ impl Session {
         self.pending.len()
     }
 
-    fn set_timer(&mut self, out: &mut Vec<Output>, timer: Timer, after: Duration) {
-        self.armed[timer.index()] = true;
-        out.push(Output::SetTimer(timer, after));
+    /// Arms `timer` to expire `after` the input being handled (every input that can arm one
+    /// gives the time), replacing its earlier deadline.
+    fn set_timer(&mut self, timer: Timer, after: Duration) {
+        // Far enough for any wait, and no overflow for an absurd one.
+        let after = after.min(Duration::from_secs(100 * 365 * 86_400));
+        self.armed[timer.index()] = self.now.and_then(|now| now.checked_add(after));
     }
 
     /// Stops `timer` if it runs.
-    fn stop_timer(&mut self, out: &mut Vec<Output>, timer: Timer) {
-        if std::mem::take(&mut self.armed[timer.index()]) {
-            out.push(Output::StopTimer(timer));
-        }
+    fn stop_timer(&mut self, timer: Timer) {
+        self.armed[timer.index()] = None;
     }
 
     /// `ackTimeout`: the timer runs while events are in flight and starts afresh with each
     /// `acknowledgement`.
-    fn watch_acknowledgements(&mut self, out: &mut Vec<Output>, acknowledgement: bool) {
+    fn watch_acknowledgements(&mut self, acknowledgement: bool) {
         let Some(limit) = self.timing.ack_timeout else {
             return;
         };
         if self.in_flight() == 0 {
-            self.stop_timer(out, Timer::Ack);
-        } else if acknowledgement || !self.armed[Timer::Ack.index()] {
-            self.set_timer(out, Timer::Ack, limit);
+            self.stop_timer(Timer::Ack);
+        } else if acknowledgement || self.armed[Timer::Ack.index()].is_none() {
+            self.set_timer(Timer::Ack, limit);
         }
     }
 
@@ -1061,8 +1141,8 @@ impl Session {
     /// The connection or the attempt is over: reconnect, give up, or end the cycle.
     fn connection_gone(&mut self, out: &mut Vec<Output>, ending: Ending) {
         self.forget_connection();
-        self.stop_timer(out, Timer::Connect);
-        self.stop_timer(out, Timer::Ack);
+        self.stop_timer(Timer::Connect);
+        self.stop_timer(Timer::Ack);
         if !self.config.auto_reconnect {
             self.phase = Phase::Idle;
             if let Ending::Quiet(err) = ending {
@@ -1078,7 +1158,7 @@ impl Session {
                 out.push(Output::Emit(Notice::Recovered(err)));
             }
             let delay = self.reconnect_delay();
-            self.set_timer(out, Timer::Reconnect, delay);
+            self.set_timer(Timer::Reconnect, delay);
             return;
         }
         self.phase = Phase::Idle;
@@ -1120,8 +1200,9 @@ fn ignore(out: &mut Vec<Output>, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Token;
     use proptest::prelude::*;
-    use std::collections::{HashMap, HashSet};
+    use std::collections::HashMap;
 
     fn text(s: &str) -> Value {
         Value::String(s.to_owned())
@@ -1199,6 +1280,37 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    thread_local! {
+        /// The test's clock: it moves only when [`fire`] fires a timer.
+        static CLOCK: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// The test's time now.
+    fn now() -> Instant {
+        CLOCK.with(|c| {
+            let at = c.get().unwrap_or_else(Instant::now);
+            c.set(Some(at));
+            at
+        })
+    }
+
+    /// Fires `timer` if it is armed: the clock moves to its deadline (every timer due by then
+    /// fires). Nothing happens when it is not armed.
+    fn fire(s: &mut Session, timer: Timer) -> Vec<Output> {
+        let Some(at) = s.deadline(timer) else {
+            return Vec::new();
+        };
+        let at = at.max(now());
+        CLOCK.with(|c| c.set(Some(at)));
+        s.handle_timeout(at)
+    }
+
+    /// How long until `timer` expires, if it is armed.
+    fn left(s: &Session, timer: Timer) -> Option<Duration> {
+        s.deadline(timer)
+            .map(|at| at.saturating_duration_since(now()))
+    }
+
     /// Draws given in advance, then 0.5.
     struct Draws(VecDeque<f64>);
 
@@ -1216,23 +1328,18 @@ mod tests {
         Session::new(config, timing(), draws(&[]))
     }
 
-    /// The reconnect delay of [`timing`] starts.
-    fn wait() -> Output {
-        Output::SetTimer(Timer::Reconnect, ms(1000))
-    }
-
     /// A session through connect, HELLO and WELCOME, not yet drained.
     fn welcomed(config: SessionConfig) -> Session {
         let mut s = session(config);
-        assert_eq!(s.connect(), [Output::Connect]);
+        assert_eq!(s.connect(now()), [Output::Connect]);
         assert_eq!(s.connected(), [hello()]);
-        assert_eq!(s.receive(Message::Welcome), [emit(Notice::Connect)]);
+        assert_eq!(s.receive(Message::Welcome, now()), [emit(Notice::Connect)]);
         s
     }
 
     fn drained(config: SessionConfig) -> Session {
         let mut s = welcomed(config);
-        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain)]);
+        assert_eq!(s.receive(Message::Drained, now()), [emit(Notice::Drain)]);
         s
     }
 
@@ -1247,21 +1354,21 @@ mod tests {
     fn happy_path() {
         let mut s = session(config());
         assert_eq!(s.phase(), Phase::Idle);
-        assert_eq!(s.send(event(1)), []);
-        assert_eq!(s.connect(), [Output::Connect]);
-        assert_eq!(s.connect(), [], "already connecting");
+        assert_eq!(s.send(event(1), now()), []);
+        assert_eq!(s.connect(now()), [Output::Connect]);
+        assert_eq!(s.connect(now()), [], "already connecting");
         let mut expected = bytes::BytesMut::new();
         Message::hello("dev").encode(&mut expected);
         assert_eq!(s.connected(), [Output::Write(expected.freeze())]);
         assert_eq!(s.phase(), Phase::AwaitingWelcome);
-        assert_eq!(s.receive(Message::Welcome), [emit(Notice::Connect)]);
+        assert_eq!(s.receive(Message::Welcome, now()), [emit(Notice::Connect)]);
         let action = Message::Action {
             id: Value::Number(5.0),
             kind: "reboot".into(),
             parameters: Value::Nil,
         };
         assert_eq!(
-            s.receive(action),
+            s.receive(action, now()),
             [emit(Notice::Action {
                 id: Value::Number(5.0),
                 key: Value::Number(5.0).into(),
@@ -1269,13 +1376,16 @@ mod tests {
                 parameters: Value::Nil,
             })]
         );
-        assert_eq!(s.send(event(2)), [], "not drained yet");
-        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain), write(1)]);
+        assert_eq!(s.send(event(2), now()), [], "not drained yet");
+        assert_eq!(
+            s.receive(Message::Drained, now()),
+            [emit(Notice::Drain), write(1)]
+        );
         assert!(s.is_drained());
-        assert_eq!(s.receive(ack(1)), [acked(1), done(1), write(2)]);
-        assert_eq!(s.receive(ack(2)), [acked(2), done(2)]);
-        assert_eq!(s.send(event(3)), [write(3)]);
-        assert_eq!(s.connect(), [], "already connected");
+        assert_eq!(s.receive(ack(1), now()), [acked(1), done(1), write(2)]);
+        assert_eq!(s.receive(ack(2), now()), [acked(2), done(2)]);
+        assert_eq!(s.send(event(3), now()), [write(3)]);
+        assert_eq!(s.connect(now()), [], "already connected");
     }
 
     fn stored(seq: u64, number: u64) -> OutgoingEvent {
@@ -1292,10 +1402,10 @@ mod tests {
             max_queue_size: 3,
             ..config()
         });
-        assert_eq!(s.send(stored(1, 11)), [write(1)]);
-        assert_eq!(s.send(stored(2, 12)), [write(2)]);
+        assert_eq!(s.send(stored(1, 11), now()), [write(1)]);
+        assert_eq!(s.send(stored(2, 12), now()), [write(2)]);
         // Acknowledged out of order: released at once, the callback waits for event 1.
-        assert_eq!(s.receive(ack(2)), [acked(2), Output::Release(12)]);
+        assert_eq!(s.receive(ack(2), now()), [acked(2), Output::Release(12)]);
         let rejected = Message::Acknowledgement {
             correlid: text("e1"),
             status: 1,
@@ -1304,14 +1414,14 @@ mod tests {
                 message: "no".into(),
             }),
         };
-        let out = s.receive(rejected);
+        let out = s.receive(rejected, now());
         assert_eq!(out[1], Output::Release(11), "rejected is answered too");
         assert_eq!(out.len(), 4, "{out:?}");
         // Restored events pass the queue's limit; a stored event refused by it is released.
         for seq in 3..6 {
-            s.restore(stored(seq, 10 + seq));
+            s.restore(stored(seq, 10 + seq), now());
         }
-        let out = s.send(stored(6, 16));
+        let out = s.send(stored(6, 16), now());
         assert_eq!(out[0], Output::Release(16));
         assert!(matches!(
             &out[1],
@@ -1328,23 +1438,26 @@ mod tests {
     #[test]
     fn ten_events_are_sent_one_at_a_time_in_order() {
         let mut s = drained(config());
-        assert_eq!(s.send(event(0)), [write(0)]);
+        assert_eq!(s.send(event(0), now()), [write(0)]);
         for seq in 1..10 {
-            assert_eq!(s.send(event(seq)), []);
+            assert_eq!(s.send(event(seq), now()), []);
         }
         assert_eq!((s.queued(), s.in_flight()), (9, 1));
         for seq in 0..9 {
-            assert_eq!(s.receive(ack(seq)), [acked(seq), done(seq), write(seq + 1)]);
+            assert_eq!(
+                s.receive(ack(seq), now()),
+                [acked(seq), done(seq), write(seq + 1)]
+            );
         }
-        assert_eq!(s.receive(ack(9)), [acked(9), done(9)]);
+        assert_eq!(s.receive(ack(9), now()), [acked(9), done(9)]);
         assert_eq!(s.pending(), 0);
     }
 
     #[test]
     fn a_failed_acknowledgement_fails_the_callback() {
         let mut s = drained(config());
-        s.send(event(1));
-        s.send(event(2));
+        s.send(event(1), now());
+        s.send(event(2), now());
         let error = ErrorBody {
             code: Some("IM4".into()),
             message: "Invalid bundle.".into(),
@@ -1355,7 +1468,7 @@ mod tests {
             error: Some(error.clone()),
         };
         assert_eq!(
-            s.receive(failed(1, &error)),
+            s.receive(failed(1, &error), now()),
             [
                 emit(Notice::Acknowledgement {
                     correlid: text("e1"),
@@ -1376,7 +1489,7 @@ mod tests {
             code: None,
             message: "No.".into(),
         };
-        let out = s.receive(failed(2, &uncoded));
+        let out = s.receive(failed(2, &uncoded), now());
         assert_eq!(
             out[1],
             emit(Notice::EventDone {
@@ -1389,11 +1502,12 @@ mod tests {
     #[test]
     fn an_acknowledgement_for_a_different_event_drops_the_connection() {
         let mut s = drained(config());
-        s.send(event(1));
+        s.send(event(1), now());
         assert_eq!(
-            s.receive(ack(7)),
-            [proto(DIFFERENT_EVENT), Output::CloseSocket, wait()]
+            s.receive(ack(7), now()),
+            [proto(DIFFERENT_EVENT), Output::CloseSocket]
         );
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
         assert_eq!((s.queued(), s.in_flight()), (1, 0));
     }
 
@@ -1404,7 +1518,7 @@ mod tests {
             ..config()
         });
         assert_eq!(
-            s.receive(ack(1)),
+            s.receive(ack(1), now()),
             [
                 proto(NO_EVENT_IN_QUEUE),
                 Output::CloseSocket,
@@ -1418,21 +1532,21 @@ mod tests {
     fn frames_out_of_place_are_skipped_and_the_connection_goes_on() {
         let mut s = welcomed(config());
         assert_eq!(
-            s.receive(Message::Welcome),
+            s.receive(Message::Welcome, now()),
             [recovered(ErrorCode::Proto, "Received welcome twice.")]
         );
         assert_eq!(s.phase(), Phase::Receiving);
         let mut s = session(config());
-        s.connect();
+        s.connect(now());
         s.connected();
         assert_eq!(
-            s.receive(Message::Drained),
+            s.receive(Message::Drained, now()),
             [recovered(
                 ErrorCode::Proto,
                 "Received drained before welcome."
             )]
         );
-        assert_eq!(s.receive(Message::Welcome), [emit(Notice::Connect)]);
+        assert_eq!(s.receive(Message::Welcome, now()), [emit(Notice::Connect)]);
         let mut s = drained(config());
         let from_server = Message::Event {
             id: text("x"),
@@ -1440,14 +1554,14 @@ mod tests {
             bundle: Value::Nil,
         };
         assert_eq!(
-            s.receive(from_server),
+            s.receive(from_server, now()),
             [recovered(
                 ErrorCode::Proto,
                 "Received event, which only a client sends."
             )]
         );
         assert_eq!(
-            s.receive(Message::hello("x")),
+            s.receive(Message::hello("x"), now()),
             [recovered(
                 ErrorCode::Proto,
                 "Received hello, which only a client sends."
@@ -1459,7 +1573,7 @@ mod tests {
             [emit(Notice::Recovered(unknown))]
         );
         assert!(s.is_drained());
-        assert_eq!(s.send(event(1)), [write(1)], "events still flow");
+        assert_eq!(s.send(event(1), now()), [write(1)], "events still flow");
     }
 
     #[test]
@@ -1470,7 +1584,7 @@ mod tests {
         });
         let bad = SessionError::new(ErrorCode::Proto, "Failed to deserialize packet. truncated");
         assert_eq!(
-            s.protocol_error(bad),
+            s.protocol_error(bad, now()),
             [
                 Output::CloseSocket,
                 proto("Failed to deserialize packet. truncated"),
@@ -1480,23 +1594,20 @@ mod tests {
         let mut s = drained(config());
         let bad = SessionError::new(ErrorCode::Proto, "Failed to deserialize packet. truncated");
         assert_eq!(
-            s.protocol_error(bad),
+            s.protocol_error(bad, now()),
             [
                 Output::CloseSocket,
-                recovered(ErrorCode::Proto, "Failed to deserialize packet. truncated"),
-                wait()
+                recovered(ErrorCode::Proto, "Failed to deserialize packet. truncated")
             ]
         );
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
         let mut s = drained(config());
         let timeout = SessionError::new(ErrorCode::TimedOut, "No acknowledgement.");
         assert_eq!(
-            s.protocol_error(timeout.clone()),
-            [
-                Output::CloseSocket,
-                emit(Notice::Recovered(timeout)),
-                wait()
-            ]
+            s.protocol_error(timeout.clone(), now()),
+            [Output::CloseSocket, emit(Notice::Recovered(timeout))]
         );
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
     }
 
     #[test]
@@ -1512,7 +1623,7 @@ mod tests {
             }),
         };
         assert_eq!(
-            s.receive(bye),
+            s.receive(bye, now()),
             [
                 emit(Notice::Error(SessionError::new(
                     ErrorCode::Gateway("IM401".into()),
@@ -1522,7 +1633,7 @@ mod tests {
                 emit(Notice::Disconnect)
             ]
         );
-        assert_eq!(s.connection_lost(None), [], "already handled");
+        assert_eq!(s.connection_lost(None, now()), [], "already handled");
 
         let mut s = drained(config());
         let bye = Message::Bye {
@@ -1532,59 +1643,64 @@ mod tests {
             }),
         };
         assert_eq!(
-            s.receive(bye),
+            s.receive(bye, now()),
             [
                 emit(Notice::Error(SessionError::new(ErrorCode::Bye, "Go away."))),
-                Output::CloseSocket,
-                wait()
+                Output::CloseSocket
             ]
         );
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
         let mut s = drained(config());
         assert_eq!(
-            s.receive(Message::Bye { error: None }),
-            [Output::CloseSocket, wait()]
+            s.receive(Message::Bye { error: None }, now()),
+            [Output::CloseSocket]
         );
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
     }
 
     #[test]
     fn an_event_in_flight_is_resent_after_a_reconnect() {
         let mut s = drained(config());
-        assert_eq!(s.send(event(1)), [write(1)]);
-        s.send(event(2));
+        assert_eq!(s.send(event(1), now()), [write(1)]);
+        s.send(event(2), now());
         let reset = SessionError::new(ErrorCode::ConnectionReset, "read ECONNRESET");
         assert_eq!(
-            s.connection_lost(Some(reset.clone())),
-            [emit(Notice::Recovered(reset)), wait()]
+            s.connection_lost(Some(reset.clone()), now()),
+            [emit(Notice::Recovered(reset))]
         );
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
         assert_eq!(s.phase(), Phase::WaitingToReconnect);
         assert_eq!((s.queued(), s.in_flight()), (2, 0));
         assert_eq!(
-            s.timeout(Timer::Reconnect),
+            fire(&mut s, Timer::Reconnect),
             [emit(Notice::Reconnect), Output::Connect]
         );
         assert_eq!(s.connected(), [hello()]);
-        assert_eq!(s.receive(Message::Welcome), [], "no second connect");
-        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain), write(1)]);
-        assert_eq!(s.receive(ack(1)), [acked(1), done(1), write(2)]);
+        assert_eq!(s.receive(Message::Welcome, now()), [], "no second connect");
+        assert_eq!(
+            s.receive(Message::Drained, now()),
+            [emit(Notice::Drain), write(1)]
+        );
+        assert_eq!(s.receive(ack(1), now()), [acked(1), done(1), write(2)]);
     }
 
     #[test]
     fn a_kick_and_reconnect_then_close_give_each_notice_its_count() {
         let mut s = session(config());
         let mut all = Vec::new();
-        all.extend(s.connect());
+        all.extend(s.connect(now()));
         all.extend(s.connected());
-        all.extend(s.receive(Message::Welcome));
-        all.extend(s.receive(Message::Drained));
-        all.extend(s.receive(Message::Bye { error: None }));
-        all.extend(s.connection_lost(None));
-        all.extend(s.timeout(Timer::Reconnect));
+        all.extend(s.receive(Message::Welcome, now()));
+        all.extend(s.receive(Message::Drained, now()));
+        all.extend(s.receive(Message::Bye { error: None }, now()));
+        all.extend(s.connection_lost(None, now()));
+        all.extend(fire(&mut s, Timer::Reconnect));
         all.extend(s.connected());
-        all.extend(s.receive(Message::Welcome));
-        all.extend(s.receive(Message::Drained));
+        all.extend(s.receive(Message::Welcome, now()));
+        all.extend(s.receive(Message::Drained, now()));
         all.extend(s.close(false));
-        all.extend(s.connection_lost(None));
-        all.extend(s.timeout(Timer::Reconnect));
+        all.extend(s.connection_lost(None, now()));
+        all.extend(fire(&mut s, Timer::Reconnect));
         let count = |n: Notice| all.iter().filter(|o| **o == emit(n.clone())).count();
         assert_eq!(count(Notice::Connect), 1);
         assert_eq!(count(Notice::Drain), 2);
@@ -1602,27 +1718,32 @@ mod tests {
             max_reconnect_attempts: 2,
             ..config()
         });
-        s.connect();
-        let quiet = [emit(Notice::Recovered(refused())), wait()];
-        assert_eq!(s.connect_failed(refused()), quiet);
-        s.timeout(Timer::Reconnect);
-        assert_eq!(s.connect_failed(refused()), quiet);
-        s.timeout(Timer::Reconnect);
+        s.connect(now());
+        let quiet = [emit(Notice::Recovered(refused()))];
+        assert_eq!(s.connect_failed(refused(), now()), quiet);
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
+        fire(&mut s, Timer::Reconnect);
+        assert_eq!(s.connect_failed(refused(), now()), quiet);
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
+        fire(&mut s, Timer::Reconnect);
         let last = SessionError::new(ErrorCode::TimedOut, "timed out");
-        assert_eq!(s.connect_failed(last.clone()), [emit(Notice::Error(last))]);
+        assert_eq!(
+            s.connect_failed(last.clone(), now()),
+            [emit(Notice::Error(last))]
+        );
         assert_eq!(s.phase(), Phase::Idle);
-        assert_eq!(s.timeout(Timer::Reconnect), []);
+        assert_eq!(fire(&mut s, Timer::Reconnect), []);
         // A connection that closes before WELCOME is a failed attempt too.
         let mut s = session(SessionConfig {
             max_reconnect_attempts: 1,
             ..config()
         });
-        s.connect();
-        s.connect_failed(refused());
-        s.timeout(Timer::Reconnect);
+        s.connect(now());
+        s.connect_failed(refused(), now());
+        fire(&mut s, Timer::Reconnect);
         s.connected();
         assert_eq!(
-            s.connection_lost(None),
+            s.connection_lost(None, now()),
             [emit(Notice::Error(SessionError::new(
                 ErrorCode::ConnectionReset,
                 "Connection closed before the gateway welcomed the client."
@@ -1636,21 +1757,23 @@ mod tests {
             max_reconnect_attempts: 2,
             ..config()
         });
-        s.send(event(1));
-        let quiet = [emit(Notice::Recovered(refused())), wait()];
-        assert_eq!(s.connection_lost(None), [wait()]);
-        s.timeout(Timer::Reconnect);
-        assert_eq!(s.connect_failed(refused()), quiet);
-        s.timeout(Timer::Reconnect);
+        s.send(event(1), now());
+        let quiet = [emit(Notice::Recovered(refused()))];
+        assert_eq!(s.connection_lost(None, now()), []);
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
+        fire(&mut s, Timer::Reconnect);
+        assert_eq!(s.connect_failed(refused(), now()), quiet);
+        fire(&mut s, Timer::Reconnect);
         s.connected();
         // WELCOME starts the count again.
-        assert_eq!(s.receive(Message::Welcome), []);
-        assert_eq!(s.connection_lost(None), [wait()]);
-        s.timeout(Timer::Reconnect);
-        assert_eq!(s.connect_failed(refused()), quiet);
-        s.timeout(Timer::Reconnect);
+        assert_eq!(s.receive(Message::Welcome, now()), []);
+        assert_eq!(s.connection_lost(None, now()), []);
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
+        fire(&mut s, Timer::Reconnect);
+        assert_eq!(s.connect_failed(refused(), now()), quiet);
+        fire(&mut s, Timer::Reconnect);
         assert_eq!(
-            s.connect_failed(refused()),
+            s.connect_failed(refused(), now()),
             [emit(Notice::Recovered(refused())), emit(Notice::Disconnect)]
         );
         assert_eq!(s.pending(), 1, "the event waits for a later connect()");
@@ -1661,7 +1784,7 @@ mod tests {
     fn close_fails_the_queue_in_order() {
         let mut s = drained(config());
         for seq in 1..=3 {
-            s.send(event(seq));
+            s.send(event(seq), now());
         }
         assert_eq!(
             s.close(false),
@@ -1681,48 +1804,47 @@ mod tests {
     #[test]
     fn close_can_keep_the_queue_for_the_next_connect() {
         let mut s = drained(config());
-        s.send(event(1));
-        s.send(event(2));
+        s.send(event(1), now());
+        s.send(event(2), now());
         assert_eq!(
             s.close(true),
             [Output::CloseSocket, emit(Notice::Disconnect)]
         );
-        assert_eq!(s.receive(ack(1)), [], "nothing is read after close");
-        assert_eq!(s.connect(), [Output::Connect]);
+        assert_eq!(s.receive(ack(1), now()), [], "nothing is read after close");
+        assert_eq!(s.connect(now()), [Output::Connect]);
         s.connected();
-        assert_eq!(s.receive(Message::Welcome), [emit(Notice::Connect)]);
-        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain), write(1)]);
+        assert_eq!(s.receive(Message::Welcome, now()), [emit(Notice::Connect)]);
+        assert_eq!(
+            s.receive(Message::Drained, now()),
+            [emit(Notice::Drain), write(1)]
+        );
     }
 
     #[test]
     fn close_during_the_reconnect_wait_stops_reconnecting() {
         let mut s = drained(config());
-        s.send(event(1));
-        assert_eq!(s.connection_lost(None), [wait()]);
+        s.send(event(1), now());
+        assert_eq!(s.connection_lost(None, now()), []);
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
         assert_eq!(
             s.close(false),
-            [
-                Output::StopTimer(Timer::Reconnect),
-                emit(Notice::Disconnect),
-                closed(1)
-            ],
+            [emit(Notice::Disconnect), closed(1)],
             "no socket to close"
         );
-        assert_eq!(s.timeout(Timer::Reconnect), []);
+        assert_eq!(left(&s, Timer::Reconnect), None);
+        assert_eq!(fire(&mut s, Timer::Reconnect), []);
         assert_eq!(s.phase(), Phase::Idle);
     }
 
     #[test]
     fn connect_during_the_reconnect_wait_connects_at_once() {
         let mut s = welcomed(config());
-        s.connection_lost(None);
-        assert_eq!(
-            s.connect(),
-            [Output::StopTimer(Timer::Reconnect), Output::Connect]
-        );
-        assert_eq!(s.timeout(Timer::Reconnect), [], "the wait is over");
+        s.connection_lost(None, now());
+        assert_eq!(s.connect(now()), [Output::Connect]);
+        assert_eq!(left(&s, Timer::Reconnect), None);
+        assert_eq!(fire(&mut s, Timer::Reconnect), [], "the wait is over");
         s.connected();
-        assert_eq!(s.receive(Message::Welcome), [], "same cycle");
+        assert_eq!(s.receive(Message::Welcome, now()), [], "same cycle");
     }
 
     #[test]
@@ -1732,26 +1854,29 @@ mod tests {
             ..config()
         };
         let mut s = session(no_reconnect.clone());
-        s.send(event(1));
-        s.connect();
+        s.send(event(1), now());
+        s.connect(now());
         assert_eq!(
-            s.connect_failed(refused()),
+            s.connect_failed(refused(), now()),
             [emit(Notice::Error(refused()))]
         );
         assert_eq!(s.phase(), Phase::Idle);
         assert_eq!(s.pending(), 1);
 
         let mut s = drained(no_reconnect);
-        s.send(event(1));
+        s.send(event(1), now());
         let reset = SessionError::new(ErrorCode::ConnectionReset, "read ECONNRESET");
         assert_eq!(
-            s.connection_lost(Some(reset.clone())),
+            s.connection_lost(Some(reset.clone()), now()),
             [emit(Notice::Error(reset)), emit(Notice::Disconnect)]
         );
-        assert_eq!(s.connect(), [Output::Connect]);
+        assert_eq!(s.connect(now()), [Output::Connect]);
         s.connected();
-        s.receive(Message::Welcome);
-        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain), write(1)]);
+        s.receive(Message::Welcome, now());
+        assert_eq!(
+            s.receive(Message::Drained, now()),
+            [emit(Notice::Drain), write(1)]
+        );
     }
 
     #[test]
@@ -1764,15 +1889,15 @@ mod tests {
             }),
         };
         assert_eq!(
-            s.buffer_exceeded(),
+            s.buffer_exceeded(now()),
             [
                 Output::Write(bye.to_bytes()),
                 Output::CloseSocket,
-                recovered(ErrorCode::BufferExceeded, "Maximum buffer size exceeded."),
-                wait(),
+                recovered(ErrorCode::BufferExceeded, "Maximum buffer size exceeded.")
             ]
         );
-        assert_eq!(s.buffer_exceeded(), [], "no connection any more");
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
+        assert_eq!(s.buffer_exceeded(now()), [], "no connection any more");
     }
 
     #[test]
@@ -1781,9 +1906,9 @@ mod tests {
             max_queue_size: 2,
             ..config()
         });
-        assert_eq!(s.send(event(1)), []);
-        assert_eq!(s.send(event(2)), []);
-        match &s.send(event(3))[..] {
+        assert_eq!(s.send(event(1), now()), []);
+        assert_eq!(s.send(event(2), now()), []);
+        match &s.send(event(3), now())[..] {
             [Output::Emit(Notice::EventDone {
                 seq: 3,
                 result: Err(err),
@@ -1792,12 +1917,12 @@ mod tests {
         }
         assert_eq!(s.pending(), 2);
         // Room again once an event is done.
-        s.connect();
+        s.connect(now());
         s.connected();
-        s.receive(Message::Welcome);
-        s.receive(Message::Drained);
-        assert_eq!(s.receive(ack(1)), [acked(1), done(1), write(2)]);
-        assert_eq!(s.send(event(4)), []);
+        s.receive(Message::Welcome, now());
+        s.receive(Message::Drained, now());
+        assert_eq!(s.receive(ack(1), now()), [acked(1), done(1), write(2)]);
+        assert_eq!(s.send(event(4), now()), []);
         assert_eq!(s.pending(), 2);
     }
 
@@ -1809,30 +1934,34 @@ mod tests {
         });
         let mut writes = Vec::new();
         for seq in 0..6 {
-            writes.extend(s.send(event(seq)));
+            writes.extend(s.send(event(seq), now()));
         }
         assert_eq!(writes, [write(0), write(1), write(2), write(3)]);
-        assert_eq!(s.receive(ack(2)), [acked(2)]);
-        assert_eq!(s.receive(ack(1)), [acked(1)]);
+        assert_eq!(s.receive(ack(2), now()), [acked(2)]);
+        assert_eq!(s.receive(ack(1), now()), [acked(1)]);
         assert_eq!(
-            s.receive(ack(0)),
+            s.receive(ack(0), now()),
             [acked(0), done(0), done(1), done(2), write(4), write(5)]
         );
-        assert_eq!(s.receive(ack(5)), [acked(5)]);
+        assert_eq!(s.receive(ack(5), now()), [acked(5)]);
         assert_eq!(
-            s.receive(ack(2)),
-            [proto(DIFFERENT_EVENT), Output::CloseSocket, wait()]
+            s.receive(ack(2), now()),
+            [proto(DIFFERENT_EVENT), Output::CloseSocket]
         );
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
         // 3 and 4 are re-sent; 5, already acknowledged, is not.
-        s.timeout(Timer::Reconnect);
+        fire(&mut s, Timer::Reconnect);
         s.connected();
-        s.receive(Message::Welcome);
+        s.receive(Message::Welcome, now());
         assert_eq!(
-            s.receive(Message::Drained),
+            s.receive(Message::Drained, now()),
             [emit(Notice::Drain), write(3), write(4)]
         );
-        assert_eq!(s.receive(ack(4)), [acked(4)]);
-        assert_eq!(s.receive(ack(3)), [acked(3), done(3), done(4), done(5)]);
+        assert_eq!(s.receive(ack(4), now()), [acked(4)]);
+        assert_eq!(
+            s.receive(ack(3), now()),
+            [acked(3), done(3), done(4), done(5)]
+        );
     }
 
     #[test]
@@ -1843,8 +1972,8 @@ mod tests {
             kind: "x".into(),
             parameters: Value::Nil,
         };
-        s.receive(action(1.0));
-        s.receive(action(2.0));
+        s.receive(action(1.0), now());
+        s.receive(action(2.0), now());
         let expected = Message::Acknowledgement {
             correlid: Value::Number(1.0),
             status: 0,
@@ -1871,11 +2000,11 @@ mod tests {
             s.ack_action(Value::Number(2.0), Some(error)),
             [Output::Write(expected.freeze())]
         );
-        s.receive(action(3.0));
-        s.connection_lost(None);
-        s.timeout(Timer::Reconnect);
+        s.receive(action(3.0), now());
+        s.connection_lost(None, now());
+        fire(&mut s, Timer::Reconnect);
         s.connected();
-        s.receive(Message::Welcome);
+        s.receive(Message::Welcome, now());
         assert_eq!(s.ack_action(Value::Number(3.0), None), []);
     }
 
@@ -1895,11 +2024,11 @@ mod tests {
             _ => Value::Binary(Bytes::from(n.to_be_bytes().to_vec())),
         };
         for n in 0..100_000 {
-            s.receive(action(id(n)));
+            s.receive(action(id(n)), now());
         }
         let twice = Value::Array(vec![text("dup"), Value::Binary(Bytes::from_static(b"\0"))]);
         for _ in 0..3 {
-            s.receive(action(twice.clone()));
+            s.receive(action(twice.clone()), now());
         }
         let written = |id: &Value| {
             [Output::Write(
@@ -1947,60 +2076,105 @@ mod tests {
     }
 
     #[test]
+    fn the_session_judges_bad_frames_itself() {
+        // An unknown token: skipped, and the connection goes on.
+        let mut s = drained(config());
+        let unknown = Frame {
+            token: 0x99,
+            body: Bytes::new(),
+        };
+        assert_eq!(
+            s.handle_frame(Ok(unknown), now()),
+            [recovered(ErrorCode::Proto, "Unknown message token 0x99.")]
+        );
+        assert!(s.is_drained());
+        // A body that does not decode: the connection ends.
+        let undecodable = Frame {
+            token: Token::Action as u8,
+            body: Bytes::from_static(&[0xc1]),
+        };
+        let out = s.handle_frame(Ok(undecodable), now());
+        assert_eq!(out[0], Output::CloseSocket);
+        assert!(
+            matches!(&out[1], Output::Emit(Notice::Recovered(e)) if e.code == ErrorCode::Proto),
+            "{out:?}"
+        );
+        assert!(s.armed(Timer::Reconnect));
+        // The stream ended inside a frame: ECONNRESET.
+        let mut s = drained(config());
+        assert_eq!(
+            s.handle_frame(Err(FrameError::Truncated { buffered: 3 }), now()),
+            [recovered(
+                ErrorCode::ConnectionReset,
+                "Connection closed in the middle of a frame (3 bytes of it received)."
+            )]
+        );
+        // Over 10 MiB: BYE IM491, and the connection ends.
+        let mut s = drained(config());
+        let out = s.handle_frame(Err(FrameError::Oversize { frame_len: 1 << 30 }), now());
+        let bye = Message::Bye {
+            error: Some(ErrorBody {
+                code: Some("IM491".into()),
+                message: MAXIMUM_BUFFER.into(),
+            }),
+        };
+        assert_eq!(
+            out[..2],
+            [Output::Write(bye.to_bytes()), Output::CloseSocket]
+        );
+    }
+
+    #[test]
     fn a_connect_timeout_reconnects_with_backoff_and_jitter() {
         let mut s = Session::new(config(), backing_off(), draws(&[0.0, 0.5, 0.999]));
-        let connect = [Output::Connect, Output::SetTimer(Timer::Connect, ms(300))];
-        assert_eq!(s.connect(), connect);
+        let connect = [Output::Connect];
+        assert_eq!(s.connect(now()), connect);
+        assert_eq!(left(&s, Timer::Connect), Some(ms(300)));
         // Nothing after TCP: the attempt is abandoned; the first wait is half of 100 ms at
         // least (draw 0.0).
         assert_eq!(
-            s.timeout(Timer::Connect),
+            fire(&mut s, Timer::Connect),
             [
                 Output::CloseSocket,
-                emit(Notice::Recovered(no_welcome(300))),
-                Output::SetTimer(Timer::Reconnect, ms(50)),
+                emit(Notice::Recovered(no_welcome(300)))
             ]
         );
-        assert_eq!(s.timeout(Timer::Connect), [], "fired already");
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(50)));
+        assert_eq!(fire(&mut s, Timer::Connect), [], "fired already");
         let mut reconnect = vec![emit(Notice::Reconnect)];
         reconnect.extend(connect.clone());
-        assert_eq!(s.timeout(Timer::Reconnect), reconnect);
+        assert_eq!(fire(&mut s, Timer::Reconnect), reconnect);
+        assert_eq!(left(&s, Timer::Connect), Some(ms(300)));
         // Connected but no WELCOME: the same timer, the same ending; the wait doubles (200 ms,
         // half of it fixed, draw 0.5).
         assert_eq!(s.connected(), [hello()]);
         assert_eq!(
-            s.timeout(Timer::Connect),
+            fire(&mut s, Timer::Connect),
             [
                 Output::CloseSocket,
-                emit(Notice::Recovered(no_welcome(300))),
-                Output::SetTimer(Timer::Reconnect, ms(150)),
+                emit(Notice::Recovered(no_welcome(300)))
             ]
         );
-        assert_eq!(s.timeout(Timer::Reconnect), reconnect);
-        match &s.connect_failed(refused())[..] {
-            [stop, Output::Emit(Notice::Recovered(_)), Output::SetTimer(Timer::Reconnect, wait)] => {
-                assert_eq!(*stop, Output::StopTimer(Timer::Connect));
-                assert!(
-                    *wait > ms(399) && *wait < ms(400),
-                    "400 ms at most: {wait:?}"
-                )
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(150)));
+        assert_eq!(fire(&mut s, Timer::Reconnect), reconnect);
+        match &s.connect_failed(refused(), now())[..] {
+            [Output::Emit(Notice::Recovered(_))] => {
+                assert_eq!(left(&s, Timer::Connect), None);
+                let wait = left(&s, Timer::Reconnect).unwrap_or_default();
+                assert!(wait > ms(399) && wait < ms(400), "400 ms at most: {wait:?}")
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(s.timeout(Timer::Reconnect), reconnect);
-        assert_eq!(s.timeout(Timer::Reconnect), [], "reported twice");
+        assert_eq!(fire(&mut s, Timer::Reconnect), reconnect);
+        assert_eq!(fire(&mut s, Timer::Reconnect), [], "reported twice");
         assert_eq!(s.connected(), [hello()]);
         // WELCOME stops the timer and starts the count again: back to 100 ms (draw 0.5 from
         // here on).
-        assert_eq!(
-            s.receive(Message::Welcome),
-            [Output::StopTimer(Timer::Connect), emit(Notice::Connect)]
-        );
-        assert_eq!(s.timeout(Timer::Connect), [], "stopped");
-        assert_eq!(
-            s.connection_lost(None),
-            [Output::SetTimer(Timer::Reconnect, ms(75))]
-        );
+        assert_eq!(s.receive(Message::Welcome, now()), [emit(Notice::Connect)]);
+        assert_eq!(left(&s, Timer::Connect), None);
+        assert_eq!(fire(&mut s, Timer::Connect), [], "stopped");
+        assert_eq!(s.connection_lost(None, now()), []);
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(75)));
     }
 
     #[test]
@@ -2023,17 +2197,16 @@ mod tests {
         }
         // And as the session draws them, over many failed attempts.
         let mut s = Session::new(config(), backing_off(), Xorshift::new(42));
-        s.connect();
+        s.connect(now());
         let mut waits = Vec::new();
         for attempt in 0..40u32 {
-            for output in s.connect_failed(refused()) {
-                if let Output::SetTimer(Timer::Reconnect, wait) = output {
-                    let grown = ms(100 << attempt.min(4)).min(ms(1000));
-                    assert!(wait >= grown / 2 && wait < grown, "{attempt}: {wait:?}");
-                    waits.push(wait);
-                }
+            s.connect_failed(refused(), now());
+            if let Some(wait) = left(&s, Timer::Reconnect) {
+                let grown = ms(100 << attempt.min(4)).min(ms(1000));
+                assert!(wait >= grown / 2 && wait < grown, "{attempt}: {wait:?}");
+                waits.push(wait);
             }
-            s.timeout(Timer::Reconnect);
+            fire(&mut s, Timer::Reconnect);
         }
         assert_eq!(waits.len(), 40);
         waits.sort();
@@ -2046,10 +2219,11 @@ mod tests {
         assert_eq!(backoff(ms(1000), ms(1000), 0, 0.7), ms(1000));
         assert_eq!(backoff(ms(1000), ms(0), 9, 0.7), ms(1000));
         let mut s = session(config());
-        s.connect();
+        s.connect(now());
         for _ in 0..5 {
-            assert_eq!(s.connect_failed(refused())[1], wait());
-            s.timeout(Timer::Reconnect);
+            s.connect_failed(refused(), now());
+            assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
+            fire(&mut s, Timer::Reconnect);
         }
     }
 
@@ -2096,19 +2270,19 @@ mod tests {
             },
             draws(&[]),
         );
-        s.connect();
+        s.connect(now());
         assert_eq!(
-            s.timeout(Timer::Connect),
+            fire(&mut s, Timer::Connect),
             [
                 Output::CloseSocket,
-                emit(Notice::Recovered(no_welcome(300))),
-                Output::SetTimer(Timer::Reconnect, ms(100)),
+                emit(Notice::Recovered(no_welcome(300)))
             ]
         );
-        s.timeout(Timer::Reconnect);
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(100)));
+        fire(&mut s, Timer::Reconnect);
         s.connected();
         assert_eq!(
-            s.timeout(Timer::Connect),
+            fire(&mut s, Timer::Connect),
             [Output::CloseSocket, emit(Notice::Error(no_welcome(300)))],
             "ETIMEDOUT, as any last error"
         );
@@ -2118,7 +2292,7 @@ mod tests {
             "nothing keeps it alive"
         );
         for timer in Timer::ALL {
-            assert_eq!(s.timeout(timer), []);
+            assert_eq!(fire(&mut s, timer), []);
         }
         // Without autoReconnect the first timeout is the error.
         let mut s = Session::new(
@@ -2129,9 +2303,9 @@ mod tests {
             backing_off(),
             draws(&[]),
         );
-        s.connect();
+        s.connect(now());
         assert_eq!(
-            s.timeout(Timer::Connect),
+            fire(&mut s, Timer::Connect),
             [Output::CloseSocket, emit(Notice::Error(no_welcome(300)))]
         );
     }
@@ -2147,67 +2321,67 @@ mod tests {
             ..config()
         };
         let mut s = Session::new(in_flight.clone(), timing.clone(), draws(&[]));
-        s.connect();
+        s.connect(now());
         s.connected();
-        s.receive(Message::Welcome);
+        s.receive(Message::Welcome, now());
         assert_eq!(
-            s.receive(Message::Drained),
+            s.receive(Message::Drained, now()),
             [emit(Notice::Drain)],
             "nothing in flight"
         );
-        let set = Output::SetTimer(Timer::Ack, ms(500));
-        assert_eq!(s.send(event(1)), [write(1), set.clone()]);
-        assert_eq!(s.send(event(2)), [write(2)], "already running");
-        assert_eq!(s.send(event(3)), [], "queued, not in flight");
+        let set = Some(ms(500));
+        assert_eq!(s.send(event(1), now()), [write(1)]);
+        assert_eq!(left(&s, Timer::Ack), set);
+        // The clock moves on: a restarted timer runs from the new time.
+        CLOCK.with(|c| c.set(Some(now() + ms(100))));
+        assert_eq!(s.send(event(2), now()), [write(2)]);
+        assert_eq!(left(&s, Timer::Ack), Some(ms(400)), "already running");
+        assert_eq!(s.send(event(3), now()), [], "queued, not in flight");
+        assert_eq!(s.receive(ack(1), now()), [acked(1), done(1), write(3)],);
         assert_eq!(
-            s.receive(ack(1)),
-            [acked(1), done(1), write(3), set.clone()],
+            left(&s, Timer::Ack),
+            set,
             "each acknowledgement starts it afresh"
         );
-        assert_eq!(s.receive(ack(2)), [acked(2), done(2), set.clone()]);
+        assert_eq!(s.receive(ack(2), now()), [acked(2), done(2)]);
+        assert_eq!(left(&s, Timer::Ack), set);
+        assert_eq!(s.receive(ack(3), now()), [acked(3), done(3)]);
+        assert_eq!(left(&s, Timer::Ack), None);
+        assert_eq!(fire(&mut s, Timer::Ack), [], "stopped");
+        s.send(event(4), now());
         assert_eq!(
-            s.receive(ack(3)),
-            [acked(3), done(3), Output::StopTimer(Timer::Ack)]
-        );
-        assert_eq!(s.timeout(Timer::Ack), [], "stopped");
-        s.send(event(4));
-        assert_eq!(
-            s.timeout(Timer::Ack),
+            fire(&mut s, Timer::Ack),
             [
                 Output::CloseSocket,
                 recovered(
                     ErrorCode::TimedOut,
                     "No acknowledgement from the gateway within 500 ms."
-                ),
-                wait(),
+                )
             ]
         );
-        s.timeout(Timer::Reconnect);
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
+        fire(&mut s, Timer::Reconnect);
         s.connected();
-        s.receive(Message::Welcome);
+        s.receive(Message::Welcome, now());
         assert_eq!(
-            s.receive(Message::Drained),
-            [emit(Notice::Drain), write(4), set.clone()],
-            "re-sent, and watched again"
+            s.receive(Message::Drained, now()),
+            [emit(Notice::Drain), write(4)],
         );
+        assert_eq!(left(&s, Timer::Ack), set, "re-sent, and watched again");
         // A dropped connection stops it; so does an unexpected acknowledgement.
-        assert_eq!(
-            s.connection_lost(None),
-            [Output::StopTimer(Timer::Ack), wait()]
-        );
-        s.timeout(Timer::Reconnect);
+        assert_eq!(s.connection_lost(None, now()), []);
+        assert_eq!(left(&s, Timer::Ack), None);
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
+        fire(&mut s, Timer::Reconnect);
         s.connected();
-        s.receive(Message::Welcome);
-        s.receive(Message::Drained);
+        s.receive(Message::Welcome, now());
+        s.receive(Message::Drained, now());
         assert_eq!(
-            s.receive(ack(9)),
-            [
-                proto(DIFFERENT_EVENT),
-                Output::CloseSocket,
-                Output::StopTimer(Timer::Ack),
-                wait()
-            ]
+            s.receive(ack(9), now()),
+            [proto(DIFFERENT_EVENT), Output::CloseSocket]
         );
+        assert_eq!(left(&s, Timer::Ack), None);
+        assert_eq!(left(&s, Timer::Reconnect), Some(ms(1000)));
         // Without autoReconnect the timeout is the error that ends the cycle.
         let mut s = Session::new(
             SessionConfig {
@@ -2217,13 +2391,13 @@ mod tests {
             timing,
             draws(&[]),
         );
-        s.connect();
+        s.connect(now());
         s.connected();
-        s.receive(Message::Welcome);
-        s.receive(Message::Drained);
-        s.send(event(1));
+        s.receive(Message::Welcome, now());
+        s.receive(Message::Drained, now());
+        s.send(event(1), now());
         assert_eq!(
-            s.timeout(Timer::Ack),
+            fire(&mut s, Timer::Ack),
             [
                 Output::CloseSocket,
                 emit(Notice::Error(SessionError::new(
@@ -2242,36 +2416,35 @@ mod tests {
             ..backing_off()
         };
         let mut s = Session::new(config(), timing.clone(), draws(&[]));
-        s.connect();
+        s.connect(now());
+        assert_eq!(s.close(false), [Output::CloseSocket]);
+        assert_eq!(left(&s, Timer::Connect), None);
         assert_eq!(
-            s.close(false),
-            [Output::CloseSocket, Output::StopTimer(Timer::Connect)]
+            fire(&mut s, Timer::Connect),
+            [],
+            "a late report does nothing"
         );
-        assert_eq!(s.timeout(Timer::Connect), [], "a late report does nothing");
 
         let mut s = Session::new(config(), timing.clone(), draws(&[]));
-        s.connect();
+        s.connect(now());
         s.connected();
-        s.receive(Message::Welcome);
-        s.receive(Message::Drained);
-        s.send(event(1));
+        s.receive(Message::Welcome, now());
+        s.receive(Message::Drained, now());
+        s.send(event(1), now());
         assert_eq!(
             s.close(false),
-            [
-                Output::CloseSocket,
-                Output::StopTimer(Timer::Ack),
-                emit(Notice::Disconnect),
-                closed(1)
-            ]
+            [Output::CloseSocket, emit(Notice::Disconnect), closed(1)]
         );
-        assert_eq!(s.timeout(Timer::Ack), []);
+        assert_eq!(left(&s, Timer::Ack), None);
+        assert_eq!(fire(&mut s, Timer::Ack), []);
 
         let mut s = Session::new(config(), timing, draws(&[1.0 / 64.0]));
-        s.connect();
-        s.connect_failed(refused());
+        s.connect(now());
+        s.connect_failed(refused(), now());
         assert!(s.armed(Timer::Reconnect));
-        assert_eq!(s.close(true), [Output::StopTimer(Timer::Reconnect)]);
-        assert_eq!(s.timeout(Timer::Reconnect), []);
+        assert_eq!(s.close(true), []);
+        assert_eq!(left(&s, Timer::Reconnect), None);
+        assert_eq!(fire(&mut s, Timer::Reconnect), []);
         assert_eq!(s.phase(), Phase::Idle);
     }
 
@@ -2282,23 +2455,26 @@ mod tests {
             ..config()
         });
         assert_eq!(s.stats(), SessionStats::default());
-        s.send(event(1));
+        s.send(event(1), now());
         assert_eq!((s.stats().queued, s.stats().in_flight), (1, 0));
-        s.connect();
+        s.connect(now());
         s.connected();
         assert!(!s.stats().connected, "not welcomed yet");
-        s.receive(Message::Welcome);
+        s.receive(Message::Welcome, now());
         assert!(s.stats().connected && !s.stats().drained);
         let action = Message::Action {
             id: Value::Number(1.0),
             kind: "a".into(),
             parameters: Value::Nil,
         };
-        s.receive(action);
-        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain), write(1)]);
-        let now = s.stats();
-        assert_eq!((now.queued, now.in_flight, now.drained), (0, 1, true));
-        assert_eq!((now.actions_received, now.events_written), (1, 1));
+        s.receive(action, now());
+        assert_eq!(
+            s.receive(Message::Drained, now()),
+            [emit(Notice::Drain), write(1)]
+        );
+        let stats = s.stats();
+        assert_eq!((stats.queued, stats.in_flight, stats.drained), (0, 1, true));
+        assert_eq!((stats.actions_received, stats.events_written), (1, 1));
         assert_eq!(
             s.event_writes(),
             (1, 0),
@@ -2307,33 +2483,36 @@ mod tests {
         assert_eq!(s.ack_action(Value::Number(1.0), None).len(), 1);
         assert_eq!(s.ack_action(Value::Number(1.0), None), [], "acked already");
         assert_eq!(s.stats().actions_acked, 1);
-        s.send(event(2));
-        s.send(event(3));
+        s.send(event(2), now());
+        s.send(event(3), now());
         assert_eq!(s.stats().queued, 2);
-        s.send(event(4));
+        s.send(event(4), now());
         assert_eq!(s.stats().failed_queue_full, 1);
-        assert_eq!(s.receive(ack(1)), [acked(1), done(1), write(2)]);
+        assert_eq!(s.receive(ack(1), now()), [acked(1), done(1), write(2)]);
         assert_eq!(s.event_writes(), (2, 1));
         let rejected = Message::Acknowledgement {
             correlid: text("e2"),
             status: 1,
             error: None,
         };
-        s.receive(rejected);
+        s.receive(rejected, now());
         assert_eq!(s.event_writes(), (3, 2), "event 3 written as the third");
         assert_eq!((s.stats().acknowledged, s.stats().rejected), (1, 1));
         // The connection drops with event 3 in flight: it is written again, counted as re-sent.
-        s.connection_lost(None);
-        let now = s.stats();
-        assert_eq!((now.queued, now.in_flight), (1, 0));
-        assert!(!now.connected && !now.drained);
-        s.timeout(Timer::Reconnect);
+        s.connection_lost(None, now());
+        let stats = s.stats();
+        assert_eq!((stats.queued, stats.in_flight), (1, 0));
+        assert!(!stats.connected && !stats.drained);
+        fire(&mut s, Timer::Reconnect);
         s.connected();
-        s.receive(Message::Welcome);
-        assert_eq!(s.receive(Message::Drained), [emit(Notice::Drain), write(3)]);
+        s.receive(Message::Welcome, now());
+        assert_eq!(
+            s.receive(Message::Drained, now()),
+            [emit(Notice::Drain), write(3)]
+        );
         assert_eq!(s.event_writes(), (4, 2));
-        s.send(event(5));
-        s.send(event(6));
+        s.send(event(5), now());
+        s.send(event(6), now());
         s.close(false);
         assert_eq!(
             s.stats(),
@@ -2364,10 +2543,10 @@ mod tests {
         Receive(Message),
         ProtocolError,
         ConnectionLost(bool),
-        /// One of the timers the session armed fires (nothing when none is armed).
-        Fire(prop::sample::Index),
-        /// The driver reports a timer, armed or not: one that is not must be ignored.
-        Late(Timer),
+        /// The clock jumps to the earliest deadline, which fires (nothing when none is armed).
+        Fire,
+        /// The driver calls `handle_timeout` now, due or not: before any deadline it does nothing.
+        Early,
         Send,
         AckAction(u8, bool),
         Close(bool),
@@ -2408,8 +2587,8 @@ mod tests {
             4 => arb_message().prop_map(Input::Receive),
             1 => Just(Input::ProtocolError),
             2 => any::<bool>().prop_map(Input::ConnectionLost),
-            5 => any::<prop::sample::Index>().prop_map(Input::Fire),
-            1 => prop::sample::select(Timer::ALL.to_vec()).prop_map(Input::Late),
+            5 => Just(Input::Fire),
+            1 => Just(Input::Early),
             4 => Just(Input::Send),
             1 => (0u8..4, any::<bool>()).prop_map(|(id, e)| Input::AckAction(id, e)),
             1 => any::<bool>().prop_map(Input::Close),
@@ -2427,8 +2606,8 @@ mod tests {
         done: HashMap<u64, usize>,
         last_done: Option<u64>,
         connected: bool,
-        /// The timers as a driver would run them.
-        armed: HashSet<Timer>,
+        /// The reconnect deadline last seen.
+        reconnect: Option<Instant>,
         /// (reconnect_delay, max_reconnect_delay)
         delays: (Duration, Duration),
     }
@@ -2452,27 +2631,6 @@ mod tests {
                         prop_assert!(self.connected, "disconnect without connect");
                         self.connected = false;
                     }
-                    Output::SetTimer(timer, after) => {
-                        self.armed.insert(*timer);
-                        if *timer == Timer::Reconnect {
-                            let (base, max) = self.delays;
-                            let (low, high) = if max > base {
-                                (base / 2, max)
-                            } else {
-                                (base, base)
-                            };
-                            prop_assert!(
-                                low <= *after && *after <= high,
-                                "reconnect wait {:?} outside {:?}..={:?}",
-                                after,
-                                low,
-                                high
-                            );
-                        }
-                    }
-                    Output::StopTimer(timer) => {
-                        prop_assert!(self.armed.remove(timer), "{:?} stopped, not running", timer);
-                    }
                     _ => {}
                 }
             }
@@ -2483,27 +2641,51 @@ mod tests {
     /// The timers the driver runs are the ones the session's state needs: the reconnect wait
     /// exactly while waiting, `connectTimeout` exactly during an attempt, `ackTimeout` exactly
     /// while events are in flight, and none when idle (so the host may let its process exit).
-    fn check_timers(s: &Session, seen: &Observer, timing: &Timing) -> Result<(), TestCaseError> {
-        for timer in Timer::ALL {
-            prop_assert_eq!(s.armed(timer), seen.armed.contains(&timer), "{:?}", timer);
-        }
+    /// Each reconnect wait is within its bounds, too.
+    fn check_timers(
+        s: &Session,
+        seen: &mut Observer,
+        timing: &Timing,
+    ) -> Result<(), TestCaseError> {
         let phase = s.phase();
         prop_assert_eq!(
-            seen.armed.contains(&Timer::Reconnect),
+            s.armed(Timer::Reconnect),
             phase == Phase::WaitingToReconnect
         );
         prop_assert_eq!(
-            seen.armed.contains(&Timer::Connect),
+            s.armed(Timer::Connect),
             timing.connect_timeout.is_some()
                 && matches!(phase, Phase::Connecting | Phase::AwaitingWelcome)
         );
         prop_assert_eq!(
-            seen.armed.contains(&Timer::Ack),
+            s.armed(Timer::Ack),
             timing.ack_timeout.is_some() && s.in_flight() > 0
         );
         if phase == Phase::Idle {
-            prop_assert!(seen.armed.is_empty());
+            prop_assert_eq!(s.poll_timeout(), None);
         }
+        prop_assert_eq!(
+            s.poll_timeout(),
+            Timer::ALL.into_iter().filter_map(|t| s.deadline(t)).min()
+        );
+        let reconnect = s.deadline(Timer::Reconnect);
+        if let Some(at) = reconnect.filter(|_| reconnect != seen.reconnect) {
+            let after = at - now();
+            let (base, max) = seen.delays;
+            let (low, high) = if max > base {
+                (base / 2, max)
+            } else {
+                (base, base)
+            };
+            prop_assert!(
+                low <= after && after <= high,
+                "reconnect wait {:?} outside {:?}..={:?}",
+                after,
+                low,
+                high
+            );
+        }
+        seen.reconnect = reconnect;
         Ok(())
     }
 
@@ -2563,39 +2745,35 @@ mod tests {
             };
             for input in inputs {
                 let out = match input {
-                    Input::Connect => s.connect(),
+                    Input::Connect => s.connect(now()),
                     Input::Connected => s.connected(),
-                    Input::ConnectFailed => s.connect_failed(refused()),
-                    Input::Receive(message) => s.receive(message),
-                    Input::ProtocolError => s.protocol_error(SessionError::new(ErrorCode::Proto, "bad")),
+                    Input::ConnectFailed => s.connect_failed(refused(), now()),
+                    Input::Receive(message) => s.receive(message, now()),
+                    Input::ProtocolError => s.protocol_error(SessionError::new(ErrorCode::Proto, "bad"), now()),
                     Input::ConnectionLost(clean) => {
-                        s.connection_lost((!clean).then(refused))
+                        s.connection_lost((!clean).then(refused), now())
                     }
-                    Input::Fire(index) => {
-                        let armed: Vec<Timer> =
-                            Timer::ALL.into_iter().filter(|t| seen.armed.contains(t)).collect();
-                        match armed.get(index.index(armed.len().max(1))) {
-                            Some(&timer) => {
-                                // A timer that fires is no longer armed, as in the driver.
-                                seen.armed.remove(&timer);
-                                s.timeout(timer)
-                            }
-                            None => Vec::new(),
+                    // The clock jumps to the earliest deadline, as a driver's sleep ends.
+                    Input::Fire => match s.poll_timeout() {
+                        Some(at) => {
+                            let at = at.max(now());
+                            CLOCK.with(|c| c.set(Some(at)));
+                            s.handle_timeout(at)
                         }
-                    }
-                    Input::Late(timer) => {
-                        if seen.armed.contains(&timer) {
-                            seen.armed.remove(&timer);
-                            s.timeout(timer)
-                        } else {
-                            let out = s.timeout(timer);
-                            prop_assert_eq!(&out, &Vec::new(), "{:?} was not running", timer);
-                            out
+                        None => Vec::new(),
+                    },
+                    // A call before any deadline (a driver woken early) does nothing.
+                    Input::Early => {
+                        let early = s.poll_timeout().is_none_or(|at| at > now());
+                        let out = s.handle_timeout(now());
+                        if early {
+                            prop_assert_eq!(&out, &Vec::new(), "a timeout before any deadline");
                         }
+                        out
                     }
                     Input::Send => {
                         next_seq += 1;
-                        s.send(event(next_seq))
+                        s.send(event(next_seq), now())
                     }
                     Input::AckAction(id, failed) => s.ack_action(
                         Value::Number(f64::from(id)),
@@ -2603,17 +2781,14 @@ mod tests {
                     ),
                     Input::Close(keep_queue) => s.close(keep_queue),
                     Input::Progress => match s.phase() {
-                        Phase::Idle => s.connect(),
+                        Phase::Idle => s.connect(now()),
                         Phase::Connecting => s.connected(),
-                        Phase::AwaitingWelcome => s.receive(Message::Welcome),
-                        Phase::Receiving => s.receive(Message::Drained),
-                        Phase::WaitingToReconnect => {
-                            seen.armed.remove(&Timer::Reconnect);
-                            s.timeout(Timer::Reconnect)
-                        }
+                        Phase::AwaitingWelcome => s.receive(Message::Welcome, now()),
+                        Phase::Receiving => s.receive(Message::Drained, now()),
+                        Phase::WaitingToReconnect => fire(&mut s, Timer::Reconnect),
                         Phase::Drained => {
                             next_seq += 1;
-                            s.send(event(next_seq))
+                            s.send(event(next_seq), now())
                         }
                     },
                     Input::AckInFlight(index, ok) => {
@@ -2632,7 +2807,7 @@ mod tests {
                                         code: Some("E".into()),
                                         message: "no".into(),
                                     }),
-                                })
+                                }, now())
                             }
                             None => Vec::new(),
                         }
@@ -2644,7 +2819,7 @@ mod tests {
                 prop_assert_eq!(stats.in_flight, s.in_flight() as u64);
                 prop_assert_eq!(stats.queued, s.queued() as u64);
                 prop_assert!(s.in_flight() <= max_in_flight.max(1));
-                check_timers(&s, &seen, &timing)?;
+                check_timers(&s, &mut seen, &timing)?;
             }
             let out = s.close(false);
             seen.see(&out)?;
@@ -2655,7 +2830,7 @@ mod tests {
                 (tally.reconnects, tally.acknowledged, tally.rejected, tally.failed_closed)
             );
             prop_assert_eq!((stats.queued, stats.in_flight), (0, 0));
-            prop_assert!(seen.armed.is_empty(), "running after close: {:?}", seen.armed);
+            prop_assert_eq!(s.poll_timeout(), None, "a timer armed after close");
             for seq in 1..=next_seq {
                 prop_assert_eq!(seen.done.get(&seq).copied(), Some(1), "seq {}", seq);
             }

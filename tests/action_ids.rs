@@ -4,7 +4,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use imt_gateway::protocol::{Message, Value};
 use imt_gateway::session::{Output, Session, SessionConfig, Timing, Xorshift};
@@ -63,10 +63,10 @@ fn unacknowledged_actions_keep_their_ids_not_their_frames() {
         ack_timeout: None,
     };
     let mut s = Session::new(SessionConfig::default(), timing, Xorshift::new(1));
-    s.connect();
+    s.connect(Instant::now());
     s.connected();
-    s.receive(Message::Welcome);
-    s.receive(Message::Drained);
+    s.receive(Message::Welcome, Instant::now());
+    s.receive(Message::Drained, Instant::now());
 
     let before = live();
     for n in 0..ACTIONS {
@@ -78,7 +78,7 @@ fn unacknowledged_actions_keep_their_ids_not_their_frames() {
             parameters: Value::Binary(vec![0; PARAMETERS].into()),
         }
         .to_frame();
-        let out = s.receive(Message::from_frame(&frame).unwrap());
+        let out = s.receive(Message::from_frame(&frame).unwrap(), Instant::now());
         assert_eq!(out.len(), 1, "the action notice");
         // The application got the action and let it go without acknowledging it.
     }

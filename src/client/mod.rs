@@ -1,7 +1,8 @@
 //! The client driver: one tokio task per client that owns everything with a clock or a socket
-//! (name resolution, TCP, TLS, the timers the session asks for) and feeds what happens to the
-//! protocol [`Session`]. It carries out the session's [`Output`]s (arming and stopping timers
-//! among them, and reporting one that fires) and hands its notices to a sink in batches, one
+//! (name resolution, TCP, TLS, the clock) and feeds what happens to the protocol [`Session`],
+//! with the time. It carries out the session's [`Output`]s, sleeps until the session's
+//! earliest deadline ([`Session::poll_timeout`], one sleep) and hands its notices to a sink in
+//! batches, one
 //! batch per burst of input, so a JavaScript host is woken once per burst and never per frame.
 //! The next queued event is written the moment the previous one is acknowledged, inside this
 //! task, without a round trip through the host.
@@ -32,10 +33,10 @@ use tokio_rustls::rustls::ClientConfig;
 
 use crate::defaults;
 use crate::errors::ErrorCode;
-use crate::protocol::{ErrorBody, Frame, FrameError, FrameReader, Message, MessageError};
+use crate::protocol::{ErrorBody, Frame, FrameError, FrameReader};
 use crate::session::{
     ActionKey, Notice, OutgoingEvent, Output, Session, SessionConfig, SessionError, SessionStats,
-    Timer, Timing, Xorshift,
+    Timing, Xorshift,
 };
 
 pub use store::{EventStore, Restored, StoreStats};
@@ -311,24 +312,27 @@ where
     let sink = Arc::new(sink);
     let stats = Arc::new(Published::default());
     let driver = Driver::new(options, sink.clone(), stats.clone());
-    let task = async move {
-        let outcome = AssertUnwindSafe(driver.run(rx)).catch_unwind().await;
-        if let Err(panic) = outcome {
-            let reason = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            sink(Batch {
-                notices: Vec::new(),
-                idle: None,
-                fatal: Some(SessionError::new(
-                    ErrorCode::Internal,
-                    format!("imt-gateway internal error, the client stopped: {reason}"),
-                )),
-            });
-        }
-    };
+    // Combinators rather than an `async` block: a block would keep the driver it captures
+    // beside the running driver's future, twice its size in every client's task.
+    let task = AssertUnwindSafe(driver.run(rx))
+        .catch_unwind()
+        .map(move |outcome| {
+            if let Err(panic) = outcome {
+                let reason = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                sink(Batch {
+                    notices: Vec::new(),
+                    idle: None,
+                    fatal: Some(SessionError::new(
+                        ErrorCode::Internal,
+                        format!("imt-gateway internal error, the client stopped: {reason}"),
+                    )),
+                });
+            }
+        });
     (
         ClientHandle {
             commands: tx,
@@ -471,47 +475,49 @@ enum Input {
     Opened(Result<Stream, SessionError>),
     Frame(Option<Result<Frame, FrameError>>),
     Written(std::io::Result<()>),
-    Timeout(Timer),
+    /// The session's deadline passed.
+    Timeout,
     /// The host took the notices it was behind on: reading may go on.
     Caught,
 }
 
-/// The session's timers as the driver runs them: armed and stopped only when the session
-/// says ([`Output::SetTimer`], [`Output::StopTimer`]), one sleep per [`Timer`].
+/// The driver's one sleep: until the session's earliest deadline
+/// ([`Session::poll_timeout`], asked after every input), or none.
 #[derive(Default)]
-struct Timers([Option<Pin<Box<Sleep>>>; 3]);
+struct Timer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The deadline the sleep is set for; `None` when the session has none.
+    deadline: Option<std::time::Instant>,
+}
 
-impl Timers {
-    fn set(&mut self, timer: Timer, after: Duration) {
-        // Far enough for any wait, and no overflow for an absurd one.
-        let deadline = Instant::now() + after.min(Duration::from_secs(100 * 365 * 86_400));
-        match &mut self.0[timer.index()] {
-            // Restarted (`ackTimeout` is, by every acknowledgement): the sleep is reused.
-            Some(running) => running.as_mut().reset(deadline),
-            slot => *slot = Some(Box::pin(tokio::time::sleep_until(deadline))),
+impl Timer {
+    /// Sets the sleep for `deadline`, when that is new: the sleep is made once and reset after.
+    fn arm(&mut self, deadline: Option<std::time::Instant>) {
+        if deadline == self.deadline {
+            return;
+        }
+        self.deadline = deadline;
+        let Some(at) = deadline else {
+            return;
+        };
+        let at = Instant::from_std(at);
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().reset(at),
+            slot => *slot = Some(Box::pin(tokio::time::sleep_until(at))),
         }
     }
 
-    fn stop(&mut self, timer: Timer) {
-        self.0[timer.index()] = None;
-    }
-
-    fn any(&self) -> bool {
-        self.0.iter().any(Option::is_some)
-    }
-
-    /// The next timer to fire, which is then disarmed; never while none runs.
-    async fn fired(&mut self) -> Timer {
+    /// Resolves when the deadline passes (and forgets it); never while there is none.
+    async fn expired(&mut self) {
         std::future::poll_fn(|cx| {
-            for (slot, timer) in self.0.iter_mut().zip(Timer::ALL) {
-                if let Some(sleep) = slot {
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        *slot = None;
-                        return std::task::Poll::Ready(timer);
-                    }
-                }
+            let Some(sleep) = self.sleep.as_mut().filter(|_| self.deadline.is_some()) else {
+                return std::task::Poll::Pending;
+            };
+            if sleep.as_mut().poll(cx).is_pending() {
+                return std::task::Poll::Pending;
             }
-            std::task::Poll::Pending
+            self.deadline = None;
+            std::task::Poll::Ready(())
         })
         .await
     }
@@ -568,7 +574,10 @@ struct Driver<S> {
     sink: Arc<S>,
     connection: Option<Connection>,
     connecting: Option<Connecting>,
-    timers: Timers,
+    /// Sleeps until the session's earliest deadline.
+    timer: Timer,
+    /// The time of the turn's inputs, read once per turn.
+    now: std::time::Instant,
     batch: Batch,
     cycle: u64,
     /// The last batch said idle; only a change is reported again.
@@ -593,7 +602,8 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             sink,
             connection: None,
             connecting: None,
-            timers: Timers::default(),
+            timer: Timer::default(),
+            now: std::time::Instant::now(),
             batch: Batch::default(),
             cycle: 0,
             reported_idle: true,
@@ -607,6 +617,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             if let Input::Command(None) = input {
                 break;
             }
+            self.now = std::time::Instant::now();
             // Only a frame says more may be waiting to be read, and only when bytes of the next
             // one are already buffered: else the next turn's select polls the reader anyway,
             // and a poll that finds nothing still costs a pass through the TLS layers.
@@ -663,7 +674,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             frame = next_frame(reader) => Input::Frame(frame),
             written = write_some(out) => Input::Written(written),
             opened = maybe(self.connecting.as_mut()) => Input::Opened(opened),
-            timer = self.timers.fired() => Input::Timeout(timer),
+            () = self.timer.expired() => Input::Timeout,
         }
     }
 
@@ -675,13 +686,13 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 Command::Connect { cycle } => {
                     self.cycle = cycle;
                     self.reported_idle = false;
-                    self.session.connect()
+                    self.session.connect(self.now)
                 }
-                Command::Send(event) => self.session.send(*event),
+                Command::Send(event) => self.session.send(*event, self.now),
                 Command::Restore(events) => {
                     let mut out = Vec::new();
                     for event in events {
-                        out.extend(self.session.restore(event));
+                        out.extend(self.session.restore(event, self.now));
                     }
                     out
                 }
@@ -699,42 +710,41 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             }
             Input::Opened(Err(err)) => {
                 self.connecting = None;
-                self.session.connect_failed(err)
+                self.session.connect_failed(err, self.now)
             }
             Input::Frame(Some(Ok(frame))) => {
                 self.options.backlog.read(&frame);
-                match Message::from_frame(&frame) {
-                    Ok(message) => self.session.receive(message),
-                    // A token from a newer gateway: skipped, as the original skips it.
-                    Err(err @ MessageError::UnknownToken(_)) => self
-                        .session
-                        .ignored(SessionError::new(ErrorCode::Proto, err.to_string())),
-                    Err(err) => self
-                        .session
-                        .protocol_error(SessionError::new(ErrorCode::Proto, err.to_string())),
-                }
+                self.session.handle_frame(Ok(frame), self.now)
             }
-            Input::Frame(Some(Err(FrameError::Oversize { .. }))) => self.session.buffer_exceeded(),
             Input::Frame(Some(Err(FrameError::Io(err)))) | Input::Written(Err(err)) => {
                 self.connection = None;
-                self.session.connection_lost(Some(transport::error(&err)))
+                self.session
+                    .connection_lost(Some(transport::error(&err)), self.now)
             }
-            Input::Frame(Some(Err(err @ FrameError::Truncated { .. }))) => {
-                self.connection = None;
-                self.session.connection_lost(Some(SessionError::new(
-                    ErrorCode::ConnectionReset,
-                    err.to_string(),
-                )))
+            // The protocol's call (IM491, ECONNRESET); a stream that ended inside a frame has
+            // no more to read.
+            Input::Frame(Some(Err(err))) => {
+                if matches!(err, FrameError::Truncated { .. }) {
+                    self.connection = None;
+                }
+                self.session.handle_frame(Err(err), self.now)
             }
             Input::Frame(None) => {
                 self.connection = None;
-                self.session.connection_lost(None)
+                self.session.connection_lost(None, self.now)
             }
             Input::Written(Ok(())) | Input::Caught => Vec::new(),
-            // Already disarmed by `Timers::fired`.
-            Input::Timeout(timer) => self.session.timeout(timer),
+            // The sleep ended: at least the deadline, whatever the clocks' rounding.
+            Input::Timeout => {
+                let due = self
+                    .session
+                    .poll_timeout()
+                    .map_or(self.now, |d| d.max(self.now));
+                self.session.handle_timeout(due)
+            }
         };
         self.apply(outputs);
+        self.timer.arm(self.session.poll_timeout());
         let window = self.options.session.max_in_flight.max(1) as u64;
         if let Some(rtt) = self
             .write_times
@@ -765,8 +775,6 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                         self.options.reactor.spawn(Box::pin(connection.finish()));
                     }
                 }
-                Output::SetTimer(timer, after) => self.timers.set(timer, after),
-                Output::StopTimer(timer) => self.timers.stop(timer),
                 Output::Emit(notice) => self.batch.notices.push(notice),
                 Output::Release(stored) => {
                     if let Some(store) = &self.options.store {
@@ -810,7 +818,9 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
     fn flush_notices(&mut self) {
         // No socket, no attempt, no timer: the session waits for the user. (Every phase but
         // `Idle` keeps one of them: an attempt, a connection, or the reconnect wait.)
-        let idle = self.connection.is_none() && self.connecting.is_none() && !self.timers.any();
+        let idle = self.connection.is_none()
+            && self.connecting.is_none()
+            && self.session.poll_timeout().is_none();
         if idle && !self.reported_idle {
             self.reported_idle = true;
             self.batch.idle = Some(self.cycle);
@@ -872,7 +882,7 @@ fn seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Value;
+    use crate::protocol::{Message, Value};
 
     /// A writer that records each write call and accepts at most `limit` bytes per call.
     struct Recorder {
@@ -943,9 +953,10 @@ mod tests {
         );
         let (_handle, task) = client(ClientOptions::new("localhost", 1, "device"), |_| {});
         let size = std::mem::size_of_val(&task);
-        // Every client's task is this size, idle or not (2.6 KB in a debug build): what it
-        // keeps across a wait counts, as the write slices did (1 KB more).
-        assert!(size < 3 * 1024, "the task is {size} bytes");
+        // Every client's task is this size, idle or not (2.2 KB in a debug build): what it
+        // keeps across a wait counts, as the write slices did (1 KB more), and as the driver
+        // kept twice by an `async` block around it did (1 KB more).
+        assert!(size < 5 * 512, "the task is {size} bytes");
     }
 
     #[tokio::test]
@@ -1046,26 +1057,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn timers_fire_as_the_session_set_restarted_and_stopped_them() {
+    async fn the_one_sleep_follows_the_session_deadline() {
         let ms = Duration::from_millis;
-        let mut timers = Timers::default();
-        assert!(!timers.any());
-        assert_eq!(timers.fired().now_or_never(), None, "none runs");
-        timers.set(Timer::Reconnect, ms(5_000));
-        timers.set(Timer::Ack, ms(10));
-        assert_eq!(timers.fired().await, Timer::Ack);
-        assert!(timers.any());
-        // Restarted: only the later deadline counts.
-        let started = Instant::now();
-        timers.set(Timer::Ack, ms(10));
-        timers.set(Timer::Ack, ms(80));
-        timers.set(Timer::Connect, ms(40));
-        assert_eq!(timers.fired().await, Timer::Connect);
-        assert_eq!(timers.fired().await, Timer::Ack);
+        let mut timer = Timer::default();
+        assert_eq!(timer.expired().now_or_never(), None, "no deadline");
+        let started = std::time::Instant::now();
+        timer.arm(Some(started + ms(10)));
+        timer.expired().await;
+        assert!(started.elapsed() >= ms(10));
+        assert_eq!(
+            timer.expired().now_or_never(),
+            None,
+            "an expired deadline is forgotten"
+        );
+        // Moved: only the latest deadline counts.
+        timer.arm(Some(started + ms(20)));
+        timer.arm(Some(started + ms(80)));
+        timer.expired().await;
         assert!(started.elapsed() >= ms(80), "{:?}", started.elapsed());
-        timers.stop(Timer::Reconnect);
-        assert!(!timers.any(), "fired ones are disarmed, stopped ones too");
-        assert_eq!(timers.fired().now_or_never(), None);
+        // Stopped.
+        timer.arm(Some(started + ms(90)));
+        timer.arm(None);
+        tokio::time::sleep(ms(30)).await;
+        assert_eq!(timer.expired().now_or_never(), None);
     }
 
     #[tokio::test]

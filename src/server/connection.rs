@@ -5,7 +5,6 @@
 //! out the peer's outputs (writes, the embedder's events, held actions taken and handed back,
 //! the goodbye).
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +17,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::peer::{Notice, Output, Peer, PeerConfig, Phase};
-use super::{Awaited, Command, ConnEntry, ConnectionInfo, Queued, ServerEvent, Shared, State};
+use super::{Command, ConnLink, ConnectionInfo, Queued, ServerEvent, Shared, State};
 use crate::protocol::{Frame, FrameCodec, FrameError, Message};
 
 /// Frames read in one go before the answers are written.
@@ -41,32 +40,33 @@ pub(super) async fn run(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr)
     let kill = CancellationToken::new();
     let info = {
         let mut state = shared.state();
-        let id = state.next_id();
-        let info = Arc::new(ConnectionInfo {
-            id,
-            remote,
-            device_name: None,
-            subject: None,
-        });
-        state.conns.insert(
-            id,
-            ConnEntry {
-                info: info.clone(),
+        let mut info = None;
+        let id = state.hub.register(|id| {
+            let made = Arc::new(ConnectionInfo {
+                id,
+                remote,
+                device_name: None,
+                subject: None,
+            });
+            info = Some(made.clone());
+            ConnLink {
+                info: made,
                 commands: tx,
-                live: false,
-                announced: false,
                 kill: kill.clone(),
-            },
-        );
+            }
+        });
         // Accepted just as the server closed, after close() went through the connections:
         // this one would otherwise be missed and hold close() up forever.
-        match state.closing {
-            Some(true) => {
-                let _ = state.conns[&id].commands.send(Command::Kick);
+        match (state.closing, state.hub.entry(id)) {
+            (Some(true), Some(entry)) => {
+                let _ = entry.link.commands.send(Command::Kick);
             }
-            Some(false) => kill.cancel(),
-            None => {}
+            (Some(false), _) => kill.cancel(),
+            _ => {}
         }
+        let Some(info) = info else {
+            unreachable!("registered above")
+        };
         info
     };
     let now = Instant::now();
@@ -91,7 +91,6 @@ pub(super) async fn run(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr)
         kill: kill.clone(),
         out: Vec::new(),
         ending: None,
-        deadline: None,
     };
     let accepted = conn.peer.accepted(now);
     conn.apply(accepted);
@@ -99,7 +98,7 @@ pub(super) async fn run(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr)
         None => conn.serve(tcp).await,
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            let deadline = conn.deadline;
+            let deadline = conn.peer.poll_timeout();
             tokio::select! {
                 accepted = acceptor.accept(tcp) => match accepted {
                     Ok(stream) => {
@@ -136,8 +135,6 @@ struct Conn {
     /// Messages to write at the end of this step.
     out: Vec<Message>,
     ending: Option<Ending>,
-    /// The peer's timer.
-    deadline: Option<Instant>,
 }
 
 impl Conn {
@@ -176,7 +173,7 @@ impl Conn {
                         self.peer.unread_until(Instant::now());
                     }
                     command = self.commands.recv() => self.on_command(command),
-                    () = expiry(self.deadline) => self.expired(),
+                    () = expiry(self.peer.poll_timeout()) => self.expired(),
                 }
                 if matches!(self.ending, Some(Ending::Drop)) || self.out.is_empty() {
                     continue;
@@ -203,7 +200,7 @@ impl Conn {
                     }
                     _ = self.kill.cancelled() => return,
                     command = self.commands.recv() => self.on_command(command),
-                    () = expiry(self.deadline) => self.expired(),
+                    () = expiry(self.peer.poll_timeout()) => self.expired(),
                 }
                 if matches!(self.ending, Some(Ending::Drop)) {
                     return;
@@ -230,7 +227,7 @@ impl Conn {
         tokio::select! {
             _ = goodbye => {}
             _ = self.kill.cancelled() => {}
-            () = expiry(self.deadline) => self.expired(),
+            () = expiry(self.peer.poll_timeout()) => self.expired(),
         }
     }
 
@@ -258,31 +255,27 @@ impl Conn {
         self.apply(outputs);
     }
 
+    /// A frame or a framing error goes to the peer, which decides; the end of the stream drops
+    /// the socket.
     fn on_frame(&mut self, frame: Option<Result<Frame, FrameError>>) {
-        let now = Instant::now();
-        let outputs = match frame {
-            None | Some(Err(FrameError::Io(_) | FrameError::Truncated { .. })) => {
-                self.ending = Some(Ending::Drop);
-                return;
-            }
-            Some(Ok(frame)) => match Message::from_frame(&frame) {
-                Ok(message) => self.peer.receive(message, now),
-                Err(e) => self.peer.malformed(e.to_string(), now),
-            },
-            Some(Err(FrameError::Oversize { .. })) => self.peer.buffer_exceeded(now),
+        let Some(frame) = frame else {
+            self.ending = Some(Ending::Drop);
+            return;
         };
+        let outputs = self.peer.handle_frame(frame, Instant::now());
         self.apply(outputs);
     }
 
-    /// The timer fired: it is at least its deadline, whatever the clocks' rounding.
+    /// The peer's deadline passed: it is at least its deadline, whatever the clocks' rounding.
     fn expired(&mut self) {
         let now = self
-            .deadline
+            .peer
+            .poll_timeout()
             .map_or_else(Instant::now, |d| d.max(Instant::now()));
         if !self.may_read() {
             self.peer.unread_until(now);
         }
-        let outputs = self.peer.timeout(now);
+        let outputs = self.peer.handle_timeout(now);
         self.apply(outputs);
     }
 
@@ -296,7 +289,6 @@ impl Conn {
                     let outputs = self.peer.held(next);
                     self.apply(outputs);
                 }
-                Output::Timer(deadline) => self.deadline = deadline,
                 Output::Shutdown { linger } => self.ending = Some(Ending::Goodbye { linger }),
                 Output::Drop => self.ending = Some(Ending::Drop),
                 Output::HandBack(actions) => self.hand_back(&mut self.shared.state(), actions),
@@ -304,55 +296,29 @@ impl Conn {
         }
     }
 
-    /// The next action held for the device; when none is left the connection goes live in
-    /// the same step, so that an action queued from now on comes to it instead of being held.
+    /// The next action held for the device (the hub makes the connection live when none is
+    /// left).
     fn next_held(&self) -> Option<Queued> {
-        let mut state = self.shared.state();
-        let device = self.info.device_name.as_deref().unwrap_or_default();
-        let next = state.held.get_mut(device).and_then(VecDeque::pop_front);
-        if next.is_none() {
-            if let Some(entry) = state.conns.get_mut(&self.info.id) {
-                entry.live = true;
-            }
-        }
-        next
+        self.shared.state().hub.next_held(self.info.id)
     }
 
-    /// Gives back actions this connection did not get acknowledged: to the device's oldest
-    /// other connection past DRAINED, as `Server::queue_action` would (that one never asks for
-    /// held actions again), else to the front of the device's held queue, in order.
-    fn hand_back(&self, state: &mut State, mut actions: Vec<Queued>) {
-        if actions.is_empty() {
-            return;
-        }
-        let device = self.info.device_name.clone().unwrap_or_default();
-        if let Some(entry) = state.live_connection(&device, Some(self.info.id)) {
-            let mut refused = Vec::new();
-            for queued in actions {
-                if let Err(mpsc::error::SendError(Command::Action(queued))) =
-                    entry.commands.send(Command::Action(queued))
-                {
-                    refused.push(queued);
-                }
-            }
-            actions = refused;
-        }
-        let held = state.held.entry(device).or_default();
-        for queued in actions.into_iter().rev() {
-            held.push_front(queued);
-        }
+    /// Gives back actions this connection did not get acknowledged, as the hub routes them: to
+    /// the device's oldest other connection past DRAINED, else to the front of its held queue.
+    fn hand_back(&self, state: &mut State, actions: Vec<Queued>) {
+        let device = self.info.device_name.as_deref();
+        let delivery = state.hub.hand_back(self.info.id, device, actions);
+        state.deliver(device, delivery);
     }
 
     fn notify(&mut self, notice: Notice) {
         let event = match notice {
             Notice::Connection => {
-                if let Some(entry) = self.shared.state().conns.get_mut(&self.info.id) {
-                    entry.announced = true;
-                }
+                self.shared.state().hub.announced(self.info.id);
                 ServerEvent::Connection(self.info.clone())
             }
             Notice::Hello { device_name } => {
-                self.set_info(|i| i.device_name = device_name);
+                self.set_info(|i| i.device_name = device_name.clone());
+                self.shared.state().hub.hello(self.info.id, device_name);
                 ServerEvent::Hello(self.info.clone())
             }
             Notice::Event {
@@ -362,13 +328,8 @@ impl Conn {
                 bundle,
                 decide,
             } => {
-                let decision = decide.then(|| {
-                    let mut state = self.shared.state();
-                    let decision = state.next_id();
-                    let conn = self.info.id;
-                    state.decisions.insert(decision, Awaited { conn, number });
-                    decision
-                });
+                let decision =
+                    decide.then(|| self.shared.state().hub.decision(self.info.id, number));
                 ServerEvent::Event {
                     conn: self.info.clone(),
                     id,
@@ -403,8 +364,8 @@ impl Conn {
         let mut info = (*self.info).clone();
         change(&mut info);
         self.info = Arc::new(info);
-        if let Some(entry) = self.shared.state().conns.get_mut(&self.info.id) {
-            entry.info = self.info.clone();
+        if let Some(link) = self.shared.state().hub.link_mut(self.info.id) {
+            link.info = self.info.clone();
         }
     }
 
@@ -415,7 +376,7 @@ impl Conn {
         let mut notices = Vec::new();
         {
             let mut state = self.shared.state();
-            state.conns.remove(&self.info.id);
+            state.hub.unregister(self.info.id);
             self.commands.close();
             let mut back = Vec::new();
             for output in self.peer.closed() {

@@ -12,9 +12,9 @@
 //! sans-I/O state machine, `peer::Peer`, driven by a task in `connection.rs`.
 
 mod connection;
+pub(crate) mod hub;
 pub(crate) mod peer;
 
-use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,6 +27,7 @@ use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::hub::{Delivery, Hub};
 use crate::defaults;
 use crate::protocol::{ErrorBody, Value};
 
@@ -175,47 +176,49 @@ pub(crate) enum Command {
     Verdict { number: u64, verdict: Verdict },
 }
 
-/// Where the verdict of a decision goes: the connection and its number for the event.
-struct Awaited {
-    conn: u64,
-    number: u64,
-}
-
-struct ConnEntry {
+/// The server's handle on one connection: its `Hub` link.
+struct ConnLink {
     info: Arc<ConnectionInfo>,
     commands: mpsc::UnboundedSender<Command>,
-    /// Past DRAINED: new actions go straight to it instead of being held.
-    live: bool,
-    /// Past the TLS handshake and reported as a `Connection`: listed by `connections()`.
-    announced: bool,
     kill: CancellationToken,
+}
+
+impl ConnLink {
+    /// Hands actions to the connection's task; those it can no longer take are returned.
+    fn deliver(&self, actions: Vec<Queued>) -> Vec<Queued> {
+        let mut refused = Vec::new();
+        for queued in actions {
+            if let Err(mpsc::error::SendError(Command::Action(queued))) =
+                self.commands.send(Command::Action(queued))
+            {
+                refused.push(queued);
+            }
+        }
+        refused
+    }
 }
 
 #[derive(Default)]
 struct State {
-    next_id: u64,
-    conns: HashMap<u64, ConnEntry>,
-    held: HashMap<String, VecDeque<Queued>>,
-    decisions: HashMap<u64, Awaited>,
+    /// The routing: connections, held actions, decisions (see `hub.rs`).
+    hub: Hub<ConnLink>,
     listening: Option<(SocketAddr, CancellationToken)>,
     /// `close()` is under way (`Some(graceful)`): connections that register now end at once.
     closing: Option<bool>,
 }
 
 impl State {
-    fn next_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
-    }
-
-    /// The oldest live connection of `device`, other than `except`: the one its actions go to.
-    fn live_connection(&self, device: &str, except: Option<u64>) -> Option<&ConnEntry> {
-        self.conns
-            .values()
-            .filter(|e| {
-                e.live && Some(e.info.id) != except && e.info.device_name.as_deref() == Some(device)
-            })
-            .min_by_key(|e| e.info.id)
+    /// Carries out the hub's `delivery` of actions handed back by a connection of `device`:
+    /// those the chosen connection's task no longer takes go to the front of the held queue.
+    fn deliver(&mut self, device: Option<&str>, delivery: Option<Delivery>) {
+        let Some(Delivery { conn, actions }) = delivery else {
+            return;
+        };
+        let refused = match self.hub.entry(conn) {
+            Some(entry) => entry.link.deliver(actions),
+            None => actions,
+        };
+        self.hub.hold_front(device, refused);
     }
 }
 
@@ -369,8 +372,8 @@ impl Server {
 
     /// Sends BYE (no body) to every connection and closes them; the listener stays open.
     pub fn kick(&self) {
-        for entry in self.shared.state().conns.values() {
-            let _ = entry.commands.send(Command::Kick);
+        for (_, entry) in self.shared.state().hub.entries() {
+            let _ = entry.link.commands.send(Command::Kick);
         }
     }
 
@@ -382,8 +385,8 @@ impl Server {
         if state.closing.is_some() {
             state.closing = Some(false);
         }
-        for entry in state.conns.values() {
-            entry.kill.cancel();
+        for (_, entry) in state.hub.entries() {
+            entry.link.kill.cancel();
         }
     }
 
@@ -394,11 +397,11 @@ impl Server {
         let was_listening = {
             let mut state = self.shared.state();
             state.closing = Some(graceful);
-            for entry in state.conns.values() {
+            for (_, entry) in state.hub.entries() {
                 if graceful {
-                    let _ = entry.commands.send(Command::Kick);
+                    let _ = entry.link.commands.send(Command::Kick);
                 } else {
-                    entry.kill.cancel();
+                    entry.link.kill.cancel();
                 }
             }
             match state.listening.take() {
@@ -414,13 +417,7 @@ impl Server {
         let discarded: Vec<u64> = {
             let mut state = self.shared.state();
             state.closing = None;
-            state.decisions.clear();
-            state
-                .held
-                .drain()
-                .flat_map(|(_, q)| q.into_iter())
-                .filter_map(|q| q.ticket)
-                .collect()
+            state.hub.discard()
         };
         for ticket in discarded {
             self.shared.emit(ServerEvent::ActionDiscarded { ticket });
@@ -436,36 +433,30 @@ impl Server {
     /// returned ticket comes back in the [`ServerEvent::Acknowledgement`] for it.
     pub fn queue_action(&self, device_name: &str, action: OutboundAction) -> u64 {
         let mut state = self.shared.state();
-        let ticket = state.next_id();
-        let mut queued = Queued {
-            action,
-            ticket: Some(ticket),
-        };
-        if let Some(entry) = state.live_connection(device_name, None) {
-            match entry.commands.send(Command::Action(queued)) {
-                Err(mpsc::error::SendError(Command::Action(q))) => queued = q,
-                _ => return ticket,
+        let (ticket, delivery) = state.hub.queue_action(device_name, action);
+        if let Some(Delivery { conn, actions }) = delivery {
+            // A connection whose task is gone leaves its actions held, behind the others.
+            let refused = match state.hub.entry(conn) {
+                Some(entry) => entry.link.deliver(actions),
+                None => actions,
+            };
+            for queued in refused {
+                state.hub.hold(device_name, queued);
             }
         }
-        state
-            .held
-            .entry(device_name.to_owned())
-            .or_default()
-            .push_back(queued);
         ticket
     }
 
     /// Answers the event that carried `decision`; false when nothing waits for it any more.
     pub fn decide(&self, decision: u64, verdict: Verdict) -> bool {
         let mut state = self.shared.state();
-        let Some(Awaited { conn, number }) = state.decisions.remove(&decision) else {
+        let Some((awaited, link)) = state.hub.decide(decision) else {
             return false;
         };
-        state.conns.get(&conn).is_some_and(|e| {
-            e.commands
-                .send(Command::Verdict { number, verdict })
-                .is_ok()
-        })
+        let number = awaited.number;
+        link.commands
+            .send(Command::Verdict { number, verdict })
+            .is_ok()
     }
 
     /// The peers connected now, oldest first.
@@ -473,10 +464,10 @@ impl Server {
         let mut list: Vec<_> = self
             .shared
             .state()
-            .conns
-            .values()
-            .filter(|e| e.announced)
-            .map(|e| e.info.clone())
+            .hub
+            .entries()
+            .filter(|(_, e)| e.announced())
+            .map(|(_, e)| e.link.info.clone())
             .collect();
         list.sort_by_key(|i| i.id);
         list

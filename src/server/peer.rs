@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::{OutboundAction, Queued, Verdict};
 use crate::errors::ErrorCode;
-use crate::protocol::{ErrorBody, Message, Value};
+use crate::protocol::{ErrorBody, Frame, FrameError, Message, Value};
 
 /// How long a goodbye (BYE, shutting the write side, the lingering read) may take before the
 /// socket is dropped. Long enough for a slow peer to finish writing a 10 MiB frame: 2 s was
@@ -92,9 +92,6 @@ pub(crate) enum Output {
     /// left. `None` means DRAINED goes out, so from then on the driver gives this connection
     /// the device's new actions with [`Peer::queue`] instead of holding them.
     NeedHeld,
-    /// Arm the connection's one timer for this deadline, replacing any earlier one, or stop it
-    /// (`None`). When it expires the driver calls [`Peer::timeout`]; an expired timer is gone.
-    Timer(Option<Instant>),
     /// Read nothing more: write what was output before (the last is BYE), shut the write side
     /// and, with `linger`, read and discard until the peer closes too (closing with unread
     /// input would reset the connection and could destroy the BYE before the peer reads it).
@@ -237,9 +234,8 @@ impl Peer {
         }
         match self.config.handshake_timeout {
             Some(limit) => {
-                let mut out = Vec::new();
-                self.set_timer(&mut out, now + limit);
-                out
+                self.set_timer(now + limit);
+                Vec::new()
             }
             None => self.secured(now),
         }
@@ -253,8 +249,8 @@ impl Peer {
             return out;
         }
         match self.config.hello_timeout {
-            Some(limit) => self.set_timer(&mut out, now + limit),
-            None => self.stop_timer(&mut out),
+            Some(limit) => self.set_timer(now + limit),
+            None => self.stop_timer(),
         }
         self.heard = now;
         self.phase = Phase::AwaitHello;
@@ -272,7 +268,7 @@ impl Peer {
         if self.phase != Phase::Handshake {
             return out;
         }
-        self.stop_timer(&mut out);
+        self.stop_timer();
         out.push(Output::Emit(Notice::ClientError {
             code: ErrorCode::Tls,
             message: format!("TLS handshake failed: {reason}"),
@@ -298,8 +294,8 @@ impl Peer {
                 self.phase = Phase::Holding;
                 // The HELLO deadline gives way to the idle limit.
                 match self.config.idle_timeout {
-                    Some(limit) => self.set_timer(&mut out, now + limit),
-                    None => self.stop_timer(&mut out),
+                    Some(limit) => self.set_timer(now + limit),
+                    None => self.stop_timer(),
                 }
                 self.send_next(&mut out);
             }
@@ -364,9 +360,35 @@ impl Peer {
         out
     }
 
+    /// A frame from the peer as the reader framed it, or why it could not: every decision
+    /// about bad input is made here, once. A message goes to [`Peer::receive`]; a frame that
+    /// is no message (an unknown token, a body that does not decode or not to its token's
+    /// message) is a violation `EPROTO`; a frame over 10 MiB is a violation `IM491`; a stream
+    /// that ended inside a frame, or failed, drops the socket.
+    pub(crate) fn handle_frame(
+        &mut self,
+        frame: Result<Frame, FrameError>,
+        now: Instant,
+    ) -> Vec<Output> {
+        match frame {
+            Ok(frame) => match Message::from_frame(&frame) {
+                Ok(message) => self.receive(message, now),
+                Err(e) => self.malformed(e.to_string(), now),
+            },
+            Err(FrameError::Oversize { .. }) => self.buffer_exceeded(now),
+            Err(FrameError::Truncated { .. } | FrameError::Io(_)) => {
+                let mut out = Vec::new();
+                if self.phase != Phase::Closed {
+                    self.drop_socket(&mut out);
+                }
+                out
+            }
+        }
+    }
+
     /// A frame that is no message (an unknown token, an unreadable body): a violation with
     /// `reason`.
-    pub(crate) fn malformed(&mut self, reason: impl Into<String>, now: Instant) -> Vec<Output> {
+    fn malformed(&mut self, reason: impl Into<String>, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.open() {
             self.heard = now;
@@ -376,7 +398,7 @@ impl Peer {
     }
 
     /// The peer sent or announced a frame over 10 MiB: BYE IM491.
-    pub(crate) fn buffer_exceeded(&mut self, now: Instant) -> Vec<Output> {
+    fn buffer_exceeded(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase.open() {
             self.violation(&mut out, ErrorCode::BufferExceeded, MAXIMUM_BUFFER, now);
@@ -458,7 +480,7 @@ impl Peer {
     /// goodbye took too long, or the peer may have been idle too long (the idle timer is armed
     /// at HELLO and not moved by each message: when it expires it checks when the peer was
     /// last heard, and is armed again if that was recent). Early or stale calls do nothing.
-    pub(crate) fn timeout(&mut self, now: Instant) -> Vec<Output> {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         match self.deadline {
             Some(deadline) if now >= deadline => self.deadline = None,
@@ -484,7 +506,7 @@ impl Peer {
                         let message = format!("Idle for {} ms.", limit.as_millis());
                         self.violation(&mut out, ErrorCode::TimedOut, message, now);
                     } else {
-                        self.set_timer(&mut out, due);
+                        self.set_timer(due);
                     }
                 }
             }
@@ -503,7 +525,7 @@ impl Peer {
         if self.phase == Phase::Closed {
             return out;
         }
-        self.stop_timer(&mut out);
+        self.stop_timer();
         self.phase = Phase::Closed;
         self.asking = false;
         self.pending.clear();
@@ -540,6 +562,13 @@ impl Peer {
 
 /// What the driver asks of the peer besides its inputs (the unit tests look at them too).
 impl Peer {
+    /// When the peer's one timer expires, if it is armed: the driver sleeps until then and calls
+    /// [`Peer::handle_timeout`]. The answer changes only with an input, so the driver asks after
+    /// each.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
     pub(crate) fn phase(&self) -> Phase {
         self.phase
     }
@@ -568,11 +597,6 @@ impl Peer {
     /// waiting behind it (echoes included).
     pub(crate) fn unacked(&self) -> impl Iterator<Item = &Queued> {
         self.in_flight.iter().chain(self.outgoing.iter())
-    }
-
-    /// When the timer expires, if it is armed.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.deadline
     }
 }
 
@@ -727,31 +751,29 @@ impl Peer {
         out.push(Output::Shutdown { linger });
         self.phase = Phase::Closing;
         self.asking = false;
-        self.set_timer(out, now + self.config.linger);
+        self.set_timer(now + self.config.linger);
     }
 
     fn drop_socket(&mut self, out: &mut Vec<Output>) {
-        self.stop_timer(out);
+        self.stop_timer();
         out.push(Output::Drop);
         self.phase = Phase::Closing;
         self.asking = false;
     }
 
-    fn set_timer(&mut self, out: &mut Vec<Output>, deadline: Instant) {
+    fn set_timer(&mut self, deadline: Instant) {
         self.deadline = Some(deadline);
-        out.push(Output::Timer(Some(deadline)));
     }
 
-    fn stop_timer(&mut self, out: &mut Vec<Output>) {
-        if self.deadline.take().is_some() {
-            out.push(Output::Timer(None));
-        }
+    fn stop_timer(&mut self) {
+        self.deadline = None;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     const EPOCH_MS: f64 = 1_800_000_000_000.0;
 
@@ -834,7 +856,9 @@ mod tests {
         peer
     }
 
-    fn assert_violation(out: &[Output], code: ErrorCode, message: &str, now: Instant) {
+    /// The outputs of a violation (the goodbye's deadline, `now + LINGER`, is the peer's
+    /// `poll_timeout`, checked where the peer is at hand).
+    fn assert_violation(out: &[Output], code: ErrorCode, message: &str, _now: Instant) {
         assert_eq!(
             out,
             [
@@ -844,7 +868,6 @@ mod tests {
                 }),
                 Output::Write(bye(code, message)),
                 Output::Shutdown { linger: true },
-                Output::Timer(Some(now + LINGER)),
             ]
         );
     }
@@ -968,11 +991,11 @@ mod tests {
         assert_eq!(
             peer.closed(),
             [
-                Output::Timer(None),
                 Output::HandBack(vec![keep]),
                 Output::Emit(Notice::Disconnect),
             ]
         );
+        assert_eq!(peer.poll_timeout(), None);
     }
 
     #[test]
@@ -1170,7 +1193,8 @@ mod tests {
     fn a_frame_over_10_mib_is_answered_with_bye_im491() {
         let now = Instant::now();
         let mut peer = live(PeerConfig::default(), now);
-        let out = peer.buffer_exceeded(now);
+        let oversize = || Err(FrameError::Oversize { frame_len: 1 << 30 });
+        let out = peer.handle_frame(oversize(), now);
         assert_violation(
             &out,
             ErrorCode::BufferExceeded,
@@ -1180,8 +1204,18 @@ mod tests {
         assert_eq!(peer.phase(), Phase::Closing);
         // Nothing else is answered while saying goodbye.
         assert_eq!(peer.receive(event("e1"), now), []);
-        assert_eq!(peer.buffer_exceeded(now), []);
+        assert_eq!(peer.handle_frame(oversize(), now), []);
         assert_eq!(peer.kick(now), []);
+    }
+
+    #[test]
+    fn a_stream_that_ends_inside_a_frame_drops_the_socket_quietly() {
+        let now = Instant::now();
+        let mut peer = live(PeerConfig::default(), now);
+        let out = peer.handle_frame(Err(FrameError::Truncated { buffered: 3 }), now);
+        assert_eq!(out, [Output::Drop]);
+        assert_eq!(peer.poll_timeout(), None);
+        assert_eq!(peer.closed(), [Output::Emit(Notice::Disconnect)]);
     }
 
     #[test]
@@ -1190,10 +1224,9 @@ mod tests {
         let mut peer = connected(PeerConfig::default(), now);
         let out = peer.receive(event("e1"), now);
         assert_violation(&out, ErrorCode::Proto, "HELLO expected.", now);
-        assert_eq!(
-            peer.closed(),
-            [Output::Timer(None), Output::Emit(Notice::Disconnect)]
-        );
+        assert_eq!(peer.poll_timeout(), Some(now + LINGER));
+        assert_eq!(peer.closed(), [Output::Emit(Notice::Disconnect)]);
+        assert_eq!(peer.poll_timeout(), None);
     }
 
     #[test]
@@ -1273,8 +1306,27 @@ mod tests {
     fn an_unreadable_frame_is_answered_with_bye_eproto_and_its_reason() {
         let now = Instant::now();
         let mut peer = connected(PeerConfig::default(), now);
-        let out = peer.malformed("Unknown message token 0x99.", now);
+        let frame = Frame {
+            token: 0x99,
+            body: Bytes::new(),
+        };
+        let out = peer.handle_frame(Ok(frame), now);
         assert_violation(&out, ErrorCode::Proto, "Unknown message token 0x99.", now);
+        // An undecodable body, likewise.
+        let mut peer = connected(PeerConfig::default(), now);
+        let frame = Frame {
+            token: 0x01,
+            body: Bytes::from_static(&[0xc1]),
+        };
+        let out = peer.handle_frame(Ok(frame), now);
+        assert!(
+            matches!(
+                &out[0],
+                Output::Emit(Notice::ClientError { code: ErrorCode::Proto, message })
+                    if message.starts_with("Failed to deserialize packet.")
+            ),
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -1289,15 +1341,14 @@ mod tests {
             [
                 Output::Write(Message::Bye { error: None }),
                 Output::Shutdown { linger: false },
-                Output::Timer(Some(now + LINGER)),
             ]
         );
         assert_eq!(peer.kick(now), []);
-        assert_eq!(peer.deadline(), Some(now + LINGER));
+        assert_eq!(peer.poll_timeout(), Some(now + LINGER));
         // Early and late timer calls: only an expired deadline drops the socket.
-        assert_eq!(peer.timeout(now + Duration::from_secs(9)), []);
-        assert_eq!(peer.timeout(now + LINGER), [Output::Drop]);
-        assert_eq!(peer.timeout(now + LINGER * 2), []);
+        assert_eq!(peer.handle_timeout(now + Duration::from_secs(9)), []);
+        assert_eq!(peer.handle_timeout(now + LINGER), [Output::Drop]);
+        assert_eq!(peer.handle_timeout(now + LINGER * 2), []);
         assert_eq!(
             peer.closed(),
             [Output::HandBack(vec![a1]), Output::Emit(Notice::Disconnect)]
@@ -1323,10 +1374,11 @@ mod tests {
         };
         // Too slow: ETIMEDOUT, and no disconnect for a connection never announced.
         let mut peer = Peer::new(config.clone(), now, EPOCH_MS);
-        assert_eq!(peer.accepted(now), [Output::Timer(Some(now + limit))]);
+        assert_eq!(peer.accepted(now), []);
+        assert_eq!(peer.poll_timeout(), Some(now + limit));
         assert_eq!(peer.receive(Message::hello("pi"), now), []);
-        assert_eq!(peer.timeout(now + limit / 2), []);
-        let out = peer.timeout(now + limit);
+        assert_eq!(peer.handle_timeout(now + limit / 2), []);
+        let out = peer.handle_timeout(now + limit);
         assert_eq!(
             out,
             [
@@ -1346,7 +1398,6 @@ mod tests {
         assert_eq!(
             out,
             [
-                Output::Timer(None),
                 Output::Emit(Notice::ClientError {
                     code: ErrorCode::Tls,
                     message: "TLS handshake failed: bad certificate".into(),
@@ -1354,6 +1405,7 @@ mod tests {
                 Output::Drop,
             ]
         );
+        assert_eq!(peer.poll_timeout(), None);
 
         // Kicked during the handshake: announced, then BYE at once.
         let mut peer = Peer::new(config, now, EPOCH_MS);
@@ -1363,13 +1415,12 @@ mod tests {
         assert_eq!(
             peer.secured(later),
             [
-                Output::Timer(None),
                 Output::Emit(Notice::Connection),
                 Output::Write(Message::Bye { error: None }),
                 Output::Shutdown { linger: false },
-                Output::Timer(Some(later + LINGER)),
             ]
         );
+        assert_eq!(peer.poll_timeout(), Some(later + LINGER));
     }
 
     #[test]
@@ -1381,17 +1432,12 @@ mod tests {
             ..PeerConfig::default()
         };
         let mut peer = Peer::new(config.clone(), now, EPOCH_MS);
-        assert_eq!(
-            peer.accepted(now),
-            [
-                Output::Timer(Some(now + limit)),
-                Output::Emit(Notice::Connection)
-            ]
-        );
-        assert_eq!(peer.timeout(now + limit / 2), []);
+        assert_eq!(peer.accepted(now), [Output::Emit(Notice::Connection)]);
+        assert_eq!(peer.poll_timeout(), Some(now + limit));
+        assert_eq!(peer.handle_timeout(now + limit / 2), []);
         let late = now + limit;
         assert_violation(
-            &peer.timeout(late),
+            &peer.handle_timeout(late),
             ErrorCode::TimedOut,
             "No HELLO within 300 ms.",
             late,
@@ -1401,10 +1447,9 @@ mod tests {
         // HELLO in time stops the deadline (no idle limit here).
         let mut peer = Peer::new(config, now, EPOCH_MS);
         peer.accepted(now);
-        let out = peer.receive(Message::hello("pi"), now + limit / 2);
-        assert_eq!(out[2], Output::Timer(None));
-        assert_eq!(peer.deadline(), None);
-        assert_eq!(peer.timeout(now + limit), []);
+        peer.receive(Message::hello("pi"), now + limit / 2);
+        assert_eq!(peer.poll_timeout(), None);
+        assert_eq!(peer.handle_timeout(now + limit), []);
     }
 
     #[test]
@@ -1418,13 +1463,8 @@ mod tests {
         let mut peer = Peer::new(config, now, EPOCH_MS);
         peer.accepted(now);
         let secured = now + Duration::from_secs(5);
-        assert_eq!(
-            peer.secured(secured),
-            [
-                Output::Timer(Some(secured + Duration::from_secs(1))),
-                Output::Emit(Notice::Connection)
-            ]
-        );
+        assert_eq!(peer.secured(secured), [Output::Emit(Notice::Connection)]);
+        assert_eq!(peer.poll_timeout(), Some(secured + Duration::from_secs(1)));
     }
 
     #[test]
@@ -1437,8 +1477,8 @@ mod tests {
             ..PeerConfig::default()
         };
         let mut peer = connected(config, now);
-        let out = peer.receive(Message::hello("pi"), now);
-        assert_eq!(out[2], Output::Timer(Some(now + limit)));
+        peer.receive(Message::hello("pi"), now);
+        assert_eq!(peer.poll_timeout(), Some(now + limit));
         peer.held(None);
         // Heard at +600 ms: the timer, due at +1 s, is armed again for +1.6 s.
         let t1 = now + Duration::from_millis(600);
@@ -1455,13 +1495,15 @@ mod tests {
                 acked("e1")
             ]
         );
-        assert_eq!(peer.timeout(now + limit), [Output::Timer(Some(t1 + limit))]);
+        assert_eq!(peer.handle_timeout(now + limit), []);
+        assert_eq!(peer.poll_timeout(), Some(t1 + limit));
         // Not read meanwhile (the embedder was behind): that time is not idleness.
         let t2 = t1 + Duration::from_millis(900);
         peer.unread_until(t2);
-        assert_eq!(peer.timeout(t1 + limit), [Output::Timer(Some(t2 + limit))]);
+        assert_eq!(peer.handle_timeout(t1 + limit), []);
+        assert_eq!(peer.poll_timeout(), Some(t2 + limit));
         assert_violation(
-            &peer.timeout(t2 + limit),
+            &peer.handle_timeout(t2 + limit),
             ErrorCode::TimedOut,
             "Idle for 1000 ms.",
             t2 + limit,
@@ -1485,10 +1527,7 @@ mod tests {
         let out = peer.receive(event("e4"), now);
         assert_eq!(out[0], acked("e4"));
         assert_violation(&out[1..], ErrorCode::QueueFull, message, now);
-        assert_eq!(
-            peer.closed(),
-            [Output::Timer(None), Output::Emit(Notice::Disconnect)]
-        );
+        assert_eq!(peer.closed(), [Output::Emit(Notice::Disconnect)]);
 
         // A peer that acknowledges its echoes keeps the queue short and stays.
         let mut peer = live(config, now);

@@ -1,38 +1,69 @@
+//! The project's main test of behaviour: both ends of the protocol, as they ship, wired
+//! together in memory.
+//!
+//! # Invariants
+//!
+//! Checked as the pair runs (a panic at the step that breaks one) or once it has settled
+//! ([`Pair::check`]), in every example test below and in every case of the property test
+//! `both_ends_agree_under_any_interleaving`:
+//!
+//! 1. **Every send callback runs exactly once**, in send order (an `EQUEUEFULL` refusal at once).
+//! 2. **No acknowledged event is lost**: a callback succeeds only for an event the server
+//!    accepted, fails only for one it rejected (or with `ECLOSED`/`EQUEUEFULL`), and the server
+//!    accepts only events its embedder was told of.
+//! 3. **Duplicates at most one per cut**: an event is reported at most once per connection, so
+//!    at most once more than the connections that ended.
+//! 4. **Actions acknowledged exactly once or still held**: each action the gateway queued is
+//!    acknowledged once, or is held, or is with exactly one open connection; never delivered
+//!    twice on one connection or again after its acknowledgement; acknowledged with the client
+//!    online and drained.
+//! 5. **Held actions delivered in order**: on each connection, the actions written for the first
+//!    time anywhere come in the order they were queued, and so do all of them (deliveries again
+//!    after a cut included) as long as no two server connections were ever open at once (with
+//!    two, an old connection may hand back an action after the new one took later ones).
+//! 6. **Notices alternate**: `connect`/`disconnect` on the client, `connection`/`disconnect`
+//!    once per server connection that was announced.
+//! 7. **No protocol violation between two correct ends**: neither end reports one (except on
+//!    a connection given bad input).
+//! 8. **Bad input from either side closes that connection and nothing else**: a frame with an
+//!    unknown token, an undecodable body or an oversize header put in the client's stream makes
+//!    the server report a violation and close that connection (part of a frame, then the end:
+//!    it drops it), no other; from the gateway, an unknown token is skipped and the connection
+//!    goes on, anything else makes the client close that connection, no other. Invariants 1-6
+//!    still hold after it.
+//!
+//! # The harness
+//!
 //! Both ends of the protocol wired together in memory, for tests: a client [`Session`] and, for
 //! each connection it makes, a server [`Peer`], with no socket, no task and no sleep. Modelled on
 //! the `Pair` of quinn-proto's tests: one struct owns both ends, a virtual clock, the timers each
-//! side has armed, the bytes and messages in flight in each direction, and the state a real
-//! server keeps across connections (`src/server/mod.rs` and `connection.rs`: the device's held
-//! actions, the actions handed back, the decisions awaited from the embedder). Step functions
-//! move one thing at a time (deliver one frame, fire the next timer, cut the connection, the
-//! application sends, the gateway queues an action, ...), so a test chooses the interleaving,
-//! and the property test at the bottom tries random ones.
+//! side has armed, the bytes and messages in flight in each direction, and the server's own
+//! routing core, a [`Hub`] (the device's held actions, the live connection, the actions handed
+//! back, the decisions awaited from the embedder), the very type `Server` keeps behind its
+//! mutex. Step functions move one thing at a time (deliver one frame, fire the next timer, cut
+//! the connection, the application sends, the gateway queues an action, ...), so a test chooses
+//! the interleaving, and the property test at the bottom tries random ones.
 //!
 //! What each side's driver does is mirrored here, as far as the protocol can tell:
 //!
 //! - The client's `Output::Connect` is an attempt under way; [`Pair::open`] completes it (the
 //!   server accepts, the session is `connected`), [`Pair::cut`] fails it.
-//! - Client bytes travel as the frames the session wrote and are read with [`FrameCodec`] and
-//!   [`Message::from_frame`], as `src/server/connection.rs` reads them; server messages are
-//!   encoded and read back the same way before the session gets them.
+//! - Bytes travel as the frames each end wrote, one write at a time, and are framed with
+//!   [`FrameCodec`] (a truncation reported at the end of the stream, an oversize header at
+//!   once); each end's core gets the frame or the framing error through `handle_frame`, as the
+//!   drivers hand them, and decides. [`Pair::bad_to_server`] and [`Pair::bad_to_client`] put
+//!   bad input ([`Bad`]) in either stream.
 //! - `CloseSocket` closes the client's socket: what it wrote before still reaches the server,
 //!   then the end of the stream; what the server sends after that is never read.
 //! - The server's `Shutdown` writes what came before, then the end of the stream; with `linger`
 //!   the connection lasts until the client's end is read or the timer expires, without it the
 //!   connection is over at once (`Peer::closed`), as is `Drop`.
-//! - Actions a connection hands back go to the device's oldest other connection past DRAINED,
-//!   else to the front of its held queue, as `connection.rs` does.
+//! - Where an action goes (queued, handed back, held) is the hub's answer; the pair gives it to
+//!   the peer it names, as `connection.rs` does through its channel.
 //! - [`Pair::cut`] is a reset: both ends lose the connection at once and nothing in flight on
 //!   it arrives.
 //! - The clock moves only when a timer fires: the earliest armed one, client's or server's.
 //!
-//! The pair watches both ends as it goes and panics on what must never happen (a send callback
-//! run twice or out of send order, `connect` twice without `disconnect` between, an event seen
-//! twice on one connection, an action delivered twice on one connection or after its
-//! acknowledgement, or acknowledged twice, a protocol violation between the two ends);
-//! [`Pair::settle`] then lets everything finish and [`Pair::check`] checks what must hold at the
-//! end (every callback ran, nothing acknowledged was lost, no action lost).
-
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -40,7 +71,10 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use crate::errors::ErrorCode;
-use crate::protocol::{ErrorBody, FrameCodec, Message, Token, Value};
+use crate::protocol::{
+    ErrorBody, Frame, FrameCodec, FrameError, Message, Token, Value, MAX_BUFFER,
+};
+use crate::server::hub::{Delivery, Hub};
 use crate::server::peer::{self, Peer, PeerConfig};
 use crate::server::{OutboundAction, Queued, Verdict};
 use crate::session::{
@@ -62,13 +96,13 @@ pub(crate) enum Dir {
 /// One connection: the server's peer for it and what is in flight on it.
 #[derive(Debug)]
 struct Link {
+    /// The connection's id in the hub.
+    id: u64,
     peer: Peer,
-    /// The peer's timer.
-    deadline: Option<Instant>,
     /// Frames the client wrote, not yet read by the server.
     to_server: VecDeque<Bytes>,
-    /// Messages the server wrote, not yet read by the client.
-    to_client: VecDeque<Message>,
+    /// Frames the server wrote, not yet read by the client.
+    to_client: VecDeque<Bytes>,
     /// The client closed its socket: once `to_server` is read, the server reads the end.
     client_closed: bool,
     /// The server shut its write side or dropped the socket: once `to_client` is read, the
@@ -76,8 +110,14 @@ struct Link {
     server_closed: bool,
     /// `Peer::closed` was called: the connection is gone from the server.
     gone: bool,
-    /// Past DRAINED: the gateway's new actions go to it instead of being held.
-    live: bool,
+    /// The device name of its HELLO.
+    device: Option<String>,
+    /// Bad input was put in the client's stream: the server may report violations on it.
+    bad_from_client: bool,
+    /// Violations the server reported on it.
+    violations: usize,
+    /// The ticket of the last action written on it for the first time anywhere.
+    last_fresh: u64,
     /// The server announced it (`Connection`) / said it ended (`Disconnect`).
     announced: bool,
     disconnected: bool,
@@ -91,7 +131,8 @@ struct Link {
 #[derive(Debug, Clone)]
 pub(crate) struct Decision {
     link: usize,
-    number: u64,
+    /// The hub's number for it.
+    decision: u64,
     pub(crate) id: String,
 }
 
@@ -100,8 +141,6 @@ pub(crate) struct Pair {
     start: Instant,
     now: Instant,
     pub(crate) client: Session,
-    /// When each of the client's timers fires, by [`Timer::index`].
-    client_timers: [Option<Instant>; 3],
     /// `Output::Connect` was given and the attempt is under way.
     connecting: bool,
     /// The connection the client's socket is on, an index into `links`.
@@ -109,14 +148,24 @@ pub(crate) struct Pair {
     links: Vec<Link>,
     peer_config: PeerConfig,
 
-    // The server-wide state.
-    /// The device's held actions, oldest first.
-    pub(crate) held: VecDeque<Queued>,
+    /// The server-wide state: the server's own routing core, each connection's link an index
+    /// into `links`.
+    pub(crate) hub: Hub<usize>,
+
+    // What the server's embedder saw and did.
     /// Events awaiting the embedder's verdict.
     pub(crate) decisions: Vec<Decision>,
-    next_ticket: u64,
-    /// Every action the gateway queued, by ticket.
+    /// Actions the gateway queued so far (their ids are `a1`, `a2`, ...).
+    queued_actions: u64,
+    /// Every action the gateway queued, by ticket, and the ticket of each action id.
     pub(crate) tickets: BTreeMap<u64, Value>,
+    ticket_of: HashMap<String, u64>,
+    /// The tickets of the actions written at least once, on any connection.
+    written_actions: HashSet<u64>,
+    /// Two server connections were open at once (one whose client left, not yet closed by
+    /// the server, and a new one): then an action an old connection hands back may come after
+    /// later ones on the new connection.
+    overlapped: bool,
 
     // What the client's application saw.
     next_seq: u64,
@@ -132,6 +181,8 @@ pub(crate) struct Pair {
     pub(crate) connected: bool,
     /// The client's notices, in order (without `Recovered`).
     pub(crate) client_notices: Vec<Notice>,
+    /// Bad input was put in the server's stream to the client: it may report protocol errors.
+    bad_to_client: bool,
 
     // What the server's embedder saw.
     /// How many times each event id was reported.
@@ -162,7 +213,6 @@ impl Pair {
             start: now,
             now,
             client: Session::new(config, timing, Xorshift::new(seed)),
-            client_timers: [None; 3],
             connecting: false,
             current: None,
             links: Vec::new(),
@@ -172,10 +222,13 @@ impl Pair {
                 event_notices: true,
                 ..PeerConfig::default()
             },
-            held: VecDeque::new(),
+            hub: Hub::default(),
             decisions: Vec::new(),
-            next_ticket: 0,
+            queued_actions: 0,
             tickets: BTreeMap::new(),
+            ticket_of: HashMap::new(),
+            written_actions: HashSet::new(),
+            overlapped: false,
             next_seq: 0,
             sent: BTreeMap::new(),
             done: BTreeMap::new(),
@@ -183,6 +236,7 @@ impl Pair {
             app_actions: Vec::new(),
             connected: false,
             client_notices: Vec::new(),
+            bad_to_client: false,
             server_events: HashMap::new(),
             accepted: HashSet::new(),
             rejected: HashSet::new(),
@@ -208,7 +262,7 @@ impl Pair {
 
     /// The user's `connect()`.
     pub(crate) fn connect(&mut self) {
-        let out = self.client.connect();
+        let out = self.client.connect(self.now);
         self.client_outputs(out);
     }
 
@@ -219,7 +273,7 @@ impl Pair {
         let id = format!("{seq:032x}");
         self.sent.insert(seq, id.clone());
         let event = OutgoingEvent::new(seq, Value::String(id), "t", Value::Number(seq as f64));
-        let out = self.client.send(event);
+        let out = self.client.send(event, self.now);
         self.client_outputs(out);
         seq
     }
@@ -248,38 +302,36 @@ impl Pair {
 
     // ---- The server's embedder ----
 
-    /// `queueAction`: delivered at once to the device's oldest live connection, else held.
-    /// Returns the ticket.
+    /// `queueAction`, routed by the hub: delivered at once to the device's oldest live
+    /// connection, else held. Returns the ticket.
     pub(crate) fn queue_action(&mut self) -> u64 {
-        self.next_ticket += 1;
-        let ticket = self.next_ticket;
-        let id = Value::String(format!("a{ticket}"));
-        self.tickets.insert(ticket, id.clone());
-        let queued = Queued {
-            action: OutboundAction {
-                id,
-                kind: "lamp".into(),
-                parameters: Value::Number(ticket as f64),
-            },
-            ticket: Some(ticket),
+        self.queued_actions += 1;
+        let name = format!("a{}", self.queued_actions);
+        let id = Value::String(name.clone());
+        let action = OutboundAction {
+            id: id.clone(),
+            kind: "lamp".into(),
+            parameters: Value::Number(self.queued_actions as f64),
         };
-        // As `Server::queue_action`: connections leave the table when they are gone.
-        match (0..self.links.len()).find(|&l| self.links[l].live && !self.links[l].gone) {
-            Some(l) => {
-                let out = self.links[l].peer.queue(queued);
-                self.server_outputs(l, out);
-            }
-            None => self.held.push_back(queued),
-        }
+        let (ticket, delivery) = self.hub.queue_action(DEVICE, action);
+        self.tickets.insert(ticket, id);
+        self.ticket_of.insert(name, ticket);
+        self.deliver(delivery);
         ticket
     }
 
-    /// The verdict on the `choice`-th event awaiting one. False when none waits.
+    /// The actions held for the device, oldest first.
+    pub(crate) fn held(&self) -> Vec<Queued> {
+        self.hub.held(DEVICE).cloned().collect()
+    }
+
+    /// The verdict on the `choice`-th event awaiting one, through the hub. False when none
+    /// waits.
     pub(crate) fn verdict(&mut self, choice: usize, accept: bool) -> bool {
         if self.decisions.is_empty() {
             return false;
         }
-        let Decision { link, number, .. } = self.decisions.remove(choice % self.decisions.len());
+        let Decision { decision, .. } = self.decisions.remove(choice % self.decisions.len());
         let verdict = if accept {
             Verdict::Accept
         } else {
@@ -288,8 +340,12 @@ impl Pair {
                 message: "Event rejected.".into(),
             })
         };
-        let out = self.links[link].peer.verdict(number, verdict, self.now);
-        self.server_outputs(link, out);
+        if let Some((awaited, &l)) = self.hub.decide(decision) {
+            let out = self.links[l]
+                .peer
+                .verdict(awaited.number, verdict, self.now);
+            self.server_outputs(l, out);
+        }
         true
     }
 
@@ -311,15 +367,20 @@ impl Pair {
         }
         self.connecting = false;
         let l = self.links.len();
+        self.overlapped |= self.links.iter().any(|link| !link.gone);
+        let id = self.hub.register(|_| l);
         self.links.push(Link {
+            id,
             peer: Peer::new(self.peer_config.clone(), self.now, self.unix_ms()),
-            deadline: None,
             to_server: VecDeque::new(),
             to_client: VecDeque::new(),
             client_closed: false,
             server_closed: false,
             gone: false,
-            live: false,
+            device: None,
+            bad_from_client: false,
+            violations: 0,
+            last_fresh: 0,
             announced: false,
             disconnected: false,
             events: HashSet::new(),
@@ -352,7 +413,8 @@ impl Pair {
     }
 
     /// The server reads the next frame (or the end) on the `choice`-th connection that has
-    /// one. False when none has.
+    /// one, and its `Peer` decides what it means (`handle_frame`, as `connection.rs` hands
+    /// it). False when none has.
     pub(crate) fn deliver_to_server(&mut self, choice: usize) -> bool {
         let readable = self.readable_by_server();
         if readable.is_empty() {
@@ -364,15 +426,61 @@ impl Pair {
             self.finish(l);
             return true;
         };
-        let message = read(bytes);
-        self.wire.push((Dir::ToServer, l, message.clone()));
-        let out = self.links[l].peer.receive(message, self.now);
+        let frame = read(bytes);
+        let bad = self.note(Dir::ToServer, l, &frame);
+        let before = self.link_states();
+        let open = !self.links[l].server_closed;
+        let violations = self.links[l].violations;
+        let out = self.links[l].peer.handle_frame(frame, self.now);
         self.server_outputs(l, out);
+        if bad && open {
+            // Invariant 8: bad input closes that connection, and nothing else.
+            let link = &self.links[l];
+            assert!(
+                link.server_closed || link.gone,
+                "connection {l}: bad input from the client left it open"
+            );
+            let truncated = link.gone && link.violations == violations;
+            assert!(
+                truncated || link.violations == violations + 1,
+                "connection {l}: bad input from the client not reported"
+            );
+            self.assert_only_changed(&before, l);
+        }
         true
     }
 
-    /// The client reads the next message (or the end) on its connection. False when there is
-    /// none.
+    /// Records a readable message in `wire`; true when the frame is bad input.
+    fn note(&mut self, dir: Dir, l: usize, frame: &Result<Frame, FrameError>) -> bool {
+        match frame.as_ref().map(Message::from_frame) {
+            Ok(Ok(message)) => {
+                self.wire.push((dir, l, message));
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Whether each connection is closed on the server's side, and gone.
+    fn link_states(&self) -> Vec<(bool, bool)> {
+        self.links
+            .iter()
+            .map(|link| (link.server_closed, link.gone))
+            .collect()
+    }
+
+    fn assert_only_changed(&self, before: &[(bool, bool)], l: usize) {
+        for (other, (link, was)) in self.links.iter().zip(before).enumerate() {
+            assert!(
+                other == l || (link.server_closed, link.gone) == *was,
+                "bad input on connection {l} closed connection {other} too"
+            );
+        }
+    }
+
+    /// The client reads the next frame (or the end) on its connection, and its `Session`
+    /// decides what it means (`handle_frame`, as the client's driver hands it). False when
+    /// there is none.
     pub(crate) fn deliver_to_client(&mut self) -> bool {
         if !self.readable_by_client() {
             return false;
@@ -380,18 +488,77 @@ impl Pair {
         let Some(l) = self.current else {
             return false;
         };
-        let Some(message) = self.links[l].to_client.pop_front() else {
+        let Some(bytes) = self.links[l].to_client.pop_front() else {
             // The server's end of the stream: the client's driver drops the socket.
             self.current = None;
             self.links[l].client_closed = true;
-            let out = self.client.connection_lost(None);
+            let out = self.client.connection_lost(None, self.now);
             self.client_outputs(out);
             return true;
         };
-        let message = read(message.to_bytes());
-        self.wire.push((Dir::ToClient, l, message.clone()));
-        let out = self.client.receive(message);
+        let frame = read(bytes);
+        let bad = self.note(Dir::ToClient, l, &frame);
+        let unknown = matches!(&frame, Ok(f) if Token::try_from(f.token).is_err());
+        if matches!(frame, Err(FrameError::Truncated { .. })) {
+            // The stream ended inside a frame: the driver drops the socket it read it from.
+            self.current = None;
+            self.links[l].client_closed = true;
+        }
+        let before = self.link_states();
+        let out = self.client.handle_frame(frame, self.now);
         self.client_outputs(out);
+        if bad {
+            // Invariant 8: an unknown token is skipped and the connection goes on; other bad
+            // input closes that connection (the client's side of it), and nothing else.
+            assert_eq!(
+                self.current == Some(l),
+                unknown,
+                "connection {l}: bad input from the server (unknown token: {unknown})"
+            );
+            self.assert_only_changed(&before, l);
+        }
+        true
+    }
+
+    /// Puts bad input in the client's stream to the server (a broken or hostile client), on
+    /// the current connection. False when there is none.
+    pub(crate) fn bad_to_server(&mut self, bad: Bad) -> bool {
+        let Some(l) = self.current else {
+            return false;
+        };
+        self.links[l].bad_from_client = true;
+        self.links[l].to_server.push_back(bad.bytes(Token::Event));
+        if bad == Bad::Truncated {
+            // The client is gone in the middle of a frame: its side of the connection is lost.
+            self.current = None;
+            let link = &mut self.links[l];
+            link.client_closed = true;
+            link.to_client.clear();
+            let out = self.client.connection_lost(
+                Some(SessionError::new(
+                    ErrorCode::ConnectionReset,
+                    "read ECONNRESET",
+                )),
+                self.now,
+            );
+            self.client_outputs(out);
+        }
+        true
+    }
+
+    /// Puts bad input in the server's stream to the client (a broken or hostile gateway), on
+    /// the current connection. False when there is none, or the server closed it.
+    pub(crate) fn bad_to_client(&mut self, bad: Bad) -> bool {
+        let Some(l) = self.current.filter(|&l| !self.links[l].server_closed) else {
+            return false;
+        };
+        self.bad_to_client = true;
+        self.links[l].to_client.push_back(bad.bytes(Token::Action));
+        if bad == Bad::Truncated {
+            // The gateway is gone in the middle of a frame: its side of the connection ends.
+            self.links[l].server_closed = true;
+            self.finish(l);
+        }
         true
     }
 
@@ -400,10 +567,10 @@ impl Pair {
     pub(crate) fn cut(&mut self) -> bool {
         if self.connecting {
             self.connecting = false;
-            let out = self.client.connect_failed(SessionError::new(
-                ErrorCode::Io("ECONNREFUSED".into()),
-                "connect ECONNREFUSED",
-            ));
+            let out = self.client.connect_failed(
+                SessionError::new(ErrorCode::Io("ECONNREFUSED".into()), "connect ECONNREFUSED"),
+                self.now,
+            );
             self.client_outputs(out);
             return true;
         }
@@ -415,40 +582,41 @@ impl Pair {
         link.to_server.clear();
         link.to_client.clear();
         self.finish(l);
-        let out = self.client.connection_lost(Some(SessionError::new(
-            ErrorCode::ConnectionReset,
-            "read ECONNRESET",
-        )));
+        let out = self.client.connection_lost(
+            Some(SessionError::new(
+                ErrorCode::ConnectionReset,
+                "read ECONNRESET",
+            )),
+            self.now,
+        );
         self.client_outputs(out);
         true
     }
 
-    /// The earliest armed timer, the client's (by [`Timer`]) or a connection's (by index).
-    fn next_timer(&self) -> Option<(Instant, Result<Timer, usize>)> {
-        let client = Timer::ALL
-            .into_iter()
-            .filter_map(|t| self.client_timers[t.index()].map(|at| (at, Ok(t))));
+    /// The earliest deadline of any core, the client's (`Ok`) or a connection's (by index):
+    /// each core's `poll_timeout`, as each driver asks it.
+    fn next_timer(&self) -> Option<(Instant, Result<(), usize>)> {
+        let client = self.client.poll_timeout().map(|at| (at, Ok(())));
         let server = (0..self.links.len())
             .filter(|&l| !self.links[l].gone)
-            .filter_map(|l| self.links[l].deadline.map(|at| (at, Err(l))));
-        client.chain(server).min_by_key(|(at, _)| *at)
+            .filter_map(|l| self.links[l].peer.poll_timeout().map(|at| (at, Err(l))));
+        client.into_iter().chain(server).min_by_key(|(at, _)| *at)
     }
 
-    /// The clock moves to the earliest armed timer, which fires. False when none is armed.
+    /// The virtual clock jumps to the earliest deadline, and that core's `handle_timeout` runs.
+    /// False when no core has a deadline.
     pub(crate) fn fire_timer(&mut self) -> bool {
         let Some((at, which)) = self.next_timer() else {
             return false;
         };
         self.now = self.now.max(at);
         match which {
-            Ok(timer) => {
-                self.client_timers[timer.index()] = None;
-                let out = self.client.timeout(timer);
+            Ok(()) => {
+                let out = self.client.handle_timeout(self.now);
                 self.client_outputs(out);
             }
             Err(l) => {
-                self.links[l].deadline = None;
-                let out = self.links[l].peer.timeout(self.now);
+                let out = self.links[l].peer.handle_timeout(self.now);
                 self.server_outputs(l, out);
             }
         }
@@ -464,7 +632,7 @@ impl Pair {
     pub(crate) fn client_timers(&self) -> Vec<Timer> {
         Timer::ALL
             .into_iter()
-            .filter(|t| self.client_timers[t.index()].is_some())
+            .filter(|&t| self.client.deadline(t).is_some())
             .collect()
     }
 
@@ -549,8 +717,8 @@ impl Pair {
         for (ticket, id) in &self.tickets {
             let acked = self.action_acks.get(ticket).copied().unwrap_or(0);
             let held = self
-                .held
-                .iter()
+                .hub
+                .held(DEVICE)
                 .filter(|q| q.ticket == Some(*ticket))
                 .count();
             let with_links: usize = self
@@ -564,7 +732,10 @@ impl Pair {
                         .count()
                 })
                 .sum();
-            if self.current.is_some_and(|l| self.links[l].live) {
+            if self
+                .current
+                .is_some_and(|l| self.hub.is_live(self.links[l].id))
+            {
                 assert_eq!(
                     acked, 1,
                     "action {ticket} ({id:?}) not acknowledged, the client online"
@@ -603,15 +774,6 @@ impl Pair {
                         link.to_client.clear();
                     }
                 }
-                session::Output::SetTimer(timer, after) => {
-                    self.client_timers[timer.index()] = Some(self.now + after);
-                }
-                session::Output::StopTimer(timer) => {
-                    assert!(
-                        self.client_timers[timer.index()].take().is_some(),
-                        "StopTimer({timer:?}) for a timer that does not run"
-                    );
-                }
                 session::Output::Emit(notice) => self.client_notice(notice),
                 session::Output::Release(_) => {}
             }
@@ -649,21 +811,21 @@ impl Pair {
                         self.links[l].actions.insert(s.clone()),
                         "action {s} delivered twice on connection {l}"
                     );
-                    let ticket = s.strip_prefix('a').and_then(|t| t.parse::<u64>().ok());
+                    let ticket = self.ticket_of.get(s);
                     assert!(
-                        ticket.is_some_and(|t| !self.action_acks.contains_key(&t)),
+                        ticket.is_some_and(|t| !self.action_acks.contains_key(t)),
                         "action {s} delivered again after its acknowledgement"
                     );
                 }
                 self.app_actions.push(id.clone());
             }
             Notice::Error(err) => assert!(
-                !matches!(err.code, ErrorCode::Proto | ErrorCode::Bye),
+                self.bad_to_client || !matches!(err.code, ErrorCode::Proto | ErrorCode::Bye),
                 "the client saw a protocol error: {err}"
             ),
             Notice::Recovered(err) => {
                 assert!(
-                    err.code != ErrorCode::Proto,
+                    self.bad_to_client || err.code != ErrorCode::Proto,
                     "the client skipped a frame: {err}"
                 );
                 return;
@@ -689,23 +851,38 @@ impl Pair {
                             self.rejected.insert(id.clone());
                         }
                     }
+                    if let Message::Action {
+                        id: Value::String(id),
+                        ..
+                    } = &message
+                    {
+                        // Invariant 5: first writes of the gateway's actions in queue order.
+                        if let Some(&ticket) = self.ticket_of.get(id) {
+                            let fresh = self.written_actions.insert(ticket);
+                            if fresh || !self.overlapped {
+                                let last = &mut self.links[l].last_fresh;
+                                assert!(
+                                    *last < ticket,
+                                    "action {ticket} written on connection {l} after action {last} (fresh: {fresh}, connections overlapped: {})",
+                                    self.overlapped
+                                );
+                                *last = ticket;
+                            }
+                        }
+                    }
                     let link = &mut self.links[l];
                     assert!(!link.server_closed, "a write after the server's goodbye");
                     // Written to a client that closed its socket: never read.
                     if self.current == Some(l) {
-                        link.to_client.push_back(message);
+                        link.to_client.push_back(message.to_bytes());
                     }
                 }
                 peer::Output::Emit(notice) => self.server_notice(l, notice),
                 peer::Output::NeedHeld => {
-                    let next = self.held.pop_front();
-                    if next.is_none() {
-                        self.links[l].live = true;
-                    }
+                    let next = self.hub.next_held(self.links[l].id);
                     let out = self.links[l].peer.held(next);
                     self.server_outputs(l, out);
                 }
-                peer::Output::Timer(deadline) => self.links[l].deadline = deadline,
                 peer::Output::Shutdown { linger } => {
                     self.links[l].server_closed = true;
                     if !linger {
@@ -716,27 +893,26 @@ impl Pair {
                     self.links[l].server_closed = true;
                     self.finish(l);
                 }
-                // As `connection.rs`: to the device's oldest other connection past DRAINED,
-                // else to the front of the held queue, in order.
                 peer::Output::HandBack(actions) => {
-                    let live = (0..self.links.len()).find(|&other| {
-                        other != l && self.links[other].live && !self.links[other].gone
-                    });
-                    match live {
-                        Some(other) => {
-                            for queued in actions {
-                                let out = self.links[other].peer.queue(queued);
-                                self.server_outputs(other, out);
-                            }
-                        }
-                        None => {
-                            for queued in actions.into_iter().rev() {
-                                self.held.push_front(queued);
-                            }
-                        }
-                    }
+                    let link = &self.links[l];
+                    let delivery = self.hub.hand_back(link.id, link.device.as_deref(), actions);
+                    self.deliver(delivery);
                 }
             }
+        }
+    }
+
+    /// Gives the actions the hub routed to a connection to its peer.
+    fn deliver(&mut self, delivery: Option<Delivery>) {
+        let Some(Delivery { conn, actions }) = delivery else {
+            return;
+        };
+        let Some(&l) = self.hub.entry(conn).map(|e| &e.link) else {
+            panic!("the hub routed actions to connection {conn}, which is gone");
+        };
+        for queued in actions {
+            let out = self.links[l].peer.queue(queued);
+            self.server_outputs(l, out);
         }
     }
 
@@ -746,6 +922,7 @@ impl Pair {
             peer::Notice::Connection => {
                 assert!(!link.announced, "connection {l} announced twice");
                 link.announced = true;
+                self.hub.announced(link.id);
             }
             peer::Notice::Disconnect => {
                 assert!(
@@ -757,6 +934,8 @@ impl Pair {
             }
             peer::Notice::Hello { device_name } => {
                 assert_eq!(device_name.as_deref(), Some(DEVICE));
+                link.device = device_name.clone();
+                self.hub.hello(link.id, device_name);
             }
             peer::Notice::Event {
                 number, id, decide, ..
@@ -770,9 +949,10 @@ impl Pair {
                 );
                 *self.server_events.entry(id.clone()).or_default() += 1;
                 if decide {
+                    let decision = self.hub.decision(link.id, number);
                     self.decisions.push(Decision {
                         link: l,
-                        number,
+                        decision,
                         id,
                     });
                 }
@@ -785,7 +965,11 @@ impl Pair {
                 }
             }
             peer::Notice::ClientError { code, message } => {
-                panic!("connection {l}: the server saw a violation: {message} ({code})")
+                assert!(
+                    link.bad_from_client,
+                    "connection {l}: the server saw a violation: {message} ({code})"
+                );
+                link.violations += 1;
             }
         }
     }
@@ -799,6 +983,7 @@ impl Pair {
         }
         link.gone = true;
         link.to_server.clear();
+        self.hub.unregister(link.id);
         self.endings += 1;
         self.decisions.retain(|d| d.link != l);
         let out = self.links[l].peer.closed();
@@ -815,15 +1000,52 @@ impl Pair {
     }
 }
 
-/// Reads one whole frame as a driver does.
-fn read(bytes: Bytes) -> Message {
+/// Bad input one end may send the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bad {
+    /// A frame with a token no version of the protocol has.
+    UnknownToken,
+    /// A known token whose body is no MessagePack.
+    Undecodable,
+    /// A header announcing a frame over 10 MiB.
+    Oversize,
+    /// Part of a frame, then the end of the stream.
+    Truncated,
+}
+
+impl Bad {
+    /// The bytes, for a frame that would carry `token`.
+    fn bytes(self, token: Token) -> Bytes {
+        let frame = |token: u8, length: u32, body: &[u8]| {
+            let mut bytes = vec![token, 0];
+            bytes.extend_from_slice(&length.to_le_bytes());
+            bytes.extend_from_slice(body);
+            Bytes::from(bytes)
+        };
+        match self {
+            Bad::UnknownToken => frame(0x7f, 1, &[0xc0]),
+            // 0xc1 is the one byte MessagePack never uses.
+            Bad::Undecodable => frame(token as u8, 1, &[0xc1]),
+            Bad::Oversize => frame(token as u8, MAX_BUFFER as u32, &[]),
+            Bad::Truncated => frame(token as u8, 10, &[0x81, 0xa1]),
+        }
+    }
+}
+
+/// Frames one write as a driver's reader does: a whole frame, a framing error (an oversize
+/// header), or, for part of a frame (always the last write before the end of the stream),
+/// the truncation the reader reports at the end.
+fn read(bytes: Bytes) -> Result<Frame, FrameError> {
     let mut buffer = BytesMut::from(&bytes[..]);
-    let frame = FrameCodec
-        .decode(&mut buffer)
-        .expect("a readable frame")
-        .expect("a whole frame");
+    let frame = match FrameCodec.decode(&mut buffer)? {
+        Some(frame) => frame,
+        None => match FrameCodec.decode_eof(&mut buffer)? {
+            Some(frame) => frame,
+            None => panic!("an empty write"),
+        },
+    };
     assert!(buffer.is_empty(), "one write is one frame");
-    Message::from_frame(&frame).expect("a readable message")
+    Ok(frame)
 }
 
 #[cfg(test)]
@@ -941,10 +1163,10 @@ mod tests {
         exchange(&mut pair);
         assert_eq!(pair.tokens(Dir::ToClient, 0), [Welcome, Drained, Action]);
         assert!(pair.cut());
-        assert_eq!(pair.held.len(), 1, "handed back");
+        assert_eq!(pair.held().len(), 1, "handed back");
         // Queued while the device is away: held too, behind it.
         let second = pair.queue_action();
-        assert_eq!(pair.held.len(), 2);
+        assert_eq!(pair.held().len(), 2);
 
         assert!(pair.fire_timer());
         exchange(&mut pair);
@@ -1041,14 +1263,14 @@ mod tests {
         assert!(pair.fire_timer());
         assert!(pair.open());
         let ticket = pair.queue_action();
-        assert_eq!(pair.held.len(), 1);
+        assert_eq!(pair.held().len(), 1);
         // Connection 0 reads HELLO and takes the action; connection 1 finds none held and
         // goes past DRAINED; then connection 0 reads the client's end and hands it back.
         assert!(pair.deliver_to_server(0));
         assert!(pair.deliver_to_server(1));
         assert!(pair.deliver_to_server(0));
         assert_eq!(pair.endings, 1);
-        assert!(pair.held.is_empty());
+        assert!(pair.held().is_empty());
         exchange(&mut pair);
         assert_eq!(pair.tokens(Dir::ToClient, 1), [Welcome, Drained, Action]);
         assert!(pair.app_ack(0, true));
@@ -1090,6 +1312,68 @@ mod tests {
         assert_eq!(pair.action_acks.values().sum::<usize>(), 1);
     }
 
+    #[test]
+    fn bad_input_from_the_client_closes_that_connection_only() {
+        for bad in [Bad::UnknownToken, Bad::Undecodable, Bad::Oversize] {
+            let mut pair = Pair::simple();
+            pair.connect();
+            exchange(&mut pair);
+            let seq = pair.send();
+            assert!(pair.bad_to_server(bad));
+            exchange(&mut pair);
+            // The event was read first and awaits its verdict; the bad frame then ended the
+            // connection with BYE and a violation (checked as it happened), and the client
+            // came back and sent the event again.
+            assert_eq!(pair.links[0].violations, 1, "{bad:?}");
+            let bye = pair.tokens(Dir::ToClient, 0);
+            assert_eq!(bye.last(), Some(&Bye), "{bad:?}");
+            assert!(pair.fire_timer());
+            exchange(&mut pair);
+            assert_eq!(pair.tokens(Dir::ToServer, 1), [Hello, Event], "{bad:?}");
+            assert!(pair.verdict(1, true));
+            exchange(&mut pair);
+            assert_eq!(pair.done.get(&seq), Some(&Ok(())), "{bad:?}");
+            pair.settle();
+            pair.check();
+        }
+        // Truncated: the client is gone mid-frame; the server drops the socket, quietly.
+        let mut pair = Pair::simple();
+        pair.connect();
+        exchange(&mut pair);
+        assert!(pair.bad_to_server(Bad::Truncated));
+        exchange(&mut pair);
+        assert!(pair.links[0].gone);
+        assert_eq!(pair.links[0].violations, 0);
+        pair.settle();
+        pair.check();
+    }
+
+    #[test]
+    fn bad_input_from_the_gateway_closes_that_connection_only_an_unknown_token_is_skipped() {
+        for bad in [
+            Bad::UnknownToken,
+            Bad::Undecodable,
+            Bad::Oversize,
+            Bad::Truncated,
+        ] {
+            let mut pair = Pair::simple();
+            pair.connect();
+            exchange(&mut pair);
+            assert!(pair.bad_to_client(bad));
+            let seq = pair.send();
+            exchange(&mut pair);
+            let reconnected = pair.client_timers() == [Timer::Reconnect];
+            assert_eq!(reconnected, bad != Bad::UnknownToken, "{bad:?}");
+            if bad == Bad::Oversize {
+                // The client said why: BYE IM491.
+                assert_eq!(pair.tokens(Dir::ToServer, 0).last(), Some(&Bye));
+            }
+            pair.settle();
+            pair.check();
+            assert_eq!(pair.done.get(&seq), Some(&Ok(())), "{bad:?}");
+        }
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Send,
@@ -1106,6 +1390,18 @@ mod tests {
         Kick,
         /// Up to 8 frames read or connections opened, the bits choosing the direction.
         Flow(u8),
+        /// Bad input from the client / from the gateway.
+        BadToServer(Bad),
+        BadToClient(Bad),
+    }
+
+    fn arb_bad() -> impl Strategy<Value = Bad> {
+        prop_oneof![
+            Just(Bad::UnknownToken),
+            Just(Bad::Undecodable),
+            Just(Bad::Oversize),
+            Just(Bad::Truncated),
+        ]
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {
@@ -1123,6 +1419,8 @@ mod tests {
             2 => Just(Op::Connect),
             1 => Just(Op::Kick),
             12 => any::<u8>().prop_map(Op::Flow),
+            1 => arb_bad().prop_map(Op::BadToServer),
+            1 => arb_bad().prop_map(Op::BadToClient),
         ]
     }
 
@@ -1130,99 +1428,166 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    proptest! {
-        #![proptest_config(ProptestConfig {
-            // PROPTEST_CASES=n runs n instead, for a longer hunt.
-            cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-                ProptestConfig::default().cases
-            } else {
-                512
-            },
-            failure_persistence: None,
-            max_shrink_iters: 2048,
-            ..ProptestConfig::default()
-        })]
+    /// The client's options and the server's, drawn for one case.
+    #[derive(Debug, Clone)]
+    struct Setup {
+        config: SessionConfig,
+        timing: Timing,
+        echo: bool,
+        decide: bool,
+        seed: u64,
+    }
 
-        /// Random interleavings of sends, actions, cuts, timeouts, verdicts and closes through
-        /// both ends: nothing is lost, nothing runs twice, notices alternate.
-        #[test]
-        fn both_ends_agree_under_any_interleaving(
-            auto_reconnect in prop::bool::weighted(0.8),
-            max_in_flight in 1usize..4,
-            max_queue_size in prop_oneof![Just(0usize), 1usize..6],
-            max_reconnect_attempts in 0u32..3,
-            reconnect_delay in 0u64..2000,
-            max_reconnect_delay in 0u64..10_000,
-            connect_timeout in proptest::option::of(1u64..5000),
-            ack_timeout in proptest::option::of(1u64..5000),
-            echo in any::<bool>(),
-            decide in prop::bool::weighted(0.8),
-            seed in any::<u64>(),
-            ops in proptest::collection::vec(arb_op(), 0..120),
-        ) {
-            let config = SessionConfig {
-                device_name: DEVICE.into(),
-                auto_reconnect,
-                max_reconnect_attempts,
-                max_in_flight,
-                max_queue_size,
-            };
-            let timing = Timing {
-                reconnect_delay: ms(reconnect_delay),
-                max_reconnect_delay: ms(max_reconnect_delay),
-                connect_timeout: connect_timeout.map(ms),
-                ack_timeout: ack_timeout.map(ms),
-            };
-            let mut pair = Pair::new(config, timing, seed, echo, decide);
-            pair.connect();
-            for op in ops {
-                match op {
-                    Op::Send => {
-                        pair.send();
+    fn arb_setup() -> impl Strategy<Value = Setup> {
+        let config = (
+            prop::bool::weighted(0.8),
+            0u32..3,
+            1usize..4,
+            prop_oneof![Just(0usize), 1usize..6],
+        )
+            .prop_map(
+                |(auto_reconnect, max_reconnect_attempts, max_in_flight, max_queue_size)| {
+                    SessionConfig {
+                        device_name: DEVICE.into(),
+                        auto_reconnect,
+                        max_reconnect_attempts,
+                        max_in_flight,
+                        max_queue_size,
                     }
-                    Op::Queue => {
-                        pair.queue_action();
-                    }
-                    Op::ToServer(choice) => {
-                        pair.deliver_to_server(choice);
-                    }
-                    Op::ToClient => {
-                        pair.deliver_to_client();
-                    }
-                    Op::Open => {
-                        pair.open();
-                    }
-                    Op::Timer => {
-                        pair.fire_timer();
-                    }
-                    Op::Cut => {
-                        pair.cut();
-                    }
-                    Op::Verdict(choice, accept) => {
-                        pair.verdict(choice, accept);
-                    }
-                    Op::AppAck(choice, ok) => {
-                        pair.app_ack(choice, ok);
-                    }
-                    Op::Close(keep_queue) => pair.close(keep_queue),
-                    Op::Connect => pair.connect(),
-                    Op::Kick => pair.kick(),
-                    Op::Flow(bits) => {
-                        for i in 0..8 {
-                            let client_first = bits & (1 << i) == 0;
-                            let moved = (client_first && pair.deliver_to_client())
-                                || pair.deliver_to_server(i)
-                                || (!client_first && pair.deliver_to_client())
-                                || pair.open();
-                            if !moved {
-                                break;
-                            }
+                },
+            );
+        let timing = (
+            0u64..2000,
+            0u64..10_000,
+            proptest::option::of(1u64..5000),
+            proptest::option::of(1u64..5000),
+        )
+            .prop_map(|(reconnect, max_reconnect, connect, ack)| Timing {
+                reconnect_delay: ms(reconnect),
+                max_reconnect_delay: ms(max_reconnect),
+                connect_timeout: connect.map(ms),
+                ack_timeout: ack.map(ms),
+            });
+        (
+            config,
+            timing,
+            any::<bool>(),
+            prop::bool::weighted(0.8),
+            any::<u64>(),
+        )
+            .prop_map(|(config, timing, echo, decide, seed)| Setup {
+                config,
+                timing,
+                echo,
+                decide,
+                seed,
+            })
+    }
+
+    /// Runs one case: the setup, then the operations, then settles and checks.
+    fn run_case(setup: Setup, ops: Vec<Op>) {
+        let Setup {
+            config,
+            timing,
+            echo,
+            decide,
+            seed,
+        } = setup;
+        let mut pair = Pair::new(config, timing, seed, echo, decide);
+        pair.connect();
+        for op in ops {
+            match op {
+                Op::Send => {
+                    pair.send();
+                }
+                Op::Queue => {
+                    pair.queue_action();
+                }
+                Op::ToServer(choice) => {
+                    pair.deliver_to_server(choice);
+                }
+                Op::ToClient => {
+                    pair.deliver_to_client();
+                }
+                Op::Open => {
+                    pair.open();
+                }
+                Op::Timer => {
+                    pair.fire_timer();
+                }
+                Op::Cut => {
+                    pair.cut();
+                }
+                Op::Verdict(choice, accept) => {
+                    pair.verdict(choice, accept);
+                }
+                Op::AppAck(choice, ok) => {
+                    pair.app_ack(choice, ok);
+                }
+                Op::Close(keep_queue) => pair.close(keep_queue),
+                Op::Connect => pair.connect(),
+                Op::Kick => pair.kick(),
+                Op::BadToServer(bad) => {
+                    pair.bad_to_server(bad);
+                }
+                Op::BadToClient(bad) => {
+                    pair.bad_to_client(bad);
+                }
+                Op::Flow(bits) => {
+                    for i in 0..8 {
+                        let client_first = bits & (1 << i) == 0;
+                        let moved = (client_first && pair.deliver_to_client())
+                            || pair.deliver_to_server(i)
+                            || (!client_first && pair.deliver_to_client())
+                            || pair.open();
+                        if !moved {
+                            break;
                         }
                     }
                 }
             }
-            pair.settle();
-            pair.check();
         }
+        pair.settle();
+        pair.check();
+    }
+
+    /// Random interleavings of sends, actions, cuts, timeouts, verdicts, closes and bad input
+    /// (unknown tokens, undecodable bodies, oversize headers, truncations, either way) through
+    /// both ends, with random client and server options: every invariant at the top of this
+    /// file holds in every case. 512 cases (`PROPTEST_CASES=n` runs n, for a longer hunt); a
+    /// failing case is shrunk, and its seed saved in `proptest-regressions/tests/pair.txt`,
+    /// which runs it first from then on (commit the file with the fix).
+    #[test]
+    fn both_ends_agree_under_any_interleaving() {
+        use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(512);
+        let config = Config {
+            cases,
+            failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
+                "proptest-regressions",
+            ))),
+            source_file: Some(file!()),
+            max_shrink_iters: 2048,
+            ..Config::default()
+        };
+        let mut runner = TestRunner::new(config);
+        let strategy = (arb_setup(), proptest::collection::vec(arb_op(), 0..120));
+        let ran = std::sync::atomic::AtomicUsize::new(0);
+        let result = runner.run(&strategy, |(setup, ops)| {
+            ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            run_case(setup, ops);
+            Ok(())
+        });
+        if let Err(failure) = result {
+            panic!("{failure}");
+        }
+        println!(
+            "both ends: {} cases run, {} passed, invariants 1-8 held",
+            ran.into_inner(),
+            cases
+        );
     }
 }
