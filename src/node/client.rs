@@ -32,39 +32,86 @@ use crate::session::{ActionKey, Notice, OutgoingEvent, SessionConfig, SessionErr
 
 type BatchSink = ThreadsafeFunction<MailboxCall, (), MailboxCall, Status, false>;
 
-/// Notices on their way to JavaScript. At most one threadsafe call is outstanding per client:
-/// while it waits for the JS thread, later batches join the one in this mailbox, so a busy
-/// JS thread is woken once for many acknowledgements instead of once for each. Taking the
-/// batch tells the driver's [`Backlog`], which stops reading while JavaScript is far behind.
+/// Notices on their way to JavaScript. At most one call is outstanding per client: while it
+/// waits for the JS thread, and while JavaScript dispatches what it took, later batches join
+/// the one in this mailbox, so a busy JS thread is woken once for many acknowledgements
+/// instead of once for each. Taking the batch tells the driver's [`Backlog`], which stops
+/// reading while JavaScript is far behind.
 #[derive(Default)]
 struct Mailbox {
-    batch: Mutex<Option<Batch>>,
+    waiting: Mutex<Waiting>,
     backlog: Arc<Backlog>,
 }
 
-/// What the threadsafe call carries: the mailbox, emptied on the JS thread at the moment the
-/// call runs, so it hands over everything gathered until then.
-pub struct MailboxCall(Arc<Mailbox>);
+#[derive(Default)]
+struct Waiting {
+    batch: Option<Batch>,
+    /// A call is on its way, or JavaScript is dispatching a pulled batch ([`pull`]): a batch
+    /// posted now waits for it.
+    called: bool,
+}
+
+impl Mailbox {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `batch`; true when no call is outstanding, so one must be made.
+    fn post(&self, batch: Batch) -> bool {
+        let mut waiting = self.lock();
+        match waiting.batch.as_mut() {
+            Some(earlier) => earlier.absorb(batch),
+            None => waiting.batch = Some(batch),
+        }
+        !std::mem::replace(&mut waiting.called, true)
+    }
+
+    /// Takes what waits. `pulled`: the call stays outstanding until [`Mailbox::settle`], so
+    /// that batches posted while JavaScript dispatches this one wait for the loop's next turn.
+    fn take(&self, pulled: bool) -> Batch {
+        let batch = {
+            let mut waiting = self.lock();
+            waiting.called = pulled;
+            waiting.batch.take().unwrap_or_default()
+        };
+        self.backlog.taken();
+        batch
+    }
+
+    /// A pulled batch was dispatched: true when another waits (and is to be pulled on the
+    /// loop's next turn); otherwise the next post makes a call again.
+    fn settle(&self) -> bool {
+        let mut waiting = self.lock();
+        waiting.called = waiting.batch.is_some();
+        waiting.called
+    }
+}
+
+/// What the threadsafe call carries: nothing, since the function it calls is [`pull`], which
+/// empties the mailbox on the JS thread at the moment it runs, so it hands over everything
+/// gathered until then.
+pub struct MailboxCall;
 
 impl TypeName for MailboxCall {
     fn type_name() -> &'static str {
-        "Array<unknown>"
+        "undefined"
     }
     fn value_type() -> ValueType {
-        ValueType::Object
+        ValueType::Undefined
     }
 }
 
 impl ToNapiValue for MailboxCall {
-    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
-        batch_values(env, &val.0)?.into_array()
+    unsafe fn to_napi_value(env: sys::napi_env, _val: Self) -> Result<sys::napi_value> {
+        let mut value = ptr::null_mut();
+        napi::check_status!(sys::napi_get_undefined(env, &mut value))?;
+        Ok(value)
     }
 }
 
 /// Empties `mailbox` into the values the JavaScript callback receives (see [`NoticeKind`]).
-unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox) -> Result<Flat> {
-    let batch = lock(mailbox).take().unwrap_or_default();
-    mailbox.backlog.taken();
+unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox, pulled: bool) -> Result<Flat> {
+    let batch = mailbox.take(pulled);
     let mut out = Flat {
         env,
         values: Vec::with_capacity(batch.notices.len() * 4 + 3),
@@ -243,25 +290,6 @@ impl Flat {
     }
 }
 
-fn lock(mailbox: &Mailbox) -> MutexGuard<'_, Option<Batch>> {
-    mailbox.batch.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Adds `batch` to the mailbox; true when no call is outstanding, so one must be made.
-fn post(mailbox: &Mailbox, batch: Batch) -> bool {
-    let mut waiting = lock(mailbox);
-    match waiting.as_mut() {
-        Some(earlier) => {
-            earlier.absorb(batch);
-            false
-        }
-        None => {
-            *waiting = Some(batch);
-            true
-        }
-    }
-}
-
 #[napi(object)]
 pub struct NativeClientOptions {
     pub host: String,
@@ -411,25 +439,35 @@ fn optional_millis(ms: u32) -> Option<Duration> {
     (ms != 0).then(|| millis(ms))
 }
 
-/// The batch callback, called from the loop's thread without a threadsafe function (see
-/// [`super::uv::call_after_callback`]), with what the client's mailbox holds.
+/// The batch callback's caller, on the JS thread. Two ways in:
+/// - directly, at the end of the loop callback that made the batch (libuv driver, see
+///   [`super::uv::call_after_callback`]): [`LoopCall::run`](super::uv::LoopCall::run);
+/// - through [`pull`], a native function that the client's threadsafe function calls (a batch
+///   made on another thread, or outside a loop callback), and that schedules itself with
+///   `setImmediate` while batches keep coming: JavaScript dispatches one batch per turn of the
+///   loop, so timers and I/O run between the batches of a flood. Node's threadsafe-function
+///   dispatch, if every batch were a call of its own, runs up to 1000 queued calls in one
+///   turn.
 struct DirectCall {
     env: sys::napi_env,
     callback: sys::napi_ref,
     context: sys::napi_async_context,
     mailbox: Arc<Mailbox>,
-    /// Cleared when the `NativeClient` goes (and the reference with it).
+    /// The [`pull`] function, which schedules itself (null until made, and after `release`).
+    pull: Cell<sys::napi_ref>,
+    /// Cleared when the `NativeClient` goes (and the references with it).
     live: Cell<bool>,
-    /// The JS thread, the only one that may touch `env`, `callback` and `live`.
+    /// The JS thread, the only one that may touch `env`, `callback`, `pull` and `live`.
     thread: std::thread::ThreadId,
 }
 
 // SAFETY: made and used on the JS thread only: the sink hands it to `uv::call_after_callback`, which
-// accepts work only from a callback of this thread's loop, and the `NativeClient` that
-// clears it is finalized on that thread. `on_thread` checks it before every use.
+// accepts work only from a callback of this thread's loop, [`pull`] is a JavaScript function
+// (called on this thread), and the `NativeClient` that clears it is finalized on that thread.
+// `on_thread` checks it before every use.
 unsafe impl Send for DirectCall {}
-// SAFETY: shared references touch `env`, `callback`, `context` and `live` (a `Cell`) only
-// after `on_thread` (`release`, `run`), so on one thread; `mailbox` is a `Mutex`.
+// SAFETY: shared references touch `env`, `callback`, `context`, `pull` and `live` (`Cell`s) only
+// after `on_thread` (`release`, `hand_over`, `pull`), so on one thread; `mailbox` is a `Mutex`.
 unsafe impl Sync for DirectCall {}
 
 impl DirectCall {
@@ -458,9 +496,55 @@ impl DirectCall {
             callback: reference,
             context,
             mailbox,
+            pull: Cell::new(ptr::null_mut()),
             live: Cell::new(true),
             thread: std::thread::current().id(),
         })
+    }
+
+    /// The [`pull`] function of `this`, made once, in the constructor call's scope.
+    fn pull_function(this: &Arc<DirectCall>) -> Result<sys::napi_value> {
+        let env = this.env;
+        // SAFETY: called from the constructor, on `env`'s JavaScript thread and in its handle
+        // scope. The function holds one count of `this`, released by its finalizer; the
+        // reference kept of it is deleted by `release`, which breaks the cycle.
+        unsafe {
+            let data = Arc::into_raw(this.clone()).cast_mut().cast::<c_void>();
+            unsafe extern "C" fn drop_data(
+                _env: sys::napi_env,
+                data: *mut c_void,
+                _hint: *mut c_void,
+            ) {
+                // SAFETY: `data` is the count of the `DirectCall` given to this function
+                // below, released here once, by its finalizer.
+                drop(unsafe { Arc::from_raw(data.cast::<DirectCall>()) });
+            }
+            let mut function = ptr::null_mut();
+            let mut reference = ptr::null_mut();
+            let made = sys::napi_create_function(
+                env,
+                c"pull".as_ptr(),
+                4,
+                Some(pull),
+                data,
+                &mut function,
+            ) == sys::Status::napi_ok
+                && sys::napi_add_finalizer(
+                    env,
+                    function,
+                    data,
+                    Some(drop_data),
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                ) == sys::Status::napi_ok;
+            if !made {
+                drop(Arc::from_raw(data.cast::<DirectCall>()));
+                return Err(napi::Error::from_reason("napi_create_function failed"));
+            }
+            napi::check_status!(sys::napi_create_reference(env, function, 1, &mut reference))?;
+            this.pull.set(reference);
+            Ok(function)
+        }
     }
 
     /// Whether this runs on the JS thread that made it; a use from any other is a bug,
@@ -475,32 +559,35 @@ impl DirectCall {
     fn release(&self) {
         if self.on_thread() && self.live.replace(false) {
             // SAFETY: on the JavaScript thread of `env`, from the `NativeClient`'s finalizer,
-            // while the environment still lives; `live` guarantees the reference and the
-            // async context, made in `new`, are released once.
+            // while the environment still lives; `live` guarantees the references and the
+            // async context, made in `new` and `pull_function`, are released once.
             unsafe {
                 sys::napi_delete_reference(self.env, self.callback);
                 sys::napi_async_destroy(self.env, self.context);
+                let pull = self.pull.replace(ptr::null_mut());
+                if !pull.is_null() {
+                    sys::napi_delete_reference(self.env, pull);
+                }
             }
         }
     }
-}
 
-impl super::uv::LoopCall for DirectCall {
     /// Calls the batch callback with the mailbox's batch, as Node calls an I/O callback: in
     /// its own handle scope, with microtasks and `process.nextTick` run afterwards. An
     /// exception thrown by it is reported as uncaught, as a throwing listener of a socket is.
-    fn run(&self) {
+    /// `pulled`: see [`Mailbox::take`].
+    fn hand_over(&self, pulled: bool) {
         if !self.on_thread() || !self.live.get() {
             return;
         }
         let env = self.env;
         // SAFETY: `on_thread` and `live` hold: this is `env`'s JavaScript thread, and the
         // reference and async context made in `new` still exist (the `NativeClient`'s
-        // finalizer clears `live` when it releases them). `env` lives: `uv::call_after_callback` runs this
-        // only from a callback of its loop, and the loop's `teardown` drops pending calls
-        // when the environment goes; being a loop callback, not a call from JavaScript, it may
-        // call into JavaScript. Every value made here lives in the handle scope opened first
-        // and closed last, and `args` outlives the call that reads it.
+        // finalizer clears `live` when it releases them). `env` lives: this runs from a
+        // callback of its loop (`uv::call_after_callback`, whose `teardown` drops pending
+        // calls when the environment goes) or from [`pull`], a JavaScript function of `env`;
+        // either may call into JavaScript. Every value made here lives in the handle scope
+        // opened first and closed last, and `args` outlives the call that reads it.
         unsafe {
             let mut scope = ptr::null_mut();
             if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
@@ -513,7 +600,7 @@ impl super::uv::LoopCall for DirectCall {
                 && !callback.is_null()
                 && sys::napi_get_global(env, &mut global) == sys::Status::napi_ok;
             let batch = if ready {
-                batch_values(env, &self.mailbox).ok()
+                batch_values(env, &self.mailbox, pulled).ok()
             } else {
                 None
             };
@@ -542,6 +629,90 @@ impl super::uv::LoopCall for DirectCall {
             sys::napi_close_handle_scope(env, scope);
         }
     }
+
+    /// Has [`pull`] run on the loop's next turn (`setImmediate`, or `setTimeout(pull, 0)`
+    /// where there is none). If that cannot be done (the environment is going away), the
+    /// next batch posted makes a call again.
+    fn schedule(&self) {
+        let env = self.env;
+        // SAFETY: called by `pull` on `env`'s JavaScript thread (`on_thread` held there) while
+        // `live`, so the `pull` reference exists; values live in the handle scope opened here.
+        let scheduled = unsafe {
+            let mut scope = ptr::null_mut();
+            if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
+                return;
+            }
+            let mut global = ptr::null_mut();
+            let mut function = ptr::null_mut();
+            let mut ok = sys::napi_get_global(env, &mut global) == sys::Status::napi_ok
+                && sys::napi_get_reference_value(env, self.pull.get(), &mut function)
+                    == sys::Status::napi_ok
+                && !function.is_null();
+            if ok {
+                ok = false;
+                for name in [c"setImmediate", c"setTimeout"] {
+                    let mut timer = ptr::null_mut();
+                    let mut kind = 0;
+                    if sys::napi_get_named_property(env, global, name.as_ptr(), &mut timer)
+                        == sys::Status::napi_ok
+                        && sys::napi_typeof(env, timer, &mut kind) == sys::Status::napi_ok
+                        && kind == sys::ValueType::napi_function
+                    {
+                        let mut result = ptr::null_mut();
+                        ok = sys::napi_call_function(env, global, timer, 1, &function, &mut result)
+                            == sys::Status::napi_ok;
+                        break;
+                    }
+                }
+            }
+            sys::napi_close_handle_scope(env, scope);
+            ok
+        };
+        if !scheduled {
+            self.mailbox.lock().called = false;
+        }
+    }
+}
+
+impl super::uv::LoopCall for DirectCall {
+    fn run(&self) {
+        self.hand_over(false);
+    }
+}
+
+/// What the client's threadsafe function calls, and what `setImmediate` calls again while
+/// batches keep coming: dispatches the batch waiting in the mailbox, then, if another came
+/// meanwhile, schedules itself for the loop's next turn instead of letting it be called at
+/// once (see [`DirectCall`]). `data` is its `DirectCall`.
+unsafe extern "C" fn pull(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let mut data = ptr::null_mut();
+    let mut argc = 0;
+    // SAFETY: `env` and `info` are this call's, from Node; no argument is read.
+    let status = unsafe {
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            &mut data,
+        )
+    };
+    if status == sys::Status::napi_ok && !data.is_null() {
+        // SAFETY: `data` is the `DirectCall` count this function holds until its finalizer,
+        // which cannot run during a call of the function.
+        let direct = unsafe { &*data.cast::<DirectCall>() };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if !direct.on_thread() || !direct.live.get() {
+                return;
+            }
+            direct.hand_over(true);
+            if direct.mailbox.settle() {
+                direct.schedule();
+            }
+        }));
+    }
+    ptr::null_mut()
 }
 
 /// `client.stats()` as JavaScript gets it: a plain object, counts as numbers (exact up to
@@ -570,7 +741,7 @@ pub struct NativeStats {
 pub struct NativeClient {
     handle: ClientHandle,
     sink: Arc<BatchSink>,
-    direct: Option<Arc<DirectCall>>,
+    direct: Arc<DirectCall>,
     store: Option<Arc<EventStore>>,
     /// What the latest opening of the outbox found, until JavaScript takes it.
     restored: Mutex<Option<NativeRestored>>,
@@ -578,9 +749,7 @@ pub struct NativeClient {
 
 impl Drop for NativeClient {
     fn drop(&mut self) {
-        if let Some(direct) = &self.direct {
-            direct.release();
-        }
+        self.direct.release();
     }
 }
 
@@ -620,19 +789,16 @@ impl NativeClient {
             None => None,
         };
         let callback = napi::JsValue::raw(&on_batch);
-        // SAFETY: `env` is this constructor call's environment, on its thread, and `callback`
-        // is the `on_batch` function passed to it (napi-rs checked its type).
-        let sink =
-            Arc::new(unsafe { BatchSink::from_napi_value(env.raw(), callback) }.map_err(internal)?);
-        let threadsafe = sink.clone();
         let mailbox: Arc<Mailbox> = Arc::default();
         let reactor = super::uv::reactor(&env);
-        let direct = reactor
-            .as_ref()
-            .map(|_| DirectCall::new(&env, callback, mailbox.clone()).map(Arc::new))
-            .transpose()
-            .map_err(internal)?;
-        let direct_call = direct.clone();
+        let direct = Arc::new(DirectCall::new(&env, callback, mailbox.clone()).map_err(internal)?);
+        let pull = DirectCall::pull_function(&direct).map_err(internal)?;
+        // SAFETY: `env` is this constructor call's environment, on its thread, and `pull` a
+        // function made in it just above.
+        let sink =
+            Arc::new(unsafe { BatchSink::from_napi_value(env.raw(), pull) }.map_err(internal)?);
+        let threadsafe = sink.clone();
+        let direct_call = reactor.is_some().then(|| direct.clone());
         let (handle, task) = client(
             ClientOptions {
                 host: options.host,
@@ -651,15 +817,12 @@ impl NativeClient {
             move |batch: Batch| {
                 // A batch joining one already on its way needs no call of its own; else it
                 // goes directly when a loop callback made it, by the threadsafe function if not.
-                if post(&mailbox, batch)
+                if mailbox.post(batch)
                     && !direct_call
                         .as_ref()
                         .is_some_and(super::uv::call_after_callback)
                 {
-                    threadsafe.call(
-                        MailboxCall(mailbox.clone()),
-                        ThreadsafeFunctionCallMode::NonBlocking,
-                    );
+                    threadsafe.call(MailboxCall, ThreadsafeFunctionCallMode::NonBlocking);
                 }
             },
         );
