@@ -17,6 +17,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
 
+use super::notice::{ClientKind, Flat};
 use super::value::{
     encode, read_string, short_string, to_value, EncodeError, JsValue, FIELD_DEPTH, SHORT_STRING,
 };
@@ -109,25 +110,29 @@ impl ToNapiValue for MailboxCall {
     }
 }
 
-/// Empties `mailbox` into the values the JavaScript callback receives (see [`NoticeKind`]).
+/// Empties `mailbox` into the values the JavaScript callback receives (see [`super::notice`]).
 unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox, pulled: bool) -> Result<Flat> {
     let batch = mailbox.take(pulled);
-    let mut out = Flat {
-        env,
-        values: Vec::with_capacity(batch.notices.len() * 4 + 3),
-    };
+    // SAFETY: the caller's `env`, on its thread, in the handle scope it opened.
+    let mut out = unsafe { Flat::new(env, batch.notices.len() * 4 + 3) };
+    write_batch(&mut out, batch)?;
+    out.finish()
+}
+
+/// Writes `batch`'s notices, then its fatal error and its idle report.
+fn write_batch(out: &mut Flat, batch: Batch) -> Result<()> {
     for notice in batch.notices {
-        out.notice(notice)?;
+        write_notice(out, notice)?;
     }
     if let Some(err) = batch.fatal {
-        out.kind(NoticeKind::Fatal)?;
+        out.kind(ClientKind::Fatal)?;
         out.error(err)?;
     }
     if let Some(cycle) = batch.idle {
-        out.kind(NoticeKind::Idle)?;
+        out.kind(ClientKind::Idle)?;
         out.number(cycle as f64)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Batches up to this many values go to the callback as its arguments, larger ones as one
@@ -135,159 +140,114 @@ unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox, pulled: bool) -> R
 /// per element through Node-API.
 const MAX_ARGUMENTS: usize = 1024;
 
-/// What a notice is, as the first of its run of values in a batch. A batch goes to JavaScript
-/// as one flat list of numbers, strings and values, `kind, ...fields, kind, ...`, rather than
-/// as an object per notice: no property names to intern and no hidden classes to
-/// build on the path every action and acknowledgement takes. lib/client.js reads it with this
-/// enum, exported to it, and the widths given here.
-#[napi]
-pub enum NoticeKind {
-    Connect = 0,
-    Drain = 1,
-    /// `id, type, payload, delivered`: `delivered` is what `ack` passes back for the id when
-    /// JavaScript could change the id object (see [`delivered_handle`]), else null.
-    Action = 2,
-    /// `correlid, status, code, message`: the last two undefined when the server sent none.
-    Acknowledgement = 3,
-    /// `seq`: the event's callback, without error.
-    Done = 4,
-    /// `seq, code, message`: the event's callback, with that error.
-    Failed = 5,
-    Reconnect = 6,
-    Disconnect = 7,
-    /// `code, message`.
-    Error = 8,
-    /// `code, message`: the client stopped after an internal error; fail every callback.
-    Fatal = 9,
-    /// `cycle`: the client went idle after the `connect()` with this cycle number.
-    Idle = 10,
-    /// `code, message`: something the client recovered from by itself, never an `error`.
-    Recovered = 11,
+/// Writes `notice` in the format of [`ClientKind`].
+fn write_notice(out: &mut Flat, notice: Notice) -> Result<()> {
+    match notice {
+        Notice::Connect => out.kind(ClientKind::Connect),
+        Notice::Drain => out.kind(ClientKind::Drain),
+        Notice::Action {
+            id,
+            key,
+            kind,
+            parameters,
+        } => {
+            out.kind(ClientKind::Action)?;
+            // SAFETY: `out`'s environment, on its thread, in its open handle scope.
+            let delivered = unsafe { delivered_handle(out.env(), &id, key) }?;
+            out.value(id)?;
+            out.string(&kind)?;
+            out.value(parameters)?;
+            out.raw(delivered)
+        }
+        Notice::Acknowledgement {
+            correlid,
+            status,
+            error,
+        } => {
+            out.kind(ClientKind::Acknowledgement)?;
+            out.value(correlid)?;
+            out.number(status as f64)?;
+            let error = error.as_ref();
+            out.optional_string(error.and_then(|e| e.code.as_deref()))?;
+            out.optional_string(error.map(|e| e.message.as_str()))
+        }
+        Notice::EventDone {
+            seq,
+            result: Ok(()),
+        } => {
+            out.kind(ClientKind::Done)?;
+            out.number(seq as f64)
+        }
+        Notice::EventDone {
+            seq,
+            result: Err(err),
+        } => {
+            out.kind(ClientKind::Failed)?;
+            out.number(seq as f64)?;
+            out.error(err)
+        }
+        Notice::Reconnect => out.kind(ClientKind::Reconnect),
+        Notice::Disconnect => out.kind(ClientKind::Disconnect),
+        Notice::Error(err) => {
+            out.kind(ClientKind::Error)?;
+            out.error(err)
+        }
+        Notice::Recovered(err) => {
+            out.kind(ClientKind::Recovered)?;
+            out.error(err)
+        }
+    }
 }
 
-/// A batch's values, made in the current handle scope.
-struct Flat {
-    env: sys::napi_env,
-    values: Vec<sys::napi_value>,
-}
-
-impl Flat {
-    fn push(&mut self, value: sys::napi_value) -> Result<()> {
-        self.values.push(value);
-        Ok(())
-    }
-
-    unsafe fn into_array(self) -> Result<sys::napi_value> {
-        let mut array = ptr::null_mut();
-        napi::check_status!(sys::napi_create_array_with_length(
-            self.env,
-            self.values.len(),
-            &mut array
-        ))?;
-        for (index, value) in self.values.into_iter().enumerate() {
-            napi::check_status!(sys::napi_set_element(self.env, array, index as u32, value))?;
-        }
-        Ok(array)
-    }
-
-    unsafe fn kind(&mut self, kind: NoticeKind) -> Result<()> {
-        self.number(kind as u32 as f64)
-    }
-
-    unsafe fn number(&mut self, n: f64) -> Result<()> {
-        let mut value = ptr::null_mut();
-        napi::check_status!(sys::napi_create_double(self.env, n, &mut value))?;
-        self.push(value)
-    }
-
-    unsafe fn string(&mut self, s: &str) -> Result<()> {
-        let mut value = ptr::null_mut();
-        napi::check_status!(sys::napi_create_string_utf8(
-            self.env,
-            s.as_ptr().cast(),
-            s.len() as isize,
-            &mut value
-        ))?;
-        self.push(value)
-    }
-
-    unsafe fn optional_string(&mut self, s: Option<&str>) -> Result<()> {
-        match s {
-            Some(s) => self.string(s),
-            None => {
-                let mut value = ptr::null_mut();
-                napi::check_status!(sys::napi_get_undefined(self.env, &mut value))?;
-                self.push(value)
-            }
-        }
-    }
-
-    unsafe fn value(&mut self, v: Value) -> Result<()> {
-        let value = JsValue::to_napi_value(self.env, JsValue(v))?;
-        self.push(value)
-    }
-
-    unsafe fn error(&mut self, err: SessionError) -> Result<()> {
-        self.string(err.code.code())?;
-        self.string(&err.message)
-    }
-
-    unsafe fn notice(&mut self, notice: Notice) -> Result<()> {
-        match notice {
-            Notice::Connect => self.kind(NoticeKind::Connect),
-            Notice::Drain => self.kind(NoticeKind::Drain),
-            Notice::Action {
-                id,
-                key,
-                kind,
-                parameters,
-            } => {
-                self.kind(NoticeKind::Action)?;
-                let delivered = delivered_handle(self.env, &id, key)?;
-                self.value(id)?;
-                self.string(&kind)?;
-                self.value(parameters)?;
-                self.push(delivered)
-            }
-            Notice::Acknowledgement {
-                correlid,
-                status,
-                error,
-            } => {
-                self.kind(NoticeKind::Acknowledgement)?;
-                self.value(correlid)?;
-                self.number(status as f64)?;
-                let error = error.as_ref();
-                self.optional_string(error.and_then(|e| e.code.as_deref()))?;
-                self.optional_string(error.map(|e| e.message.as_str()))
-            }
-            Notice::EventDone {
-                seq,
-                result: Ok(()),
-            } => {
-                self.kind(NoticeKind::Done)?;
-                self.number(seq as f64)
-            }
-            Notice::EventDone {
-                seq,
-                result: Err(err),
-            } => {
-                self.kind(NoticeKind::Failed)?;
-                self.number(seq as f64)?;
-                self.error(err)
-            }
-            Notice::Reconnect => self.kind(NoticeKind::Reconnect),
-            Notice::Disconnect => self.kind(NoticeKind::Disconnect),
-            Notice::Error(err) => {
-                self.kind(NoticeKind::Error)?;
-                self.error(err)
-            }
-            Notice::Recovered(err) => {
-                self.kind(NoticeKind::Recovered)?;
-                self.error(err)
-            }
-        }
-    }
+/// A batch with a notice of every kind, for `__test__/notices.test.js` (see
+/// `node::notice::notice_samples`).
+pub(super) fn write_samples(out: &mut Flat) -> Result<()> {
+    let err = |code: ErrorCode| SessionError::new(code, "sample");
+    let action = |id: Value| Notice::Action {
+        key: ActionKey::from(id.clone()),
+        id,
+        kind: "sample".to_owned(),
+        parameters: Value::Nil,
+    };
+    let notices = vec![
+        Notice::Connect,
+        Notice::Drain,
+        action(Value::String("a1".into())),
+        action(Value::Array(vec![Value::Number(1.0)])),
+        Notice::Acknowledgement {
+            correlid: Value::String("e1".into()),
+            status: 1,
+            error: Some(ErrorBody {
+                code: Some("C1".to_owned()),
+                message: "rejected".to_owned(),
+            }),
+        },
+        Notice::Acknowledgement {
+            correlid: Value::String("e2".into()),
+            status: 0,
+            error: None,
+        },
+        Notice::EventDone {
+            seq: 1,
+            result: Ok(()),
+        },
+        Notice::EventDone {
+            seq: 2,
+            result: Err(err(ErrorCode::Closed)),
+        },
+        Notice::Reconnect,
+        Notice::Disconnect,
+        Notice::Error(err(ErrorCode::ConnectionReset)),
+        Notice::Recovered(err(ErrorCode::Closed)),
+    ];
+    write_batch(
+        out,
+        Batch {
+            notices,
+            fatal: Some(err(ErrorCode::Internal)),
+            idle: Some(7),
+        },
+    )
 }
 
 #[napi(object)]
@@ -873,7 +833,7 @@ impl NativeClient {
     /// `send` and `ack` as plain functions, made once per client (see [`Calls`]).
     #[napi(
         catch_unwind,
-        ts_return_type = "{ send(seq: number, id: unknown, type: string, bundle: unknown): void, ack(id: unknown, code?: string, message?: string): void }"
+        ts_return_type = "{ send(seq: number, id: unknown, type: string, bundle: unknown): (Error & { code: string }) | undefined, ack(id: unknown, code?: string, message?: string): void }"
     )]
     pub fn calls(&self, env: Env) -> Result<RawValue> {
         let calls = Arc::new(Calls {
@@ -938,13 +898,6 @@ impl NativeClient {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
-    }
-
-    /// Whether the durable outbox refused a `send` since the last call (so the error it threw
-    /// is the outbox's, not the event's).
-    #[napi(catch_unwind)]
-    pub fn take_outbox_refusal(&self) -> bool {
-        self.store.as_ref().is_some_and(|s| s.take_refused())
     }
 
     /// The outbox's counters; null without an outbox.
@@ -1042,7 +995,7 @@ impl NativeClient {
 }
 
 /// A value made with raw Node-API calls, returned as it is.
-pub struct RawValue(sys::napi_value);
+pub struct RawValue(pub sys::napi_value);
 
 impl ToNapiValue for RawValue {
     unsafe fn to_napi_value(_env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
@@ -1107,13 +1060,25 @@ unsafe fn function(
     Ok(function)
 }
 
+/// How a call reports what its body refused.
+#[derive(Clone, Copy)]
+enum Failure {
+    /// Thrown: an `Error` with its code (`IM491` for a value over the frame cap; see
+    /// [`EncodeError::code`]).
+    Throw,
+    /// Returned, as an `Error` with its code (see [`refusal`]); the call returns undefined
+    /// when it did its work.
+    Return,
+}
+
 /// Runs a call's body with its arguments and `Calls`: an error becomes a JavaScript `Error`
-/// with its code (`IM491` for a value over the frame cap; see [`EncodeError::code`]), unless an
-/// exception is pending already, as when a getter of the bundle threw, which is then thrown as
-/// it is. A panic, which must not unwind into Node, becomes `EINTERNAL`.
+/// with its code, thrown or returned as `failure` says, unless an exception is pending
+/// already, as when a getter of the bundle threw, which is then thrown as it is. A panic,
+/// which must not unwind into Node, becomes `EINTERNAL`.
 unsafe fn run_call<const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
+    failure: Failure,
     body: impl FnOnce(&Calls, [sys::napi_value; N]) -> std::result::Result<(), EncodeError>,
 ) -> sys::napi_value {
     let mut argc = N;
@@ -1127,9 +1092,11 @@ unsafe fn run_call<const N: usize>(
         ptr::null_mut(),
         &mut data,
     );
-    let result: std::result::Result<(), Thrown> =
+    let result: std::result::Result<(), EncodeError> =
         if status != sys::Status::napi_ok || data.is_null() {
-            Err(thrown(ErrorCode::Internal, "napi_get_cb_info failed"))
+            Err(EncodeError::Napi(napi::Error::from_reason(
+                "napi_get_cb_info failed",
+            )))
         } else {
             if argc < N {
                 // Missing arguments are undefined, as in JavaScript.
@@ -1139,18 +1106,76 @@ unsafe fn run_call<const N: usize>(
             }
             let calls = &*data.cast::<Calls>();
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(calls, argv))) {
-                Ok(done) => done.map_err(Thrown::from),
-                Err(_) => Err(thrown(ErrorCode::Internal, "internal error (panic)")),
+                Ok(done) => done,
+                Err(_) => Err(EncodeError::Napi(napi::Error::from_reason(
+                    "internal error (panic)",
+                ))),
             }
         };
-    if let Err(err) = result {
-        napi::JsError::from(err).throw_into(env);
+    let Err(err) = result else {
+        return ptr::null_mut();
+    };
+    let mut pending = false;
+    sys::napi_is_exception_pending(env, &mut pending);
+    match failure {
+        Failure::Return if !pending => {
+            let (code, message) = refusal(err);
+            let mut code_value = ptr::null_mut();
+            let mut message_value = ptr::null_mut();
+            let mut error = ptr::null_mut();
+            let made = sys::napi_create_string_utf8(
+                env,
+                code.as_ptr().cast(),
+                code.len() as isize,
+                &mut code_value,
+            ) == sys::Status::napi_ok
+                && sys::napi_create_string_utf8(
+                    env,
+                    message.as_ptr().cast(),
+                    message.len() as isize,
+                    &mut message_value,
+                ) == sys::Status::napi_ok
+                && sys::napi_create_error(env, code_value, message_value, &mut error)
+                    == sys::Status::napi_ok;
+            if made {
+                return error;
+            }
+            napi::JsError::from(thrown(ErrorCode::Internal, message)).throw_into(env);
+        }
+        _ => {
+            let err = match err {
+                EncodeError::Napi(err) if !pending => thrown(ErrorCode::Internal, err.reason),
+                err => Thrown::from(err),
+            };
+            napi::JsError::from(err).throw_into(env);
+        }
     }
     ptr::null_mut()
 }
 
+/// The code and message of the `Error` a refused `send` returns: `IM491` over the frame cap,
+/// the outbox's code when it refused the event (`EQUEUEFULL`, `ENOSPC`, ...), otherwise
+/// `EINVALIDBUNDLE`: the id or bundle could not be encoded.
+fn refusal(err: EncodeError) -> (String, String) {
+    match err {
+        EncodeError::OverBudget | EncodeError::Stored(..) => {
+            let err = Thrown::from(err);
+            (err.status.code().to_owned(), err.reason)
+        }
+        EncodeError::Refused(message) => (
+            "EINVALIDBUNDLE".to_owned(),
+            format!("Invalid event bundle: {message}"),
+        ),
+        EncodeError::Napi(err) => (
+            "EINVALIDBUNDLE".to_owned(),
+            format!("Invalid event bundle: {}", err.reason),
+        ),
+    }
+}
+
 /// `send(seq, id, type, bundle)`: queues an event; `seq` names its callback in the `done`
-/// notice. The bundle is encoded here, straight from the caller's Buffers into the frame,
+/// notice. Returns undefined, or the `Error` (with its code, see [`refusal`]) that refused the
+/// event, which is then not queued; throws only what JavaScript threw (a getter of the bundle). The bundle is encoded here, straight from the caller's Buffers into the frame,
 /// and not kept.
 unsafe extern "C" fn call_send(
     env: sys::napi_env,
@@ -1159,6 +1184,7 @@ unsafe extern "C" fn call_send(
     run_call(
         env,
         info,
+        Failure::Return,
         |calls, [seq, id, kind, bundle]: [sys::napi_value; 4]| {
             let mut number = 0.0;
             napi::check_status!(sys::napi_get_value_double(env, seq, &mut number))?;
@@ -1289,7 +1315,7 @@ unsafe fn action_key(
 }
 
 /// `ack(id, code?, message?)`: acknowledges an action; with `message`, as failed. `id` is
-/// the action's id, or the `delivered` handle of its notice ([`NoticeKind::Action`]).
+/// the action's id, or the `delivered` handle of its notice ([`ClientKind::Action`]).
 unsafe extern "C" fn call_ack(
     env: sys::napi_env,
     info: sys::napi_callback_info,
@@ -1297,6 +1323,7 @@ unsafe extern "C" fn call_ack(
     run_call(
         env,
         info,
+        Failure::Throw,
         |calls, [id, code, message]: [sys::napi_value; 3]| {
             let id = action_key(env, id)?;
             let code = optional_string(env, code)?;
