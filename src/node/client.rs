@@ -1,10 +1,12 @@
 //! `NativeClient`: the client driver as index.js's `Client` sees it. Commands go in as plain
-//! method calls; everything the client has to say comes back in batches to one callback.
-//! On the JS thread's event loop, a batch made by a loop callback (bytes arrived) is handed
-//! to that callback directly when the loop callback's work is done; any other goes through
-//! one threadsafe function per client. That function also keeps Node alive only while the
-//! client has work (a socket, an attempt or a reconnect wait), like a `net.Socket`: index.js
-//! refs it on `connect()` and unrefs it when the driver reports the client idle.
+//! method calls; everything the client has to say comes back in batches to one callback,
+//! written in the format of [`super::notice`]. On the JS thread's event loop, a batch made by
+//! a loop callback (bytes arrived) is handed to that callback directly when the loop
+//! callback's work is done; any other goes through one threadsafe function per client, which
+//! calls [`pull`] (one batch per turn of the loop during a flood). That threadsafe function
+//! also keeps Node alive only while the client has work (a socket, an attempt or a reconnect
+//! wait), like a `net.Socket`: index.js refs it on `connect()` and unrefs it when the driver
+//! reports the client idle.
 
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -535,10 +537,10 @@ impl DirectCall {
     /// Calls the batch callback with the mailbox's batch, as Node calls an I/O callback: in
     /// its own handle scope, with microtasks and `process.nextTick` run afterwards. An
     /// exception thrown by it is reported as uncaught, as a throwing listener of a socket is.
-    /// `pulled`: see [`Mailbox::take`].
-    fn hand_over(&self, pulled: bool) {
+    /// `pulled`: see [`Mailbox::take`]. False when the mailbox could not be taken.
+    fn hand_over(&self, pulled: bool) -> bool {
         if !self.on_thread() || !self.live.get() {
-            return;
+            return false;
         }
         let env = self.env;
         // SAFETY: `on_thread` and `live` hold: this is `env`'s JavaScript thread, and the
@@ -551,7 +553,7 @@ impl DirectCall {
         unsafe {
             let mut scope = ptr::null_mut();
             if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
-                return;
+                return false;
             }
             let mut callback = ptr::null_mut();
             let mut global = ptr::null_mut();
@@ -587,6 +589,7 @@ impl DirectCall {
                 }
             }
             sys::napi_close_handle_scope(env, scope);
+            ready
         }
     }
 
@@ -666,8 +669,11 @@ unsafe extern "C" fn pull(env: sys::napi_env, info: sys::napi_callback_info) -> 
             if !direct.on_thread() || !direct.live.get() {
                 return;
             }
-            direct.hand_over(true);
-            if direct.mailbox.settle() {
+            if !direct.hand_over(true) {
+                // Nothing could be taken: let the next batch make a call again rather than
+                // scheduling this one forever.
+                direct.mailbox.lock().called = false;
+            } else if direct.mailbox.settle() {
                 direct.schedule();
             }
         }));
