@@ -2,7 +2,8 @@
 
 const { EventEmitter } = require('events')
 const os = require('os')
-const { NativeClient, NoticeKind, takePanicReports, optionDefaults } = require('./native')
+const { NativeClient, takePanicReports, optionDefaults } = require('./native')
+const { layout } = require('./notices')
 const { Event, Action } = require('./messages')
 const { gatewayError } = require('./errors')
 const { pemBuffer, caList, CODES } = require('./tls-options')
@@ -32,17 +33,42 @@ const SYNC_MODES = ['always', 'interval', 'none']
 // garbage-collected like any object, and its native half with it.
 const active = new Set()
 
-// How many fields follow each kind of notice in a batch.
-const FIELDS = []
-for (const kind of Object.values(NoticeKind)) FIELDS[kind] = 0
-FIELDS[NoticeKind.Action] = 4
-FIELDS[NoticeKind.Acknowledgement] = 4
-FIELDS[NoticeKind.Done] = 1
-FIELDS[NoticeKind.Failed] = 3
-FIELDS[NoticeKind.Error] = 2
-FIELDS[NoticeKind.Fatal] = 2
-FIELDS[NoticeKind.Idle] = 1
-FIELDS[NoticeKind.Recovered] = 2
+// The notices this reader reads, with their fields in order, checked at load against the
+// native table (src/node/notice.rs), which numbers them.
+const { kinds: KINDS, widths: WIDTHS } = layout('client', {
+  connect: [],
+  drain: [],
+  action: ['id', 'type', 'payload', 'delivered'],
+  acknowledgement: ['correlid', 'status', 'code', 'message'],
+  done: ['seq'],
+  failed: ['seq', 'code', 'message'],
+  reconnect: [],
+  disconnect: [],
+  error: ['code', 'message'],
+  fatal: ['code', 'message'],
+  idle: ['cycle'],
+  recovered: ['code', 'message']
+})
+const CONNECT = KINDS.connect
+const DRAIN = KINDS.drain
+const ACTION = KINDS.action
+const ACKNOWLEDGEMENT = KINDS.acknowledgement
+const DONE = KINDS.done
+const FAILED = KINDS.failed
+const RECONNECT = KINDS.reconnect
+const DISCONNECT = KINDS.disconnect
+const ERROR = KINDS.error
+const FATAL = KINDS.fatal
+const IDLE = KINDS.idle
+const RECOVERED = KINDS.recovered
+
+// A batch comes as the callback's arguments (the values one by one: nothing to build), or, when
+// it has more values than a call should take (MAX_ARGUMENTS in src/node/client.rs), as one
+// array, its only argument. A batch's first value is always a kind, a number, so the two
+// cannot be confused.
+function batchOf (values) {
+  return values.length === 1 && Array.isArray(values[0]) ? values[0] : values
+}
 
 // The callbacks of events not yet done, by seq. Seqs are handed out here, one per send(),
 // and events are done in the order they were sent, so a sliding array serves where a Map
@@ -232,10 +258,8 @@ class Client extends EventEmitter {
       // Opened here: a locked outbox (EOUTBOXLOCKED) or an unusable directory throws now.
       outbox
     }, (...values) => {
-      // A batch comes as the call's arguments, or as one array when it is large or came
-      // from another thread.
       const client = self.deref()
-      if (client) client._dispatch(Array.isArray(values[0]) ? values[0] : values)
+      if (client) client._dispatch(batchOf(values))
     })
     // The two calls made per event and per action, as plain functions (see Calls in
     // src/node/client.rs), made at the first send() or action: an idle client does not pay
@@ -339,24 +363,22 @@ class Client extends EventEmitter {
     }
     if (event.id === null || event.id === undefined) event.id = newId()
     const seq = this._callbacks.add(callback || undefined)
+    let refused
     try {
       if (this._sendNative === null) this._makeCalls()
-      this._sendNative(seq, event.id, event.type, event.bundle === undefined ? null : event.bundle)
+      // Undefined, or the Error with its code that refused the event (IM491, EINVALIDBUNDLE,
+      // or the outbox's: EQUEUEFULL, ENOSPC, ...), which is then not queued.
+      refused = this._sendNative(seq, event.id, event.type, event.bundle === undefined ? null : event.bundle)
     } catch (err) {
+      // What JavaScript threw while the bundle was read (a getter).
+      refused = gatewayError(`Invalid event bundle: ${reason(err)}`, 'EINVALIDBUNDLE')
+    }
+    if (refused !== undefined) {
       this._callbacks.take(seq)
       reportPanics()
-      let error
-      if (this._outbox && this._native.takeOutboxRefusal()) {
-        // The outbox refused it (EQUEUEFULL, ENOSPC, ...): not queued, nothing stored lost.
-        error = gatewayError(err.message, err.code)
-        if (outboxDebug.enabled) outboxDebug('send refused: %s (%s)', err.message, err.code)
-      } else {
-        error = err instanceof Error && err.code === 'IM491'
-          ? gatewayError(err.message, 'IM491')
-          : gatewayError(`Invalid event bundle: ${reason(err)}`, 'EINVALIDBUNDLE')
-      }
-      if (!callback) throw error
-      process.nextTick(callback, error)
+      if (this._outbox && outboxDebug.enabled) outboxDebug('send refused: %s (%s)', refused.message, refused.code)
+      if (!callback) throw refused
+      process.nextTick(callback, refused)
     }
     return this
   }
@@ -496,13 +518,13 @@ class Client extends EventEmitter {
     return this
   }
 
-  // A batch is one flat list, `[kind, ...fields, kind, ...]` (NoticeKind, src/node/client.rs).
+  // A batch is one flat list, `[kind, ...fields, kind, ...]` (lib/notices.js).
   _dispatch (batch) {
     let thrown = null
     for (let at = 0; at < batch.length;) {
       const kind = batch[at]
       const fields = at + 1
-      at = fields + FIELDS[kind]
+      at = fields + WIDTHS[kind]
       try {
         this._notice(kind, batch, fields)
       } catch (err) {
@@ -574,13 +596,13 @@ class Client extends EventEmitter {
 
   _notice (kind, batch, at) {
     switch (kind) {
-      case NoticeKind.Done:
+      case DONE:
         this._done(batch[at], null)
         break
-      case NoticeKind.Action:
+      case ACTION:
         this._action(batch[at], batch[at + 1], batch[at + 2], batch[at + 3])
         break
-      case NoticeKind.Acknowledgement: {
+      case ACKNOWLEDGEMENT: {
         const body = { correlid: batch[at], status: batch[at + 1] }
         const code = batch[at + 2]
         const message = batch[at + 3]
@@ -591,40 +613,40 @@ class Client extends EventEmitter {
         this.emit('acknowledgement', body)
         break
       }
-      case NoticeKind.Failed:
+      case FAILED:
         this._done(batch[at], gatewayError(batch[at + 2], batch[at + 1]))
         break
-      case NoticeKind.Connect:
+      case CONNECT:
         debug('connected')
         this.emit('connect')
         break
-      case NoticeKind.Drain:
+      case DRAIN:
         debug('drained')
         this._drained = true
         this.emit('drain')
         this.emit('drained')
         this._resolveConnects()
         break
-      case NoticeKind.Reconnect:
+      case RECONNECT:
         debug('reconnecting')
         this._drained = false
         this.emit('reconnect')
         break
-      case NoticeKind.Disconnect:
+      case DISCONNECT:
         debug('disconnected')
         this._drained = false
         this.emit('disconnect')
         break
-      case NoticeKind.Error:
+      case ERROR:
         this._error(batch[at], batch[at + 1])
         break
-      case NoticeKind.Fatal:
+      case FATAL:
         this._stopped(batch[at], batch[at + 1])
         break
-      case NoticeKind.Recovered:
+      case RECOVERED:
         this._recovered(batch[at], batch[at + 1])
         break
-      case NoticeKind.Idle:
+      case IDLE:
         if (batch[at] === this._cycle) this._idle()
         break
     }

@@ -6,6 +6,22 @@ const { Event } = require('./messages')
 const { gatewayError } = require('./errors')
 const { pemBuffer, caList } = require('./tls-options')
 const { newId } = require('./ids')
+const { layout } = require('./notices')
+
+// The notices this reader reads, with their fields in order, checked at load against the
+// native table (src/node/notice.rs), which numbers them. A batch is one flat array,
+// `[kind, ...fields, kind, ...]`; `connection` is `{id, remoteAddress, remotePort, deviceName,
+// subject}` (null for a clientError before one was made).
+const { kinds: KINDS, widths: WIDTHS } = layout('server', {
+  connection: ['connection'],
+  hello: ['connection'],
+  event: ['connection', 'id', 'type', 'payload', 'decision'],
+  acknowledgement: ['connection', 'correlid', 'ticket', 'status', 'code', 'message'],
+  discarded: ['ticket'],
+  clientError: ['connection', 'code', 'message'],
+  disconnect: ['connection'],
+  close: []
+})
 
 // What an option left out is: the one table of defaults, src/defaults.rs.
 const DEFAULTS = optionDefaults().server
@@ -237,40 +253,54 @@ class Server extends EventEmitter {
   }
 
   _dispatch (batch) {
-    for (const notice of batch) {
-      switch (notice.kind) {
-        case 'connection':
-        case 'hello':
-        case 'disconnect':
-          this.emit(notice.kind, notice.connection)
-          break
-        case 'event': {
-          const event = new Event(notice.type, notice.payload, notice.id)
-          if (notice.decision !== undefined && notice.decision !== null) this._handle(notice.decision, event, notice.connection)
-          this.emit('event', event, notice.connection)
-          break
-        }
-        case 'acknowledgement': {
-          const error = notice.status === 0 ? null : gatewayError(notice.message || 'Action failed.', notice.code)
-          this.emit('acknowledgement', { id: notice.id, status: notice.status, error }, notice.connection)
-          this._settleAction(notice.ticket, error)
-          break
-        }
-        case 'discarded':
-          this._settleAction(notice.ticket, gatewayError('The server closed before the action was acknowledged.', 'ECLOSED'))
-          break
-        case 'clientError':
-          this.emit('clientError', gatewayError(notice.message, notice.code), notice.connection || null)
-          break
-        case 'close': {
-          this._listening = false
-          const nth = ++this._closeNotices
-          const callback = this._closeCallbacks.get(nth)
-          this._closeCallbacks.delete(nth)
-          this.emit('close')
-          if (callback) callback()
-          break
-        }
+    for (let at = 0; at < batch.length;) {
+      const kind = batch[at]
+      const fields = at + 1
+      at = fields + WIDTHS[kind]
+      this._notice(kind, batch, fields)
+    }
+  }
+
+  _notice (kind, batch, at) {
+    switch (kind) {
+      case KINDS.connection:
+        this.emit('connection', batch[at])
+        break
+      case KINDS.hello:
+        this.emit('hello', batch[at])
+        break
+      case KINDS.disconnect:
+        this.emit('disconnect', batch[at])
+        break
+      case KINDS.event: {
+        const connection = batch[at]
+        const decision = batch[at + 4]
+        const event = new Event(batch[at + 2], batch[at + 3], batch[at + 1])
+        if (decision !== null) this._handle(decision, event, connection)
+        this.emit('event', event, connection)
+        break
+      }
+      case KINDS.acknowledgement: {
+        const status = batch[at + 3]
+        const error = status === 0 ? null : gatewayError(batch[at + 5] || 'Action failed.', batch[at + 4])
+        this.emit('acknowledgement', { id: batch[at + 1], status, error }, batch[at])
+        this._settleAction(batch[at + 2], error)
+        break
+      }
+      case KINDS.discarded:
+        this._settleAction(batch[at], gatewayError('The server closed before the action was acknowledged.', 'ECLOSED'))
+        break
+      case KINDS.clientError:
+        this.emit('clientError', gatewayError(batch[at + 2], batch[at + 1]), batch[at])
+        break
+      case KINDS.close: {
+        this._listening = false
+        const nth = ++this._closeNotices
+        const callback = this._closeCallbacks.get(nth)
+        this._closeCallbacks.delete(nth)
+        this.emit('close')
+        if (callback) callback()
+        break
       }
     }
   }

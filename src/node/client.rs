@@ -1,10 +1,12 @@
 //! `NativeClient`: the client driver as index.js's `Client` sees it. Commands go in as plain
-//! method calls; everything the client has to say comes back in batches to one callback.
-//! On the JS thread's event loop, a batch made by a loop callback (bytes arrived) is handed
-//! to that callback directly when the loop callback's work is done; any other goes through
-//! one threadsafe function per client. That function also keeps Node alive only while the
-//! client has work (a socket, an attempt or a reconnect wait), like a `net.Socket`: index.js
-//! refs it on `connect()` and unrefs it when the driver reports the client idle.
+//! method calls; everything the client has to say comes back in batches to one callback,
+//! written in the format of [`super::notice`]. On the JS thread's event loop, a batch made by
+//! a loop callback (bytes arrived) is handed to that callback directly when the loop
+//! callback's work is done; any other goes through one threadsafe function per client, which
+//! calls [`pull`] (one batch per turn of the loop during a flood). That threadsafe function
+//! also keeps Node alive only while the client has work (a socket, an attempt or a reconnect
+//! wait), like a `net.Socket`: index.js refs it on `connect()` and unrefs it when the driver
+//! reports the client idle.
 
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -17,6 +19,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
 
+use super::notice::{ClientKind, Flat};
 use super::value::{
     encode, read_string, short_string, to_value, EncodeError, JsValue, FIELD_DEPTH, SHORT_STRING,
 };
@@ -32,55 +35,106 @@ use crate::session::{ActionKey, Notice, OutgoingEvent, SessionConfig, SessionErr
 
 type BatchSink = ThreadsafeFunction<MailboxCall, (), MailboxCall, Status, false>;
 
-/// Notices on their way to JavaScript. At most one threadsafe call is outstanding per client:
-/// while it waits for the JS thread, later batches join the one in this mailbox, so a busy
-/// JS thread is woken once for many acknowledgements instead of once for each. Taking the
-/// batch tells the driver's [`Backlog`], which stops reading while JavaScript is far behind.
+/// Notices on their way to JavaScript. At most one call is outstanding per client: while it
+/// waits for the JS thread, and while JavaScript dispatches what it took, later batches join
+/// the one in this mailbox, so a busy JS thread is woken once for many acknowledgements
+/// instead of once for each. Taking the batch tells the driver's [`Backlog`], which stops
+/// reading while JavaScript is far behind.
 #[derive(Default)]
 struct Mailbox {
-    batch: Mutex<Option<Batch>>,
+    waiting: Mutex<Waiting>,
     backlog: Arc<Backlog>,
 }
 
-/// What the threadsafe call carries: the mailbox, emptied on the JS thread at the moment the
-/// call runs, so it hands over everything gathered until then.
-pub struct MailboxCall(Arc<Mailbox>);
+#[derive(Default)]
+struct Waiting {
+    batch: Option<Batch>,
+    /// A call is on its way, or JavaScript is dispatching a pulled batch ([`pull`]): a batch
+    /// posted now waits for it.
+    called: bool,
+}
+
+impl Mailbox {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `batch`; true when no call is outstanding, so one must be made.
+    fn post(&self, batch: Batch) -> bool {
+        let mut waiting = self.lock();
+        match waiting.batch.as_mut() {
+            Some(earlier) => earlier.absorb(batch),
+            None => waiting.batch = Some(batch),
+        }
+        !std::mem::replace(&mut waiting.called, true)
+    }
+
+    /// Takes what waits. `pulled`: the call stays outstanding until [`Mailbox::settle`], so
+    /// that batches posted while JavaScript dispatches this one wait for the loop's next turn.
+    fn take(&self, pulled: bool) -> Batch {
+        let batch = {
+            let mut waiting = self.lock();
+            waiting.called = pulled;
+            waiting.batch.take().unwrap_or_default()
+        };
+        self.backlog.taken();
+        batch
+    }
+
+    /// A pulled batch was dispatched: true when another waits (and is to be pulled on the
+    /// loop's next turn); otherwise the next post makes a call again.
+    fn settle(&self) -> bool {
+        let mut waiting = self.lock();
+        waiting.called = waiting.batch.is_some();
+        waiting.called
+    }
+}
+
+/// What the threadsafe call carries: nothing, since the function it calls is [`pull`], which
+/// empties the mailbox on the JS thread at the moment it runs, so it hands over everything
+/// gathered until then.
+pub struct MailboxCall;
 
 impl TypeName for MailboxCall {
     fn type_name() -> &'static str {
-        "Array<unknown>"
+        "undefined"
     }
     fn value_type() -> ValueType {
-        ValueType::Object
+        ValueType::Undefined
     }
 }
 
 impl ToNapiValue for MailboxCall {
-    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
-        batch_values(env, &val.0)?.into_array()
+    unsafe fn to_napi_value(env: sys::napi_env, _val: Self) -> Result<sys::napi_value> {
+        let mut value = ptr::null_mut();
+        napi::check_status!(sys::napi_get_undefined(env, &mut value))?;
+        Ok(value)
     }
 }
 
-/// Empties `mailbox` into the values the JavaScript callback receives (see [`NoticeKind`]).
-unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox) -> Result<Flat> {
-    let batch = lock(mailbox).take().unwrap_or_default();
-    mailbox.backlog.taken();
-    let mut out = Flat {
-        env,
-        values: Vec::with_capacity(batch.notices.len() * 4 + 3),
-    };
+/// Empties `mailbox` into the values the JavaScript callback receives (see [`super::notice`]).
+unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox, pulled: bool) -> Result<Flat> {
+    let batch = mailbox.take(pulled);
+    // SAFETY: the caller's `env`, on its thread, in the handle scope it opened.
+    let mut out = unsafe { Flat::new(env, batch.notices.len() * 4 + 3) };
+    write_batch(&mut out, batch)?;
+    out.finish()
+}
+
+/// Writes `batch`'s notices, then its fatal error and its idle report.
+fn write_batch(out: &mut Flat, batch: Batch) -> Result<()> {
     for notice in batch.notices {
-        out.notice(notice)?;
+        write_notice(out, notice)?;
     }
     if let Some(err) = batch.fatal {
-        out.kind(NoticeKind::Fatal)?;
+        out.kind(ClientKind::Fatal)?;
         out.error(err)?;
     }
     if let Some(cycle) = batch.idle {
-        out.kind(NoticeKind::Idle)?;
+        out.kind(ClientKind::Idle)?;
         out.number(cycle as f64)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Batches up to this many values go to the callback as its arguments, larger ones as one
@@ -88,178 +142,114 @@ unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox) -> Result<Flat> {
 /// per element through Node-API.
 const MAX_ARGUMENTS: usize = 1024;
 
-/// What a notice is, as the first of its run of values in a batch. A batch goes to JavaScript
-/// as one flat list of numbers, strings and values, `kind, ...fields, kind, ...`, rather than
-/// as an object per notice: no property names to intern and no hidden classes to
-/// build on the path every action and acknowledgement takes. lib/client.js reads it with this
-/// enum, exported to it, and the widths given here.
-#[napi]
-pub enum NoticeKind {
-    Connect = 0,
-    Drain = 1,
-    /// `id, type, payload, delivered`: `delivered` is what `ack` passes back for the id when
-    /// JavaScript could change the id object (see [`delivered_handle`]), else null.
-    Action = 2,
-    /// `correlid, status, code, message`: the last two undefined when the server sent none.
-    Acknowledgement = 3,
-    /// `seq`: the event's callback, without error.
-    Done = 4,
-    /// `seq, code, message`: the event's callback, with that error.
-    Failed = 5,
-    Reconnect = 6,
-    Disconnect = 7,
-    /// `code, message`.
-    Error = 8,
-    /// `code, message`: the client stopped after an internal error; fail every callback.
-    Fatal = 9,
-    /// `cycle`: the client went idle after the `connect()` with this cycle number.
-    Idle = 10,
-    /// `code, message`: something the client recovered from by itself, never an `error`.
-    Recovered = 11,
-}
-
-/// A batch's values, made in the current handle scope.
-struct Flat {
-    env: sys::napi_env,
-    values: Vec<sys::napi_value>,
-}
-
-impl Flat {
-    fn push(&mut self, value: sys::napi_value) -> Result<()> {
-        self.values.push(value);
-        Ok(())
-    }
-
-    unsafe fn into_array(self) -> Result<sys::napi_value> {
-        let mut array = ptr::null_mut();
-        napi::check_status!(sys::napi_create_array_with_length(
-            self.env,
-            self.values.len(),
-            &mut array
-        ))?;
-        for (index, value) in self.values.into_iter().enumerate() {
-            napi::check_status!(sys::napi_set_element(self.env, array, index as u32, value))?;
+/// Writes `notice` in the format of [`ClientKind`].
+fn write_notice(out: &mut Flat, notice: Notice) -> Result<()> {
+    match notice {
+        Notice::Connect => out.kind(ClientKind::Connect),
+        Notice::Drain => out.kind(ClientKind::Drain),
+        Notice::Action {
+            id,
+            key,
+            kind,
+            parameters,
+        } => {
+            out.kind(ClientKind::Action)?;
+            // SAFETY: `out`'s environment, on its thread, in its open handle scope.
+            let delivered = unsafe { delivered_handle(out.env(), &id, key) }?;
+            out.value(id)?;
+            out.string(&kind)?;
+            out.value(parameters)?;
+            out.raw(delivered)
         }
-        Ok(array)
-    }
-
-    unsafe fn kind(&mut self, kind: NoticeKind) -> Result<()> {
-        self.number(kind as u32 as f64)
-    }
-
-    unsafe fn number(&mut self, n: f64) -> Result<()> {
-        let mut value = ptr::null_mut();
-        napi::check_status!(sys::napi_create_double(self.env, n, &mut value))?;
-        self.push(value)
-    }
-
-    unsafe fn string(&mut self, s: &str) -> Result<()> {
-        let mut value = ptr::null_mut();
-        napi::check_status!(sys::napi_create_string_utf8(
-            self.env,
-            s.as_ptr().cast(),
-            s.len() as isize,
-            &mut value
-        ))?;
-        self.push(value)
-    }
-
-    unsafe fn optional_string(&mut self, s: Option<&str>) -> Result<()> {
-        match s {
-            Some(s) => self.string(s),
-            None => {
-                let mut value = ptr::null_mut();
-                napi::check_status!(sys::napi_get_undefined(self.env, &mut value))?;
-                self.push(value)
-            }
+        Notice::Acknowledgement {
+            correlid,
+            status,
+            error,
+        } => {
+            out.kind(ClientKind::Acknowledgement)?;
+            out.value(correlid)?;
+            out.number(status as f64)?;
+            let error = error.as_ref();
+            out.optional_string(error.and_then(|e| e.code.as_deref()))?;
+            out.optional_string(error.map(|e| e.message.as_str()))
         }
-    }
-
-    unsafe fn value(&mut self, v: Value) -> Result<()> {
-        let value = JsValue::to_napi_value(self.env, JsValue(v))?;
-        self.push(value)
-    }
-
-    unsafe fn error(&mut self, err: SessionError) -> Result<()> {
-        self.string(err.code.code())?;
-        self.string(&err.message)
-    }
-
-    unsafe fn notice(&mut self, notice: Notice) -> Result<()> {
-        match notice {
-            Notice::Connect => self.kind(NoticeKind::Connect),
-            Notice::Drain => self.kind(NoticeKind::Drain),
-            Notice::Action {
-                id,
-                key,
-                kind,
-                parameters,
-            } => {
-                self.kind(NoticeKind::Action)?;
-                let delivered = delivered_handle(self.env, &id, key)?;
-                self.value(id)?;
-                self.string(&kind)?;
-                self.value(parameters)?;
-                self.push(delivered)
-            }
-            Notice::Acknowledgement {
-                correlid,
-                status,
-                error,
-            } => {
-                self.kind(NoticeKind::Acknowledgement)?;
-                self.value(correlid)?;
-                self.number(status as f64)?;
-                let error = error.as_ref();
-                self.optional_string(error.and_then(|e| e.code.as_deref()))?;
-                self.optional_string(error.map(|e| e.message.as_str()))
-            }
-            Notice::EventDone {
-                seq,
-                result: Ok(()),
-            } => {
-                self.kind(NoticeKind::Done)?;
-                self.number(seq as f64)
-            }
-            Notice::EventDone {
-                seq,
-                result: Err(err),
-            } => {
-                self.kind(NoticeKind::Failed)?;
-                self.number(seq as f64)?;
-                self.error(err)
-            }
-            Notice::Reconnect => self.kind(NoticeKind::Reconnect),
-            Notice::Disconnect => self.kind(NoticeKind::Disconnect),
-            Notice::Error(err) => {
-                self.kind(NoticeKind::Error)?;
-                self.error(err)
-            }
-            Notice::Recovered(err) => {
-                self.kind(NoticeKind::Recovered)?;
-                self.error(err)
-            }
+        Notice::EventDone {
+            seq,
+            result: Ok(()),
+        } => {
+            out.kind(ClientKind::Done)?;
+            out.number(seq as f64)
+        }
+        Notice::EventDone {
+            seq,
+            result: Err(err),
+        } => {
+            out.kind(ClientKind::Failed)?;
+            out.number(seq as f64)?;
+            out.error(err)
+        }
+        Notice::Reconnect => out.kind(ClientKind::Reconnect),
+        Notice::Disconnect => out.kind(ClientKind::Disconnect),
+        Notice::Error(err) => {
+            out.kind(ClientKind::Error)?;
+            out.error(err)
+        }
+        Notice::Recovered(err) => {
+            out.kind(ClientKind::Recovered)?;
+            out.error(err)
         }
     }
 }
 
-fn lock(mailbox: &Mailbox) -> MutexGuard<'_, Option<Batch>> {
-    mailbox.batch.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Adds `batch` to the mailbox; true when no call is outstanding, so one must be made.
-fn post(mailbox: &Mailbox, batch: Batch) -> bool {
-    let mut waiting = lock(mailbox);
-    match waiting.as_mut() {
-        Some(earlier) => {
-            earlier.absorb(batch);
-            false
-        }
-        None => {
-            *waiting = Some(batch);
-            true
-        }
-    }
+/// A batch with a notice of every kind, for `__test__/notices.test.js` (see
+/// `node::notice::notice_samples`).
+pub(super) fn write_samples(out: &mut Flat) -> Result<()> {
+    let err = |code: ErrorCode| SessionError::new(code, "sample");
+    let action = |id: Value| Notice::Action {
+        key: ActionKey::from(id.clone()),
+        id,
+        kind: "sample".to_owned(),
+        parameters: Value::Nil,
+    };
+    let notices = vec![
+        Notice::Connect,
+        Notice::Drain,
+        action(Value::String("a1".into())),
+        action(Value::Array(vec![Value::Number(1.0)])),
+        Notice::Acknowledgement {
+            correlid: Value::String("e1".into()),
+            status: 1,
+            error: Some(ErrorBody {
+                code: Some("C1".to_owned()),
+                message: "rejected".to_owned(),
+            }),
+        },
+        Notice::Acknowledgement {
+            correlid: Value::String("e2".into()),
+            status: 0,
+            error: None,
+        },
+        Notice::EventDone {
+            seq: 1,
+            result: Ok(()),
+        },
+        Notice::EventDone {
+            seq: 2,
+            result: Err(err(ErrorCode::Closed)),
+        },
+        Notice::Reconnect,
+        Notice::Disconnect,
+        Notice::Error(err(ErrorCode::ConnectionReset)),
+        Notice::Recovered(err(ErrorCode::Closed)),
+    ];
+    write_batch(
+        out,
+        Batch {
+            notices,
+            fatal: Some(err(ErrorCode::Internal)),
+            idle: Some(7),
+        },
+    )
 }
 
 #[napi(object)]
@@ -411,25 +401,35 @@ fn optional_millis(ms: u32) -> Option<Duration> {
     (ms != 0).then(|| millis(ms))
 }
 
-/// The batch callback, called from the loop's thread without a threadsafe function (see
-/// [`super::uv::call_after_callback`]), with what the client's mailbox holds.
+/// The batch callback's caller, on the JS thread. Two ways in:
+/// - directly, at the end of the loop callback that made the batch (libuv driver, see
+///   [`super::uv::call_after_callback`]): [`LoopCall::run`](super::uv::LoopCall::run);
+/// - through [`pull`], a native function that the client's threadsafe function calls (a batch
+///   made on another thread, or outside a loop callback), and that schedules itself with
+///   `setImmediate` while batches keep coming: JavaScript dispatches one batch per turn of the
+///   loop, so timers and I/O run between the batches of a flood. Node's threadsafe-function
+///   dispatch, if every batch were a call of its own, runs up to 1000 queued calls in one
+///   turn.
 struct DirectCall {
     env: sys::napi_env,
     callback: sys::napi_ref,
     context: sys::napi_async_context,
     mailbox: Arc<Mailbox>,
-    /// Cleared when the `NativeClient` goes (and the reference with it).
+    /// The [`pull`] function, which schedules itself (null until made, and after `release`).
+    pull: Cell<sys::napi_ref>,
+    /// Cleared when the `NativeClient` goes (and the references with it).
     live: Cell<bool>,
-    /// The JS thread, the only one that may touch `env`, `callback` and `live`.
+    /// The JS thread, the only one that may touch `env`, `callback`, `pull` and `live`.
     thread: std::thread::ThreadId,
 }
 
 // SAFETY: made and used on the JS thread only: the sink hands it to `uv::call_after_callback`, which
-// accepts work only from a callback of this thread's loop, and the `NativeClient` that
-// clears it is finalized on that thread. `on_thread` checks it before every use.
+// accepts work only from a callback of this thread's loop, [`pull`] is a JavaScript function
+// (called on this thread), and the `NativeClient` that clears it is finalized on that thread.
+// `on_thread` checks it before every use.
 unsafe impl Send for DirectCall {}
-// SAFETY: shared references touch `env`, `callback`, `context` and `live` (a `Cell`) only
-// after `on_thread` (`release`, `run`), so on one thread; `mailbox` is a `Mutex`.
+// SAFETY: shared references touch `env`, `callback`, `context`, `pull` and `live` (`Cell`s) only
+// after `on_thread` (`release`, `hand_over`, `pull`), so on one thread; `mailbox` is a `Mutex`.
 unsafe impl Sync for DirectCall {}
 
 impl DirectCall {
@@ -458,9 +458,55 @@ impl DirectCall {
             callback: reference,
             context,
             mailbox,
+            pull: Cell::new(ptr::null_mut()),
             live: Cell::new(true),
             thread: std::thread::current().id(),
         })
+    }
+
+    /// The [`pull`] function of `this`, made once, in the constructor call's scope.
+    fn pull_function(this: &Arc<DirectCall>) -> Result<sys::napi_value> {
+        let env = this.env;
+        // SAFETY: called from the constructor, on `env`'s JavaScript thread and in its handle
+        // scope. The function holds one count of `this`, released by its finalizer; the
+        // reference kept of it is deleted by `release`, which breaks the cycle.
+        unsafe {
+            let data = Arc::into_raw(this.clone()).cast_mut().cast::<c_void>();
+            unsafe extern "C" fn drop_data(
+                _env: sys::napi_env,
+                data: *mut c_void,
+                _hint: *mut c_void,
+            ) {
+                // SAFETY: `data` is the count of the `DirectCall` given to this function
+                // below, released here once, by its finalizer.
+                drop(unsafe { Arc::from_raw(data.cast::<DirectCall>()) });
+            }
+            let mut function = ptr::null_mut();
+            let mut reference = ptr::null_mut();
+            let made = sys::napi_create_function(
+                env,
+                c"pull".as_ptr(),
+                4,
+                Some(pull),
+                data,
+                &mut function,
+            ) == sys::Status::napi_ok
+                && sys::napi_add_finalizer(
+                    env,
+                    function,
+                    data,
+                    Some(drop_data),
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                ) == sys::Status::napi_ok;
+            if !made {
+                drop(Arc::from_raw(data.cast::<DirectCall>()));
+                return Err(napi::Error::from_reason("napi_create_function failed"));
+            }
+            napi::check_status!(sys::napi_create_reference(env, function, 1, &mut reference))?;
+            this.pull.set(reference);
+            Ok(function)
+        }
     }
 
     /// Whether this runs on the JS thread that made it; a use from any other is a bug,
@@ -475,36 +521,39 @@ impl DirectCall {
     fn release(&self) {
         if self.on_thread() && self.live.replace(false) {
             // SAFETY: on the JavaScript thread of `env`, from the `NativeClient`'s finalizer,
-            // while the environment still lives; `live` guarantees the reference and the
-            // async context, made in `new`, are released once.
+            // while the environment still lives; `live` guarantees the references and the
+            // async context, made in `new` and `pull_function`, are released once.
             unsafe {
                 sys::napi_delete_reference(self.env, self.callback);
                 sys::napi_async_destroy(self.env, self.context);
+                let pull = self.pull.replace(ptr::null_mut());
+                if !pull.is_null() {
+                    sys::napi_delete_reference(self.env, pull);
+                }
             }
         }
     }
-}
 
-impl super::uv::LoopCall for DirectCall {
     /// Calls the batch callback with the mailbox's batch, as Node calls an I/O callback: in
     /// its own handle scope, with microtasks and `process.nextTick` run afterwards. An
     /// exception thrown by it is reported as uncaught, as a throwing listener of a socket is.
-    fn run(&self) {
+    /// `pulled`: see [`Mailbox::take`]. False when the mailbox could not be taken.
+    fn hand_over(&self, pulled: bool) -> bool {
         if !self.on_thread() || !self.live.get() {
-            return;
+            return false;
         }
         let env = self.env;
         // SAFETY: `on_thread` and `live` hold: this is `env`'s JavaScript thread, and the
         // reference and async context made in `new` still exist (the `NativeClient`'s
-        // finalizer clears `live` when it releases them). `env` lives: `uv::call_after_callback` runs this
-        // only from a callback of its loop, and the loop's `teardown` drops pending calls
-        // when the environment goes; being a loop callback, not a call from JavaScript, it may
-        // call into JavaScript. Every value made here lives in the handle scope opened first
-        // and closed last, and `args` outlives the call that reads it.
+        // finalizer clears `live` when it releases them). `env` lives: this runs from a
+        // callback of its loop (`uv::call_after_callback`, whose `teardown` drops pending
+        // calls when the environment goes) or from [`pull`], a JavaScript function of `env`;
+        // either may call into JavaScript. Every value made here lives in the handle scope
+        // opened first and closed last, and `args` outlives the call that reads it.
         unsafe {
             let mut scope = ptr::null_mut();
             if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
-                return;
+                return false;
             }
             let mut callback = ptr::null_mut();
             let mut global = ptr::null_mut();
@@ -513,7 +562,7 @@ impl super::uv::LoopCall for DirectCall {
                 && !callback.is_null()
                 && sys::napi_get_global(env, &mut global) == sys::Status::napi_ok;
             let batch = if ready {
-                batch_values(env, &self.mailbox).ok()
+                batch_values(env, &self.mailbox, pulled).ok()
             } else {
                 None
             };
@@ -540,8 +589,96 @@ impl super::uv::LoopCall for DirectCall {
                 }
             }
             sys::napi_close_handle_scope(env, scope);
+            ready
         }
     }
+
+    /// Has [`pull`] run on the loop's next turn (`setImmediate`, or `setTimeout(pull, 0)`
+    /// where there is none). If that cannot be done (the environment is going away), the
+    /// next batch posted makes a call again.
+    fn schedule(&self) {
+        let env = self.env;
+        // SAFETY: called by `pull` on `env`'s JavaScript thread (`on_thread` held there) while
+        // `live`, so the `pull` reference exists; values live in the handle scope opened here.
+        let scheduled = unsafe {
+            let mut scope = ptr::null_mut();
+            if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
+                return;
+            }
+            let mut global = ptr::null_mut();
+            let mut function = ptr::null_mut();
+            let mut ok = sys::napi_get_global(env, &mut global) == sys::Status::napi_ok
+                && sys::napi_get_reference_value(env, self.pull.get(), &mut function)
+                    == sys::Status::napi_ok
+                && !function.is_null();
+            if ok {
+                ok = false;
+                for name in [c"setImmediate", c"setTimeout"] {
+                    let mut timer = ptr::null_mut();
+                    let mut kind = 0;
+                    if sys::napi_get_named_property(env, global, name.as_ptr(), &mut timer)
+                        == sys::Status::napi_ok
+                        && sys::napi_typeof(env, timer, &mut kind) == sys::Status::napi_ok
+                        && kind == sys::ValueType::napi_function
+                    {
+                        let mut result = ptr::null_mut();
+                        ok = sys::napi_call_function(env, global, timer, 1, &function, &mut result)
+                            == sys::Status::napi_ok;
+                        break;
+                    }
+                }
+            }
+            sys::napi_close_handle_scope(env, scope);
+            ok
+        };
+        if !scheduled {
+            self.mailbox.lock().called = false;
+        }
+    }
+}
+
+impl super::uv::LoopCall for DirectCall {
+    fn run(&self) {
+        self.hand_over(false);
+    }
+}
+
+/// What the client's threadsafe function calls, and what `setImmediate` calls again while
+/// batches keep coming: dispatches the batch waiting in the mailbox, then, if another came
+/// meanwhile, schedules itself for the loop's next turn instead of letting it be called at
+/// once (see [`DirectCall`]). `data` is its `DirectCall`.
+unsafe extern "C" fn pull(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let mut data = ptr::null_mut();
+    let mut argc = 0;
+    // SAFETY: `env` and `info` are this call's, from Node; no argument is read.
+    let status = unsafe {
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            &mut data,
+        )
+    };
+    if status == sys::Status::napi_ok && !data.is_null() {
+        // SAFETY: `data` is the `DirectCall` count this function holds until its finalizer,
+        // which cannot run during a call of the function.
+        let direct = unsafe { &*data.cast::<DirectCall>() };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if !direct.on_thread() || !direct.live.get() {
+                return;
+            }
+            if !direct.hand_over(true) {
+                // Nothing could be taken: let the next batch make a call again rather than
+                // scheduling this one forever.
+                direct.mailbox.lock().called = false;
+            } else if direct.mailbox.settle() {
+                direct.schedule();
+            }
+        }));
+    }
+    ptr::null_mut()
 }
 
 /// `client.stats()` as JavaScript gets it: a plain object, counts as numbers (exact up to
@@ -570,7 +707,7 @@ pub struct NativeStats {
 pub struct NativeClient {
     handle: ClientHandle,
     sink: Arc<BatchSink>,
-    direct: Option<Arc<DirectCall>>,
+    direct: Arc<DirectCall>,
     store: Option<Arc<EventStore>>,
     /// What the latest opening of the outbox found, until JavaScript takes it.
     restored: Mutex<Option<NativeRestored>>,
@@ -578,9 +715,7 @@ pub struct NativeClient {
 
 impl Drop for NativeClient {
     fn drop(&mut self) {
-        if let Some(direct) = &self.direct {
-            direct.release();
-        }
+        self.direct.release();
     }
 }
 
@@ -620,19 +755,16 @@ impl NativeClient {
             None => None,
         };
         let callback = napi::JsValue::raw(&on_batch);
-        // SAFETY: `env` is this constructor call's environment, on its thread, and `callback`
-        // is the `on_batch` function passed to it (napi-rs checked its type).
-        let sink =
-            Arc::new(unsafe { BatchSink::from_napi_value(env.raw(), callback) }.map_err(internal)?);
-        let threadsafe = sink.clone();
         let mailbox: Arc<Mailbox> = Arc::default();
         let reactor = super::uv::reactor(&env);
-        let direct = reactor
-            .as_ref()
-            .map(|_| DirectCall::new(&env, callback, mailbox.clone()).map(Arc::new))
-            .transpose()
-            .map_err(internal)?;
-        let direct_call = direct.clone();
+        let direct = Arc::new(DirectCall::new(&env, callback, mailbox.clone()).map_err(internal)?);
+        let pull = DirectCall::pull_function(&direct).map_err(internal)?;
+        // SAFETY: `env` is this constructor call's environment, on its thread, and `pull` a
+        // function made in it just above.
+        let sink =
+            Arc::new(unsafe { BatchSink::from_napi_value(env.raw(), pull) }.map_err(internal)?);
+        let threadsafe = sink.clone();
+        let direct_call = reactor.is_some().then(|| direct.clone());
         let (handle, task) = client(
             ClientOptions {
                 host: options.host,
@@ -651,15 +783,12 @@ impl NativeClient {
             move |batch: Batch| {
                 // A batch joining one already on its way needs no call of its own; else it
                 // goes directly when a loop callback made it, by the threadsafe function if not.
-                if post(&mailbox, batch)
+                if mailbox.post(batch)
                     && !direct_call
                         .as_ref()
                         .is_some_and(super::uv::call_after_callback)
                 {
-                    threadsafe.call(
-                        MailboxCall(mailbox.clone()),
-                        ThreadsafeFunctionCallMode::NonBlocking,
-                    );
+                    threadsafe.call(MailboxCall, ThreadsafeFunctionCallMode::NonBlocking);
                 }
             },
         );
@@ -710,7 +839,7 @@ impl NativeClient {
     /// `send` and `ack` as plain functions, made once per client (see [`Calls`]).
     #[napi(
         catch_unwind,
-        ts_return_type = "{ send(seq: number, id: unknown, type: string, bundle: unknown): void, ack(id: unknown, code?: string, message?: string): void }"
+        ts_return_type = "{ send(seq: number, id: unknown, type: string, bundle: unknown): (Error & { code: string }) | undefined, ack(id: unknown, code?: string, message?: string): void }"
     )]
     pub fn calls(&self, env: Env) -> Result<RawValue> {
         let calls = Arc::new(Calls {
@@ -775,13 +904,6 @@ impl NativeClient {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
-    }
-
-    /// Whether the durable outbox refused a `send` since the last call (so the error it threw
-    /// is the outbox's, not the event's).
-    #[napi(catch_unwind)]
-    pub fn take_outbox_refusal(&self) -> bool {
-        self.store.as_ref().is_some_and(|s| s.take_refused())
     }
 
     /// The outbox's counters; null without an outbox.
@@ -879,7 +1001,7 @@ impl NativeClient {
 }
 
 /// A value made with raw Node-API calls, returned as it is.
-pub struct RawValue(sys::napi_value);
+pub struct RawValue(pub sys::napi_value);
 
 impl ToNapiValue for RawValue {
     unsafe fn to_napi_value(_env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
@@ -944,13 +1066,25 @@ unsafe fn function(
     Ok(function)
 }
 
+/// How a call reports what its body refused.
+#[derive(Clone, Copy)]
+enum Failure {
+    /// Thrown: an `Error` with its code (`IM491` for a value over the frame cap; see
+    /// [`EncodeError::code`]).
+    Throw,
+    /// Returned, as an `Error` with its code (see [`refusal`]); the call returns undefined
+    /// when it did its work.
+    Return,
+}
+
 /// Runs a call's body with its arguments and `Calls`: an error becomes a JavaScript `Error`
-/// with its code (`IM491` for a value over the frame cap; see [`EncodeError::code`]), unless an
-/// exception is pending already, as when a getter of the bundle threw, which is then thrown as
-/// it is. A panic, which must not unwind into Node, becomes `EINTERNAL`.
+/// with its code, thrown or returned as `failure` says, unless an exception is pending
+/// already, as when a getter of the bundle threw, which is then thrown as it is. A panic,
+/// which must not unwind into Node, becomes `EINTERNAL`.
 unsafe fn run_call<const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
+    failure: Failure,
     body: impl FnOnce(&Calls, [sys::napi_value; N]) -> std::result::Result<(), EncodeError>,
 ) -> sys::napi_value {
     let mut argc = N;
@@ -964,9 +1098,11 @@ unsafe fn run_call<const N: usize>(
         ptr::null_mut(),
         &mut data,
     );
-    let result: std::result::Result<(), Thrown> =
+    let result: std::result::Result<(), EncodeError> =
         if status != sys::Status::napi_ok || data.is_null() {
-            Err(thrown(ErrorCode::Internal, "napi_get_cb_info failed"))
+            Err(EncodeError::Napi(napi::Error::from_reason(
+                "napi_get_cb_info failed",
+            )))
         } else {
             if argc < N {
                 // Missing arguments are undefined, as in JavaScript.
@@ -976,18 +1112,76 @@ unsafe fn run_call<const N: usize>(
             }
             let calls = &*data.cast::<Calls>();
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(calls, argv))) {
-                Ok(done) => done.map_err(Thrown::from),
-                Err(_) => Err(thrown(ErrorCode::Internal, "internal error (panic)")),
+                Ok(done) => done,
+                Err(_) => Err(EncodeError::Napi(napi::Error::from_reason(
+                    "internal error (panic)",
+                ))),
             }
         };
-    if let Err(err) = result {
-        napi::JsError::from(err).throw_into(env);
+    let Err(err) = result else {
+        return ptr::null_mut();
+    };
+    let mut pending = false;
+    sys::napi_is_exception_pending(env, &mut pending);
+    match failure {
+        Failure::Return if !pending => {
+            let (code, message) = refusal(err);
+            let mut code_value = ptr::null_mut();
+            let mut message_value = ptr::null_mut();
+            let mut error = ptr::null_mut();
+            let made = sys::napi_create_string_utf8(
+                env,
+                code.as_ptr().cast(),
+                code.len() as isize,
+                &mut code_value,
+            ) == sys::Status::napi_ok
+                && sys::napi_create_string_utf8(
+                    env,
+                    message.as_ptr().cast(),
+                    message.len() as isize,
+                    &mut message_value,
+                ) == sys::Status::napi_ok
+                && sys::napi_create_error(env, code_value, message_value, &mut error)
+                    == sys::Status::napi_ok;
+            if made {
+                return error;
+            }
+            napi::JsError::from(thrown(ErrorCode::Internal, message)).throw_into(env);
+        }
+        _ => {
+            let err = match err {
+                EncodeError::Napi(err) if !pending => thrown(ErrorCode::Internal, err.reason),
+                err => Thrown::from(err),
+            };
+            napi::JsError::from(err).throw_into(env);
+        }
     }
     ptr::null_mut()
 }
 
+/// The code and message of the `Error` a refused `send` returns: `IM491` over the frame cap,
+/// the outbox's code when it refused the event (`EQUEUEFULL`, `ENOSPC`, ...), otherwise
+/// `EINVALIDBUNDLE`: the id or bundle could not be encoded.
+fn refusal(err: EncodeError) -> (String, String) {
+    match err {
+        EncodeError::OverBudget | EncodeError::Stored(..) => {
+            let err = Thrown::from(err);
+            (err.status.code().to_owned(), err.reason)
+        }
+        EncodeError::Refused(message) => (
+            "EINVALIDBUNDLE".to_owned(),
+            format!("Invalid event bundle: {message}"),
+        ),
+        EncodeError::Napi(err) => (
+            "EINVALIDBUNDLE".to_owned(),
+            format!("Invalid event bundle: {}", err.reason),
+        ),
+    }
+}
+
 /// `send(seq, id, type, bundle)`: queues an event; `seq` names its callback in the `done`
-/// notice. The bundle is encoded here, straight from the caller's Buffers into the frame,
+/// notice. Returns undefined, or the `Error` (with its code, see [`refusal`]) that refused the
+/// event, which is then not queued; throws only what JavaScript threw (a getter of the bundle). The bundle is encoded here, straight from the caller's Buffers into the frame,
 /// and not kept.
 unsafe extern "C" fn call_send(
     env: sys::napi_env,
@@ -996,6 +1190,7 @@ unsafe extern "C" fn call_send(
     run_call(
         env,
         info,
+        Failure::Return,
         |calls, [seq, id, kind, bundle]: [sys::napi_value; 4]| {
             let mut number = 0.0;
             napi::check_status!(sys::napi_get_value_double(env, seq, &mut number))?;
@@ -1126,7 +1321,7 @@ unsafe fn action_key(
 }
 
 /// `ack(id, code?, message?)`: acknowledges an action; with `message`, as failed. `id` is
-/// the action's id, or the `delivered` handle of its notice ([`NoticeKind::Action`]).
+/// the action's id, or the `delivered` handle of its notice ([`ClientKind::Action`]).
 unsafe extern "C" fn call_ack(
     env: sys::napi_env,
     info: sys::napi_callback_info,
@@ -1134,6 +1329,7 @@ unsafe extern "C" fn call_ack(
     run_call(
         env,
         info,
+        Failure::Throw,
         |calls, [id, code, message]: [sys::napi_value; 3]| {
             let id = action_key(env, id)?;
             let code = optional_string(env, code)?;

@@ -4,6 +4,7 @@
 mod client;
 mod defaults;
 mod host;
+mod notice;
 mod pki;
 mod quiet;
 mod server;

@@ -6,19 +6,20 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Buffer, Unknown};
+use napi::bindgen_prelude::{Buffer, ToNapiValue, TypeName, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, Result, Status};
+use napi::{sys, Env, Result, Status, ValueType};
 use napi_derive::napi;
 use tokio::sync::mpsc;
 
+use super::notice::{Flat, ServerKind};
 use super::thrown;
-use super::value::{to_value, JsValue, JsValueCopy};
+use super::value::to_value;
 use crate::errors::{io_code, ErrorCode};
-use crate::protocol::ErrorBody;
+use crate::protocol::{ErrorBody, Value};
 use crate::server::{ConnectionInfo, OutboundAction, Server, ServerEvent, ServerOptions, Verdict};
 
-type EventSink = ThreadsafeFunction<Vec<ServerNotice>, (), Vec<ServerNotice>, Status, false>;
+type EventSink = ThreadsafeFunction<ServerBatch, (), ServerBatch, Status, false>;
 /// The server's events, held here between one listen() and the next: the pump of a listening
 /// server owns them, and gives them back when the server has closed.
 struct InboxSlot {
@@ -101,23 +102,6 @@ pub struct Connection {
     pub subject: Option<String>,
 }
 
-/// One thing that happened, flattened for JavaScript: `kind` says which fields are set.
-#[napi(object, object_from_js = false)]
-pub struct ServerNotice {
-    pub kind: String,
-    pub connection: Option<Connection>,
-    pub id: Option<JsValue>,
-    #[napi(js_name = "type")]
-    pub event_type: Option<String>,
-    /// An event's bundle: copied, since the echo still reads its bytes.
-    pub payload: Option<JsValueCopy>,
-    pub decision: Option<f64>,
-    pub ticket: Option<f64>,
-    pub status: Option<f64>,
-    pub code: Option<String>,
-    pub message: Option<String>,
-}
-
 fn address(addr: SocketAddr) -> Address {
     Address {
         address: addr.ip().to_string(),
@@ -136,80 +120,158 @@ fn connection(info: &ConnectionInfo) -> Connection {
     }
 }
 
-fn notice(kind: &str) -> ServerNotice {
-    ServerNotice {
-        kind: kind.into(),
-        connection: None,
-        id: None,
-        event_type: None,
-        payload: None,
-        decision: None,
-        ticket: None,
-        status: None,
-        code: None,
-        message: None,
+/// Server events on their way to JavaScript, as one flat array in the format of
+/// [`ServerKind`] (see [`super::notice`]).
+pub struct ServerBatch(Vec<ServerEvent>);
+
+impl TypeName for ServerBatch {
+    fn type_name() -> &'static str {
+        "Array<unknown>"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
     }
 }
 
-fn to_notice(event: ServerEvent) -> ServerNotice {
+impl ToNapiValue for ServerBatch {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        // SAFETY: napi-rs calls this on `env`'s thread, in the handle scope of the call it
+        // makes with the value.
+        let mut out = unsafe { Flat::new(env, val.0.len() * 4) };
+        for event in val.0 {
+            write_event(&mut out, event)?;
+        }
+        out.finish()?.into_array()
+    }
+}
+
+/// The connection field: an object, or null.
+fn write_connection(out: &mut Flat, info: Option<&ConnectionInfo>) -> Result<()> {
+    match info {
+        Some(info) => out.object(connection(info)),
+        None => out.null(),
+    }
+}
+
+/// Writes `event` in the format of [`ServerKind`].
+fn write_event(out: &mut Flat, event: ServerEvent) -> Result<()> {
     match event {
-        ServerEvent::Connection(info) => ServerNotice {
-            connection: Some(connection(&info)),
-            ..notice("connection")
-        },
-        ServerEvent::Hello(info) => ServerNotice {
-            connection: Some(connection(&info)),
-            ..notice("hello")
-        },
+        ServerEvent::Connection(info) => {
+            out.kind(ServerKind::Connection)?;
+            write_connection(out, Some(&info))
+        }
+        ServerEvent::Hello(info) => {
+            out.kind(ServerKind::Hello)?;
+            write_connection(out, Some(&info))
+        }
         ServerEvent::Event {
             conn,
             id,
             kind,
             bundle,
             decision,
-        } => ServerNotice {
-            connection: Some(connection(&conn)),
-            id: Some(JsValue(id)),
-            event_type: Some(kind),
-            payload: Some(JsValueCopy(bundle)),
-            decision: decision.map(|d| d as f64),
-            ..notice("event")
-        },
+        } => {
+            out.kind(ServerKind::Event)?;
+            write_connection(out, Some(&conn))?;
+            out.value(id)?;
+            out.string(&kind)?;
+            // Copied: the echo still reads its bytes.
+            out.value_copy(bundle)?;
+            out.optional_number(decision.map(|d| d as f64))
+        }
         ServerEvent::Acknowledgement {
             conn,
             ticket,
             correlid,
             status,
             error,
-        } => ServerNotice {
-            connection: Some(connection(&conn)),
-            id: Some(JsValue(correlid)),
-            ticket: ticket.map(|t| t as f64),
-            status: Some(status as f64),
-            code: error.as_ref().and_then(|e| e.code.clone()),
-            message: error.map(|e| e.message),
-            ..notice("acknowledgement")
-        },
-        ServerEvent::ActionDiscarded { ticket } => ServerNotice {
-            ticket: Some(ticket as f64),
-            ..notice("discarded")
-        },
+        } => {
+            out.kind(ServerKind::Acknowledgement)?;
+            write_connection(out, Some(&conn))?;
+            out.value(correlid)?;
+            out.optional_number(ticket.map(|t| t as f64))?;
+            out.number(status as f64)?;
+            let error = error.as_ref();
+            out.optional_string(error.and_then(|e| e.code.as_deref()))?;
+            out.optional_string(error.map(|e| e.message.as_str()))
+        }
+        ServerEvent::ActionDiscarded { ticket } => {
+            out.kind(ServerKind::Discarded)?;
+            out.number(ticket as f64)
+        }
         ServerEvent::ClientError {
             conn,
             code,
             message,
-        } => ServerNotice {
-            connection: conn.as_deref().map(connection),
-            code: Some(code),
-            message: Some(message),
-            ..notice("clientError")
-        },
-        ServerEvent::Disconnect(info) => ServerNotice {
-            connection: Some(connection(&info)),
-            ..notice("disconnect")
-        },
-        ServerEvent::Closed => notice("close"),
+        } => {
+            out.kind(ServerKind::ClientError)?;
+            write_connection(out, conn.as_deref())?;
+            out.string(&code)?;
+            out.string(&message)
+        }
+        ServerEvent::Disconnect(info) => {
+            out.kind(ServerKind::Disconnect)?;
+            write_connection(out, Some(&info))
+        }
+        ServerEvent::Closed => out.kind(ServerKind::Close),
     }
+}
+
+/// A batch with a notice of every kind (see `node::notice::notice_samples`).
+pub(super) fn write_samples(out: &mut Flat) -> Result<()> {
+    let conn = Arc::new(ConnectionInfo {
+        id: 3,
+        remote: SocketAddr::from(([127, 0, 0, 1], 4567)),
+        device_name: Some("device".to_owned()),
+        subject: None,
+    });
+    let events = vec![
+        ServerEvent::Connection(conn.clone()),
+        ServerEvent::Hello(conn.clone()),
+        ServerEvent::Event {
+            conn: conn.clone(),
+            id: Value::String("e1".into()),
+            kind: "sample".to_owned(),
+            bundle: Value::Map(vec![("n".to_owned(), Value::Number(1.0))]),
+            decision: Some(5),
+        },
+        ServerEvent::Event {
+            conn: conn.clone(),
+            id: Value::String("e2".into()),
+            kind: "sample".to_owned(),
+            bundle: Value::Nil,
+            decision: None,
+        },
+        ServerEvent::Acknowledgement {
+            conn: conn.clone(),
+            ticket: Some(9),
+            correlid: Value::String("a1".into()),
+            status: 1,
+            error: Some(ErrorBody {
+                code: Some("C1".to_owned()),
+                message: "failed".to_owned(),
+            }),
+        },
+        ServerEvent::Acknowledgement {
+            conn: conn.clone(),
+            ticket: None,
+            correlid: Value::String("a2".into()),
+            status: 0,
+            error: None,
+        },
+        ServerEvent::ActionDiscarded { ticket: 10 },
+        ServerEvent::ClientError {
+            conn: None,
+            code: "EPROTO".to_owned(),
+            message: "sample".to_owned(),
+        },
+        ServerEvent::Disconnect(conn),
+        ServerEvent::Closed,
+    ];
+    for event in events {
+        write_event(out, event)?;
+    }
+    Ok(())
 }
 
 /// Forwards server events to JavaScript in batches until the server reports `Closed`, then
@@ -223,10 +285,10 @@ fn spawn_pump(
     sink: EventSink,
 ) {
     napi::bindgen_prelude::spawn(async move {
-        let deliver = |batch: Vec<ServerNotice>, weight: usize| {
+        let deliver = |batch: Vec<ServerEvent>, weight: usize| {
             let taken = server.clone();
             let status = sink.call_with_return_value(
-                batch,
+                ServerBatch(batch),
                 ThreadsafeFunctionCallMode::NonBlocking,
                 move |returned, _env| {
                     taken.delivered(weight);
@@ -247,7 +309,7 @@ fn spawn_pump(
             while let Some(event) = next {
                 closed = event == ServerEvent::Closed;
                 weight += event.weight();
-                batch.push(to_notice(event));
+                batch.push(event);
                 if closed {
                     break;
                 }
