@@ -1,25 +1,27 @@
 //! Target `session`: the client's sans-I/O [`Session`] driven as its driver drives it, by
 //! any interleaving of user calls (connect, send, restore, ack_action, close), connection
-//! news (connected, failed, lost, a frame too large, an unreadable frame), timers that fire,
-//! and frames from the server: any bytes, read as the driver reads them, or well-formed
-//! messages (WELCOME, DRAINED, BYE, ACTION, and acknowledgements naming events in flight or
-//! not). Besides never panicking, the outputs must make sense to the driver:
+//! news (connected, failed, lost), a virtual clock that moves on (to the session's own
+//! deadline or by any amount), and frames from the server through `handle_frame`: any bytes,
+//! a frame too large, a stream cut inside a frame, or well-formed messages (WELCOME, DRAINED,
+//! BYE, ACTION, and acknowledgements naming events in flight or not). Besides never
+//! panicking, the outputs must make sense to the driver:
 //! - one connection at a time: `Connect` only with none open or opening, `Write` only on an
 //!   open connection, `CloseSocket` only for one there is;
-//! - timers: `StopTimer` only for a running timer; a timer that is not running does nothing;
+//! - timers: `handle_timeout` before the deadline `poll_timeout` gives does nothing, and no
+//!   deadline is left after `close()`;
 //! - every frame written reads back as a message;
 //! - each send's callback (`EventDone`) at most once, in send order, only for events sent;
 //!   after `close()` every one has had it; `Release` at most once, only for stored events;
 //! - `connect` and `disconnect` alternate; no more events in flight than the window.
 
 use std::collections::{HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use imt_gateway::errors::ErrorCode;
-use imt_gateway::protocol::{ErrorBody, Frame, FrameCodec, Message, MessageError, Value};
+use imt_gateway::protocol::{ErrorBody, Frame, FrameCodec, FrameError, Message, Value};
 use imt_gateway::session::{
-    Notice, OutgoingEvent, Output, Session, SessionConfig, SessionError, Timer, Timing, Xorshift,
+    Notice, OutgoingEvent, Output, Session, SessionConfig, SessionError, Timing, Xorshift,
 };
 use tokio_util::codec::Decoder;
 
@@ -35,7 +37,6 @@ enum Socket {
 /// What the driver knows, built from the outputs alone.
 struct Model {
     socket: Socket,
-    armed: HashSet<Timer>,
     /// Events handed to the session whose callback has not run, in send order.
     waiting: VecDeque<u64>,
     /// Outbox numbers given to restored events and not released yet.
@@ -84,14 +85,6 @@ impl Model {
                         return Err("CloseSocket with no connection".into());
                     }
                     self.socket = Socket::None;
-                }
-                Output::SetTimer(timer, _) => {
-                    self.armed.insert(*timer);
-                }
-                Output::StopTimer(timer) => {
-                    if !self.armed.remove(timer) {
-                        return Err(format!("StopTimer({timer:?}), which was not running"));
-                    }
                 }
                 Output::Release(number) => {
                     if !self.stored.remove(number) {
@@ -181,7 +174,6 @@ pub fn run(data: &[u8]) -> Result<(), String> {
     let mut session = Session::new(config, timing, Xorshift::new(input.u64()));
     let mut model = Model {
         socket: Socket::None,
-        armed: HashSet::new(),
         waiting: VecDeque::new(),
         stored: HashSet::new(),
         written_ids: Vec::new(),
@@ -192,19 +184,20 @@ pub fn run(data: &[u8]) -> Result<(), String> {
     let mut next_seq = 0u64;
     let mut next_stored = 0u64;
     let mut steps = 0;
+    let mut now = Instant::now();
     while !input.is_empty() && steps < 4000 {
         steps += 1;
         let mut sent = None;
         let open = model.socket == Socket::Open;
         let out = match input.byte() % 17 {
-            0 => session.connect(),
+            0 => session.connect(now),
             1 if model.socket == Socket::Connecting => {
                 model.socket = Socket::Open;
                 session.connected()
             }
             2 if model.socket == Socket::Connecting => {
                 model.socket = Socket::None;
-                session.connect_failed(error(ErrorCode::TimedOut, "refused"))
+                session.connect_failed(error(ErrorCode::TimedOut, "refused"), now)
             }
             3 if open => {
                 // Any frame, as the driver reads it.
@@ -214,28 +207,23 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                     token,
                     body: Bytes::copy_from_slice(input.bytes(n)),
                 };
-                match Message::from_frame(&frame) {
-                    Ok(message) => session.receive(message),
-                    Err(err @ MessageError::UnknownToken(_)) => {
-                        session.ignored(SessionError::new(ErrorCode::Proto, err.to_string()))
-                    }
-                    Err(err) => {
-                        session.protocol_error(SessionError::new(ErrorCode::Proto, err.to_string()))
-                    }
-                }
+                session.handle_frame(Ok(frame), now)
             }
-            4 if open => session.receive(match input.byte() % 6 {
-                0 | 1 => Message::Welcome,
-                2 => Message::Drained,
-                3 => Message::Bye {
-                    error: error_body(&mut input),
+            4 if open => session.receive(
+                match input.byte() % 6 {
+                    0 | 1 => Message::Welcome,
+                    2 => Message::Drained,
+                    3 => Message::Bye {
+                        error: error_body(&mut input),
+                    },
+                    _ => Message::Action {
+                        id: id_value(&mut input, 0),
+                        kind: "a".into(),
+                        parameters: Value::Nil,
+                    },
                 },
-                _ => Message::Action {
-                    id: id_value(&mut input, 0),
-                    kind: "a".into(),
-                    parameters: Value::Nil,
-                },
-            }),
+                now,
+            ),
             5 | 6 if open => {
                 let correlid = pick(&mut input, &model.written_ids);
                 let status = [0, 1, -1, 2][input.below(4)];
@@ -244,38 +232,48 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                 } else {
                     error_body(&mut input)
                 };
-                session.receive(Message::Acknowledgement {
-                    correlid,
-                    status,
-                    error,
-                })
+                session.receive(
+                    Message::Acknowledgement {
+                        correlid,
+                        status,
+                        error,
+                    },
+                    now,
+                )
             }
             7 if open || model.socket == Socket::Connecting => {
                 model.socket = Socket::None;
                 let err = input
                     .bool()
                     .then(|| error(ErrorCode::ConnectionReset, "reset"));
-                session.connection_lost(err)
+                session.connection_lost(err, now)
             }
-            8 => {
-                let timer = Timer::ALL[input.below(3)];
-                if model.armed.remove(&timer) {
-                    session.timeout(timer)
-                } else {
-                    // A late report of a timer that was stopped: nothing happens.
-                    let out = session.timeout(timer);
-                    if !out.is_empty() {
-                        return Err(format!("{timer:?} was not running, yet {out:?}"));
+            8 => match session.poll_timeout() {
+                // The driver's one sleep ends: the clock is at the deadline, or past it.
+                Some(deadline) if input.bool() => {
+                    now = now.max(deadline) + ms(input.below(3));
+                    session.handle_timeout(now)
+                }
+                // The clock moves on by less than the wait: nothing may fire.
+                deadline => {
+                    let later = now + ms(input.below(2000));
+                    let early = deadline.is_none_or(|d| later < d);
+                    if early {
+                        now = later;
+                    }
+                    let out = session.handle_timeout(now);
+                    if early && !out.is_empty() {
+                        return Err(format!("handle_timeout before {deadline:?}, yet {out:?}"));
                     }
                     out
                 }
-            }
+            },
             9..=11 => {
                 next_seq += 1;
                 sent = Some(next_seq);
                 model.waiting.push_back(next_seq);
                 let id = id_value(&mut input, next_seq);
-                session.send(OutgoingEvent::new(next_seq, id, "t", Value::Nil))
+                session.send(OutgoingEvent::new(next_seq, id, "t", Value::Nil), now)
             }
             12 => {
                 next_seq += 1;
@@ -286,16 +284,28 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                 let id = id_value(&mut input, next_seq);
                 let mut event = OutgoingEvent::new(next_seq, id, "t", Value::Nil);
                 event.stored = Some(next_stored);
-                session.restore(event)
+                session.restore(event, now)
             }
             13 => {
                 let id = pick(&mut input, &model.actions);
                 session.ack_action(id, error_body(&mut input))
             }
             14 => session.close(input.bool()),
-            15 if open => session.buffer_exceeded(),
+            15 if open => session.handle_frame(
+                Err(FrameError::Oversize {
+                    frame_len: 10 * 1024 * 1024 + 1 + input.u64() % 1024,
+                }),
+                now,
+            ),
             16 if open => {
-                session.protocol_error(SessionError::new(ErrorCode::Proto, "unreadable frame"))
+                // The stream ended inside a frame: the driver drops the socket it read that from.
+                model.socket = Socket::None;
+                session.handle_frame(
+                    Err(FrameError::Truncated {
+                        buffered: input.below(64),
+                    }),
+                    now,
+                )
             }
             _ => Vec::new(),
         };
@@ -318,10 +328,11 @@ pub fn run(data: &[u8]) -> Result<(), String> {
             model.waiting
         ));
     }
-    if !model.armed.is_empty() || model.socket != Socket::None || model.welcomed {
+    let deadline = session.poll_timeout();
+    if deadline.is_some() || model.socket != Socket::None || model.welcomed {
         return Err(format!(
-            "after close(): timers {:?}, connection {:?}, connected {}",
-            model.armed, model.socket, model.welcomed
+            "after close(): deadline {deadline:?}, connection {:?}, connected {}",
+            model.socket, model.welcomed
         ));
     }
     Ok(())
