@@ -208,15 +208,23 @@ class Server extends EventEmitter {
       if (!wasListening) {
         if (!callback) return
         if (reportNotRunning) callback(gatewayError('Server is not running.', 'ERR_SERVER_NOT_RUNNING'))
-        else callback()
+        // A destroy() after a close() that is still finishing calls back once that close() has,
+        // so that its callback comes last, as the caller reads the order of the two calls.
+        else this._afterClose(this._closesStarted, callback)
         return
       }
       const nth = ++this._closesStarted
-      if (!callback) return
-      if (this._closeNotices >= nth) callback()
-      else this._closeCallbacks.set(nth, callback)
+      if (callback) this._afterClose(nth, callback)
     })
     return this
+  }
+
+  // Runs `callback` on the nth `close` notice, or now if that has come.
+  _afterClose (nth, callback) {
+    if (this._closeNotices >= nth) return callback()
+    const waiting = this._closeCallbacks.get(nth)
+    if (waiting) waiting.push(callback)
+    else this._closeCallbacks.set(nth, [callback])
   }
 
   /** The connected peers: `{id, remoteAddress, remotePort, deviceName, subject}`. */
@@ -296,10 +304,10 @@ class Server extends EventEmitter {
       case KINDS.close: {
         this._listening = false
         const nth = ++this._closeNotices
-        const callback = this._closeCallbacks.get(nth)
+        const callbacks = this._closeCallbacks.get(nth) || []
         this._closeCallbacks.delete(nth)
         this.emit('close')
-        if (callback) callback()
+        for (const callback of callbacks) callback()
         break
       }
     }
