@@ -1,0 +1,93 @@
+//! What the session hands back: what the driver must do ([`Output`]), what the application
+//! hears ([`Notice`]) and its errors ([`SessionError`]).
+
+use super::ActionKey;
+#[cfg(doc)]
+use super::{OutgoingEvent, Session};
+use crate::errors::ErrorCode;
+use crate::protocol::{ErrorBody, Value};
+use bytes::Bytes;
+use std::fmt;
+
+/// An error as the JavaScript layer shows it: `new Error(message)` with `err.code = code`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl SessionError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> SessionError {
+        SessionError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+/// What the driver must do, in the order given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Open a connection now (TCP, then TLS); the driver later calls [`Session::connected`] or
+    /// [`Session::connect_failed`].
+    Connect,
+    /// Write these bytes to the socket.
+    Write(Bytes),
+    /// Close the socket after writing anything already output, or abandon the connection
+    /// attempt in progress. The driver reports nothing more about that connection.
+    CloseSocket,
+    /// Tell the application.
+    Emit(Notice),
+    /// The event kept in the durable outbox under this number has had its answer from the
+    /// gateway (accepted or rejected), or was refused by the queue: the outbox may forget it.
+    /// Only for events with [`OutgoingEvent::stored`]; an event `close()` fails is kept.
+    Release(u64),
+}
+
+/// What the application hears: the client's JavaScript events and send callbacks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// `connect`: the first WELCOME after `connect()`.
+    Connect,
+    /// `drain` (the JavaScript layer emits `drained` right after it).
+    Drain,
+    /// `action`; the application answers through [`Session::ack_action`] with `key`. The `id`
+    /// is the application's (it may share the frame's bytes); `key` is the session's copy.
+    Action {
+        id: Value,
+        key: ActionKey,
+        kind: String,
+        parameters: Value,
+    },
+    /// `acknowledgement`, always before the matching [`Notice::EventDone`].
+    Acknowledgement {
+        correlid: Value,
+        status: i64,
+        error: Option<ErrorBody>,
+    },
+    /// The send callback of the event with this `seq`: exactly once per event, in send order.
+    EventDone {
+        seq: u64,
+        result: Result<(), SessionError>,
+    },
+    /// `reconnect`: an automatic reconnect attempt starts now.
+    Reconnect,
+    /// `disconnect`: finally disconnected after having been connected.
+    Disconnect,
+    /// `error`: only where the original emits it (docs/PROTOCOL.md section 6.2, `error` versus
+    /// recovered), since code written for it usually has no listener, and an `error` without
+    /// one ends the process.
+    Error(SessionError),
+    /// Something the client recovered from by itself (a connection error while it
+    /// reconnects, an undecodable frame, a timeout, a frame it ignored): logged and counted,
+    /// never emitted as `error`.
+    Recovered(SessionError),
+}
