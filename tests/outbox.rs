@@ -110,7 +110,7 @@ fn child_process() {
                     say!("ACKED {acked}");
                 }
                 previous = Some(seq);
-                outbox.tick(Instant::now()).unwrap();
+                outbox.handle_timeout(Instant::now()).unwrap();
             }
         }
         #[cfg(unix)]
