@@ -43,7 +43,7 @@ fn run(base: &std::path::Path, name: &'static str, sync: SyncMode, appends: u64)
         if seq > 1000 {
             outbox.ack(seq - 1000);
         }
-        outbox.tick(Instant::now()).expect("tick");
+        outbox.handle_timeout(Instant::now()).expect("sync");
     }
     outbox.sync().expect("sync");
     let elapsed = start.elapsed();

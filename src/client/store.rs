@@ -3,8 +3,9 @@
 //! host's thread, whichever driver runs the client's task), and by the driver, which removes an
 //! event when the session says it has its answer ([`Output::Release`]). An `Outbox` is not
 //! thread-safe on its own, so it sits behind a mutex; the append and the removal are each one
-//! short locked call. With [`SyncMode::Interval`], [`EventStore::syncer`] is a task of its own
-//! that syncs on tokio's blocking threads, so the group commit never stalls the driver.
+//! short locked call. With [`SyncMode::Interval`], [`EventStore::syncer`] is a task of its own,
+//! the outbox's driver: one sleep to the outbox's `poll_timeout`, then its `handle_timeout` on
+//! tokio's blocking threads, so the group commit never stalls the client's driver.
 //!
 //! [`Output::Release`]: crate::session::Output::Release
 
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::errors::ErrorCode;
-use crate::outbox::{Damage, Outbox, OutboxError, OutboxOptions, SyncMode, Tick};
+use crate::outbox::{Damage, Outbox, OutboxError, OutboxOptions, SyncMode};
 use crate::protocol::decode;
 use crate::protocol::value::value_writer;
 use crate::session::OutgoingEvent;
@@ -248,9 +249,34 @@ impl EventStore {
         }
     }
 
-    /// Interval mode's group commit, to spawn on a tokio runtime: waits until something is
-    /// written, then syncs once the interval since the last sync has passed (on a blocking
-    /// thread), and so on; ends when the store is dropped. Nothing to do for the other modes.
+    /// When [`EventStore::handle_timeout`] wants to be called ([`Outbox::poll_timeout`]);
+    /// `None` while the outbox is closed or nothing waits for a sync.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.lock().outbox.as_ref().and_then(Outbox::poll_timeout)
+    }
+
+    /// [`Outbox::handle_timeout`], with the lock held to decide and not while the device syncs
+    /// ([`Outbox::sync_job`]): appends on the host's thread go on meanwhile. A failed sync is
+    /// tried again an interval later (the outbox's `poll_timeout`); the records stay written to
+    /// the OS either way.
+    pub fn handle_timeout(&self, now: Instant) {
+        let job = match self.lock().outbox.as_mut() {
+            Some(outbox) => outbox.sync_job(now),
+            None => return,
+        };
+        if let Ok(Some(job)) = job {
+            let synced = job.run();
+            if let Some(outbox) = self.lock().outbox.as_mut() {
+                outbox.sync_done(synced.is_ok());
+            }
+        }
+    }
+
+    /// Interval mode's group commit, to spawn on a tokio runtime: the outbox's driver. It
+    /// calls [`EventStore::handle_timeout`] (on a blocking thread: an fsync may take
+    /// milliseconds), then sleeps until [`EventStore::poll_timeout`], or, when that is `None`,
+    /// until something is written; ends when the store is dropped. Nothing to do for the other
+    /// modes.
     pub fn syncer(store: &Arc<EventStore>) -> impl std::future::Future<Output = ()> + Send {
         let weak: Weak<EventStore> = Arc::downgrade(store);
         let written = store.written.clone();
@@ -259,40 +285,23 @@ impl EventStore {
             if !interval {
                 return;
             }
+            written.notified().await;
             loop {
-                written.notified().await;
-                loop {
-                    let Some(store) = weak.upgrade() else {
-                        return;
-                    };
-                    // The lock is held to decide, not while the device syncs: appends on the
-                    // host's thread go on meanwhile.
-                    let ticked = tokio::task::spawn_blocking(move || {
-                        let job = match store.lock().outbox.as_mut() {
-                            Some(outbox) => outbox.tick_job(Instant::now())?,
-                            None => Tick::Idle,
-                        };
-                        match job {
-                            Tick::Idle => Ok(None),
-                            Tick::Wait(due) => Ok(Some(due)),
-                            Tick::Sync(job) => {
-                                let synced = job.run();
-                                if let Some(outbox) = store.lock().outbox.as_mut() {
-                                    outbox.sync_done(synced.is_ok());
-                                }
-                                synced.map(|()| None)
-                            }
-                        }
-                    })
-                    .await;
-                    match ticked {
-                        Ok(Ok(Some(due))) => {
-                            tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await
-                        }
-                        // Synced (or nothing to sync). A failed sync is tried again at the next
-                        // write; the records stay written to the OS either way.
-                        _ => break,
+                let Some(store) = weak.upgrade() else {
+                    return;
+                };
+                let due = tokio::task::spawn_blocking(move || {
+                    store.handle_timeout(Instant::now());
+                    store.poll_timeout()
+                })
+                .await;
+                match due {
+                    Ok(Some(due)) => {
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await
                     }
+                    // Nothing waits for a sync (or the blocking task failed): until the next
+                    // write, or until the store goes.
+                    _ => written.notified().await,
                 }
             }
         }

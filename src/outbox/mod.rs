@@ -48,9 +48,12 @@
 //!
 //! # Durability and time
 //!
-//! There is no thread and no clock inside: with [`SyncMode::Interval`] the owner calls
-//! [`Outbox::tick`] with the current time (it says when it wants to be called again) or
-//! [`Outbox::sync`]. See [`SyncMode`] for what each mode guarantees and costs.
+//! There is no thread inside, and the clock is the owner's: the outbox has the one core interface
+//! of `Session` and `Peer` (quinn-proto's shape). [`Outbox::poll_timeout`] says when it wants
+//! [`Outbox::handle_timeout`] called with the current time; with [`SyncMode::Interval`] that is
+//! when what was written is due for its group commit (the opening reads the clock once, as the
+//! earliest such time). [`Outbox::sync`] syncs at any time. See [`SyncMode`] for what each mode
+//! guarantees and costs.
 
 mod format;
 mod tail;
@@ -81,10 +84,12 @@ pub enum SyncMode {
     /// survives a power loss. Costs one device flush per event (on an SD card or eMMC typically
     /// milliseconds; see `examples/outbox_bench.rs`).
     Always,
-    /// `append` only hands the record to the OS; [`Outbox::tick`] syncs everything written since
-    /// the last sync once the interval has passed (group commit). A killed process loses nothing
-    /// (the OS page cache has the data); a power loss loses at most the events appended in the
-    /// last interval, plus the time the owner was late calling `tick`. One flush per interval.
+    /// `append` only hands the record to the OS; [`Outbox::handle_timeout`] syncs everything
+    /// written since the last sync once the interval has passed (group commit; the first write
+    /// after a quiet interval is synced at once), at the time [`Outbox::poll_timeout`] names. A
+    /// killed process loses nothing (the OS page cache has the data); a power loss loses at
+    /// most the events appended in the last interval, plus the time the owner was late calling
+    /// `handle_timeout`. One flush per interval.
     Interval(Duration),
     /// Never syncs on its own: a killed process loses nothing, a power loss loses whatever the
     /// OS had not written back yet (seconds on Linux). No flush cost. [`Outbox::sync`] still
@@ -276,18 +281,8 @@ impl std::error::Error for OutboxError {
     }
 }
 
-/// What [`Outbox::tick_job`] decided.
-#[derive(Debug)]
-pub enum Tick {
-    /// Nothing written waits for a sync.
-    Idle,
-    /// Something does, and the interval ends at this instant: call again then.
-    Wait(Instant),
-    /// Run this sync (on any thread), then call [`Outbox::sync_done`].
-    Sync(SyncJob),
-}
-
-/// A sync of the active segment, detached from its [`Outbox`].
+/// A sync of the active segment, detached from its [`Outbox`] ([`Outbox::sync_job`]): run it
+/// (on any thread), then call [`Outbox::sync_done`].
 #[derive(Debug)]
 pub struct SyncJob {
     file: File,
@@ -345,7 +340,10 @@ pub struct Outbox {
     /// if another program cut it off. At most about [`MIRROR_CAP`] bytes.
     mirror: Vec<u8>,
     mirror_from: u64,
-    last_sync: Option<Instant>,
+    /// When what is written is next due for an interval sync ([`Outbox::poll_timeout`]): the
+    /// opening, then each sync plus the interval. `None`: never by time (an interval so long
+    /// that the instant overflows).
+    next_sync: Option<Instant>,
     stats: OutboxStats,
     scratch: Vec<u8>,
     /// Tombstones of acknowledged events not written yet: they go out with the next append, or
@@ -811,7 +809,7 @@ impl Outbox {
             suspect: false,
             mirror: Vec::new(),
             mirror_from: 0,
-            last_sync: None,
+            next_sync: Some(Instant::now()),
             stats,
             scratch: Vec::new(),
             acks: Vec::new(),
@@ -894,7 +892,7 @@ impl Outbox {
 
     /// Removes an acknowledged event: `true` if it was pending, `false` if not (already
     /// acknowledged, or never appended). Its tombstone is only buffered: it is written with the
-    /// next `append`, or by [`Outbox::flush`], `sync`, `tick` or `close`, so that a burst of
+    /// next `append`, or by [`Outbox::flush`], `sync`, `handle_timeout` or `close`, so that a burst of
     /// acknowledgements costs one write. Never syncs: a tombstone lost to a crash or a power cut
     /// only means the event is sent again.
     pub fn ack(&mut self, seq: Seq) -> bool {
@@ -972,38 +970,53 @@ impl Outbox {
         flushed
     }
 
-    /// Drives [`SyncMode::Interval`]: syncs when something was written and the interval has
-    /// passed since the last sync (`now` is the owner's clock). Returns when to call again, if
-    /// something written still waits for a sync. With the other modes it does nothing.
-    pub fn tick(&mut self, now: Instant) -> Result<Option<Instant>, OutboxError> {
-        match self.tick_job(now)? {
-            Tick::Idle => Ok(None),
-            Tick::Wait(due) => Ok(Some(due)),
-            Tick::Sync(job) => {
-                let synced = job.run();
-                self.sync_done(synced.is_ok());
-                synced.map(|()| None)
-            }
+    /// When [`Outbox::handle_timeout`] wants to be called: with [`SyncMode::Interval`], while
+    /// something written waits for a sync, the end of the interval since the last sync (the
+    /// opening, before the first: at once). `None` otherwise: call it again after the next
+    /// `append`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.options.sync {
+            SyncMode::Interval(_) if self.dirty => self.next_sync,
+            _ => None,
         }
     }
 
-    /// [`Outbox::tick`] in two halves, for an owner that shares the outbox between threads: this
-    /// decides, and [`Tick::Sync`]'s job syncs without needing the outbox (so appends go on
-    /// meanwhile); then [`Outbox::sync_done`] says how it went. What is written after the job is
-    /// made waits for the next tick.
-    pub fn tick_job(&mut self, now: Instant) -> Result<Tick, OutboxError> {
-        let SyncMode::Interval(interval) = self.options.sync else {
-            return Ok(Tick::Idle);
-        };
-        self.look()?;
-        let flushed = self.flush();
-        if !self.dirty {
-            return flushed.map(|()| Tick::Idle);
-        }
-        if let Some(due) = self.last_sync.and_then(|last| last.checked_add(interval)) {
-            if now < due {
-                return flushed.map(|()| Tick::Wait(due));
+    /// Drives [`SyncMode::Interval`] (`now` is the owner's clock): writes the buffered
+    /// tombstones, and syncs when something was written and [`Outbox::poll_timeout`]'s time has
+    /// come. With the other modes it does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), OutboxError> {
+        match self.sync_job(now)? {
+            Some(job) => {
+                let synced = job.run();
+                self.sync_done(synced.is_ok());
+                synced
             }
+            None => Ok(()),
+        }
+    }
+
+    /// [`Outbox::handle_timeout`] in two halves, for an owner that shares the outbox between
+    /// threads: this decides, and returns the sync that is due as a job that runs without the
+    /// outbox (so appends go on meanwhile); then [`Outbox::sync_done`] says how it went. What is
+    /// written after the job is made waits for the next interval. After a failure the next try
+    /// is an interval later, so that an owner following `poll_timeout` never spins.
+    pub fn sync_job(&mut self, now: Instant) -> Result<Option<SyncJob>, OutboxError> {
+        let SyncMode::Interval(interval) = self.options.sync else {
+            return Ok(None);
+        };
+        let job = self.start_sync(now);
+        if !matches!(job, Ok(None)) {
+            self.next_sync = now.checked_add(interval);
+        }
+        job
+    }
+
+    fn start_sync(&mut self, now: Instant) -> Result<Option<SyncJob>, OutboxError> {
+        self.look()?;
+        // A tombstone write that failed (a full disk) leaves the sync to the next try.
+        self.flush()?;
+        if !self.dirty || self.next_sync.is_none_or(|due| now < due) {
+            return Ok(None);
         }
         let number = self.segments.back().map_or(0, |s| s.number);
         let file = self.active.try_clone().map_err(|e| {
@@ -1014,17 +1027,14 @@ impl Outbox {
         })?;
         self.stats.syncs += 1;
         self.dirty = false;
-        self.last_sync = Some(now);
-        flushed.map(|()| {
-            Tick::Sync(SyncJob {
-                file,
-                path: self.segment_path(number),
-            })
-        })
+        Ok(Some(SyncJob {
+            file,
+            path: self.segment_path(number),
+        }))
     }
 
-    /// How the job [`Outbox::tick_job`] gave went: after a failure, what it should have synced
-    /// is synced again at the next tick.
+    /// How the job [`Outbox::sync_job`] gave went: after a failure, what it should have synced
+    /// is synced again at the next interval.
     pub fn sync_done(&mut self, ok: bool) {
         if !ok {
             self.dirty = true;
@@ -1183,7 +1193,7 @@ impl Outbox {
     /// the end of the log or removed it, [`Outbox::rescue`]s what it still holds. Done when a
     /// write through the mapping faulted, before a segment is finished, and at
     /// [`Outbox::sync`] and `close`; by its size alone ([`Outbox::look`]) at each group commit
-    /// ([`Outbox::tick_job`]), every [`MIRROR_CAP`] bytes written, and with
+    /// ([`Outbox::sync_job`]), every [`MIRROR_CAP`] bytes written, and with
     /// [`SyncMode::Always`] before each append.
     pub fn verify(&mut self) -> Result<(), OutboxError> {
         let (number, len) = self.segments.back().map_or((0, 0), |s| (s.number, s.len));

@@ -137,7 +137,7 @@ fn a_sync_job_runs_without_the_outbox_and_is_redone_after_a_failure() {
     let (mut outbox, _) = Outbox::open(dir.path(), opts(SyncMode::Interval(interval))).unwrap();
     let t0 = Instant::now();
     outbox.append(b"a", b"1").unwrap();
-    let Tick::Sync(job) = outbox.tick_job(t0).unwrap() else {
+    let Some(job) = outbox.sync_job(t0).unwrap() else {
         panic!("a sync is due")
     };
     // Appends go on while the job runs; they wait for the next one.
@@ -145,15 +145,22 @@ fn a_sync_job_runs_without_the_outbox_and_is_redone_after_a_failure() {
     job.run().unwrap();
     outbox.sync_done(true);
     assert!(outbox.needs_sync());
-    assert!(matches!(outbox.tick_job(t0).unwrap(), Tick::Wait(due) if due == t0 + interval));
-    let Tick::Sync(_) = outbox.tick_job(t0 + interval).unwrap() else {
+    assert!(outbox.sync_job(t0).unwrap().is_none());
+    assert_eq!(outbox.poll_timeout(), Some(t0 + interval));
+    let Some(_) = outbox.sync_job(t0 + interval).unwrap() else {
         panic!("a sync is due")
     };
     assert!(!outbox.needs_sync());
+    assert_eq!(outbox.poll_timeout(), None, "nothing waits");
     outbox.sync_done(false);
     assert!(
         outbox.needs_sync(),
         "a failed job leaves its writes to sync"
+    );
+    assert_eq!(
+        outbox.poll_timeout(),
+        Some(t0 + 2 * interval),
+        "tried again an interval after the failed one"
     );
     assert_eq!(outbox.stats().syncs, 2);
 }
@@ -528,38 +535,47 @@ fn bounds_refuse_with_equeuefull_and_lose_nothing() {
 }
 
 #[test]
-fn interval_mode_syncs_on_tick_once_per_interval() {
+fn interval_mode_syncs_at_its_poll_timeout_once_per_interval() {
     let dir = TempDir::new().unwrap();
     let interval = Duration::from_millis(100);
     let (mut outbox, _) = Outbox::open(dir.path(), opts(SyncMode::Interval(interval))).unwrap();
     let t0 = Instant::now();
-    assert_eq!(outbox.tick(t0).unwrap(), None, "nothing written");
+    assert_eq!(outbox.poll_timeout(), None, "nothing written");
+    outbox.handle_timeout(t0).unwrap();
+    assert_eq!(outbox.stats().syncs, 0);
     outbox.append(b"a", b"1").unwrap();
     assert!(outbox.needs_sync());
     assert_eq!(outbox.stats().syncs, 0, "append does not sync");
-    assert_eq!(
-        outbox.tick(t0).unwrap(),
-        None,
-        "first write after a quiet time: synced now"
-    );
+    let due = outbox.poll_timeout().expect("a sync waits");
+    assert!(due <= t0, "the first write since the opening: due at once");
+    outbox.handle_timeout(t0).unwrap();
     assert_eq!(outbox.stats().syncs, 1);
     assert!(!outbox.needs_sync());
+    assert_eq!(outbox.poll_timeout(), None);
     outbox.append(b"b", b"2").unwrap();
     outbox.append(b"c", b"3").unwrap();
-    let due = outbox.tick(t0 + Duration::from_millis(10)).unwrap();
-    assert_eq!(due, Some(t0 + interval));
-    assert_eq!(outbox.stats().syncs, 1);
-    assert_eq!(outbox.tick(t0 + interval).unwrap(), None);
+    assert_eq!(outbox.poll_timeout(), Some(t0 + interval));
+    outbox
+        .handle_timeout(t0 + Duration::from_millis(10))
+        .unwrap();
+    assert_eq!(outbox.stats().syncs, 1, "early: not yet");
+    assert_eq!(outbox.poll_timeout(), Some(t0 + interval));
+    outbox.handle_timeout(t0 + interval).unwrap();
     assert_eq!(outbox.stats().syncs, 2, "one sync for both appends");
+    assert_eq!(outbox.poll_timeout(), None);
+    outbox.handle_timeout(t0 + 3 * interval).unwrap();
+    assert_eq!(outbox.stats().syncs, 2, "clean: nothing to do");
+    outbox.append(b"e", b"5").unwrap();
     assert_eq!(
-        outbox.tick(t0 + 3 * interval).unwrap(),
-        None,
-        "clean: nothing to do"
+        outbox.poll_timeout(),
+        Some(t0 + 2 * interval),
+        "the first write after a quiet interval: due at once"
     );
-    assert_eq!(outbox.stats().syncs, 2);
+    outbox.handle_timeout(t0 + 3 * interval).unwrap();
+    assert_eq!(outbox.stats().syncs, 3);
     outbox.append(b"d", b"4").unwrap();
     outbox.sync().unwrap();
-    assert_eq!(outbox.stats().syncs, 3);
+    assert_eq!(outbox.stats().syncs, 4);
 }
 
 #[test]
@@ -569,7 +585,8 @@ fn none_mode_never_syncs_appends() {
     for i in 0..100 {
         outbox.append(&id(i), b"x").unwrap();
     }
-    assert_eq!(outbox.tick(Instant::now()).unwrap(), None);
+    assert_eq!(outbox.poll_timeout(), None);
+    outbox.handle_timeout(Instant::now()).unwrap();
     assert_eq!(outbox.stats().syncs, 0);
 }
 
@@ -1011,7 +1028,9 @@ fn interval_mode_finds_a_cut_file_at_the_next_group_commit() {
         .map(|i| outbox.append(&id(i), &frame(i, 50)).unwrap())
         .collect();
     shorten_active(dir.path(), |_| HEADER_LEN);
-    outbox.tick(Instant::now() + interval * 2).unwrap();
+    outbox
+        .handle_timeout(Instant::now() + interval * 2)
+        .unwrap();
     assert_eq!(outbox.stats().shortened, 1);
     drop(outbox);
     let (_, recovery) = Outbox::open(dir.path(), opts(SyncMode::None)).unwrap();
