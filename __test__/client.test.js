@@ -770,3 +770,26 @@ for (const [transport, setUp] of Object.entries(transports)) {
     received.forEach((got, i) => t.true(got.equals(Buffer.alloc(data.length, i + 1)), `event ${i} arrived as sent`))
   })
 }
+
+// A client that never connected keeps nothing alive, yet close() owes each queued event its
+// callback: before, the process exited first and the callbacks never ran.
+for (const io of ['libuv', 'tokio']) {
+  for (const outbox of [false, true]) {
+    test(`close() without a connection still calls every queued callback with ECLOSED before the process exits (${io}${outbox ? ', outbox' : ''})`, async (t) => {
+      const { runNode } = require('./helpers/child')
+      const result = await runNode(`
+        const fs = require('fs'), os = require('os'), path = require('path')
+        const { Client, Event } = require('imt-gateway')
+        const outbox = ${outbox} ? { path: fs.mkdtempSync(path.join(os.tmpdir(), 'imt-close-')) } : undefined
+        const client = new Client({ host: 'localhost', port: 1, outbox })
+        const codes = []
+        for (let i = 0; i < 3; i++) client.send(new Event('t', { i }), (err) => codes.push(err && err.code))
+        client.close()
+        process.on('exit', () => console.log(JSON.stringify(codes)))
+      `, { env: { IMT_GATEWAY_IO: io === 'tokio' ? 'tokio' : '' } })
+      t.is(result.signal, null, result.err)
+      t.is(result.code, 0, result.err)
+      t.deepEqual(JSON.parse(result.out), ['ECLOSED', 'ECLOSED', 'ECLOSED'])
+    })
+  }
+}

@@ -96,6 +96,13 @@ class Callbacks {
     return callback
   }
 
+  /** How many callbacks are waiting. */
+  waiting () {
+    let count = 0
+    for (let at = this._head; at < this._list.length; at++) if (this._list[at] !== undefined) count++
+    return count
+  }
+
   /** Every callback still waiting, in order of send(); none is left afterwards. */
   drain () {
     const waiting = this._list.slice(this._head).filter((callback) => callback !== undefined)
@@ -231,6 +238,8 @@ class Client extends EventEmitter {
     this._cycle = 0
     this._active = false
     this._wantRef = true
+    // Callbacks a close() without a connection still holds the process for (see close()).
+    this._closing = 0
     this.host = host
     this.port = port
     const reconnectDelay = count(options.reconnectDelay, 'reconnectDelay')
@@ -328,6 +337,12 @@ class Client extends EventEmitter {
       outboxDebug('closing the outbox: %s (%s)', err.message, err.code)
     }
     if (this._outbox && !keepQueue) this._outboxClosed = true
+    // A client with no connection keeps nothing alive, yet the callbacks of its queued events
+    // are still to run (ECLOSED, from the native side): hold the process until they have.
+    if (!keepQueue && !this._active && this._wantRef && this._closing === 0) {
+      this._closing = this._callbacks.waiting()
+      if (this._closing > 0) this._native.ref()
+    }
     this._rejectConnects(gatewayError('The client was closed before it connected.', 'ECLOSED'))
     return this
   }
@@ -591,6 +606,7 @@ class Client extends EventEmitter {
   _done (seq, err) {
     const callback = this._callbacks.take(seq)
     if (err && debug.enabled) debug('event %d failed: %s (%s)', seq, err.message, err.code)
+    if (callback && this._closing > 0 && --this._closing === 0 && !this._active) this._native.unref()
     if (callback) callback(err)
   }
 
