@@ -471,38 +471,8 @@ impl DirectCall {
         // scope. The function holds one count of `this`, released by its finalizer; the
         // reference kept of it is deleted by `release`, which breaks the cycle.
         unsafe {
-            let data = Arc::into_raw(this.clone()).cast_mut().cast::<c_void>();
-            unsafe extern "C" fn drop_data(
-                _env: sys::napi_env,
-                data: *mut c_void,
-                _hint: *mut c_void,
-            ) {
-                // SAFETY: `data` is the count of the `DirectCall` given to this function
-                // below, released here once, by its finalizer.
-                drop(unsafe { Arc::from_raw(data.cast::<DirectCall>()) });
-            }
-            let mut function = ptr::null_mut();
+            let function = function(env, c"pull", pull, this.clone())?;
             let mut reference = ptr::null_mut();
-            let made = sys::napi_create_function(
-                env,
-                c"pull".as_ptr(),
-                4,
-                Some(pull),
-                data,
-                &mut function,
-            ) == sys::Status::napi_ok
-                && sys::napi_add_finalizer(
-                    env,
-                    function,
-                    data,
-                    Some(drop_data),
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                ) == sys::Status::napi_ok;
-            if !made {
-                drop(Arc::from_raw(data.cast::<DirectCall>()));
-                return Err(napi::Error::from_reason("napi_create_function failed"));
-            }
             napi::check_status!(sys::napi_create_reference(env, function, 1, &mut reference))?;
             this.pull.set(reference);
             Ok(function)
@@ -1031,17 +1001,19 @@ struct Calls {
 
 type CallFn = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
-/// A JavaScript function named `name` that runs `call` with `calls`.
-unsafe fn function(
+/// A JavaScript function named `name` that runs `call` with `data` (a `Calls` or the
+/// `DirectCall`) as its data: the function holds one count of `data`, which its finalizer
+/// releases, so `call` finds it alive whenever the function runs.
+unsafe fn function<T>(
     env: sys::napi_env,
     name: &std::ffi::CStr,
     call: CallFn,
-    calls: Arc<Calls>,
+    data: Arc<T>,
 ) -> Result<sys::napi_value> {
-    unsafe extern "C" fn release(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-        drop(Arc::from_raw(data.cast::<Calls>()));
+    unsafe extern "C" fn release<T>(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+        drop(Arc::from_raw(data.cast::<T>()));
     }
-    let data = Arc::into_raw(calls).cast_mut().cast::<c_void>();
+    let data = Arc::into_raw(data).cast_mut().cast::<c_void>();
     let mut function = ptr::null_mut();
     let made = sys::napi_create_function(
         env,
@@ -1055,12 +1027,12 @@ unsafe fn function(
             env,
             function,
             data,
-            Some(release),
+            Some(release::<T>),
             ptr::null_mut(),
             ptr::null_mut(),
         ) == sys::Status::napi_ok;
     if !made {
-        drop(Arc::from_raw(data.cast::<Calls>()));
+        drop(Arc::from_raw(data.cast::<T>()));
         return Err(napi::Error::from_reason("napi_create_function failed"));
     }
     Ok(function)
