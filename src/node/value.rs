@@ -880,7 +880,10 @@ impl Encoder {
             // call above runs none, and `write` (the encoder's `binary` or `ext`, which copy
             // into `out`) makes no Node-API call. Finalizers the collector queues meanwhile run
             // later, from the event loop. No other thread can shrink or detach an ArrayBuffer
-            // (a SharedArrayBuffer, the only kind shared, never shrinks).
+            // (a SharedArrayBuffer, the only kind shared, never shrinks), and no other program
+            // can reach this process's heap. A worker may write a SharedArrayBuffer's bytes
+            // during the copy: the memory stays valid and the bytes sent may then be a mix of
+            // before and after, as with any unsynchronised reader.
             std::slice::from_raw_parts(data.cast::<u8>(), len)
         };
         Ok(write(bytes))

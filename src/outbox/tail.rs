@@ -376,10 +376,16 @@ mod linux {
                 return None;
             }
             // SAFETY: start + buf.len() <= self.len (checked above), the mapping is writable,
-            // and `buf` cannot overlap it (no slice of the mapping is ever handed out). A page
-            // the file no longer backs would fault: the fence registered for this range answers
-            // that fault by mapping a private zero page there, so the copy completes into memory
-            // this mapping owns, and `faulted` says so below.
+            // and `buf` cannot overlap it (no slice of the mapping is ever handed out). No
+            // JavaScript runs during the copy: `buf` is Rust memory (the event's frame, already
+            // copied out of JavaScript values when it was encoded) and the copy calls nothing.
+            // Other programs can change the mapped file meanwhile: the mapping is only ever
+            // written through this raw pointer and never read into a Rust reference, so bytes
+            // another writer changes cannot break an invariant here (they are caught by the
+            // records' CRC when the log is read), and a page the file no longer backs (a
+            // truncation) would fault: the fence registered for this range answers that fault
+            // by mapping a private zero page there, so the copy completes into memory this
+            // mapping owns, and `faulted` says so below.
             unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.ptr.add(start), buf.len()) };
             Some(!self.slot.faulted())
         }
@@ -389,8 +395,9 @@ mod linux {
             let from = usize::try_from(from).unwrap_or(usize::MAX).min(self.len);
             let to = usize::try_from(to).unwrap_or(usize::MAX).min(self.len);
             if from < to {
-                // SAFETY: from < to <= self.len, inside the writable mapping, fenced as in
-                // `write_at`.
+                // SAFETY: from < to <= self.len, inside the writable mapping; as in `write_at`,
+                // no JavaScript runs, other programs' writes cannot break a Rust invariant (the
+                // mapping is only written through the pointer), and a truncation is fenced.
                 unsafe { std::ptr::write_bytes(self.ptr.add(from), 0, to - from) };
             }
             !self.slot.faulted()

@@ -5,7 +5,7 @@
 //!
 //! Fresh memory costs a page fault per 4 KiB on first touch: for a body of megabytes, that was
 //! about the whole gap between the Node client and the bare Rust floor on large actions
-//! (figures in README.md, Performance). So a large body goes where that cost is least:
+//! (figures in docs/performance.md). So a large body goes where that cost is least:
 //! - into the previous large body's memory when that has been dropped (the [`Spare`] slot:
 //!   a body dropped at once, as in Rust or when its strings were copied out, is reused);
 //! - on Linux, from 1 MiB on, into a mapping of its own aligned to 2 MiB and advised for
