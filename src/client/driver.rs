@@ -79,7 +79,7 @@ pub(super) struct Driver<S> {
     /// The last batch said idle; only a change is reported again.
     reported_idle: bool,
     /// The outbox was told of an answer this turn: its tombstones wait for `flush_notices`.
-    released: bool,
+    forgotten: bool,
 }
 
 impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
@@ -103,7 +103,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             batch: Batch::default(),
             cycle: 0,
             reported_idle: true,
-            released: false,
+            forgotten: false,
         }
     }
 
@@ -272,10 +272,10 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                     }
                 }
                 Output::Emit(notice) => self.batch.notices.push(notice),
-                Output::Release(stored) => {
+                Output::Forget(stored) => {
                     if let Some(store) = &self.options.store {
-                        store.release(stored);
-                        self.released = true;
+                        store.forget(stored);
+                        self.forgotten = true;
                     }
                 }
             }
@@ -321,7 +321,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             self.reported_idle = true;
             self.batch.idle = Some(self.cycle);
         }
-        if std::mem::take(&mut self.released) {
+        if std::mem::take(&mut self.forgotten) {
             if let Some(store) = &self.options.store {
                 // The turn's tombstones in one write, before anyone hears of the answers. One
                 // that cannot be written (a full disk) only means the event may be sent again
@@ -433,7 +433,7 @@ mod tests {
         }
         gateway.write_all(&wire).await.unwrap();
         turn(&mut driver, 2).await;
-        assert_eq!(buffer(&mut driver), 0, "released again");
+        assert_eq!(buffer(&mut driver), 0, "forgotten again");
         let actions: Vec<usize> = notices
             .lock()
             .unwrap()

@@ -38,7 +38,7 @@ pub struct ClientOptions {
     /// a loop of its own.
     pub reactor: Arc<dyn Reactor>,
     /// The durable outbox the host appends events to (`None`: events are kept in memory
-    /// only). The driver removes each event from it when the session releases it.
+    /// only). The driver removes each event from it when the session forgets it (`Output::Forget`).
     pub store: Option<Arc<EventStore>>,
     /// What the host has not yet taken of the notices handed to the sink; the driver stops
     /// reading while it is over its bound (see [`Backlog`]).

@@ -1,13 +1,13 @@
 //! The durable outbox (`src/outbox/`) as a client uses it: one [`EventStore`] per client,
 //! shared by the host's send path, which appends each event before `send()` returns (on the
 //! host's thread, whichever driver runs the client's task), and by the driver, which removes an
-//! event when the session says it has its answer ([`Output::Release`]). An `Outbox` is not
+//! event when the session says it has its answer ([`Output::Forget`]). An `Outbox` is not
 //! thread-safe on its own, so it sits behind a mutex; the append and the removal are each one
 //! short locked call. With [`SyncMode::Interval`], [`EventStore::syncer`] is a task of its own,
 //! the outbox's driver: one sleep to the outbox's `poll_timeout`, then its `handle_timeout` on
 //! tokio's blocking threads, so the group commit never stalls the client's driver.
 //!
-//! [`Output::Release`]: crate::session::Output::Release
+//! [`Output::Forget`]: crate::session::Output::Forget
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -191,15 +191,15 @@ impl EventStore {
         self.refused.swap(false, Ordering::Relaxed)
     }
 
-    /// The session released the event stored as `stored`: it has its answer. Its tombstone is
+    /// The session is done with the event stored as `stored`: it has its answer. Its tombstone is
     /// written at the next append or [`EventStore::flush`], whichever comes first.
-    pub fn release(&self, stored: u64) {
+    pub fn forget(&self, stored: u64) {
         if let Some(outbox) = self.lock().outbox.as_mut() {
             outbox.ack(stored);
         }
     }
 
-    /// Writes the tombstones of the events released since the last call (the driver calls this
+    /// Writes the tombstones of the events forgotten since the last call (the driver calls this
     /// once per turn, so a burst of acknowledgements costs one write). An error (a full disk)
     /// only means a later process may send those events again.
     pub fn flush(&self) -> Result<(), OutboxError> {
@@ -331,7 +331,7 @@ mod tests {
     }
 
     #[test]
-    fn appended_events_come_back_in_order_with_their_ids_until_released() {
+    fn appended_events_come_back_in_order_with_their_ids_until_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let (store, restored) = EventStore::open(dir.path(), options(SyncMode::None)).unwrap();
         assert!(restored.events.is_empty());
@@ -343,7 +343,7 @@ mod tests {
         let err = store.append(&mut event(4)).unwrap_err();
         assert_eq!(err.code(), &ErrorCode::QueueFull);
         assert!(store.take_refused() && !store.take_refused());
-        store.release(events[1].stored.unwrap());
+        store.forget(events[1].stored.unwrap());
         store.close().unwrap();
         assert_eq!(store.stats().pending, 0, "closed");
         let err = store.append(&mut event(5)).unwrap_err();

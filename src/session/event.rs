@@ -19,7 +19,7 @@ pub struct OutgoingEvent {
     /// The whole EVENT frame, header and body.
     pub frame: Bytes,
     /// Its number in the client's durable outbox, if it is kept there: given back in
-    /// [`Output::Release`] once the outbox need not keep it any more.
+    /// [`Output::Forget`] once the outbox need not keep it any more.
     pub stored: Option<u64>,
 }
 

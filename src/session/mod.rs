@@ -459,7 +459,7 @@ impl Session {
         if limit != 0 && self.pending.len() >= limit {
             self.counts.failed_queue_full += 1;
             if let Some(stored) = event.stored {
-                out.push(Output::Release(stored));
+                out.push(Output::Forget(stored));
             }
             out.push(Output::Emit(Notice::EventDone {
                 seq: event.seq,
@@ -728,15 +728,15 @@ impl Session {
             counts.last_acked_write = pending.write;
             pending.stage = Stage::Acked(result);
             if let Some(stored) = pending.event.stored {
-                out.push(Output::Release(stored));
+                out.push(Output::Forget(stored));
             }
         }
-        self.release(out);
+        self.finish_answered(out);
         self.flush(out);
     }
 
     /// Runs the callbacks of the acknowledged events at the head of the queue.
-    fn release(&mut self, out: &mut Vec<Output>) {
+    fn finish_answered(&mut self, out: &mut Vec<Output>) {
         while matches!(
             self.pending.front(),
             Some(Pending {

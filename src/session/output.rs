@@ -49,7 +49,7 @@ pub enum Output {
     /// The event kept in the durable outbox under this number has had its answer from the
     /// gateway (accepted or rejected), or was refused by the queue: the outbox may forget it.
     /// Only for events with [`OutgoingEvent::stored`]; an event `close()` fails is kept.
-    Release(u64),
+    Forget(u64),
 }
 
 /// What the application hears: the client's JavaScript events and send callbacks.

@@ -199,7 +199,7 @@ fn stored(seq: u64, number: u64) -> OutgoingEvent {
 }
 
 #[test]
-fn a_stored_event_is_released_when_answered_or_refused_and_kept_when_closed() {
+fn a_stored_event_is_forgotten_when_answered_or_refused_and_kept_when_closed() {
     let mut s = drained(SessionConfig {
         max_in_flight: 2,
         max_queue_size: 3,
@@ -207,8 +207,8 @@ fn a_stored_event_is_released_when_answered_or_refused_and_kept_when_closed() {
     });
     assert_eq!(s.send(stored(1, 11), now()), [write(1)]);
     assert_eq!(s.send(stored(2, 12), now()), [write(2)]);
-    // Acknowledged out of order: released at once, the callback waits for event 1.
-    assert_eq!(s.receive(ack(2), now()), [acked(2), Output::Release(12)]);
+    // Acknowledged out of order: forgotten at once, the callback waits for event 1.
+    assert_eq!(s.receive(ack(2), now()), [acked(2), Output::Forget(12)]);
     let rejected = Message::Acknowledgement {
         correlid: text("e1"),
         status: 1,
@@ -218,14 +218,14 @@ fn a_stored_event_is_released_when_answered_or_refused_and_kept_when_closed() {
         }),
     };
     let out = s.receive(rejected, now());
-    assert_eq!(out[1], Output::Release(11), "rejected is answered too");
+    assert_eq!(out[1], Output::Forget(11), "rejected is answered too");
     assert_eq!(out.len(), 4, "{out:?}");
-    // Restored events pass the queue's limit; a stored event refused by it is released.
+    // Restored events pass the queue's limit; a stored event refused by it is forgotten.
     for seq in 3..6 {
         s.restore(stored(seq, 10 + seq), now());
     }
     let out = s.send(stored(6, 16), now());
-    assert_eq!(out[0], Output::Release(16));
+    assert_eq!(out[0], Output::Forget(16));
     assert!(matches!(
         &out[1],
         Output::Emit(Notice::EventDone { seq: 6, result: Err(e) }) if e.code == ErrorCode::QueueFull
@@ -233,7 +233,7 @@ fn a_stored_event_is_released_when_answered_or_refused_and_kept_when_closed() {
     // close() fails the rest: they stay stored.
     let out = s.close(false);
     assert!(
-        !out.iter().any(|o| matches!(o, Output::Release(_))),
+        !out.iter().any(|o| matches!(o, Output::Forget(_))),
         "{out:?}"
     );
 }

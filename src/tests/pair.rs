@@ -775,7 +775,7 @@ impl Pair {
                     }
                 }
                 session::Output::Emit(notice) => self.client_notice(notice),
-                session::Output::Release(_) => {}
+                session::Output::Forget(_) => {}
             }
         }
     }
