@@ -391,6 +391,65 @@ needsMount('a read-only file system fails new Client() and the reopening send() 
   t.deepEqual(info.damage, [])
 })
 
+// A disk quota: a btrfs image (a sparse file, mounted through a loop device) whose subvolume
+// has a quota group limit of 1 MiB, as provisioning tools set one per service. Needs root, a
+// kernel with btrfs and loop devices, and btrfs-progs (`scripts/toolchains.sh filesystems`);
+// otherwise the test shows as skipped with the reason.
+function quotaRefused () {
+  if (MOUNT_REFUSED !== null) return MOUNT_REFUSED
+  const tools = ['mkfs.btrfs', 'btrfs'].filter((tool) => spawnSync(tool, ['--version']).error)
+  if (tools.length > 0) return `needs ${tools.join(' and ')} (btrfs-progs: scripts/toolchains.sh filesystems)`
+  if (!fs.readFileSync('/proc/filesystems', 'utf8').includes('btrfs')) return 'the kernel has no btrfs'
+  return null
+}
+const QUOTA_REFUSED = quotaRefused()
+const needsQuota = (title, run) => QUOTA_REFUSED === null ? test(title, run) : test.skip(`${title} (skipped: ${QUOTA_REFUSED})`, run)
+
+/** A directory on a fresh btrfs whose quota group allows `limit` bytes, gone after the test. */
+function quotaDisk (t, limit) {
+  const base = tmpdir(t)
+  const image = path.join(base, 'btrfs.img')
+  const mnt = path.join(base, 'mnt')
+  fs.mkdirSync(mnt)
+  fs.closeSync(fs.openSync(image, 'w'))
+  fs.truncateSync(image, 256 * 1024 * 1024)
+  const run = (command, ...args) => {
+    const done = spawnSync(command, args, { encoding: 'utf8' })
+    if (done.status !== 0) throw new Error(`${command} ${args.join(' ')}: ${done.stderr || done.error}`)
+  }
+  run('mkfs.btrfs', '-q', '-f', image)
+  run('mount', '-o', 'loop', image, mnt)
+  t.teardown(() => spawnSync('umount', ['-l', mnt]))
+  run('btrfs', 'quota', 'enable', mnt)
+  run('btrfs', 'subvolume', 'create', path.join(mnt, 'device'))
+  run('btrfs', 'qgroup', 'limit', String(limit), path.join(mnt, 'device'))
+  return path.join(mnt, 'device')
+}
+
+needsQuota('a disk quota fails send() with EDQUOT and loses nothing already stored', async (t) => {
+  const dir = path.join(quotaDisk(t, 1024 * 1024), 'outbox')
+  const c = client(t, dir, { outbox: { sync: 'none', segmentBytes: 64 * 1024 } })
+  let refused = null
+  const stored = []
+  for (let i = 0; i < 1000 && !refused; i++) {
+    const id = `quota-${i}`
+    try {
+      c.send(new Event('t', { blob: Buffer.alloc(8000, i) }, id))
+      stored.push(id)
+    } catch (err) {
+      refused = err
+    }
+  }
+  t.is(refused && refused.code, 'EDQUOT', refused && refused.message)
+  t.log(`${stored.length} events stored before EDQUOT: ${refused && refused.message}`)
+  t.true(stored.length > 0)
+  t.is(c.stats().outboxPending, stored.length)
+  c.close()
+  const again = client(t, dir)
+  const [info] = await once(again, 'restored')
+  t.deepEqual(info.ids, stored)
+})
+
 test('without the option nothing is written and stats() has no outbox fields', async (t) => {
   const dir = tmpdir(t)
   const source = `

@@ -12,6 +12,8 @@
 #   lint       shellcheck, which actionlint runs on the workflow's scripts (lint-workflows.sh)
 #   network    iproute2: `ip netns` and veth pairs, for the test of a gateway that vanishes
 #              (__test__/keepalive.test.js, which needs root and is skipped without)
+#   filesystems btrfs-progs: a btrfs image with a quota group, on which the outbox meets
+#              EDQUOT (__test__/outbox.test.js, which needs root and is skipped without)
 # Debian or Ubuntu; uses sudo when not root.
 set -euo pipefail
 
@@ -74,6 +76,10 @@ network () {
   apt_install iproute2
 }
 
+filesystems () {
+  apt_install btrfs-progs
+}
+
 [ $# -gt 0 ] || set -- linux
 for part in "$@"; do
   case "$part" in
@@ -83,6 +89,7 @@ for part in "$@"; do
     windows) windows ;;
     lint) lint ;;
     network) network ;;
-    *) echo "toolchains: unknown part '$part' (linux, emulation, musl, windows, lint, network)" >&2; exit 2 ;;
+    filesystems) filesystems ;;
+    *) echo "toolchains: unknown part '$part' (linux, emulation, musl, windows, lint, network, filesystems)" >&2; exit 2 ;;
   esac
 done
