@@ -61,6 +61,9 @@ pub enum ErrorCode {
     /// `EOUTBOX`: the outbox cannot be used as asked (not an outbox, a record too large, data
     /// that changed on disk).
     Outbox,
+    /// `EPROXY`: the proxy refused the tunnel (its answer in the message), or the proxy
+    /// setting cannot be used.
+    Proxy,
     /// A certificate verdict named as Node's `tls` names it (`CERT_HAS_EXPIRED`, ...).
     Cert(&'static str),
     /// A socket failure, named by [`io_code`] from what the OS reported.
@@ -97,6 +100,7 @@ impl ErrorCode {
             ErrorCode::OutboxLocked => "EOUTBOXLOCKED",
             ErrorCode::OutboxPerm => "EOUTBOXPERM",
             ErrorCode::Outbox => "EOUTBOX",
+            ErrorCode::Proxy => "EPROXY",
             ErrorCode::Cert(code) => code,
             ErrorCode::Io(code) | ErrorCode::Gateway(code) => code,
         }

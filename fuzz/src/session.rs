@@ -11,7 +11,7 @@
 //!   deadline is left after `close()`;
 //! - every frame written reads back as a message;
 //! - each send's callback (`EventDone`) at most once, in send order, only for events sent;
-//!   after `close()` every one has had it; `Release` at most once, only for stored events;
+//!   after `close()` every one has had it; `Forget` at most once, only for stored events;
 //! - `connect` and `disconnect` alternate; no more events in flight than the window.
 
 use std::collections::{HashSet, VecDeque};
@@ -86,9 +86,9 @@ impl Model {
                     }
                     self.socket = Socket::None;
                 }
-                Output::Release(number) => {
+                Output::Forget(number) => {
                     if !self.stored.remove(number) {
-                        return Err(format!("Release({number}) twice or never stored"));
+                        return Err(format!("Forget({number}) twice or never stored"));
                     }
                 }
                 Output::Emit(Notice::EventDone { seq, result }) => {

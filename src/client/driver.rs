@@ -16,7 +16,7 @@ use super::connection::{Connection, Outgoing};
 use super::published::Published;
 use super::timer::Timer;
 use super::write_times::WriteTimes;
-use super::{open, transport, ActionAck, Batch, ClientOptions, Command, Stream};
+use super::{open, transport, ActionAck, Batch, ClientOptions, Command, Route, Stream};
 use crate::protocol::{Frame, FrameError, FrameReader};
 use crate::session::{Output, Session, SessionError, Timing, Xorshift};
 
@@ -257,8 +257,13 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 Output::Connect => {
                     self.connecting = Some(Box::pin(open(
                         self.options.reactor.clone(),
-                        self.options.host.clone(),
-                        self.options.port,
+                        Route {
+                            host: self.options.host.clone(),
+                            port: self.options.port,
+                            resolver: self.options.resolver.clone(),
+                            servername: self.options.servername.clone(),
+                            proxy: self.options.proxy.clone(),
+                        },
                         self.options.tls.clone(),
                         self.options.keep_alive,
                         self.stats.traffic.clone(),

@@ -17,7 +17,9 @@ mod backlog;
 mod command;
 mod connection;
 mod driver;
+mod eyeballs;
 mod options;
+pub mod proxy;
 mod published;
 mod store;
 mod timer;
@@ -44,7 +46,8 @@ pub use options::ClientOptions;
 pub use published::ClientStats;
 pub use store::{EventStore, Restored, StoreStats};
 pub use transport::{
-    open, prepare_socket, Connecting as TcpConnecting, Reactor, Stream, Task, Tokio, Traffic,
+    open, prepare_socket, Connecting as TcpConnecting, ProxyChoice, Reactor, Resolve, Resolving,
+    Route, Stream, SystemResolver, Task, Tokio, Traffic,
 };
 
 /// The host's side of a running client. Dropping it ends the client's task.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_rustls::rustls::ClientConfig;
 
-use super::{Backlog, EventStore, Reactor, Tokio};
+use super::{Backlog, EventStore, ProxyChoice, Reactor, Resolve, SystemResolver, Tokio};
 use crate::defaults;
 use crate::session::SessionConfig;
 
@@ -16,6 +16,12 @@ use crate::session::SessionConfig;
 pub struct ClientOptions {
     pub host: String,
     pub port: u16,
+    /// How names are resolved: the system's resolver unless the host supplies one.
+    pub resolver: Arc<dyn Resolve>,
+    /// The name sent for SNI and checked in the gateway's certificate, when not `host`.
+    pub servername: Option<String>,
+    /// Straight to the gateway, through a proxy, or as the environment says (the default).
+    pub proxy: ProxyChoice,
     /// TLS (mutual, with the device certificate inside the config) or, when `None`, plain TCP
     /// (the original's rule: plain TCP exactly when the host is `'localhost'`).
     pub tls: Option<Arc<ClientConfig>>,
@@ -51,6 +57,9 @@ impl ClientOptions {
         ClientOptions {
             host: host.into(),
             port,
+            resolver: Arc::new(SystemResolver),
+            servername: None,
+            proxy: ProxyChoice::Environment,
             tls: None,
             session: SessionConfig::new(device_name),
             reconnect_delay: defaults::RECONNECT_DELAY,

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -17,6 +17,10 @@ use tokio::net::{lookup_host, TcpStream};
 use tokio_rustls::rustls::{self, CertificateError, ClientConfig};
 use tokio_rustls::TlsConnector;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use super::eyeballs::{interleave, Race, ATTEMPT_DELAY};
+use super::proxy::{self, Proxy};
 use crate::errors::{io_code, ErrorCode};
 use crate::session::SessionError;
 
@@ -135,58 +139,155 @@ impl AsyncWrite for Counted {
     }
 }
 
-/// Connects to `host:port`, trying every address the name resolves to, and completes the TLS
+/// How a connection reaches the gateway: straight, or through a proxy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum ProxyChoice {
+    /// As the environment says (`HTTPS_PROXY` and the others, see
+    /// [`proxy::from_environment`]), for TLS connections; plain TCP goes straight.
+    #[default]
+    Environment,
+    /// Never through a proxy (the option `proxy: false`).
+    Direct,
+    /// Through this proxy, TLS and plain TCP alike (the option `proxy: 'http://...'`).
+    Through(Proxy),
+}
+
+/// Addresses for a name, as a [`Resolve`] finds them.
+pub type Resolving = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
+
+/// Finds the addresses of a name: the system's resolver ([`SystemResolver`]) unless the host
+/// supplies its own (the `lookup` option of the JavaScript client).
+pub trait Resolve: Send + Sync {
+    fn resolve(&self, host: &str, port: u16) -> Resolving;
+}
+
+/// The system's resolver (`getaddrinfo`, on a blocking thread).
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, host: &str, port: u16) -> Resolving {
+        let host = host.to_owned();
+        Box::pin(async move { Ok(lookup_host((host.as_str(), port)).await?.collect()) })
+    }
+}
+
+/// Where a connection goes: the gateway's name and port, the name its certificate must
+/// carry, how names are resolved, and the way there.
+#[derive(Clone)]
+pub struct Route {
+    pub host: String,
+    pub port: u16,
+    pub resolver: Arc<dyn Resolve>,
+    /// The name sent for SNI and checked in the gateway's certificate, when it is not `host`
+    /// (as `servername` in Node's `tls.connect`).
+    pub servername: Option<String>,
+    pub proxy: ProxyChoice,
+}
+
+/// Connects to the gateway along `route`, straight (racing the addresses its name resolves
+/// to, [`eyeballs`]) or through a proxy (which resolves the name itself), and completes the TLS
 /// handshake when `tls` is given. Every byte through the socket is counted in `traffic`.
 pub async fn open(
     reactor: Arc<dyn Reactor>,
-    host: String,
-    port: u16,
+    route: Route,
     tls: Option<Arc<ClientConfig>>,
     keep_alive: Option<Duration>,
     traffic: Arc<Traffic>,
 ) -> Result<Stream, SessionError> {
-    let addresses = lookup_host((host.as_str(), port)).await.map_err(|err| {
-        SessionError::new(
-            ErrorCode::NotFound,
-            format!("getaddrinfo ENOTFOUND {host} ({err})"),
-        )
-    })?;
-    let mut last = None;
-    let mut tcp = None;
-    for address in addresses {
-        match reactor.connect(address, keep_alive).await {
-            Ok(stream) => {
-                tcp = Some(stream);
-                break;
-            }
-            Err(err) => {
-                let code = io_code(&err);
-                last = Some(SessionError::new(
-                    code.clone(),
-                    format!("connect {code} {address}"),
-                ));
-            }
+    let Route {
+        host,
+        port,
+        resolver,
+        servername,
+        proxy,
+    } = route;
+    let proxy = match proxy {
+        ProxyChoice::Through(proxy) => Some(proxy),
+        ProxyChoice::Direct => None,
+        ProxyChoice::Environment if tls.is_some() => {
+            proxy::from_environment(|name| std::env::var(name).ok(), &host, port).transpose()?
         }
-    }
-    let Some(tcp) = tcp else {
-        return Err(last.unwrap_or_else(|| {
-            SessionError::new(ErrorCode::NotFound, format!("getaddrinfo ENOTFOUND {host}"))
-        }));
+        ProxyChoice::Environment => None,
     };
-    let tcp: Stream = Box::new(Counted {
+    let tcp = match &proxy {
+        None => connect(&reactor, &*resolver, &host, port, keep_alive).await?,
+        Some(proxy) => connect(&reactor, &*resolver, &proxy.host, proxy.port, keep_alive)
+            .await
+            .map_err(|err| {
+                SessionError::new(err.code, format!("{} (proxy {proxy})", err.message))
+            })?,
+    };
+    let mut tcp: Stream = Box::new(Counted {
         inner: tcp,
         traffic,
     });
+    if let Some(proxy) = &proxy {
+        proxy::tunnel(&mut tcp, proxy, &host, port).await?;
+    }
     let Some(config) = tls else {
         return Ok(tcp);
     };
-    let name = ServerName::try_from(host.clone())
-        .map_err(|_| SessionError::new(ErrorCode::Tls, format!("Invalid server name: {host}")))?;
+    let name = servername.unwrap_or(host);
+    let name = ServerName::try_from(name.clone())
+        .map_err(|_| SessionError::new(ErrorCode::Tls, format!("Invalid server name: {name}")))?;
     let stream = TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .map_err(|err| error(&err))?;
     Ok(Box::new(stream))
+}
+
+/// A TCP connection to `host:port`: the name resolved, then its addresses raced
+/// ([`eyeballs::Race`]): IPv6 first, the next attempt 250 ms after the last or at once after
+/// one failed, the first to connect kept and the others dropped.
+async fn connect(
+    reactor: &Arc<dyn Reactor>,
+    resolver: &dyn Resolve,
+    host: &str,
+    port: u16,
+    keep_alive: Option<Duration>,
+) -> Result<Stream, SessionError> {
+    let addresses = resolver.resolve(host, port).await.map_err(|err| {
+        SessionError::new(
+            ErrorCode::NotFound,
+            format!("getaddrinfo ENOTFOUND {host} ({err})"),
+        )
+    })?;
+    let mut race = Race::new(interleave(addresses), Instant::now(), ATTEMPT_DELAY);
+    let mut attempts = FuturesUnordered::new();
+    let mut last = None;
+    loop {
+        let now = Instant::now();
+        while let Some(address) = race.start(now) {
+            let attempt = reactor.connect(address, keep_alive);
+            attempts.push(async move { (address, attempt.await) });
+        }
+        if race.is_lost() {
+            return Err(last.unwrap_or_else(|| {
+                SessionError::new(ErrorCode::NotFound, format!("getaddrinfo ENOTFOUND {host}"))
+            }));
+        }
+        let next = race.poll_timeout();
+        tokio::select! {
+            Some((address, result)) = attempts.next() => match result {
+                Ok(stream) => return Ok(stream),
+                Err(err) => {
+                    let code = io_code(&err);
+                    last = Some(SessionError::new(code.clone(), format!("connect {code} {address}")));
+                    race.failed(Instant::now());
+                }
+            },
+            _ = sleep_until(next) => {}
+        }
+    }
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Readies a client socket: no Nagle delay (frames are written whole; waiting to coalesce
@@ -277,5 +378,128 @@ mod tests {
                 Some(Duration::from_secs(18))
             );
         }
+    }
+
+    /// A resolver that answers every name with these addresses, as a `lookup` option may.
+    struct Fixed(Vec<SocketAddr>);
+
+    impl Resolve for Fixed {
+        fn resolve(&self, _host: &str, _port: u16) -> Resolving {
+            let addresses = self.0.clone();
+            Box::pin(async move { Ok(addresses) })
+        }
+    }
+
+    /// A listener on `::1` that drops every connection's SYN: its one-place accept queue is
+    /// taken by a connection nobody accepts, and the kernel drops SYNs to a full queue. `None`
+    /// where the host has no IPv6 loopback.
+    fn black_hole() -> Option<(socket2::Socket, std::net::TcpStream)> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV6, Type::STREAM, None).ok()?;
+        socket.set_only_v6(true).ok()?;
+        socket
+            .bind(&SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)).into())
+            .ok()?;
+        socket.listen(0).ok()?;
+        let address = socket.local_addr().ok()?.as_socket()?;
+        let filler = std::net::TcpStream::connect(address).ok()?;
+        Some((socket, filler))
+    }
+
+    fn route(port: u16, addresses: Vec<SocketAddr>) -> Route {
+        Route {
+            host: "gateway.test".into(),
+            port,
+            resolver: Arc::new(Fixed(addresses)),
+            servername: None,
+            proxy: ProxyChoice::Direct,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_black_holed_ipv6_address_costs_one_attempt_delay_not_the_connect_timeout() {
+        let Some((hole, _filler)) = black_hole() else {
+            eprintln!("SKIPPED: no IPv6 loopback to make a black hole on");
+            return;
+        };
+        let hole = hole.local_addr().unwrap().as_socket().unwrap();
+        let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good = gateway.local_addr().unwrap();
+        // The black hole comes first (IPv6 first), the gateway second.
+        let started = Instant::now();
+        let opening = open(
+            Arc::new(Tokio),
+            route(good.port(), vec![good, hole]),
+            None,
+            None,
+            Arc::default(),
+        );
+        let accepting = tokio::spawn(async move { gateway.accept().await });
+        let stream = tokio::time::timeout(Duration::from_secs(20), opening).await;
+        let took = started.elapsed();
+        assert!(stream.expect("connected before 20 s").is_ok());
+        let (_, peer) = accepting.await.unwrap().unwrap();
+        assert!(peer.is_ipv4(), "the IPv4 gateway won");
+        // Without the race this waits for the kernel's SYN retries (over a minute); with
+        // it, one attempt delay. Generous for a loaded machine, far from a minute.
+        assert!(
+            took >= ATTEMPT_DELAY,
+            "the IPv6 attempt had its 250 ms first: {took:?}"
+        );
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_first_address_lets_the_next_start_at_once() {
+        // A port nobody listens on, on IPv6 and IPv4: refused at once.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused = closed.local_addr().unwrap();
+        drop(closed);
+        let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good = gateway.local_addr().unwrap();
+        let started = Instant::now();
+        let opening = open(
+            Arc::new(Tokio),
+            route(good.port(), vec![refused, good]),
+            None,
+            None,
+            Arc::default(),
+        );
+        let (stream, _) = tokio::join!(opening, gateway.accept());
+        assert!(stream.is_ok());
+        assert!(
+            started.elapsed() < ATTEMPT_DELAY,
+            "no wait after a refusal: {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn every_address_refused_is_the_last_refusal() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused = closed.local_addr().unwrap();
+        drop(closed);
+        let err = open(
+            Arc::new(Tokio),
+            route(refused.port(), vec![refused, refused]),
+            None,
+            None,
+            Arc::default(),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert_eq!(err.code.code(), "ECONNREFUSED");
+        let none = open(
+            Arc::new(Tokio),
+            route(1, vec![]),
+            None,
+            None,
+            Arc::default(),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert_eq!(none.code, ErrorCode::NotFound);
     }
 }

@@ -739,6 +739,9 @@ impl NativeClient {
             ClientOptions {
                 host: options.host,
                 port,
+                resolver: Arc::new(crate::client::SystemResolver),
+                servername: None,
+                proxy: crate::client::ProxyChoice::Environment,
                 tls,
                 session,
                 reconnect_delay: millis(options.reconnect_delay),
