@@ -4,15 +4,19 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
-use imt_gateway::protocol::{ErrorBody, FrameCodec, Message, Token, Value};
+use futures_util::StreamExt;
+use imt_gateway::protocol::{ErrorBody, FrameReader, Message, Token, Value};
 use imt_gateway::server::{OutboundAction, Server, ServerEvent, ServerOptions, Verdict};
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::Framed;
 
-type Peer = Framed<TcpStream, FrameCodec>;
+/// A gateway client's socket: frames read with the client's (and the server's) reader.
+struct Peer {
+    reader: FrameReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
 
 async fn start(options: ServerOptions) -> (Server, mpsc::UnboundedReceiver<ServerEvent>, u16) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -22,18 +26,30 @@ async fn start(options: ServerOptions) -> (Server, mpsc::UnboundedReceiver<Serve
 }
 
 async fn connect(port: u16) -> Peer {
-    Framed::new(
-        TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-        FrameCodec,
-    )
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (read, writer) = tcp.into_split();
+    Peer {
+        reader: FrameReader::new(read),
+        writer,
+    }
+}
+
+/// The frames of `messages`, one after the other.
+fn wire<'a>(messages: impl IntoIterator<Item = &'a Message>) -> BytesMut {
+    let mut wire = BytesMut::new();
+    for message in messages {
+        message.encode(&mut wire);
+    }
+    wire
 }
 
 async fn send(peer: &mut Peer, message: Message) {
-    peer.send(message.to_frame()).await.unwrap();
+    peer.writer.write_all(&wire([&message])).await.unwrap();
 }
 
 async fn next(peer: &mut Peer) -> Message {
-    let frame = tokio::time::timeout(Duration::from_secs(5), peer.next())
+    let frame = tokio::time::timeout(Duration::from_secs(5), peer.reader.next())
         .await
         .expect("a frame in time")
         .expect("the connection is open")
@@ -211,23 +227,29 @@ async fn an_action_handed_back_goes_to_the_live_connection() {
 }
 
 #[tokio::test]
-async fn an_oversize_frame_gets_bye_im491() {
+async fn an_oversize_frame_gets_bye_im491_from_its_header_alone() {
     let (server, _events, port) = start(ServerOptions::default()).await;
-    let mut peer = connect(port).await;
-    handshake(&mut peer, "dev").await;
+    // One byte over the cap, the header in one write and byte by byte; no byte of the body.
     let mut header = BytesMut::new();
     header.extend_from_slice(&[4, 0]);
     header.extend_from_slice(&(imt_gateway::protocol::MAX_BUFFER as u32 - 5).to_le_bytes());
-    peer.get_mut().write_all(&header).await.unwrap();
-    assert_eq!(
-        next(&mut peer).await,
-        Message::Bye {
-            error: Some(ErrorBody {
-                code: Some("IM491".into()),
-                message: "Maximum buffer size exceeded.".into()
-            })
-        }
-    );
+    for piece in [header.len(), 1] {
+        let mut peer = connect(port).await;
+        handshake(&mut peer, "dev").await;
+        dribble(&mut peer, &header, piece).await;
+        assert_eq!(
+            next(&mut peer).await,
+            Message::Bye {
+                error: Some(ErrorBody {
+                    code: Some("IM491".into()),
+                    message: "Maximum buffer size exceeded.".into()
+                })
+            }
+        );
+        // Then the server's end of the stream.
+        let end = tokio::time::timeout(Duration::from_secs(5), peer.reader.next()).await;
+        assert!(end.expect("the end in time").is_none());
+    }
     server.close(false).await;
 }
 
@@ -249,20 +271,19 @@ async fn an_embedder_behind_with_events_holds_the_peers_back_and_loses_none() {
         ..ServerOptions::default()
     };
     let (server, mut events, port) = start(options).await;
-    let peer = connect(port).await;
-    let (mut sink, mut stream) = peer.split();
-    sink.send(Message::hello("dev").to_frame()).await.unwrap();
+    let Peer {
+        reader: mut stream,
+        writer: mut sink,
+    } = connect(port).await;
     let count = 200;
     let sending = tokio::spawn(async move {
-        for n in 0..count {
-            let message = Message::Event {
-                id: Value::String(format!("e{n}")),
-                kind: "blob".into(),
-                bundle: Value::Binary(vec![7u8; 4096].into()),
-            };
-            sink.feed(message.to_frame()).await.unwrap();
-        }
-        sink.flush().await.unwrap();
+        let mut messages = vec![Message::hello("dev")];
+        messages.extend((0..count).map(|n| Message::Event {
+            id: Value::String(format!("e{n}")),
+            kind: "blob".into(),
+            bundle: Value::Binary(vec![7u8; 4096].into()),
+        }));
+        sink.write_all(&wire(&messages)).await.unwrap();
         sink
     });
     let mut acks = 0;
@@ -306,12 +327,10 @@ async fn a_peer_stops_being_read_while_256_of_its_events_wait_for_verdicts() {
     let mut peer = connect(port).await;
     handshake(&mut peer, "dev").await;
     let count = 400;
-    for n in 0..count {
-        peer.feed(event(&format!("e{n}"), "ping").to_frame())
-            .await
-            .unwrap();
-    }
-    SinkExt::<Message>::flush(&mut peer).await.unwrap();
+    let sent: Vec<_> = (0..count)
+        .map(|n| event(&format!("e{n}"), "ping"))
+        .collect();
+    peer.writer.write_all(&wire(&sent)).await.unwrap();
     let mut decisions = Vec::new();
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await {
         if let ServerEvent::Event { decision, .. } = e {
@@ -346,5 +365,120 @@ async fn a_peer_stops_being_read_while_256_of_its_events_wait_for_verdicts() {
         }
     }
     assert!(decisions.is_empty());
+    server.close(false).await;
+}
+
+/// Writes `bytes` in pieces of `piece` bytes, pausing after each, so that the server reads
+/// them one at a time (the socket has no Nagle delay: see `connect`).
+async fn dribble(peer: &mut Peer, bytes: &[u8], piece: usize) {
+    for chunk in bytes.chunks(piece) {
+        peer.writer.write_all(chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The server's events up to the next disconnect (each within 5 s).
+async fn events_until_disconnect(
+    events: &mut mpsc::UnboundedReceiver<ServerEvent>,
+) -> Vec<ServerEvent> {
+    let mut seen = Vec::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("the disconnect in time")
+            .unwrap();
+        let end = matches!(event, ServerEvent::Disconnect(_));
+        seen.push(event);
+        if end {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test]
+async fn frames_in_tiny_writes_are_read_whole_small_and_large() {
+    let (server, mut events, port) = start(ServerOptions::default()).await;
+    let mut peer = connect(port).await;
+    dribble(&mut peer, &wire([&Message::hello("dev")]), 1).await;
+    assert_eq!(next(&mut peer).await, Message::Welcome);
+    assert_eq!(next(&mut peer).await, Message::Drained);
+    // A body past the reader's large-body mark (64 KiB), its header and first bytes a few at
+    // a time, the rest in 16 KiB pieces; then a small frame, byte by byte.
+    let blob: Vec<u8> = (0..300_000u32).map(|n| (n % 251) as u8).collect();
+    let bundle = Value::Binary(blob.into());
+    let large = Message::Event {
+        id: Value::String("large".into()),
+        kind: "blob".into(),
+        bundle: bundle.clone(),
+    };
+    let bytes = wire([&large]);
+    dribble(&mut peer, &bytes[..400], 3).await;
+    dribble(&mut peer, &bytes[400..], 16 * 1024).await;
+    dribble(&mut peer, &wire([&event("small", "ping")]), 1).await;
+    let ack = |id: &str| Message::Acknowledgement {
+        correlid: Value::String(id.into()),
+        status: 0,
+        error: None,
+    };
+    assert_eq!(next(&mut peer).await, ack("large"));
+    match next(&mut peer).await {
+        Message::Action { parameters, .. } => assert!(parameters == bundle, "the echo"),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+    assert_eq!(next(&mut peer).await, ack("small"));
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv());
+        if let ServerEvent::Event { id, bundle, .. } = event.await.unwrap().unwrap() {
+            got.push((id, bundle));
+        }
+    }
+    assert_eq!(got[0].0, Value::String("large".into()));
+    assert!(got[0].1 == bundle);
+    assert_eq!(got[1].0, Value::String("small".into()));
+    server.close(false).await;
+}
+
+#[tokio::test]
+async fn a_stream_cut_inside_a_frame_is_dropped_without_a_word_and_the_server_goes_on() {
+    let (server, mut events, port) = start(ServerOptions::default()).await;
+    let large = Message::Event {
+        id: Value::String("cut".into()),
+        kind: "blob".into(),
+        bundle: Value::Binary(vec![7u8; 200_000].into()),
+    };
+    let large = wire([&large]);
+    let small = wire([&event("cut", "ping")]);
+    // Inside a header, a small body, a large body.
+    for bytes in [&small[..3], &small[..small.len() - 1], &large[..100_000]] {
+        let mut peer = connect(port).await;
+        handshake(&mut peer, "dev").await;
+        dribble(&mut peer, bytes, 4096).await;
+        peer.writer.shutdown().await.unwrap();
+        // No BYE: the end of the stream.
+        let end = tokio::time::timeout(Duration::from_secs(5), peer.reader.next()).await;
+        assert!(
+            end.expect("the end in time").is_none(),
+            "{} bytes",
+            bytes.len()
+        );
+        let seen = events_until_disconnect(&mut events).await;
+        assert!(
+            seen.iter().all(|e| matches!(
+                e,
+                ServerEvent::Connection(_) | ServerEvent::Hello(_) | ServerEvent::Disconnect(_)
+            )),
+            "{} bytes: {seen:?}",
+            bytes.len()
+        );
+    }
+    // The server goes on.
+    let mut peer = connect(port).await;
+    handshake(&mut peer, "dev").await;
+    send(&mut peer, event("e1", "ping")).await;
+    assert!(matches!(
+        next(&mut peer).await,
+        Message::Acknowledgement { status: 0, .. }
+    ));
     server.close(false).await;
 }

@@ -17,13 +17,12 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use imt_gateway::errors::ErrorCode;
-use imt_gateway::protocol::{ErrorBody, Frame, FrameCodec, FrameError, Message, Value};
+use imt_gateway::protocol::{frames_of, ErrorBody, Frame, FrameError, Message, Value};
 use imt_gateway::session::{
     Notice, OutgoingEvent, Output, Session, SessionConfig, SessionError, Timing, Xorshift,
 };
-use tokio_util::codec::Decoder;
 
 use super::input::Input;
 
@@ -69,9 +68,9 @@ impl Model {
                     if self.socket != Socket::Open {
                         return Err(format!("Write with the connection {:?}", self.socket));
                     }
-                    let mut wire = BytesMut::from(&bytes[..]);
-                    let frame = match FrameCodec.decode(&mut wire) {
-                        Ok(Some(frame)) if wire.is_empty() => frame,
+                    let mut read = frames_of(bytes);
+                    let frame = match (read.next(), read.next()) {
+                        (Some(Ok(frame)), None) => frame,
                         other => return Err(format!("wrote {bytes:02x?}: {other:?}")),
                     };
                     match Message::from_frame(&frame) {

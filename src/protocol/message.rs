@@ -340,15 +340,6 @@ fn kind_of(kind: Value) -> Result<String, &'static str> {
     }
 }
 
-/// A message goes straight into a framed writer's buffer, with no [`Frame`] in between.
-impl tokio_util::codec::Encoder<Message> for super::FrameCodec {
-    type Error = super::FrameError;
-    fn encode(&mut self, message: Message, dst: &mut BytesMut) -> Result<(), Self::Error> {
-        message.encode(dst);
-        Ok(())
-    }
-}
-
 /// A frame of `token` whose body `write_body` writes: header first, its length patched in
 /// afterwards. On error the frame is taken out of `dst` again.
 fn framed<E>(
@@ -424,8 +415,7 @@ unsafe impl BufMut for Measure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame::FrameCodec;
-    use tokio_util::codec::Decoder;
+    use crate::protocol::reader::frames_of;
 
     fn text(s: &str) -> Value {
         Value::String(s.to_owned())
@@ -527,8 +517,8 @@ mod tests {
             assert_eq!(Message::from_frame(&m.to_frame()), Ok(m.clone()));
         }
         let mut back = Vec::new();
-        while let Some(frame) = FrameCodec.decode(&mut wire).unwrap() {
-            back.push(Message::from_frame(&frame).unwrap());
+        for frame in frames_of(&wire) {
+            back.push(Message::from_frame(&frame.unwrap()).unwrap());
         }
         assert_eq!(back, every_message());
     }

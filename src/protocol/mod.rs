@@ -8,15 +8,13 @@ pub mod reader;
 pub mod text;
 pub mod value;
 
-pub use frame::{
-    release_idle_buffer, shrink_after_large_frame, Frame, FrameCodec, FrameError, Token, MAX_BUFFER,
-};
+pub use frame::{shrink_after_large_frame, Frame, FrameCodec, FrameError, Token, MAX_BUFFER};
 pub use message::{ErrorBody, Message, MessageError};
-pub use reader::FrameReader;
+pub use reader::{frames_of, FrameReader};
 pub use value::{decode, encode, encode_into, DecodeError, SharedText, Value};
 
 use bytes::{Bytes, BytesMut};
-use tokio_util::codec::{Decoder as _, Encoder as _};
+use tokio_util::codec::Encoder as _;
 
 /// One fuzzing run over untrusted bytes, kept here so that the cargo-fuzz target
 /// (`fuzz/fuzz_targets/decode.rs`) and the seed corpus replayed by `cargo test` take the very
@@ -25,8 +23,7 @@ use tokio_util::codec::{Decoder as _, Encoder as _};
 /// bytes again; `Err` names the broken promise. A panic anywhere is a bug too.
 #[doc(hidden)]
 pub fn fuzz_decode(data: &[u8]) -> Result<(), String> {
-    let mut stream = BytesMut::from(data);
-    while let Ok(Some(frame)) = FrameCodec.decode(&mut stream) {
+    for frame in frames_of(data).map_while(Result::ok) {
         let _ = decode(&frame.body);
         let Ok(message) = Message::from_frame(&frame) else {
             continue;

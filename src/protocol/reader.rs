@@ -1,7 +1,10 @@
-//! Reading frames from a byte stream (a client's connection). Small frames are cut from one
-//! read buffer, as [`FrameCodec`] does. A large frame's body is read straight into memory of
-//! its own instead, so that handing it on (to JavaScript as a Buffer that lives until garbage
-//! collection) never pins the read buffer, and the read buffer never grows past a small frame.
+//! Reading frames from a byte stream: the one reader of both sides, the client's connection
+//! and each of the server's, and of bytes already in memory ([`frames_of`]), so that every
+//! framing decision (the header, the 10 MiB cap judged from the header alone, a stream that
+//! ends inside a frame) is made here once. Small frames are cut from one read buffer. A large
+//! frame's body is read straight into memory of its own instead, so that handing it on (to
+//! JavaScript as a Buffer that lives until garbage collection) never pins the read buffer,
+//! and the read buffer never grows past a small frame.
 //!
 //! Fresh memory costs a page fault per 4 KiB on first touch: for a body of megabytes, that was
 //! about the whole gap between the Node client and the bare Rust floor on large actions
@@ -19,15 +22,17 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{ready, Context, Poll};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::Stream;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio_util::codec::Decoder;
 
-use super::frame::{Frame, FrameCodec, FrameError, HEADER_LEN, MAX_BUFFER};
+use super::frame::{Frame, FrameError, HEADER_LEN, MAX_BUFFER};
 
 /// Bodies this long or longer are read into memory of their own (see the module's text).
 pub const LARGE_BODY: usize = 64 * 1024;
+
+/// The room a read buffer is given when a frame starts arriving in an empty or small one.
+const READ_ROOM: usize = 8 * 1024;
 
 /// From this length a large body is mapped for huge pages where the system has them.
 #[cfg(target_os = "linux")]
@@ -86,6 +91,11 @@ impl<R> FrameReader<R> {
         }
     }
 
+    /// The stream read from, for reading past the frames (what was buffered stays here).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     /// The bytes read and not yet taken as a frame (a large frame's body being read is not
     /// among them).
     pub fn read_buffer(&self) -> &BytesMut {
@@ -99,7 +109,7 @@ impl<R> FrameReader<R> {
         if self.last_large {
             return;
         }
-        super::frame::release_idle_buffer(&mut self.buffer);
+        release_idle_buffer(&mut self.buffer);
         self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
@@ -131,7 +141,7 @@ impl<R> FrameReader<R> {
                 return Ok(None);
             }
         }
-        let frame = FrameCodec.decode(&mut self.buffer)?;
+        let frame = cut(&mut self.buffer)?;
         if let Some(frame) = &frame {
             self.last_large = frame.body.len() >= LARGE_BODY;
         }
@@ -175,7 +185,7 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
             }
             if this.buffer.capacity() == this.buffer.len() {
                 // Room for a header only: a read that finds nothing leaves an idle connection
-                // with a few bytes, not READ_ROOM (the codec makes room once a header shows
+                // with a few bytes, not READ_ROOM (`cut` makes room once a header shows
                 // what is coming).
                 this.buffer.reserve(HEADER_LEN);
             }
@@ -188,14 +198,71 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
             // SAFETY: the read initialized the first `n` bytes of the spare capacity.
             unsafe { this.buffer.set_len(this.buffer.len() + n) };
             if n == 0 {
+                // What is left is no whole frame (`decode` took those): part of one, or none.
                 this.done = true;
-                return match FrameCodec.decode_eof(&mut this.buffer) {
-                    Ok(Some(frame)) => Poll::Ready(Some(Ok(frame))),
-                    Ok(None) => Poll::Ready(None),
-                    Err(err) => Poll::Ready(Some(Err(err))),
-                };
+                if this.buffer.is_empty() {
+                    return Poll::Ready(None);
+                }
+                let buffered = this.buffer.len();
+                return Poll::Ready(Some(Err(FrameError::Truncated { buffered })));
             }
         }
+    }
+}
+
+/// The frames of `bytes`, read as from a stream that ends after them: each frame, then the
+/// error that ended the stream (an oversize header, a frame cut short), if any.
+pub fn frames_of(bytes: &[u8]) -> impl Iterator<Item = Result<Frame, FrameError>> + '_ {
+    let mut reader = FrameReader::new(bytes);
+    std::iter::from_fn(move || {
+        let next = reader.next().now_or_never();
+        next.expect("bytes in memory are read at once")
+    })
+}
+
+/// A whole frame taken from the front of `buffer`, or `None` until one is there. The frame's
+/// size is judged from its header alone: one over [`MAX_BUFFER`] is refused before any more of
+/// it is read, since waiting for bytes that can never be accepted would only let the peer
+/// fill our memory first.
+fn cut(buffer: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    let Some(&[token, _reserved, l0, l1, l2, l3]) = buffer.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
+    let body_len = u64::from(u32::from_le_bytes([l0, l1, l2, l3]));
+    let frame_len = HEADER_LEN as u64 + body_len;
+    if frame_len > MAX_BUFFER as u64 {
+        return Err(FrameError::Oversize { frame_len });
+    }
+    // Both fit in usize now: they are at most MAX_BUFFER.
+    let (frame_len, body_len) = (frame_len as usize, body_len as usize);
+    if buffer.len() < frame_len {
+        // Grow to the whole frame at once rather than doubling through many reads; and a
+        // buffer that starts empty (see `release_idle_buffer`) gets `READ_ROOM` at its first
+        // frame, so that the reads that follow take many small frames at once.
+        let room = if buffer.capacity() < READ_ROOM {
+            frame_len.max(READ_ROOM)
+        } else {
+            frame_len
+        };
+        buffer.reserve(room - buffer.len());
+        return Ok(None);
+    }
+    buffer.advance(HEADER_LEN);
+    let body = if body_len == 0 {
+        // Not a slice of the read buffer, so it does not pin that buffer's memory.
+        Bytes::new()
+    } else {
+        buffer.split_to(body_len).freeze()
+    };
+    Ok(Some(Frame { token, body }))
+}
+
+/// Lets go of an empty read buffer's memory: a connection does so whenever it waits with
+/// nothing in flight, so an idle one keeps no read buffer (8 KB each). The next frame to
+/// arrive makes a new one (see [`READ_ROOM`]).
+fn release_idle_buffer(buffer: &mut BytesMut) {
+    if buffer.is_empty() && buffer.capacity() > 0 {
+        *buffer = BytesMut::new();
     }
 }
 
@@ -346,6 +413,7 @@ impl Drop for Region {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::FrameCodec;
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
     use tokio_util::codec::Encoder;
@@ -474,5 +542,201 @@ mod tests {
             Some(Err(FrameError::Oversize { .. }))
         ));
         assert!(reader.next().await.is_none());
+    }
+
+    /// Cutting frames from the read buffer, as bytes arrive.
+    mod cutting {
+        use super::super::*;
+
+        fn frame(token: u8, body: &[u8]) -> Frame {
+            Frame {
+                token,
+                body: Bytes::copy_from_slice(body),
+            }
+        }
+
+        fn wire(frames: &[Frame]) -> BytesMut {
+            BytesMut::from(&super::wire(frames)[..])
+        }
+
+        fn decode_all(buf: &mut BytesMut) -> Vec<Frame> {
+            let mut frames = Vec::new();
+            while let Some(f) = cut(buf).unwrap() {
+                frames.push(f);
+            }
+            frames
+        }
+
+        #[test]
+        fn reserved_byte_is_ignored_and_unknown_tokens_pass() {
+            let mut buf = BytesMut::from(&[0x09, 0x7f, 0x01, 0x00, 0x00, 0x00, 0xc0][..]);
+            assert_eq!(decode_all(&mut buf), vec![frame(0x09, &[0xc0])]);
+            assert!(buf.is_empty());
+        }
+
+        #[test]
+        fn a_frame_fed_byte_by_byte() {
+            let sent = frame(0x05, b"\x81\xa1a\x01");
+            let bytes = wire(std::slice::from_ref(&sent));
+            let mut buf = BytesMut::new();
+            for (i, b) in bytes.iter().enumerate() {
+                assert_eq!(cut(&mut buf).unwrap(), None, "after {i} bytes");
+                buf.extend_from_slice(&[*b]);
+            }
+            assert_eq!(cut(&mut buf).unwrap(), Some(sent));
+            assert_eq!(cut(&mut buf).unwrap(), None);
+        }
+
+        #[test]
+        fn a_stream_that_ends_inside_a_frame_is_truncated() {
+            let mut buf = wire(&[frame(5, b"\x81\xa1a\x01")]);
+            buf.truncate(buf.len() - 1);
+            assert!(cut(&mut buf).unwrap().is_none());
+            let mut read = frames_of(&buf);
+            assert!(matches!(
+                read.next(),
+                Some(Err(FrameError::Truncated { buffered: 9 }))
+            ));
+            assert!(read.next().is_none());
+            assert!(frames_of(&[]).next().is_none());
+        }
+
+        #[test]
+        fn a_released_buffer_takes_the_next_frames_small_or_large() {
+            let small = frame(4, &[1; 40]);
+            let large = frame(5, &vec![7; 100_000]);
+            let mut buf = wire(std::slice::from_ref(&small));
+            assert_eq!(cut(&mut buf).unwrap(), Some(small.clone()));
+            release_idle_buffer(&mut buf);
+            assert_eq!(buf.capacity(), 0, "an empty buffer is let go");
+            // As a reader fills it after release: a few bytes first, then what `cut` made
+            // room for.
+            let bytes = wire(&[small.clone(), large.clone(), small.clone()]);
+            buf.reserve(1);
+            buf.extend_from_slice(&bytes[..8]);
+            assert_eq!(cut(&mut buf).unwrap(), None);
+            assert!(buf.capacity() >= READ_ROOM, "room for many small frames");
+            buf.extend_from_slice(&bytes[8..]);
+            assert_eq!(decode_all(&mut buf), vec![small.clone(), large, small]);
+            // Not while bytes of the next frame wait in it.
+            buf.extend_from_slice(&[5, 0]);
+            release_idle_buffer(&mut buf);
+            assert_eq!(&buf[..], &[5, 0]);
+        }
+
+        #[test]
+        fn a_frame_in_two_halves() {
+            let sent = frame(0x04, &[7; 1000]);
+            let bytes = wire(std::slice::from_ref(&sent));
+            let mut buf = BytesMut::from(&bytes[..500]);
+            assert_eq!(cut(&mut buf).unwrap(), None);
+            // The incomplete frame made room for all of itself at once.
+            assert!(buf.capacity() >= bytes.len());
+            buf.extend_from_slice(&bytes[500..]);
+            assert_eq!(decode_all(&mut buf), vec![sent]);
+        }
+
+        #[test]
+        fn three_frames_in_one_read() {
+            let sent = vec![
+                frame(0x02, &[]),
+                frame(0x05, b"\x83\xa2id\x01\xa4type\xa1x\xaaparameters\xc0"),
+                frame(0x07, &[]),
+            ];
+            let mut buf = wire(&sent);
+            buf.extend_from_slice(&[0x06, 0x00, 0x09]);
+            assert_eq!(decode_all(&mut buf), sent);
+            // The start of a fourth stays buffered.
+            assert_eq!(&buf[..], &[0x06, 0x00, 0x09]);
+        }
+
+        #[test]
+        fn bodies_share_the_read_buffer() {
+            let mut buf = wire(&[frame(0x04, &[1, 2, 3])]);
+            let start = buf.as_ptr();
+            let f = cut(&mut buf).unwrap().unwrap();
+            assert_eq!(f.body.as_ptr(), start.wrapping_add(HEADER_LEN));
+        }
+
+        fn header(token: u8, body_len: u32) -> BytesMut {
+            let mut h = BytesMut::from(&[token, 0][..]);
+            h.extend_from_slice(&body_len.to_le_bytes());
+            h
+        }
+
+        #[test]
+        fn a_frame_of_exactly_max_buffer_is_accepted() {
+            let body_len = MAX_BUFFER - HEADER_LEN;
+            let mut buf = header(0x04, body_len as u32);
+            assert_eq!(cut(&mut buf).unwrap(), None);
+            buf.resize(MAX_BUFFER, 0xc0);
+            let f = cut(&mut buf).unwrap().unwrap();
+            assert_eq!(f.body.len(), body_len);
+            assert!(buf.is_empty());
+        }
+
+        #[test]
+        fn one_byte_more_is_refused_from_the_header_alone() {
+            let mut buf = header(0x04, (MAX_BUFFER - HEADER_LEN + 1) as u32);
+            match cut(&mut buf) {
+                Err(FrameError::Oversize { frame_len }) => {
+                    assert_eq!(frame_len, MAX_BUFFER as u64 + 1)
+                }
+                other => panic!("{other:?}"),
+            }
+            let mut buf = header(0x04, u32::MAX);
+            match cut(&mut buf) {
+                Err(e @ FrameError::Oversize { frame_len }) => {
+                    assert_eq!(frame_len, u64::from(u32::MAX) + 6);
+                    assert_eq!(e.to_string(), "Maximum buffer size exceeded.");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+
+        #[test]
+        fn short_headers_wait() {
+            for n in 0..HEADER_LEN {
+                let mut buf = BytesMut::from(&[0x01, 0, 0xff, 0xff, 0xff, 0xff][..n]);
+                assert_eq!(cut(&mut buf).unwrap(), None);
+                assert_eq!(buf.len(), n);
+            }
+        }
+
+        proptest::proptest! {
+            #[test]
+            fn cutting_never_panics(
+                chunks in proptest::collection::vec(
+                    proptest::collection::vec(proptest::num::u8::ANY, 0..64), 0..8),
+            ) {
+                let mut buf = BytesMut::new();
+                for chunk in chunks {
+                    buf.extend_from_slice(&chunk);
+                    loop {
+                        match cut(&mut buf) {
+                            Ok(Some(_)) => continue,
+                            Ok(None) => break,
+                            Err(_) => return Ok(()),
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn frames_survive_any_split(
+                bodies in proptest::collection::vec(
+                    proptest::collection::vec(proptest::num::u8::ANY, 0..40), 1..5),
+                cut in proptest::prelude::any::<proptest::sample::Index>(),
+            ) {
+                let sent: Vec<Frame> = bodies.iter().map(|b| frame(0x04, b)).collect();
+                let bytes = wire(&sent);
+                let at = cut.index(bytes.len() + 1);
+                let mut buf = BytesMut::from(&bytes[..at]);
+                let mut got = decode_all(&mut buf);
+                buf.extend_from_slice(&bytes[at..]);
+                got.extend(decode_all(&mut buf));
+                proptest::prop_assert_eq!(got, sent);
+            }
+        }
     }
 }

@@ -9,16 +9,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use bytes::BytesMut;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::peer::{Notice, Output, Peer, PeerConfig, Phase};
 use super::{Command, ConnLink, ConnectionInfo, Queued, ServerEvent, Shared, State};
-use crate::protocol::{Frame, FrameCodec, FrameError, Message};
+use crate::protocol::{Frame, FrameError, FrameReader, Message};
 
 /// Frames read in one go before the answers are written.
 const BURST: usize = 256;
@@ -142,7 +142,11 @@ impl Conn {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut framed = Framed::new(stream, FrameCodec);
+        // The client's reader: the same frame decisions (header, 10 MiB cap, truncation) on
+        // both sides, and a large body in memory of its own rather than in the read buffer.
+        let (read, mut write) = tokio::io::split(stream);
+        let mut reader = FrameReader::new(read);
+        let mut wire = BytesMut::new();
         loop {
             if self.ending.is_some() {
                 break;
@@ -153,8 +157,7 @@ impl Conn {
                 let read = self.may_read();
                 tokio::select! {
                     _ = self.kill.cancelled() => return,
-                    frame = framed.next(), if read => {
-                        crate::protocol::shrink_after_large_frame(framed.read_buffer_mut());
+                    frame = reader.next(), if read => {
                         self.peer.set_event_notices(self.shared.event_notices());
                         self.on_frame(frame);
                         // Frames already received are answered together, in one write: a client
@@ -163,11 +166,14 @@ impl Conn {
                             if self.ending.is_some() || !self.may_read() {
                                 break;
                             }
-                            match framed.next().now_or_never() {
+                            match reader.next().now_or_never() {
                                 Some(frame) => self.on_frame(frame),
                                 None => break,
                             }
                         }
+                        // Waiting again: an idle connection keeps no read buffer (nor, unless
+                        // its last frame was large, a large body's memory).
+                        reader.release_idle();
                     }
                     () = self.shared.wait_for_room(), if !room => {
                         self.peer.unread_until(Instant::now());
@@ -182,13 +188,7 @@ impl Conn {
             // A peer that does not read holds the write up: meanwhile the server's commands
             // (a kick, close()'s goodbye) and the timer (a deadline, the goodbye's bound) are
             // still heard; what they write waits for this write.
-            let out = std::mem::take(&mut self.out);
-            let write = async {
-                for message in out {
-                    framed.feed(message).await?;
-                }
-                SinkExt::<Message>::flush(&mut framed).await
-            };
+            let write = write_all(&mut write, &mut wire, std::mem::take(&mut self.out));
             tokio::pin!(write);
             loop {
                 tokio::select! {
@@ -210,19 +210,15 @@ impl Conn {
         let Some(Ending::Goodbye { linger }) = self.ending else {
             return;
         };
-        let out = std::mem::take(&mut self.out);
         let goodbye = async {
-            for message in out {
-                framed.feed(message).await?;
-            }
-            SinkExt::<Message>::flush(&mut framed).await?;
-            let stream = framed.get_mut();
-            stream.shutdown().await?;
+            write_all(&mut write, &mut wire, std::mem::take(&mut self.out)).await?;
+            write.shutdown().await?;
             if linger {
+                // Until the peer's end: what it still sends is not read as frames.
                 let mut scratch = [0u8; 8192];
-                while stream.read(&mut scratch).await? > 0 {}
+                while reader.get_mut().read(&mut scratch).await? > 0 {}
             }
-            Ok::<_, FrameError>(())
+            Ok::<_, std::io::Error>(())
         };
         tokio::select! {
             _ = goodbye => {}
@@ -397,6 +393,23 @@ impl Conn {
             self.notify(notice);
         }
     }
+}
+
+/// Writes `messages` in one write (through `wire`, a buffer kept between writes, empty after
+/// each).
+async fn write_all<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    wire: &mut BytesMut,
+    messages: Vec<Message>,
+) -> std::io::Result<()> {
+    wire.clear();
+    for message in messages {
+        message.encode(wire);
+    }
+    write.write_all(wire).await?;
+    wire.clear();
+    crate::protocol::shrink_after_large_frame(wire);
+    write.flush().await
 }
 
 /// Resolves when the timer expires; never without one.

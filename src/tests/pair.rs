@@ -48,8 +48,8 @@
 //!
 //! - The client's `Output::Connect` is an attempt under way; [`Pair::open`] completes it (the
 //!   server accepts, the session is `connected`), [`Pair::cut`] fails it.
-//! - Bytes travel as the frames each end wrote, one write at a time, and are framed with
-//!   [`FrameCodec`] (a truncation reported at the end of the stream, an oversize header at
+//! - Bytes travel as the frames each end wrote, one write at a time, and are framed with the
+//!   drivers' one reader (a truncation reported at the end of the stream, an oversize header at
 //!   once); each end's core gets the frame or the framing error through `handle_frame`, as the
 //!   drivers hand them, and decides. [`Pair::bad_to_server`] and [`Pair::bad_to_client`] put
 //!   bad input ([`Bad`]) in either stream.
@@ -67,13 +67,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use tokio_util::codec::Decoder;
+use bytes::Bytes;
 
 use crate::errors::ErrorCode;
-use crate::protocol::{
-    ErrorBody, Frame, FrameCodec, FrameError, Message, Token, Value, MAX_BUFFER,
-};
+use crate::protocol::{frames_of, ErrorBody, Frame, FrameError, Message, Token, Value, MAX_BUFFER};
 use crate::server::hub::{Delivery, Hub};
 use crate::server::peer::{self, Peer, PeerConfig};
 use crate::server::{OutboundAction, Queued, Verdict};
@@ -1032,20 +1029,15 @@ impl Bad {
     }
 }
 
-/// Frames one write as a driver's reader does: a whole frame, a framing error (an oversize
-/// header), or, for part of a frame (always the last write before the end of the stream),
-/// the truncation the reader reports at the end.
+/// Frames one write as both drivers do, with their reader ([`frames_of`], a
+/// [`crate::protocol::FrameReader`] over the bytes): a whole frame, a framing error (an
+/// oversize header), or, for part of a frame (always the last write before the end of the
+/// stream), the truncation the reader reports at the end.
 fn read(bytes: Bytes) -> Result<Frame, FrameError> {
-    let mut buffer = BytesMut::from(&bytes[..]);
-    let frame = match FrameCodec.decode(&mut buffer)? {
-        Some(frame) => frame,
-        None => match FrameCodec.decode_eof(&mut buffer)? {
-            Some(frame) => frame,
-            None => panic!("an empty write"),
-        },
-    };
-    assert!(buffer.is_empty(), "one write is one frame");
-    Ok(frame)
+    let mut frames = frames_of(&bytes);
+    let frame = frames.next().expect("an empty write");
+    assert!(frames.next().is_none(), "one write is one frame");
+    frame
 }
 
 #[cfg(test)]
