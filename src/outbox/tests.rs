@@ -1,3 +1,8 @@
+use std::fs::{self, OpenOptions};
+use std::io;
+
+use super::dir::{parse_segment_name, LOCK_FILE};
+use super::format::HEADER_LEN;
 use super::*;
 use proptest::prelude::*;
 use tempfile::TempDir;
