@@ -1,6 +1,6 @@
 //! Which runtime loaded the addon. Bun and Deno run Node-API addons too, but their libuv
 //! exports abort or drive no loop of theirs (`uv/table.rs`) and they implement the newer
-//! Node-API calls their own way (external strings, `value.rs`): what only Node.js does is
+//! Node-API calls their own way (external strings, `value/external.rs`): what only Node.js does is
 //! used only in Node.js.
 
 use std::ffi::CStr;

@@ -44,7 +44,7 @@ pub(crate) use read::{read_string, short_string, SHORT_STRING};
 pub use to_js::{JsValue, JsValueCopy};
 
 /// Why a JavaScript value was not encoded. The calls made from JavaScript throw it as an
-/// `Error` whose `code` is [`EncodeError::code`] (see `node::client::run_call`).
+/// `Error` whose `code` is [`EncodeError::code`] (see `node::client::calls::run_call`).
 #[derive(Debug)]
 pub enum EncodeError {
     /// The frame would pass the 10 MiB cap: `IM491`, `Maximum buffer size exceeded.`
