@@ -89,12 +89,19 @@ impl TypeName for MailboxCall {
 impl ToNapiValue for MailboxCall {
     unsafe fn to_napi_value(env: sys::napi_env, _val: Self) -> Result<sys::napi_value> {
         let mut value = ptr::null_mut();
-        napi::check_status!(sys::napi_get_undefined(env, &mut value))?;
+        // SAFETY: napi-rs calls this with the current `env`, on its JavaScript thread, in the
+        // handle scope of the call it makes; the out-pointer is a local.
+        napi::check_status!(unsafe { sys::napi_get_undefined(env, &mut value) })?;
         Ok(value)
     }
 }
 
 /// Empties `mailbox` into the values the JavaScript callback receives (see [`crate::node::notice`]).
+///
+/// # Safety
+///
+/// `env` is current on this, its JavaScript thread, inside a handle scope, where the values
+/// made here live.
 unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox, pulled: bool) -> Result<Flat> {
     let batch = mailbox.take(pulled);
     // SAFETY: the caller's `env`, on its thread, in the handle scope it opened.
@@ -328,6 +335,11 @@ impl crate::node::uv::LoopCall for DirectCall {
 /// batches keep coming: dispatches the batch waiting in the mailbox, then, if another came
 /// meanwhile, schedules itself for the loop's next turn instead of letting it be called at
 /// once (see [`DirectCall`]). `data` is its `DirectCall`.
+///
+/// # Safety
+///
+/// Called by Node as the function [`DirectCall::pull_function`] made, with the `env` and
+/// `info` of that call: its data is a `DirectCall` count, which the function holds.
 unsafe extern "C" fn pull(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     let mut data = ptr::null_mut();
     let mut argc = 0;

@@ -49,23 +49,27 @@ pub const FIELD_DEPTH: usize = 1;
 ///
 /// # Safety
 ///
-/// `env` is live and this runs on its JavaScript thread inside a handle scope (a call from
+/// `env` is current on this, its JavaScript thread, inside a handle scope (a call from
 /// JavaScript); `value` is a handle of that scope.
 pub unsafe fn to_value(env: sys::napi_env, value: sys::napi_value) -> Walk<Value> {
     // A string (an action's id, nearly always) is read as it is: what encoding and decoding
     // it would give, without the round trip. Long ones take the walk, which bounds them.
     let mut kind = 0;
-    check_status!(sys::napi_typeof(env, value, &mut kind))?;
+    // SAFETY: `env` is current and `value` a live handle (the caller's guarantee); the
+    // out-pointer is a local. Runs no JavaScript.
+    check_status!(unsafe { sys::napi_typeof(env, value, &mut kind) })?;
     if kind == sys::ValueType::napi_string {
         let mut short = [0u8; SHORT_STRING];
-        if let Some(len) = read_short(env, value, &mut short)? {
+        // SAFETY: as above; the string is read into `short`, Rust memory.
+        if let Some(len) = unsafe { read_short(env, value, &mut short) }? {
             return Ok(Value::String(
                 String::from_utf8_lossy(&short[..len]).into_owned(),
             ));
         }
     }
     let mut body = BytesMut::with_capacity(64);
-    encode(env, value, FIELD_DEPTH, &mut body)?;
+    // SAFETY: the caller's guarantee, passed on.
+    unsafe { encode(env, value, FIELD_DEPTH, &mut body) }?;
     Ok(decode(&body.freeze())?)
 }
 
@@ -77,8 +81,8 @@ pub unsafe fn to_value(env: sys::napi_env, value: sys::napi_value) -> Walk<Value
 ///
 /// # Safety
 ///
-/// As [`to_value`]: a live `env`, its JavaScript thread, a handle scope, and `value` a handle
-/// of it. The walk calls getters, which may run any JavaScript.
+/// As [`to_value`]: `env` current on its JavaScript thread, inside a handle scope, and
+/// `value` a handle of it. The walk calls getters, which may run any JavaScript.
 pub unsafe fn encode(
     env: sys::napi_env,
     value: sys::napi_value,
@@ -94,7 +98,9 @@ pub unsafe fn encode(
         memo: None,
         top: &*out,
     };
-    encoder.value(value, depth, out)
+    // SAFETY: the caller's guarantee is the `Encoder`'s invariant, and `value` is a handle of
+    // the caller's scope.
+    unsafe { encoder.value(value, depth, out) }
 }
 
 fn too_deep() -> EncodeError {
@@ -165,6 +171,12 @@ enum Viewed {
 }
 
 /// One walk of a JavaScript value into MessagePack.
+///
+/// Its invariant, on which every `unsafe` block of its methods relies: an `Encoder` lives
+/// only inside [`encode`], whose caller guarantees that `env` is current on this, its
+/// JavaScript thread, inside a handle scope that outlives the walk; and every `napi_value`
+/// it keeps (`buffer_class`, `known`, `memo`) was read or made into that scope during the
+/// walk. The `# Safety` of its methods: each `napi_value` argument is a handle of that scope.
 struct Encoder {
     env: sys::napi_env,
     /// The most bytes `out` may hold.
@@ -204,6 +216,9 @@ impl Encoder {
         Ok(())
     }
 
+    /// # Safety
+    ///
+    /// `value` is a handle of the walk's scope (see [`Encoder`]).
     unsafe fn value(
         &mut self,
         value: sys::napi_value,
@@ -213,30 +228,42 @@ impl Encoder {
         let env = self.env;
         self.visited += 1;
         let mut kind = 0;
-        check_status!(sys::napi_typeof(env, value, &mut kind))?;
+        // SAFETY: `env` is current and `value` a handle of the walk's scope (the invariant of
+        // `Encoder`, and the caller's guarantee); the out-pointer is a local. Inspecting a
+        // value runs no JavaScript.
+        check_status!(unsafe { sys::napi_typeof(env, value, &mut kind) })?;
         match kind {
             sys::ValueType::napi_boolean => {
                 let mut b = false;
-                check_status!(sys::napi_get_value_bool(env, value, &mut b))?;
+                // SAFETY: as above.
+                check_status!(unsafe { sys::napi_get_value_bool(env, value, &mut b) })?;
                 write_bool(b, out);
             }
             sys::ValueType::napi_number => {
                 let mut n = 0.0;
-                check_status!(sys::napi_get_value_double(env, value, &mut n))?;
+                // SAFETY: as above.
+                check_status!(unsafe { sys::napi_get_value_double(env, value, &mut n) })?;
                 write_number(n, out);
             }
-            sys::ValueType::napi_string => put_utf8(env, value, out, self.limit, write_str_header)?,
-            sys::ValueType::napi_object => self.object(value, depth, out)?,
+            sys::ValueType::napi_string => {
+                // SAFETY: as above; the string is read into `out`, Rust memory.
+                unsafe { put_utf8(env, value, out, self.limit, write_str_header) }?
+            }
+            // SAFETY: as above.
+            sys::ValueType::napi_object => unsafe { self.object(value, depth, out) }?,
             sys::ValueType::napi_bigint => {
                 // msgpack-lite throws `Unsupported type "bigint": 1` (and the original's
                 // send then never called back): here the send fails through its callback.
                 let mut text = ptr::null_mut();
-                let shown =
+                // SAFETY: as above; a BigInt's `toString` is V8's own (coercing a primitive
+                // reads no property of a program's), and the text is read into Rust memory.
+                let shown = unsafe {
                     if sys::napi_coerce_to_string(env, value, &mut text) == sys::Status::napi_ok {
                         read_string(env, text).unwrap_or_default()
                     } else {
                         String::new()
-                    };
+                    }
+                };
                 return Err(EncodeError::Refused(format!(
                     "Unsupported type \"bigint\": {shown}"
                 )));
@@ -250,6 +277,9 @@ impl Encoder {
         Ok(())
     }
 
+    /// # Safety
+    ///
+    /// `value` is an object, a handle of the walk's scope (see [`Encoder`]).
     unsafe fn object(
         &mut self,
         value: sys::napi_value,
@@ -258,48 +288,62 @@ impl Encoder {
     ) -> Walk<()> {
         let env = self.env;
         let mut flag = false;
-        check_status!(sys::napi_is_array(env, value, &mut flag))?;
+        // SAFETY: `env` is current and `value` a handle of the walk's scope (the invariant of
+        // `Encoder`, and the caller's guarantee); the out-pointers are locals. Runs no
+        // JavaScript.
+        check_status!(unsafe { sys::napi_is_array(env, value, &mut flag) })?;
         if flag {
             let mut len = 0u32;
-            check_status!(sys::napi_get_array_length(env, value, &mut len))?;
-            return self.array(value, len, depth, out);
+            // SAFETY: as above; `value` is an array.
+            check_status!(unsafe { sys::napi_get_array_length(env, value, &mut len) })?;
+            // SAFETY: as above.
+            return unsafe { self.array(value, len, depth, out) };
         }
         let known = match self.known {
             Some(known) => known,
-            None => *self.known.insert(known(env)?),
+            // SAFETY: as above; `known` reads into the walk's scope.
+            None => *self.known.insert(unsafe { known(env) }?),
         };
         let mut class = ptr::null_mut();
-        check_status!(sys::napi_get_property(
-            env,
-            value,
-            known.constructor,
-            &mut class
-        ))?;
-        check_status!(sys::napi_strict_equals(env, class, known.object, &mut flag))?;
+        // SAFETY: as above; `known.constructor` is a handle of the walk's scope. Reading
+        // `constructor` may run a getter or a Proxy trap; no pointer into a JavaScript object
+        // is held here.
+        check_status!(unsafe {
+            sys::napi_get_property(env, value, known.constructor, &mut class)
+        })?;
+        // SAFETY: as above; comparing runs no JavaScript.
+        check_status!(unsafe { sys::napi_strict_equals(env, class, known.object, &mut flag) })?;
         if flag {
-            return self.map(value, depth, out);
+            // SAFETY: as above.
+            return unsafe { self.map(value, depth, out) };
         }
         // Buffers and Dates, common in bundles, by identity too.
-        let (buffer, date) = self.buffer_and_date()?;
+        // SAFETY: as above.
+        let (buffer, date) = unsafe { self.buffer_and_date() }?;
         let name: &[u8];
         let read;
-        check_status!(sys::napi_strict_equals(env, class, buffer, &mut flag))?;
+        // SAFETY: as above.
+        check_status!(unsafe { sys::napi_strict_equals(env, class, buffer, &mut flag) })?;
         if flag {
             name = b"Buffer";
         } else {
-            check_status!(sys::napi_strict_equals(env, class, date, &mut flag))?;
+            // SAFETY: as above.
+            check_status!(unsafe { sys::napi_strict_equals(env, class, date, &mut flag) })?;
             if flag {
                 name = b"Date";
             } else {
-                let Some(found) = self.class_name(class)? else {
-                    return self.map(value, depth, out);
+                // SAFETY: as above; the name is read into Rust memory.
+                let Some(found) = unsafe { self.class_name(class) }? else {
+                    // SAFETY: as above.
+                    return unsafe { self.map(value, depth, out) };
                 };
                 read = found;
                 name = read.as_bytes();
             }
         }
         if name == b"Object" {
-            return self.map(value, depth, out);
+            // SAFETY: as above.
+            return unsafe { self.map(value, depth, out) };
         }
         let kind = EXT_CLASSES
             .iter()
@@ -315,74 +359,108 @@ impl Encoder {
             {
                 None
             }
-            _ => self.view(value)?,
+            // SAFETY: as above.
+            _ => unsafe { self.view(value) }?,
         };
         // `Buffer.isBuffer` runs JavaScript (`Buffer[Symbol.hasInstance]`), which may shrink
         // or detach the view's memory: the bytes are read after it, in `with_bytes`.
         if let Some(view @ Viewed::Typed(sys::TypedarrayType::uint8_array)) = view {
-            if kind != Some(0x12) && self.is_buffer(value, name)? {
-                return self.with_bytes(value, view, |bytes| self.binary(bytes, out))?;
+            // SAFETY: as above.
+            if kind != Some(0x12) && unsafe { self.is_buffer(value, name) }? {
+                // SAFETY: as above; `binary` copies the bytes into `out` and makes no
+                // Node-API call, as `with_bytes` requires.
+                return unsafe { self.with_bytes(value, view, |bytes| self.binary(bytes, out)) }?;
             }
         }
         match (kind, view) {
             (Some(kind), Some(view @ Viewed::Typed(_))) if is_typed_array_kind(kind) => {
-                self.with_bytes(value, view, |bytes| self.ext(kind, bytes, out))?
+                // SAFETY: as above; `ext` copies the bytes and makes no Node-API call.
+                unsafe { self.with_bytes(value, view, |bytes| self.ext(kind, bytes, out)) }?
             }
             (Some(EXT_DATA_VIEW), Some(Viewed::DataView)) => {
-                self.with_bytes(value, Viewed::DataView, |bytes| {
-                    self.ext(EXT_DATA_VIEW, bytes, out)
-                })?
+                // SAFETY: as above.
+                unsafe {
+                    self.with_bytes(value, Viewed::DataView, |bytes| {
+                        self.ext(EXT_DATA_VIEW, bytes, out)
+                    })
+                }?
             }
             (Some(EXT_ARRAY_BUFFER), Some(Viewed::ArrayBuffer)) => {
-                self.with_bytes(value, Viewed::ArrayBuffer, |bytes| {
-                    self.ext(EXT_ARRAY_BUFFER, bytes, out)
-                })?
+                // SAFETY: as above.
+                unsafe {
+                    self.with_bytes(value, Viewed::ArrayBuffer, |bytes| {
+                        self.ext(EXT_ARRAY_BUFFER, bytes, out)
+                    })
+                }?
             }
             (Some(EXT_DATE), _) => {
                 // msgpack-lite writes `Number(date)`.
                 let mut ms = 0.0;
-                check_status!(sys::napi_is_date(env, value, &mut flag))?;
-                if flag {
-                    check_status!(sys::napi_get_date_value(env, value, &mut ms))?;
-                } else {
-                    let mut number = ptr::null_mut();
-                    check_status!(sys::napi_coerce_to_number(env, value, &mut number))?;
-                    check_status!(sys::napi_get_value_double(env, number, &mut ms))?;
+                // SAFETY: as above; `number` is read into the walk's scope. Coercing runs
+                // the object's `valueOf` (or `Symbol.toPrimitive`), with no pointer held.
+                unsafe {
+                    check_status!(sys::napi_is_date(env, value, &mut flag))?;
+                    if flag {
+                        check_status!(sys::napi_get_date_value(env, value, &mut ms))?;
+                    } else {
+                        let mut number = ptr::null_mut();
+                        check_status!(sys::napi_coerce_to_number(env, value, &mut number))?;
+                        check_status!(sys::napi_get_value_double(env, number, &mut ms))?;
+                    }
                 }
                 self.room(out, 12)?;
                 write_date(ms, out);
                 Ok(())
             }
-            (Some(kind), _) if is_error_kind(kind) => self.error(kind, value, depth, out),
-            (Some(EXT_REGEXP), _) => self.regexp(value, out),
+            (Some(kind), _) if is_error_kind(kind) => {
+                // SAFETY: as above.
+                unsafe { self.error(kind, value, depth, out) }
+            }
+            // SAFETY: as above.
+            (Some(EXT_REGEXP), _) => unsafe { self.regexp(value, out) },
             (Some(kind @ (0x0B | 0x0C | 0x0F)), _) => {
                 // `new Boolean`, `new String`, `new Number`: their `valueOf()`.
-                let method = property(env, value, c"valueOf")?;
                 let mut primitive = ptr::null_mut();
-                check_status!(sys::napi_call_function(
-                    env,
-                    value,
-                    method,
-                    0,
-                    ptr::null(),
-                    &mut primitive
-                ))?;
+                // SAFETY: as above; `method` and `primitive` are read into the walk's scope.
+                // Reading and calling `valueOf` runs JavaScript, with no pointer held.
+                unsafe {
+                    let method = property(env, value, c"valueOf")?;
+                    check_status!(sys::napi_call_function(
+                        env,
+                        value,
+                        method,
+                        0,
+                        ptr::null(),
+                        &mut primitive
+                    ))?;
+                }
                 self.nested(kind, depth, out, |encoder, payload| {
-                    encoder.value(primitive, depth + 1, payload)
+                    // SAFETY: as above; `primitive` is a handle of the walk's scope.
+                    unsafe { encoder.value(primitive, depth + 1, payload) }
                 })
             }
-            _ if name == b"Array" && self.is_array(value)? => {
+            // SAFETY: as above.
+            _ if name == b"Array" && unsafe { self.is_array(value) }? => {
                 // A Proxy of an array: an array to `Array.isArray`, read through the proxy.
-                let length = property(env, value, c"length")?;
                 let mut len = 0u32;
-                check_status!(sys::napi_get_value_uint32(env, length, &mut len))?;
-                self.array(value, len, depth, out)
+                // SAFETY: as above; reading `length` through the Proxy runs its trap, with no
+                // pointer held.
+                unsafe {
+                    let length = property(env, value, c"length")?;
+                    check_status!(sys::napi_get_value_uint32(env, length, &mut len))?;
+                    self.array(value, len, depth, out)
+                }
             }
-            _ => self.map(value, depth, out),
+            // SAFETY: as above.
+            _ => unsafe { self.map(value, depth, out) },
         }
     }
 
     /// `Buffer` and `Date` (see [`Known`]), looked up once per encoding; only after `known`.
+    ///
+    /// # Safety
+    ///
+    /// The `Encoder`'s invariant (there is no other precondition).
     unsafe fn buffer_and_date(&mut self) -> Walk<(sys::napi_value, sys::napi_value)> {
         if let Some(Known {
             more: Some(more), ..
@@ -390,7 +468,9 @@ impl Encoder {
         {
             return Ok(more);
         }
-        let more = buffer_and_date(self.env)?;
+        // SAFETY: `env` is current, inside the walk's scope, where the values are read
+        // (the invariant of `Encoder`).
+        let more = unsafe { buffer_and_date(self.env) }?;
         if let Some(known) = self.known.as_mut() {
             known.more = Some(more);
         }
@@ -399,15 +479,23 @@ impl Encoder {
 
     /// `class.name` for an object's `constructor`, as msgpack-lite finds a packer: `None`
     /// when the constructor is missing or has no string name.
+    ///
+    /// # Safety
+    ///
+    /// `class` is a handle of the walk's scope (see [`Encoder`]).
     unsafe fn class_name(&mut self, class: sys::napi_value) -> Walk<Option<ClassName>> {
         let env = self.env;
         let mut kind = 0;
-        check_status!(sys::napi_typeof(env, class, &mut kind))?;
+        // SAFETY: `env` is current and `class` a handle of the walk's scope (the invariant of
+        // `Encoder`, and the caller's guarantee); the out-pointer is a local.
+        check_status!(unsafe { sys::napi_typeof(env, class, &mut kind) })?;
         if kind != sys::ValueType::napi_function && kind != sys::ValueType::napi_object {
             return Ok(None);
         }
-        let name = property(env, class, c"name")?;
-        check_status!(sys::napi_typeof(env, name, &mut kind))?;
+        // SAFETY: as above; reading `name` may run a getter, with no pointer held.
+        let name = unsafe { property(env, class, c"name") }?;
+        // SAFETY: as above; `name` was read into the walk's scope.
+        check_status!(unsafe { sys::napi_typeof(env, name, &mut kind) })?;
         if kind != sys::ValueType::napi_string {
             return Ok(None);
         }
@@ -415,61 +503,37 @@ impl Encoder {
             bytes: [0; 24],
             len: 0,
         };
-        check_status!(sys::napi_get_value_string_utf8(
-            env,
-            name,
-            out.bytes.as_mut_ptr().cast::<c_char>(),
-            out.bytes.len(),
-            &mut out.len
-        ))?;
+        // SAFETY: as above; Node writes at most `out.bytes.len()` bytes into `out.bytes`, Rust
+        // memory, and the count into `out.len`. Reading a string runs no JavaScript.
+        check_status!(unsafe {
+            sys::napi_get_value_string_utf8(
+                env,
+                name,
+                out.bytes.as_mut_ptr().cast::<c_char>(),
+                out.bytes.len(),
+                &mut out.len,
+            )
+        })?;
         Ok(Some(out))
     }
 
     /// Whether `value` is a typed array (of which type), a DataView or an ArrayBuffer; `None`
     /// for any other object. None of these calls runs JavaScript, and none reads the bytes.
+    ///
+    /// # Safety
+    ///
+    /// `value` is a handle of the walk's scope (see [`Encoder`]).
     unsafe fn view(&self, value: sys::napi_value) -> Walk<Option<Viewed>> {
         let env = self.env;
         let mut flag = false;
-        check_status!(sys::napi_is_typedarray(env, value, &mut flag))?;
-        if flag {
-            let (mut kind, mut len, mut offset) = (0, 0, 0);
-            let (mut data, mut buffer) = (ptr::null_mut(), ptr::null_mut());
-            check_status!(sys::napi_get_typedarray_info(
-                env,
-                value,
-                &mut kind,
-                &mut len,
-                &mut data,
-                &mut buffer,
-                &mut offset
-            ))?;
-            return Ok(Some(Viewed::Typed(kind)));
-        }
-        check_status!(sys::napi_is_dataview(env, value, &mut flag))?;
-        if flag {
-            return Ok(Some(Viewed::DataView));
-        }
-        check_status!(sys::napi_is_arraybuffer(env, value, &mut flag))?;
-        Ok(flag.then_some(Viewed::ArrayBuffer))
-    }
-
-    /// Calls `write` with the bytes that `value`, a `view` (see [`Encoder::view`]), covers now:
-    /// after whatever JavaScript ran before (a getter, `Buffer[Symbol.hasInstance]`, a Proxy
-    /// trap) shrank or detached its ArrayBuffer, so none (a detached or out-of-bounds view) or
-    /// fewer than before. `write` must not call into JavaScript: the slice points into the
-    /// ArrayBuffer's memory, which JavaScript could free.
-    unsafe fn with_bytes<R>(
-        &self,
-        value: sys::napi_value,
-        view: Viewed,
-        write: impl FnOnce(&[u8]) -> R,
-    ) -> Walk<R> {
-        let env = self.env;
-        let (mut data, mut len) = (ptr::null_mut(), 0);
-        let (mut buffer, mut offset) = (ptr::null_mut(), 0);
-        match view {
-            Viewed::Typed(_) => {
-                let mut kind = 0;
+        // SAFETY: `env` is current and `value` a handle of the walk's scope (the invariant of
+        // `Encoder`, and the caller's guarantee); the out-pointers are locals. The data
+        // pointer the info call gives is not kept (see `with_bytes`).
+        unsafe {
+            check_status!(sys::napi_is_typedarray(env, value, &mut flag))?;
+            if flag {
+                let (mut kind, mut len, mut offset) = (0, 0, 0);
+                let (mut data, mut buffer) = (ptr::null_mut(), ptr::null_mut());
                 check_status!(sys::napi_get_typedarray_info(
                     env,
                     value,
@@ -479,19 +543,66 @@ impl Encoder {
                     &mut buffer,
                     &mut offset
                 ))?;
-                len = len.saturating_mul(element_size(kind));
+                return Ok(Some(Viewed::Typed(kind)));
             }
-            Viewed::DataView => check_status!(sys::napi_get_dataview_info(
-                env,
-                value,
-                &mut len,
-                &mut data,
-                &mut buffer,
-                &mut offset
-            ))?,
-            Viewed::ArrayBuffer => check_status!(sys::napi_get_arraybuffer_info(
-                env, value, &mut data, &mut len
-            ))?,
+            check_status!(sys::napi_is_dataview(env, value, &mut flag))?;
+            if flag {
+                return Ok(Some(Viewed::DataView));
+            }
+            check_status!(sys::napi_is_arraybuffer(env, value, &mut flag))?;
+        }
+        Ok(flag.then_some(Viewed::ArrayBuffer))
+    }
+
+    /// Calls `write` with the bytes that `value`, a `view` (see [`Encoder::view`]), covers now:
+    /// after whatever JavaScript ran before (a getter, `Buffer[Symbol.hasInstance]`, a Proxy
+    /// trap) shrank or detached its ArrayBuffer, so none (a detached or out-of-bounds view) or
+    /// fewer than before. `write` must not call into JavaScript: the slice points into the
+    /// ArrayBuffer's memory, which JavaScript could free.
+    ///
+    /// # Safety
+    ///
+    /// `value` is a handle of the walk's scope (see [`Encoder`]) that [`Encoder::view`] found
+    /// to be a `view`; `write` makes no Node-API call (so runs no JavaScript).
+    unsafe fn with_bytes<R>(
+        &self,
+        value: sys::napi_value,
+        view: Viewed,
+        write: impl FnOnce(&[u8]) -> R,
+    ) -> Walk<R> {
+        let env = self.env;
+        let (mut data, mut len) = (ptr::null_mut(), 0);
+        let (mut buffer, mut offset) = (ptr::null_mut(), 0);
+        // SAFETY: `env` is current and `value` a handle of the walk's scope, a view of the
+        // kind `view` says (the invariant of `Encoder`, and the caller's guarantee); the
+        // out-pointers are locals. The info calls run no JavaScript.
+        unsafe {
+            match view {
+                Viewed::Typed(_) => {
+                    let mut kind = 0;
+                    check_status!(sys::napi_get_typedarray_info(
+                        env,
+                        value,
+                        &mut kind,
+                        &mut len,
+                        &mut data,
+                        &mut buffer,
+                        &mut offset
+                    ))?;
+                    len = len.saturating_mul(element_size(kind));
+                }
+                Viewed::DataView => check_status!(sys::napi_get_dataview_info(
+                    env,
+                    value,
+                    &mut len,
+                    &mut data,
+                    &mut buffer,
+                    &mut offset
+                ))?,
+                Viewed::ArrayBuffer => check_status!(sys::napi_get_arraybuffer_info(
+                    env, value, &mut data, &mut len
+                ))?,
+            }
         }
         let bytes: &[u8] = if len == 0 || data.is_null() {
             &[]
@@ -506,24 +617,34 @@ impl Encoder {
             // can reach this process's heap. A worker may write a SharedArrayBuffer's bytes
             // during the copy: the memory stays valid and the bytes sent may then be a mix of
             // before and after, as with any unsynchronised reader.
-            std::slice::from_raw_parts(data.cast::<u8>(), len)
+            unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }
         };
         Ok(write(bytes))
     }
 
     /// `Buffer.isBuffer(value)` for a Uint8Array-typed view: an instance of the host's
     /// `Buffer`, or, in a host without a global one, a view whose class is named so.
+    ///
+    /// # Safety
+    ///
+    /// `value` is a handle of the walk's scope (see [`Encoder`]).
     unsafe fn is_buffer(&mut self, value: sys::napi_value, name: &[u8]) -> Walk<bool> {
         let env = self.env;
         let class = match self.buffer_class {
             Some(class) => class,
             None => {
                 let class = match self.known {
-                    Some(_) => self.buffer_and_date()?.0,
-                    None => global(env, c"Buffer")?,
+                    // SAFETY: the invariant of `Encoder`.
+                    Some(_) => unsafe { self.buffer_and_date() }?.0,
+                    // SAFETY: `env` is current, inside the walk's scope (the invariant of
+                    // `Encoder`); reading `globalThis.Buffer` may run a getter, with no
+                    // pointer held.
+                    None => unsafe { global(env, c"Buffer") }?,
                 };
                 let mut kind = 0;
-                check_status!(sys::napi_typeof(env, class, &mut kind))?;
+                // SAFETY: as above; `class` was read into the walk's scope, and the
+                // out-pointer is a local.
+                check_status!(unsafe { sys::napi_typeof(env, class, &mut kind) })?;
                 let class = if kind == sys::ValueType::napi_function {
                     class
                 } else {
@@ -537,26 +658,39 @@ impl Encoder {
             return Ok(name == b"Buffer");
         }
         let mut result = false;
-        check_status!(sys::napi_instanceof(env, value, class, &mut result))?;
+        // SAFETY: as above, and `value` is a handle of the walk's scope (the caller's
+        // guarantee). `instanceof` runs `Buffer[Symbol.hasInstance]`: no pointer into a
+        // JavaScript object is held across it (the bytes are read after, by `with_bytes`).
+        check_status!(unsafe { sys::napi_instanceof(env, value, class, &mut result) })?;
         Ok(result)
     }
 
     /// `Array.isArray(value)`, which sees through a Proxy where Node-API does not.
+    ///
+    /// # Safety
+    ///
+    /// `value` is a handle of the walk's scope (see [`Encoder`]).
     unsafe fn is_array(&self, value: sys::napi_value) -> Walk<bool> {
         let env = self.env;
-        let array = global(env, c"Array")?;
-        let is_array = property(env, array, c"isArray")?;
-        let mut result = ptr::null_mut();
-        check_status!(sys::napi_call_function(
-            env,
-            array,
-            is_array,
-            1,
-            &value,
-            &mut result
-        ))?;
         let mut flag = false;
-        check_status!(sys::napi_get_value_bool(env, result, &mut flag))?;
+        // SAFETY: `env` is current and `value` a handle of the walk's scope (the invariant of
+        // `Encoder`, and the caller's guarantee); the values read and made live there, the
+        // out-pointers are locals, and `&value` outlives the call that reads it. Reading
+        // `Array.isArray` and calling it may run JavaScript, with no pointer held.
+        unsafe {
+            let array = global(env, c"Array")?;
+            let is_array = property(env, array, c"isArray")?;
+            let mut result = ptr::null_mut();
+            check_status!(sys::napi_call_function(
+                env,
+                array,
+                is_array,
+                1,
+                &value,
+                &mut result
+            ))?;
+            check_status!(sys::napi_get_value_bool(env, result, &mut flag))?;
+        }
         Ok(flag)
     }
 
@@ -580,7 +714,7 @@ impl Encoder {
 
     /// An extension whose data is the MessagePack of what `payload` writes, as msgpack-lite's
     /// packers that `encode` a value first.
-    unsafe fn nested(
+    fn nested(
         &mut self,
         kind: i8,
         depth: usize,
@@ -600,6 +734,10 @@ impl Encoder {
     }
 
     /// An Error as msgpack-lite writes it: a map of six properties, missing ones as nil.
+    ///
+    /// # Safety
+    ///
+    /// `value` is a handle of the walk's scope (see [`Encoder`]).
     unsafe fn error(
         &mut self,
         kind: i8,
@@ -612,23 +750,38 @@ impl Encoder {
             write_map_header(ERROR_COLUMNS.len(), payload);
             for key in ERROR_COLUMNS {
                 write_str(&key.to_string_lossy(), payload);
-                let item = property(env, value, key)?;
-                encoder.value(item, depth + 1, payload)?;
+                // SAFETY: `env` is current and `value` a handle of the walk's scope (the
+                // invariant of `Encoder`, and the caller's guarantee); `item` is read into
+                // that scope. Reading may run a getter, with no pointer held.
+                unsafe {
+                    let item = property(env, value, key)?;
+                    encoder.value(item, depth + 1, payload)?;
+                }
             }
             Ok(())
         })
     }
 
     /// A RegExp as msgpack-lite writes it: `[source, flags]`, from its `toString()` parts.
+    ///
+    /// # Safety
+    ///
+    /// `value` is a handle of the walk's scope (see [`Encoder`]).
     unsafe fn regexp(&mut self, value: sys::napi_value, out: &mut BytesMut) -> Walk<()> {
         let env = self.env;
         self.nested(EXT_REGEXP, 0, out, |encoder, payload| {
             write_array_header(2, payload);
             for key in [c"source", c"flags"] {
-                let part = property(env, value, key)?;
-                let mut text = ptr::null_mut();
-                check_status!(sys::napi_coerce_to_string(env, part, &mut text))?;
-                put_utf8(env, text, payload, encoder.limit, write_str_header)?;
+                // SAFETY: `env` is current and `value` a handle of the walk's scope (the
+                // invariant of `Encoder`, and the caller's guarantee); `part` and `text` are
+                // read into that scope, and the string into `payload`, Rust memory. Reading
+                // and coercing may run JavaScript, with no pointer held.
+                unsafe {
+                    let part = property(env, value, key)?;
+                    let mut text = ptr::null_mut();
+                    check_status!(sys::napi_coerce_to_string(env, part, &mut text))?;
+                    put_utf8(env, text, payload, encoder.limit, write_str_header)?;
+                }
             }
             Ok(())
         })
@@ -636,6 +789,10 @@ impl Encoder {
 
     /// Writes the container `value` with `walk`, or copies what an earlier walk of the same
     /// object wrote (see [`MEMO_AFTER`]).
+    ///
+    /// # Safety
+    ///
+    /// `value` is a handle of the walk's scope (see [`Encoder`]).
     unsafe fn memoized(
         &mut self,
         value: sys::napi_value,
@@ -648,16 +805,22 @@ impl Encoder {
         }
         let env = self.env;
         if self.memo.is_none() {
-            let class = global(env, c"Map")?;
-            let mut map = ptr::null_mut();
-            check_status!(sys::napi_new_instance(env, class, 0, ptr::null(), &mut map))?;
-            let get = property(env, map, c"get")?;
-            let set = property(env, map, c"set")?;
-            self.memo = Some(Memo {
-                map,
-                get,
-                set,
-                written: Vec::new(),
+            // SAFETY: `env` is current, inside the walk's scope, where the `Map` and its
+            // methods are read and made (the invariant of `Encoder`); the out-pointer is a
+            // local. Reading `globalThis.Map` and constructing it may run JavaScript, with no
+            // pointer held.
+            self.memo = Some(unsafe {
+                let class = global(env, c"Map")?;
+                let mut map = ptr::null_mut();
+                check_status!(sys::napi_new_instance(env, class, 0, ptr::null(), &mut map))?;
+                let get = property(env, map, c"get")?;
+                let set = property(env, map, c"set")?;
+                Memo {
+                    map,
+                    get,
+                    set,
+                    written: Vec::new(),
+                }
             });
         }
         let Some(memo) = self.memo.as_ref() else {
@@ -665,11 +828,17 @@ impl Encoder {
         };
         let (map, get, set) = (memo.map, memo.get, memo.set);
         let mut found = ptr::null_mut();
-        check_status!(sys::napi_call_function(
-            env, map, get, 1, &value, &mut found
-        ))?;
         let mut index = 0u32;
-        if sys::napi_get_value_uint32(env, found, &mut index) == sys::Status::napi_ok {
+        // SAFETY: as above, and `value` is a handle of the walk's scope (the caller's
+        // guarantee); `&value` outlives the call that reads it. `get` may run JavaScript (a
+        // program's `Map.prototype.get`), with no pointer held.
+        let got = unsafe {
+            check_status!(sys::napi_call_function(
+                env, map, get, 1, &value, &mut found
+            ))?;
+            sys::napi_get_value_uint32(env, found, &mut index) == sys::Status::napi_ok
+        };
+        if got {
             let earlier = memo.written.get(index as usize).copied();
             if let Some((start, len, _)) = earlier.filter(|(_, _, at)| depth <= *at) {
                 self.room(out, len)?;
@@ -682,25 +851,24 @@ impl Encoder {
         walk(self, out)?;
         if let Some(memo) = self.memo.as_mut() {
             let mut key = ptr::null_mut();
-            check_status!(sys::napi_create_uint32(
-                env,
-                memo.written.len() as u32,
-                &mut key
-            ))?;
+            // SAFETY: as above.
+            check_status!(unsafe {
+                sys::napi_create_uint32(env, memo.written.len() as u32, &mut key)
+            })?;
             memo.written.push((start, out.len() - start, depth));
             let mut ignored = ptr::null_mut();
-            check_status!(sys::napi_call_function(
-                env,
-                map,
-                set,
-                2,
-                [value, key].as_ptr(),
-                &mut ignored
-            ))?;
+            // SAFETY: as above; the arguments outlive the call that reads them.
+            check_status!(unsafe {
+                sys::napi_call_function(env, map, set, 2, [value, key].as_ptr(), &mut ignored)
+            })?;
         }
         Ok(())
     }
 
+    /// # Safety
+    ///
+    /// `value` is an array (or a Proxy of one) of `len` items, a handle of the walk's scope
+    /// (see [`Encoder`]).
     unsafe fn array(
         &mut self,
         value: sys::napi_value,
@@ -708,11 +876,17 @@ impl Encoder {
         depth: usize,
         out: &mut BytesMut,
     ) -> Walk<()> {
-        self.memoized(value, depth, out, |encoder, out| {
-            encoder.array_walk(value, len, depth, out)
-        })
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe {
+            self.memoized(value, depth, out, |encoder, out| {
+                encoder.array_walk(value, len, depth, out)
+            })
+        }
     }
 
+    /// # Safety
+    ///
+    /// As [`Encoder::array`].
     unsafe fn array_walk(
         &mut self,
         value: sys::napi_value,
@@ -729,20 +903,35 @@ impl Encoder {
         write_array_header(len as usize, out);
         for i in 0..len {
             let mut item = ptr::null_mut();
-            check_status!(sys::napi_get_element(self.env, value, i, &mut item))?;
-            self.value(item, depth + 1, out)?;
+            // SAFETY: `env` is current and `value` a handle of the walk's scope (the
+            // invariant of `Encoder`, and the caller's guarantee); `item` is read into that
+            // scope. Reading may run a getter or a Proxy trap, with no pointer held.
+            unsafe {
+                check_status!(sys::napi_get_element(self.env, value, i, &mut item))?;
+                self.value(item, depth + 1, out)?;
+            }
             self.room(out, 0)?;
         }
         Ok(())
     }
 
+    /// # Safety
+    ///
+    /// `value` is an object, a handle of the walk's scope (see [`Encoder`]).
     unsafe fn map(&mut self, value: sys::napi_value, depth: usize, out: &mut BytesMut) -> Walk<()> {
-        self.memoized(value, depth, out, |encoder, out| {
-            encoder.map_walk(value, depth, out)
-        })
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe {
+            self.memoized(value, depth, out, |encoder, out| {
+                encoder.map_walk(value, depth, out)
+            })
+        }
     }
 
     /// An object's own enumerable string keys, in property order (`Object.keys`).
+    ///
+    /// # Safety
+    ///
+    /// As [`Encoder::map`].
     unsafe fn map_walk(
         &mut self,
         value: sys::napi_value,
@@ -754,26 +943,37 @@ impl Encoder {
         }
         let env = self.env;
         let mut keys = ptr::null_mut();
-        check_status!(sys::napi_get_all_property_names(
-            env,
-            value,
-            sys::KeyCollectionMode::own_only,
-            sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
-            sys::KeyConversion::numbers_to_strings,
-            &mut keys
-        ))?;
         let mut len = 0u32;
-        check_status!(sys::napi_get_array_length(env, keys, &mut len))?;
+        // SAFETY: `env` is current and `value` a handle of the walk's scope (the invariant of
+        // `Encoder`, and the caller's guarantee); `keys` is read into that scope, and the
+        // out-pointers are locals. Listing the keys may run a Proxy's `ownKeys` trap, with no
+        // pointer held; `keys` is a fresh array, so its length runs nothing.
+        unsafe {
+            check_status!(sys::napi_get_all_property_names(
+                env,
+                value,
+                sys::KeyCollectionMode::own_only,
+                sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
+                sys::KeyConversion::numbers_to_strings,
+                &mut keys
+            ))?;
+            check_status!(sys::napi_get_array_length(env, keys, &mut len))?;
+        }
         // Every entry takes at least two bytes.
         self.room(out, (len as usize).saturating_mul(2).saturating_add(5))?;
         write_map_header(len as usize, out);
         for i in 0..len {
             let mut key = ptr::null_mut();
-            check_status!(sys::napi_get_element(env, keys, i, &mut key))?;
             let mut item = ptr::null_mut();
-            check_status!(sys::napi_get_property(env, value, key, &mut item))?;
-            put_utf8(env, key, out, self.limit, write_str_header)?;
-            self.value(item, depth + 1, out)?;
+            // SAFETY: as above; `key` and `item` are read into the walk's scope, and the key
+            // into `out`, Rust memory. Reading the item may run a getter or a Proxy trap,
+            // with no pointer held.
+            unsafe {
+                check_status!(sys::napi_get_element(env, keys, i, &mut key))?;
+                check_status!(sys::napi_get_property(env, value, key, &mut item))?;
+                put_utf8(env, key, out, self.limit, write_str_header)?;
+                self.value(item, depth + 1, out)?;
+            }
             self.room(out, 0)?;
         }
         Ok(())

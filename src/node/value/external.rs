@@ -21,23 +21,35 @@ use crate::protocol::SharedText;
 /// allocating and copying its own (a fresh 8 MB V8 string costs more in page faults than in
 /// copying). An ASCII one is the frame's own bytes, kept alive by the string (unless values
 /// may not borrow frames, [`JsValueCopy`](super::JsValueCopy)); any other is transcoded by `units` first.
+///
+/// # Safety
+///
+/// `env` is current on this, its JavaScript thread, inside a handle scope, where the string
+/// made lives.
 pub(super) unsafe fn shared_string(
     env: sys::napi_env,
     text: &SharedText,
 ) -> Result<sys::napi_value> {
-    let Some(external) = external_strings(env) else {
-        return string(env, text.as_str());
+    // SAFETY: `env` is current on its JavaScript thread, in a handle scope (the caller's
+    // guarantee), in this block and in each below; no call here runs JavaScript.
+    let Some(external) = (unsafe { external_strings(env) }) else {
+        // SAFETY: as above; `string` copies the text.
+        return unsafe { string(env, text.as_str()) };
     };
     if !text.is_ascii() {
         return match units(text.as_str()) {
-            Units::Latin1(bytes) => external.make(env, bytes),
-            Units::Utf16(units) => external.make(env, units),
+            // SAFETY: as above; `make` hands V8 the transcoded copy, owned by the string.
+            Units::Latin1(bytes) => unsafe { external.make(env, bytes) },
+            // SAFETY: as above.
+            Units::Utf16(units) => unsafe { external.make(env, units) },
         };
     }
     if BORROW.with(std::cell::Cell::get) {
-        external.make(env, text.bytes().clone())
+        // SAFETY: as above; `make` hands V8 a count of the frame's bytes, never written.
+        unsafe { external.make(env, text.bytes().clone()) }
     } else {
-        string(env, text.as_str())
+        // SAFETY: as above; `string` copies the text.
+        unsafe { string(env, text.as_str()) }
     }
 }
 
@@ -63,31 +75,51 @@ struct ExternalStrings {
 /// Found once per process, by name in the running executable: an addon that linked them would
 /// not load where they are missing. Used in Node.js only: Bun and Deno implement the two calls
 /// their own way, and the copying path is right everywhere.
+///
+/// # Safety
+///
+/// `env` is current on this, its JavaScript thread, inside a handle scope.
 unsafe fn external_strings(env: sys::napi_env) -> Option<&'static ExternalStrings> {
     static FOUND: std::sync::OnceLock<Option<ExternalStrings>> = std::sync::OnceLock::new();
-    FOUND.get_or_init(|| find_external_strings(env)).as_ref()
+    // SAFETY: the caller's guarantee, passed on.
+    FOUND
+        .get_or_init(|| unsafe { find_external_strings(env) })
+        .as_ref()
 }
 
+/// # Safety
+///
+/// As [`external_strings`].
 #[cfg(unix)]
 unsafe fn find_external_strings(env: sys::napi_env) -> Option<ExternalStrings> {
-    if !crate::node::host::is_node(env) {
+    // SAFETY: the caller's guarantee, passed on.
+    if !unsafe { crate::node::host::is_node(env) } {
         return None;
     }
-    let find = |name: &CStr| libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+    // SAFETY: `dlsym` gets the `RTLD_DEFAULT` pseudo-handle and a NUL-terminated name.
+    let find = |name: &CStr| unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
     let latin1 = find(c"node_api_create_external_string_latin1");
     let utf16 = find(c"node_api_create_external_string_utf16");
     if latin1.is_null() || utf16.is_null() {
         return None;
     }
-    // SAFETY: Node.js exports both under these names with exactly these signatures.
-    Some(ExternalStrings {
-        latin1: std::mem::transmute::<*mut c_void, MakeExternal<c_char>>(latin1),
-        utf16: std::mem::transmute::<*mut c_void, MakeExternal<u16>>(utf16),
+    // SAFETY: both are non-null addresses of functions that Node.js (the host, checked above)
+    // exports under these names with exactly these signatures, and a function pointer has
+    // the size of a data pointer on every platform Node.js runs on.
+    Some(unsafe {
+        ExternalStrings {
+            latin1: std::mem::transmute::<*mut c_void, MakeExternal<c_char>>(latin1),
+            utf16: std::mem::transmute::<*mut c_void, MakeExternal<u16>>(utf16),
+        }
     })
 }
 
 /// Elsewhere the functions would have to be looked up in the host executable by other means;
 /// the copying path serves.
+///
+/// # Safety
+///
+/// None needed; unsafe only to match the Unix version.
 #[cfg(not(unix))]
 unsafe fn find_external_strings(_env: sys::napi_env) -> Option<ExternalStrings> {
     None
@@ -138,45 +170,78 @@ impl ExternalStrings {
     /// collection for them; without the report made here, a client receiving large strings
     /// and allocating little else kept every one of them (1.2 GB after 300 actions of 4 MB,
     /// against 106 MB when copying; 171 MB with the report).
+    ///
+    /// # Safety
+    ///
+    /// `env` is current on this, its JavaScript thread, inside a handle scope, where the
+    /// string made lives; `self` was found for this runtime ([`external_strings`]).
     unsafe fn make<U: Unit, O: AsRef<[U]>>(
         &self,
         env: sys::napi_env,
         owner: O,
     ) -> Result<sys::napi_value> {
-        let units = owner.as_ref();
+        // The units are read where the box keeps them, so that they stay put until the box
+        // is freed, whatever `O` is.
+        let owner = Box::new(owner);
+        let units = (*owner).as_ref();
         let (data, len, size) = (units.as_ptr(), units.len(), size_of_val(units) as i64);
-        let owner = Box::into_raw(Box::new(owner));
+        let owner = Box::into_raw(owner);
         let mut total = 0;
-        sys::napi_adjust_external_memory(env, size, &mut total);
+        // SAFETY: `env` is current (the caller's guarantee); `release` reports the same size
+        // back. Runs no JavaScript (a collection it may start runs finalizers later).
+        unsafe { sys::napi_adjust_external_memory(env, size, &mut total) };
         let mut out = ptr::null_mut();
         let mut copied = false;
-        let status = U::external(self)(
-            env,
-            data.cast_mut().cast(),
-            len as isize,
-            Some(release::<U, O>),
-            owner.cast(),
-            &mut out,
-            &mut copied,
-        );
+        // SAFETY: `env` is current, in a handle scope (the caller's guarantee), and the maker
+        // is the runtime's, with this signature (see `find_external_strings`). `data` and
+        // `len` are the units inside the box `owner`, which nothing else reads or writes, and
+        // which `release` frees when V8 is done with them (V8 only reads them); the
+        // out-pointers are locals.
+        let status = unsafe {
+            U::external(self)(
+                env,
+                data.cast_mut().cast(),
+                len as isize,
+                Some(release::<U, O>),
+                owner.cast(),
+                &mut out,
+                &mut copied,
+            )
+        };
         if status == sys::Status::napi_ok {
             return Ok(out);
         }
-        sys::napi_adjust_external_memory(env, -size, &mut total);
+        // SAFETY: as above: the size reported just before, taken back.
+        unsafe { sys::napi_adjust_external_memory(env, -size, &mut total) };
         // Copied while `owner` still holds the units.
-        let made = check_status!(U::COPY(env, data.cast(), len as isize, &mut out));
-        drop(Box::from_raw(owner));
+        // SAFETY: as above; `data` and `len` are the units `owner` still holds (V8 did not
+        // take them), which V8 copies.
+        let made = check_status!(unsafe { U::COPY(env, data.cast(), len as isize, &mut out) });
+        // SAFETY: the failed call took no ownership of `owner` (no finalizer will run), so it
+        // is freed here, once; it came from `Box::into_raw` above.
+        drop(unsafe { Box::from_raw(owner) });
         made.map(|()| out)
     }
 }
 
 /// The finalizer of an external string: `hint` is the boxed owner of its units.
+///
+/// # Safety
+///
+/// Called by V8 once, as the finalizer of a string made by `ExternalStrings::make::<U, O>`,
+/// with its environment and the `hint` given there.
 unsafe extern "C" fn release<U, O: AsRef<[U]>>(
     env: sys::napi_env,
     _data: *mut c_void,
     hint: *mut c_void,
 ) {
-    let owner = Box::from_raw(hint.cast::<O>());
+    // SAFETY: `hint` is the `Box<O>` made in `make`, and this runs once (the caller's
+    // guarantee): V8 no longer reads the units, which are freed here.
+    let owner = unsafe { Box::from_raw(hint.cast::<O>()) };
     let mut total = 0;
-    sys::napi_adjust_external_memory(env, -(size_of_val((*owner).as_ref()) as i64), &mut total);
+    // SAFETY: a finalizer gets its environment's `env`, on its JavaScript thread; the size is
+    // the one `make` reported.
+    unsafe {
+        sys::napi_adjust_external_memory(env, -(size_of_val((*owner).as_ref()) as i64), &mut total)
+    };
 }

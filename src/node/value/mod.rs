@@ -127,25 +127,37 @@ fn element_size(kind: sys::napi_typedarray_type) -> usize {
     }
 }
 
-/// A global constructor or function by name.
+/// A global constructor or function by name. May run JavaScript (a getter or a Proxy trap on
+/// `globalThis`).
+///
+/// # Safety
+///
+/// `env` is current on this, its JavaScript thread, inside a handle scope, where the value
+/// read lives.
 unsafe fn global(env: sys::napi_env, name: &CStr) -> Result<sys::napi_value> {
     let mut global = ptr::null_mut();
-    check_status!(sys::napi_get_global(env, &mut global))?;
-    property(env, global, name)
+    // SAFETY: `env` is current, in a handle scope (the caller's guarantee); the out-pointer
+    // is a local.
+    check_status!(unsafe { sys::napi_get_global(env, &mut global) })?;
+    // SAFETY: as above; `global` was just read into this scope.
+    unsafe { property(env, global, name) }
 }
 
-/// `object[name]`.
+/// `object[name]`. May run JavaScript (a getter or a Proxy trap).
+///
+/// # Safety
+///
+/// `env` is current on this, its JavaScript thread, inside a handle scope, and `object` is a
+/// handle of that scope; the value read lives there too.
 unsafe fn property(
     env: sys::napi_env,
     object: sys::napi_value,
     name: &CStr,
 ) -> Result<sys::napi_value> {
     let mut value = ptr::null_mut();
-    check_status!(sys::napi_get_named_property(
-        env,
-        object,
-        name.as_ptr(),
-        &mut value
-    ))?;
+    // SAFETY: `env` is current and `object` a live handle (the caller's guarantee); `name` is
+    // NUL-terminated and the out-pointer a local. The JavaScript this may run finds no pointer
+    // of ours into a JavaScript object.
+    check_status!(unsafe { sys::napi_get_named_property(env, object, name.as_ptr(), &mut value) })?;
     Ok(value)
 }

@@ -26,13 +26,18 @@ pub(super) unsafe fn read_short(
     buffer: &mut [u8; SHORT_STRING],
 ) -> Walk<Option<usize>> {
     let mut written = 0;
-    check_status!(sys::napi_get_value_string_utf8(
-        env,
-        value,
-        buffer.as_mut_ptr().cast::<c_char>(),
-        buffer.len(),
-        &mut written
-    ))?;
+    // SAFETY: `env` is current and `value` a live handle (the caller's guarantee); Node
+    // writes at most `buffer.len()` bytes into `buffer`, Rust memory, and the count into a
+    // local. A string is a primitive: reading it runs no JavaScript.
+    check_status!(unsafe {
+        sys::napi_get_value_string_utf8(
+            env,
+            value,
+            buffer.as_mut_ptr().cast::<c_char>(),
+            buffer.len(),
+            &mut written,
+        )
+    })?;
     // Node stops before a character that does not fit whole, so a result more than 4 bytes
     // short of the room (one byte of it is the terminating NUL) is the whole string.
     Ok((written + 4 < buffer.len() - 1).then_some(written))
@@ -42,6 +47,10 @@ pub(super) unsafe fn read_short(
 /// once its length is known, unless `out` would then hold more than `limit` bytes. A short
 /// string (ids, types, keys: nearly all) is read with one call into a buffer on the stack, a
 /// long one straight into `out`. Node writes valid UTF-8 (lone surrogates become U+FFFD).
+///
+/// # Safety
+///
+/// As [`read_string`].
 pub(super) unsafe fn put_utf8(
     env: sys::napi_env,
     value: sys::napi_value,
@@ -50,7 +59,8 @@ pub(super) unsafe fn put_utf8(
     before: impl FnOnce(usize, &mut BytesMut),
 ) -> Walk<()> {
     let mut short = [0u8; SHORT_STRING];
-    if let Some(written) = read_short(env, value, &mut short)? {
+    // SAFETY: the caller's guarantee, passed on.
+    if let Some(written) = unsafe { read_short(env, value, &mut short) }? {
         if out.len() + written + 5 > limit {
             return Err(EncodeError::OverBudget);
         }
@@ -59,26 +69,27 @@ pub(super) unsafe fn put_utf8(
         return Ok(());
     }
     let (mut len, mut written) = (0, 0);
-    check_status!(sys::napi_get_value_string_utf8(
-        env,
-        value,
-        ptr::null_mut(),
-        0,
-        &mut len
-    ))?;
+    // SAFETY: as in `read_short`; with no buffer, Node writes only the length, into a local.
+    check_status!(unsafe {
+        sys::napi_get_value_string_utf8(env, value, ptr::null_mut(), 0, &mut len)
+    })?;
     if out.len().saturating_add(len).saturating_add(5) > limit {
         return Err(EncodeError::OverBudget);
     }
     before(len, out);
     out.reserve(len + 1);
     let room = out.spare_capacity_mut();
-    check_status!(sys::napi_get_value_string_utf8(
-        env,
-        value,
-        room.as_mut_ptr().cast::<c_char>(),
-        len + 1,
-        &mut written
-    ))?;
+    // SAFETY: as in `read_short`; `room` has at least `len + 1` bytes (reserved just above),
+    // which is all Node writes: the string and its NUL.
+    check_status!(unsafe {
+        sys::napi_get_value_string_utf8(
+            env,
+            value,
+            room.as_mut_ptr().cast::<c_char>(),
+            len + 1,
+            &mut written,
+        )
+    })?;
     if written != len {
         return Err(EncodeError::Refused(
             "A string changed while being read.".to_owned(),
@@ -86,7 +97,7 @@ pub(super) unsafe fn put_utf8(
     }
     // SAFETY: Node initialised these `len` bytes, inside the capacity reserved above (Rust
     // memory: reading a string primitive runs no JavaScript).
-    out.set_len(out.len() + len);
+    unsafe { out.set_len(out.len() + len) };
     Ok(())
 }
 
@@ -102,7 +113,8 @@ pub(crate) unsafe fn short_string(
     value: sys::napi_value,
     buffer: &mut [u8; SHORT_STRING],
 ) -> Walk<Option<&str>> {
-    let len = read_short(env, value, buffer)?;
+    // SAFETY: the caller's guarantee, passed on.
+    let len = unsafe { read_short(env, value, buffer) }?;
     Ok(len.and_then(|len| std::str::from_utf8(&buffer[..len]).ok()))
 }
 
@@ -110,11 +122,12 @@ pub(crate) unsafe fn short_string(
 ///
 /// # Safety
 ///
-/// `env` is live and this runs on its JavaScript thread; `value` is a handle of the current
+/// `env` is current on this, its JavaScript thread, and `value` is a handle of the current
 /// handle scope.
 pub(crate) unsafe fn read_string(env: sys::napi_env, value: sys::napi_value) -> Walk<String> {
     let mut bytes = BytesMut::new();
-    put_utf8(env, value, &mut bytes, usize::MAX, |_, _| {})?;
+    // SAFETY: the caller's guarantee, passed on.
+    unsafe { put_utf8(env, value, &mut bytes, usize::MAX, |_, _| {}) }?;
     // Valid UTF-8, and a BytesMut of its own: no copy either way.
     Ok(String::from_utf8(Vec::from(bytes))
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))

@@ -45,7 +45,9 @@ any_js_type!(JsValue, JsValueCopy);
 
 impl ToNapiValue for JsValue {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
-        write(env, &val.0)
+        // SAFETY: napi-rs calls this with the current `env`, on its JavaScript thread, inside
+        // the handle scope of the call that returns the value.
+        unsafe { write(env, &val.0) }
     }
 }
 
@@ -57,7 +59,8 @@ pub struct JsValueCopy(pub Value);
 impl ToNapiValue for JsValueCopy {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
         let borrowing = BORROW.with(|b| b.replace(false));
-        let made = write(env, &val.0);
+        // SAFETY: as for `JsValue`.
+        let made = unsafe { write(env, &val.0) };
         BORROW.with(|b| b.set(borrowing));
         made
     }
@@ -74,47 +77,71 @@ thread_local! {
 ///
 /// # Safety
 ///
-/// `env` is live and this runs on its JavaScript thread inside a handle scope, in which the
+/// `env` is current on this, its JavaScript thread, inside a handle scope, in which the
 /// values made here live.
 pub(super) unsafe fn write(env: sys::napi_env, value: &Value) -> Result<sys::napi_value> {
-    write_at(env, value, 0)
+    // SAFETY: the caller's guarantee, passed on.
+    unsafe { write_at(env, value, 0) }
 }
 
 /// [`write`] of a value `depth` containers and extensions deep: an extension's data is a
 /// value of its own, so nesting them is bounded here, where decoding does not see it.
+///
+/// # Safety
+///
+/// As [`write`].
 unsafe fn write_at(env: sys::napi_env, value: &Value, depth: usize) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
+    // In every block below, `env` is current on its JavaScript thread, inside the handle scope
+    // where the values made here live (the caller's guarantee), and the out-pointers are
+    // locals. Only the setters may run JavaScript (one a program defined on
+    // `Array.prototype` or `Object.prototype`); no pointer into a JavaScript object is held.
     match value {
-        Value::Nil => check_status!(sys::napi_get_null(env, &mut out))?,
-        Value::Bool(b) => check_status!(sys::napi_get_boolean(env, *b, &mut out))?,
-        Value::Number(n) => check_status!(sys::napi_create_double(env, *n, &mut out))?,
-        Value::String(s) => out = string(env, s)?,
-        Value::Text(text) => out = shared_string(env, text)?,
-        Value::Binary(bytes) => out = write_buffer(env, bytes)?,
-        Value::Date(ms) => check_status!(sys::napi_create_date(env, *ms, &mut out))?,
+        // SAFETY: see above; making a primitive runs no JavaScript.
+        Value::Nil => check_status!(unsafe { sys::napi_get_null(env, &mut out) })?,
+        // SAFETY: as above.
+        Value::Bool(b) => check_status!(unsafe { sys::napi_get_boolean(env, *b, &mut out) })?,
+        // SAFETY: as above.
+        Value::Number(n) => check_status!(unsafe { sys::napi_create_double(env, *n, &mut out) })?,
+        // SAFETY: as above; `string` copies `s`.
+        Value::String(s) => out = unsafe { string(env, s) }?,
+        // SAFETY: as above.
+        Value::Text(text) => out = unsafe { shared_string(env, text) }?,
+        // SAFETY: as above.
+        Value::Binary(bytes) => out = unsafe { write_buffer(env, bytes) }?,
+        // SAFETY: as above.
+        Value::Date(ms) => check_status!(unsafe { sys::napi_create_date(env, *ms, &mut out) })?,
         Value::Array(items) => {
-            check_status!(sys::napi_create_array_with_length(
-                env,
-                items.len(),
-                &mut out
-            ))?;
+            // SAFETY: as above.
+            check_status!(unsafe {
+                sys::napi_create_array_with_length(env, items.len(), &mut out)
+            })?;
             for (i, item) in items.iter().enumerate() {
-                let element = write_at(env, item, depth + 1)?;
-                check_status!(sys::napi_set_element(env, out, i as u32, element))?;
+                // SAFETY: as above; `out` is the array just made, a handle of this scope.
+                unsafe {
+                    let element = write_at(env, item, depth + 1)?;
+                    check_status!(sys::napi_set_element(env, out, i as u32, element))?;
+                }
             }
         }
         Value::Map(entries) => {
-            check_status!(sys::napi_create_object(env, &mut out))?;
+            // SAFETY: as above.
+            check_status!(unsafe { sys::napi_create_object(env, &mut out) })?;
             for (key, item) in entries {
-                let k = string(env, key)?;
-                let v = write_at(env, item, depth + 1)?;
-                check_status!(sys::napi_set_property(env, out, k, v))?;
+                // SAFETY: as above; `out` is the object just made, a handle of this scope.
+                unsafe {
+                    let k = string(env, key)?;
+                    let v = write_at(env, item, depth + 1)?;
+                    check_status!(sys::napi_set_property(env, out, k, v))?;
+                }
             }
         }
         Value::Ext(kind, bytes) => {
-            out = match known_ext(env, *kind, bytes, depth)? {
+            // SAFETY: as above.
+            out = match unsafe { known_ext(env, *kind, bytes, depth) }? {
                 Some(made) => made,
-                None => unknown_ext(env, *kind, bytes)?,
+                // SAFETY: as above.
+                None => unsafe { unknown_ext(env, *kind, bytes) }?,
             }
         }
     }
@@ -130,73 +157,95 @@ const TRANSCODE_FROM: usize = 256;
 /// into a one-byte string without decoding it (several times faster than its UTF-8 path for a
 /// large string). A long string with other characters is transcoded here, to Latin-1 when
 /// every character fits one (a one-byte string again) or else to UTF-16.
+///
+/// # Safety
+///
+/// As [`write`].
 pub(super) unsafe fn string(env: sys::napi_env, s: &str) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
     if s.is_ascii() {
-        check_status!(sys::napi_create_string_latin1(
-            env,
-            s.as_ptr().cast::<c_char>(),
-            s.len() as isize,
-            &mut out
-        ))?;
+        // SAFETY: `env` is current, in a handle scope (the caller's guarantee); V8 copies the
+        // `s.len()` bytes at `s` (ASCII, so Latin-1), Rust memory; the out-pointer is a local.
+        check_status!(unsafe {
+            sys::napi_create_string_latin1(
+                env,
+                s.as_ptr().cast::<c_char>(),
+                s.len() as isize,
+                &mut out,
+            )
+        })?;
     } else if s.len() >= TRANSCODE_FROM {
         match units(s) {
-            Units::Latin1(bytes) => check_status!(sys::napi_create_string_latin1(
-                env,
-                bytes.as_ptr().cast::<c_char>(),
-                bytes.len() as isize,
-                &mut out
-            ))?,
-            Units::Utf16(units) => check_status!(sys::napi_create_string_utf16(
-                env,
-                units.as_ptr(),
-                units.len() as isize,
-                &mut out
-            ))?,
+            // SAFETY: as above, for the Latin-1 copy `bytes`.
+            Units::Latin1(bytes) => check_status!(unsafe {
+                sys::napi_create_string_latin1(
+                    env,
+                    bytes.as_ptr().cast::<c_char>(),
+                    bytes.len() as isize,
+                    &mut out,
+                )
+            })?,
+            // SAFETY: as above, for the UTF-16 code units `units`.
+            Units::Utf16(units) => check_status!(unsafe {
+                sys::napi_create_string_utf16(env, units.as_ptr(), units.len() as isize, &mut out)
+            })?,
         }
     } else {
-        check_status!(sys::napi_create_string_utf8(
-            env,
-            s.as_ptr().cast::<c_char>(),
-            s.len() as isize,
-            &mut out
-        ))?;
+        // SAFETY: as above: V8 decodes and copies the UTF-8 of `s`.
+        check_status!(unsafe {
+            sys::napi_create_string_utf8(
+                env,
+                s.as_ptr().cast::<c_char>(),
+                s.len() as isize,
+                &mut out,
+            )
+        })?;
     }
     Ok(out)
 }
 
 /// An extension type nobody here knows: `{type, buffer}`, as msgpack-lite's ExtBuffer.
+///
+/// # Safety
+///
+/// As [`write`].
 unsafe fn unknown_ext(env: sys::napi_env, kind: i8, bytes: &Bytes) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
-    check_status!(sys::napi_create_object(env, &mut out))?;
     let mut t = ptr::null_mut();
-    check_status!(sys::napi_create_int32(env, i32::from(kind), &mut t))?;
-    check_status!(sys::napi_set_named_property(env, out, c"type".as_ptr(), t))?;
-    let b = write_buffer(env, bytes)?;
-    check_status!(sys::napi_set_named_property(
-        env,
-        out,
-        c"buffer".as_ptr(),
-        b
-    ))?;
+    // SAFETY: `env` is current, in a handle scope (the caller's guarantee), where `out`, `t`
+    // and `b` are made; the out-pointers are locals. A setter of `type` or `buffer` that a
+    // program put on `Object.prototype` may run; no pointer into a JavaScript object is held.
+    unsafe {
+        check_status!(sys::napi_create_object(env, &mut out))?;
+        check_status!(sys::napi_create_int32(env, i32::from(kind), &mut t))?;
+        check_status!(sys::napi_set_named_property(env, out, c"type".as_ptr(), t))?;
+        let b = write_buffer(env, bytes)?;
+        check_status!(sys::napi_set_named_property(
+            env,
+            out,
+            c"buffer".as_ptr(),
+            b
+        ))?;
+    }
     Ok(out)
 }
 
 /// A copy of `bytes` in a new ArrayBuffer.
+///
+/// # Safety
+///
+/// As [`write`].
 unsafe fn array_buffer(env: sys::napi_env, bytes: &[u8]) -> Result<sys::napi_value> {
     let mut data = ptr::null_mut();
     let mut out = ptr::null_mut();
-    check_status!(sys::napi_create_arraybuffer(
-        env,
-        bytes.len(),
-        &mut data,
-        &mut out
-    ))?;
+    // SAFETY: `env` is current, in a handle scope (the caller's guarantee); the out-pointers
+    // are locals. Runs no JavaScript.
+    check_status!(unsafe { sys::napi_create_arraybuffer(env, bytes.len(), &mut data, &mut out) })?;
     if !bytes.is_empty() && !data.is_null() {
         // SAFETY: Node just allocated `bytes.len()` bytes at `data`, the memory of an
         // ArrayBuffer no JavaScript has seen yet (nothing runs between its making and this
         // copy), and `bytes` is Rust memory, so the two do not overlap.
-        ptr::copy_nonoverlapping(bytes.as_ptr(), data.cast::<u8>(), bytes.len());
+        unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), data.cast::<u8>(), bytes.len()) };
     }
     Ok(out)
 }
@@ -204,6 +253,10 @@ unsafe fn array_buffer(env: sys::napi_env, bytes: &[u8]) -> Result<sys::napi_val
 /// The class msgpack-lite's `decode` makes of extension `kind`, or `None` when the data does
 /// not make one (the caller then gives `{type, buffer}`, and a JavaScript exception that
 /// making it raised is cleared).
+///
+/// # Safety
+///
+/// As [`write`].
 unsafe fn known_ext(
     env: sys::napi_env,
     kind: i8,
@@ -213,26 +266,30 @@ unsafe fn known_ext(
     if depth >= MAX_DEPTH {
         return Ok(None);
     }
+    // In every block below, `env` is current on its JavaScript thread, inside the handle scope
+    // where the values made here live (the caller's guarantee); out-pointers are locals.
     let made = match kind {
-        0x11..=0x19 => typed_array(env, kind, bytes),
-        EXT_ARRAY_BUFFER => array_buffer(env, bytes).map(Some),
-        EXT_DATA_VIEW => array_buffer(env, bytes).and_then(|buffer| {
+        // SAFETY: see above.
+        0x11..=0x19 => unsafe { typed_array(env, kind, bytes) },
+        // SAFETY: as above.
+        EXT_ARRAY_BUFFER => unsafe { array_buffer(env, bytes) }.map(Some),
+        // SAFETY: as above; `buffer` is the ArrayBuffer just made, of `bytes.len()` bytes.
+        EXT_DATA_VIEW => unsafe { array_buffer(env, bytes) }.and_then(|buffer| {
             let mut out = ptr::null_mut();
-            check_status!(sys::napi_create_dataview(
-                env,
-                bytes.len(),
-                buffer,
-                0,
-                &mut out
-            ))?;
+            // SAFETY: as above.
+            check_status!(unsafe {
+                sys::napi_create_dataview(env, bytes.len(), buffer, 0, &mut out)
+            })?;
             Ok(Some(out))
         }),
-        EXT_BUFFER => write_buffer(env, bytes).map(Some),
+        // SAFETY: as above.
+        EXT_BUFFER => unsafe { write_buffer(env, bytes) }.map(Some),
         0x0B | 0x0C | 0x0F | EXT_REGEXP | 0x01..=0x06 | 0x0E => {
             let Ok(inner) = decode(bytes) else {
                 return Ok(None);
             };
-            made_of(env, kind, &inner, depth)
+            // SAFETY: as above.
+            unsafe { made_of(env, kind, &inner, depth) }
         }
         _ => Ok(None),
     };
@@ -240,17 +297,22 @@ unsafe fn known_ext(
         Ok(made) => Ok(made),
         Err(err) => {
             let mut pending = false;
-            sys::napi_is_exception_pending(env, &mut pending);
+            // SAFETY: as above.
+            unsafe { sys::napi_is_exception_pending(env, &mut pending) };
             if !pending {
                 return Err(err);
             }
             let mut exception = ptr::null_mut();
-            sys::napi_get_and_clear_last_exception(env, &mut exception);
+            // SAFETY: as above; an exception is pending, and it is dropped.
+            unsafe { sys::napi_get_and_clear_last_exception(env, &mut exception) };
             Ok(None)
         }
     }
 }
 
+/// # Safety
+///
+/// As [`write`].
 unsafe fn typed_array(
     env: sys::napi_env,
     kind: i8,
@@ -273,21 +335,30 @@ unsafe fn typed_array(
         // msgpack-lite throws here; the bytes still reach the application.
         return Ok(None);
     }
-    let buffer = array_buffer(env, bytes)?;
     let mut out = ptr::null_mut();
-    check_status!(sys::napi_create_typedarray(
-        env,
-        class,
-        bytes.len() / size,
-        buffer,
-        0,
-        &mut out
-    ))?;
+    // SAFETY: `env` is current, in a handle scope (the caller's guarantee); `buffer` is the
+    // ArrayBuffer just made, of `bytes.len()` bytes, a whole number of `size`-byte elements;
+    // the out-pointer is a local. Runs no JavaScript.
+    unsafe {
+        let buffer = array_buffer(env, bytes)?;
+        check_status!(sys::napi_create_typedarray(
+            env,
+            class,
+            bytes.len() / size,
+            buffer,
+            0,
+            &mut out
+        ))?;
+    }
     Ok(Some(out))
 }
 
 /// The classes whose extension data is a MessagePack value: boxed primitives, RegExp and
 /// the Error classes, made as msgpack-lite's unpackers make them.
+///
+/// # Safety
+///
+/// As [`write`].
 unsafe fn made_of(
     env: sys::napi_env,
     kind: i8,
@@ -295,39 +366,47 @@ unsafe fn made_of(
     depth: usize,
 ) -> Result<Option<sys::napi_value>> {
     let mut out = ptr::null_mut();
+    // In every block below, `env` is current on its JavaScript thread, inside the handle scope
+    // where the values made here live (the caller's guarantee); out-pointers are locals. The
+    // classes are read from `globalThis`, where a program may have replaced them, so reading,
+    // calling and setting may run JavaScript; no pointer into a JavaScript object is held.
     match kind {
         0x0B | 0x0C | 0x0F => {
-            let class = global(
-                env,
-                match kind {
-                    0x0B => c"Boolean",
-                    0x0C => c"String",
-                    _ => c"Number",
-                },
-            )?;
-            let argument = write_at(env, inner, depth + 1)?;
-            check_status!(sys::napi_new_instance(env, class, 1, &argument, &mut out))?;
+            let name = match kind {
+                0x0B => c"Boolean",
+                0x0C => c"String",
+                _ => c"Number",
+            };
+            // SAFETY: see above; `argument` outlives the call that reads it.
+            unsafe {
+                let class = global(env, name)?;
+                let argument = write_at(env, inner, depth + 1)?;
+                check_status!(sys::napi_new_instance(env, class, 1, &argument, &mut out))?;
+            }
         }
         EXT_REGEXP => {
             // `RegExp.apply(null, [source, flags])`.
             let Value::Array(items) = inner else {
                 return Ok(None);
             };
-            let arguments = items
-                .iter()
-                .map(|item| write_at(env, item, depth + 1))
-                .collect::<Result<Vec<_>>>()?;
-            let class = global(env, c"RegExp")?;
-            let mut undefined = ptr::null_mut();
-            check_status!(sys::napi_get_undefined(env, &mut undefined))?;
-            check_status!(sys::napi_call_function(
-                env,
-                undefined,
-                class,
-                arguments.len(),
-                arguments.as_ptr(),
-                &mut out
-            ))?;
+            // SAFETY: as above; `arguments` outlives the call that reads it.
+            unsafe {
+                let arguments = items
+                    .iter()
+                    .map(|item| write_at(env, item, depth + 1))
+                    .collect::<Result<Vec<_>>>()?;
+                let class = global(env, c"RegExp")?;
+                let mut undefined = ptr::null_mut();
+                check_status!(sys::napi_get_undefined(env, &mut undefined))?;
+                check_status!(sys::napi_call_function(
+                    env,
+                    undefined,
+                    class,
+                    arguments.len(),
+                    arguments.as_ptr(),
+                    &mut out
+                ))?;
+            }
         }
         _ => {
             // `new Class()`, then each of the six columns set from the data (`undefined` from
@@ -335,29 +414,34 @@ unsafe fn made_of(
             if let Value::Nil = inner {
                 return Ok(None);
             }
-            let class = global(
-                env,
-                match kind {
-                    0x01 => c"EvalError",
-                    0x02 => c"RangeError",
-                    0x03 => c"ReferenceError",
-                    0x04 => c"SyntaxError",
-                    0x05 => c"TypeError",
-                    0x06 => c"URIError",
-                    _ => c"Error",
-                },
-            )?;
-            check_status!(sys::napi_new_instance(env, class, 0, ptr::null(), &mut out))?;
+            let name = match kind {
+                0x01 => c"EvalError",
+                0x02 => c"RangeError",
+                0x03 => c"ReferenceError",
+                0x04 => c"SyntaxError",
+                0x05 => c"TypeError",
+                0x06 => c"URIError",
+                _ => c"Error",
+            };
+            // SAFETY: as above.
+            unsafe {
+                let class = global(env, name)?;
+                check_status!(sys::napi_new_instance(env, class, 0, ptr::null(), &mut out))?;
+            }
             for key in ERROR_COLUMNS {
-                let item = match inner.get(&key.to_string_lossy()) {
-                    Some(item) => write_at(env, item, depth + 1)?,
-                    None => {
-                        let mut undefined = ptr::null_mut();
-                        check_status!(sys::napi_get_undefined(env, &mut undefined))?;
-                        undefined
-                    }
-                };
-                check_status!(sys::napi_set_named_property(env, out, key.as_ptr(), item))?;
+                // SAFETY: as above; `out` is the instance just made, a handle of this scope,
+                // and `key` is NUL-terminated.
+                unsafe {
+                    let item = match inner.get(&key.to_string_lossy()) {
+                        Some(item) => write_at(env, item, depth + 1)?,
+                        None => {
+                            let mut undefined = ptr::null_mut();
+                            check_status!(sys::napi_get_undefined(env, &mut undefined))?;
+                            undefined
+                        }
+                    };
+                    check_status!(sys::napi_set_named_property(env, out, key.as_ptr(), item))?;
+                }
             }
         }
     }
@@ -369,36 +453,51 @@ unsafe fn made_of(
 /// [`JsValueCopy`]).
 const BORROW_ABOVE: usize = 64 * 1024;
 
+/// # Safety
+///
+/// As [`write`].
 unsafe fn write_buffer(env: sys::napi_env, bytes: &Bytes) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
     if bytes.len() > BORROW_ABOVE && BORROW.with(std::cell::Cell::get) {
         let owner = Box::into_raw(Box::new(bytes.clone()));
-        let status = sys::napi_create_external_buffer(
-            env,
-            bytes.len(),
-            bytes.as_ptr() as *mut c_void,
-            Some(release_bytes),
-            owner.cast(),
-            &mut out,
-        );
+        // SAFETY: `env` is current, in a handle scope (the caller's guarantee); the Buffer
+        // uses the `bytes.len()` bytes at `bytes.as_ptr()`, which `owner` (a count of the same
+        // `Bytes`, never written through) keeps alive until `release_bytes` frees it; the
+        // out-pointer is a local. Runs no JavaScript.
+        let status = unsafe {
+            sys::napi_create_external_buffer(
+                env,
+                bytes.len(),
+                bytes.as_ptr() as *mut c_void,
+                Some(release_bytes),
+                owner.cast(),
+                &mut out,
+            )
+        };
         if status == sys::Status::napi_ok {
             return Ok(out);
         }
         // Runtimes whose memory cage forbids external buffers: copy after all.
-        drop(Box::from_raw(owner));
+        // SAFETY: no Buffer was made, so no finalizer owns `owner`: freed here, once.
+        drop(unsafe { Box::from_raw(owner) });
     }
     let mut data = ptr::null_mut();
-    check_status!(sys::napi_create_buffer_copy(
-        env,
-        bytes.len(),
-        bytes.as_ptr().cast(),
-        &mut data,
-        &mut out
-    ))?;
+    // SAFETY: as above; V8 copies the `bytes.len()` bytes at `bytes.as_ptr()`, Rust memory,
+    // and the out-pointers are locals.
+    check_status!(unsafe {
+        sys::napi_create_buffer_copy(env, bytes.len(), bytes.as_ptr().cast(), &mut data, &mut out)
+    })?;
     Ok(out)
 }
 
 /// The garbage collector freed a borrowing Buffer: release the bytes it kept alive.
+///
+/// # Safety
+///
+/// Called by Node once, as the finalizer of a Buffer made by [`write_buffer`], with the
+/// `hint` given there.
 unsafe extern "C" fn release_bytes(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
-    drop(Box::from_raw(hint.cast::<Bytes>()));
+    // SAFETY: `hint` is the `Box<Bytes>` made in `write_buffer`, and this runs once (the
+    // caller's guarantee), after which the Buffer no longer reads the bytes.
+    drop(unsafe { Box::from_raw(hint.cast::<Bytes>()) });
 }
