@@ -10,7 +10,7 @@
 
 //!
 //! The parts, one file each: `mailbox.rs`, the way batches reach the callback (the
-//! [`Mailbox`](mailbox::Mailbox), the threadsafe function, and `DirectCall`, the caller of the
+//! [`Mailbox`], the threadsafe function, and `DirectCall`, the caller of the
 //! callback on the JS thread, with its `pull` function); `notices.rs`, a batch written as that
 //! callback's arguments; `calls.rs`, the `send` and `ack` functions that [`NativeClient::calls`]
 //! makes, and the errors with which they refuse; `delivered.rs`, the handle naming an action's

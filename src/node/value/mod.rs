@@ -1,12 +1,12 @@
 //! JavaScript values and the wire, following docs/PROTOCOL.md section 5 (MessagePack mapping):
-//! a JS value is written straight into MessagePack ([`encode`]), and a wire [`Value`](crate::protocol::Value) becomes a
+//! a JS value is written straight into MessagePack ([`encode()`]), and a wire [`Value`](crate::protocol::Value) becomes a
 //! JS value ([`JsValue`]). Raw Node-API calls, so a bundle is walked once with no intermediate
 //! JSON, serde or `Value` layer.
 //!
 //! The authority is msgpack-lite 0.1.26, which the original client used and the gateway
 //! decodes with: its `encode` for the walk, its `decode` for the way back.
 //!
-//! * `encode.rs`: the JS → MessagePack walk ([`to_value`], [`encode`]): JavaScript values
+//! * `encode.rs`: the JS → MessagePack walk ([`to_value`], [`encode()`]): JavaScript values
 //!   written as msgpack-lite writes them, within the 10 MiB budget; a view's bytes are read
 //!   by `Encoder::with_bytes` only after the last JavaScript the walk runs for it.
 //! * `known.rs`: what the walk compares every object with (the key `constructor`, `Object`,

@@ -84,12 +84,12 @@ pub(super) unsafe fn write(env: sys::napi_env, value: &Value) -> Result<sys::nap
     unsafe { write_at(env, value, 0) }
 }
 
-/// [`write`] of a value `depth` containers and extensions deep: an extension's data is a
+/// [`write()`] of a value `depth` containers and extensions deep: an extension's data is a
 /// value of its own, so nesting them is bounded here, where decoding does not see it.
 ///
 /// # Safety
 ///
-/// As [`write`].
+/// As [`write()`].
 unsafe fn write_at(env: sys::napi_env, value: &Value, depth: usize) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
     // In every block below, `env` is current on its JavaScript thread, inside the handle scope
@@ -160,7 +160,7 @@ const TRANSCODE_FROM: usize = 256;
 ///
 /// # Safety
 ///
-/// As [`write`].
+/// As [`write()`].
 pub(super) unsafe fn string(env: sys::napi_env, s: &str) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
     if s.is_ascii() {
@@ -208,7 +208,7 @@ pub(super) unsafe fn string(env: sys::napi_env, s: &str) -> Result<sys::napi_val
 ///
 /// # Safety
 ///
-/// As [`write`].
+/// As [`write()`].
 unsafe fn unknown_ext(env: sys::napi_env, kind: i8, bytes: &Bytes) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
     let mut t = ptr::null_mut();
@@ -234,7 +234,7 @@ unsafe fn unknown_ext(env: sys::napi_env, kind: i8, bytes: &Bytes) -> Result<sys
 ///
 /// # Safety
 ///
-/// As [`write`].
+/// As [`write()`].
 unsafe fn array_buffer(env: sys::napi_env, bytes: &[u8]) -> Result<sys::napi_value> {
     let mut data = ptr::null_mut();
     let mut out = ptr::null_mut();
@@ -256,7 +256,7 @@ unsafe fn array_buffer(env: sys::napi_env, bytes: &[u8]) -> Result<sys::napi_val
 ///
 /// # Safety
 ///
-/// As [`write`].
+/// As [`write()`].
 unsafe fn known_ext(
     env: sys::napi_env,
     kind: i8,
@@ -312,7 +312,7 @@ unsafe fn known_ext(
 
 /// # Safety
 ///
-/// As [`write`].
+/// As [`write()`].
 unsafe fn typed_array(
     env: sys::napi_env,
     kind: i8,
@@ -358,7 +358,7 @@ unsafe fn typed_array(
 ///
 /// # Safety
 ///
-/// As [`write`].
+/// As [`write()`].
 unsafe fn made_of(
     env: sys::napi_env,
     kind: i8,
@@ -455,7 +455,7 @@ const BORROW_ABOVE: usize = 64 * 1024;
 
 /// # Safety
 ///
-/// As [`write`].
+/// As [`write()`].
 unsafe fn write_buffer(env: sys::napi_env, bytes: &Bytes) -> Result<sys::napi_value> {
     let mut out = ptr::null_mut();
     if bytes.len() > BORROW_ABOVE && BORROW.with(std::cell::Cell::get) {
