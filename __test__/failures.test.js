@@ -257,7 +257,7 @@ test('malformed and mismatched key material is refused at construction', (t) => 
 
 // Serial: building the flood keeps this process busy, which would upset other tests' timeouts.
 // Runs on both drivers (`npm run test:tokio`): on tokio's, each batch after the first of a flood
-// is pulled on the loop's next turn (`pull` in src/node/client.rs).
+// is pulled on the loop's next turn (`pull` in src/node/client/mailbox.rs).
 test.serial('a flood of frames from the gateway never stops the event loop from turning', async (t) => {
   const gateway = await fakeGateway(t)
   const count = 20000

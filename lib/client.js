@@ -63,7 +63,7 @@ const IDLE = KINDS.idle
 const RECOVERED = KINDS.recovered
 
 // A batch comes as the callback's arguments (the values one by one: nothing to build), or, when
-// it has more values than a call should take (MAX_ARGUMENTS in src/node/client.rs), as one
+// it has more values than a call should take (MAX_ARGUMENTS in src/node/client/mailbox.rs), as one
 // array, its only argument. A batch's first value is always a kind, a number, so the two
 // cannot be confused.
 function batchOf (values) {
@@ -271,7 +271,7 @@ class Client extends EventEmitter {
       if (client) client._dispatch(batchOf(values))
     })
     // The two calls made per event and per action, as plain functions (see Calls in
-    // src/node/client.rs), made at the first send() or action: an idle client does not pay
+    // src/node/client/calls.rs), made at the first send() or action: an idle client does not pay
     // for them.
     this._sendNative = null
     this._ackNative = null

@@ -34,6 +34,8 @@
 
 // Every unsafe block and `unsafe impl` states why it is sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
+// Every unsafe operation in an `unsafe fn` sits in an unsafe block of its own, which states it.
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod client;
 pub mod defaults;

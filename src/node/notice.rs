@@ -62,7 +62,7 @@ notices! {
         Connect = "connect" [],
         Drain = "drain" [],
         /// `delivered`: what `ack` passes back for the id when JavaScript could change the id
-        /// object (see `node::client::delivered_handle`), else null.
+        /// object (see `node::client::delivered::delivered_handle`), else null.
         Action = "action" ["id", "type", "payload", "delivered"],
         /// `code` and `message` undefined when the server sent none.
         Acknowledgement = "acknowledgement" ["correlid", "status", "code", "message"],

@@ -238,8 +238,9 @@ impl Executor {
 }
 
 /// The async handle's callback (a wake-up from another thread) and the idle handle's (one
-/// made here): the woken tasks run.
-unsafe extern "C" fn on_wake(_handle: *mut c_void) {
+/// made here): the woken tasks run. Safe: it reads nothing through the handle, and the tasks
+/// it runs are this thread's.
+extern "C" fn on_wake(_handle: *mut c_void) {
     loop_callback(run_ready);
 }
 
@@ -328,6 +329,11 @@ pub(super) fn executor(env: &Env) -> Option<Rc<Executor>> {
 
 /// The environment is going away: drop its clients' tasks (closing their sockets) and the
 /// loop's handles, so that nothing touches this loop again.
+///
+/// # Safety
+///
+/// Called by Node as the environment's cleanup hook, on its JavaScript thread (the loop's),
+/// after the loop's last callback: the handles closed here are then closed once.
 unsafe extern "C" fn teardown(_arg: *mut c_void) {
     let _ = catch_unwind(|| {
         let Some((_, executor)) = EXECUTOR.with(|e| e.borrow_mut().take()) else {
@@ -349,7 +355,11 @@ unsafe extern "C" fn teardown(_arg: *mut c_void) {
         drop(calls);
         if let Some(uv) = uv() {
             for handle in handles.into_iter().filter(|&h| h != 0) {
-                (uv.close)(handle as *mut c_void, Some(free_handle));
+                // SAFETY: `handle` is one of this loop's handles, made and initialised by
+                // `executor` and taken out of the queue above, so closed once; this runs on the
+                // loop's thread (the caller's guarantee), and `free_handle` frees it once
+                // libuv is done with it.
+                unsafe { (uv.close)(handle as *mut c_void, Some(free_handle)) };
             }
         }
         LOOP.with(|l| l.set(0));

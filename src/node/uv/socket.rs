@@ -140,6 +140,11 @@ impl Watch {
 /// error): whoever waits is woken and tries its call again, which then reports the real
 /// outcome. A readiness nobody waits for is no longer watched, or a level-triggered poll
 /// would fire for ever.
+///
+/// # Safety
+///
+/// Called by libuv, on the loop's thread, as the poll callback of a `PolledSocket`'s handle,
+/// which `handle` is (see `on_ready_run`).
 unsafe extern "C" fn on_ready(handle: *mut c_void, status: c_int, events: c_int) {
     loop_callback(|| on_ready_run(handle, status, events));
 }

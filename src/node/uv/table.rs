@@ -45,14 +45,22 @@ fn find_uv() -> Option<Uv> {
     /// the image stays mapped: it is only read by `find_uv` while it runs, and the images
     /// asked about here (the host executable, a shared libuv it links) are never unloaded.
     unsafe fn image(address: *mut c_void) -> Option<(usize, &'static std::ffi::CStr)> {
-        let mut info: libc::Dl_info = std::mem::zeroed();
-        if address.is_null() || libc::dladdr(address, &mut info) == 0 || info.dli_fname.is_null() {
+        // SAFETY: `Dl_info` is a C struct of pointers and integers, for which all zeroes is a
+        // valid value (null names, null addresses).
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        if address.is_null() {
             return None;
         }
-        Some((
-            info.dli_fbase as usize,
-            std::ffi::CStr::from_ptr(info.dli_fname),
-        ))
+        // SAFETY: `dladdr` takes any address (it reports 0 for one in no image) and fills the
+        // local `info`.
+        if unsafe { libc::dladdr(address, &mut info) } == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        // SAFETY: `dli_fname` is non-null: the loader's NUL-terminated copy of the image's file
+        // name, valid while the image stays mapped, which the caller guarantees for as long as
+        // the name is used (see `# Safety`).
+        let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+        Some((info.dli_fbase as usize, name))
     }
     // SAFETY: `dlsym` gets a NUL-terminated name and the `RTLD_DEFAULT` pseudo-handle, and
     // `image` accepts what it returns, null included (see its `# Safety`).
@@ -87,9 +95,16 @@ fn find_uv() -> Option<Uv> {
     /// `T` is a function pointer type (pointer-sized) whose signature is the C signature of
     /// `name`; the returned pointer is never null (a null or foreign `dlsym` result is `None`).
     unsafe fn symbol<T: Copy>(name: &std::ffi::CStr, uv: usize) -> Option<T> {
-        let found = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+        // SAFETY: `dlsym` gets a NUL-terminated name and the `RTLD_DEFAULT` pseudo-handle.
+        let found = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
         // Every function from that same image.
-        (image(found)?.0 == uv).then(|| std::mem::transmute_copy(&found))
+        // SAFETY: `image` accepts a `dlsym` result, null included; the name it returns is
+        // not kept.
+        let (base, _) = unsafe { image(found) }?;
+        // SAFETY: `found` is non-null (`image` gave `None` for null) and is the address of
+        // `name` in the image at `uv`; `T` is a pointer-sized function pointer type with
+        // `name`'s C signature (the caller's guarantee), so the bits make a valid `T`.
+        (base == uv).then(|| unsafe { std::mem::transmute_copy(&found) })
     }
     // SAFETY: each `T` here is the type of the `Uv` field, an `extern "C"` function pointer
     // with the signature libuv 1.x's `uv.h` declares for that symbol (stable across 1.x), and
@@ -143,20 +158,32 @@ pub(super) fn node_libuv(env: &Env, uv: &Uv) -> bool {
 /// JavaScript); `uv`'s functions are libuv's (see `find_uv`). Only `uv_version_string` is
 /// called, and only once the host has been found to be Node.js.
 unsafe fn is_node_libuv(env: sys::napi_env, uv: &Uv) -> Option<bool> {
-    if !host::is_node(env) {
+    // SAFETY: `env` is current on its JavaScript thread, inside a handle scope (the caller's
+    // guarantee).
+    if !unsafe { host::is_node(env) } {
         return Some(false);
     }
     let mut global = std::ptr::null_mut();
-    if sys::napi_get_global(env, &mut global) != sys::Status::napi_ok {
+    // SAFETY: as above; the out-pointer is a local.
+    if unsafe { sys::napi_get_global(env, &mut global) } != sys::Status::napi_ok {
         return None;
     }
-    let versions = host::property(env, host::property(env, global, c"process")?, c"versions")?;
-    let node = crate::node::value::read_string(env, host::property(env, versions, c"uv")?).ok()?;
-    let ours = (uv.version_string)();
+    // SAFETY: as above; each object read from is a handle of the caller's scope, `global` or
+    // read from it. A getter this runs holds no pointer of ours, and the string is read into
+    // Rust memory.
+    let node = unsafe {
+        let versions = host::property(env, host::property(env, global, c"process")?, c"versions")?;
+        crate::node::value::read_string(env, host::property(env, versions, c"uv")?).ok()?
+    };
+    // SAFETY: `version_string` is libuv's `uv_version_string` (the caller's guarantee), which
+    // takes nothing and returns a static string, and the host was just found to be Node.js,
+    // whose libuv exports it.
+    let ours = unsafe { (uv.version_string)() };
     if ours.is_null() {
         return Some(false);
     }
-    Some(std::ffi::CStr::from_ptr(ours).to_bytes() == node.as_bytes())
+    // SAFETY: non-null, and libuv's version string is a static NUL-terminated string.
+    Some(unsafe { std::ffi::CStr::from_ptr(ours) }.to_bytes() == node.as_bytes())
 }
 
 /// Allocates a libuv handle of `kind`; freed by [`free_handle`] from its close callback.
@@ -174,5 +201,7 @@ pub(super) fn alloc_handle(uv: &Uv, kind: c_int) -> *mut c_void {
 /// `handle` was returned by [`alloc_handle`] and libuv is done with it: either its close
 /// callback is running (libuv no longer refers to a closed handle) or it was never initialized.
 pub(super) unsafe extern "C" fn free_handle(handle: *mut c_void) {
-    libc::free(handle);
+    // SAFETY: `handle` came from `calloc` in `alloc_handle` and nothing refers to it any more
+    // (the caller's guarantee), so it is freed once.
+    unsafe { libc::free(handle) };
 }

@@ -1,0 +1,137 @@
+//! A batch written as the callback's arguments, in the format of [`crate::node::notice`]
+//! ([`ClientKind`]).
+
+use napi::Result;
+
+use super::delivered::delivered_handle;
+use crate::client::Batch;
+use crate::errors::ErrorCode;
+use crate::node::notice::{ClientKind, Flat};
+use crate::protocol::{ErrorBody, Value};
+use crate::session::{ActionKey, Notice, SessionError};
+
+/// Writes `batch`'s notices, then its fatal error and its idle report.
+pub(super) fn write_batch(out: &mut Flat, batch: Batch) -> Result<()> {
+    for notice in batch.notices {
+        write_notice(out, notice)?;
+    }
+    if let Some(err) = batch.fatal {
+        out.kind(ClientKind::Fatal)?;
+        out.error(err)?;
+    }
+    if let Some(cycle) = batch.idle {
+        out.kind(ClientKind::Idle)?;
+        out.number(cycle as f64)?;
+    }
+    Ok(())
+}
+
+/// Writes `notice` in the format of [`ClientKind`].
+fn write_notice(out: &mut Flat, notice: Notice) -> Result<()> {
+    match notice {
+        Notice::Connect => out.kind(ClientKind::Connect),
+        Notice::Drain => out.kind(ClientKind::Drain),
+        Notice::Action {
+            id,
+            key,
+            kind,
+            parameters,
+        } => {
+            out.kind(ClientKind::Action)?;
+            // SAFETY: `out`'s environment, on its thread, in its open handle scope.
+            let delivered = unsafe { delivered_handle(out.env(), &id, key) }?;
+            out.value(id)?;
+            out.string(&kind)?;
+            out.value(parameters)?;
+            out.raw(delivered)
+        }
+        Notice::Acknowledgement {
+            correlid,
+            status,
+            error,
+        } => {
+            out.kind(ClientKind::Acknowledgement)?;
+            out.value(correlid)?;
+            out.number(status as f64)?;
+            let error = error.as_ref();
+            out.optional_string(error.and_then(|e| e.code.as_deref()))?;
+            out.optional_string(error.map(|e| e.message.as_str()))
+        }
+        Notice::EventDone {
+            seq,
+            result: Ok(()),
+        } => {
+            out.kind(ClientKind::Done)?;
+            out.number(seq as f64)
+        }
+        Notice::EventDone {
+            seq,
+            result: Err(err),
+        } => {
+            out.kind(ClientKind::Failed)?;
+            out.number(seq as f64)?;
+            out.error(err)
+        }
+        Notice::Reconnect => out.kind(ClientKind::Reconnect),
+        Notice::Disconnect => out.kind(ClientKind::Disconnect),
+        Notice::Error(err) => {
+            out.kind(ClientKind::Error)?;
+            out.error(err)
+        }
+        Notice::Recovered(err) => {
+            out.kind(ClientKind::Recovered)?;
+            out.error(err)
+        }
+    }
+}
+
+/// A batch with a notice of every kind, for `__test__/notices.test.js` (see
+/// `node::notice::notice_samples`).
+pub(crate) fn write_samples(out: &mut Flat) -> Result<()> {
+    let err = |code: ErrorCode| SessionError::new(code, "sample");
+    let action = |id: Value| Notice::Action {
+        key: ActionKey::from(id.clone()),
+        id,
+        kind: "sample".to_owned(),
+        parameters: Value::Nil,
+    };
+    let notices = vec![
+        Notice::Connect,
+        Notice::Drain,
+        action(Value::String("a1".into())),
+        action(Value::Array(vec![Value::Number(1.0)])),
+        Notice::Acknowledgement {
+            correlid: Value::String("e1".into()),
+            status: 1,
+            error: Some(ErrorBody {
+                code: Some("C1".to_owned()),
+                message: "rejected".to_owned(),
+            }),
+        },
+        Notice::Acknowledgement {
+            correlid: Value::String("e2".into()),
+            status: 0,
+            error: None,
+        },
+        Notice::EventDone {
+            seq: 1,
+            result: Ok(()),
+        },
+        Notice::EventDone {
+            seq: 2,
+            result: Err(err(ErrorCode::Closed)),
+        },
+        Notice::Reconnect,
+        Notice::Disconnect,
+        Notice::Error(err(ErrorCode::ConnectionReset)),
+        Notice::Recovered(err(ErrorCode::Closed)),
+    ];
+    write_batch(
+        out,
+        Batch {
+            notices,
+            fatal: Some(err(ErrorCode::Internal)),
+            idle: Some(7),
+        },
+    )
+}
