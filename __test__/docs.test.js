@@ -45,7 +45,7 @@ test('the link check reports a missing file, a missing anchor and a link out of 
       '[gone](docs/gone.md)',
       '[no such heading](docs/guide.md#nowhere) [nor here](#elsewhere)',
       '![no image](docs/images/bench.svg)',
-      '[outside](../shared/PROTOCOL.md)',
+      '[outside](../outside/NOTES.md)',
       '`[in code](missing.md)`',
       '```',
       '[in a fence](missing.md)',
@@ -59,7 +59,7 @@ test('the link check reports a missing file, a missing anchor and a link out of 
     [3, 'docs/guide.md#nowhere'],
     [3, '#elsewhere'],
     [4, 'docs/images/bench.svg'],
-    [5, '../shared/PROTOCOL.md']
+    [5, '../outside/NOTES.md']
   ])
   t.regex(problems[1].message, /#nowhere is not a heading of docs\/guide\.md/)
 })
