@@ -1,5 +1,5 @@
 'use strict'
-// README's table of error codes, for the connection failures no other file produces: a host
+// The table of error codes (docs/client.md), for the connection failures no other file produces: a host
 // that does not resolve (ENOTFOUND), a server certificate whose signature does not verify
 // (CERT_SIGNATURE_FAILURE) and one that is wrong in another way (ETLSCERT). Each is what the
 // application sees: the `error` that ends a client with `autoReconnect: false`.

@@ -1,7 +1,7 @@
 'use strict'
 
 // One table of option defaults (src/defaults.rs): the native side exports it, lib/client.js and
-// lib/server.js fill in from it, and index.d.ts (`@default`) and README state it. These tests
+// lib/server.js fill in from it, and index.d.ts (`@default`) and docs/client.md state it. These tests
 // keep the documentation and the table from drifting apart.
 
 const test = require('ava')
@@ -53,9 +53,10 @@ for (const [iface, side] of [['ClientOptions', 'client'], ['ServerOptions', 'ser
   })
 }
 
-// README's table of client options: each option's default as a literal, where the row gives one.
+// The client guide's table of options (docs/client.md): each option's default as a literal, where
+// the row gives one.
 function readmeDefaults () {
-  const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8').split('\n')
+  const readme = fs.readFileSync(path.join(__dirname, '..', 'docs', 'client.md'), 'utf8').split('\n')
   const start = readme.indexOf('| option | meaning | default |')
   const defaults = {}
   for (const line of readme.slice(start + 2)) {
@@ -71,11 +72,11 @@ function readmeDefaults () {
   return defaults
 }
 
-test('README states the table\'s default of every client option', (t) => {
+test('docs/client.md states the table\'s default of every client option', (t) => {
   const stated = readmeDefaults()
   for (const [option, value] of Object.entries(table.client)) {
-    t.true(option in stated, `${option}: README's table gives no default`)
-    if (option in stated) t.is(JSON.parse(stated[option].replace(/^'(.*)'$/, '"$1"')), value, `${option}: README says ${stated[option]}`)
+    t.true(option in stated, `${option}: docs/client.md's table gives no default`)
+    if (option in stated) t.is(JSON.parse(stated[option].replace(/^'(.*)'$/, '"$1"')), value, `${option}: docs/client.md says ${stated[option]}`)
   }
 })
 

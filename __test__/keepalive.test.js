@@ -1,5 +1,5 @@
 'use strict'
-// README, `keepAlive`: a gateway that vanishes (no FIN, no RST: its host or network is gone) is
+// docs/client.md, `keepAlive`: a gateway that vanishes (no FIN, no RST: its host or network is gone) is
 // noticed in seconds, with or without data left unacknowledged. The gateway and the device run
 // in two network namespaces joined by a veth pair; taking the gateway's end down makes every
 // packet vanish without an answer. That needs root (CI is) and `ip` (iproute2, installed by

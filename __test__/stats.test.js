@@ -237,9 +237,9 @@ test('under TLS the bytes include the handshake and the records', async (t) => {
   t.true(stats.rtt > 0)
 })
 
-test("the README's counters example runs and prints what it says", async (t) => {
-  const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8')
-  const section = readme.slice(readme.indexOf('### Counters: `client.stats()`'))
+test("docs/client.md's counters example runs and prints what it says", async (t) => {
+  const guide = fs.readFileSync(path.join(__dirname, '..', 'docs', 'client.md'), 'utf8')
+  const section = guide.slice(guide.indexOf('## Counters: `client.stats()`'))
   const example = /```js\n([\s\S]*?)```/.exec(section)[1]
   const result = await runNode(example)
   t.is(result.err, '')

@@ -1,5 +1,5 @@
 'use strict'
-// README's options table: 0 means none or unlimited for `connectTimeout`, `maxQueueSize` and
+// The options table (docs/client.md): 0 means none or unlimited for `connectTimeout`, `maxQueueSize` and
 // `maxReconnectAttempts`, not "at once" and not the default. Each is checked beside the same
 // option set to a small number, which must bite.
 

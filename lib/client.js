@@ -512,7 +512,7 @@ class Client extends EventEmitter {
    * The client's counters, kept by the native core and read in one call: what is queued and in
    * flight now, totals of events, actions, reconnects and bytes since `new Client()`, whether
    * it is connected and drained, and the last event's round trip in ms (null before the first).
-   * A fresh plain object each time; see `ClientStats` in index.d.ts and the README.
+   * A fresh plain object each time; see `ClientStats` in index.d.ts and docs/client.md.
    */
   stats () {
     const stats = this._native.stats()

@@ -8,8 +8,10 @@
 //   imt-gateway-<platform>-<version>.tgz  each platform package whose binary is in npm/<platform>/
 // The repository's package.json has no optionalDependencies (npm ci here would look them up in
 // the registry); they are written into the packed copy only, as napi-rs's prepublish does.
-// In the hosted workflow (GITHUB_REPOSITORY set), every packed manifest also names the repository,
-// which npm's provenance requires.
+// Every manifest (package.json and npm/*/package.json) names the same `repository`, `homepage`,
+// `bugs` and `type`, which npm's provenance requires. In the hosted workflow of another repository
+// (a fork: GITHUB_REPOSITORY names another one), the packed manifests name that one instead, in
+// the same form, since provenance refuses a package that names a repository other than its own.
 
 const fs = require('fs')
 const os = require('os')
@@ -48,7 +50,11 @@ function checkManifest (name) {
     cpu: [p.cpu],
     libc: p.libc ? [p.libc] : undefined,
     main: `imt-gateway.${name}.node`,
-    license: pkg.license
+    license: pkg.license,
+    repository: pkg.repository,
+    homepage: pkg.homepage,
+    bugs: pkg.bugs,
+    type: pkg.type
   }
   for (const [key, value] of Object.entries(want)) {
     if (JSON.stringify(manifest[key]) !== JSON.stringify(value)) {
@@ -57,13 +63,23 @@ function checkManifest (name) {
   }
 }
 
+/** `repository`, `homepage` and `bugs` for the GitHub repository `slug` (owner/name). */
+function repositoryFields (slug) {
+  return {
+    repository: { type: 'git', url: `git+https://github.com/${slug}.git` },
+    homepage: `https://github.com/${slug}#readme`,
+    bugs: { url: `https://github.com/${slug}/issues` }
+  }
+}
+
 /** Packs a copy of `entries` (paths relative to `from`) with `manifest` as its package.json. */
 function packStaged (from, entries, manifest) {
   const stage = fs.mkdtempSync(path.join(os.tmpdir(), 'imt-gateway-pack-'))
   try {
     for (const entry of entries) fs.cpSync(path.join(from, entry), path.join(stage, entry), { recursive: true })
-    if (process.env.GITHUB_REPOSITORY) {
-      manifest = { ...manifest, repository: { type: 'git', url: `git+https://github.com/${process.env.GITHUB_REPOSITORY}.git` } }
+    const slug = process.env.GITHUB_REPOSITORY
+    if (slug && JSON.stringify(repositoryFields(slug).repository) !== JSON.stringify(manifest.repository)) {
+      manifest = { ...manifest, ...repositoryFields(slug) }
     }
     fs.writeFileSync(path.join(stage, 'package.json'), JSON.stringify(manifest, null, 2) + '\n')
     const out = execFileSync('npm', ['pack', stage, '--pack-destination', dist, '--json', '--silent'], { cwd: root, encoding: 'utf8' })
@@ -90,6 +106,11 @@ function packMain (published) {
 }
 
 function main () {
+  const own = /^git\+https:\/\/github\.com\/([^/]+\/[^/]+)\.git$/.exec((pkg.repository || {}).url || '')
+  if (!own) throw new Error(`package.json: repository.url ${JSON.stringify((pkg.repository || {}).url)} is not git+https://github.com/OWNER/NAME.git`)
+  for (const [key, value] of Object.entries(repositoryFields(own[1]))) {
+    if (JSON.stringify(pkg[key]) !== JSON.stringify(value)) throw new Error(`package.json: ${key} is ${JSON.stringify(pkg[key])}, expected ${JSON.stringify(value)}`)
+  }
   if (!process.argv.includes('--no-build')) buildMissing()
   fs.rmSync(dist, { recursive: true, force: true })
   fs.mkdirSync(dist)
