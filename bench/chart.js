@@ -75,8 +75,8 @@ function chartSvg (report) {
   const labelWidth = Math.ceil(Math.max(...rows.map((row) => row.name.length + 2)) * CHAR) + 16
   const plotWidth = Math.max(360, ticks.length * 60)
   const valueWidth = 56
-  const width = labelWidth + plotWidth + valueWidth + 16
-  const top = 58
+  const width = Math.max(labelWidth + plotWidth + valueWidth + 16, 720)
+  const top = 72
   const group = (withReference ? 2 : 1) * ROW + 10
   const plotHeight = rows.length * group
   const height = top + plotHeight + 70
