@@ -595,7 +595,7 @@ export class Client extends TypedEventEmitter<ClientEvents> {
    * Opens nothing on the network until `connect()`. Throws `Error('Options expected.')` without
    * an options object; unless `host` is `'localhost'`, `EINVALIDKEY` / `EINVALIDCERT` when `key`
    * / `cert` are not PEM and `EKEYMISMATCH` when they do not belong together; `EINVALIDCA`,
-   * `ERR_SOCKET_BAD_PORT`, `ERR_INVALID_ARG_VALUE` for bad options; with `outbox`,
+   * `ERR_SOCKET_BAD_PORT`, `ERR_INVALID_ARG_TYPE`, `ERR_INVALID_ARG_VALUE` for bad options; with `outbox`,
    * `EOUTBOXLOCKED`, `EOUTBOXPERM`, `EOUTBOX` or the file system's code.
    */
   constructor (options: ClientOptions)
