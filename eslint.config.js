@@ -5,6 +5,6 @@ const neostandard = require('neostandard')
 
 module.exports = [
   ...neostandard({
-    ignores: ['target/**', 'fuzz/**', 'npm/**', 'node_modules/**']
+    ignores: ['target/**', 'fuzz/**', 'npm/**', 'node_modules/**', 'docs/api/**']
   })
 ]

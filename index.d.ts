@@ -1,4 +1,12 @@
-// Type definitions for imt-gateway.
+// Type definitions for imt-gateway. Every export carries a doc comment: `npm run docs` (TypeDoc,
+// warnings as errors) builds the API reference in docs/api/ from them.
+
+/**
+ * The client for the Integromat / Make gateway (`Client`), its messages (`Event`, `Action`) and
+ * the bundled local gateway (`Server`) for tests, demos and development. Throwaway certificates
+ * for tests are in `imt-gateway/testing`.
+ * @module imt-gateway
+ */
 
 import { EventEmitter } from 'events'
 
@@ -13,7 +21,9 @@ export type EventName<Events> = keyof Events & (string | symbol)
  * listener is added and `removeListener` after one is removed.
  */
 export interface EmitterEvents {
+  /** Before `listener` is added for `event`. */
   newListener: (event: string | symbol, listener: (...args: any[]) => void) => void
+  /** After `listener` was removed from `event`. */
   removeListener: (event: string | symbol, listener: (...args: any[]) => void) => void
 }
 
@@ -64,20 +74,49 @@ export type GatewayValue =
 
 /** An `Error` carrying a stable `code`. */
 export interface GatewayError extends Error {
+  /**
+   * The stable code: a socket's (`ECONNREFUSED`, `ETIMEDOUT`, ...), a TLS failure's
+   * (`CERT_HAS_EXPIRED`, `ETLSREJECTED`, ...), the gateway's own, or this package's (`ECLOSED`,
+   * `EQUEUEFULL`, `EINVALIDBUNDLE`, `IM491`, `EOUTBOXLOCKED`, ...); see docs/PROTOCOL.md
+   * section 6.3. Only the original's validation errors of `send()` (`Event expected.`, ...) have none.
+   */
   code?: string
 }
 
+/** A message from the device to the gateway, sent with `client.send()`. */
 export class Event {
+  /**
+   * Makes an event to `send()`.
+   * @param type The event's type, a non-empty string (`send()` refuses an empty one).
+   * @param bundle Its data; `null` when left out.
+   * @param id Its id; left out, `send()` fills in a random one.
+   */
   constructor (type: string, bundle?: Record<string, GatewayValue> | null, id?: string | number | null)
+  /** The event's type. */
   type: string
+  /** The event's data, `null` when it has none. */
   bundle: Record<string, GatewayValue> | null
+  /**
+   * The event's id: `null` until `send()` gives it a random one. An event sent again after a
+   * reconnect keeps its id, so the gateway can deduplicate by it.
+   */
   id: string | number | null
 }
 
+/** A message from the gateway to the device, received as the client's `action` event. */
 export class Action {
+  /**
+   * Makes an action, as the client does for each one the gateway sends.
+   * @param id The action's id.
+   * @param type The action's type.
+   * @param parameters Its data.
+   */
   constructor (id: string | number, type: string, parameters: GatewayValue)
+  /** The action's id, which its acknowledgement names. */
   id: string | number
+  /** The action's type. */
   type: string
+  /** The action's data. */
   parameters: GatewayValue
 }
 
@@ -96,11 +135,19 @@ export interface ServerOptions {
   port?: number
   /** Default host for `listen()`; all interfaces. */
   host?: string
-  /** Server private key and certificate: with both, the server speaks TLS. */
+  /**
+   * Server private key, PEM: with `key` and `cert`, the server speaks TLS. Bad material throws
+   * `EINVALIDKEY`; a key that does not match `cert` throws `EKEYMISMATCH`.
+   */
   key?: Pem
+  /** Server certificate, PEM (with `key`); bad material throws `EINVALIDCERT`. */
   cert?: Pem
-  /** Trust anchors for client certificates: with `ca`, clients must present one (mutual TLS). */
-  ca?: Pem | Pem[] | { root?: Pem, intermediate?: Pem }
+  /**
+   * Trust anchors for client certificates: with `ca`, clients must present one (mutual TLS).
+   * Requires `key` and `cert`; one that names no certificate (`[]`, `{}`, a wrong type) throws
+   * `EINVALIDCA`.
+   */
+  ca?: Pem | Pem[] | CaPair
   /**
    * Echo every accepted event back to its device as an action.
    * @default true
@@ -127,9 +174,21 @@ export interface ServerOptions {
   onEvent?: (event: Event, connection: Connection) => unknown
 }
 
+/** The original's two-part form of `ca`: a root and an intermediate certificate. */
+export interface CaPair {
+  /** The root certificate, PEM. */
+  root?: Pem
+  /** An intermediate certificate, PEM. */
+  intermediate?: Pem
+}
+
+/** A peer connected to a `Server`, as its events and `connections()` describe it. */
 export interface Connection {
+  /** The connection's number, unique within the server. */
   id: number
+  /** The peer's IP address. */
   remoteAddress: string
+  /** The peer's port. */
   remotePort: number
   /** `metadata.device_name` from the device's HELLO. */
   deviceName?: string
@@ -137,21 +196,33 @@ export interface Connection {
   subject?: string
 }
 
+/** Where a `Server` listens, as `net.Server#address()` says it. */
 export interface AddressInfo {
+  /** The IP address. */
   address: string
+  /** `'IPv4'` or `'IPv6'`. */
   family: string
+  /** The port (the one picked when `listen(0)` was asked). */
   port: number
 }
 
+/** A device's acknowledgement of an action, as the server's `acknowledgement` event gives it. */
 export interface ActionAcknowledgement {
+  /** The action's id. */
   id: string | number
+  /** 0 when the device acknowledged it as done, else non-zero. */
   status: number
+  /** The device's error (`message`, `code`) when it acked with one, else `null`. */
   error: GatewayError | null
 }
 
+/** An action for `server.queueAction()`. */
 export interface ActionInput {
+  /** The action's id; a random one when left out. */
   id?: string | number
+  /** The action's type, a non-empty string. */
   type: string
+  /** Its data; `null` when left out. */
   parameters?: GatewayValue
 }
 
@@ -183,18 +254,55 @@ export interface ServerEvents extends EmitterEvents {
   [EventEmitter.errorMonitor]: (err: GatewayError) => void
 }
 
+/**
+ * The bundled local gateway, for tests, demos and development: the original's test server
+ * (`new Server().listen(cb)` on port 7777, plain TCP, every event acknowledged and echoed back as
+ * an action), with TLS and mutual TLS, any port, per-event decisions (`onEvent`), actions queued
+ * for devices, and the list of connected devices. A listening server keeps Node running, like a
+ * `net.Server`; a closed or destroyed one does not.
+ */
 export class Server extends TypedEventEmitter<ServerEvents> {
+  /**
+   * Throws `TypeError` when `options` is not an object or `onEvent` not a function, the TLS
+   * material's code (`EINVALIDKEY`, `EINVALIDCERT`, `EINVALIDCA`, `EKEYMISMATCH`) when it is
+   * refused, and `ERR_INVALID_ARG_VALUE` for a timeout that is not a non-negative integer.
+   */
   constructor (options?: ServerOptions)
+  /** Starts accepting on `options.port` (7777 by default) on all interfaces; `callback` on `listening`. */
   listen (callback?: () => void): this
+  /**
+   * Starts accepting on `port` (`0` picks a free one); `callback` runs on `listening`, a failure
+   * is emitted as `error` (`EADDRINUSE`, ...). A port out of range throws `ERR_SOCKET_BAD_PORT`.
+   */
   listen (port?: number, callback?: () => void): this
+  /** Starts accepting on `port` and `host` (all interfaces when left out). */
   listen (port?: number, host?: string, callback?: () => void): this
+  /** Starts accepting on `options.port` and `options.host`. */
   listen (options: { port?: number, host?: string }, callback?: () => void): this
+  /** Whether the server is listening now. */
   readonly listening: boolean
+  /** `{address, family, port}` while listening, else `null`. */
   address (): AddressInfo | null
+  /** Sends BYE (with no body) to every connected device and closes their connections; keeps listening. */
   kick (): this
+  /**
+   * Stops listening and says BYE to every connection; `callback` runs once everything is released,
+   * within 10 s whatever the peers do, with `ERR_SERVER_NOT_RUNNING` if it was not listening.
+   */
   close (callback?: (err?: GatewayError) => void): this
+  /** Stops listening and drops every connection at once, without BYE (also during a `close()`). */
   destroy (callback?: () => void): this
+  /** The connected peers. */
   connections (): Connection[]
+  /**
+   * Queues an action for the device whose HELLO named it `deviceName`: sent at once if it is
+   * connected and drained, otherwise held and sent (one at a time) before its next DRAINED; one
+   * not acknowledged before a disconnect is sent again on the next connection. `callback(err)`
+   * runs on the device's acknowledgement (`err` when it acked with an error, `ECLOSED` when the
+   * server closed first). Returns the action's id (a random one if none was given). Throws
+   * `TypeError` for a bad argument, `ERR_INVALID_ARG_VALUE` or `IM491` for parameters it cannot
+   * encode (a `BigInt`, too deep or circular, over 10 MiB).
+   */
   queueAction (deviceName: string, action: ActionInput | Action, callback?: (err: GatewayError | null) => void): string | number
   /**
    * `listen()` awaited (same arguments, no callback): resolves with the server once it listens;
@@ -225,8 +333,11 @@ export interface ClientOptions {
    * @default 7777
    */
   port?: number
-  /** Trust anchors for the server certificate; the platform's roots when absent. */
-  ca?: Pem | Pem[] | { root?: Pem, intermediate?: Pem }
+  /**
+   * Trust anchors for the server certificate; the platform's roots when absent. One that names no
+   * certificate (`[]`, `{}`, a wrong type) throws `EINVALIDCA`.
+   */
+  ca?: Pem | Pem[] | CaPair
   /**
    * Reconnect after a dropped connection.
    * @default true
@@ -344,14 +455,26 @@ export interface OutboxRestored {
 
 /** The body of a server ACKNOWLEDGEMENT for an event. */
 export interface EventAcknowledgement {
+  /** The acknowledged event's id. */
   correlid: string | number
+  /** 0 when the gateway accepted the event, else non-zero. */
   status: number
-  error?: { code?: string, message: string }
+  /** The gateway's reason when it rejected the event. */
+  error?: AcknowledgementError
+}
+
+/** The error of a rejecting `EventAcknowledgement`. */
+export interface AcknowledgementError {
+  /** The gateway's code, when it gave one. */
+  code?: string
+  /** The gateway's message. */
+  message: string
 }
 
 /** Acknowledges an action: with no argument as done, with an error as failed. */
 export type ActionAck = (err?: Error | { message?: string, code?: string } | string | null) => void
 
+/** Options of `client.close()` and `client.closeAsync()`. */
 export interface CloseOptions {
   /** Keep queued events (and their callbacks) for the next `connect()` instead of failing them with `ECLOSED`. */
   keepQueue?: boolean
@@ -460,9 +583,25 @@ export interface ClientEvents extends EmitterEvents {
   [EventEmitter.errorMonitor]: (err: GatewayError) => void
 }
 
+/**
+ * A device's connection to the gateway, with 2.x's API (`connect()`, `send()`, `close()` and
+ * the events) and promises next to it. Delivery is at least once, each callback exactly once:
+ * queued events wait across reconnects, and an event written but not acknowledged when the
+ * connection dropped is sent again, in order and with its id. A connecting, connected or
+ * reconnecting client keeps Node running (see `unref()`).
+ */
 export class Client extends TypedEventEmitter<ClientEvents> {
+  /**
+   * Opens nothing on the network until `connect()`. Throws `Error('Options expected.')` without
+   * an options object; unless `host` is `'localhost'`, `EINVALIDKEY` / `EINVALIDCERT` when `key`
+   * / `cert` are not PEM and `EKEYMISMATCH` when they do not belong together; `EINVALIDCA`,
+   * `ERR_SOCKET_BAD_PORT`, `ERR_INVALID_ARG_TYPE`, `ERR_INVALID_ARG_VALUE` for bad options; with `outbox`,
+   * `EOUTBOXLOCKED`, `EOUTBOXPERM`, `EOUTBOX` or the file system's code.
+   */
   constructor (options: ClientOptions)
+  /** The gateway host, as given (or the default). */
   readonly host: string
+  /** The gateway port, as given (or the default). */
   readonly port: number
   /**
    * What the client recovered from by itself, counted by error code: connection errors while
@@ -472,6 +611,11 @@ export class Client extends TypedEventEmitter<ClientEvents> {
   readonly recovered: { readonly [code: string]: number }
   /** The client's counters (see `ClientStats`): one native call, cheap enough to poll. */
   stats (): ClientStats
+  /**
+   * Starts connecting (and reconnecting after a drop, with `autoReconnect`); a no-op while
+   * connected or connecting. With `outbox` after `close()`, opens the outbox again first (and
+   * throws what opening it throws: `EOUTBOXLOCKED`, ...).
+   */
   connect (): this
   /**
    * Closes the connection and stops reconnecting. With `outbox` (unless `keepQueue`), closes the

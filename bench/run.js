@@ -10,6 +10,10 @@
 //                               (taskset): no cross-CPU wake-ups, far steadier figures
 //   --only TEXT                 only the figures whose name contains TEXT (may be repeated;
 //                               `--only outbox`: the durable outbox rows, without the floor)
+//   --chart FILE                also write the chart of the ratios (SVG, bench/chart.js) to FILE
+//   --reference FILE            carry imt-gateway 2.0.8's figures, measured elsewhere, into the
+//                               results as `reference` ({name, values: {row name: figure}}),
+//                               drawn beside 3.x's by the chart
 //
 // The small events, small actions and the awaited round trip are measured again against the
 // lean gateway (`floor gateway`: the crate's Server alone on one thread, no Node), whose own
@@ -40,6 +44,10 @@ const only = process.argv.flatMap((arg, i) => process.argv[i - 1] === '--only' ?
 /** Whether the figure named `name` is wanted (`--only`). */
 const wanted = (name) => only.length === 0 || only.some((text) => name.includes(text))
 const MB = 1024 * 1024
+const argAfter = (flag) => { const at = process.argv.indexOf(flag); return at > 0 ? process.argv[at + 1] : undefined }
+const chartFile = argAfter('--chart')
+// Read now, so that a bad file fails before the run rather than after it.
+const reference = argAfter('--reference') === undefined ? undefined : JSON.parse(fs.readFileSync(argAfter('--reference'), 'utf8'))
 
 /** `[command, args]` to run `command args`, on the `--pin` CPU when one is given. */
 function pinned (command, args) {
@@ -378,8 +386,13 @@ async function main () {
     console.log(`| ${r.name} | ${fmt(r.client)} ${r.unit} | ${fmt(r.floor)} ${r.unit} | ${r.ratio === null ? '' : r.ratio.toFixed(2)} | ${perRound} | ${target} |`)
   }
   const report = { date: new Date().toISOString(), quick, rounds, pin, cpus: os.cpus().length, node: process.version, rows, results }
+  if (reference) report.reference = reference
   fs.mkdirSync(path.join(root, '.bench'), { recursive: true })
   fs.writeFileSync(path.join(root, '.bench', 'results.json'), JSON.stringify(report, null, 2))
+  if (chartFile) {
+    require('./chart').writeChart(report, chartFile)
+    console.log(`\nchart: ${chartFile}`)
+  }
   console.log('\n' + JSON.stringify(report))
 }
 
