@@ -1225,7 +1225,7 @@ unsafe fn delivered_handle(
     let mut out = ptr::null_mut();
     if matches!(
         id,
-        Value::Nil | Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Text(_)
+        Value::Nil | Value::Bool(_) | Value::Number(_) | Value::String(_)
     ) {
         napi::check_status!(sys::napi_get_null(env, &mut out))?;
         return Ok(out);

@@ -38,9 +38,9 @@ use crate::errors::ErrorCode;
 use crate::protocol::text::{units, Units};
 use crate::protocol::value::{
     write_array_header, write_binary, write_bool, write_date, write_ext, write_map_header,
-    write_nil, write_number, write_str, write_str_header, MAX_DEPTH,
+    write_nil, write_number, write_str, write_str_header, MAX_DEPTH, SHARED_TEXT_FROM,
 };
-use crate::protocol::{decode, DecodeError, SharedText, Value, MAX_BUFFER};
+use crate::protocol::{decode, DecodeError, Text, Value, MAX_BUFFER};
 
 /// A [`Value`] on its way to JavaScript.
 pub struct JsValue(pub Value);
@@ -162,7 +162,7 @@ pub unsafe fn to_value(env: sys::napi_env, value: sys::napi_value) -> Walk<Value
         let mut short = [0u8; SHORT_STRING];
         if let Some(len) = read_short(env, value, &mut short)? {
             return Ok(Value::String(
-                String::from_utf8_lossy(&short[..len]).into_owned(),
+                String::from_utf8_lossy(&short[..len]).into_owned().into(),
             ));
         }
     }
@@ -1177,8 +1177,7 @@ unsafe fn write_at(env: sys::napi_env, value: &Value, depth: usize) -> Result<sy
         Value::Nil => check_status!(sys::napi_get_null(env, &mut out))?,
         Value::Bool(b) => check_status!(sys::napi_get_boolean(env, *b, &mut out))?,
         Value::Number(n) => check_status!(sys::napi_create_double(env, *n, &mut out))?,
-        Value::String(s) => out = string(env, s)?,
-        Value::Text(text) => out = shared_string(env, text)?,
+        Value::String(text) => out = shared_string(env, text)?,
         Value::Binary(bytes) => out = write_buffer(env, bytes)?,
         Value::Date(ms) => check_status!(sys::napi_create_date(env, *ms, &mut out))?,
         Value::Array(items) => {
@@ -1254,12 +1253,16 @@ unsafe fn string(env: sys::napi_env, s: &str) -> Result<sys::napi_value> {
     Ok(out)
 }
 
-/// The JavaScript string of a string left in its frame ([`Value::Text`], 256 KiB or more):
-/// in Node.js an external string, whose characters V8 uses where they are instead of
-/// allocating and copying its own (a fresh 8 MB V8 string costs more in page faults than in
-/// copying). An ASCII one is the frame's own bytes, kept alive by the string (unless values
-/// may not borrow frames, [`JsValueCopy`]); any other is transcoded by `units` first.
-unsafe fn shared_string(env: sys::napi_env, text: &SharedText) -> Result<sys::napi_value> {
+/// The JavaScript string of a [`Text`]: [`string`] below [`SHARED_TEXT_FROM`] (256 KiB, where
+/// the decoder starts leaving strings in their frame), and from there in Node.js an external
+/// string, whose characters V8 uses where they are instead of allocating and copying its own
+/// (a fresh 8 MB V8 string costs more in page faults than in copying). An ASCII one is the
+/// `Text`'s own bytes, kept alive by the string (unless values may not borrow frames,
+/// [`JsValueCopy`]); any other is transcoded by `units` first.
+unsafe fn shared_string(env: sys::napi_env, text: &Text) -> Result<sys::napi_value> {
+    if text.len() < SHARED_TEXT_FROM {
+        return string(env, text.as_str());
+    }
     let Some(external) = external_strings(env) else {
         return string(env, text.as_str());
     };

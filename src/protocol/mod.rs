@@ -13,7 +13,7 @@ pub use frame::{
 };
 pub use message::{ErrorBody, Message, MessageError};
 pub use reader::FrameReader;
-pub use value::{decode, encode, encode_into, DecodeError, SharedText, Value};
+pub use value::{decode, encode, encode_into, DecodeError, Text, Value};
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder as _, Encoder as _};
@@ -100,7 +100,7 @@ mod corpus {
     #[test]
     #[ignore = "writes fuzz/corpus/decode; run by hand after changing the seeds"]
     fn write_seed_corpus() {
-        let text = |s: &str| Value::String(s.to_owned());
+        let text = |s: &str| Value::String(s.into());
         let error = |code: Option<&str>, message: &str| ErrorBody {
             code: code.map(str::to_owned),
             message: message.to_owned(),

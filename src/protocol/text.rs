@@ -8,6 +8,174 @@
 //! without re-checking what was checked already. The measured figures are in README.md
 //! (Performance), with the command that measures them (`bench/strings.js`).
 
+use bytes::Bytes;
+use std::fmt;
+
+/// A string of the value model ([`super::Value::String`]): valid UTF-8 in [`Bytes`], so that a
+/// received string may stay a slice of its frame (the decoder shares those of
+/// [`super::value::SHARED_TEXT_FROM`] bytes or more and copies shorter ones, so that a small
+/// string does not keep a large frame alive), and whether every character is ASCII, which the
+/// decoder learns on the way and the Node.js conversion uses. However it is held, it is the
+/// same string: equal, matched and converted alike.
+#[derive(Clone, Default)]
+pub struct Text {
+    bytes: Bytes,
+    ascii: bool,
+}
+
+impl Text {
+    /// `bytes`, which the caller has checked to be UTF-8, and whether they are all ASCII.
+    ///
+    /// # Safety
+    ///
+    /// `bytes` is valid UTF-8, and all ASCII if `ascii` is true.
+    pub(super) unsafe fn from_utf8_unchecked(bytes: Bytes, ascii: bool) -> Text {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        debug_assert!(!ascii || bytes.is_ascii());
+        Text { bytes, ascii }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor takes valid UTF-8 (a `String`, a `&str`, or bytes the
+        // caller of `from_utf8_unchecked` checked), and the bytes of a `Bytes` never change.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes) }
+    }
+
+    /// The UTF-8 bytes, which may be a slice of the frame the string came in.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Whether every character is ASCII (known without reading the string again).
+    pub fn is_ascii(&self) -> bool {
+        self.ascii
+    }
+
+    /// The string as a `String`: without a copy when these bytes are the only owner of a buffer
+    /// of their own (a string the decoder copied, or one made from a `String`).
+    pub fn into_string(self) -> String {
+        // SAFETY: the bytes are valid UTF-8 (see `as_str`), and `Vec::from` keeps them.
+        unsafe { String::from_utf8_unchecked(Vec::from(self.bytes)) }
+    }
+
+    /// The same string in memory of its own, keeping no frame alive.
+    pub fn detached(&self) -> Text {
+        Text {
+            bytes: Bytes::copy_from_slice(&self.bytes),
+            ascii: self.ascii,
+        }
+    }
+}
+
+impl From<String> for Text {
+    /// The string's own buffer, not copied.
+    fn from(s: String) -> Text {
+        let ascii = s.is_ascii();
+        Text {
+            bytes: Bytes::from(s),
+            ascii,
+        }
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Text {
+        Text {
+            bytes: Bytes::copy_from_slice(s.as_bytes()),
+            ascii: s.is_ascii(),
+        }
+    }
+}
+
+impl From<Text> for String {
+    fn from(text: Text) -> String {
+        text.into_string()
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Text {}
+
+impl std::hash::Hash for Text {
+    /// As `str` hashes, which `Borrow<str>` requires.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<Text> for str {
+    fn eq(&self, other: &Text) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Text> for &str {
+    fn eq(&self, other: &Text) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialEq<Text> for String {
+    fn eq(&self, other: &Text) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_str(), f)
+    }
+}
+
 /// Below this many bytes the standard library's check is as fast (most strings are short and
 /// ASCII, which it reads a word at a time) and skips `simdutf8`'s dispatch and set-up.
 const VECTOR_FROM: usize = 64;
