@@ -14,24 +14,26 @@ use std::fmt;
 /// A string of the value model ([`super::Value::String`]): valid UTF-8 in [`Bytes`], so that a
 /// received string may stay a slice of its frame (the decoder shares those of
 /// [`super::value::SHARED_TEXT_FROM`] bytes or more and copies shorter ones, so that a small
-/// string does not keep a large frame alive), and whether every character is ASCII, which the
-/// decoder learns on the way and the Node.js conversion uses. However it is held, it is the
-/// same string: equal, matched and converted alike.
+/// string does not keep a large frame alive), and whether every character is ASCII when that is
+/// known already (the decoder learns it for the strings it shares, which the Node.js conversion
+/// then need not read again). However it is held, it is the same string: equal, matched and
+/// converted alike.
 #[derive(Clone, Default)]
 pub struct Text {
     bytes: Bytes,
-    ascii: bool,
+    ascii: Option<bool>,
 }
 
 impl Text {
-    /// `bytes`, which the caller has checked to be UTF-8, and whether they are all ASCII.
+    /// `bytes`, which the caller has checked to be UTF-8, and whether they are all ASCII if the
+    /// caller knows.
     ///
     /// # Safety
     ///
-    /// `bytes` is valid UTF-8, and all ASCII if `ascii` is true.
-    pub(super) unsafe fn from_utf8_unchecked(bytes: Bytes, ascii: bool) -> Text {
+    /// `bytes` is valid UTF-8; `ascii`, when given, says whether it is all ASCII.
+    pub(super) unsafe fn from_utf8_unchecked(bytes: Bytes, ascii: Option<bool>) -> Text {
         debug_assert!(std::str::from_utf8(&bytes).is_ok());
-        debug_assert!(!ascii || bytes.is_ascii());
+        debug_assert!(ascii.is_none_or(|ascii| ascii == bytes.is_ascii()));
         Text { bytes, ascii }
     }
 
@@ -46,9 +48,9 @@ impl Text {
         &self.bytes
     }
 
-    /// Whether every character is ASCII (known without reading the string again).
+    /// Whether every character is ASCII: without reading the string when that is known.
     pub fn is_ascii(&self) -> bool {
-        self.ascii
+        self.ascii.unwrap_or_else(|| self.as_str().is_ascii())
     }
 
     /// The string as a `String`: without a copy when these bytes are the only owner of a buffer
@@ -70,10 +72,9 @@ impl Text {
 impl From<String> for Text {
     /// The string's own buffer, not copied.
     fn from(s: String) -> Text {
-        let ascii = s.is_ascii();
         Text {
             bytes: Bytes::from(s),
-            ascii,
+            ascii: None,
         }
     }
 }
@@ -82,7 +83,7 @@ impl From<&str> for Text {
     fn from(s: &str) -> Text {
         Text {
             bytes: Bytes::copy_from_slice(s.as_bytes()),
-            ascii: s.is_ascii(),
+            ascii: None,
         }
     }
 }

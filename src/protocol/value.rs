@@ -568,20 +568,22 @@ impl<'a> Reader<'a> {
         Ok(Item::Scalar(scalar))
     }
 
-    /// A string's bytes, which are a slice of `buf`: valid UTF-8 (nearly every string; an
-    /// ASCII one, seen first, needs no other check) as it is, shared with the frame from
-    /// [`SHARED_TEXT_FROM`] bytes on and copied (one allocation) below; anything else with
-    /// U+FFFD where it is not valid.
+    /// A string's bytes, which are a slice of `buf`: valid UTF-8 (nearly every string, checked
+    /// once) as it is, shared with the frame from [`SHARED_TEXT_FROM`] bytes on (an ASCII one,
+    /// seen first, needs no other check, and the Node.js conversion is told) and copied, one
+    /// allocation, below; anything else with U+FFFD where it is not valid.
     fn string(&self, bytes: &'a [u8]) -> Value {
-        let ascii = bytes.is_ascii();
-        if ascii || super::text::utf8(bytes).is_some() {
-            let bytes = if bytes.len() >= SHARED_TEXT_FROM {
-                self.buf.slice_ref(bytes)
-            } else {
-                Bytes::copy_from_slice(bytes)
-            };
-            // SAFETY: checked just above, as ASCII or as UTF-8.
-            return Value::String(unsafe { Text::from_utf8_unchecked(bytes, ascii) });
+        if bytes.len() >= SHARED_TEXT_FROM {
+            let ascii = bytes.is_ascii();
+            if ascii || super::text::utf8(bytes).is_some() {
+                let bytes = self.buf.slice_ref(bytes);
+                // SAFETY: checked just above, as ASCII or as UTF-8.
+                return Value::String(unsafe { Text::from_utf8_unchecked(bytes, Some(ascii)) });
+            }
+        } else if super::text::utf8(bytes).is_some() {
+            let bytes = Bytes::copy_from_slice(bytes);
+            // SAFETY: checked just above.
+            return Value::String(unsafe { Text::from_utf8_unchecked(bytes, None) });
         }
         Value::String(String::from_utf8_lossy(bytes).into_owned().into())
     }
@@ -603,6 +605,20 @@ impl<'a> Reader<'a> {
                 Some(item) => item,
                 None => self.item()?,
             };
+            // A map's key is kept as a `String` of its own, straight from the bytes.
+            if let (
+                Item::Str(bytes),
+                Some(Open::Map {
+                    key: key @ None, ..
+                }),
+            ) = (&item, stack.last_mut())
+            {
+                *key = Some(match super::text::utf8(bytes) {
+                    Some(text) => text.to_owned(),
+                    None => String::from_utf8_lossy(bytes).into_owned(),
+                });
+                continue;
+            }
             let mut done = match item {
                 Item::Scalar(value) => value,
                 Item::Str(bytes) => self.string(bytes),
@@ -650,10 +666,8 @@ impl<'a> Reader<'a> {
                     Open::Map { entries, left, key } => {
                         match key.take() {
                             None => {
-                                *key = Some(match done {
-                                    Value::String(s) => s.into_string(),
-                                    other => js_string(&other),
-                                });
+                                // Not a string (those were taken above).
+                                *key = Some(js_string(&done));
                             }
                             Some(k) => {
                                 entries.push((k, done));
