@@ -1,12 +1,13 @@
-//! Strings between the wire's UTF-8 and JavaScript's two representations.
+//! Strings between the wire's UTF-8 and JavaScript's two representations, and [`Text`], the
+//! value model's string.
 //!
-//! A large string is most of the cost of a large message: on a long string of Cyrillic, the
-//! standard library's UTF-8 check and its `encode_utf16` took about half of the client's CPU.
-//! Here the check of a long string is vectorised (`simdutf8`, which falls back to the standard
-//! library's check on CPUs without the instructions), many times faster. The transcoding takes
-//! eight ASCII bytes or four two-byte characters at a time, and decodes other characters
-//! without re-checking what was checked already. The measured figures are in README.md
-//! (Performance), with the command that measures them (`bench/strings.js`).
+//! A large string is most of the cost of a large message, and most of that is the UTF-8 check
+//! and the transcoding into what V8 stores. So the check of a long string is vectorised
+//! (`simdutf8`, which falls back to the standard library's check on CPUs without the
+//! instructions), and the transcoding takes eight ASCII bytes or four two-byte characters at a
+//! time and decodes other characters without re-checking what was checked already. What each
+//! step costs against the standard library's, and the commands that measure it, are in
+//! docs/performance.md.
 
 use bytes::Bytes;
 use std::fmt;
@@ -356,6 +357,57 @@ mod tests {
             &[&"ж".repeat(100).into_bytes()[..], b"\xd0"].concat()[..],
         ] {
             assert_eq!(utf8(bytes), std::str::from_utf8(bytes).ok(), "{bytes:?}");
+        }
+    }
+
+    /// The figures docs/performance.md gives for this module, measured: the standard library's
+    /// UTF-8 check and `encode_utf16` against `utf8` and `units` on 8 MB of Cyrillic, each the
+    /// best of five. Run by hand, in a release build:
+    /// `cargo test --release --lib protocol::text::tests::eight_megabytes_of_cyrillic -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement: run by hand in a release build (see its documentation)"]
+    fn eight_megabytes_of_cyrillic() {
+        use std::hint::black_box;
+        use std::time::Instant;
+        let s = "ж".repeat(4 * 1024 * 1024);
+        let best = |f: &dyn Fn()| {
+            (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    f();
+                    start.elapsed()
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        let bytes = black_box(s.as_bytes());
+        let checks = [
+            (
+                "standard library's UTF-8 check",
+                best(&|| assert!(std::str::from_utf8(bytes).is_ok())),
+            ),
+            (
+                "utf8 (vectorised)",
+                best(&|| assert!(utf8(bytes).is_some())),
+            ),
+            (
+                "standard library's encode_utf16",
+                best(&|| {
+                    let wide: Vec<u16> = black_box(&s).encode_utf16().collect();
+                    assert_eq!(wide.len(), s.len() / 2)
+                }),
+            ),
+            (
+                "units",
+                best(&|| {
+                    assert!(
+                        matches!(units(black_box(&s)), Units::Utf16(u) if u.len() == s.len() / 2)
+                    )
+                }),
+            ),
+        ];
+        for (name, took) in checks {
+            println!("{name}: {:.1} ms", took.as_secs_f64() * 1e3);
         }
     }
 
