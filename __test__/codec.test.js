@@ -325,10 +325,12 @@ function wellFormed (text) {
   return text.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd')
 }
 
-test('strings of every kind and length arrive in actions as sent, and go back out in events byte for byte', async (t) => {
+/** Sends each of `rows` ([name, text]) from a fake gateway in an action, as its type, a key and
+ * a value; checks that each arrives as sent, then goes back out in an event as msgpack-lite
+ * writes it, as received and as first written. */
+async function stringsRoundTrip (t, rows) {
   const { client, peer, actions } = await actionsFromFake(t)
   await once(client, 'drain')
-  const rows = Object.entries(strings())
   for (const [name, text] of rows) {
     const body = msgpack.encode({ id: name, type: text, parameters: { [text]: text, list: [text] } })
     const header = Buffer.alloc(6)
@@ -361,6 +363,22 @@ test('strings of every kind and length arrive in actions as sent, and go back ou
       t.is(await done, null)
     }
   }
+}
+
+test('strings of every kind and length arrive in actions as sent, and go back out in events byte for byte', async (t) => {
+  await stringsRoundTrip(t, Object.entries(strings()))
+})
+
+// From 256 KiB of UTF-8 the decoder leaves a string in its frame instead of copying it, and
+// Node.js makes it an external string: one byte either side, a string is the same string.
+const SHARED_TEXT_FROM = 256 * 1024
+
+test('strings one byte under and at 256 KiB, where they start to stay in the frame, arrive alike and go back out byte for byte', async (t) => {
+  const rows = []
+  for (const [kind, unit] of Object.entries({ ASCII: 'x', 'Latin-1 (é)': 'é', 'two-byte (ж)': 'ж', 'emoji (😀)': '😀' })) {
+    for (const bytes of [SHARED_TEXT_FROM - 1, SHARED_TEXT_FROM]) rows.push([`${kind}, ${bytes} bytes`, sized(unit, bytes)])
+  }
+  await stringsRoundTrip(t, rows)
 })
 
 test('a string of invalid UTF-8 from a gateway arrives as Node decodes those bytes, short or long', async (t) => {

@@ -2,7 +2,8 @@
 // A focused measure of receiving large string actions: a scripted gateway in the same process
 // (plain TCP: the host is 'localhost') writes ready-made ACTION frames whose parameters hold one string, and the
 // Client acknowledges each from its `action` listener. Prints the time per action and the
-// client's throughput for each kind of string. Not part of `npm run bench`:
+// client's throughput for each kind of string, and the page faults per action (of the whole
+// process, the gateway's few included). Not part of `npm run bench`:
 //
 //   node bench/strings.js [megabytes=8] [count=20]
 
@@ -36,15 +37,17 @@ async function run (name, text) {
   header.writeUInt32LE(body.length, 2)
   const frame = Buffer.concat([header, body])
   const cpu = process.cpuUsage()
+  const faults = process.resourceUsage().minorPageFault
   const started = process.hrtime.bigint()
   for (let i = 0; i < count; i++) peer.sendRaw(frame)
   await all
   const ms = Number(process.hrtime.bigint() - started) / 1e6
   const used = process.cpuUsage(cpu)
+  const faulted = (process.resourceUsage().minorPageFault - faults) / count
   client.close()
   await Promise.all(teardowns.map((f) => f()))
   const bytes = Buffer.byteLength(text)
-  console.log(`${name}: ${(ms / count).toFixed(2)} ms an action, ${(bytes * count / ms / 1e3).toFixed(0)} MB/s, CPU ${((used.user + used.system) / 1e3 / count).toFixed(2)} ms an action`)
+  console.log(`${name}: ${(ms / count).toFixed(2)} ms an action, ${(bytes * count / ms / 1e3).toFixed(0)} MB/s, CPU ${((used.user + used.system) / 1e3 / count).toFixed(2)} ms an action, ${faulted.toFixed(0)} page faults an action`)
 }
 
 ;(async () => {

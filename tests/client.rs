@@ -58,7 +58,7 @@ async fn until(
 fn event(seq: u64) -> OutgoingEvent {
     OutgoingEvent::new(
         seq,
-        Value::String(format!("event-{seq}")),
+        Value::String(format!("event-{seq}").into()),
         "reading",
         Value::Map(vec![("n".into(), Value::Number(seq as f64))]),
     )

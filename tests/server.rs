@@ -279,7 +279,7 @@ async fn an_embedder_behind_with_events_holds_the_peers_back_and_loses_none() {
     let sending = tokio::spawn(async move {
         let mut messages = vec![Message::hello("dev")];
         messages.extend((0..count).map(|n| Message::Event {
-            id: Value::String(format!("e{n}")),
+            id: Value::String(format!("e{n}").into()),
             kind: "blob".into(),
             bundle: Value::Binary(vec![7u8; 4096].into()),
         }));
@@ -306,7 +306,7 @@ async fn an_embedder_behind_with_events_holds_the_peers_back_and_loses_none() {
             .unwrap();
         server.delivered(event.weight());
         if let ServerEvent::Event { id, .. } = event {
-            assert_eq!(id, Value::String(format!("e{seen}")));
+            assert_eq!(id, Value::String(format!("e{seen}").into()));
             seen += 1;
         }
     }
@@ -349,7 +349,7 @@ async fn a_peer_stops_being_read_while_256_of_its_events_wait_for_verdicts() {
             assert_eq!(
                 ack,
                 Message::Acknowledgement {
-                    correlid: Value::String(format!("e{n}")),
+                    correlid: Value::String(format!("e{n}").into()),
                     status: 0,
                     error: None
                 }

@@ -164,7 +164,7 @@ fn value(input: &mut Input, budget: &mut Budget) -> Value {
             if !budget.take(len) {
                 return Value::Nil;
             }
-            Value::String(string(input, len))
+            Value::String(string(input, len).into())
         }
         5 => {
             let len = length(input);
@@ -407,7 +407,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
         0 => Value::Number(number(&mut input)),
         1 => {
             let len = input.below(40);
-            Value::String(string(&mut input, len))
+            Value::String(string(&mut input, len).into())
         }
         _ => value.clone(),
     };

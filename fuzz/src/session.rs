@@ -127,7 +127,7 @@ fn ms(n: usize) -> Duration {
 
 fn id_value(input: &mut Input, seq: u64) -> Value {
     match input.byte() % 4 {
-        0 => Value::String(format!("e{}", input.byte() % 4)),
+        0 => Value::String(format!("e{}", input.byte() % 4).into()),
         1 => Value::Number(f64::from(input.byte() % 4)),
         _ => Value::Number(seq as f64),
     }

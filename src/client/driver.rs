@@ -403,7 +403,7 @@ mod tests {
         driver.connecting = None;
         let mut wire = BytesMut::new();
         let action = |n: usize| Message::Action {
-            id: Value::String(format!("a{n}")),
+            id: Value::String(format!("a{n}").into()),
             kind: "x".into(),
             parameters: Value::Binary(Bytes::from(vec![n as u8; n])),
         };

@@ -316,7 +316,7 @@ mod tests {
     fn event(n: u64) -> OutgoingEvent {
         OutgoingEvent::new(
             n,
-            Value::String(format!("id-{n}")),
+            Value::String(format!("id-{n}").into()),
             "t",
             Value::Number(n as f64),
         )

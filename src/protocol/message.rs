@@ -77,7 +77,7 @@ impl Message {
         Message::Hello {
             metadata: Value::Map(vec![(
                 "device_name".to_owned(),
-                Value::String(device_name.to_owned()),
+                Value::String(device_name.into()),
             )]),
         }
     }
@@ -290,7 +290,7 @@ impl ErrorBody {
     fn from_value(error: &Value) -> ErrorBody {
         let text = |v: Option<&Value>| match v {
             None | Some(Value::Nil) => None,
-            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::String(s)) => Some(s.as_str().to_owned()),
             Some(other) => Some(js_string(other)),
         };
         ErrorBody {
@@ -334,8 +334,7 @@ fn fields<const N: usize>(
 fn kind_of(kind: Value) -> Result<String, &'static str> {
     match kind {
         Value::Nil => Ok(String::new()),
-        Value::String(kind) => Ok(kind),
-        Value::Text(kind) => Ok(kind.as_str().to_owned()),
+        Value::String(kind) => Ok(kind.into_string()),
         _ => Err("type is not a string"),
     }
 }
@@ -418,7 +417,7 @@ mod tests {
     use crate::protocol::reader::frames_of;
 
     fn text(s: &str) -> Value {
-        Value::String(s.to_owned())
+        Value::String(s.into())
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod value;
 pub use frame::{shrink_after_large_frame, Frame, FrameCodec, FrameError, Token, MAX_BUFFER};
 pub use message::{ErrorBody, Message, MessageError};
 pub use reader::{frames_of, FrameReader};
-pub use value::{decode, encode, encode_into, DecodeError, SharedText, Value};
+pub use value::{decode, encode, encode_into, DecodeError, Text, Value};
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Encoder as _;
@@ -97,7 +97,7 @@ mod corpus {
     #[test]
     #[ignore = "writes fuzz/corpus/decode; run by hand after changing the seeds"]
     fn write_seed_corpus() {
-        let text = |s: &str| Value::String(s.to_owned());
+        let text = |s: &str| Value::String(s.into());
         let error = |code: Option<&str>, message: &str| ErrorBody {
             code: code.map(str::to_owned),
             message: message.to_owned(),

@@ -6,9 +6,9 @@
 //! JavaScript as a Buffer that lives until garbage collection) never pins the read buffer,
 //! and the read buffer never grows past a small frame.
 //!
-//! Fresh memory costs a page fault per 4 KiB on first touch: for a body of megabytes, that was
-//! about the whole gap between the Node client and the bare Rust floor on large actions
-//! (figures in docs/performance.md). So a large body goes where that cost is least:
+//! Fresh memory costs a page fault per 4 KiB on first touch, which for a body of megabytes is a
+//! large part of what receiving it costs (docs/performance.md has the figures and the command
+//! that counts the faults). So a large body goes where that cost is least:
 //! - into the previous large body's memory when that has been dropped (the [`Spare`] slot:
 //!   a body dropped at once, as in Rust or when its strings were copied out, is reused);
 //! - on Linux, from 1 MiB on, into a mapping of its own aligned to 2 MiB and advised for

@@ -1,12 +1,182 @@
-//! Strings between the wire's UTF-8 and JavaScript's two representations.
+//! Strings between the wire's UTF-8 and JavaScript's two representations, and [`Text`], the
+//! value model's string.
 //!
-//! A large string is most of the cost of a large message: on a long string of Cyrillic, the
-//! standard library's UTF-8 check and its `encode_utf16` took about half of the client's CPU.
-//! Here the check of a long string is vectorised (`simdutf8`, which falls back to the standard
-//! library's check on CPUs without the instructions), many times faster. The transcoding takes
-//! eight ASCII bytes or four two-byte characters at a time, and decodes other characters
-//! without re-checking what was checked already. The measured figures are in README.md
-//! (Performance), with the command that measures them (`bench/strings.js`).
+//! A large string is most of the cost of a large message, and most of that is the UTF-8 check
+//! and the transcoding into what V8 stores. So the check of a long string is vectorised
+//! (`simdutf8`, which falls back to the standard library's check on CPUs without the
+//! instructions), and the transcoding takes eight ASCII bytes or four two-byte characters at a
+//! time and decodes other characters without re-checking what was checked already. What each
+//! step costs against the standard library's, and the commands that measure it, are in
+//! docs/performance.md.
+
+use bytes::Bytes;
+use std::fmt;
+
+/// A string of the value model ([`super::Value::String`]): valid UTF-8 in [`Bytes`], so that a
+/// received string may stay a slice of its frame (the decoder shares those of
+/// [`super::value::SHARED_TEXT_FROM`] bytes or more and copies shorter ones, so that a small
+/// string does not keep a large frame alive), and whether every character is ASCII when that is
+/// known already (the decoder learns it for the strings it shares, which the Node.js conversion
+/// then need not read again). However it is held, it is the same string: equal, matched and
+/// converted alike.
+#[derive(Clone, Default)]
+pub struct Text {
+    bytes: Bytes,
+    ascii: Option<bool>,
+}
+
+impl Text {
+    /// `bytes`, which the caller has checked to be UTF-8, and whether they are all ASCII if the
+    /// caller knows.
+    ///
+    /// # Safety
+    ///
+    /// `bytes` is valid UTF-8; `ascii`, when given, says whether it is all ASCII.
+    pub(super) unsafe fn from_utf8_unchecked(bytes: Bytes, ascii: Option<bool>) -> Text {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        debug_assert!(ascii.is_none_or(|ascii| ascii == bytes.is_ascii()));
+        Text { bytes, ascii }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor takes valid UTF-8 (a `String`, a `&str`, or bytes the
+        // caller of `from_utf8_unchecked` checked), and the bytes of a `Bytes` never change.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes) }
+    }
+
+    /// The UTF-8 bytes, which may be a slice of the frame the string came in.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Whether every character is ASCII: without reading the string when that is known.
+    pub fn is_ascii(&self) -> bool {
+        self.ascii.unwrap_or_else(|| self.as_str().is_ascii())
+    }
+
+    /// The string as a `String`: without a copy when these bytes are the only owner of a buffer
+    /// of their own (a string the decoder copied, or one made from a `String`).
+    pub fn into_string(self) -> String {
+        // SAFETY: the bytes are valid UTF-8 (see `as_str`), and `Vec::from` keeps them.
+        unsafe { String::from_utf8_unchecked(Vec::from(self.bytes)) }
+    }
+
+    /// The same string in memory of its own, keeping no frame alive.
+    pub fn detached(&self) -> Text {
+        Text {
+            bytes: Bytes::copy_from_slice(&self.bytes),
+            ascii: self.ascii,
+        }
+    }
+}
+
+impl From<String> for Text {
+    /// The string's own buffer, not copied.
+    fn from(s: String) -> Text {
+        Text {
+            bytes: Bytes::from(s),
+            ascii: None,
+        }
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Text {
+        Text {
+            bytes: Bytes::copy_from_slice(s.as_bytes()),
+            ascii: None,
+        }
+    }
+}
+
+impl From<Text> for String {
+    fn from(text: Text) -> String {
+        text.into_string()
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Text {}
+
+impl std::hash::Hash for Text {
+    /// As `str` hashes, which `Borrow<str>` requires.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<Text> for str {
+    fn eq(&self, other: &Text) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Text> for &str {
+    fn eq(&self, other: &Text) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialEq<Text> for String {
+    fn eq(&self, other: &Text) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_str(), f)
+    }
+}
 
 /// Below this many bytes the standard library's check is as fast (most strings are short and
 /// ASCII, which it reads a word at a time) and skips `simdutf8`'s dispatch and set-up.
@@ -187,6 +357,57 @@ mod tests {
             &[&"ж".repeat(100).into_bytes()[..], b"\xd0"].concat()[..],
         ] {
             assert_eq!(utf8(bytes), std::str::from_utf8(bytes).ok(), "{bytes:?}");
+        }
+    }
+
+    /// The figures docs/performance.md gives for this module, measured: the standard library's
+    /// UTF-8 check and `encode_utf16` against `utf8` and `units` on 8 MB of Cyrillic, each the
+    /// best of five. Run by hand, in a release build:
+    /// `cargo test --release --lib protocol::text::tests::eight_megabytes_of_cyrillic -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement: run by hand in a release build (see its documentation)"]
+    fn eight_megabytes_of_cyrillic() {
+        use std::hint::black_box;
+        use std::time::Instant;
+        let s = "ж".repeat(4 * 1024 * 1024);
+        let best = |f: &dyn Fn()| {
+            (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    f();
+                    start.elapsed()
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        let bytes = black_box(s.as_bytes());
+        let checks = [
+            (
+                "standard library's UTF-8 check",
+                best(&|| assert!(std::str::from_utf8(bytes).is_ok())),
+            ),
+            (
+                "utf8 (vectorised)",
+                best(&|| assert!(utf8(bytes).is_some())),
+            ),
+            (
+                "standard library's encode_utf16",
+                best(&|| {
+                    let wide: Vec<u16> = black_box(&s).encode_utf16().collect();
+                    assert_eq!(wide.len(), s.len() / 2)
+                }),
+            ),
+            (
+                "units",
+                best(&|| {
+                    assert!(
+                        matches!(units(black_box(&s)), Units::Utf16(u) if u.len() == s.len() / 2)
+                    )
+                }),
+            ),
+        ];
+        for (name, took) in checks {
+            println!("{name}: {:.1} ms", took.as_secs_f64() * 1e3);
         }
     }
 

@@ -152,7 +152,6 @@ pub(crate) fn weight(value: &Value) -> usize {
     ITEM + match value {
         Value::Nil | Value::Bool(_) | Value::Number(_) | Value::Date(_) => 0,
         Value::String(s) => s.len(),
-        Value::Text(t) => t.bytes().len(),
         Value::Binary(b) | Value::Ext(_, b) => b.len(),
         Value::Array(items) => items.iter().map(weight).sum(),
         Value::Map(entries) => entries.iter().map(|(k, v)| k.len() + weight(v)).sum(),

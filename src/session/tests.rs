@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use std::collections::HashMap;
 
 fn text(s: &str) -> Value {
-    Value::String(s.to_owned())
+    Value::String(s.into())
 }
 
 fn event(seq: u64) -> OutgoingEvent {

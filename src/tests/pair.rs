@@ -269,7 +269,12 @@ impl Pair {
         let seq = self.next_seq;
         let id = format!("{seq:032x}");
         self.sent.insert(seq, id.clone());
-        let event = OutgoingEvent::new(seq, Value::String(id), "t", Value::Number(seq as f64));
+        let event = OutgoingEvent::new(
+            seq,
+            Value::String(id.into()),
+            "t",
+            Value::Number(seq as f64),
+        );
         let out = self.client.send(event, self.now);
         self.client_outputs(out);
         seq
@@ -304,7 +309,7 @@ impl Pair {
     pub(crate) fn queue_action(&mut self) -> u64 {
         self.queued_actions += 1;
         let name = format!("a{}", self.queued_actions);
-        let id = Value::String(name.clone());
+        let id = Value::String(name.as_str().into());
         let action = OutboundAction {
             id: id.clone(),
             kind: "lamp".into(),
@@ -805,10 +810,10 @@ impl Pair {
             Notice::Action { id, .. } => {
                 if let (Some(l), Value::String(s)) = (self.current, id) {
                     assert!(
-                        self.links[l].actions.insert(s.clone()),
+                        self.links[l].actions.insert(s.to_string()),
                         "action {s} delivered twice on connection {l}"
                     );
-                    let ticket = self.ticket_of.get(s);
+                    let ticket = self.ticket_of.get(s.as_str());
                     assert!(
                         ticket.is_some_and(|t| !self.action_acks.contains_key(t)),
                         "action {s} delivered again after its acknowledgement"
@@ -843,9 +848,9 @@ impl Pair {
                     } = &message
                     {
                         if *status == 0 {
-                            self.accepted.insert(id.clone());
+                            self.accepted.insert(id.to_string());
                         } else {
-                            self.rejected.insert(id.clone());
+                            self.rejected.insert(id.to_string());
                         }
                     }
                     if let Message::Action {
@@ -854,7 +859,7 @@ impl Pair {
                     } = &message
                     {
                         // Invariant 5: first writes of the gateway's actions in queue order.
-                        if let Some(&ticket) = self.ticket_of.get(id) {
+                        if let Some(&ticket) = self.ticket_of.get(id.as_str()) {
                             let fresh = self.written_actions.insert(ticket);
                             if fresh || !self.overlapped {
                                 let last = &mut self.links[l].last_fresh;
@@ -940,6 +945,7 @@ impl Pair {
                 let Value::String(id) = id else {
                     panic!("an event id that is not a string: {id:?}");
                 };
+                let id = id.into_string();
                 assert!(
                     link.events.insert(id.clone()),
                     "event {id} reported twice on connection {l}"
@@ -1132,7 +1138,7 @@ mod tests {
                 Notice::Reconnect,
                 Notice::Drain,
                 Notice::Acknowledgement {
-                    correlid: Value::String(pair.sent[&seq].clone()),
+                    correlid: Value::String(pair.sent[&seq].as_str().into()),
                     status: 0,
                     error: None
                 },

@@ -133,7 +133,7 @@ fn bundle(size: usize, n: usize, text: Option<&str>) -> Value {
             "ascii" => "x".repeat(size),
             _ => "\u{436}".repeat(size / 2),
         };
-        Value::Map(vec![("data".into(), Value::String(data))])
+        Value::Map(vec![("data".into(), Value::String(data.into()))])
     } else if size == 0 {
         Value::Map(vec![("n".into(), Value::Number(n as f64))])
     } else {
@@ -153,7 +153,7 @@ async fn send_events(
 ) -> Result<Vec<Duration>, Failure> {
     let mut rtts = Vec::with_capacity(count);
     for n in 0..count {
-        let id = Value::String(format!("{n:032x}"));
+        let id = Value::String(format!("{n:032x}").into());
         let frame = Message::Event {
             id: id.clone(),
             kind: "bench".into(),
@@ -354,7 +354,7 @@ fn gateway() -> Result<(), Failure> {
                     queue.queue_action(
                         device,
                         OutboundAction {
-                            id: Value::String(format!("a{n}")),
+                            id: Value::String(format!("a{n}").into()),
                             kind: "bench".into(),
                             // As bench/server.js makes them.
                             parameters: bundle(size, n, text),

@@ -37,7 +37,7 @@ pub(super) unsafe fn delivered_handle(
     let mut out = ptr::null_mut();
     if matches!(
         id,
-        Value::Nil | Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Text(_)
+        Value::Nil | Value::Bool(_) | Value::Number(_) | Value::String(_)
     ) {
         // SAFETY: `env` is current, in a handle scope (the caller's guarantee); the
         // out-pointer is a local.

@@ -287,8 +287,8 @@ impl PolledSocket {
     /// assume: the next waits for the loop's report instead of failing with EAGAIN (the poll
     /// is level-triggered, so bytes that arrive meanwhile are reported). A short write is
     /// tried again instead: a fast peer frees send buffer while we look away, and the loop
-    /// reports writable only once much of it is free (waiting for that cost 8 MB events
-    /// about a tenth of their rate).
+    /// reports writable only once much of it is free, so waiting for that report slows large
+    /// events down (measured in docs/performance.md, "Measurements behind design choices").
     fn attempt(
         &self,
         cx: &mut Context<'_>,

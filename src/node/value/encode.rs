@@ -63,7 +63,7 @@ pub unsafe fn to_value(env: sys::napi_env, value: sys::napi_value) -> Walk<Value
         // SAFETY: as above; the string is read into `short`, Rust memory.
         if let Some(len) = unsafe { read_short(env, value, &mut short) }? {
             return Ok(Value::String(
-                String::from_utf8_lossy(&short[..len]).into_owned(),
+                String::from_utf8_lossy(&short[..len]).into_owned().into(),
             ));
         }
     }

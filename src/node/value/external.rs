@@ -1,5 +1,5 @@
-//! External strings: a string of 256 KiB or more left in its frame ([`Value::Text`](crate::protocol::Value::Text)) made into
-//! a V8 string that uses the characters where they are, when the runtime is Node.js and
+//! External strings: a string of 256 KiB or more (a received one is left in its frame, see
+//! [`Text`]) made into a V8 string that uses the characters where they are, when the runtime is Node.js and
 //! exports `node_api_create_external_string_latin1`/`..._utf16` (found with `dlsym`, once per
 //! process); V8 is told of the memory with `napi_adjust_external_memory`, so it collects such
 //! strings in time. Anywhere else the string is copied (`to_js::string`).
@@ -14,22 +14,27 @@ use napi::{check_status, sys, Result};
 
 use super::to_js::{string, BORROW};
 use crate::protocol::text::{units, Units};
-use crate::protocol::SharedText;
+use crate::protocol::value::SHARED_TEXT_FROM;
+use crate::protocol::Text;
 
-/// The JavaScript string of a string left in its frame ([`Value::Text`](crate::protocol::Value::Text), 256 KiB or more):
-/// in Node.js an external string, whose characters V8 uses where they are instead of
-/// allocating and copying its own (a fresh 8 MB V8 string costs more in page faults than in
-/// copying). An ASCII one is the frame's own bytes, kept alive by the string (unless values
-/// may not borrow frames, [`JsValueCopy`](super::JsValueCopy)); any other is transcoded by `units` first.
+/// The JavaScript string of a [`Text`]: `to_js::string` below [`SHARED_TEXT_FROM`] (256 KiB,
+/// where the decoder starts leaving strings in their frame), and from there in Node.js an
+/// external string, whose characters V8 uses where they are instead of allocating and
+/// copying its own (a fresh 8 MB V8 string costs more in page faults than in copying). An
+/// ASCII one is the `Text`'s own bytes, kept alive by the string (unless values may not
+/// borrow frames, [`JsValueCopy`](super::JsValueCopy)); any other is transcoded by `units`
+/// first.
 ///
 /// # Safety
 ///
 /// `env` is current on this, its JavaScript thread, inside a handle scope, where the string
 /// made lives.
-pub(super) unsafe fn shared_string(
-    env: sys::napi_env,
-    text: &SharedText,
-) -> Result<sys::napi_value> {
+pub(super) unsafe fn shared_string(env: sys::napi_env, text: &Text) -> Result<sys::napi_value> {
+    if text.len() < SHARED_TEXT_FROM {
+        // SAFETY: `env` is current on its JavaScript thread, in a handle scope (the caller's
+        // guarantee); `string` copies the text and runs no JavaScript.
+        return unsafe { string(env, text.as_str()) };
+    }
     // SAFETY: `env` is current on its JavaScript thread, in a handle scope (the caller's
     // guarantee), in this block and in each below; no call here runs JavaScript.
     let Some(external) = (unsafe { external_strings(env) }) else {

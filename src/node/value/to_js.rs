@@ -103,10 +103,8 @@ unsafe fn write_at(env: sys::napi_env, value: &Value, depth: usize) -> Result<sy
         Value::Bool(b) => check_status!(unsafe { sys::napi_get_boolean(env, *b, &mut out) })?,
         // SAFETY: as above.
         Value::Number(n) => check_status!(unsafe { sys::napi_create_double(env, *n, &mut out) })?,
-        // SAFETY: as above; `string` copies `s`.
-        Value::String(s) => out = unsafe { string(env, s) }?,
-        // SAFETY: as above.
-        Value::Text(text) => out = unsafe { shared_string(env, text) }?,
+        // SAFETY: as above; `shared_string` copies a short text and hands a long one to V8.
+        Value::String(text) => out = unsafe { shared_string(env, text) }?,
         // SAFETY: as above.
         Value::Binary(bytes) => out = unsafe { write_buffer(env, bytes) }?,
         // SAFETY: as above.
