@@ -21,17 +21,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use imt_gateway::protocol::{Frame, FrameCodec, Message, Value};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use imt_gateway::protocol::{Frame, FrameCodec, FrameReader, Message, Value};
 use imt_gateway::server::{OutboundAction, Server, ServerOptions};
 use imt_gateway::tls;
 use rustls_pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::{client::TlsStream, TlsConnector};
-use tokio_util::codec::Framed;
+use tokio_util::codec::Encoder;
 
-type Peer = Framed<TlsStream<TcpStream>, FrameCodec>;
+/// The connection: frames read by the package's own reader, written through it to the stream.
+type Peer = FrameReader<TlsStream<TcpStream>>;
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 struct Args {
@@ -87,6 +90,16 @@ fn args() -> Result<Args, Failure> {
     })
 }
 
+/// Writes one frame and flushes it, as a `Framed` sink's `send` does.
+async fn send(peer: &mut Peer, frame: Frame) -> Result<(), Failure> {
+    let mut wire = BytesMut::new();
+    FrameCodec.encode(frame, &mut wire)?;
+    let stream = peer.get_mut();
+    stream.write_all(&wire).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
 async fn next(peer: &mut Peer) -> Result<Message, Failure> {
     let frame: Frame = peer.next().await.ok_or("connection closed")??;
     Ok(Message::from_frame(&frame)?)
@@ -101,8 +114,8 @@ async fn connect(args: &Args, device: &str) -> Result<(Peer, usize), Failure> {
     let stream = TlsConnector::from(args.config.clone())
         .connect(name, tcp)
         .await?;
-    let mut peer = Framed::new(stream, FrameCodec);
-    peer.send(Message::hello(device).to_frame()).await?;
+    let mut peer = FrameReader::new(stream);
+    send(&mut peer, Message::hello(device).to_frame()).await?;
     let mut actions = 0;
     loop {
         match next(&mut peer).await? {
@@ -123,7 +136,7 @@ async fn ack(peer: &mut Peer, id: Value) -> Result<(), Failure> {
         status: 0,
         error: None,
     };
-    peer.send(ack.to_frame()).await?;
+    send(peer, ack.to_frame()).await?;
     Ok(())
 }
 
@@ -161,7 +174,7 @@ async fn send_events(
         }
         .to_frame();
         let sent = Instant::now();
-        peer.send(frame).await?;
+        send(peer, frame).await?;
         loop {
             match next(peer).await? {
                 Message::Acknowledgement { correlid, .. } if correlid == id => break,
