@@ -196,7 +196,8 @@ pub fn client_config(
         .with_webpki_verifier(verifier)
         .with_client_cert_resolver(identity);
     // A client speaks to one gateway: its resumption store needs room for that one server's
-    // tickets, not rustls's default of 32 servers (a table of about 15 KB per client).
+    // tickets, not rustls's default of 32 servers (a table per client; docs/ARCHITECTURE.md
+    // section 7 gives its size).
     config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMPTION_TICKETS);
     Ok(Arc::new(config))
 }

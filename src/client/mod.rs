@@ -126,9 +126,9 @@ mod tests {
         );
         let (_handle, task) = client(ClientOptions::new("localhost", 1, "device"), |_| {});
         let size = std::mem::size_of_val(&task);
-        // Every client's task is this size, idle or not (2.2 KB in a debug build): what it
-        // keeps across a wait counts, as the write slices did (1 KB more), and as the driver
-        // kept twice by an `async` block around it did (1 KB more).
+        // Every client's task is this size, idle or not: what it keeps across a wait counts,
+        // as the write slices did, and as the driver kept twice by an `async` block around it
+        // did (docs/ARCHITECTURE.md section 7 gives the sizes).
         assert!(size < 5 * 512, "the task is {size} bytes");
     }
 }

@@ -1,11 +1,11 @@
-//! The active segment's writer. Appending is the outbox's hot path: on the development VM one
-//! `write` system call costs about 1 to 5 µs, a large part of what the whole client spends per
-//! event at `maxInFlight: 64`. So on Linux, where the file system is one that allocates blocks
-//! at `fallocate` time (ext4, XFS, f2fs, tmpfs), the segment is preallocated to its full size
-//! and mapped shared: an append is a copy into the page cache, with no system call, and is as
-//! safe from a killed process as a `write` (the kernel owns the dirty pages; `fdatasync` writes
-//! them like any other). Elsewhere, or when preallocating or mapping is not possible, each
-//! append is one positioned write.
+//! The active segment's writer. Appending is the outbox's hot path, and a `write` system call
+//! per event is a large part of what the whole client spends per event at `maxInFlight: 64`
+//! (docs/performance.md has the figures). So on Linux, where the file system is one that
+//! allocates blocks at `fallocate` time (ext4, XFS, f2fs, tmpfs), the segment is preallocated to
+//! its full size and mapped shared: an append is a copy into the page cache, with no system
+//! call, and is as safe from a killed process as a `write` (the kernel owns the dirty pages;
+//! `fdatasync` writes them like any other). Elsewhere, or when preallocating or mapping is not
+//! possible, each append is one positioned write.
 //!
 //! # Faults
 //!

@@ -6,12 +6,13 @@
 //! connection, the timer expired, the socket closed), with the time as an argument where it
 //! matters, and carries out the [`Output`]s it gets back, in order.
 //!
-//! Server-wide state stays with the driver: the actions held per device, the connection table
-//! and the decisions awaited from the embedder. The peer asks for held actions one at a time
-//! ([`Output::NeedHeld`], answered by [`Peer::held`]), names each event it wants decided by a
-//! number of its own ([`Notice::Event`], answered by [`Peer::verdict`]), and when the connection
-//! ends hands back the actions it did not get acknowledged ([`Output::HandBack`]), so that they
-//! are delivered again on the device's next connection.
+//! Server-wide state is the `Hub`'s (`hub.rs`), which the driver consults: the actions held per
+//! device, the connection table and the decisions awaited from the embedder. The peer asks for
+//! held actions one at a time ([`Output::NeedHeld`], answered by [`Peer::held`]), names each
+//! event it wants decided by a number of its own ([`Notice::Event`], answered by
+//! [`Peer::verdict`]), and when the connection ends hands back the actions it did not get
+//! acknowledged ([`Output::HandBack`]), so that they are delivered again on the device's next
+//! connection.
 //!
 //! The server is strict where the client is lenient: anything the protocol does not allow is a
 //! violation, answered with a [`Notice::ClientError`], `BYE {error}` and a lingering close.
@@ -24,8 +25,8 @@ use crate::errors::ErrorCode;
 use crate::protocol::{ErrorBody, Frame, FrameError, Message, Value};
 
 /// How long a goodbye (BYE, shutting the write side, the lingering read) may take before the
-/// socket is dropped. Long enough for a slow peer to finish writing a 10 MiB frame: 2 s was
-/// too short for a client under qemu-user.
+/// socket is dropped. Long enough for a slow peer, such as a client emulated under qemu-user,
+/// to finish writing a 10 MiB frame.
 pub(crate) const LINGER: Duration = Duration::from_secs(10);
 
 const MAXIMUM_BUFFER: &str = "Maximum buffer size exceeded.";

@@ -111,8 +111,8 @@ unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox, pulled: bool) -> R
 }
 
 /// Batches up to this many values go to the callback as its arguments, larger ones as one
-/// array: arguments cost nothing to build, while filling an array costs about a microsecond
-/// per element through Node-API.
+/// array: arguments cost nothing to build, while filling an array costs a Node-API call per
+/// element.
 pub(super) const MAX_ARGUMENTS: usize = 1024;
 
 /// The batch callback's caller, on the JS thread. Two ways in:

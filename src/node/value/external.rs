@@ -20,7 +20,7 @@ use crate::protocol::Text;
 /// The JavaScript string of a [`Text`]: `to_js::string` below [`SHARED_TEXT_FROM`] (256 KiB,
 /// where the decoder starts leaving strings in their frame), and from there in Node.js an
 /// external string, whose characters V8 uses where they are instead of allocating and
-/// copying its own (a fresh 8 MB V8 string costs more in page faults than in copying). An
+/// copying its own (a fresh large V8 string costs more in page faults than in copying). An
 /// ASCII one is the `Text`'s own bytes, kept alive by the string (unless values may not
 /// borrow frames, [`JsValueCopy`](super::JsValueCopy)); any other is transcoded by `units`
 /// first.
@@ -173,8 +173,8 @@ impl ExternalStrings {
     ///
     /// V8 counts an external string's characters as external memory but does not start a
     /// collection for them; without the report made here, a client receiving large strings
-    /// and allocating little else kept every one of them (1.2 GB after 300 actions of 4 MB,
-    /// against 106 MB when copying; 171 MB with the report).
+    /// and allocating little else kept every one of them (docs/performance.md has the figures;
+    /// `__test__/lifecycle.test.js` checks that strings nobody keeps are collected).
     ///
     /// # Safety
     ///

@@ -147,14 +147,14 @@ unsafe fn write_at(env: sys::napi_env, value: &Value, depth: usize) -> Result<sy
 }
 
 /// Non-ASCII strings this long (in UTF-8 bytes) or longer are transcoded here; shorter
-/// ones are left to V8's UTF-8 decoder, which costs more per byte (it is a few times slower
-/// than this outside ASCII) but needs no buffer of its own.
+/// ones are left to V8's UTF-8 decoder, which costs more per byte outside ASCII than this
+/// (docs/performance.md) but needs no buffer of its own.
 const TRANSCODE_FROM: usize = 256;
 
 /// The JavaScript string of `s`. ASCII, nearly every string, is already Latin-1: V8 copies it
-/// into a one-byte string without decoding it (several times faster than its UTF-8 path for a
-/// large string). A long string with other characters is transcoded here, to Latin-1 when
-/// every character fits one (a one-byte string again) or else to UTF-16.
+/// into a one-byte string without decoding it (its UTF-8 path would decode every byte). A
+/// long string with other characters is transcoded here, to Latin-1 when every character fits
+/// one (a one-byte string again) or else to UTF-16.
 ///
 /// # Safety
 ///
