@@ -188,17 +188,18 @@ test('a certificate that expires in seconds, renewed on disk, is picked up at th
 
 test('certificateExpiring fires once per certificate when certificateWarning is crossed while connected', async (t) => {
   const { server, pki } = await startTls(t)
-  const issued = pki.ca.issue({ commonName: 'device-soon', client: true, notAfter: Date.now() + 60000 })
-  const c = client(t, server, { key: issued.key, cert: issued.cert, ca: pki.caCert, certificateWarning: 59000 })
+  const issued = pki.ca.issue({ commonName: 'device-soon', client: true, notAfter: Date.now() + 63000 })
+  const end = Date.parse(new crypto.X509Certificate(issued.cert).validTo)
+  const c = client(t, server, { key: issued.key, cert: issued.cert, ca: pki.caCert, certificateWarning: 60000 })
   const warnings = []
-  c.on('certificateExpiring', (certificate) => warnings.push(certificate))
-  const connectedAt = Date.now()
+  c.on('certificateExpiring', (certificate) => warnings.push({ certificate, left: end - Date.now() }))
   await c.connectAsync()
+  t.true(end - Date.now() > 60000 + 200, 'connected well before the warning')
   t.is(warnings.length, 0, 'not yet inside the warning')
   await waitFor(() => warnings.length > 0)
-  const after = Date.now() - connectedAt
-  t.true(after >= 500, `${after} ms`)
-  t.is(warnings[0].fingerprint256, new crypto.X509Certificate(issued.cert).fingerprint256)
+  const { certificate, left } = warnings[0]
+  t.true(left <= 60000 && left > 60000 - scaled(1000), `fired with ${left} ms left`)
+  t.is(certificate.fingerprint256, new crypto.X509Certificate(issued.cert).fingerprint256)
   server.kick()
   await once(c, 'drained')
   await new Promise((resolve) => setTimeout(resolve, 100))
@@ -253,25 +254,30 @@ test('setCredentials() with bad material throws with its code and leaves the con
   t.is(t.throws(() => plain.setCredentials({ key: other.key, cert: other.cert })).code, 'ETLSCONFIG')
 })
 
-test('setCredentials(..., { reconnect: true }) under a stream of events: none lost, the server sees the new certificate', async (t) => {
-  const { server, pki } = await startTls(t)
-  const subjects = helloSubjects(server)
-  const c = client(t, server, { key: pki.client.key, cert: pki.client.cert, ca: pki.caCert, maxInFlight: 8 })
-  await c.connectAsync()
-  const run = stream(c, server, 300, 5)
-  await waitFor(() => run.sent() >= 100)
-  const next = pki.ca.issue({ commonName: 'device-next', client: true })
-  c.setCredentials({ key: next.key, cert: next.cert }, { reconnect: true })
-  t.is(c.certificate.subject.CN, 'device-next', 'in force from now')
-  await run.done
-  t.deepEqual(run.results, { ok: 300, failed: [] })
-  await waitFor(() => run.seen.size === 300, scaled(2000)).catch(() => {})
-  t.is(run.seen.size, 300)
-  await waitFor(() => subjects.length === 2)
-  t.deepEqual(subjects.map((s) => s.replace(/^.*CN=/, '')), ['device-1', 'device-next'])
-  t.is(server.connections().length, 1)
-  t.regex(server.connections()[0].subject, /device-next/)
-})
+for (const outbox of [false, true]) {
+  test(`setCredentials(..., { reconnect: true }) under a stream of events${outbox ? ', with an outbox' : ''}: none lost, the server sees the new certificate`, async (t) => {
+    const { server, pki } = await startTls(t)
+    const subjects = helloSubjects(server)
+    const options = { key: pki.client.key, cert: pki.client.cert, ca: pki.caCert, maxInFlight: 8 }
+    if (outbox) options.outbox = { path: path.join(tempDir(t), 'outbox') }
+    const c = client(t, server, options)
+    await c.connectAsync()
+    const run = stream(c, server, 300, 5)
+    await waitFor(() => run.sent() >= 100)
+    const next = pki.ca.issue({ commonName: 'device-next', client: true })
+    c.setCredentials({ key: next.key, cert: next.cert }, { reconnect: true })
+    t.is(c.certificate.subject.CN, 'device-next', 'in force from now')
+    await run.done
+    t.deepEqual(run.results, { ok: 300, failed: [] })
+    await waitFor(() => run.seen.size === 300, scaled(2000)).catch(() => {})
+    t.is(run.seen.size, 300)
+    await waitFor(() => subjects.length === 2)
+    t.deepEqual(subjects.map((s) => s.replace(/^.*CN=/, '')), ['device-1', 'device-next'])
+    t.is(server.connections().length, 1)
+    t.regex(server.connections()[0].subject, /device-next/)
+    if (outbox) t.is(c.stats().outboxPending, 0)
+  })
+}
 
 test('setCredentials() without reconnect applies at the next handshake; ca left out stays', async (t) => {
   const { server, pki } = await startTls(t)
