@@ -124,6 +124,60 @@ export class Action {
 export type Pem = string | Buffer
 
 /**
+ * A PEM file: the Client reads it at every connection attempt (so a certificate renewed on disk
+ * is used at the next connection), the Server at construction, at each `listen()` and at
+ * `setCredentials()`. One that cannot be read throws at construction (`ENOENT`, `EACCES`, ...,
+ * naming the option and the path); later, the Client's attempt fails with that code.
+ */
+export interface PemFile {
+  /** The file's path. */
+  path: string
+}
+
+/** PEM text or bytes, or a file holding it. */
+export type PemSource = Pem | PemFile
+
+/**
+ * TLS material for `setCredentials()`: `key` and `cert` are required; `ca` left out keeps the
+ * trust anchors in force.
+ */
+export interface Credentials {
+  /** Private key: PEM, or a file. */
+  key: PemSource
+  /** Certificate: PEM, or a file. */
+  cert: PemSource
+  /** Trust anchors: PEM, a file, or several. */
+  ca?: PemSource | PemSource[] | CaPair
+}
+
+/** Options of `client.setCredentials()`. */
+export interface SetCredentialsOptions {
+  /**
+   * Close the connection in hand gracefully and connect again at once with the new material
+   * (events in flight are sent again on the new connection, as after any reconnect); without it,
+   * the material is used from the next handshake.
+   */
+  reconnect?: boolean
+}
+
+/**
+ * The device certificate in force (`client.certificate`, `certificateExpiring`), named and
+ * formatted as Node's `tls.PeerCertificate`.
+ */
+export interface ClientCertificate {
+  /** Subject attributes by OpenSSL short name (`{ CN: 'device-1', O: '...' }`); a repeated one is an array. */
+  subject: Record<string, string | string[]>
+  /** Issuer attributes, as `subject`. */
+  issuer: Record<string, string | string[]>
+  /** Start of validity, as `'Jan  1 00:00:00 2026 GMT'`. */
+  validFrom: string
+  /** End of validity, as `'Jan  1 00:00:00 2027 GMT'`. */
+  validTo: string
+  /** SHA-256 of the certificate's DER, as `'AA:BB:...'`. */
+  fingerprint256: string
+}
+
+/**
  * Options of `new Server()`. Each `@default` is the native table's (src/defaults.rs), checked
  * by `__test__/defaults.test.js`.
  */
@@ -137,17 +191,18 @@ export interface ServerOptions {
   host?: string
   /**
    * Server private key, PEM: with `key` and `cert`, the server speaks TLS. Bad material throws
-   * `EINVALIDKEY`; a key that does not match `cert` throws `EKEYMISMATCH`.
+   * `EINVALIDKEY`; a key that does not match `cert` throws `EKEYMISMATCH`. `{ path }`: a file,
+   * read now, at each `listen()` and at `setCredentials()`.
    */
-  key?: Pem
-  /** Server certificate, PEM (with `key`); bad material throws `EINVALIDCERT`. */
-  cert?: Pem
+  key?: PemSource
+  /** Server certificate, PEM or `{ path }` (with `key`); bad material throws `EINVALIDCERT`. */
+  cert?: PemSource
   /**
    * Trust anchors for client certificates: with `ca`, clients must present one (mutual TLS).
    * Requires `key` and `cert`; one that names no certificate (`[]`, `{}`, a wrong type) throws
-   * `EINVALIDCA`.
+   * `EINVALIDCA`. Files (`{ path }`) as for `key`.
    */
-  ca?: Pem | Pem[] | CaPair
+  ca?: PemSource | PemSource[] | CaPair
   /**
    * Echo every accepted event back to its device as an action.
    * @default true
@@ -312,6 +367,13 @@ export class Server extends TypedEventEmitter<ServerEvents> {
   listenAsync (options: { port?: number, host?: string }): Promise<this>
   /** `close()` awaited: resolves once every connection is gone; rejects with `ERR_SERVER_NOT_RUNNING` if it was not listening. */
   closeAsync (): Promise<this>
+  /**
+   * Replaces the TLS material of a server made with `key` and `cert` (files read now; `ca` left
+   * out stays). Connections accepted from then on use it; those open keep theirs. Refused
+   * material throws its code (`EINVALIDKEY`, `EINVALIDCERT`, `EINVALIDCA`, `EKEYMISMATCH`,
+   * `ENOENT`, ...) and the old material stays in force; `ETLSCONFIG` on a plain TCP server.
+   */
+  setCredentials (credentials: Credentials): this
 }
 
 /**
@@ -319,10 +381,13 @@ export class Server extends TypedEventEmitter<ServerEvents> {
  * by `__test__/defaults.test.js`.
  */
 export interface ClientOptions {
-  /** Device private key, PEM (PKCS#1, PKCS#8 or SEC1/EC); required unless `host` is `'localhost'`. */
-  key?: Pem
-  /** Device certificate, PEM; required unless `host` is `'localhost'`. */
-  cert?: Pem
+  /**
+   * Device private key, PEM (PKCS#1, PKCS#8 or SEC1/EC), or `{ path }`: a file read at every
+   * connection attempt; required unless `host` is `'localhost'`.
+   */
+  key?: PemSource
+  /** Device certificate, PEM or `{ path }` (read at every attempt); required unless `host` is `'localhost'`. */
+  cert?: PemSource
   /**
    * Gateway host. Exactly `'localhost'` means plain TCP.
    * @default 'gateway.integromat.com'
@@ -335,9 +400,10 @@ export interface ClientOptions {
   port?: number
   /**
    * Trust anchors for the server certificate; the platform's roots when absent. One that names no
-   * certificate (`[]`, `{}`, a wrong type) throws `EINVALIDCA`.
+   * certificate (`[]`, `{}`, a wrong type) throws `EINVALIDCA`. Files (`{ path }`, also in the
+   * array) are read at every attempt.
    */
-  ca?: Pem | Pem[] | CaPair
+  ca?: PemSource | PemSource[] | CaPair
   /**
    * Reconnect after a dropped connection.
    * @default true
@@ -394,6 +460,12 @@ export interface ClientOptions {
    * another user or others may write it (it is created 0700, its files 0600).
    */
   outbox?: OutboxOptions
+  /**
+   * `certificateExpiring` is emitted when less than this many ms of the device certificate's
+   * validity remain (30 days).
+   * @default 2592000000
+   */
+  certificateWarning?: number
 }
 
 /**
@@ -525,6 +597,11 @@ export interface ClientStats {
    * `null` before the first acknowledgement.
    */
   rtt: number | null
+  /**
+   * Milliseconds until the device certificate in force expires (negative once it has); `null`
+   * without TLS.
+   */
+  certificateExpiresIn: number | null
   /** With `outbox` only: events in the outbox now (written, not yet answered by the gateway). */
   outboxPending?: number
   /** With `outbox` only: their bytes, as counted against `outbox.maxBytes`. */
@@ -573,6 +650,12 @@ export interface ClientEvents extends EmitterEvents {
   /** Once, when the client is finally disconnected after having been connected. */
   disconnect: () => void
   /**
+   * Once per certificate, when less than `certificateWarning` ms of the device certificate's
+   * validity remain: at `connect()` or a connection if it is already so, else when it becomes so
+   * while the client is active.
+   */
+  certificateExpiring: (certificate: ClientCertificate) => void
+  /**
    * Only as 2.x emits it: a BYE with an error, a wrong acknowledgement, the error that ended the
    * connection with `autoReconnect: false`, and the last error when `maxReconnectAttempts` runs
    * out before any connection. With no listener, an `error` throws. What the client recovers
@@ -611,6 +694,26 @@ export class Client extends TypedEventEmitter<ClientEvents> {
   readonly recovered: { readonly [code: string]: number }
   /** The client's counters (see `ClientStats`): one native call, cheap enough to poll. */
   stats (): ClientStats
+  /**
+   * The device certificate in force (the one the next or current handshake presents; from a
+   * file, as read at the latest attempt), or `null` without TLS.
+   */
+  readonly certificate: ClientCertificate | null
+  /**
+   * Replaces the TLS material, used from the next handshake (at once with `{ reconnect: true }`,
+   * which closes the connection in hand gracefully and connects again: nothing queued or in
+   * flight is lost). Checked now: refused material throws its code (`EINVALIDKEY`,
+   * `EINVALIDCERT`, `EINVALIDCA`, `EKEYMISMATCH`, `ENOENT`, ...) and the old material stays in
+   * force; `ETLSCONFIG` for a client without TLS.
+   */
+  setCredentials (credentials: Credentials, options?: SetCredentialsOptions): this
+  /**
+   * `setCredentials()` (with `reconnect: true` unless told otherwise), resolved with the client
+   * once a connection with the new material has been drained (`drained`); rejects with what
+   * `setCredentials()` throws, with `ECLOSED` on `close()`, or with the error that ended the
+   * client's attempts.
+   */
+  setCredentialsAsync (credentials: Credentials, options?: SetCredentialsOptions): Promise<this>
   /**
    * Starts connecting (and reconnecting after a drop, with `autoReconnect`); a no-op while
    * connected or connecting. With `outbox` after `close()`, opens the outbox again first (and

@@ -29,7 +29,8 @@ const ZERO = {
   bytesReceived: 0,
   connected: false,
   drained: false,
-  rtt: null
+  rtt: null,
+  certificateExpiresIn: null
 }
 
 const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -168,7 +169,8 @@ test('a known session is counted exactly: events, a rejection, an action, a cut 
     bytesReceived: received,
     connected: false,
     drained: false,
-    rtt: null
+    rtt: null,
+    certificateExpiresIn: null
   })
   t.true(stats.rtt > 0, 'the last round trip stays')
 })

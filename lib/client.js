@@ -6,7 +6,7 @@ const { NativeClient, takePanicReports, optionDefaults } = require('./native')
 const { layout } = require('./notices')
 const { Event, Action } = require('./messages')
 const { gatewayError } = require('./errors')
-const { pemBuffer, caList, CODES } = require('./tls-options')
+const { pemBuffer, pemPath, caList, CODES } = require('./tls-options')
 // Diagnostics through the `debug` package, as 2.x's, under the same namespaces: DEBUG,
 // `require('debug').enable()` at run time, `debug.log` and DEBUG_COLORS work as applications
 // expect. Per-message paths check `debug.enabled` (a cached flag in `debug` 4) before formatting.
@@ -139,6 +139,9 @@ function flag (value, name) {
 // A key or certificate for TLS: given, of a PEM type, not empty, and carrying the PEM label (as
 // the original checked); otherwise the constructor throws with the option's code.
 function pemOption (value, option, label, message) {
+  // `{ path }`: the file, read by the native side now and at every connection attempt.
+  const path = pemPath(value, option)
+  if (path !== undefined) return path
   const buffer = pemBuffer(value, option)
   if (buffer === undefined || !new RegExp(`-----BEGIN [A-Z0-9 ]*${label}-----`).test(buffer.toString('latin1'))) {
     throw gatewayError(message, CODES[option])
@@ -146,11 +149,34 @@ function pemOption (value, option, label, message) {
   return buffer
 }
 
+// The TLS material of the constructor or of setCredentials(), as the native side takes it: PEM
+// Buffers, or strings naming files. `ca` left out is undefined.
+function credentials (options) {
+  return {
+    key: pemOption(options.key, 'key', 'PRIVATE KEY', 'Invalid private key.'),
+    cert: pemOption(options.cert, 'cert', 'CERTIFICATE', 'Invalid certificate.'),
+    ca: caList(options.ca)
+  }
+}
+
+// The longest wait a timer takes (about 24.8 days); longer waits are taken in steps.
+const MAX_TIMER = 0x7fffffff
+
 function count (value, name, fallback = DEFAULTS[name]) {
   if (value === undefined || value === null) return fallback
   const number = Number(value)
   if (!Number.isInteger(number) || number < 0 || number > 0xffffffff) {
     throw gatewayError(`options.${name} must be a non-negative integer.`, 'ERR_INVALID_ARG_VALUE', RangeError)
+  }
+  return number
+}
+
+// `certificateWarning` in ms: any non-negative integer (months are more than 32 bits of ms).
+function certificateWarning (value) {
+  if (value === undefined || value === null) return DEFAULTS.certificateWarning
+  const number = Number(value)
+  if (!Number.isSafeInteger(number) || number < 0) {
+    throw gatewayError('options.certificateWarning must be a non-negative integer (ms).', 'ERR_INVALID_ARG_VALUE', RangeError)
   }
   return number
 }
@@ -196,6 +222,28 @@ function reason (thrown) {
   }
 }
 
+// `client.certificate` from the native side's: names as objects, an attribute given twice as
+// an array of its values (as Node's `tls.PeerCertificate`).
+function namesOf (pairs) {
+  const names = {}
+  for (const [key, value] of pairs) {
+    if (!(key in names)) names[key] = value
+    else if (Array.isArray(names[key])) names[key].push(value)
+    else names[key] = [names[key], value]
+  }
+  return names
+}
+
+function certificateOf (native) {
+  return {
+    subject: namesOf(native.subject),
+    issuer: namesOf(native.issuer),
+    validFrom: native.validFrom,
+    validTo: native.validTo,
+    fingerprint256: native.fingerprint256
+  }
+}
+
 // Send validation, in the original's order after the callback check.
 function invalidEvent (event) {
   if (!(event instanceof Event)) return new TypeError('Event expected.')
@@ -225,8 +273,7 @@ class Client extends EventEmitter {
     }
     // The original's rule: plain TCP for exactly 'localhost', mutual TLS for every other host.
     const tls = host !== 'localhost'
-    const key = tls ? pemOption(options.key, 'key', 'PRIVATE KEY', 'Invalid private key.') : undefined
-    const cert = tls ? pemOption(options.cert, 'cert', 'CERTIFICATE', 'Invalid certificate.') : undefined
+    const { key, cert, ca } = tls ? credentials(options) : {}
 
     this._callbacks = new Callbacks()
     /**
@@ -243,6 +290,13 @@ class Client extends EventEmitter {
     this.host = host
     this.port = port
     const reconnectDelay = count(options.reconnectDelay, 'reconnectDelay')
+    this._certificateWarning = certificateWarning(options.certificateWarning)
+    // The fingerprint of the certificate `certificateExpiring` was emitted for, and the timer
+    // that emits it for the certificate in force while the client is active.
+    this._warned = null
+    this._warning = null
+    // setCredentialsAsync() calls waiting for a connection with their material to drain.
+    this._credentialWaiters = null
     const outbox = outboxOptions(options.outbox)
     const self = new WeakRef(this)
     // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...).
@@ -252,7 +306,7 @@ class Client extends EventEmitter {
       tls,
       key,
       cert,
-      ca: tls ? caList(options.ca) : undefined,
+      ca,
       deviceName: os.hostname(),
       autoReconnect: flag(options.autoReconnect, 'autoReconnect'),
       maxReconnectAttempts: count(options.maxReconnectAttempts, 'maxReconnectAttempts'),
@@ -318,6 +372,7 @@ class Client extends EventEmitter {
     debug('connect to %s:%d', this.host, this.port)
     if (this._wantRef) this._native.ref()
     this._native.connect(this._cycle)
+    this._scheduleWarning()
     return this
   }
 
@@ -344,6 +399,11 @@ class Client extends EventEmitter {
       if (this._closing > 0) this._native.ref()
     }
     this._rejectConnects(gatewayError('The client was closed before it connected.', 'ECLOSED'))
+    this._rejectCredentials(gatewayError('The client was closed before a connection with the new credentials drained.', 'ECLOSED'))
+    if (this._warning) {
+      clearTimeout(this._warning)
+      this._warning = null
+    }
     return this
   }
 
@@ -516,7 +576,99 @@ class Client extends EventEmitter {
    */
   stats () {
     const stats = this._native.stats()
+    const certificate = this._native.certificate()
+    stats.certificateExpiresIn = certificate ? certificate.expiresAt - Date.now() : null
     return this._outbox ? Object.assign(stats, this._native.outboxStats()) : stats
+  }
+
+  /**
+   * The device certificate in force (the one the next or current TLS handshake presents):
+   * `{ subject, issuer, validFrom, validTo, fingerprint256 }` as Node's `tls.PeerCertificate`
+   * names them, or null without TLS. A certificate read from a file is the one read at the
+   * latest connection attempt (or at `new Client()` / `setCredentials()`).
+   */
+  get certificate () {
+    const native = this._native.certificate()
+    return native ? certificateOf(native) : null
+  }
+
+  /**
+   * Replaces the TLS material (`key`, `cert`, and `ca`, which when left out stays as it is;
+   * each a PEM string or Buffer or `{ path }`). Checked at once: refused material throws an
+   * Error with its code (EINVALIDKEY, EINVALIDCERT, EINVALIDCA, EKEYMISMATCH, ENOENT, ...) and
+   * the old material stays in force. The new material is used from the next TLS handshake;
+   * with `{ reconnect: true }` the connection in hand is closed gracefully and a new one opened
+   * at once (events in flight are sent again, as after any reconnect: nothing is lost).
+   */
+  setCredentials (creds, options) {
+    if (creds === null || typeof creds !== 'object') {
+      throw gatewayError('setCredentials() expects an object with key and cert.', 'ERR_INVALID_ARG_TYPE', TypeError)
+    }
+    const { key, cert, ca } = credentials(creds)
+    const reconnect = Boolean(options && options.reconnect)
+    this._credentials = this._native.setCredentials(key, cert, ca, reconnect && this._active)
+    debug('credentials replaced (%d)%s', this._credentials, reconnect ? ', reconnecting' : '')
+    this._scheduleWarning()
+    return this
+  }
+
+  /**
+   * `setCredentials(creds, { reconnect: true })`, awaited: resolves with the client once a
+   * connection using the new material has been drained by the gateway (`drained`); rejects
+   * with what setCredentials() threw, or when the client closes or gives up first. Waits for
+   * `connect()` when the client is not connected.
+   */
+  setCredentialsAsync (creds, options) {
+    return new Promise((resolve, reject) => {
+      this.setCredentials(creds, Object.assign({ reconnect: true }, options))
+      if (!this._credentialWaiters) this._credentialWaiters = []
+      this._credentialWaiters.push({ generation: this._credentials, resolve, reject })
+    })
+  }
+
+  // A connection drained: setCredentialsAsync() calls whose material it used are done.
+  _credentialsDrained () {
+    const waiters = this._credentialWaiters
+    if (!waiters) return
+    const connected = this._native.connectedCredentials()
+    const done = waiters.filter((waiter) => waiter.generation <= connected)
+    if (done.length === 0) return
+    this._credentialWaiters = waiters.filter((waiter) => waiter.generation > connected)
+    if (this._credentialWaiters.length === 0) this._credentialWaiters = null
+    for (const waiter of done) waiter.resolve(this)
+  }
+
+  _rejectCredentials (err) {
+    const waiters = this._credentialWaiters
+    if (!waiters) return
+    this._credentialWaiters = null
+    for (const waiter of waiters) waiter.reject(err)
+  }
+
+  // `certificateExpiring` for the certificate in force: now if it is inside the warning
+  // (once per certificate), else by a timer (unreferenced) while the client is active.
+  _scheduleWarning () {
+    if (this._warning) {
+      clearTimeout(this._warning)
+      this._warning = null
+    }
+    if (!this._active) return
+    const native = this._native.certificate()
+    if (!native) return
+    const left = native.expiresAt - this._certificateWarning - Date.now()
+    if (left <= 0) {
+      if (this._warned === native.fingerprint256) return
+      this._warned = native.fingerprint256
+      debug('certificate expiring: %s', native.validTo)
+      const certificate = certificateOf(native)
+      process.nextTick(() => this.emit('certificateExpiring', certificate))
+      return
+    }
+    this._warning = setTimeout(() => {
+      this._warning = null
+      this._scheduleWarning()
+    }, Math.min(left, MAX_TIMER))
+    this._warning.unref()
   }
 
   /** Keeps the Node process alive while the client is connected or reconnecting (default). */
@@ -564,6 +716,14 @@ class Client extends EventEmitter {
     this._drained = false
     active.delete(this)
     this._native.unref()
+    if (this._warning) {
+      clearTimeout(this._warning)
+      this._warning = null
+    }
+    if (this._credentialWaiters) {
+      this._rejectCredentials(this._connectFailure ||
+        gatewayError('The client stopped before a connection with the new credentials drained.', 'ECONNRESET'))
+    }
     this._settleIdle()
   }
 
@@ -642,6 +802,8 @@ class Client extends EventEmitter {
         this.emit('drain')
         this.emit('drained')
         this._resolveConnects()
+        this._credentialsDrained()
+        this._scheduleWarning()
         break
       case RECONNECT:
         debug('reconnecting')

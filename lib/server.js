@@ -4,7 +4,8 @@ const { EventEmitter } = require('events')
 const { NativeServer, optionDefaults } = require('./native')
 const { Event } = require('./messages')
 const { gatewayError } = require('./errors')
-const { pemBuffer, caList } = require('./tls-options')
+const fs = require('fs')
+const { pemBuffer, pemPath, caList } = require('./tls-options')
 const { newId } = require('./ids')
 const { layout } = require('./notices')
 
@@ -49,6 +50,35 @@ function verdictOf (result) {
   return { message: String(result) }
 }
 
+// The server's TLS options as given, each checked: PEM Buffers, or paths of files.
+function tlsSources (options) {
+  const source = (value, option) => {
+    const path = pemPath(value, option)
+    return path !== undefined ? path : pemBuffer(value, option)
+  }
+  const sources = { key: source(options.key, 'key'), cert: source(options.cert, 'cert'), ca: caList(options.ca) }
+  sources.files = [sources.key, sources.cert, ...(sources.ca || [])].some((item) => typeof item === 'string')
+  return sources
+}
+
+// The PEM of each source, files read now; a file that cannot be read throws with the fs code
+// (ENOENT, EACCES, ...) and names the option and the path.
+function readTls (sources) {
+  const read = (item, name) => {
+    if (typeof item !== 'string') return item
+    try {
+      return fs.readFileSync(item)
+    } catch (err) {
+      throw gatewayError(`Cannot read ${name} (${item}): ${err.message}`, err.code || 'EIO')
+    }
+  }
+  return {
+    key: read(sources.key, 'options.key'),
+    cert: read(sources.cert, 'options.cert'),
+    ca: sources.ca === undefined ? undefined : sources.ca.map((item, i) => read(item, `options.ca[${i}]`))
+  }
+}
+
 /**
  * The local gateway: the original's test server (`new Server().listen(cb)` on port 7777, plain
  * TCP, every event acknowledged and echoed back as an action), grown into a gateway for tests,
@@ -80,9 +110,10 @@ class Server extends EventEmitter {
     // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...),
     // and so does a `ca` without the key and certificate that TLS needs: without them the
     // server would speak plain TCP and check no client at all.
-    const key = pemBuffer(options.key, 'key')
-    const cert = pemBuffer(options.cert, 'cert')
-    const ca = caList(options.ca)
+    // `{ path }` options are read now (a file that cannot be read throws at once), again at
+    // each listen(), and at setCredentials().
+    this._tls = tlsSources(options)
+    const { key, cert, ca } = readTls(this._tls)
     if (ca !== undefined && (key === undefined || cert === undefined)) {
       throw gatewayError('options.ca requires options.key and options.cert: client certificates are checked only over TLS.', key === undefined ? 'EINVALIDKEY' : 'EINVALIDCERT')
     }
@@ -153,8 +184,39 @@ class Server extends EventEmitter {
     return { port, host }
   }
 
-  // Starts listening; resolves once it does, rejects with the reason it cannot.
+  /**
+   * Replaces the server's TLS material (`key`, `cert`, and `ca`, which when left out stays as
+   * it is; each a PEM string or Buffer or `{ path }`, read now). Checked at once: refused
+   * material throws an Error with its code (EINVALIDKEY, EINVALIDCERT, EINVALIDCA,
+   * EKEYMISMATCH, ENOENT, ...) and the old material stays in force. Connections accepted from
+   * then on use it; those open keep theirs. Only for a server made with `key` and `cert`.
+   */
+  setCredentials (creds) {
+    if (creds === null || typeof creds !== 'object') {
+      throw gatewayError('setCredentials() expects an object with key and cert.', 'ERR_INVALID_ARG_TYPE', TypeError)
+    }
+    const sources = tlsSources(creds)
+    if (sources.ca === undefined) sources.ca = this._tls.ca
+    const { key, cert, ca } = readTls(sources)
+    if (key === undefined || cert === undefined) {
+      throw gatewayError('setCredentials() requires key and cert.', key === undefined ? 'EINVALIDKEY' : 'EINVALIDCERT', TypeError)
+    }
+    this._native.setTls(key, cert, ca)
+    this._tls = sources
+    return this
+  }
+
+  // Starts listening; resolves once it does, rejects with the reason it cannot. Material
+  // given as files is read again first.
   _start (port, host) {
+    if (this._tls.files) {
+      try {
+        const { key, cert, ca } = readTls(this._tls)
+        this._native.setTls(key, cert, ca)
+      } catch (err) {
+        return Promise.reject(err)
+      }
+    }
     return this._run(() => this._native.listen(port, host === undefined ? null : String(host), (batch) => this._dispatch(batch)))
       .then((result) => {
         if (result.error) throw gatewayError(result.error.message, result.error.code)

@@ -33,6 +33,23 @@ function pemBuffer (value, option, name = `options.${option}`) {
   return buffer
 }
 
+// `{ path: '/etc/device/cert.pem' }`: a PEM file, read by the native side at every connection
+// attempt (the Client) or at listen() and setCredentials() (the Server). Returns the path, a
+// string, which the native side takes for a file (PEM text has become a Buffer by then);
+// undefined when `value` is not of that form.
+function pemPath (value, option, name = `options.${option}`) {
+  if (value === null || typeof value !== 'object' || value instanceof Uint8Array || Array.isArray(value)) return undefined
+  if (!Object.prototype.hasOwnProperty.call(value, 'path')) return undefined
+  const unknown = Object.keys(value).filter((key) => key !== 'path')
+  if (unknown.length) {
+    throw gatewayError(`${name} has ${unknown.map((key) => `'${key}'`).join(', ')}: a file is given as { path } alone.`, CODES[option], TypeError)
+  }
+  if (typeof value.path !== 'string' || value.path === '' || value.path.includes('\0')) {
+    throw gatewayError(`${name}.path must be a non-empty string (a file).`, CODES[option], TypeError)
+  }
+  return value.path
+}
+
 // `ca` may be the original's `{root, intermediate}`, one PEM (string or Buffer), or an array.
 // Every form must name at least one PEM; the native side then requires each to hold at least one
 // certificate. Without this, `[]` or `{rootCA: ...}` would have meant "no ca": a client trusting
@@ -43,9 +60,12 @@ function caList (ca) {
     if (ca.length === 0) throw gatewayError('options.ca is an empty array: give at least one PEM.', 'EINVALIDCA')
     return ca.map((item, i) => {
       if (!given(item)) throw gatewayError(`options.ca[${i}] is ${item}.`, 'EINVALIDCA', TypeError)
-      return pemBuffer(item, 'ca', `options.ca[${i}]`)
+      const path = pemPath(item, 'ca', `options.ca[${i}]`)
+      return path !== undefined ? path : pemBuffer(item, 'ca', `options.ca[${i}]`)
     })
   }
+  const path = pemPath(ca, 'ca')
+  if (path !== undefined) return [path]
   if (typeof ca === 'object' && !(ca instanceof Uint8Array)) {
     const unknown = Object.keys(ca).filter((key) => key !== 'root' && key !== 'intermediate')
     if (unknown.length) {
@@ -58,4 +78,4 @@ function caList (ca) {
   return [pemBuffer(ca, 'ca')]
 }
 
-module.exports = { pemBuffer, caList, given, CODES }
+module.exports = { pemBuffer, pemPath, caList, given, CODES }

@@ -41,6 +41,10 @@ pub const ACK_TIMEOUT: Option<Duration> = None;
 /// TCP keepalive idle time (`keepAlive`); `None` (0 in JavaScript) leaves the OS defaults.
 pub const KEEP_ALIVE: Option<Duration> = Some(Duration::from_millis(15_000));
 
+/// How long before the device certificate's end `certificateExpiring` is emitted
+/// (`certificateWarning`): 30 days. Not in the original.
+pub const CERTIFICATE_WARNING: Duration = Duration::from_millis(30 * 24 * 60 * 60 * 1000);
+
 /// The bundled server echoes every accepted event back as an action (`Server`'s `echo`).
 pub const ECHO: bool = true;
 
@@ -83,6 +87,7 @@ mod tests {
         assert_eq!(millis(KEEP_ALIVE), 15_000);
         assert_eq!(millis(HELLO_TIMEOUT), 10_000);
         assert_eq!(millis(IDLE_TIMEOUT), 0);
+        assert_eq!(millis(Some(CERTIFICATE_WARNING)), 2_592_000_000);
         for d in [
             Some(RECONNECT_DELAY),
             CONNECT_TIMEOUT,

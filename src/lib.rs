@@ -38,6 +38,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod client;
+pub mod credentials;
 pub mod defaults;
 pub mod errors;
 pub mod outbox;

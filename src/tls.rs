@@ -26,6 +26,20 @@ pub enum TlsError {
     KeyMismatch,
     #[error("TLS configuration failed: {0}")]
     Config(String),
+    /// A file named by a `{ path }` option could not be read (`ENOENT`, `EACCES`, ...).
+    #[error("Cannot read {name}: {reason}")]
+    Read {
+        name: String,
+        code: ErrorCode,
+        reason: String,
+    },
+    /// Material read from a file was refused: the option and its path, then why.
+    #[error("{name}: {inner}")]
+    InFile { name: String, inner: Box<TlsError> },
+    /// The device certificate's validity ended (`CERT_HAS_EXPIRED`), checked before a
+    /// connection attempt.
+    #[error("The client certificate ({name}) expired on {valid_to}.")]
+    Expired { name: String, valid_to: String },
 }
 
 impl TlsError {
@@ -37,6 +51,9 @@ impl TlsError {
             TlsError::InvalidCa(_) => ErrorCode::InvalidCa,
             TlsError::KeyMismatch => ErrorCode::KeyMismatch,
             TlsError::Config(_) => ErrorCode::TlsConfig,
+            TlsError::Read { code, .. } => code.clone(),
+            TlsError::InFile { inner, .. } => inner.code(),
+            TlsError::Expired { .. } => ErrorCode::Cert("CERT_HAS_EXPIRED"),
         }
     }
 }
@@ -155,51 +172,105 @@ pub fn client_config(
     cert: &[u8],
     ca: Option<&[Vec<u8>]>,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    client_parts(key, cert, ca)?.config()
+}
+
+/// The parsed parts of a client's TLS material: shared by the clients given the same bytes
+/// while any of them holds them (see [`client_config`]).
+#[derive(Clone)]
+pub struct ClientParts {
+    pub(crate) provider: Arc<CryptoProvider>,
+    pub(crate) verifier: Arc<WebPkiServerVerifier>,
+    pub(crate) identity: Arc<dyn ResolvesClientCert>,
+    /// What the device certificate says (`client.certificate`).
+    pub info: Arc<crate::credentials::CertificateInfo>,
+}
+
+impl ClientParts {
+    /// A configuration of its own (and a resumption store) over these parts.
+    pub fn config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(config_error)?
+            .with_webpki_verifier(self.verifier.clone())
+            .with_client_cert_resolver(self.identity.clone());
+        // A client speaks to one gateway: its resumption store needs room for that one server's
+        // tickets, not rustls's default of 32 servers (a table per client; docs/ARCHITECTURE.md
+        // section 7 gives its size).
+        config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMPTION_TICKETS);
+        Ok(Arc::new(config))
+    }
+}
+
+/// The verifier of a gateway's certificate: anchored in `ca`, or in the platform's roots.
+pub(crate) fn server_verifier(
+    ca: Option<&[Vec<u8>]>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
+    let roots = match ca {
+        Some(pems) => root_store(pems)?,
+        None => platform_roots(),
+    };
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))
+}
+
+type Identity = (
+    Arc<dyn ResolvesClientCert>,
+    Arc<crate::credentials::CertificateInfo>,
+);
+
+pub(crate) fn identity_from(
+    key: PrivateKeyDer<'static>,
+    certs: Vec<CertificateDer<'static>>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Identity, TlsError> {
+    let info = crate::credentials::CertificateInfo::of(&certs[0])?;
+    let certified = CertifiedKey::from_der(certs, key, provider).map_err(config_error)?;
+    Ok((Arc::new(SingleCertAndKey::from(certified)), Arc::new(info)))
+}
+
+/// The parts for `key`, `cert` and `ca`: those another client holds for the same bytes, or
+/// parsed now.
+pub fn client_parts(
+    key: &[u8],
+    cert: &[u8],
+    ca: Option<&[Vec<u8>]>,
+) -> Result<ClientParts, TlsError> {
     let fingerprint = fingerprint(key, cert, ca);
-    let found = {
+    {
         let mut shared = shared_parts();
         shared.retain(SharedParts::alive);
-        shared
-            .iter()
+        let found = shared
+            .iter_mut()
             .filter(|_| !fingerprint.is_empty())
-            .find(|parts| parts.fingerprint == fingerprint)
-            .and_then(SharedParts::upgrade)
-    };
-    let (provider, verifier, identity) = match found {
-        Some(parts) => parts,
-        None => {
-            let key = parse_key(key)?;
-            let certs = parse_certs(cert)?;
-            let roots = match ca {
-                Some(pems) => root_store(pems)?,
-                None => platform_roots(),
-            };
-            let provider = provider();
-            let verifier =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| TlsError::Config(e.to_string()))?;
-            let certified = CertifiedKey::from_der(certs, key, &provider).map_err(config_error)?;
-            let identity: Arc<dyn ResolvesClientCert> = Arc::new(SingleCertAndKey::from(certified));
-            shared_parts().push(SharedParts {
-                fingerprint,
-                provider: Arc::downgrade(&provider),
-                verifier: Arc::downgrade(&verifier),
-                identity: Arc::downgrade(&identity),
-            });
-            (provider, verifier, identity)
+            .find(|parts| parts.fingerprint == fingerprint);
+        if let Some(found) = found {
+            if let Some(parts) = found.upgrade(cert) {
+                return Ok(parts);
+            }
         }
-    };
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(config_error)?
-        .with_webpki_verifier(verifier)
-        .with_client_cert_resolver(identity);
-    // A client speaks to one gateway: its resumption store needs room for that one server's
-    // tickets, not rustls's default of 32 servers (a table per client; docs/ARCHITECTURE.md
-    // section 7 gives its size).
-    config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMPTION_TICKETS);
-    Ok(Arc::new(config))
+    }
+    // Checked in this order, each with its code: the key, the certificate, the CA, and
+    // whether the key matches the certificate.
+    let (key, certs) = (parse_key(key)?, parse_certs(cert)?);
+    let provider = provider();
+    let verifier = server_verifier(ca, &provider)?;
+    let (identity, info) = identity_from(key, certs, &provider)?;
+    shared_parts().push(SharedParts {
+        fingerprint,
+        provider: Arc::downgrade(&provider),
+        verifier: Arc::downgrade(&verifier),
+        identity: Arc::downgrade(&identity),
+        info: Arc::downgrade(&info),
+    });
+    Ok(ClientParts {
+        provider,
+        verifier,
+        identity,
+        info,
+    })
 }
 
 /// What clients with the same TLS material share, held weakly: the clients' configurations
@@ -210,25 +281,32 @@ struct SharedParts {
     provider: Weak<CryptoProvider>,
     verifier: Weak<WebPkiServerVerifier>,
     identity: Weak<dyn ResolvesClientCert>,
+    info: Weak<crate::credentials::CertificateInfo>,
 }
-
-type Parts = (
-    Arc<CryptoProvider>,
-    Arc<WebPkiServerVerifier>,
-    Arc<dyn ResolvesClientCert>,
-);
 
 impl SharedParts {
     fn alive(&self) -> bool {
         self.identity.strong_count() > 0
     }
 
-    fn upgrade(&self) -> Option<Parts> {
-        Some((
-            self.provider.upgrade()?,
-            self.verifier.upgrade()?,
-            self.identity.upgrade()?,
-        ))
+    /// The parts, if they are all still held. What the certificate says is held only by the
+    /// clients that asked for it (`ClientCredentials`): read again from `cert` when gone.
+    fn upgrade(&mut self, cert: &[u8]) -> Option<ClientParts> {
+        let info = match self.info.upgrade() {
+            Some(info) => info,
+            None => {
+                let certs = parse_certs(cert).ok()?;
+                let info = Arc::new(crate::credentials::CertificateInfo::of(&certs[0]).ok()?);
+                self.info = Arc::downgrade(&info);
+                info
+            }
+        };
+        Some(ClientParts {
+            provider: self.provider.upgrade()?,
+            verifier: self.verifier.upgrade()?,
+            identity: self.identity.upgrade()?,
+            info,
+        })
     }
 }
 
@@ -238,7 +316,7 @@ fn shared_parts() -> std::sync::MutexGuard<'static, Vec<SharedParts>> {
 }
 
 /// SHA-256 over the key, the certificate and each CA document, each with its length.
-fn fingerprint(key: &[u8], cert: &[u8], ca: Option<&[Vec<u8>]>) -> Vec<u8> {
+pub(crate) fn fingerprint(key: &[u8], cert: &[u8], ca: Option<&[Vec<u8>]>) -> Vec<u8> {
     let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
     // A TLS 1.3 suite always has its TLS 1.3 half; were it missing, nothing would be shared.
     let Some(tls13) = suite.tls13() else {

@@ -189,3 +189,21 @@ new Server({ key: testPki.server.key, cert: testPki.server.cert, ca: testPki.caC
 console.log(new TestCertificateAuthority().cert.length)
 // @ts-expect-error issue needs a common name
 testPki.ca.issue({ server: true })
+
+// Credentials from files, rotation and the certificate's lifetime.
+import { ClientCertificate, Credentials } from 'imt-gateway'
+const rotating = new Client({
+  key: { path: '/etc/device/key.pem' },
+  cert: { path: '/etc/device/cert.pem' },
+  ca: [{ path: '/etc/device/ca.pem' }, 'PEM'],
+  certificateWarning: 7 * 24 * 3600 * 1000
+})
+rotating.on('certificateExpiring', (certificate: ClientCertificate) => console.log(certificate.validTo, certificate.subject.CN))
+const inForce: ClientCertificate | null = rotating.certificate
+const expiresIn: number | null = rotating.stats().certificateExpiresIn
+const renewal: Credentials = { key: { path: '/etc/device/key.pem' }, cert: 'PEM' }
+rotating.setCredentials(renewal, { reconnect: true }).setCredentialsAsync(renewal).then((c: Client) => c.close())
+new Server({ key: { path: 'k' }, cert: { path: 'c' } }).setCredentials({ key: 'k', cert: { path: 'c' } })
+console.log(inForce, expiresIn)
+// @ts-expect-error setCredentials needs a certificate
+rotating.setCredentials({ key: 'k' })

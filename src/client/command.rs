@@ -27,6 +27,9 @@ pub enum Command {
     Close {
         keep_queue: bool,
     },
+    /// New TLS material is in force: replace the connection (or attempt) in hand by a new
+    /// one at once ([`Session::reconnect_now`]).
+    Reconnect,
     /// Panics inside the client's task, to prove that a panic is caught and reported.
     #[doc(hidden)]
     Crash,

@@ -197,10 +197,14 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                     self.session.ack_action(id, error)
                 }
                 Command::Close { keep_queue } => self.session.close(keep_queue),
+                Command::Reconnect => self.session.reconnect_now(self.now),
                 Command::Crash => panic!("crash requested"),
             },
             Input::Opened(Ok(stream)) => {
                 self.connecting = None;
+                if let Some(credentials) = &self.options.credentials {
+                    credentials.opened();
+                }
                 self.connection = Some(Connection::new(stream));
                 self.session.connected()
             }
@@ -255,6 +259,22 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         for output in outputs {
             match output {
                 Output::Connect => {
+                    // The material for this attempt: files are read again now, and refused
+                    // material (or an expired certificate) fails the attempt, not the client.
+                    let tls = match &self.options.credentials {
+                        None => Ok(self.options.tls.clone()),
+                        Some(credentials) => credentials
+                            .attempt(std::time::SystemTime::now())
+                            .map(Some)
+                            .map_err(|err| SessionError::new(err.code(), err.to_string())),
+                    };
+                    let tls = match tls {
+                        Ok(tls) => tls,
+                        Err(err) => {
+                            self.connecting = Some(Box::pin(std::future::ready(Err(err))));
+                            continue;
+                        }
+                    };
                     self.connecting = Some(Box::pin(open(
                         self.options.reactor.clone(),
                         Route {
@@ -264,7 +284,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                             servername: self.options.servername.clone(),
                             proxy: self.options.proxy.clone(),
                         },
-                        self.options.tls.clone(),
+                        tls,
                         self.options.keep_alive,
                         self.stats.traffic.clone(),
                     )));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_rustls::rustls::ClientConfig;
 
 use super::{Backlog, EventStore, ProxyChoice, Reactor, Resolve, SystemResolver, Tokio};
+use crate::credentials::ClientCredentials;
 use crate::defaults;
 use crate::session::SessionConfig;
 
@@ -25,6 +26,9 @@ pub struct ClientOptions {
     /// TLS (mutual, with the device certificate inside the config) or, when `None`, plain TCP
     /// (the original's rule: plain TCP exactly when the host is `'localhost'`).
     pub tls: Option<Arc<ClientConfig>>,
+    /// TLS material asked for a configuration at every connection attempt (files read again,
+    /// replaceable at run time); when given, it is used instead of `tls`.
+    pub credentials: Option<Arc<ClientCredentials>>,
     pub session: SessionConfig,
     /// The wait between a dropped connection and the next attempt; the original waits 1 s.
     /// This and the next three become the session's [`Timing`].
@@ -61,6 +65,7 @@ impl ClientOptions {
             servername: None,
             proxy: ProxyChoice::Environment,
             tls: None,
+            credentials: None,
             session: SessionConfig::new(device_name),
             reconnect_delay: defaults::RECONNECT_DELAY,
             max_reconnect_delay: defaults::RECONNECT_DELAY,

@@ -20,6 +20,7 @@ pub struct ClientDefaults {
     pub connect_timeout: u32,
     pub ack_timeout: u32,
     pub keep_alive: u32,
+    pub certificate_warning: u32,
 }
 
 /// The defaults of `new Server(options)`.
@@ -64,6 +65,7 @@ pub fn option_defaults() -> OptionDefaults {
             connect_timeout: defaults::millis(defaults::CONNECT_TIMEOUT),
             ack_timeout: defaults::millis(defaults::ACK_TIMEOUT),
             keep_alive: defaults::millis(defaults::KEEP_ALIVE),
+            certificate_warning: defaults::millis(Some(defaults::CERTIFICATE_WARNING)),
         },
         server: ServerDefaults {
             port: u32::from(defaults::PORT),

@@ -400,6 +400,26 @@ impl NativeServer {
         })
     }
 
+    /// Replaces the TLS material (see `Server::set_tls`), checked first: refused material
+    /// throws with its code and the old stays in force.
+    #[napi(catch_unwind)]
+    pub fn set_tls(
+        &self,
+        key: Buffer,
+        cert: Buffer,
+        ca: Option<Vec<Buffer>>,
+    ) -> Result<(), ErrorCode> {
+        let ca: Option<Vec<Vec<u8>>> = ca.map(|list| list.iter().map(|b| b.to_vec()).collect());
+        let config = crate::tls::server_config(&key, &cert, ca.as_deref())?;
+        if !self.server.set_tls(config) {
+            return Err(thrown(
+                ErrorCode::TlsConfig,
+                "setCredentials() needs a server made with key and cert (TLS).",
+            ));
+        }
+        Ok(())
+    }
+
     #[napi]
     pub async fn listen(
         &self,

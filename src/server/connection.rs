@@ -94,7 +94,7 @@ pub(super) async fn run(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr)
     };
     let accepted = conn.peer.accepted(now);
     conn.apply(accepted);
-    match shared.options.tls.clone() {
+    match shared.tls() {
         None => conn.serve(tcp).await,
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);

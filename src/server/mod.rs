@@ -232,12 +232,21 @@ pub(crate) struct Shared {
     /// events saves the work. Events awaiting a decision are always reported.
     event_notices: AtomicBool,
     state: Mutex<State>,
+    /// TLS material given by [`Server::set_tls`], used instead of `options.tls` from the next
+    /// accepted connection.
+    tls: Mutex<Option<Arc<rustls::ServerConfig>>>,
 }
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A poisoned lock only means another task panicked mid-update; the maps stay usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The TLS configuration for a connection accepted now; `None`: plain TCP.
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        let replaced = self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        replaced.or_else(|| self.options.tls.clone())
     }
 
     fn event_notices(&self) -> bool {
@@ -282,6 +291,16 @@ pub struct Server {
 }
 
 impl Server {
+    /// Replaces the TLS material of a TLS server: connections accepted from now on use
+    /// `config`; those open keep theirs. False (nothing changed) for a plain TCP server.
+    pub fn set_tls(&self, config: Arc<rustls::ServerConfig>) -> bool {
+        if self.shared.options.tls.is_none() {
+            return false;
+        }
+        *self.shared.tls.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
+        true
+    }
+
     /// A server that reports to `events`. It does nothing until [`Server::listen`].
     pub fn new(options: ServerOptions, events: mpsc::UnboundedSender<ServerEvent>) -> Server {
         Server {
@@ -292,6 +311,7 @@ impl Server {
                 room: Notify::new(),
                 event_notices: AtomicBool::new(true),
                 state: Mutex::new(State::default()),
+                tls: Mutex::new(None),
             }),
             tracker: TaskTracker::new(),
         }

@@ -523,6 +523,29 @@ impl Session {
         )]
     }
 
+    /// The host asked for a new connection now (new TLS material): the connection or attempt
+    /// in hand is closed and a new attempt starts at once, announced by `reconnect`; events in
+    /// flight are queued again and re-sent, as after any drop. Waiting to reconnect, the wait
+    /// is cut short; idle, nothing happens.
+    pub fn reconnect_now(&mut self, now: Instant) -> Vec<Output> {
+        self.now = Some(now);
+        let mut out = Vec::new();
+        if self.phase == Phase::Idle {
+            return out;
+        }
+        if self.phase.socket_open() || self.phase == Phase::Connecting {
+            out.push(Output::CloseSocket);
+        }
+        self.forget_connection();
+        for timer in Timer::ALL {
+            self.stop_timer(timer);
+        }
+        self.counts.reconnects += 1;
+        out.push(Output::Emit(Notice::Reconnect));
+        self.start_attempt(&mut out);
+        out
+    }
+
     /// The user's `close()`: always stops reconnecting. Unless `keep_queue`, no callback is
     /// left hanging: every waiting event gets its `ECLOSED` error now, in send order, except
     /// one the server already acknowledged behind an unacknowledged one, which gets the

@@ -1588,3 +1588,37 @@ proptest! {
         prop_assert_eq!(s.pending(), 0);
     }
 }
+
+#[test]
+fn a_reconnect_asked_for_resends_what_was_in_flight_on_a_new_attempt_at_once() {
+    let mut s = drained(config());
+    assert_eq!(s.send(event(1), now()), [write(1)]);
+    s.send(event(2), now());
+    assert_eq!(
+        s.reconnect_now(now()),
+        [
+            Output::CloseSocket,
+            emit(Notice::Reconnect),
+            Output::Connect
+        ]
+    );
+    assert_eq!(s.phase(), Phase::Connecting);
+    assert_eq!((s.queued(), s.in_flight()), (2, 0));
+    assert_eq!(left(&s, Timer::Reconnect), None, "no wait");
+    assert_eq!(s.connected(), [hello()]);
+    assert_eq!(s.receive(Message::Welcome, now()), [], "no second connect");
+    assert_eq!(
+        s.receive(Message::Drained, now()),
+        [emit(Notice::Drain), write(1)]
+    );
+    assert_eq!(s.receive(ack(1), now()), [acked(1), done(1), write(2)]);
+    // Waiting to reconnect, the wait is cut short; idle, nothing happens.
+    s.connection_lost(None, now());
+    assert_eq!(s.phase(), Phase::WaitingToReconnect);
+    assert_eq!(
+        s.reconnect_now(now()),
+        [emit(Notice::Reconnect), Output::Connect]
+    );
+    s.close(true);
+    assert_eq!(s.reconnect_now(now()), []);
+}

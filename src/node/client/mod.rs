@@ -28,7 +28,7 @@ use std::ptr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Buffer, FromNapiValue, Function, Unknown};
+use napi::bindgen_prelude::{Buffer, Either, FromNapiValue, Function, Unknown};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{sys, Env, Result};
 use napi_derive::napi;
@@ -42,6 +42,7 @@ use self::outbox::{
 use self::stats::{NativeOutboxStats, NativeStats};
 use super::{internal, thrown};
 use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, EventStore, Tokio};
+use crate::credentials::{ClientCredentials, ClientMaterial, Pem};
 use crate::errors::ErrorCode;
 use crate::session::SessionConfig;
 
@@ -52,9 +53,10 @@ pub struct NativeClientOptions {
     pub port: u32,
     /// Speak TLS; `key` and `cert` are then required.
     pub tls: bool,
-    pub key: Option<Buffer>,
-    pub cert: Option<Buffer>,
-    pub ca: Option<Vec<Buffer>>,
+    /// Each a PEM document, or a string: the path of a file read at every connection attempt.
+    pub key: Option<PemOption>,
+    pub cert: Option<PemOption>,
+    pub ca: Option<Vec<PemOption>>,
     pub device_name: String,
     pub auto_reconnect: bool,
     pub max_reconnect_attempts: u32,
@@ -70,6 +72,37 @@ pub struct NativeClientOptions {
     pub outbox: Option<NativeOutboxOptions>,
 }
 
+/// A PEM document, or the path of a file holding one (lib/tls-options.js turns `{ path }` into
+/// the string, and PEM strings into Buffers).
+pub type PemOption = Either<Buffer, String>;
+
+fn pem(option: PemOption) -> Pem {
+    match option {
+        Either::A(buffer) => Pem::Bytes(buffer.to_vec()),
+        Either::B(path) => Pem::File(path.into()),
+    }
+}
+
+fn material(key: PemOption, cert: PemOption, ca: Option<Vec<PemOption>>) -> ClientMaterial {
+    ClientMaterial {
+        key: pem(key),
+        cert: pem(cert),
+        ca: ca.map(|list| list.into_iter().map(pem).collect()),
+    }
+}
+
+/// `client.certificate` before lib/client.js shapes it: names as `[key, value]` pairs.
+#[napi(object)]
+pub struct NativeCertificate {
+    pub subject: Vec<Vec<String>>,
+    pub issuer: Vec<Vec<String>>,
+    pub valid_from: String,
+    pub valid_to: String,
+    pub fingerprint256: String,
+    /// The end of the validity, in ms since the epoch.
+    pub expires_at: f64,
+}
+
 fn millis(ms: u32) -> Duration {
     Duration::from_millis(u64::from(ms))
 }
@@ -80,6 +113,8 @@ fn optional_millis(ms: u32) -> Option<Duration> {
 
 #[napi]
 pub struct NativeClient {
+    /// The TLS material, asked at every connection attempt; `None` for plain TCP.
+    credentials: Option<Arc<ClientCredentials>>,
     handle: ClientHandle,
     sink: Arc<BatchSink>,
     direct: Arc<DirectCall>,
@@ -104,15 +139,13 @@ impl NativeClient {
     ) -> Result<Self, ErrorCode> {
         let port = u16::try_from(options.port)
             .map_err(|_| thrown(ErrorCode::BadPort, "Port should be >= 0 and < 65536."))?;
-        let tls = if options.tls {
-            let (Some(key), Some(cert)) = (&options.key, &options.cert) else {
+        let credentials = if options.tls {
+            let (Some(key), Some(cert)) = (options.key, options.cert) else {
                 return Err(thrown(ErrorCode::InvalidKey, "Invalid private key."));
             };
-            let ca: Option<Vec<Vec<u8>>> = options
-                .ca
-                .as_ref()
-                .map(|list| list.iter().map(|b| b.to_vec()).collect());
-            Some(crate::tls::client_config(key, cert, ca.as_deref())?)
+            Some(Arc::new(ClientCredentials::new(material(
+                key, cert, options.ca,
+            ))?))
         } else {
             None
         };
@@ -147,7 +180,8 @@ impl NativeClient {
                 resolver: Arc::new(crate::client::SystemResolver),
                 servername: None,
                 proxy: crate::client::ProxyChoice::Environment,
-                tls,
+                tls: None,
+                credentials: credentials.clone(),
                 session,
                 reconnect_delay: millis(options.reconnect_delay),
                 max_reconnect_delay: millis(options.max_reconnect_delay),
@@ -190,6 +224,7 @@ impl NativeClient {
             None => None,
         };
         let client = NativeClient {
+            credentials,
             handle,
             sink,
             direct,
@@ -288,6 +323,60 @@ impl NativeClient {
     #[napi(catch_unwind)]
     pub fn outbox_stats(&self) -> Option<NativeOutboxStats> {
         Some(NativeOutboxStats::of(&self.store.as_ref()?.stats()))
+    }
+
+    /// Replaces the TLS material, checked first: refused material throws with its code and
+    /// the old stays in force. `ca` left out keeps the anchors in force. With `reconnect`, the
+    /// connection in hand is replaced at once. Returns the material's generation, which
+    /// `connectedCredentials()` reaches once a connection used it.
+    #[napi(catch_unwind)]
+    pub fn set_credentials(
+        &self,
+        key: PemOption,
+        cert: PemOption,
+        ca: Option<Vec<PemOption>>,
+        reconnect: bool,
+    ) -> Result<u32, ErrorCode> {
+        let Some(credentials) = &self.credentials else {
+            return Err(thrown(
+                ErrorCode::TlsConfig,
+                "setCredentials() needs a TLS client (a host other than 'localhost').",
+            ));
+        };
+        let keep_ca = ca.is_none();
+        let generation = credentials.set(material(key, cert, ca), keep_ca)?;
+        if reconnect {
+            run_command(&self.handle, Command::Reconnect);
+        }
+        Ok(u32::try_from(generation).unwrap_or(u32::MAX))
+    }
+
+    /// The generation of the TLS material the latest connection used (0: the first).
+    #[napi(catch_unwind)]
+    pub fn connected_credentials(&self) -> u32 {
+        self.credentials.as_ref().map_or(0, |c| {
+            u32::try_from(c.connected_generation()).unwrap_or(u32::MAX)
+        })
+    }
+
+    /// What the device certificate in force says; null without TLS.
+    #[napi(catch_unwind)]
+    pub fn certificate(&self) -> Option<NativeCertificate> {
+        let info = self.credentials.as_ref()?.certificate();
+        let pairs = |names: &[(String, String)]| {
+            names
+                .iter()
+                .map(|(key, value)| vec![key.clone(), value.clone()])
+                .collect()
+        };
+        Some(NativeCertificate {
+            subject: pairs(&info.subject),
+            issuer: pairs(&info.issuer),
+            valid_from: info.valid_from.clone(),
+            valid_to: info.valid_to.clone(),
+            fingerprint256: info.fingerprint256.clone(),
+            expires_at: info.not_after as f64 * 1000.0,
+        })
     }
 
     /// The client's counters, read without waiting for its task (see `ClientHandle::stats`).
