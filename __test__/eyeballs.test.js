@@ -147,3 +147,22 @@ test('servername: a gateway reached by IP address whose certificate names localh
   const other = await t.throwsAsync(newClient(t, { ...options, servername: 'gateway.example' }).connectAsync())
   t.is(other.code, 'ERR_TLS_CERT_ALTNAME_INVALID')
 })
+
+test('a client with a lookup function keeps Node alive only while it has work, on both drivers', async (t) => {
+  const { runNode } = require('./helpers/child')
+  const { server, pki } = await startTls(t)
+  const options = JSON.stringify({ ...tlsOptions(pki, server.address().port), host: 'gateway.test', servername: 'localhost' })
+  for (const io of ['libuv', 'tokio']) {
+    const result = await runNode(`
+      const { Client } = require('imt-gateway')
+      const lookup = (hostname, options, callback) => callback(null, [{ address: '127.0.0.1', family: 4 }])
+      new Client({ ...${options}, lookup }) // never connected: nothing to wait for
+      const client = new Client({ ...${options}, lookup })
+      client.connectAsync().then(() => { console.log('drained'); client.close() })
+    `, { env: { IMT_GATEWAY_IO: io === 'tokio' ? 'tokio' : '' } })
+    t.is(result.signal, null, `${io}: ${result.err}`)
+    t.is(result.code, 0, `${io}: ${result.err}`)
+    t.is(result.out, 'drained\n', io)
+    t.true(result.ms < 8000, `${io}: exited after ${result.ms} ms`)
+  }
+})
