@@ -81,6 +81,13 @@ export interface GatewayError extends Error {
    * section 6.3. Only the original's validation errors of `send()` (`Event expected.`, ...) have none.
    */
   code?: string
+  /** On `EPROXY`, when an HTTP proxy refused `CONNECT`: its status (407: the credentials). */
+  proxyStatus?: number
+  /**
+   * On `EPROXY`, when a SOCKS5 proxy refused the connection: its reply code (RFC 1928 section
+   * 6; 2: not allowed by its rules, 5: refused by the gateway's host).
+   */
+  socksReply?: number
 }
 
 /** A message from the device to the gateway, sent with `client.send()`. */
@@ -466,7 +473,54 @@ export interface ClientOptions {
    * @default 2592000000
    */
   certificateWarning?: number
+  /**
+   * The proxy to reach the gateway through: `'http://[user:pass@]host:port'` (HTTP `CONNECT`,
+   * Basic authentication) or `'socks5://[user:pass@]host:port'` (RFC 1928, with RFC 1929's
+   * user and password; the proxy resolves the gateway's name), or `false` for none. Left out,
+   * `HTTPS_PROXY`/`https_proxy` and then `ALL_PROXY`/`all_proxy` are honoured for TLS
+   * connections, unless `NO_PROXY`/`no_proxy` names the host as curl reads it (suffixes, `*`,
+   * ports, addresses and networks); a proxy given here carries plain TCP (`host: 'localhost'`)
+   * too. TLS runs end to end through the tunnel: the proxy sees only ciphertext. A URL that
+   * cannot be used throws `ERR_INVALID_ARG_VALUE` (the password left out of the message); a
+   * proxy that refuses fails the attempt with `EPROXY`, carrying `proxyStatus` or `socksReply`
+   * ({@link GatewayError}), then the usual backoff.
+   */
+  proxy?: string | false
+  /**
+   * The name sent for SNI and checked in the gateway's certificate, when it is not `host` (as
+   * in Node's `tls.connect`): to reach the gateway by IP address, or under another name.
+   * @default host
+   */
+  servername?: string
+  /**
+   * Resolves the gateway's host name (or the proxy's) instead of the system's resolver, with
+   * the signature of Node's `dns.lookup` (which may be passed as it is). The addresses it gives
+   * are raced as RFC 8305 says: IPv6 first, alternating families, the next attempt 250 ms after
+   * the last (at once after one fails), the first to connect wins; `connectTimeout` covers the
+   * whole race. An error it gives fails the attempt with the error's `code` (`ENOTFOUND` when
+   * it has none), then the usual backoff.
+   */
+  lookup?: LookupFunction
 }
+
+/** One address a {@link LookupFunction} answers with. */
+export interface LookupAddress {
+  /** An IPv4 or IPv6 address. */
+  address: string
+  /** 4 or 6. */
+  family?: number
+}
+
+/**
+ * The `lookup` option: called as `lookup(hostname, { all: true, family: 0 }, callback)`; answers
+ * with `callback(null, addresses)` or `callback(err)`. A single address (as `dns.lookup` gives
+ * without `all`) is taken too.
+ */
+export type LookupFunction = (
+  hostname: string,
+  options: { all: true, family: 0 },
+  callback: (err: Error | null, addresses?: LookupAddress[] | string, family?: number) => void
+) => void
 
 /**
  * `new Client({ outbox })`. Each `@default` is the native table's (src/defaults.rs), checked by

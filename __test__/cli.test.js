@@ -16,8 +16,8 @@ const { freePort } = require('./helpers/server')
 const BIN = path.join(__dirname, '..', 'bin', 'imt-gateway.js')
 
 /** Runs the command to its end: `{code, signal, out, err}`. */
-function run (args, { input, timeout = 20000 } = {}) {
-  const child = start(args)
+function run (args, { input, timeout = 20000, env } = {}) {
+  const child = start(args, env)
   if (input !== undefined) child.stdin.end(input)
   else child.stdin.end()
   const timer = setTimeout(() => child.kill('SIGKILL'), scaled(timeout))
@@ -25,8 +25,8 @@ function run (args, { input, timeout = 20000 } = {}) {
 }
 
 /** Starts the command; `child.done` resolves when it has ended and its output is read. */
-function start (args) {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+function start (args, env = {}) {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   child.out = ''
   child.err = ''
   child.stdout.on('data', (d) => { child.out += d })
@@ -334,4 +334,43 @@ test('mutual TLS against a raw gateway with the certificates server --tls wrote:
   const ended = await device.done
   t.is(ended.code, 0, ended.err)
   t.deepEqual(jsonLines(ended.out), [{ id: 7, type: 'blink', parameters: { times: 2 } }])
+})
+
+test('--proxy: send and listen reach a TLS gateway through an HTTP CONNECT proxy; its refusal and a bad URL exit 1 without the password', async (t) => {
+  const http = require('http')
+  const { createProxy } = await import('proxy')
+  const proxy = createProxy(http.createServer())
+  const expected = 'Basic ' + Buffer.from('dev:pw').toString('base64')
+  proxy.authenticate = (req) => req.headers['proxy-authorization'] === expected
+  const connects = []
+  proxy.on('connect', (req) => connects.push(req.url))
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { proxy.closeAllConnections(); proxy.close() })
+  const url = `http://dev:pw@127.0.0.1:${proxy.address().port}`
+
+  const gateway = await server(t, ['--tls', path.join(tempDir(t), 'pki'), '--action', 'display={"text":"hi"}'])
+  const target = `127.0.0.1:${gateway.port}`
+  const device = await listen(t, [...gateway.options, '--proxy', url])
+  await until(device, (c) => c.out.length > 0)
+  t.deepEqual(jsonLines(device.out).map((a) => a.type), ['display'])
+  const sent = await run(['send', 'reading', '{"n":1}', ...gateway.options, '--proxy', url])
+  t.is(sent.code, 0, sent.err)
+  t.deepEqual(connects, [target, target])
+
+  const refused = await run(['send', 'reading', '{}', ...gateway.options, '--proxy', url.replace(':pw@', ':wrong@')])
+  t.is(refused.code, 1)
+  t.regex(refused.err, /^imt-gateway: EPROXY: proxy http:\/\/dev:\*\*\*@127\.0\.0\.1:\d+ refused: HTTP 407 /)
+  t.false(refused.err.includes('wrong'))
+  const bad = await run(['send', 'reading', '{}', ...gateway.options, '--proxy', 'ftp://dev:hunter2@127.0.0.1:21'])
+  t.is(bad.code, 1)
+  t.regex(bad.err, /^imt-gateway: ERR_INVALID_ARG_VALUE: options\.proxy: /)
+  t.false(bad.err.includes('hunter2'))
+  // --proxy false goes straight, whatever HTTPS_PROXY says (here: a proxy that is not there).
+  const dead = `http://127.0.0.1:${await freePort()}`
+  const straight = await run(['send', 'reading', '{}', ...gateway.options, '--proxy', 'false'], { env: { HTTPS_PROXY: dead } })
+  t.is(straight.code, 0, straight.err)
+  const viaEnv = await run(['send', 'reading', '{}', ...gateway.options], { env: { HTTPS_PROXY: dead } })
+  t.is(viaEnv.code, 1)
+  t.regex(viaEnv.err, /^imt-gateway: ECONNREFUSED: /)
+  t.is(connects.length, 3)
 })

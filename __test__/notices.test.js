@@ -82,7 +82,7 @@ test('a client batch with every kind, made by the native writer, is read as the 
   for (const name of ['connect', 'drain', 'drained', 'reconnect', 'disconnect']) client.on(name, () => seen.push(name))
   client.on('action', (action, ack) => seen.push(['action', action.id, action.type, action.parameters, typeof ack]))
   client.on('acknowledgement', (body) => seen.push(['acknowledgement', body]))
-  client.on('error', (err) => seen.push(['error', err.code, err.message]))
+  client.on('error', (err) => seen.push(['error', err.code, err.message, err.proxyStatus, err.socksReply, 'proxyStatus' in err]))
   const done = []
   // Seqs 1 and 2, which the samples finish (the second with ECLOSED).
   client._callbacks.add((err) => done.push(['seq 1', err]))
@@ -95,8 +95,10 @@ test('a client batch with every kind, made by the native writer, is read as the 
     ['acknowledgement', { correlid: 'e1', status: 1, error: { code: 'C1', message: 'rejected' } }],
     ['acknowledgement', { correlid: 'e2', status: 0 }],
     'reconnect', 'disconnect',
-    ['error', 'ECONNRESET', 'sample'],
-    ['error', 'EINTERNAL', 'sample']
+    ['error', 'ECONNRESET', 'sample', undefined, undefined, false],
+    ['error', 'EPROXY', 'sample', 407, undefined, true],
+    ['error', 'EPROXY', 'sample', undefined, 2, false],
+    ['error', 'EINTERNAL', 'sample', undefined, undefined, false]
   ])
   t.deepEqual(done, [['seq 1', null], ['seq 2', 'ECLOSED']])
   t.deepEqual(client.recovered, { ECLOSED: 1 })

@@ -98,8 +98,9 @@ async function actions ({ count, size }) {
   return { perSecond: count / seconds, mbPerSecond: count * size / seconds / 1e6, cpuUs: cpuPer }
 }
 
-async function connect ({ count }) {
-  const c = client()
+async function connect ({ count, proxy }) {
+  // `proxy`: a URL to connect through, or false to go straight whatever the environment says.
+  const c = client(proxy === undefined ? {} : { proxy })
   const times = []
   for (let i = 0; i < count; i++) {
     const started = now()

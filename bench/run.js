@@ -77,6 +77,39 @@ function startServer (pki) {
   }))
 }
 
+// A local HTTP CONNECT proxy (npm `proxy`) for the `connect via HTTP proxy` row, in this
+// process; `tunnelUs(port, n)` is the median time to open a tunnel to `port` through it alone.
+async function startProxy () {
+  const http = require('http')
+  const net = require('net')
+  const { createProxy } = await import('proxy')
+  const proxy = createProxy(http.createServer())
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+  const { port } = proxy.address()
+  const tunnel = (target) => new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint()
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(`CONNECT 127.0.0.1:${target} HTTP/1.1\r\nHost: 127.0.0.1:${target}\r\n\r\n`))
+    socket.setNoDelay(true)
+    socket.once('data', (chunk) => {
+      const us = Number(process.hrtime.bigint() - started) / 1000
+      socket.destroy()
+      if (!/^HTTP\/1\.1 200/.test(chunk.toString('latin1'))) return reject(new Error(`proxy answered ${chunk}`))
+      resolve(us)
+    })
+    socket.once('error', reject)
+  })
+  return {
+    url: `http://127.0.0.1:${port}`,
+    tunnelUs: async (target, n) => {
+      const times = []
+      for (let i = 0; i < n; i++) times.push(await tunnel(target))
+      times.sort((a, b) => a - b)
+      return times[Math.floor(times.length / 2)]
+    },
+    stop: () => new Promise((resolve) => { proxy.closeAllConnections(); proxy.close(resolve) })
+  }
+}
+
 // The lean gateway (`floor gateway`, see bench/floor): the crate's Server alone, on one thread,
 // without Node. Pinned, every CPU cycle of a run is the gateway's or the client's, so the
 // bundled Server's own cost (a Node process and its runtime threads) would dilute the
@@ -339,6 +372,30 @@ async function main () {
       () => runClient({ ...base, kind: 'connect', count }))
     results.connect = { client: c, floor: f }
     row('connect (TCP + TLS + WELCOME + DRAINED), median', 'medianUs', 'µs', c.medianUs, f.medianUs, 1.2, false, ratios('medianUs'))
+  }
+
+  // The same connect, through a local HTTP CONNECT proxy (npm `proxy`, in this process), against
+  // the client's own direct connect in the same rounds (the "floor" column of this row): the
+  // tunnel should cost one round trip to the proxy (CONNECT and its answer, with the proxy's
+  // own connect to the gateway inside it) and nothing more. Opening a tunnel alone, measured
+  // here too (TCP connect to the proxy, CONNECT, its answer), is printed beside it.
+  if (wanted('connect via HTTP proxy')) {
+    const count = scale(200)
+    const proxy = await startProxy()
+    const directs = []
+    const vias = []
+    for (let i = 0; i < rounds; i++) {
+      directs.push(await runClient({ ...base, kind: 'connect', count, proxy: false }))
+      vias.push(await runClient({ ...base, kind: 'connect', count, proxy: proxy.url }))
+    }
+    const direct = medians(directs)
+    const via = medians(vias)
+    const tunnelUs = await proxy.tunnelUs(server.port, count)
+    results.connectViaProxy = { client: via, direct, tunnelUs }
+    row('connect via HTTP proxy (vs direct), median', 'medianUs', 'µs', via.medianUs, direct.medianUs, null, false,
+      vias.map((v, i) => v.medianUs / directs[i].medianUs))
+    console.log(`    ${fmt(via.medianUs - direct.medianUs)} µs more than direct; a tunnel opened alone (TCP connect, CONNECT, answer): ${fmt(tunnelUs)} µs median`)
+    await proxy.stop()
   }
 
   // Two figures from one run of `clients` idle clients (bench/client.js, `idle`): the RSS

@@ -24,7 +24,10 @@ const CONNECTION_HELP = `  --host HOST      gateway host (default localhost); ex
   --port PORT      gateway port (default ${CLIENT_PORT})
   --key FILE       the device's private key, PEM
   --cert FILE      the device's certificate, PEM
-  --ca FILE        trust anchors for the gateway's certificate, PEM (default: the platform's)`
+  --ca FILE        trust anchors for the gateway's certificate, PEM (default: the platform's)
+  --proxy URL      through this proxy: http://[user:pass@]host:port (HTTP CONNECT) or
+                   socks5://[user:pass@]host:port; 'false' goes straight whatever
+                   HTTPS_PROXY and ALL_PROXY say (default: those, for TLS)`
 
 const HELP = {
   main: `Usage: imt-gateway <command> [options]
@@ -159,10 +162,11 @@ const CONNECTION_OPTIONS = {
   port: { type: 'string' },
   key: { type: 'string' },
   cert: { type: 'string' },
-  ca: { type: 'string' }
+  ca: { type: 'string' },
+  proxy: { type: 'string' }
 }
 
-/** Client options from --host, --port, --key, --cert, --ca: 2.x's rule, plain TCP for 'localhost'. */
+/** Client options from --host, --port, --key, --cert, --ca, --proxy: 2.x's rule, plain TCP for 'localhost'. */
 function clientOptions (values) {
   const host = values.host === undefined ? 'localhost' : values.host
   const options = { host, port: portOf(values.port, CLIENT_PORT) }
@@ -174,6 +178,8 @@ function clientOptions (values) {
   if (values.key !== undefined) options.key = readFile(values.key, '--key')
   if (values.cert !== undefined) options.cert = readFile(values.cert, '--cert')
   if (values.ca !== undefined) options.ca = readFile(values.ca, '--ca')
+  // A URL the client cannot use is refused by it (ERR_INVALID_ARG_VALUE, password left out).
+  if (values.proxy !== undefined) options.proxy = values.proxy === 'false' ? false : values.proxy
   return options
 }
 

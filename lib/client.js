@@ -44,7 +44,7 @@ const { kinds: KINDS, widths: WIDTHS } = layout('client', {
   failed: ['seq', 'code', 'message'],
   reconnect: [],
   disconnect: [],
-  error: ['code', 'message'],
+  error: ['code', 'message', 'proxyStatus', 'socksReply'],
   fatal: ['code', 'message'],
   idle: ['cycle'],
   recovered: ['code', 'message']
@@ -212,6 +212,39 @@ function outboxOptions (outbox) {
   }
 }
 
+// `proxy`, `servername` and `lookup`, checked for their types; the proxy URL itself is read by
+// the native side, which refuses one it cannot use with ERR_INVALID_ARG_VALUE (its password
+// left out of the message).
+function routeOptions (options) {
+  const { proxy, servername, lookup } = options
+  const route = {}
+  if (proxy === false) {
+    route.direct = true
+  } else if (typeof proxy === 'string') {
+    route.proxy = proxy
+  } else if (proxy !== undefined && proxy !== null) {
+    throw gatewayError('options.proxy must be a URL (http://host:port or socks5://host:port) or false.', 'ERR_INVALID_ARG_TYPE', TypeError)
+  }
+  if (servername !== undefined && servername !== null) {
+    if (typeof servername !== 'string' || servername === '') {
+      throw gatewayError('options.servername must be a non-empty string.', 'ERR_INVALID_ARG_TYPE', TypeError)
+    }
+    route.servername = servername
+  }
+  if (lookup !== undefined && lookup !== null && typeof lookup !== 'function') {
+    throw gatewayError('options.lookup must be a function, as dns.lookup.', 'ERR_INVALID_ARG_TYPE', TypeError)
+  }
+  return route
+}
+
+// What a lookup callback answered, as address strings: `[{ address, family }]` (all: true),
+// or one address as dns.lookup gives it without `all`.
+function addressList (addresses) {
+  if (typeof addresses === 'string') return [addresses]
+  if (!Array.isArray(addresses)) return []
+  return addresses.map((entry) => String(typeof entry === 'object' && entry !== null ? entry.address : entry))
+}
+
 // What a getter of the bundle threw, which need not be an Error (`throw 42`).
 function reason (thrown) {
   if (thrown instanceof Error) return thrown.message
@@ -298,6 +331,8 @@ class Client extends EventEmitter {
     // setCredentialsAsync() calls waiting for a connection with their material to drain.
     this._credentialWaiters = null
     const outbox = outboxOptions(options.outbox)
+    const route = routeOptions(options)
+    this._lookup = options.lookup || null
     const self = new WeakRef(this)
     // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...).
     this._native = new NativeClient({
@@ -319,7 +354,16 @@ class Client extends EventEmitter {
       ackTimeout: count(options.ackTimeout, 'ackTimeout'),
       keepAlive: count(options.keepAlive, 'keepAlive'),
       // Opened here: a locked outbox (EOUTBOXLOCKED) or an unusable directory throws now.
-      outbox
+      outbox,
+      ...route,
+      // Called through a threadsafe function, never inside the driver's poll (see
+      // src/node/client/lookup.rs); it holds the client only weakly.
+      lookup: this._lookup === null
+        ? undefined
+        : (id, hostname) => {
+            const client = self.deref()
+            if (client) client._resolve(id, hostname)
+          }
     }, (...values) => {
       const client = self.deref()
       if (client) client._dispatch(batchOf(values))
@@ -334,6 +378,28 @@ class Client extends EventEmitter {
     this._outbox = outbox !== undefined
     this._outboxClosed = false
     if (this._outbox) this._restored()
+  }
+
+  // Runs the `lookup` option for lookup `id` of the native side and hands back its answer
+  // once: the addresses, or the error's code (ENOTFOUND when it has none) and message.
+  _resolve (id, hostname) {
+    let answered = false
+    const answer = (err, addresses) => {
+      if (answered) return
+      answered = true
+      if (err) {
+        const code = err.code !== undefined && err.code !== null ? String(err.code) : 'ENOTFOUND'
+        debug('lookup %s failed: %s (%s)', hostname, reason(err), code)
+        this._native.lookupDone(id, code, reason(err), [])
+        return
+      }
+      this._native.lookupDone(id, null, null, addressList(addresses))
+    }
+    try {
+      this._lookup(hostname, { all: true, family: 0 }, answer)
+    } catch (err) {
+      answer(err)
+    }
   }
 
   _makeCalls () {
@@ -750,8 +816,11 @@ class Client extends EventEmitter {
     if (thrown) throw thrown.err
   }
 
-  _error (code, message) {
+  // `proxyStatus` and `socksReply`: what a refusing proxy answered (EPROXY), else null.
+  _error (code, message, proxyStatus = null, socksReply = null) {
     const err = gatewayError(message, code)
+    if (proxyStatus !== null) err.proxyStatus = proxyStatus
+    if (socksReply !== null) err.socksReply = socksReply
     debug('error: %s (%s)', err.message, err.code)
     this._drained = false
     if (this._holdError(err)) return
@@ -816,7 +885,7 @@ class Client extends EventEmitter {
         this.emit('disconnect')
         break
       case ERROR:
-        this._error(batch[at], batch[at + 1])
+        this._error(batch[at], batch[at + 1], batch[at + 2], batch[at + 3])
         break
       case FATAL:
         this._stopped(batch[at], batch[at + 1])

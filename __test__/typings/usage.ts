@@ -63,6 +63,16 @@ new Client({ host: 'localhost', outbox: { path: 'x', sync: 'sometimes' } })
 // @ts-expect-error the path is required
 new Client({ host: 'localhost', outbox: { sync: 'none' } })
 
+// Proxies, the name checked in the certificate, and a resolver of the application's.
+import { lookup as dnsLookup } from 'dns'
+import { LookupFunction } from 'imt-gateway'
+const fixed: LookupFunction = (hostname, options, callback) => callback(null, [{ address: '127.0.0.1', family: 4 }])
+new Client({ host: '10.0.0.5', proxy: 'socks5://proxy:1080', servername: 'gateway.example', lookup: fixed })
+new Client({ host: 'gateway.example', proxy: false, lookup: dnsLookup })
+client.on('error', (err: GatewayError) => console.log(err.proxyStatus ?? err.socksReply))
+// @ts-expect-error proxy is a URL or false
+new Client({ host: 'localhost', proxy: true })
+
 // @ts-expect-error send takes an Event
 client.send('reading')
 // @ts-expect-error the counts are read-only

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::errors::ErrorCode;
-use crate::session::SessionError;
+use crate::session::{ErrorDetail, SessionError};
 
 /// The protocol spoken to the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,8 +321,9 @@ pub async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
     }
     .map_err(|failure| match failure {
         Failure::Io(err) => io(err),
-        Failure::Refused(why) => {
+        Failure::Refused(why, answer) => {
             SessionError::new(ErrorCode::Proxy, format!("proxy {proxy} refused: {why}"))
+                .with_detail(answer)
         }
     })
 }
@@ -330,8 +331,9 @@ pub async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
 /// How a tunnel failed to open.
 enum Failure {
     Io(std::io::Error),
-    /// The proxy answered, but not with a tunnel: its answer, in words.
-    Refused(String),
+    /// The proxy answered, but not with a tunnel: its answer, in words, and its status or
+    /// reply code when it gave one.
+    Refused(String, Option<ErrorDetail>),
 }
 
 impl From<std::io::Error> for Failure {
@@ -365,9 +367,10 @@ async fn http_connect<S: AsyncRead + AsyncWrite + Unpin>(
             break end + 4;
         }
         if answer.len() > MAX_HTTP_ANSWER {
-            return Err(Failure::Refused(format!(
-                "its answer's headers exceed {MAX_HTTP_ANSWER} bytes"
-            )));
+            return Err(Failure::Refused(
+                format!("its answer's headers exceed {MAX_HTTP_ANSWER} bytes"),
+                None,
+            ));
         }
         let read = stream.read(&mut chunk).await?;
         if read == 0 {
@@ -383,17 +386,21 @@ async fn http_connect<S: AsyncRead + AsyncWrite + Unpin>(
         .and_then(|code| code.parse::<u16>().ok());
     match status {
         Some(200..=299) if answer.len() == head_end => Ok(()),
-        Some(200..=299) => Err(Failure::Refused(format!(
-            "{status_line}, then bytes of its own before the tunnel was used"
-        ))),
-        Some(_) => Err(Failure::Refused(format!(
-            "HTTP {}",
-            status_line.get(9..).unwrap_or(status_line)
-        ))),
-        None => Err(Failure::Refused(format!(
-            "not an HTTP answer: {:?}",
-            status_line.chars().take(80).collect::<String>()
-        ))),
+        Some(200..=299) => Err(Failure::Refused(
+            format!("{status_line}, then bytes of its own before the tunnel was used"),
+            None,
+        )),
+        Some(status) => Err(Failure::Refused(
+            format!("HTTP {}", status_line.get(9..).unwrap_or(status_line)),
+            Some(ErrorDetail::ProxyStatus(status)),
+        )),
+        None => Err(Failure::Refused(
+            format!(
+                "not an HTTP answer: {:?}",
+                status_line.chars().take(80).collect::<String>()
+            ),
+            None,
+        )),
     }
 }
 
@@ -427,10 +434,10 @@ async fn socks5_connect<S: AsyncRead + AsyncWrite + Unpin>(
     let mut chosen = [0u8; 2];
     stream.read_exact(&mut chosen).await?;
     if chosen[0] != 5 {
-        return Err(Failure::Refused(format!(
-            "not a SOCKS5 server (version {})",
-            chosen[0]
-        )));
+        return Err(Failure::Refused(
+            format!("not a SOCKS5 server (version {})", chosen[0]),
+            None,
+        ));
     }
     match (chosen[1], &proxy.credentials) {
         (0, _) => {}
@@ -443,22 +450,28 @@ async fn socks5_connect<S: AsyncRead + AsyncWrite + Unpin>(
             let mut status = [0u8; 2];
             stream.read_exact(&mut status).await?;
             if status[1] != 0 {
-                return Err(Failure::Refused(format!(
-                    "SOCKS5 authentication failed (status {})",
-                    status[1]
-                )));
+                return Err(Failure::Refused(
+                    format!("SOCKS5 authentication failed (status {})", status[1]),
+                    None,
+                ));
             }
         }
         (0xff, _) => {
-            return Err(Failure::Refused(match proxy.credentials {
-                Some(_) => "SOCKS5: no acceptable authentication method".into(),
-                None => "SOCKS5: the proxy requires authentication (no acceptable method)".into(),
-            }))
+            return Err(Failure::Refused(
+                match proxy.credentials {
+                    Some(_) => "SOCKS5: no acceptable authentication method".into(),
+                    None => {
+                        "SOCKS5: the proxy requires authentication (no acceptable method)".into()
+                    }
+                },
+                None,
+            ))
         }
         (method, _) => {
-            return Err(Failure::Refused(format!(
-                "SOCKS5 chose method {method}, which was not offered"
-            )))
+            return Err(Failure::Refused(
+                format!("SOCKS5 chose method {method}, which was not offered"),
+                None,
+            ))
         }
     }
     // CONNECT to the gateway: an address as it is, a name as a name (the proxy resolves it).
@@ -477,6 +490,7 @@ async fn socks5_connect<S: AsyncRead + AsyncWrite + Unpin>(
             if name.len() > 255 {
                 return Err(Failure::Refused(
                     "SOCKS5 cannot carry a host name over 255 bytes".into(),
+                    None,
                 ));
             }
             request.push(3);
@@ -486,23 +500,25 @@ async fn socks5_connect<S: AsyncRead + AsyncWrite + Unpin>(
     }
     request.extend_from_slice(&port.to_be_bytes());
     stream.write_all(&request).await?;
-    let mut reply = [0u8; 4];
+    // Version and reply code first: a server that refuses may close right after them.
+    let mut reply = [0u8; 2];
     stream.read_exact(&mut reply).await?;
     if reply[0] != 5 {
-        return Err(Failure::Refused(format!(
-            "not a SOCKS5 reply (version {})",
-            reply[0]
-        )));
+        return Err(Failure::Refused(
+            format!("not a SOCKS5 reply (version {})", reply[0]),
+            None,
+        ));
     }
     if reply[1] != 0 {
-        return Err(Failure::Refused(format!(
-            "SOCKS5 reply {} ({})",
-            reply[1],
-            socks_reply(reply[1])
-        )));
+        return Err(Failure::Refused(
+            format!("SOCKS5 reply {} ({})", reply[1], socks_reply(reply[1])),
+            Some(ErrorDetail::SocksReply(reply[1])),
+        ));
     }
+    let mut reply = [0u8; 2];
+    stream.read_exact(&mut reply).await?;
     // The bound address, which we do not need, then the port.
-    let rest = match reply[3] {
+    let rest = match reply[1] {
         1 => 4 + 2,
         4 => 16 + 2,
         3 => {
@@ -511,9 +527,10 @@ async fn socks5_connect<S: AsyncRead + AsyncWrite + Unpin>(
             len[0] as usize + 2
         }
         other => {
-            return Err(Failure::Refused(format!(
-                "SOCKS5 reply with unknown address type {other}"
-            )))
+            return Err(Failure::Refused(
+                format!("SOCKS5 reply with unknown address type {other}"),
+                None,
+            ))
         }
     };
     let mut bound = vec![0u8; rest];

@@ -156,7 +156,8 @@ pub enum ProxyChoice {
 pub type Resolving = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
 
 /// Finds the addresses of a name: the system's resolver ([`SystemResolver`]) unless the host
-/// supplies its own (the `lookup` option of the JavaScript client).
+/// supplies its own (the `lookup` option of the JavaScript client). A failure whose inner
+/// error is a [`SessionError`] is reported with that error's code and message.
 pub trait Resolve: Send + Sync {
     fn resolve(&self, host: &str, port: u16) -> Resolving;
 }
@@ -248,10 +249,15 @@ async fn connect(
     keep_alive: Option<Duration>,
 ) -> Result<Stream, SessionError> {
     let addresses = resolver.resolve(host, port).await.map_err(|err| {
-        SessionError::new(
-            ErrorCode::NotFound,
-            format!("getaddrinfo ENOTFOUND {host} ({err})"),
-        )
+        // A resolver that names its failure (the `lookup` option's `err.code`) is taken at
+        // its word.
+        match err.get_ref().and_then(|e| e.downcast_ref::<SessionError>()) {
+            Some(named) => named.clone(),
+            None => SessionError::new(
+                ErrorCode::NotFound,
+                format!("getaddrinfo ENOTFOUND {host} ({err})"),
+            ),
+        }
     })?;
     let mut race = Race::new(interleave(addresses), Instant::now(), ATTEMPT_DELAY);
     let mut attempts = FuturesUnordered::new();
@@ -501,5 +507,30 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(none.code, ErrorCode::NotFound);
+    }
+
+    /// A resolver that fails as a `lookup` callback does, with a code of its own.
+    struct Failing;
+
+    impl Resolve for Failing {
+        fn resolve(&self, host: &str, _port: u16) -> Resolving {
+            let err = SessionError::new(
+                ErrorCode::Io("EAI_AGAIN".into()),
+                format!("lookup {host} failed"),
+            );
+            Box::pin(async move { Err(io::Error::other(err)) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resolver_that_names_its_failure_is_reported_with_that_code() {
+        let mut route = route(1, vec![]);
+        route.resolver = Arc::new(Failing);
+        let err = open(Arc::new(Tokio), route, None, None, Arc::default())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code.code(), "EAI_AGAIN");
+        assert_eq!(err.message, "lookup gateway.test failed");
     }
 }

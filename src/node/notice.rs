@@ -18,7 +18,7 @@ use napi_derive::napi;
 
 use super::value::{JsValue, JsValueCopy};
 use crate::protocol::Value;
-use crate::session::SessionError;
+use crate::session::{ErrorDetail, SessionError};
 
 /// One kind of notice: its name and the fields that follow its number.
 pub struct Spec {
@@ -72,7 +72,8 @@ notices! {
         Failed = "failed" ["seq", "code", "message"],
         Reconnect = "reconnect" [],
         Disconnect = "disconnect" [],
-        Error = "error" ["code", "message"],
+        /// `proxyStatus` and `socksReply`: what a refusing proxy answered (`EPROXY`), else null.
+        Error = "error" ["code", "message", "proxyStatus", "socksReply"],
         /// The client stopped after an internal error; fail every callback.
         Fatal = "fatal" ["code", "message"],
         /// The client went idle after the `connect()` with this cycle number.
@@ -289,6 +290,19 @@ impl Flat {
     pub fn error(&mut self, err: SessionError) -> Result<()> {
         self.string(err.code.code())?;
         self.string(&err.message)
+    }
+
+    /// `code, message, proxyStatus, socksReply` (the last two null unless a proxy answered).
+    pub fn error_detail(&mut self, err: SessionError) -> Result<()> {
+        let detail = err.detail;
+        self.error(err)?;
+        let (status, reply) = match detail {
+            Some(ErrorDetail::ProxyStatus(status)) => (Some(f64::from(status)), None),
+            Some(ErrorDetail::SocksReply(reply)) => (None, Some(f64::from(reply))),
+            None => (None, None),
+        };
+        self.optional_number(status)?;
+        self.optional_number(reply)
     }
 }
 

@@ -37,7 +37,7 @@ pub use actions::ActionKey;
 use actions::Delivered;
 pub use config::{SessionConfig, Timer, Timing};
 pub use event::OutgoingEvent;
-pub use output::{Notice, Output, SessionError};
+pub use output::{ErrorDetail, Notice, Output, SessionError};
 pub use random::{backoff, Random, Xorshift};
 pub use stats::SessionStats;
 
@@ -270,6 +270,7 @@ impl Session {
                 out.push(Output::Emit(Notice::Error(SessionError {
                     code: error.code.map_or(ErrorCode::Bye, ErrorCode::Gateway),
                     message: error.message,
+                    detail: None,
                 })));
                 out.push(Output::CloseSocket);
                 self.connection_gone(&mut out, Ending::Reported);
@@ -732,6 +733,7 @@ impl Session {
                     .clone()
                     .map_or(ErrorCode::Ack, ErrorCode::Gateway),
                 message: error.message.clone(),
+                detail: None,
             }),
             (_, None) => Err(SessionError::new(ErrorCode::Ack, "")),
         };

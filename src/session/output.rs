@@ -14,6 +14,18 @@ use std::fmt;
 pub struct SessionError {
     pub code: ErrorCode,
     pub message: String,
+    /// What a proxy answered when it refused the tunnel (`EPROXY`), as JavaScript sees it on
+    /// the `Error`: `proxyStatus` or `socksReply`.
+    pub detail: Option<ErrorDetail>,
+}
+
+/// A proxy's answer, carried on its `EPROXY` [`SessionError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDetail {
+    /// The HTTP status a proxy answered `CONNECT` with (407: authentication required).
+    ProxyStatus(u16),
+    /// The SOCKS5 reply code (RFC 1928 section 6; 2: connection not allowed by ruleset).
+    SocksReply(u8),
 }
 
 impl SessionError {
@@ -21,7 +33,14 @@ impl SessionError {
         SessionError {
             code,
             message: message.into(),
+            detail: None,
         }
+    }
+
+    /// The error with `detail` added.
+    pub fn with_detail(mut self, detail: Option<ErrorDetail>) -> SessionError {
+        self.detail = detail;
+        self
     }
 }
 

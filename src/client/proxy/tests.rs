@@ -279,6 +279,7 @@ async fn an_http_refusal_is_eproxy_with_the_status() {
         "{}",
         err.message
     );
+    assert_eq!(err.detail, Some(ErrorDetail::ProxyStatus(407)));
 }
 
 #[tokio::test]
@@ -297,6 +298,7 @@ async fn a_proxy_that_hangs_up_or_babbles_is_an_error() {
     .await
     .unwrap_err();
     assert_eq!(babble.code, ErrorCode::Proxy);
+    assert_eq!(babble.detail, None);
     assert!(babble.message.contains("not an HTTP answer"), "{babble}");
 
     let endless = against("http://p:3128", "gw", |mut s| async move {
@@ -376,6 +378,7 @@ async fn socks5_refusals_carry_the_reply_code() {
             .contains("SOCKS5 reply 5 (connection refused)"),
         "{refused}"
     );
+    assert_eq!(refused.detail, Some(ErrorDetail::SocksReply(5)));
 
     let needs_auth = against("socks5://s:1080", "gw", |mut s| async move {
         let mut greeting = [0u8; 3];
@@ -404,4 +407,25 @@ async fn socks5_refusals_carry_the_reply_code() {
         "{bad_password}"
     );
     assert!(!bad_password.message.contains("no@"), "{bad_password}");
+}
+
+#[tokio::test]
+async fn a_socks5_refusal_cut_short_after_its_reply_code_still_carries_it() {
+    // As some servers deny: version and reply code, then the connection closed.
+    let denied = against("socks5://s:1080", "gw", |mut s| async move {
+        let mut greeting = [0u8; 3];
+        s.read_exact(&mut greeting).await.unwrap();
+        s.write_all(&[5, 0]).await.unwrap();
+        let mut request = [0u8; 4 + 1 + 2 + 2];
+        s.read_exact(&mut request).await.unwrap();
+        s.write_all(&[5, 2]).await.unwrap();
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(denied.code, ErrorCode::Proxy, "{denied}");
+    assert_eq!(denied.detail, Some(ErrorDetail::SocksReply(2)));
+    assert!(
+        denied.message.contains("connection not allowed by ruleset"),
+        "{denied}"
+    );
 }

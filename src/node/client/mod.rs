@@ -19,6 +19,7 @@
 
 mod calls;
 mod delivered;
+mod lookup;
 mod mailbox;
 mod notices;
 mod outbox;
@@ -35,19 +36,23 @@ use napi_derive::napi;
 
 pub(super) use self::calls::RawValue;
 use self::calls::{call_ack, call_send, function, CallFn, Calls};
+use self::lookup::{JsLookup, LookupFn, Lookups};
 use self::mailbox::{BatchSink, DirectCall, Mailbox, MailboxCall};
 use self::outbox::{
     outbox_error, outbox_options, restored_info, NativeOutboxOptions, NativeRestored,
 };
 use self::stats::{NativeOutboxStats, NativeStats};
 use super::{internal, thrown};
-use crate::client::{client, Batch, ClientHandle, ClientOptions, Command, EventStore, Tokio};
+use crate::client::proxy::Proxy;
+use crate::client::{
+    client, Batch, ClientHandle, ClientOptions, Command, EventStore, ProxyChoice, Tokio,
+};
 use crate::credentials::{ClientCredentials, ClientMaterial, Pem};
 use crate::errors::ErrorCode;
 use crate::session::SessionConfig;
 
 pub(super) use self::notices::write_samples;
-#[napi(object)]
+#[napi(object, object_to_js = false)]
 pub struct NativeClientOptions {
     pub host: String,
     pub port: u32,
@@ -70,6 +75,15 @@ pub struct NativeClientOptions {
     pub keep_alive: u32,
     /// The durable outbox, validated by lib/client.js.
     pub outbox: Option<NativeOutboxOptions>,
+    /// The name for SNI and the gateway's certificate, when not `host`.
+    pub servername: Option<String>,
+    /// An explicit proxy URL (`proxy: 'http://...'`); read here, refused with
+    /// `ERR_INVALID_ARG_VALUE`.
+    pub proxy: Option<String>,
+    /// `proxy: false`: never through a proxy, whatever the environment says.
+    pub direct: Option<bool>,
+    /// lib/client.js's caller of the `lookup` option (see `lookup.rs`).
+    pub lookup: Option<LookupFn>,
 }
 
 /// A PEM document, or the path of a file holding one (lib/tls-options.js turns `{ path }` into
@@ -121,6 +135,8 @@ pub struct NativeClient {
     store: Option<Arc<EventStore>>,
     /// What the latest opening of the outbox found, until JavaScript takes it.
     restored: Mutex<Option<NativeRestored>>,
+    /// Lookups waiting for the `lookup` option's answer; none without the option.
+    lookups: Option<Arc<Lookups>>,
 }
 
 impl Drop for NativeClient {
@@ -134,11 +150,13 @@ impl NativeClient {
     #[napi(constructor, catch_unwind)]
     pub fn new(
         env: Env,
-        options: NativeClientOptions,
+        mut options: NativeClientOptions,
         on_batch: Function<'_, Unknown<'_>, ()>,
     ) -> Result<Self, ErrorCode> {
         let port = u16::try_from(options.port)
             .map_err(|_| thrown(ErrorCode::BadPort, "Port should be >= 0 and < 65536."))?;
+        let route = route(&mut options)?;
+        let lookups = route.lookups.clone();
         let credentials = if options.tls {
             let (Some(key), Some(cert)) = (options.key, options.cert) else {
                 return Err(thrown(ErrorCode::InvalidKey, "Invalid private key."));
@@ -177,9 +195,9 @@ impl NativeClient {
             ClientOptions {
                 host: options.host,
                 port,
-                resolver: Arc::new(crate::client::SystemResolver),
-                servername: None,
-                proxy: crate::client::ProxyChoice::Environment,
+                resolver: route.resolver,
+                servername: route.servername,
+                proxy: route.proxy,
                 tls: None,
                 credentials: credentials.clone(),
                 session,
@@ -230,6 +248,7 @@ impl NativeClient {
             direct,
             store,
             restored: Mutex::new(restored),
+            lookups,
         };
         // Idle until the first connect().
         client.unref(env).map_err(internal)?;
@@ -400,6 +419,22 @@ impl NativeClient {
         Ok(())
     }
 
+    /// The `lookup` option's answer to lookup `id`: `code` and `message` when its callback
+    /// gave an error, else the addresses. Lets the client act on it at once.
+    #[napi(catch_unwind)]
+    pub fn lookup_done(
+        &self,
+        id: u32,
+        code: Option<String>,
+        message: Option<String>,
+        addresses: Vec<String>,
+    ) {
+        if let Some(lookups) = &self.lookups {
+            let error = code.map(|code| (code, message.unwrap_or_default()));
+            super::uv::run_after(|| lookups.answer(id, error, addresses));
+        }
+    }
+
     /// Keeps the Node process alive while the client has work.
     #[napi(js_name = "ref", catch_unwind)]
     pub fn refer(&self, env: Env) -> Result<()> {
@@ -411,6 +446,56 @@ impl NativeClient {
     pub fn unref(&self, env: Env) -> Result<()> {
         self.keep_alive(env, false)
     }
+}
+
+/// Where the client goes, from the `servername`, `proxy` and `lookup` options.
+struct RouteOptions {
+    resolver: Arc<dyn crate::client::Resolve>,
+    lookups: Option<Arc<Lookups>>,
+    servername: Option<String>,
+    proxy: ProxyChoice,
+}
+
+/// Reads the route options, refusing a server name or proxy URL that cannot be used with
+/// `ERR_INVALID_ARG_VALUE` (a proxy's password is never repeated).
+fn route(options: &mut NativeClientOptions) -> Result<RouteOptions, ErrorCode> {
+    let servername = match &options.servername {
+        Some(name) => {
+            rustls_pki_types::ServerName::try_from(name.as_str()).map_err(|_| {
+                thrown(
+                    ErrorCode::InvalidValue,
+                    format!("options.servername {name:?} is not a DNS name or an IP address."),
+                )
+            })?;
+            Some(name.clone())
+        }
+        None => None,
+    };
+    let proxy = match (&options.proxy, options.direct) {
+        (_, Some(true)) => ProxyChoice::Direct,
+        (Some(url), _) => ProxyChoice::Through(
+            Proxy::parse(url)
+                .map_err(|why| thrown(ErrorCode::InvalidValue, format!("options.proxy: {why}.")))?,
+        ),
+        (None, _) => ProxyChoice::Environment,
+    };
+    let (resolver, lookups): (Arc<dyn crate::client::Resolve>, _) = match options.lookup.take() {
+        Some(call) => {
+            let lookups = Arc::new(Lookups::default());
+            let resolver = JsLookup {
+                call,
+                lookups: lookups.clone(),
+            };
+            (Arc::new(resolver), Some(lookups))
+        }
+        None => (Arc::new(crate::client::SystemResolver), None),
+    };
+    Ok(RouteOptions {
+        resolver,
+        lookups,
+        servername,
+        proxy,
+    })
 }
 
 /// Hands `command` to the client and, when the client runs on this thread's loop, lets it

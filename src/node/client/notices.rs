@@ -8,7 +8,7 @@ use crate::client::Batch;
 use crate::errors::ErrorCode;
 use crate::node::notice::{ClientKind, Flat};
 use crate::protocol::{ErrorBody, Value};
-use crate::session::{ActionKey, Notice, SessionError};
+use crate::session::{ActionKey, ErrorDetail, Notice, SessionError};
 
 /// Writes `batch`'s notices, then its fatal error and its idle report.
 pub(super) fn write_batch(out: &mut Flat, batch: Batch) -> Result<()> {
@@ -76,7 +76,7 @@ fn write_notice(out: &mut Flat, notice: Notice) -> Result<()> {
         Notice::Disconnect => out.kind(ClientKind::Disconnect),
         Notice::Error(err) => {
             out.kind(ClientKind::Error)?;
-            out.error(err)
+            out.error_detail(err)
         }
         Notice::Recovered(err) => {
             out.kind(ClientKind::Recovered)?;
@@ -124,6 +124,8 @@ pub(crate) fn write_samples(out: &mut Flat) -> Result<()> {
         Notice::Reconnect,
         Notice::Disconnect,
         Notice::Error(err(ErrorCode::ConnectionReset)),
+        Notice::Error(err(ErrorCode::Proxy).with_detail(Some(ErrorDetail::ProxyStatus(407)))),
+        Notice::Error(err(ErrorCode::Proxy).with_detail(Some(ErrorDetail::SocksReply(2)))),
         Notice::Recovered(err(ErrorCode::Closed)),
     ];
     write_batch(
