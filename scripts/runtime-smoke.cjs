@@ -2,7 +2,8 @@
 // One client/server round trip, run under each JavaScript runtime that loads Node-API addons
 // (Node, Bun, Deno) by scripts/test-runtimes.js: the bundled Server echoes events as actions,
 // and a plain JavaScript gateway in the same process acknowledges them, over mutual TLS and
-// plain TCP. Prints one line, `ok <runtime> <driver> ...`, and exits 0; exits 1 on failure
+// plain TCP, and mutual TLS once more through an HTTP CONNECT proxy (a few lines of `net` here,
+// so that it runs under every runtime). Prints one line, `ok <runtime> <driver> ...`, and exits 0; exits 1 on failure
 // or after 20 s.
 
 const net = require('net')
@@ -75,6 +76,35 @@ function javascriptGateway () {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)))
 }
 
+/** An HTTP CONNECT proxy in plain JavaScript; `tunnels` counts the tunnels it opened. */
+function connectProxy () {
+  const proxy = net.createServer((socket) => {
+    let head = Buffer.alloc(0)
+    socket.on('error', () => {})
+    const onData = (chunk) => {
+      head = Buffer.concat([head, chunk])
+      const end = head.indexOf('\r\n\r\n')
+      if (end < 0) return
+      socket.off('data', onData)
+      const [method, target] = head.subarray(0, end).toString('latin1').split(' ')
+      const colon = target ? target.lastIndexOf(':') : -1
+      if (method !== 'CONNECT' || colon < 0) return socket.end('HTTP/1.1 400 Bad Request\r\n\r\n')
+      const upstream = net.connect(Number(target.slice(colon + 1)), target.slice(0, colon).replace(/^\[|\]$/g, ''), () => {
+        proxy.tunnels++
+        socket.write('HTTP/1.1 200 Connection established\r\n\r\n')
+        const rest = head.subarray(end + 4)
+        if (rest.length) upstream.write(rest)
+        socket.pipe(upstream)
+        upstream.pipe(socket)
+      })
+      upstream.on('error', () => socket.destroy())
+    }
+    socket.on('data', onData)
+  })
+  proxy.tunnels = 0
+  return new Promise((resolve) => proxy.listen(0, '127.0.0.1', () => resolve(proxy)))
+}
+
 async function main () {
   const started = Date.now()
   const pki = createPki()
@@ -83,6 +113,12 @@ async function main () {
   const secure = new Client({ host: '127.0.0.1', port: tls.address().port, key: pki.client.key, cert: pki.client.cert, ca: pki.caCert })
   await roundTrip(secure, true)
   secure.close()
+
+  const proxy = await connectProxy()
+  const proxied = new Client({ host: '127.0.0.1', port: tls.address().port, key: pki.client.key, cert: pki.client.cert, ca: pki.caCert, proxy: `http://127.0.0.1:${proxy.address().port}` })
+  await roundTrip(proxied, true)
+  proxied.close()
+  if (proxy.tunnels < 1) throw new Error('the client did not go through the proxy')
 
   const plain = new Server()
   await new Promise((resolve) => plain.listen(0, '127.0.0.1', resolve))
@@ -98,8 +134,9 @@ async function main () {
   await new Promise((resolve) => tls.close(() => resolve()))
   await new Promise((resolve) => plain.close(() => resolve()))
   await new Promise((resolve) => gateway.close(() => resolve()))
+  proxy.close()
   clearTimeout(timer)
-  console.log(`ok ${runtime} ${ioDriver()} ${3 * EVENTS} events in ${Date.now() - started} ms`)
+  console.log(`ok ${runtime} ${ioDriver()} ${4 * EVENTS} events in ${Date.now() - started} ms, ${proxy.tunnels} through a proxy's tunnel`)
   // Whether a process exits by itself is tested under Node (__test__/process.test.js).
   process.exit(0)
 }
