@@ -77,15 +77,23 @@ function startServer (pki) {
   }))
 }
 
-// A local HTTP CONNECT proxy (npm `proxy`) for the `connect via HTTP proxy` row, in this
-// process; `tunnelUs(port, n)` is the median time to open a tunnel to `port` through it alone.
-async function startProxy () {
-  const http = require('http')
+// A local HTTP CONNECT proxy for the `connect via HTTP proxy` row: the floor's lean relay
+// (`floor proxy`, one thread, on the `--pin` CPU like the rest), so that the row measures what
+// the client adds and not a slow relay; `tunnelUs(port, n)` is the median time to open a tunnel
+// to `port` through it alone.
+async function startProxy (floor) {
   const net = require('net')
-  const { createProxy } = await import('proxy')
-  const proxy = createProxy(http.createServer())
-  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve))
-  const { port } = proxy.address()
+  const [command, args] = pinned(floor, ['proxy'])
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+  const port = await new Promise((resolve, reject) => {
+    let buffered = ''
+    child.stdout.on('data', (chunk) => {
+      buffered += chunk
+      const at = buffered.indexOf('\n')
+      if (at >= 0) resolve(JSON.parse(buffered.slice(0, at)).port)
+    })
+    child.once('exit', (code) => reject(new Error(`floor proxy exited (${code})`)))
+  })
   const tunnel = (target) => new Promise((resolve, reject) => {
     const started = process.hrtime.bigint()
     const socket = net.connect(port, '127.0.0.1', () => socket.write(`CONNECT 127.0.0.1:${target} HTTP/1.1\r\nHost: 127.0.0.1:${target}\r\n\r\n`))
@@ -106,7 +114,7 @@ async function startProxy () {
       times.sort((a, b) => a - b)
       return times[Math.floor(times.length / 2)]
     },
-    stop: () => new Promise((resolve) => { proxy.closeAllConnections(); proxy.close(resolve) })
+    stop: () => new Promise((resolve) => { child.once('exit', resolve); child.kill() })
   }
 }
 
@@ -374,14 +382,14 @@ async function main () {
     row('connect (TCP + TLS + WELCOME + DRAINED), median', 'medianUs', 'µs', c.medianUs, f.medianUs, 1.2, false, ratios('medianUs'))
   }
 
-  // The same connect, through a local HTTP CONNECT proxy (npm `proxy`, in this process), against
+  // The same connect, through a local HTTP CONNECT proxy (the floor's relay, `floor proxy`), against
   // the client's own direct connect in the same rounds (the "floor" column of this row): the
   // tunnel should cost one round trip to the proxy (CONNECT and its answer, with the proxy's
   // own connect to the gateway inside it) and nothing more. Opening a tunnel alone, measured
   // here too (TCP connect to the proxy, CONNECT, its answer), is printed beside it.
   if (wanted('connect via HTTP proxy')) {
     const count = scale(200)
-    const proxy = await startProxy()
+    const proxy = await startProxy(floor())
     const directs = []
     const vias = []
     for (let i = 0; i < rounds; i++) {

@@ -386,7 +386,56 @@ fn gateway() -> Result<(), Failure> {
     Ok(())
 }
 
+/// A lean HTTP `CONNECT` proxy for the `connect via HTTP proxy` row: reads a request's head,
+/// connects to its target, answers `200` and relays both ways, on one thread, as a proxy in
+/// C or Rust would; prints `{"port":N}` once listening.
+fn proxy() -> Result<(), Failure> {
+    use tokio::io::AsyncReadExt;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{{\"port\":{}}}", listener.local_addr()?.port());
+        loop {
+            let (mut client, _) = listener.accept().await?;
+            tokio::spawn(async move {
+                let _ = client.set_nodelay(true);
+                let mut head = Vec::with_capacity(256);
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if client.read(&mut byte).await.ok() != Some(1) {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head);
+                let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                let Ok(mut upstream) = TcpStream::connect(target.as_str()).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                let _ = upstream.set_nodelay(true);
+                if client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    })
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("proxy") {
+        if let Err(err) = proxy() {
+            eprintln!("floor: {err}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("gateway") {
         if let Err(err) = gateway() {
             eprintln!("floor: {err}");
