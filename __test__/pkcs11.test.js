@@ -125,3 +125,34 @@ run('a token removed while connected fails the next handshake with EPKCS11TOKEN 
   c.setCredentials({ key: ec.uri, cert: ec.cert })
   t.regex(await hello, /CN=ec-device/)
 })
+
+run('the imt-gateway command sends through a key in the token (--key pkcs11:...)', async (t) => {
+  const { spawnSync } = require('child_process')
+  const path = require('path')
+  const server = await start(t, serverOptions())
+  const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'imt-pkcs11-cli-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  fs.writeFileSync(path.join(dir, 'cert.pem'), rsa.cert)
+  fs.writeFileSync(path.join(dir, 'ca.pem'), ca.cert)
+  const events = []
+  server.on('event', (event) => events.push(event.type))
+  const bin = path.join(__dirname, '..', 'bin', 'imt-gateway.js')
+  const args = ['send', 'hw', '{"n":1}', '--host', '127.0.0.1', '--port', String(server.address().port), '--cert', path.join(dir, 'cert.pem'), '--ca', path.join(dir, 'ca.pem')]
+  // spawnSync would block the server's thread: run the child asynchronously.
+  const result = await new Promise((resolve) => {
+    const child = require('child_process').spawn(process.execPath, [bin, ...args, '--key', rsa.uri], { env: process.env })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (data) => { stdout += data })
+    child.stderr.on('data', (data) => { stderr += data })
+    child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }))
+  })
+  t.is(result.signal, null)
+  t.is(result.status, 0, result.stderr)
+  t.deepEqual(events, ['hw'])
+  // A missing object: exit 1 with the code, no crash.
+  const missing = spawnSync(process.execPath, [bin, ...args, '--key', hsm.uri('device', 'nothing')], { env: process.env, encoding: 'utf8' })
+  t.is(missing.signal, null)
+  t.is(missing.status, 1)
+  t.regex(missing.stderr, /EPKCS11OBJECT/)
+})
