@@ -415,6 +415,18 @@ impl State {
                 let ca = ca.as_ref().map(|pems| bytes_of(pems));
                 tls::client_parts(k, c, ca.as_deref())?
             }
+            // A key in a token with the rest in memory: shared the same way (one session for
+            // the clients of this process with the same key), the token checked at each
+            // attempt all the same.
+            (Pem::Token(token), Pem::Bytes(c), Trust::Fixed, None) => {
+                let ca = ca.as_ref().map(|pems| bytes_of(pems));
+                let parts = tls::client_parts(&token.given, c, ca.as_deref())?;
+                let signing =
+                    crate::pkcs11::TokenSigningKey(crate::pkcs11::TokenKey::shared(&token.uri)?);
+                *token.key.lock().unwrap_or_else(|p| p.into_inner()) = Some(signing);
+                identity_read = tls::fingerprint(&token.given, c, None);
+                parts
+            }
             _ => {
                 let verifier = match (&trust, kept) {
                     (Trust::Files(pems), _) => {

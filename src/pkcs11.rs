@@ -504,6 +504,24 @@ impl fmt::Debug for TokenKey {
 }
 
 impl TokenKey {
+    /// The key the URI names: the one another client or server of this process holds for the
+    /// same URI (one session for all of them, signatures taken in turn), or opened now.
+    pub fn shared(uri: &Pkcs11Uri) -> Result<Arc<Self>, Pkcs11Error> {
+        static SHARED: Mutex<Vec<(Pkcs11Uri, std::sync::Weak<TokenKey>)>> = Mutex::new(Vec::new());
+        let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        shared.retain(|(_, key)| key.strong_count() > 0);
+        if let Some(key) = shared
+            .iter()
+            .find(|(held, _)| held == uri)
+            .and_then(|(_, key)| key.upgrade())
+        {
+            return Ok(key);
+        }
+        let key = Self::open(uri)?;
+        shared.push((uri.clone(), Arc::downgrade(&key)));
+        Ok(key)
+    }
+
     /// Loads the module, finds the token, logs in and finds the private key, checking that TLS
     /// can sign with it.
     pub fn open(uri: &Pkcs11Uri) -> Result<Arc<Self>, Pkcs11Error> {

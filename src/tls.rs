@@ -186,7 +186,7 @@ pub(crate) fn token_key(
     uri: &crate::pkcs11::Pkcs11Uri,
     certs: &[CertificateDer<'static>],
 ) -> Result<crate::pkcs11::TokenSigningKey, TlsError> {
-    let key = crate::pkcs11::TokenKey::open(uri)?;
+    let key = crate::pkcs11::TokenKey::shared(uri)?;
     let (_, parsed) = x509_parser::parse_x509_certificate(certs[0].as_ref())
         .map_err(|_| TlsError::InvalidCertificate)?;
     key.matches(&parsed.public_key().subject_public_key.data)?;
@@ -305,11 +305,24 @@ pub fn client_parts(
         }
     }
     // Checked in this order, each with its code: the key, the certificate, the CA, and
-    // whether the key matches the certificate.
-    let (key, certs) = (parse_key(key)?, parse_certs(cert)?);
+    // whether the key matches the certificate. A key in a token (a PKCS#11 URI) is opened
+    // last, after what can be checked here.
+    let token = crate::pkcs11::is_uri(key);
+    let parsed = if token { None } else { Some(parse_key(key)?) };
+    let certs = parse_certs(cert)?;
     let provider = provider();
     let verifier = server_verifier(ca, &provider)?;
-    let (identity, info) = identity_from(key, certs, &provider)?;
+    let (identity, info) = match parsed {
+        Some(key) => identity_from(key, certs, &provider)?,
+        None => {
+            let signing = token_key(&uri_of(key)?, &certs)?;
+            let info = crate::credentials::CertificateInfo::of(&certs[0])?;
+            let identity: Arc<dyn ResolvesClientCert> = Arc::new(SingleCertAndKey::from(
+                CertifiedKey::new(certs, Arc::new(signing)),
+            ));
+            (identity, Arc::new(info))
+        }
+    };
     shared_parts().push(SharedParts {
         fingerprint,
         provider: Arc::downgrade(&provider),
