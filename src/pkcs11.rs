@@ -878,8 +878,9 @@ mod tests {
 
     /// Against a real token (SoftHSM 2, `scripts/toolchains.sh pkcs11`): keys generated in the
     /// token, a signature of each verified with the public key read back, the errors' codes, and
-    /// a lost session opened again. The only test in this process that loads the module (its
-    /// SOFTHSM2_CONF is read once).
+    /// a lost session opened again. Run in a child process (this test binary, the test below
+    /// alone), with SOFTHSM2_CONF in its environment: SoftHSM reads it when it is loaded, and
+    /// setting it here would race the other tests' threads reading the environment.
     #[test]
     fn softhsm_keys_sign_in_the_token_and_failures_have_codes() {
         let Some(module) = module_path() else {
@@ -898,7 +899,38 @@ mod tests {
             ),
         )
         .unwrap();
-        std::env::set_var("SOFTHSM2_CONF", &conf);
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "pkcs11::tests::softhsm_in_a_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("SOFTHSM2_CONF", &conf)
+            .env("IMT_SOFTHSM_MODULE", &module)
+            .env("IMT_SOFTHSM_DIR", dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    #[ignore = "run by softhsm_keys_sign_in_the_token_and_failures_have_codes, in a child process"]
+    fn softhsm_in_a_child() {
+        let (Some(module), Some(dir), Some(conf)) = (
+            std::env::var_os("IMT_SOFTHSM_MODULE").map(PathBuf::from),
+            std::env::var_os("IMT_SOFTHSM_DIR").map(PathBuf::from),
+            std::env::var_os("SOFTHSM2_CONF").map(PathBuf::from),
+        ) else {
+            panic!("run by softhsm_keys_sign_in_the_token_and_failures_have_codes");
+        };
+        let dir = tempfile::TempDir::new_in(&dir).unwrap();
         let m = module.to_str().unwrap();
         run(
             "softhsm2-util",
