@@ -424,16 +424,22 @@ fn key_kind(
             &[
                 AttributeType::KeyType,
                 AttributeType::EcParams,
+                AttributeType::Modulus,
                 AttributeType::Sign,
             ],
         )
         .map_err(|e| failed(e, "reading the key's attributes"))?;
     let mut key_type = None;
     let mut params = None;
+    let mut modulus_bits = None;
     for attribute in attributes {
         match attribute {
             Attribute::KeyType(t) => key_type = Some(t),
             Attribute::EcParams(p) => params = Some(p),
+            Attribute::Modulus(m) => {
+                let significant = m.iter().skip_while(|&&b| b == 0).count();
+                modulus_bits = Some(significant * 8);
+            }
             Attribute::Sign(false) => {
                 return Err(Pkcs11Error::new(
                     KEY_TYPE,
@@ -445,6 +451,13 @@ fn key_kind(
     }
     let mechanisms = module.get_mechanism_list(slot).unwrap_or_default();
     let has = |m: MechanismType| mechanisms.contains(&m);
+    // Peers verify RSA signatures of 2048 bits and more (rustls, webpki).
+    if key_type == Some(KeyType::RSA) && modulus_bits.is_some_and(|bits| bits < 2048) {
+        return Err(Pkcs11Error::new(
+            KEY_TYPE,
+            format!("The RSA key {uri} is shorter than the 2048 bits TLS peers accept."),
+        ));
+    }
     let kind = match key_type {
         Some(KeyType::RSA) => KeyKind::Rsa {
             pss: has(MechanismType::RSA_PKCS_PSS),
@@ -960,7 +973,11 @@ mod tests {
             run("pkcs11-tool", &all, &conf);
         };
         let mut spki = Vec::new();
-        for (kind, label, id) in [("rsa:2048", "rsa", "01"), ("EC:prime256v1", "ec", "02")] {
+        for (kind, label, id) in [
+            ("rsa:2048", "rsa", "01"),
+            ("EC:prime256v1", "ec", "02"),
+            ("rsa:1024", "short", "03"),
+        ] {
             tool(&[
                 "--keypairgen",
                 "--key-type",
@@ -1022,6 +1039,7 @@ mod tests {
         }
         // The errors, each with its code.
         assert_eq!(err(&uri("nothing", "1234")), OBJECT);
+        assert_eq!(err(&uri("short", "1234")), KEY_TYPE);
         let mut other = uri("rsa", "1234");
         other.token = Some("absent".into());
         assert_eq!(err(&other), TOKEN);
