@@ -145,12 +145,41 @@ export interface PemFile {
 export type PemSource = Pem | PemFile
 
 /**
+ * A private key (or certificate) held by a hardware token (an HSM, a TPM through tpm2-pkcs11, a
+ * secure element, SoftHSM), reached through its PKCS#11 module: the handshake's signature is
+ * made by the token, and the key never enters the process. The same as the URI
+ * `pkcs11:token=...;object=...;type=private?module-path=...&pin-value=...` (RFC 7512), which
+ * `key` and `cert` also take as a string. Errors: `EPKCS11MODULE`, `EPKCS11TOKEN`,
+ * `EPKCS11PIN`, `EPKCS11PINLOCKED`, `EPKCS11OBJECT`, `EPKCS11KEYTYPE`, `EPKCS11URI`.
+ */
+export interface Pkcs11Key {
+  /** The module, the token, the object and the PIN. */
+  pkcs11: {
+    /** The module's path (`/usr/lib/softhsm/libsofthsm2.so`, a `.dylib`, a `.dll`), loaded at run time. */
+    module: string
+    /** The token's label; or `slot`. */
+    token?: string
+    /** The slot's id; or `token`. */
+    slot?: number
+    /** The object's label; or `id`. */
+    object?: string
+    /** The object's `CKA_ID`, hex or bytes; or `object`. */
+    id?: string | Uint8Array
+    /** The user PIN, when the token asks for one. */
+    pin?: string
+  }
+}
+
+/** A private key: PEM (text, bytes or a file), or a key in a hardware token (a `pkcs11:` URI string, or {@link Pkcs11Key}). */
+export type KeySource = PemSource | Pkcs11Key
+
+/**
  * TLS material for `setCredentials()`: `key` and `cert` are required; `ca` left out keeps the
  * trust anchors in force.
  */
 export interface Credentials {
-  /** Private key: PEM, or a file. */
-  key: PemSource
+  /** Private key: PEM, a file, or a key in a token (a `pkcs11:` URI, or {@link Pkcs11Key}). */
+  key: KeySource
   /** Certificate: PEM, or a file. */
   cert: PemSource
   /** Trust anchors: PEM, a file, or several. */
@@ -199,9 +228,10 @@ export interface ServerOptions {
   /**
    * Server private key, PEM: with `key` and `cert`, the server speaks TLS. Bad material throws
    * `EINVALIDKEY`; a key that does not match `cert` throws `EKEYMISMATCH`. `{ path }`: a file,
-   * read now, at each `listen()` and at `setCredentials()`.
+   * read now, at each `listen()` and at `setCredentials()`. A `pkcs11:` URI or
+   * {@link Pkcs11Key}: a key in a hardware token, which signs the handshakes (`EPKCS11*` codes).
    */
-  key?: PemSource
+  key?: KeySource
   /** Server certificate, PEM or `{ path }` (with `key`); bad material throws `EINVALIDCERT`. */
   cert?: PemSource
   /**
@@ -390,10 +420,18 @@ export class Server extends TypedEventEmitter<ServerEvents> {
 export interface ClientOptions {
   /**
    * Device private key, PEM (PKCS#1, PKCS#8 or SEC1/EC), or `{ path }`: a file read at every
-   * connection attempt; required unless `host` is `'localhost'`.
+   * connection attempt; required unless `host` is `'localhost'`. Or a key held by a hardware
+   * token: a PKCS#11 URI (`'pkcs11:token=device;object=gateway-key;type=private?module-path=...&pin-value=...'`)
+   * or {@link Pkcs11Key}; the token makes the handshake's signature, the key never enters the
+   * process. Checked at construction (`EPKCS11MODULE`, `EPKCS11TOKEN`, `EPKCS11PIN`,
+   * `EPKCS11PINLOCKED`, `EPKCS11OBJECT`, `EPKCS11KEYTYPE`, `EPKCS11URI`; `EKEYMISMATCH`); a token
+   * removed later fails the next connection attempt with `EPKCS11TOKEN`, then the usual backoff.
    */
-  key?: PemSource
-  /** Device certificate, PEM or `{ path }` (read at every attempt); required unless `host` is `'localhost'`. */
+  key?: KeySource
+  /**
+   * Device certificate, PEM or `{ path }` (read at every attempt); required unless `host` is
+   * `'localhost'`. A `pkcs11:...;type=cert` URI reads it from the token, once, at construction.
+   */
   cert?: PemSource
   /**
    * Gateway host. Exactly `'localhost'` means plain TCP.

@@ -23,13 +23,19 @@ export interface IssueOptions {
   notBefore?: number
   /** End of validity, epoch milliseconds; by default a year from now. */
   notAfter?: number
+  /**
+   * The certificate's public key, a DER SubjectPublicKeyInfo, for a key whose private half is
+   * held elsewhere (a hardware token, read with `pkcs11-tool --read-object --type pubkey`): no
+   * key is made, and the result's `key` is empty. RSA, EC P-256 or P-384.
+   */
+  publicKey?: Buffer
 }
 
 /** A PEM certificate and its PEM (PKCS#8) private key. */
 export interface IssuedCertificate {
   /** The certificate, PEM. */
   cert: string
-  /** Its private key, PEM (PKCS#8). */
+  /** Its private key, PEM (PKCS#8); empty when the certificate was issued for `publicKey`. */
   key: string
 }
 

@@ -98,11 +98,14 @@ async function actions ({ count, size }) {
   return { perSecond: count / seconds, mbPerSecond: count * size / seconds / 1e6, cpuUs: cpuPer }
 }
 
-async function connect ({ count, proxy }) {
+async function connect ({ count, proxy, fresh }) {
   // `proxy`: a URL to connect through, or false to go straight whatever the environment says.
-  const c = client(proxy === undefined ? {} : { proxy })
+  // `fresh`: a new client for each connect, so each handshake is a full one (no resumption:
+  // the device's signature is made every time).
+  let c = client(proxy === undefined ? {} : { proxy })
   const times = []
   for (let i = 0; i < count; i++) {
+    if (fresh && i > 0) c = client()
     const started = now()
     c.connect()
     await drained(c)

@@ -382,6 +382,54 @@ async function main () {
     row('connect (TCP + TLS + WELCOME + DRAINED), median', 'medianUs', 'µs', c.medianUs, f.medianUs, 1.2, false, ratios('medianUs'))
   }
 
+  // A full handshake (a new client each time, so no resumption) with the device's EC P-256 key
+  // generated in a SoftHSM token, against the same with an EC P-256 key in memory, in the same
+  // rounds: the token's signature (through its PKCS#11 module) should cost at most 2x. Also the
+  // memory of idle clients with the token key against the key in memory. Skipped, with a note,
+  // where SoftHSM is not installed (scripts/toolchains.sh pkcs11).
+  if (wanted('connect with a PKCS#11 key')) {
+    const { unavailable, createSoftHsm } = require('../__test__/helpers/softhsm')
+    const why = unavailable()
+    if (why) {
+      console.log(`  connect with a PKCS#11 key: skipped, ${why}`)
+    } else {
+      const hsm = createSoftHsm()
+      try {
+        hsm.initToken('bench')
+        const spki = hsm.generateKey('bench', 'EC:prime256v1', 'bench-key', '01')
+        const tokenCert = pki.ca.issue({ commonName: 'bench-hsm', client: true, publicKey: spki }).cert
+        const token = { ...base, key: hsm.uri('bench', 'bench-key'), cert: tokenCert }
+        const count = scale(200)
+        const memories = []
+        const tokens = []
+        for (let i = 0; i < rounds; i++) {
+          memories.push(await runClient({ ...base, kind: 'connect', count, fresh: true }))
+          tokens.push(await runClient({ ...token, kind: 'connect', count, fresh: true }))
+        }
+        const memory = medians(memories)
+        const inToken = medians(tokens)
+        // Idle memory, with one client and with many: the difference between the two runs is
+        // what each further client costs; what one client costs beyond that is fixed (for the
+        // token, the module's own: SoftHSM and its crypto library).
+        const clients = scale(500)
+        const idle = async (options) => {
+          const one = await runClient({ ...options, kind: 'idle', clients: 1 })
+          const many = await runClient({ ...options, kind: 'idle', clients })
+          const each = (many.bytesPerClient * clients - one.bytesPerClient) / (clients - 1)
+          return { fixed: one.bytesPerClient - each, each }
+        }
+        const idleMemory = await idle(base)
+        const idleToken = await idle(token)
+        results.connectPkcs11 = { client: inToken, memory, idle: { memory: idleMemory, token: idleToken } }
+        row('connect with a PKCS#11 key (vs key in memory, full handshakes), median', 'medianUs', 'µs', inToken.medianUs, memory.medianUs, 2, false,
+          tokens.map((v, i) => v.medianUs / memories[i].medianUs))
+        console.log(`    idle clients (1 and ${clients}, RSS between forced GCs): each further client ${fmt(idleToken.each / 1024)} KB with the token key, ${fmt(idleMemory.each / 1024)} KB with the key in memory; fixed ${fmt(idleToken.fixed / 1024)} KB and ${fmt(idleMemory.fixed / 1024)} KB (the module's own in the difference)`)
+      } finally {
+        hsm.remove()
+      }
+    }
+  }
+
   // The same connect, through a local HTTP CONNECT proxy (the floor's relay, `floor proxy`), against
   // the client's own direct connect in the same rounds (the "floor" column of this row): the
   // tunnel should cost one round trip to the proxy (CONNECT and its answer, with the proxy's

@@ -22,8 +22,9 @@ const PKI_FILES = { ca: 'ca.crt', serverKey: 'server.key', serverCert: 'server.c
 const CONNECTION_HELP = `  --host HOST      gateway host (default localhost); exactly 'localhost' is plain TCP, any
                    other host mutual TLS with --key and --cert
   --port PORT      gateway port (default ${CLIENT_PORT})
-  --key FILE       the device's private key, PEM
-  --cert FILE      the device's certificate, PEM
+  --key FILE       the device's private key, PEM; or a PKCS#11 URI (pkcs11:...), a key
+                   held by a hardware token, which signs there
+  --cert FILE      the device's certificate, PEM; or a PKCS#11 URI (pkcs11:...;type=cert)
   --ca FILE        trust anchors for the gateway's certificate, PEM (default: the platform's)
   --proxy URL      through this proxy: http://[user:pass@]host:port (HTTP CONNECT) or
                    socks5://[user:pass@]host:port; 'false' goes straight whatever
@@ -175,8 +176,10 @@ function clientOptions (values) {
       throw new UsageError(`--key and --cert are needed for mutual TLS to ${host} (only --host localhost is plain TCP).`)
     }
   }
-  if (values.key !== undefined) options.key = readFile(values.key, '--key')
-  if (values.cert !== undefined) options.cert = readFile(values.cert, '--cert')
+  // A PKCS#11 URI names a key (or certificate) in a hardware token: passed on, not read.
+  const token = (value) => /^pkcs11:/i.test(value)
+  if (values.key !== undefined) options.key = token(values.key) ? values.key : readFile(values.key, '--key')
+  if (values.cert !== undefined) options.cert = token(values.cert) ? values.cert : readFile(values.cert, '--cert')
   if (values.ca !== undefined) options.ca = readFile(values.ca, '--ca')
   // A URL the client cannot use is refused by it (ERR_INVALID_ARG_VALUE, password left out).
   if (values.proxy !== undefined) options.proxy = values.proxy === 'false' ? false : values.proxy

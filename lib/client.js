@@ -6,7 +6,7 @@ const { NativeClient, takePanicReports, optionDefaults } = require('./native')
 const { layout } = require('./notices')
 const { Event, Action } = require('./messages')
 const { gatewayError } = require('./errors')
-const { pemBuffer, pemPath, caList, CODES } = require('./tls-options')
+const { pemBuffer, pemPath, tokenUri, caList, CODES } = require('./tls-options')
 // Diagnostics through the `debug` package, as 2.x's, under the same namespaces: DEBUG,
 // `require('debug').enable()` at run time, `debug.log` and DEBUG_COLORS work as applications
 // expect. Per-message paths check `debug.enabled` (a cached flag in `debug` 4) before formatting.
@@ -139,6 +139,9 @@ function flag (value, name) {
 // A key or certificate for TLS: given, of a PEM type, not empty, and carrying the PEM label (as
 // the original checked); otherwise the constructor throws with the option's code.
 function pemOption (value, option, label, message) {
+  // A PKCS#11 URI or `{ pkcs11 }`: the key (or certificate) stays in the token.
+  const uri = tokenUri(value, option)
+  if (uri !== undefined) return uri
   // `{ path }`: the file, read by the native side now and at every connection attempt.
   const path = pemPath(value, option)
   if (path !== undefined) return path

@@ -5,7 +5,7 @@ const { NativeServer, optionDefaults } = require('./native')
 const { Event } = require('./messages')
 const { gatewayError } = require('./errors')
 const fs = require('fs')
-const { pemBuffer, pemPath, caList } = require('./tls-options')
+const { pemBuffer, pemPath, tokenUri, caList } = require('./tls-options')
 const { newId } = require('./ids')
 const { layout } = require('./notices')
 
@@ -53,6 +53,9 @@ function verdictOf (result) {
 // The server's TLS options as given, each checked: PEM Buffers, or paths of files.
 function tlsSources (options) {
   const source = (value, option) => {
+    // A PKCS#11 URI: the native side knows it by its `pkcs11:` start (PEM never starts so).
+    const uri = tokenUri(value, option)
+    if (uri !== undefined) return Buffer.from(uri)
     const path = pemPath(value, option)
     return path !== undefined ? path : pemBuffer(value, option)
   }

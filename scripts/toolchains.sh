@@ -14,6 +14,8 @@
 #              (__test__/keepalive.test.js, which needs root and is skipped without)
 #   filesystems btrfs-progs: a btrfs image with a quota group, on which the outbox meets
 #              EDQUOT (__test__/outbox.test.js, which needs root and is skipped without)
+#   pkcs11     softhsm2 and opensc (pkcs11-tool): a software token holding the RSA and EC keys
+#              of the hardware-key tests (__test__/pkcs11.test.js, skipped without)
 # Debian or Ubuntu; uses sudo when not root.
 set -euo pipefail
 
@@ -80,6 +82,10 @@ filesystems () {
   apt_install btrfs-progs
 }
 
+pkcs11 () {
+  apt_install softhsm2 opensc
+}
+
 [ $# -gt 0 ] || set -- linux
 for part in "$@"; do
   case "$part" in
@@ -90,6 +96,7 @@ for part in "$@"; do
     lint) lint ;;
     network) network ;;
     filesystems) filesystems ;;
+    pkcs11) pkcs11 ;;
     *) echo "toolchains: unknown part '$part' (linux, emulation, musl, windows, lint, network, filesystems)" >&2; exit 2 ;;
   esac
 done

@@ -19,25 +19,96 @@ use tokio_rustls::rustls::ClientConfig;
 use crate::errors::fs_code;
 use crate::tls::{self, ClientParts, TlsError};
 
-/// One PEM document: bytes given, or a file read at every use.
+/// One PEM document: bytes given, or a file read at every use; or, for a key, a key held by a
+/// hardware token (a PKCS#11 URI; see [`Pem::token_key`]).
 #[derive(Debug, Clone)]
 pub enum Pem {
     Bytes(Vec<u8>),
     File(PathBuf),
+    Token(Arc<TokenSource>),
+}
+
+/// A private key in a token, as `key` names it: opened once (when the identity is first made)
+/// and checked before every connection attempt, so that a token removed fails the attempt with
+/// its code and is used again once back.
+pub struct TokenSource {
+    uri: crate::pkcs11::Pkcs11Uri,
+    /// The URI as given: what tells one key from another (never shown: it may hold the PIN).
+    given: Vec<u8>,
+    key: Mutex<Option<crate::pkcs11::TokenSigningKey>>,
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenSource({})", self.uri)
+    }
+}
+
+impl TokenSource {
+    /// The key, opened now if it was not, checked against the certificate `certs[0]`.
+    fn key(
+        &self,
+        certs: &[CertificateDer<'static>],
+    ) -> Result<crate::pkcs11::TokenSigningKey, TlsError> {
+        let mut key = self.key.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = key.as_ref() {
+            let (_, parsed) = x509_parser::parse_x509_certificate(certs[0].as_ref())
+                .map_err(|_| TlsError::InvalidCertificate)?;
+            open.0
+                .matches(&parsed.public_key().subject_public_key.data)?;
+            return Ok(open.clone());
+        }
+        let open = tls::token_key(&self.uri, certs)?;
+        *key = Some(open.clone());
+        Ok(open)
+    }
+
+    /// The token still there (its session opened again if it was lost).
+    fn check(&self) -> Result<(), TlsError> {
+        let key = self.key.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match key {
+            Some(key) => Ok(key.0.check()?),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Pem {
+    /// `key` given as a PKCS#11 URI: parsed now (`EPKCS11URI`, `EPKCS11MODULE` without a
+    /// module); the token is opened with the first identity made of it.
+    pub fn token_key(uri: &str) -> Result<Pem, TlsError> {
+        Ok(Pem::Token(Arc::new(TokenSource {
+            uri: crate::pkcs11::Pkcs11Uri::parse(uri)?,
+            given: uri.as_bytes().to_vec(),
+            key: Mutex::new(None),
+        })))
+    }
+
+    /// `cert` given as a PKCS#11 URI (`type=cert`): read from the token now, as PEM.
+    pub fn token_cert(uri: &str) -> Result<Pem, TlsError> {
+        let uri = crate::pkcs11::Pkcs11Uri::parse(uri)?;
+        let der = crate::pkcs11::read_certificate(&uri)?;
+        Ok(Pem::Bytes(
+            pem_armour("CERTIFICATE", der.as_ref()).into_bytes(),
+        ))
+    }
+
     /// The option as the user named it, with the file's path when it is one.
     fn name(&self, option: &str) -> String {
         match self {
             Pem::Bytes(_) => format!("options.{option}"),
             Pem::File(path) => format!("options.{option} ({})", path.display()),
+            Pem::Token(token) => format!("options.{option} ({})", token.uri),
         }
     }
 
     fn read(&self, option: &str) -> Result<Cow<'_, [u8]>, TlsError> {
         match self {
             Pem::Bytes(bytes) => Ok(Cow::Borrowed(bytes)),
+            Pem::Token(token) => {
+                token.check()?;
+                Ok(Cow::Borrowed(&token.given))
+            }
             Pem::File(path) => std::fs::read(path).map(Cow::Owned).map_err(|err| {
                 let code = fs_code(&err);
                 TlsError::Read {
@@ -50,13 +121,13 @@ impl Pem {
     }
 
     fn is_file(&self) -> bool {
-        matches!(self, Pem::File(_))
+        matches!(self, Pem::File(_) | Pem::Token(_))
     }
 
     /// `err` about this document: named with its file, when it is one.
     fn refused(&self, option: &str, err: TlsError) -> TlsError {
         match self {
-            Pem::Bytes(_) => err,
+            Pem::Bytes(_) | Pem::Token(_) => err,
             Pem::File(_) => TlsError::InFile {
                 name: self.name(option),
                 inner: Box::new(err),
@@ -181,6 +252,32 @@ fn sha256(bytes: &[u8]) -> Vec<u8> {
         Some(tls13) => tls13.common.hash_provider.hash(bytes).as_ref().to_vec(),
         None => Vec::new(),
     }
+}
+
+/// DER bytes as a PEM document with `label`.
+fn pem_armour(label: &str, der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut base64 = String::with_capacity(der.len() * 4 / 3 + 4);
+    for chunk in der.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                base64.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                base64.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in base64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 fn colon_hex(bytes: &[u8]) -> String {
@@ -318,6 +415,18 @@ impl State {
                 let ca = ca.as_ref().map(|pems| bytes_of(pems));
                 tls::client_parts(k, c, ca.as_deref())?
             }
+            // A key in a token with the rest in memory: shared the same way (one session for
+            // the clients of this process with the same key), the token checked at each
+            // attempt all the same.
+            (Pem::Token(token), Pem::Bytes(c), Trust::Fixed, None) => {
+                let ca = ca.as_ref().map(|pems| bytes_of(pems));
+                let parts = tls::client_parts(&token.given, c, ca.as_deref())?;
+                let signing =
+                    crate::pkcs11::TokenSigningKey(crate::pkcs11::TokenKey::shared(&token.uri)?);
+                *token.key.lock().unwrap_or_else(|p| p.into_inner()) = Some(signing);
+                identity_read = tls::fingerprint(&token.given, c, None);
+                parts
+            }
             _ => {
                 let verifier = match (&trust, kept) {
                     (Trust::Files(pems), _) => {
@@ -395,7 +504,7 @@ fn bytes_of(pems: &[Pem]) -> Vec<Vec<u8>> {
     pems.iter()
         .filter_map(|pem| match pem {
             Pem::Bytes(bytes) => Some(bytes.clone()),
-            Pem::File(_) => None,
+            Pem::File(_) | Pem::Token(_) => None,
         })
         .collect()
 }
@@ -419,8 +528,19 @@ fn parse_identity(
     cert_bytes: &[u8],
     provider: &Arc<CryptoProvider>,
 ) -> Result<IdentityParts, TlsError> {
-    let parsed_key = tls::parse_key(key_bytes).map_err(|e| key.refused("key", e))?;
     let certs = tls::parse_certs(cert_bytes).map_err(|e| cert.refused("cert", e))?;
+    if let Pem::Token(token) = key {
+        let signing = token.key(&certs)?;
+        let info = CertificateInfo::of(&certs[0])?;
+        let certified = tokio_rustls::rustls::sign::CertifiedKey::new(certs, Arc::new(signing));
+        return Ok((
+            Arc::new(tokio_rustls::rustls::sign::SingleCertAndKey::from(
+                certified,
+            )),
+            Arc::new(info),
+        ));
+    }
+    let parsed_key = tls::parse_key(key_bytes).map_err(|e| key.refused("key", e))?;
     tls::identity_from(parsed_key, certs, provider).map_err(|e| {
         if key.is_file() && !cert.is_file() {
             key.refused("key", e)

@@ -64,6 +64,10 @@ pub enum ErrorCode {
     /// `EPROXY`: the proxy refused the tunnel (its answer in the message), or the proxy
     /// setting cannot be used.
     Proxy,
+    /// A hardware key's failure (`src/pkcs11.rs`): `EPKCS11MODULE`, `EPKCS11TOKEN`,
+    /// `EPKCS11PIN`, `EPKCS11PINLOCKED`, `EPKCS11OBJECT`, `EPKCS11KEYTYPE`, `EPKCS11URI`, or
+    /// `EPKCS11` (another failure of the token).
+    Pkcs11(&'static str),
     /// A certificate verdict named as Node's `tls` names it (`CERT_HAS_EXPIRED`, ...).
     Cert(&'static str),
     /// A socket failure, named by [`io_code`] from what the OS reported.
@@ -101,7 +105,7 @@ impl ErrorCode {
             ErrorCode::OutboxPerm => "EOUTBOXPERM",
             ErrorCode::Outbox => "EOUTBOX",
             ErrorCode::Proxy => "EPROXY",
-            ErrorCode::Cert(code) => code,
+            ErrorCode::Cert(code) | ErrorCode::Pkcs11(code) => code,
             ErrorCode::Io(code) | ErrorCode::Gateway(code) => code,
         }
     }

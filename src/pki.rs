@@ -45,6 +45,50 @@ pub struct CertRequest {
     /// Validity bounds as seconds since the epoch; default now - 1 h .. now + 1 year.
     pub not_before: Option<i64>,
     pub not_after: Option<i64>,
+    /// The certificate's key, a DER SubjectPublicKeyInfo whose private half is elsewhere (a
+    /// hardware token): no key is generated, and [`Issued::key_pem`] is empty.
+    pub public_key: Option<Vec<u8>>,
+}
+
+/// A public key given as a DER SubjectPublicKeyInfo (RSA, or EC P-256 / P-384).
+struct GivenKey {
+    bits: Vec<u8>,
+    algorithm: &'static rcgen::SignatureAlgorithm,
+}
+
+impl GivenKey {
+    fn parse(spki: &[u8]) -> Result<Self, PkiError> {
+        use x509_parser::prelude::FromDer;
+        let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki)
+            .map_err(|e| PkiError(format!("Invalid public key: {e}")))?;
+        let oid = info.algorithm.algorithm.to_id_string();
+        let curve = info
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map(|o| o.to_id_string());
+        let algorithm = match (oid.as_str(), curve.as_deref()) {
+            ("1.2.840.113549.1.1.1", _) => &rcgen::PKCS_RSA_SHA256,
+            ("1.2.840.10045.2.1", Some("1.2.840.10045.3.1.7")) => &rcgen::PKCS_ECDSA_P256_SHA256,
+            ("1.2.840.10045.2.1", Some("1.3.132.0.34")) => &rcgen::PKCS_ECDSA_P384_SHA384,
+            _ => return Err(PkiError(format!("Unsupported public key algorithm {oid}."))),
+        };
+        Ok(GivenKey {
+            bits: info.subject_public_key.data.to_vec(),
+            algorithm,
+        })
+    }
+}
+
+impl rcgen::PublicKeyData for GivenKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+
+    fn algorithm(&self) -> &rcgen::SignatureAlgorithm {
+        self.algorithm
+    }
 }
 
 /// A PEM certificate and its PEM private key (PKCS#8).
@@ -150,6 +194,14 @@ impl CertificateAuthority {
         }
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, req.not_before, req.not_after)?;
+        if let Some(spki) = &req.public_key {
+            let given = GivenKey::parse(spki)?;
+            let cert = params.signed_by(&given, &self.cert, &self.key)?;
+            return Ok(Issued {
+                cert_pem: cert.pem(),
+                key_pem: String::new(),
+            });
+        }
         let key = generate_key(req.key)?;
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok(Issued {

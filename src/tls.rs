@@ -40,6 +40,15 @@ pub enum TlsError {
     /// connection attempt.
     #[error("The client certificate ({name}) expired on {valid_to}.")]
     Expired { name: String, valid_to: String },
+    /// A key (or certificate) in a hardware token could not be used (`EPKCS11*`).
+    #[error("{0}")]
+    Pkcs11(crate::pkcs11::Pkcs11Error),
+}
+
+impl From<crate::pkcs11::Pkcs11Error> for TlsError {
+    fn from(err: crate::pkcs11::Pkcs11Error) -> Self {
+        TlsError::Pkcs11(err)
+    }
 }
 
 impl TlsError {
@@ -54,6 +63,7 @@ impl TlsError {
             TlsError::Read { code, .. } => code.clone(),
             TlsError::InFile { inner, .. } => inner.code(),
             TlsError::Expired { .. } => ErrorCode::Cert("CERT_HAS_EXPIRED"),
+            TlsError::Pkcs11(err) => err.code(),
         }
     }
 }
@@ -121,8 +131,18 @@ pub fn server_config(
     cert: &[u8],
     client_ca: Option<&[Vec<u8>]>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let key = parse_key(key)?;
-    let certs = parse_certs(cert)?;
+    // A key in a token (a PKCS#11 URI in place of PEM) signs there; so is a `type=cert` URI
+    // read there, now.
+    let certs = if crate::pkcs11::is_uri(cert) {
+        vec![crate::pkcs11::read_certificate(&uri_of(cert)?)?]
+    } else {
+        parse_certs(cert)?
+    };
+    let key = if crate::pkcs11::is_uri(key) {
+        ServerKey::Token(token_key(&uri_of(key)?, &certs)?)
+    } else {
+        ServerKey::Der(parse_key(key)?)
+    };
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -137,8 +157,40 @@ pub fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let config = builder.with_single_cert(certs, key).map_err(config_error)?;
+    let config = match key {
+        ServerKey::Der(key) => builder.with_single_cert(certs, key).map_err(config_error)?,
+        ServerKey::Token(key) => {
+            let certified = CertifiedKey::new(certs, Arc::new(key));
+            builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
+        }
+    };
     Ok(Arc::new(config))
+}
+
+enum ServerKey {
+    Der(PrivateKeyDer<'static>),
+    Token(crate::pkcs11::TokenSigningKey),
+}
+
+/// The URI in an option's bytes.
+fn uri_of(bytes: &[u8]) -> Result<crate::pkcs11::Pkcs11Uri, TlsError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        crate::pkcs11::Pkcs11Error::new(crate::pkcs11::URI, "Invalid PKCS#11 URI: not UTF-8.")
+    })?;
+    Ok(crate::pkcs11::Pkcs11Uri::parse(text.trim())?)
+}
+
+/// The token's key named by `uri`, checked against the certificate: one signature made by the
+/// token and verified with the certificate's public key (`EKEYMISMATCH` when it fails).
+pub(crate) fn token_key(
+    uri: &crate::pkcs11::Pkcs11Uri,
+    certs: &[CertificateDer<'static>],
+) -> Result<crate::pkcs11::TokenSigningKey, TlsError> {
+    let key = crate::pkcs11::TokenKey::shared(uri)?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(certs[0].as_ref())
+        .map_err(|_| TlsError::InvalidCertificate)?;
+    key.matches(&parsed.public_key().subject_public_key.data)?;
+    Ok(crate::pkcs11::TokenSigningKey(key))
 }
 
 /// The subject of a certificate as an RFC 4514-style string (`CN=device-1, O=...`).
@@ -253,11 +305,24 @@ pub fn client_parts(
         }
     }
     // Checked in this order, each with its code: the key, the certificate, the CA, and
-    // whether the key matches the certificate.
-    let (key, certs) = (parse_key(key)?, parse_certs(cert)?);
+    // whether the key matches the certificate. A key in a token (a PKCS#11 URI) is opened
+    // last, after what can be checked here.
+    let token = crate::pkcs11::is_uri(key);
+    let parsed = if token { None } else { Some(parse_key(key)?) };
+    let certs = parse_certs(cert)?;
     let provider = provider();
     let verifier = server_verifier(ca, &provider)?;
-    let (identity, info) = identity_from(key, certs, &provider)?;
+    let (identity, info) = match parsed {
+        Some(key) => identity_from(key, certs, &provider)?,
+        None => {
+            let signing = token_key(&uri_of(key)?, &certs)?;
+            let info = crate::credentials::CertificateInfo::of(&certs[0])?;
+            let identity: Arc<dyn ResolvesClientCert> = Arc::new(SingleCertAndKey::from(
+                CertifiedKey::new(certs, Arc::new(signing)),
+            ));
+            (identity, Arc::new(info))
+        }
+    };
     shared_parts().push(SharedParts {
         fingerprint,
         provider: Arc::downgrade(&provider),

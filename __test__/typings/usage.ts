@@ -201,7 +201,7 @@ console.log(new TestCertificateAuthority().cert.length)
 testPki.ca.issue({ server: true })
 
 // Credentials from files, rotation and the certificate's lifetime.
-import { ClientCertificate, Credentials } from 'imt-gateway'
+import { ClientCertificate, Credentials, Pkcs11Key } from 'imt-gateway'
 const rotating = new Client({
   key: { path: '/etc/device/key.pem' },
   cert: { path: '/etc/device/cert.pem' },
@@ -217,3 +217,9 @@ new Server({ key: { path: 'k' }, cert: { path: 'c' } }).setCredentials({ key: 'k
 console.log(inForce, expiresIn)
 // @ts-expect-error setCredentials needs a certificate
 rotating.setCredentials({ key: 'k' })
+// Keys held by a hardware token: a PKCS#11 URI, or the object form.
+const hardware: Pkcs11Key = { pkcs11: { module: '/usr/lib/softhsm/libsofthsm2.so', token: 'device', object: 'gateway-key', pin: '1234' } }
+new Client({ host: 'gateway.example.com', key: hardware, cert: 'pkcs11:token=device;object=gateway-cert;type=cert?module-path=/usr/lib/softhsm/libsofthsm2.so' })
+new Server({ key: 'pkcs11:token=gw;object=k;type=private?module-path=/m.so', cert: 'PEM' }).setCredentials({ key: { pkcs11: { module: '/m.so', slot: 0, id: '01' } }, cert: 'PEM' })
+// @ts-expect-error a token key names its module
+new Client({ host: 'gateway.example.com', key: { pkcs11: { token: 'device', object: 'k' } }, cert: 'PEM' })

@@ -352,6 +352,11 @@ fn tls_error(err: &rustls::Error) -> SessionError {
         },
         // The server refused the handshake, typically our certificate.
         rustls::Error::AlertReceived(_) => ErrorCode::TlsRejected,
+        // The token could not sign (removed, PIN reset, ...): its own code (`EPKCS11TOKEN`).
+        rustls::Error::Other(other) => match other.0.downcast_ref::<crate::pkcs11::Pkcs11Error>() {
+            Some(token) => token.code(),
+            None => ErrorCode::Tls,
+        },
         _ => ErrorCode::Tls,
     };
     SessionError::new(code, format!("TLS: {err}"))

@@ -27,6 +27,9 @@ pub struct IssueOptions {
     /// Validity bounds, epoch milliseconds.
     pub not_before: Option<f64>,
     pub not_after: Option<f64>,
+    /// The certificate's public key, a DER SubjectPublicKeyInfo (a key held elsewhere, e.g. in
+    /// a hardware token): no key is made, and `key` comes back empty.
+    pub public_key: Option<napi::bindgen_prelude::Buffer>,
 }
 
 /// A PEM certificate and its PEM (PKCS#8) private key.
@@ -76,6 +79,7 @@ impl TestCertificateAuthority {
                 key,
                 not_before: secs(options.not_before),
                 not_after: secs(options.not_after),
+                public_key: options.public_key.map(|key| key.to_vec()),
             })
             .map_err(failure)?;
         Ok(IssuedCertificate {

@@ -87,8 +87,23 @@ pub struct NativeClientOptions {
 }
 
 /// A PEM document, or the path of a file holding one (lib/tls-options.js turns `{ path }` into
-/// the string, and PEM strings into Buffers).
+/// the string, and PEM strings into Buffers), or a PKCS#11 URI (a string starting `pkcs11:`;
+/// lib/tls-options.js writes a path that would start so as `./pkcs11:...`).
 pub type PemOption = Either<Buffer, String>;
+
+/// `key` or `cert`: a PKCS#11 URI names a key (or certificate) in a token.
+fn identity_pem(option: PemOption, key: bool) -> std::result::Result<Pem, crate::tls::TlsError> {
+    match option {
+        Either::B(uri) if crate::pkcs11::is_uri(uri.as_bytes()) => {
+            if key {
+                Pem::token_key(&uri)
+            } else {
+                Pem::token_cert(&uri)
+            }
+        }
+        other => Ok(pem(other)),
+    }
+}
 
 fn pem(option: PemOption) -> Pem {
     match option {
@@ -97,12 +112,16 @@ fn pem(option: PemOption) -> Pem {
     }
 }
 
-fn material(key: PemOption, cert: PemOption, ca: Option<Vec<PemOption>>) -> ClientMaterial {
-    ClientMaterial {
-        key: pem(key),
-        cert: pem(cert),
+fn material(
+    key: PemOption,
+    cert: PemOption,
+    ca: Option<Vec<PemOption>>,
+) -> std::result::Result<ClientMaterial, crate::tls::TlsError> {
+    Ok(ClientMaterial {
+        key: identity_pem(key, true)?,
+        cert: identity_pem(cert, false)?,
         ca: ca.map(|list| list.into_iter().map(pem).collect()),
-    }
+    })
 }
 
 /// `client.certificate` before lib/client.js shapes it: names as `[key, value]` pairs.
@@ -163,7 +182,7 @@ impl NativeClient {
             };
             Some(Arc::new(ClientCredentials::new(material(
                 key, cert, options.ca,
-            ))?))
+            )?)?))
         } else {
             None
         };
@@ -363,7 +382,7 @@ impl NativeClient {
             ));
         };
         let keep_ca = ca.is_none();
-        let generation = credentials.set(material(key, cert, ca), keep_ca)?;
+        let generation = credentials.set(material(key, cert, ca)?, keep_ca)?;
         if reconnect {
             run_command(&self.handle, Command::Reconnect);
         }
