@@ -222,7 +222,7 @@ class ServerMetrics {
     if (!registry) {
       registry = { connections: { connected: 0, failed: 0 }, events: { acked: 0, refused: 0 }, actions: { acked: 0, failed: 0 } }
       const connections = meter.createObservableCounter('imt_gateway.server.connections', {
-        unit: '{connection}', description: 'Connections, by outcome: connected, failed (refused before a connection, as a failed TLS handshake).'
+        unit: '{connection}', description: 'Connections, by outcome: connected, failed (ended before `connection`, as a failed TLS handshake).'
       })
       const events = meter.createObservableCounter('imt_gateway.server.events', {
         unit: '{event}', description: 'Events received, by outcome: acked, refused (by onEvent).'
@@ -245,6 +245,22 @@ class ServerMetrics {
     this.connections = registry.connections
     this.events = registry.events
     this.actions = registry.actions
+    // The ids of this server's peers that got `connection`: a `clientError` for any other (a
+    // failed TLS handshake) is a failed connection.
+    this.open = new Set()
+  }
+
+  connected (connection) {
+    this.connections.connected++
+    this.open.add(connection.id)
+  }
+
+  disconnected (connection) {
+    this.open.delete(connection.id)
+  }
+
+  clientError (connection) {
+    if (connection === null || !this.open.has(connection.id)) this.connections.failed++
   }
 }
 
