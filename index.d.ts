@@ -529,14 +529,19 @@ export interface ClientOptions {
  * `@opentelemetry/api`'s), as far as imt-gateway uses it: it asks for the meter `imt-gateway`.
  */
 export interface MeterProviderLike {
+  /** Called once per client or server (a shared set of instruments per meter). */
   getMeter (name: string, version?: string, options?: object): unknown
 }
 
 /** A logger as the `logger` option takes it: pino, winston, console, or any such object. */
 export interface Logger {
+  /** `connecting`. */
   debug (fields: LogRecord, message: string): unknown
+  /** `connected`, `drained`, `closed`; the server's `listening`, `connection`, `disconnect`, `close`. */
   info (fields: LogRecord, message: string): unknown
+  /** `backoff`, a recovered `error`; the server's `clientError`. */
   warn (fields: LogRecord, message: string): unknown
+  /** An `error` the client emits. */
   error (fields: LogRecord, message: string): unknown
 }
 
@@ -548,14 +553,71 @@ export interface Logger {
  * `error`, else warn with `recovered: true`). Each carries `host` and `port`. The server's:
  * `listening`, `connection`, `disconnect`, `close` (info) and `clientError` (warn).
  */
-export type LogRecord =
-  | { event: 'connecting' | 'connected' | 'drained' | 'closed', host: string, port: number, failed?: true }
-  | { event: 'backoff', host: string, port: number, delay: number, reconnects: number }
-  | { event: 'error', host: string, port: number, code: string, message: string, recovered: boolean }
-  | { event: 'listening', address: string | null, port: number | null }
-  | { event: 'connection' | 'disconnect', connection: number, remoteAddress: string, remotePort: number, deviceName?: string }
-  | { event: 'clientError', connection?: number, remoteAddress?: string, remotePort?: number, deviceName?: string, code: string, message: string }
-  | { event: 'close' }
+export type LogRecord = ClientStateRecord | ClientBackoffRecord | ClientErrorRecord | ServerLogRecord
+
+/** The client's record of a state it entered. */
+export interface ClientStateRecord {
+  /** The state entered. */
+  event: 'connecting' | 'connected' | 'drained' | 'closed'
+  /** The gateway's host, as given. */
+  host: string
+  /** The gateway's port. */
+  port: number
+  /** On `closed`: it ends an attempt that failed before the gateway welcomed the client. */
+  failed?: true
+}
+
+/** The client's record of a wait before reconnecting. */
+export interface ClientBackoffRecord {
+  /** `backoff`. */
+  event: 'backoff'
+  /** The gateway's host, as given. */
+  host: string
+  /** The gateway's port. */
+  port: number
+  /** Ms until the next attempt. */
+  delay: number
+  /** Automatic reconnect attempts so far. */
+  reconnects: number
+}
+
+/** The client's record of a connection error, emitted or recovered from. */
+export interface ClientErrorRecord {
+  /** `error`. */
+  event: 'error'
+  /** The gateway's host, as given. */
+  host: string
+  /** The gateway's port. */
+  port: number
+  /** The error's stable code (`ECONNREFUSED`, `ETLSREJECTED`, ...). */
+  code: string
+  /** The error's message. */
+  message: string
+  /** True when the client recovers by itself (not emitted as `error`). */
+  recovered: boolean
+}
+
+/** The bundled Server's records. */
+export interface ServerLogRecord {
+  /** What happened. */
+  event: 'listening' | 'connection' | 'disconnect' | 'clientError' | 'close'
+  /** On `listening`: the address listened on. */
+  address?: string | null
+  /** On `listening`: the port listened on. */
+  port?: number | null
+  /** The connection's id, as in `server.connections()`. */
+  connection?: number
+  /** The peer's address. */
+  remoteAddress?: string
+  /** The peer's port. */
+  remotePort?: number
+  /** The device name its HELLO gave, once it has. */
+  deviceName?: string
+  /** On `clientError`: its code. */
+  code?: string
+  /** On `clientError`: its message. */
+  message?: string
+}
 
 /** One address a {@link LookupFunction} answers with. */
 export interface LookupAddress {
@@ -750,7 +812,7 @@ export interface ClientHealth {
   /** When the client entered `state` (ms since the epoch). */
   since: number
   /** The latest connection error, emitted or recovered from; null before the first. */
-  lastError: { code: string, message: string, at: number } | null
+  lastError: HealthError | null
   /** Automatic reconnect attempts since `new Client()`. */
   reconnects: number
   /** Events waiting to be written, now. */
@@ -760,9 +822,27 @@ export interface ClientHealth {
   /** How long the oldest event not yet acknowledged (queued or in flight) has waited, ms; 0 when none. */
   oldestQueuedAge: number
   /** With `outbox`: the events and bytes it holds; null without one. */
-  outbox: { events: number, bytes: number } | null
+  outbox: HealthOutbox | null
   /** Ms until the device certificate expires (negative once it has); null without TLS. */
   certificateExpiresIn: number | null
+}
+
+/** `client.health().lastError`. */
+export interface HealthError {
+  /** Its stable code. */
+  code: string
+  /** Its message. */
+  message: string
+  /** When it came (ms since the epoch). */
+  at: number
+}
+
+/** `client.health().outbox`. */
+export interface HealthOutbox {
+  /** Events stored and not yet answered by the gateway. */
+  events: number
+  /** Bytes the outbox holds. */
+  bytes: number
 }
 
 /** The events a `Client` emits, with the arguments of each. */
