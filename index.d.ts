@@ -264,6 +264,14 @@ export interface ServerOptions {
    * `Error`, or `false` (reject), or a Promise of one of those; a throw rejects.
    */
   onEvent?: (event: Event, connection: Connection) => unknown
+  /**
+   * The OpenTelemetry MeterProvider for the `imt_gateway.server.*` instruments (connections,
+   * events, actions; docs/server-and-testing.md); the global one of `@opentelemetry/api` when
+   * left out. With one, every event crosses into JavaScript to be counted.
+   */
+  meterProvider?: MeterProviderLike
+  /** Structured records of listening, connections, client errors and close (see {@link Logger}). */
+  logger?: Logger
 }
 
 /** The original's two-part form of `ca`: a root and an intermediate certificate. */
@@ -539,6 +547,114 @@ export interface ClientOptions {
    * it has none), then the usual backoff.
    */
   lookup?: LookupFunction
+  /**
+   * The OpenTelemetry MeterProvider to record the client's instruments with (docs/client.md,
+   * "Metrics and logs"), instead of the global one of the application's `@opentelemetry/api`
+   * (registered before `new Client()`). Without either, nothing is recorded and nothing costs.
+   */
+  meterProvider?: MeterProviderLike
+  /**
+   * Any object with `debug`, `info`, `warn` and `error` methods (pino, winston, console): the
+   * client reports its connection changes, retries with their delays and errors with their
+   * codes to it as structured records, `logger[level](fields, message)` (see {@link LogRecord}).
+   * `DEBUG=imt:gateway:*` works as before, with or without it.
+   */
+  logger?: Logger
+}
+
+/**
+ * An OpenTelemetry `MeterProvider` (from `@opentelemetry/sdk-metrics`, or any implementation of
+ * `@opentelemetry/api`'s), as far as imt-gateway uses it: it asks for the meter `imt-gateway`.
+ */
+export interface MeterProviderLike {
+  /** Called once per client or server (a shared set of instruments per meter). */
+  getMeter (name: string, version?: string, options?: object): unknown
+}
+
+/** A logger as the `logger` option takes it: pino, winston, console, or any such object. */
+export interface Logger {
+  /** `connecting`. */
+  debug (fields: LogRecord, message: string): unknown
+  /** `connected`, `drained`, `closed`; the server's `listening`, `connection`, `disconnect`, `close`. */
+  info (fields: LogRecord, message: string): unknown
+  /** `backoff`, a recovered `error`; the server's `clientError`. */
+  warn (fields: LogRecord, message: string): unknown
+  /** An `error` the client emits. */
+  error (fields: LogRecord, message: string): unknown
+}
+
+/**
+ * A record's fields, the logger's first argument (the message, its second, repeats it as text).
+ * The client's: `connecting` (debug), `connected`, `drained` and `closed` (info; `failed: true`
+ * on a `closed` that ends a failed attempt), `backoff` (warn: `delay` in ms before the next
+ * attempt, `reconnects` so far) and `error` (`error` level when emitted as the client's
+ * `error`, else warn with `recovered: true`). Each carries `host` and `port`. The server's:
+ * `listening`, `connection`, `disconnect`, `close` (info) and `clientError` (warn).
+ */
+export type LogRecord = ClientStateRecord | ClientBackoffRecord | ClientErrorRecord | ServerLogRecord
+
+/** The client's record of a state it entered. */
+export interface ClientStateRecord {
+  /** The state entered. */
+  event: 'connecting' | 'connected' | 'drained' | 'closed'
+  /** The gateway's host, as given. */
+  host: string
+  /** The gateway's port. */
+  port: number
+  /** On `closed`: it ends an attempt that failed before the gateway welcomed the client. */
+  failed?: true
+}
+
+/** The client's record of a wait before reconnecting. */
+export interface ClientBackoffRecord {
+  /** `backoff`. */
+  event: 'backoff'
+  /** The gateway's host, as given. */
+  host: string
+  /** The gateway's port. */
+  port: number
+  /** Ms until the next attempt. */
+  delay: number
+  /** Automatic reconnect attempts so far. */
+  reconnects: number
+}
+
+/** The client's record of a connection error, emitted or recovered from. */
+export interface ClientErrorRecord {
+  /** `error`. */
+  event: 'error'
+  /** The gateway's host, as given. */
+  host: string
+  /** The gateway's port. */
+  port: number
+  /** The error's stable code (`ECONNREFUSED`, `ETLSREJECTED`, ...). */
+  code: string
+  /** The error's message. */
+  message: string
+  /** True when the client recovers by itself (not emitted as `error`). */
+  recovered: boolean
+}
+
+/** The bundled Server's records. */
+export interface ServerLogRecord {
+  /** What happened. */
+  event: 'listening' | 'connection' | 'disconnect' | 'clientError' | 'close'
+  /** On `listening`: the address listened on. */
+  address?: string | null
+  /** On `listening`: the port listened on. */
+  port?: number | null
+  /** The connection's id, as in `server.connections()`. */
+  connection?: number
+  /** The peer's address. */
+  remoteAddress?: string
+  /** The peer's port. */
+  remotePort?: number
+  /** The device name its HELLO gave, once it has. */
+  deviceName?: string
+  /** On `clientError`: its code. */
+  code?: string
+  /** On `clientError`: its message. */
+  message?: string
 }
 
 /** One address a {@link LookupFunction} answers with. */
@@ -716,6 +832,57 @@ export interface ClientStats {
   outboxRefused?: number
 }
 
+/** The connection's state, as `client.health()` gives it. */
+export type ClientState = 'connecting' | 'connected' | 'drained' | 'backoff' | 'closed'
+
+/**
+ * What `client.health()` returns: a fresh plain object, from one native call, cheap enough to
+ * serve from a health endpoint on every request. Times are ms since the epoch (numbers, as
+ * `Date.now()`), ages and durations ms.
+ */
+export interface ClientHealth {
+  /**
+   * `connecting` (an attempt, up to the gateway's WELCOME), `connected` (welcomed, the gateway
+   * still delivering what it held), `drained` (events flow), `backoff` (waiting to reconnect),
+   * `closed` (before `connect()`, after `close()`, or given up).
+   */
+  state: ClientState
+  /** When the client entered `state` (ms since the epoch). */
+  since: number
+  /** The latest connection error, emitted or recovered from; null before the first. */
+  lastError: HealthError | null
+  /** Automatic reconnect attempts since `new Client()`. */
+  reconnects: number
+  /** Events waiting to be written, now. */
+  queued: number
+  /** Events written and awaiting their acknowledgement, now. */
+  inFlight: number
+  /** How long the oldest event not yet acknowledged (queued or in flight) has waited, ms; 0 when none. */
+  oldestQueuedAge: number
+  /** With `outbox`: the events and bytes it holds; null without one. */
+  outbox: HealthOutbox | null
+  /** Ms until the device certificate expires (negative once it has); null without TLS. */
+  certificateExpiresIn: number | null
+}
+
+/** `client.health().lastError`. */
+export interface HealthError {
+  /** Its stable code. */
+  code: string
+  /** Its message. */
+  message: string
+  /** When it came (ms since the epoch). */
+  at: number
+}
+
+/** `client.health().outbox`. */
+export interface HealthOutbox {
+  /** Events stored and not yet answered by the gateway. */
+  events: number
+  /** Bytes the outbox holds. */
+  bytes: number
+}
+
 /** The events a `Client` emits, with the arguments of each. */
 export interface ClientEvents extends EmitterEvents {
   /** The first WELCOME after `connect()` (not again after an automatic reconnect). */
@@ -786,6 +953,8 @@ export class Client extends TypedEventEmitter<ClientEvents> {
   readonly recovered: { readonly [code: string]: number }
   /** The client's counters (see `ClientStats`): one native call, cheap enough to poll. */
   stats (): ClientStats
+  /** Where the client is (see `ClientHealth`): state, last error, backlog; for health endpoints. */
+  health (): ClientHealth
   /**
    * The device certificate in force (the one the next or current handshake presents; from a
    * file, as read at the latest attempt), or `null` without TLS.

@@ -77,7 +77,9 @@ function walk (t, side, batch) {
 test('a client batch with every kind, made by the native writer, is read as the events it stands for', (t) => {
   const samples = native.__noticeSamples().client
   walk(t, 'client', samples)
-  const client = new Client({ host: 'localhost', port: 1 })
+  const records = []
+  const logger = { debug: (f) => records.push(f), info: (f) => records.push(f), warn: (f) => records.push(f), error: (f) => records.push(f) }
+  const client = new Client({ host: 'localhost', port: 1, logger })
   const seen = []
   for (const name of ['connect', 'drain', 'drained', 'reconnect', 'disconnect']) client.on(name, () => seen.push(name))
   client.on('action', (action, ack) => seen.push(['action', action.id, action.type, action.parameters, typeof ack]))
@@ -102,6 +104,10 @@ test('a client batch with every kind, made by the native writer, is read as the 
   ])
   t.deepEqual(done, [['seq 1', null], ['seq 2', 'ECLOSED']])
   t.deepEqual(client.recovered, { ECLOSED: 1 })
+  // The state notice (backoff, 250 ms, after a failed attempt), then fatal: closed.
+  t.like(records.find((r) => r.event === 'backoff'), { event: 'backoff', delay: 250 })
+  t.is(client.health().state, 'closed')
+  t.like(client.health().lastError, { code: 'EINTERNAL' })
   t.like(t.throws(() => client.send(new Event('x', {}))), { code: 'EINTERNAL' }, 'fatal stopped the client')
 })
 

@@ -36,10 +36,23 @@ function bundle (size, n, text) {
   return size ? { data: Buffer.alloc(size, 7) } : { n }
 }
 
-async function events ({ count, size, text, maxInFlight = 1, outbox }) {
+/**
+ * With `metrics`: an OpenTelemetry SDK MeterProvider whose reader collects every second into an
+ * in-memory exporter, as an application exporting its metrics would have (the SDK is one of the
+ * package's devDependencies).
+ */
+function meterProvider () {
+  const { MeterProvider, InMemoryMetricExporter, PeriodicExportingMetricReader, AggregationTemporality } = require('@opentelemetry/sdk-metrics')
+  const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE)
+  const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 1000 })
+  return new MeterProvider({ readers: [reader] })
+}
+
+async function events ({ count, size, text, maxInFlight = 1, outbox, metrics }) {
   // With `outbox: { sync }`: a fresh outbox directory, removed afterwards.
   const dir = outbox && fs.mkdtempSync(path.join(os.tmpdir(), 'imt-bench-outbox-'))
-  const c = client(outbox ? { maxInFlight, outbox: { path: dir, ...outbox } } : { maxInFlight })
+  const provider = metrics ? meterProvider() : null
+  const c = client({ maxInFlight, ...(outbox ? { outbox: { path: dir, ...outbox } } : {}), ...(provider ? { meterProvider: provider } : {}) })
   c.connect()
   await drained(c)
   const payloads = Array.from({ length: Math.min(count, 4) }, (_, i) => bundle(size, i, text))
@@ -57,6 +70,7 @@ async function events ({ count, size, text, maxInFlight = 1, outbox }) {
   const seconds = (now() - started) / 1000
   const cpuPer = cpuUs(cpu, count)
   c.close()
+  if (provider) await provider.shutdown()
   if (dir) fs.rmSync(dir, { recursive: true, force: true })
   return { perSecond: count / seconds, mbPerSecond: count * size / seconds / 1e6, cpuUs: cpuPer }
 }

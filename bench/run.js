@@ -9,7 +9,8 @@
 //   --pin CPU                   run the Server, the floor and the clients on that one CPU
 //                               (taskset): no cross-CPU wake-ups, far steadier figures
 //   --only TEXT                 only the figures whose name contains TEXT (may be repeated;
-//                               `--only outbox`: the durable outbox rows, without the floor)
+//                               `--only outbox`: the durable outbox rows, without the floor;
+//                               `--only metrics`: the OpenTelemetry rows)
 //   --chart FILE                also write the chart of the ratios (SVG, bench/chart.js) to FILE
 //   --reference FILE            carry imt-gateway 2.0.8's figures, measured elsewhere, into the
 //                               results as `reference` ({name, values: {row name: figure}}),
@@ -319,6 +320,20 @@ async function main () {
       results[name] = { client: c, inMemory: memory }
       row(name, 'perSecond', 'events/s', c.perSecond, memory.perSecond, sync === 'interval' ? 0.8 : null, true, ratios('perSecond'))
     }
+  }
+
+  // Small events with OpenTelemetry metrics on (an SDK MeterProvider given as `meterProvider`,
+  // its in-memory exporter collecting every second) against the same client with none (in the
+  // floor's column), stop-and-wait and with maxInFlight 64, in rounds of off then on. Target
+  // (issue 27): 0.9 of the client without metrics.
+  for (const maxInFlight of [1, 64]) {
+    const name = `events small, metrics on${maxInFlight === 1 ? '' : ', maxInFlight 64'} (vs off)`
+    if (!wanted(name)) continue
+    const count = scale(maxInFlight === 1 ? 20000 : 50000)
+    const run = (metrics) => runClient({ ...base, kind: 'events', count, size: 0, maxInFlight, metrics })
+    const { clients: [c], floor: off, ratios } = await paired(() => run(false), () => run(true))
+    results[name] = { client: c, metricsOff: off }
+    row(name, 'perSecond', 'events/s', c.perSecond, off.perSecond, 0.9, true, ratios('perSecond'))
   }
 
   // Small events, small actions and the round trip of one awaited event again, against the

@@ -12,6 +12,7 @@ const { pemBuffer, pemPath, tokenUri, caList, CODES } = require('./tls-options')
 // expect. Per-message paths check `debug.enabled` (a cached flag in `debug` 4) before formatting.
 const createDebug = require('debug')
 const { newId } = require('./ids')
+const { meterOf, loggerOf, log, ClientMetrics } = require('./observe')
 
 const debug = createDebug('imt:gateway:client')
 const nativeDebug = createDebug('imt:gateway:native')
@@ -41,13 +42,14 @@ const { kinds: KINDS, widths: WIDTHS } = layout('client', {
   action: ['id', 'type', 'payload', 'delivered'],
   acknowledgement: ['correlid', 'status', 'code', 'message'],
   done: ['seq'],
-  failed: ['seq', 'code', 'message'],
+  failed: ['seq', 'code', 'message', 'refused'],
   reconnect: [],
   disconnect: [],
   error: ['code', 'message', 'proxyStatus', 'socksReply'],
   fatal: ['code', 'message'],
   idle: ['cycle'],
-  recovered: ['code', 'message']
+  recovered: ['code', 'message'],
+  state: ['state', 'delay', 'failed']
 })
 const CONNECT = KINDS.connect
 const DRAIN = KINDS.drain
@@ -61,6 +63,7 @@ const ERROR = KINDS.error
 const FATAL = KINDS.fatal
 const IDLE = KINDS.idle
 const RECOVERED = KINDS.recovered
+const STATE = KINDS.state
 
 // A batch comes as the callback's arguments (the values one by one: nothing to build), or, when
 // it has more values than a call should take (MAX_ARGUMENTS in src/node/client/mailbox.rs), as one
@@ -336,6 +339,16 @@ class Client extends EventEmitter {
     const outbox = outboxOptions(options.outbox)
     const route = routeOptions(options)
     this._lookup = options.lookup || null
+    // client.health(): the connection's state as the core last reported it (or as connect() and
+    // close() set it at once), since when (ms since the epoch), and the last error.
+    this._state = 'closed'
+    this._since = Date.now()
+    this._lastError = null
+    this._reported = 'closed'
+    this._now = 0
+    this._logger = loggerOf(options.logger)
+    const deviceName = os.hostname()
+    const meter = meterOf(options.meterProvider)
     const self = new WeakRef(this)
     // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...).
     this._native = new NativeClient({
@@ -345,7 +358,7 @@ class Client extends EventEmitter {
       key,
       cert,
       ca,
-      deviceName: os.hostname(),
+      deviceName,
       autoReconnect: flag(options.autoReconnect, 'autoReconnect'),
       maxReconnectAttempts: count(options.maxReconnectAttempts, 'maxReconnectAttempts'),
       maxInFlight: Math.max(1, count(options.maxInFlight, 'maxInFlight')),
@@ -381,6 +394,8 @@ class Client extends EventEmitter {
     this._outbox = outbox !== undefined
     this._outboxClosed = false
     if (this._outbox) this._restored()
+    // Null without a meter: then each event pays one null check, nothing else.
+    this._metrics = meter === null ? null : new ClientMetrics(meter, this, deviceName)
   }
 
   // Runs the `lookup` option for lookup `id` of the native side and hands back its answer
@@ -439,6 +454,7 @@ class Client extends EventEmitter {
     this._active = true
     active.add(this)
     debug('connect to %s:%d', this.host, this.port)
+    if (this._state === 'closed') this._setState('connecting')
     if (this._wantRef) this._native.ref()
     this._native.connect(this._cycle)
     this._scheduleWarning()
@@ -461,6 +477,7 @@ class Client extends EventEmitter {
       outboxDebug('closing the outbox: %s (%s)', err.message, err.code)
     }
     if (this._outbox && !keepQueue) this._outboxClosed = true
+    this._setState('closed')
     // A client with no connection keeps nothing alive, yet the callbacks of its queued events
     // are still to run (ECLOSED, from the native side): hold the process until they have.
     if (!keepQueue && !this._active && this._wantRef && this._closing === 0) {
@@ -487,11 +504,13 @@ class Client extends EventEmitter {
     }
     const invalid = invalidEvent(event)
     if (invalid) {
+      if (this._metrics !== null) this._metrics.events.failed++
       if (!callback) throw invalid
       process.nextTick(callback, invalid)
       return this
     }
     if (this._dead) {
+      if (this._metrics !== null) this._metrics.events.failed++
       if (!callback) throw this._dead
       process.nextTick(callback, this._dead)
       return this
@@ -517,8 +536,11 @@ class Client extends EventEmitter {
       // What JavaScript threw while the bundle was read (a getter).
       refused = gatewayError(`Invalid event bundle: ${reason(err)}`, 'EINVALIDBUNDLE')
     }
-    if (refused !== undefined) {
+    if (refused === undefined) {
+      if (this._metrics !== null) this._metrics.sent(seq)
+    } else {
       this._callbacks.take(seq)
+      if (this._metrics !== null) this._metrics.events.failed++
       reportPanics()
       if (this._outbox && outboxDebug.enabled) outboxDebug('send refused: %s (%s)', refused.message, refused.code)
       if (!callback) throw refused
@@ -634,6 +656,70 @@ class Client extends EventEmitter {
     if (closing && closing.length) {
       this._closeWaiters = []
       for (const resolve of closing) resolve(this)
+    }
+  }
+
+  /**
+   * Where the client is, cheaply enough for a health endpoint called on every request: one
+   * native call, no allocation but the object returned. `state` is the connection's
+   * (`'connecting'`, `'connected'`, `'drained'`, `'backoff'` or `'closed'`), `since` when it
+   * entered it and `lastError.at` when that error came (ms since the epoch, as `Date.now()`),
+   * `oldestQueuedAge` how long (ms) the oldest event not yet acknowledged has waited (0 for
+   * none). See `ClientHealth` in index.d.ts and docs/client.md.
+   */
+  health () {
+    const native = this._native.health()
+    const expiresAt = native.certificateExpiresAt
+    return {
+      state: this._state,
+      since: this._since,
+      lastError: this._lastError,
+      reconnects: native.reconnects,
+      queued: native.queued,
+      inFlight: native.inFlight,
+      oldestQueuedAge: native.oldestQueuedAge,
+      outbox: this._outbox ? { events: native.outboxEvents, bytes: native.outboxBytes } : null,
+      certificateExpiresIn: expiresAt === null ? null : expiresAt - Date.now()
+    }
+  }
+
+  // The state health() reports, from the core's `state` notices (and at once from connect()
+  // and close()); the core's own transitions count connections and go to the logger.
+  _setState (state) {
+    if (state === this._state) return
+    this._state = state
+    this._since = Date.now()
+  }
+
+  _stateNotice (state, delay, failed) {
+    const previous = this._reported
+    this._reported = state
+    this._setState(state)
+    const metrics = this._metrics
+    if (metrics !== null) {
+      if (failed) metrics.connections.failed++
+      else if (state === 'connected' || (state === 'drained' && previous === 'connecting')) metrics.connections.connected++
+    }
+    const logger = this._logger
+    if (logger === null) return
+    const fields = { event: state, host: this.host, port: this.port }
+    if (state === 'backoff') {
+      fields.delay = delay
+      fields.reconnects = this._native.health().reconnects
+      log(logger, 'warn', fields, `reconnecting in ${Math.round(delay)} ms`)
+    } else if (state === 'connecting') {
+      log(logger, 'debug', fields, 'connecting')
+    } else {
+      if (failed) fields.failed = true
+      log(logger, 'info', fields, state)
+    }
+  }
+
+  // An error, emitted or recovered from: health()'s lastError, and the logger's record.
+  _noteError (code, message, recovered) {
+    this._lastError = { code, message, at: Date.now() }
+    if (this._logger !== null) {
+      log(this._logger, recovered ? 'warn' : 'error', { event: 'error', code, message, recovered, host: this.host, port: this.port }, message)
     }
   }
 
@@ -757,6 +843,7 @@ class Client extends EventEmitter {
   // A batch is one flat list, `[kind, ...fields, kind, ...]` (lib/notices.js).
   _dispatch (batch) {
     let thrown = null
+    this._now = 0 // the batch's performance.now(), read at its first done event (with metrics)
     for (let at = 0; at < batch.length;) {
       const kind = batch[at]
       const fields = at + 1
@@ -781,6 +868,7 @@ class Client extends EventEmitter {
 
   // No socket, no attempt, no timer: stop keeping the process alive for this client.
   _idle () {
+    this._setState('closed')
     this._active = false
     this._drained = false
     active.delete(this)
@@ -803,6 +891,10 @@ class Client extends EventEmitter {
     this._dead = gatewayError(message, code)
     let thrown = null
     const callbacks = this._callbacks.drain()
+    if (this._metrics !== null) {
+      this._metrics.events.failed += callbacks.length
+      this._metrics.forget()
+    }
     for (const callback of callbacks) {
       try {
         callback(gatewayError(message, code))
@@ -825,6 +917,7 @@ class Client extends EventEmitter {
     if (proxyStatus !== null) err.proxyStatus = proxyStatus
     if (socksReply !== null) err.socksReply = socksReply
     debug('error: %s (%s)', err.message, err.code)
+    this._noteError(err.code, err.message, false)
     this._drained = false
     if (this._holdError(err)) return
     this.emit('error', err)
@@ -833,9 +926,11 @@ class Client extends EventEmitter {
   _recovered (code, message) {
     this.recovered[code] = (this.recovered[code] || 0) + 1
     if (debug.enabled) debug('recovered: %s (%s)', message, code)
+    this._noteError(code, message, true)
   }
 
-  _done (seq, err) {
+  _done (seq, err, outcome) {
+    if (this._metrics !== null) this._metrics.done(seq, outcome, this._now || (this._now = performance.now()))
     const callback = this._callbacks.take(seq)
     if (err && debug.enabled) debug('event %d failed: %s (%s)', seq, err.message, err.code)
     if (callback && this._closing > 0 && --this._closing === 0 && !this._active) this._native.unref()
@@ -845,7 +940,7 @@ class Client extends EventEmitter {
   _notice (kind, batch, at) {
     switch (kind) {
       case DONE:
-        this._done(batch[at], null)
+        this._done(batch[at], null, 'acked')
         break
       case ACTION:
         this._action(batch[at], batch[at + 1], batch[at + 2], batch[at + 3])
@@ -862,7 +957,7 @@ class Client extends EventEmitter {
         break
       }
       case FAILED:
-        this._done(batch[at], gatewayError(batch[at + 2], batch[at + 1]))
+        this._done(batch[at], gatewayError(batch[at + 2], batch[at + 1]), batch[at + 3] ? 'refused' : 'failed')
         break
       case CONNECT:
         debug('connected')
@@ -899,6 +994,9 @@ class Client extends EventEmitter {
       case IDLE:
         if (batch[at] === this._cycle) this._idle()
         break
+      case STATE:
+        this._stateNotice(batch[at], batch[at + 1], batch[at + 2])
+        break
     }
   }
 
@@ -914,6 +1012,7 @@ class Client extends EventEmitter {
     const ack = (err) => {
       if (acked) return
       acked = true
+      if (this._metrics !== null) this._metrics.actions[err === undefined || err === null ? 'acked' : 'failed']++
       if (err === undefined || err === null) return this._ackNative(named)
       const message = err instanceof Error || (typeof err === 'object' && err.message !== undefined) ? String(err.message) : String(err)
       const code = typeof err === 'object' && err.code !== undefined && err.code !== null ? String(err.code) : undefined

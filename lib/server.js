@@ -8,6 +8,7 @@ const fs = require('fs')
 const { pemBuffer, pemPath, tokenUri, caList } = require('./tls-options')
 const { newId } = require('./ids')
 const { layout } = require('./notices')
+const { meterOf, loggerOf, log, ServerMetrics } = require('./observe')
 
 // The notices this reader reads, with their fields in order, checked at load against the
 // native table (src/node/notice.rs), which numbers them. A batch is one flat array,
@@ -129,11 +130,15 @@ class Server extends EventEmitter {
       helloTimeout: millis(options.helloTimeout, 'helloTimeout'),
       idleTimeout: millis(options.idleTimeout, 'idleTimeout')
     })
+    this._logger = loggerOf(options.logger)
+    const meter = meterOf(options.meterProvider)
+    // With a meter, events are counted here, so they cross into JavaScript.
+    this._metrics = meter === null ? null : new ServerMetrics(meter)
     // Events cross into JavaScript only while someone listens for them (or decides them).
-    this._native.setEventNotices(false)
+    this._native.setEventNotices(this._metrics !== null)
     this.on('newListener', (name) => { if (name === 'event') this._native.setEventNotices(true) })
     this.on('removeListener', (name) => {
-      if (name === 'event' && this.listenerCount('event') === 0) this._native.setEventNotices(false)
+      if (name === 'event' && this.listenerCount('event') === 0 && this._metrics === null) this._native.setEventNotices(false)
     })
   }
 
@@ -224,6 +229,10 @@ class Server extends EventEmitter {
       .then((result) => {
         if (result.error) throw gatewayError(result.error.message, result.error.code)
         this._listening = true
+        if (this._logger !== null) {
+          const address = this.address()
+          log(this._logger, 'info', { event: 'listening', address: address && address.address, port: address && address.port }, 'listening')
+        }
       })
   }
 
@@ -321,6 +330,7 @@ class Server extends EventEmitter {
   }
 
   _decide (decision, verdict) {
+    if (this._metrics !== null) this._metrics.events[verdict ? 'refused' : 'acked']++
     if (verdict) this._native.decide(decision, verdict.code, verdict.message)
     else this._native.decide(decision)
   }
@@ -337,12 +347,16 @@ class Server extends EventEmitter {
   _notice (kind, batch, at) {
     switch (kind) {
       case KINDS.connection:
+        if (this._metrics !== null) this._metrics.connected(batch[at])
+        if (this._logger !== null) this._log('info', 'connection', batch[at])
         this.emit('connection', batch[at])
         break
       case KINDS.hello:
         this.emit('hello', batch[at])
         break
       case KINDS.disconnect:
+        if (this._metrics !== null) this._metrics.disconnected(batch[at])
+        if (this._logger !== null) this._log('info', 'disconnect', batch[at])
         this.emit('disconnect', batch[at])
         break
       case KINDS.event: {
@@ -350,24 +364,30 @@ class Server extends EventEmitter {
         const decision = batch[at + 4]
         const event = new Event(batch[at + 2], batch[at + 3], batch[at + 1])
         if (decision !== null) this._handle(decision, event, connection)
+        else if (this._metrics !== null) this._metrics.events.acked++
         this.emit('event', event, connection)
         break
       }
       case KINDS.acknowledgement: {
         const status = batch[at + 3]
         const error = status === 0 ? null : gatewayError(batch[at + 5] || 'Action failed.', batch[at + 4])
+        if (this._metrics !== null) this._metrics.actions[error ? 'failed' : 'acked']++
         this.emit('acknowledgement', { id: batch[at + 1], status, error }, batch[at])
         this._settleAction(batch[at + 2], error)
         break
       }
       case KINDS.discarded:
+        if (this._metrics !== null) this._metrics.actions.failed++
         this._settleAction(batch[at], gatewayError('The server closed before the action was acknowledged.', 'ECLOSED'))
         break
       case KINDS.clientError:
+        if (this._metrics !== null) this._metrics.clientError(batch[at])
+        if (this._logger !== null) this._log('warn', 'clientError', batch[at], { code: batch[at + 1], message: batch[at + 2] })
         this.emit('clientError', gatewayError(batch[at + 2], batch[at + 1]), batch[at])
         break
       case KINDS.close: {
         this._listening = false
+        if (this._logger !== null) log(this._logger, 'info', { event: 'close' }, 'close')
         const nth = ++this._closeNotices
         const callbacks = this._closeCallbacks.get(nth) || []
         this._closeCallbacks.delete(nth)
@@ -376,6 +396,18 @@ class Server extends EventEmitter {
         break
       }
     }
+  }
+
+  // A record about a connection: `{ event, connection: id, remoteAddress, deviceName, ...more }`.
+  _log (level, event, connection, more) {
+    const fields = { event }
+    if (connection) {
+      fields.connection = connection.id
+      fields.remoteAddress = connection.remoteAddress
+      fields.remotePort = connection.remotePort
+      if (connection.deviceName !== undefined && connection.deviceName !== null) fields.deviceName = connection.deviceName
+    }
+    log(this._logger, level, Object.assign(fields, more), more && more.message ? more.message : event)
   }
 
   _handle (decision, event, connection) {

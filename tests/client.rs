@@ -9,7 +9,7 @@ use imt_gateway::client::{client, ActionAck, Batch, ClientHandle, ClientOptions,
 use imt_gateway::pki::{CertRequest, CertificateAuthority, KeyKind};
 use imt_gateway::protocol::Value;
 use imt_gateway::server::{Server, ServerEvent, ServerOptions};
-use imt_gateway::session::{Notice, OutgoingEvent};
+use imt_gateway::session::{ConnectionState, Notice, OutgoingEvent};
 use imt_gateway::tls;
 use tokio::sync::mpsc;
 
@@ -64,6 +64,45 @@ fn event(seq: u64) -> OutgoingEvent {
     )
 }
 
+/// A state notice as the driver reports it, without a delay.
+fn state(state: ConnectionState) -> Notice {
+    Notice::State {
+        state,
+        delay: None,
+        failed: false,
+    }
+}
+
+/// `seen` with each backoff's delay checked (at most `max`) and left out, so lists compare.
+fn without_delays(seen: &[Notice], max: Duration) -> Vec<Notice> {
+    seen.iter()
+        .map(|n| match n {
+            Notice::State {
+                state,
+                delay,
+                failed,
+            } => {
+                assert_eq!(delay.is_some(), *state == ConnectionState::Backoff, "{n:?}");
+                assert!(delay.is_none_or(|d| d <= max), "{n:?}");
+                Notice::State {
+                    state: *state,
+                    delay: None,
+                    failed: *failed,
+                }
+            }
+            other => other.clone(),
+        })
+        .collect()
+}
+
+/// `seen` without the state notices.
+fn without_states(seen: &[Notice]) -> Vec<Notice> {
+    seen.iter()
+        .filter(|n| !matches!(n, Notice::State { .. }))
+        .cloned()
+        .collect()
+}
+
 fn count(seen: &[Notice], pred: impl Fn(&Notice) -> bool) -> usize {
     seen.iter().filter(|n| pred(n)).count()
 }
@@ -91,8 +130,9 @@ async fn echo_three_events(options: ClientOptions) {
             error: None,
         })));
     }
-    assert_eq!(seen[0], Notice::Connect);
-    assert_eq!(seen[1], Notice::Drain);
+    let notices = without_states(&seen);
+    assert_eq!(notices[0], Notice::Connect);
+    assert_eq!(notices[1], Notice::Drain);
     let done: Vec<u64> = seen
         .iter()
         .filter_map(|n| match n {
@@ -194,12 +234,21 @@ async fn a_kick_is_followed_by_one_reconnect_and_a_second_drain() {
         count(s, |n| *n == Notice::Drain) == 2
     })
     .await;
+    use ConnectionState::*;
+    // Each state before the notices of the input that made it.
     assert_eq!(
-        seen,
+        without_delays(&seen, Duration::from_millis(50)),
         vec![
+            state(Connecting),
+            state(Connected),
             Notice::Connect,
+            state(Drained),
             Notice::Drain,
+            state(Backoff),
+            state(Connecting),
             Notice::Reconnect,
+            state(Connected),
+            state(Drained),
             Notice::Drain
         ]
     );
@@ -218,18 +267,29 @@ async fn a_refused_connection_is_an_error_without_reconnecting() {
     options.session.auto_reconnect = false;
     let (client, mut rx) = spawn(options);
     client.command(Command::Connect { cycle: 7 });
-    let batch = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    match &batch.notices[..] {
-        [Notice::Error(err)] => {
+    let mut notices = Vec::new();
+    let mut idle = None;
+    while idle.is_none() {
+        let batch = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        notices.extend(batch.notices);
+        idle = batch.idle;
+    }
+    match &notices[..] {
+        [connecting, Notice::State {
+            state: ConnectionState::Closed,
+            delay: None,
+            failed: true,
+        }, Notice::Error(err)] => {
+            assert_eq!(*connecting, state(ConnectionState::Connecting));
             assert_eq!(err.code, "ECONNREFUSED");
             assert!(err.message.contains("ECONNREFUSED 127.0.0.1"), "{err}");
         }
-        other => panic!("expected one error, got {other:?}"),
+        other => panic!("expected connecting, a failed attempt and one error, got {other:?}"),
     }
-    assert_eq!(batch.idle, Some(7));
+    assert_eq!(idle, Some(7));
 }
 
 #[tokio::test]
@@ -253,9 +313,18 @@ async fn a_server_that_goes_away_leaves_the_client_idle_without_reconnecting() {
         idle = batch.idle;
     }
     assert_eq!(idle, Some(3));
+    use ConnectionState::*;
     assert_eq!(
         seen,
-        vec![Notice::Connect, Notice::Drain, Notice::Disconnect]
+        vec![
+            state(Connecting),
+            state(Connected),
+            Notice::Connect,
+            state(Drained),
+            Notice::Drain,
+            state(Closed),
+            Notice::Disconnect
+        ]
     );
 }
 

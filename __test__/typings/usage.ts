@@ -223,3 +223,24 @@ new Client({ host: 'gateway.example.com', key: hardware, cert: 'pkcs11:token=dev
 new Server({ key: 'pkcs11:token=gw;object=k;type=private?module-path=/m.so', cert: 'PEM' }).setCredentials({ key: { pkcs11: { module: '/m.so', slot: 0, id: '01' } }, cert: 'PEM' })
 // @ts-expect-error a token key names its module
 new Client({ host: 'gateway.example.com', key: { pkcs11: { token: 'device', object: 'k' } }, cert: 'PEM' })
+
+// Health, OpenTelemetry metrics and structured logs.
+import { ClientHealth, ClientState, LogRecord, Logger } from 'imt-gateway'
+import { MeterProvider } from '@opentelemetry/sdk-metrics'
+const observed = new Client({ meterProvider: new MeterProvider(), logger: console })
+const health: ClientHealth = observed.health()
+const state: ClientState = health.state
+const backlog: number = health.queued + health.inFlight + health.oldestQueuedAge
+const lastCode: string | undefined = health.lastError?.code
+const stored: number | null = health.outbox === null ? null : health.outbox.bytes
+const records: LogRecord[] = []
+const keeping: Logger = {
+  debug: (fields) => records.push(fields),
+  info: (fields) => records.push(fields),
+  warn: (fields) => records.push(fields),
+  error: (fields) => records.push(fields)
+}
+new Server({ meterProvider: new MeterProvider(), logger: keeping })
+console.log(state, backlog, lastCode, stored, health.since, health.certificateExpiresIn)
+// @ts-expect-error a logger needs all four levels
+new Client({ logger: { info: () => {} } })

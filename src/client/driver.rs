@@ -18,7 +18,7 @@ use super::timer::Timer;
 use super::write_times::WriteTimes;
 use super::{open, transport, ActionAck, Batch, ClientOptions, Command, Route, Stream};
 use crate::protocol::{Frame, FrameError, FrameReader};
-use crate::session::{Output, Session, SessionError, Timing, Xorshift};
+use crate::session::{ConnectionState, Notice, Output, Session, SessionError, Timing, Xorshift};
 
 /// Frames read in one burst before the batch goes out, so a flood cannot starve the host.
 const BURST: usize = 256;
@@ -80,6 +80,8 @@ pub(super) struct Driver<S> {
     reported_idle: bool,
     /// The outbox was told of an answer this turn: its tombstones wait for `flush_notices`.
     forgotten: bool,
+    /// The session's state as last reported ([`Notice::State`]).
+    state: ConnectionState,
 }
 
 impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
@@ -104,6 +106,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             cycle: 0,
             reported_idle: true,
             forgotten: false,
+            state: ConnectionState::Closed,
         }
     }
 
@@ -176,6 +179,8 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
 
     fn handle(&mut self, input: Input) {
         let writes = self.session.event_writes();
+        let closing = matches!(input, Input::Command(Some(Command::Close { .. })));
+        let first_notice = self.batch.notices.len();
         let outputs = match input {
             Input::Command(None) => Vec::new(),
             Input::Command(Some(command)) => match command {
@@ -245,6 +250,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         };
         self.apply(outputs);
         self.timer.arm(self.session.poll_timeout());
+        self.report_state(first_notice, closing);
         let window = self.options.session.max_in_flight.max(1) as u64;
         if let Some(rtt) = self
             .write_times
@@ -307,6 +313,36 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         }
     }
 
+    /// Puts a [`Notice::State`] before the notices of the input just handled (from
+    /// `first_notice` on) if the session's state changed: so JavaScript, in `connect` or
+    /// `drained`, already sees the state they announce. Rare (connection changes only).
+    fn report_state(&mut self, first_notice: usize, closing: bool) {
+        let state = self.session.state();
+        if state == self.state {
+            return;
+        }
+        let failed = self.state == ConnectionState::Connecting
+            && matches!(state, ConnectionState::Backoff | ConnectionState::Closed)
+            && !closing;
+        let delay = match state {
+            ConnectionState::Backoff => self
+                .session
+                .poll_timeout()
+                .map(|at| at.saturating_duration_since(self.now)),
+            _ => None,
+        };
+        self.state = state;
+        let at = first_notice.min(self.batch.notices.len());
+        self.batch.notices.insert(
+            at,
+            Notice::State {
+                state,
+                delay,
+                failed,
+            },
+        );
+    }
+
     /// Writes the write queue while the socket takes it: the next event or acknowledgement is on
     /// the wire before JavaScript hears of the batch that made it, so the peer works on it
     /// meanwhile, and no extra turn of the loop is spent only on writing. What the socket does
@@ -357,6 +393,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         // Before the batch goes: whoever it wakes reads the counters that include it.
         let stats = self.session.stats();
         self.stats.store(&stats);
+        self.stats.store_oldest(self.session.oldest_pending());
         // Waiting with nothing in flight, the connection keeps no read buffer: an idle
         // client's largest allocation, made again when a frame arrives. Not right after a
         // large frame, whose memory the next one may reuse (see `FrameReader::release_idle`).

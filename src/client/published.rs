@@ -3,7 +3,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use super::Traffic;
 use crate::session::SessionStats;
@@ -20,6 +21,15 @@ pub struct ClientStats {
     /// Between the write of the frame of the event acknowledged last and the read of its
     /// acknowledgement; `None` before the first acknowledgement.
     pub rtt: Option<Duration>,
+    /// When the oldest event not yet done (queued or in flight) was queued; `None` when none
+    /// waits. `client.health()`'s `oldestQueuedAge`.
+    pub oldest_queued: Option<Instant>,
+}
+
+/// The instant `Published::oldest` counts from: the first time any client needed it.
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
 }
 
 /// The counters as the host reads them while the task runs, maybe on another thread: relaxed
@@ -44,6 +54,8 @@ pub(super) struct Published {
     drained: AtomicBool,
     /// Nanoseconds plus one; 0 before the first round trip.
     pub(super) rtt: AtomicU64,
+    /// [`ClientStats::oldest_queued`] as nanoseconds after [`base`] plus one; 0 for none.
+    oldest: AtomicU64,
     pub(super) traffic: Arc<Traffic>,
 }
 
@@ -66,9 +78,19 @@ impl Published {
         self.drained.store(s.drained, relaxed);
     }
 
+    /// Stores [`ClientStats::oldest_queued`].
+    pub(super) fn store_oldest(&self, oldest: Option<Instant>) {
+        let nanos = oldest.map_or(0, |at| {
+            let nanos = at.saturating_duration_since(base()).as_nanos();
+            u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+        });
+        self.oldest.store(nanos, Ordering::Relaxed);
+    }
+
     pub(super) fn read(&self) -> ClientStats {
         let relaxed = Ordering::Relaxed;
         let rtt = self.rtt.load(relaxed);
+        let oldest = self.oldest.load(relaxed);
         ClientStats {
             session: SessionStats {
                 queued: self.queued.load(relaxed),
@@ -89,6 +111,9 @@ impl Published {
             bytes_sent: self.traffic.sent.load(relaxed),
             bytes_received: self.traffic.received.load(relaxed),
             rtt: rtt.checked_sub(1).map(Duration::from_nanos),
+            oldest_queued: oldest
+                .checked_sub(1)
+                .map(|nanos| base() + Duration::from_nanos(nanos)),
         }
     }
 }

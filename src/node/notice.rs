@@ -68,8 +68,9 @@ notices! {
         Acknowledgement = "acknowledgement" ["correlid", "status", "code", "message"],
         /// The event's callback, without error.
         Done = "done" ["seq"],
-        /// The event's callback, with that error.
-        Failed = "failed" ["seq", "code", "message"],
+        /// The event's callback, with that error; `refused` when it is the gateway's verdict (an
+        /// acknowledgement with an error), not a local failure.
+        Failed = "failed" ["seq", "code", "message", "refused"],
         Reconnect = "reconnect" [],
         Disconnect = "disconnect" [],
         /// `proxyStatus` and `socksReply`: what a refusing proxy answered (`EPROXY`), else null.
@@ -80,6 +81,9 @@ notices! {
         Idle = "idle" ["cycle"],
         /// Something the client recovered from by itself, never an `error`.
         Recovered = "recovered" ["code", "message"],
+        /// The connection's state changed: its name, the reconnect delay in ms (backoff) or
+        /// null, and whether an attempt just failed before WELCOME.
+        State = "state" ["state", "delay", "failed"],
     }
 }
 

@@ -37,7 +37,7 @@ pub use actions::ActionKey;
 use actions::Delivered;
 pub use config::{SessionConfig, Timer, Timing};
 pub use event::OutgoingEvent;
-pub use output::{ErrorDetail, Notice, Output, SessionError};
+pub use output::{ConnectionState, ErrorDetail, Notice, Output, SessionError};
 pub use random::{backoff, Random, Xorshift};
 pub use stats::SessionStats;
 
@@ -88,6 +88,9 @@ struct Pending {
     /// The number of the event's last write ([`SessionStats::events_written`]); 0 if it was
     /// never written.
     write: u64,
+    /// When it was queued (given to [`Session::send`] or restored): `client.health()`'s
+    /// `oldestQueuedAge`.
+    queued_at: Instant,
 }
 
 /// How the last connection or attempt ended, kept for the error emitted when reconnecting
@@ -162,6 +165,23 @@ impl Session {
             drained: self.phase == Phase::Drained,
             ..self.counts
         }
+    }
+
+    /// Where the connection is, in O(1).
+    pub fn state(&self) -> ConnectionState {
+        match self.phase {
+            Phase::Idle => ConnectionState::Closed,
+            Phase::Connecting | Phase::AwaitingWelcome => ConnectionState::Connecting,
+            Phase::Receiving => ConnectionState::Connected,
+            Phase::Drained => ConnectionState::Drained,
+            Phase::WaitingToReconnect => ConnectionState::Backoff,
+        }
+    }
+
+    /// When the oldest event whose callback has not run yet was queued; `None` when none
+    /// waits. O(1): events are done in send order.
+    pub fn oldest_pending(&self) -> Option<Instant> {
+        self.pending.front().map(|pending| pending.queued_at)
     }
 
     /// `(events_written, last_acked_write)` of [`Session::stats`]: what the driver compares
@@ -491,6 +511,7 @@ impl Session {
             event,
             stage: Stage::Queued,
             write: 0,
+            queued_at: self.now.unwrap_or_else(Instant::now),
         });
         self.counts.queued += 1;
         self.flush(out);

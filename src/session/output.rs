@@ -109,4 +109,42 @@ pub enum Notice {
     /// reconnects, an undecodable frame, a timeout, a frame it ignored): logged and counted,
     /// never emitted as `error`.
     Recovered(SessionError),
+    /// The connection's state changed (`client.health()`, metrics and the `logger` option).
+    /// Never output by the session itself: the client's driver compares
+    /// [`Session::state`] around each input and puts this before that input's notices.
+    State {
+        state: ConnectionState,
+        /// The reconnect delay, when `state` is [`ConnectionState::Backoff`].
+        delay: Option<std::time::Duration>,
+        /// An attempt ended before the gateway welcomed the client (not by `close()`).
+        failed: bool,
+    },
+}
+
+/// Where the client's connection is, as `client.health().state` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Never connected, closed by the user, or given up.
+    Closed,
+    /// An attempt is under way, up to the gateway's WELCOME.
+    Connecting,
+    /// Welcomed; the gateway is still delivering the actions it held.
+    Connected,
+    /// The gateway said DRAINED: events flow.
+    Drained,
+    /// The connection is gone and the reconnect delay is running.
+    Backoff,
+}
+
+impl ConnectionState {
+    /// The name JavaScript sees.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectionState::Closed => "closed",
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Connected => "connected",
+            ConnectionState::Drained => "drained",
+            ConnectionState::Backoff => "backoff",
+        }
+    }
 }

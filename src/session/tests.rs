@@ -1622,3 +1622,36 @@ fn a_reconnect_asked_for_resends_what_was_in_flight_on_a_new_attempt_at_once() {
     s.close(true);
     assert_eq!(s.reconnect_now(now()), []);
 }
+
+#[test]
+fn the_state_follows_the_connection_and_the_oldest_event_is_the_first_not_done() {
+    let mut s = session(config());
+    assert_eq!(s.state(), ConnectionState::Closed);
+    assert_eq!(s.oldest_pending(), None);
+    s.connect(now());
+    assert_eq!(s.state(), ConnectionState::Connecting);
+    s.connected();
+    assert_eq!(s.state(), ConnectionState::Connecting, "until WELCOME");
+    s.receive(Message::Welcome, now());
+    assert_eq!(s.state(), ConnectionState::Connected);
+    s.receive(Message::Drained, now());
+    assert_eq!(s.state(), ConnectionState::Drained);
+    let first = now();
+    s.send(event(1), first);
+    s.send(event(2), first + ms(5));
+    assert_eq!(s.oldest_pending(), Some(first));
+    s.receive(ack(1), first + ms(10));
+    assert_eq!(s.oldest_pending(), Some(first + ms(5)), "the first is done");
+    s.connection_lost(None, first + ms(20));
+    assert_eq!(s.state(), ConnectionState::Backoff);
+    assert_eq!(
+        s.oldest_pending(),
+        Some(first + ms(5)),
+        "kept across the drop"
+    );
+    fire(&mut s, Timer::Reconnect);
+    assert_eq!(s.state(), ConnectionState::Connecting);
+    s.close(false);
+    assert_eq!(s.state(), ConnectionState::Closed);
+    assert_eq!(s.oldest_pending(), None);
+}

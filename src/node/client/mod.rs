@@ -41,7 +41,7 @@ use self::mailbox::{BatchSink, DirectCall, Mailbox, MailboxCall};
 use self::outbox::{
     outbox_error, outbox_options, restored_info, NativeOutboxOptions, NativeRestored,
 };
-use self::stats::{NativeOutboxStats, NativeStats};
+use self::stats::{NativeHealth, NativeOutboxStats, NativeStats};
 use super::{internal, thrown};
 use crate::client::proxy::Proxy;
 use crate::client::{
@@ -421,6 +421,17 @@ impl NativeClient {
     #[napi(catch_unwind)]
     pub fn stats(&self) -> NativeStats {
         NativeStats::of(&self.handle.stats())
+    }
+
+    /// `client.health()`'s numbers (see [`NativeHealth`]), read without waiting for the task.
+    #[napi(catch_unwind)]
+    pub fn health(&self) -> NativeHealth {
+        let outbox = self.store.as_ref().map(|store| store.stats());
+        let expires_at = self
+            .credentials
+            .as_ref()
+            .map(|c| c.certificate().not_after as f64 * 1000.0);
+        NativeHealth::of(&self.handle.stats(), outbox.as_ref(), expires_at)
     }
 
     /// Makes the client's task panic: the test suite's proof that a panic in the core reaches

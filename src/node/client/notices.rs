@@ -8,7 +8,7 @@ use crate::client::Batch;
 use crate::errors::ErrorCode;
 use crate::node::notice::{ClientKind, Flat};
 use crate::protocol::{ErrorBody, Value};
-use crate::session::{ActionKey, ErrorDetail, Notice, SessionError};
+use crate::session::{ActionKey, ConnectionState, ErrorDetail, Notice, SessionError};
 
 /// Writes `batch`'s notices, then its fatal error and its idle report.
 pub(super) fn write_batch(out: &mut Flat, batch: Batch) -> Result<()> {
@@ -70,7 +70,9 @@ fn write_notice(out: &mut Flat, notice: Notice) -> Result<()> {
         } => {
             out.kind(ClientKind::Failed)?;
             out.number(seq as f64)?;
-            out.error(err)
+            let refused = matches!(err.code, ErrorCode::Gateway(_) | ErrorCode::Ack);
+            out.error(err)?;
+            out.object(refused)
         }
         Notice::Reconnect => out.kind(ClientKind::Reconnect),
         Notice::Disconnect => out.kind(ClientKind::Disconnect),
@@ -81,6 +83,16 @@ fn write_notice(out: &mut Flat, notice: Notice) -> Result<()> {
         Notice::Recovered(err) => {
             out.kind(ClientKind::Recovered)?;
             out.error(err)
+        }
+        Notice::State {
+            state,
+            delay,
+            failed,
+        } => {
+            out.kind(ClientKind::State)?;
+            out.string(state.name())?;
+            out.optional_number(delay.map(|d| d.as_secs_f64() * 1000.0))?;
+            out.object(failed)
         }
     }
 }
@@ -127,6 +139,11 @@ pub(crate) fn write_samples(out: &mut Flat) -> Result<()> {
         Notice::Error(err(ErrorCode::Proxy).with_detail(Some(ErrorDetail::ProxyStatus(407)))),
         Notice::Error(err(ErrorCode::Proxy).with_detail(Some(ErrorDetail::SocksReply(2)))),
         Notice::Recovered(err(ErrorCode::Closed)),
+        Notice::State {
+            state: ConnectionState::Backoff,
+            delay: Some(std::time::Duration::from_millis(250)),
+            failed: true,
+        },
     ];
     write_batch(
         out,

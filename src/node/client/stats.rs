@@ -76,3 +76,39 @@ impl NativeOutboxStats {
         }
     }
 }
+
+/// `client.health()`'s numbers, in one call: what JavaScript cannot know itself.
+#[napi(object, object_from_js = false, use_nullable = true)]
+pub struct NativeHealth {
+    pub queued: f64,
+    pub in_flight: f64,
+    pub reconnects: f64,
+    /// Ms since the oldest event not yet done was queued; 0 when none waits.
+    pub oldest_queued_age: f64,
+    /// The outbox's events and bytes; null without an outbox.
+    pub outbox_events: Option<f64>,
+    pub outbox_bytes: Option<f64>,
+    /// The end of the device certificate's validity, ms since the epoch; null without TLS.
+    pub certificate_expires_at: Option<f64>,
+}
+
+impl NativeHealth {
+    pub(super) fn of(
+        stats: &ClientStats,
+        outbox: Option<&StoreStats>,
+        certificate_expires_at: Option<f64>,
+    ) -> NativeHealth {
+        let s = &stats.session;
+        NativeHealth {
+            queued: s.queued as f64,
+            in_flight: s.in_flight as f64,
+            reconnects: s.reconnects as f64,
+            oldest_queued_age: stats
+                .oldest_queued
+                .map_or(0.0, |at| at.elapsed().as_secs_f64() * 1000.0),
+            outbox_events: outbox.map(|o| o.pending as f64),
+            outbox_bytes: outbox.map(|o| o.bytes as f64),
+            certificate_expires_at,
+        }
+    }
+}
