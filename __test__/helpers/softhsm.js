@@ -26,10 +26,26 @@ function onPath (tool) {
 }
 
 // Why the tests cannot run here, or null when they can.
+// The machine an ELF shared object is built for (its header's e_machine), as process.arch names
+// it; null when the file is no ELF object this knows.
+function elfArch (file) {
+  const header = Buffer.alloc(20)
+  const fd = fs.openSync(file, 'r')
+  try {
+    fs.readSync(fd, header, 0, 20, 0)
+  } finally {
+    fs.closeSync(fd)
+  }
+  if (header.readUInt32BE(0) !== 0x7f454c46) return null
+  return { 62: 'x64', 183: 'arm64', 40: 'arm', 3: 'ia32' }[header.readUInt16LE(18)] || null
+}
+
 function unavailable () {
   if (process.platform === 'win32') return 'SoftHSM tests run on Linux and macOS'
   const module = MODULES.find((file) => fs.existsSync(file))
   if (!module) return `no SoftHSM 2 module (looked for ${MODULES.join(', ')}; bash scripts/toolchains.sh pkcs11 installs it)`
+  const arch = process.platform === 'linux' ? elfArch(module) : process.arch
+  if (arch !== process.arch) return `the SoftHSM 2 module ${module} is built for ${arch || 'another machine'}, this process is ${process.arch} (under emulation)`
   if (!onPath('softhsm2-util')) return 'softhsm2-util is not on PATH (package softhsm2)'
   if (!onPath('pkcs11-tool')) return 'pkcs11-tool is not on PATH (package opensc)'
   return null

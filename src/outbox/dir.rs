@@ -144,9 +144,17 @@ pub(super) fn prepare_dir(dir: &Path) -> Result<(), OutboxError> {
     }
 }
 
+/// How long a lock held elsewhere is waited for before `EOUTBOXLOCKED`: a child process forked
+/// by another thread holds a copy of every descriptor, the lock's too, until it executes its
+/// program (the descriptors are close-on-exec), so a lock just released by this process can
+/// seem held for that moment (milliseconds, more under emulation). A lock held by a live
+/// `Outbox` is still refused, only this much later.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Opens the directory's `LOCK` file (created 0600 if missing), checks that it is this user's
 /// ([`check_file`]), and locks it: `EOUTBOXLOCKED` when another `Outbox`, in this process or
-/// another, holds it. The lock lasts as long as the returned file is open.
+/// another, holds it (for longer than [`LOCK_PATIENCE`]). The lock lasts as long as the returned
+/// file is open.
 pub(super) fn lock_dir(dir: &Path) -> Result<File, OutboxError> {
     let lock_path = dir.join(LOCK_FILE);
     let lock = private(
@@ -159,7 +167,13 @@ pub(super) fn lock_dir(dir: &Path) -> Result<File, OutboxError> {
     .open(&lock_path)
     .map_err(|e| OutboxError::io(format_args!("cannot open {}", lock_path.display()), e))?;
     check_file(&lock, &lock_path)?;
-    match lock.try_lock() {
+    let started = std::time::Instant::now();
+    let mut locked = lock.try_lock();
+    while matches!(locked, Err(TryLockError::WouldBlock)) && started.elapsed() < LOCK_PATIENCE {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        locked = lock.try_lock();
+    }
+    match locked {
         Ok(()) => Ok(lock),
         Err(TryLockError::WouldBlock) => Err(OutboxError::new(
             ErrorCode::OutboxLocked,

@@ -489,6 +489,37 @@ fn a_newest_segment_with_a_bad_header_but_data_is_left_in_place() {
     assert_eq!(recovery.pending.len(), kept + 1);
 }
 
+/// A child process forked by another thread holds a copy of the lock's descriptor until it
+/// executes its program: an outbox closed and opened again meanwhile must not be refused as
+/// "open elsewhere". Here the child holds the copy for 100 ms and never executes anything.
+#[cfg(unix)]
+#[test]
+fn a_lock_held_only_by_a_forked_child_for_a_moment_does_not_refuse_the_next_opener() {
+    let dir = TempDir::new().unwrap();
+    let (outbox, _) = Outbox::open(dir.path(), opts(SyncMode::None)).unwrap();
+    // SAFETY: the child only sleeps (nanosleep) and leaves with `_exit`, both async-signal-safe,
+    // so it touches no lock or allocator state the fork may have copied mid-use.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        // SAFETY: as above; `pause` is a valid timespec on this stack.
+        unsafe {
+            libc::nanosleep(&pause, std::ptr::null_mut());
+            libc::_exit(0);
+        }
+    }
+    assert!(child > 0, "fork failed");
+    drop(outbox);
+    let reopened = Outbox::open(dir.path(), opts(SyncMode::None));
+    let mut status = 0;
+    // SAFETY: waits for the child made above; `status` is a local.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    assert!(reopened.is_ok(), "{:?}", reopened.err());
+}
+
 #[test]
 fn a_second_opener_in_the_same_process_is_refused_until_the_first_closes() {
     let dir = TempDir::new().unwrap();
