@@ -505,7 +505,9 @@ fn a_lock_held_only_by_a_forked_child_for_a_moment_does_not_refuse_the_next_open
             tv_sec: 0,
             tv_nsec: 100_000_000,
         };
-        // SAFETY: as above; `pause` is a valid timespec on this stack.
+        // SAFETY: as above; `pause` is a valid timespec on this stack, which nothing else
+        // touches: the child runs no JavaScript and no other thread (fork copies only this
+        // one), and no other program can reach its memory.
         unsafe {
             libc::nanosleep(&pause, std::ptr::null_mut());
             libc::_exit(0);

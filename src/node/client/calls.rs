@@ -164,7 +164,9 @@ unsafe fn run_call<const N: usize>(
                 argv[argc..].fill(undefined);
             }
             // SAFETY: `data` is the `Calls` count the function holds (the caller's guarantee),
-            // released only by its finalizer, which cannot run during a call of it.
+            // released only by its finalizer, which cannot run during a call of it. It is Rust
+            // memory, not a JavaScript object's: JavaScript that `body` runs cannot move or free
+            // it, and no other program can reach this process's heap.
             let calls = unsafe { &*data.cast::<Calls>() };
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(calls, argv))) {
                 Ok(done) => done,

@@ -123,7 +123,8 @@ pub(super) unsafe fn action_key(
             // SAFETY: only `delivered_handle` tags externals with `DELIVERED_TAG`, and their
             // data is a boxed `ActionKey` (Rust memory, not a JavaScript object's) that lives
             // until the finalizer, which cannot run while `id`, a handle of this call's
-            // scope, keeps the external alive; the key is cloned (a reference count) at once.
+            // scope, keeps the external alive; the key is cloned (a reference count) at once,
+            // before any JavaScript can run. No other program can reach this process's heap.
             return Ok(unsafe { &*data.cast::<ActionKey>() }.clone());
         }
     }

@@ -356,7 +356,9 @@ unsafe extern "C" fn pull(env: sys::napi_env, info: sys::napi_callback_info) -> 
     };
     if status == sys::Status::napi_ok && !data.is_null() {
         // SAFETY: `data` is the `DirectCall` count this function holds until its finalizer,
-        // which cannot run during a call of the function.
+        // which cannot run during a call of the function, so the batch's JavaScript (run
+        // below through it) cannot free it; it is Rust memory, not a JavaScript object's, and
+        // no other program can reach this process's heap.
         let direct = unsafe { &*data.cast::<DirectCall>() };
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if !direct.on_thread() || !direct.live.get() {

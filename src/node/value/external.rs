@@ -201,7 +201,10 @@ impl ExternalStrings {
         // is the runtime's, with this signature (see `find_external_strings`). `data` and
         // `len` are the units inside the box `owner`, which nothing else reads or writes, and
         // which `release` frees when V8 is done with them (V8 only reads them); the
-        // out-pointers are locals.
+        // out-pointers are locals. They are Rust memory, not a JavaScript object's: no
+        // JavaScript can write or free them while V8 holds the pointer (the call runs none,
+        // and later code sees only the immutable string), and no other program can reach this
+        // process's heap (a frame's bytes came from a read, not a shared mapping).
         let status = unsafe {
             U::external(self)(
                 env,
