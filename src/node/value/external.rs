@@ -204,7 +204,7 @@ impl ExternalStrings {
         // out-pointers are locals. They are Rust memory, not a JavaScript object's: no
         // JavaScript can write or free them while V8 holds the pointer (the call runs none,
         // and later code sees only the immutable string), and no other program can reach this
-        // process's heap (a frame's bytes came from a read, not a shared mapping).
+        // process's memory (a frame's is its heap or a private anonymous mapping).
         let status = unsafe {
             U::external(self)(
                 env,
