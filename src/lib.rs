@@ -42,6 +42,7 @@ pub mod credentials;
 pub mod defaults;
 pub mod errors;
 pub mod outbox;
+pub mod percent;
 pub mod pkcs11;
 pub mod pki;
 pub mod protocol;

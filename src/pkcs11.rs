@@ -102,29 +102,12 @@ pub fn is_uri(bytes: &[u8]) -> bool {
 }
 
 fn decode(value: &str, name: &str) -> Result<Vec<u8>, Pkcs11Error> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    Pkcs11Error::new(
-                        URI,
-                        format!("Bad percent-encoding in the '{name}' attribute."),
-                    )
-                })?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Ok(out)
+    crate::percent::decode(value).ok_or_else(|| {
+        Pkcs11Error::new(
+            URI,
+            format!("Bad percent-encoding in the '{name}' attribute."),
+        )
+    })
 }
 
 fn text(value: &str, name: &str) -> Result<String, Pkcs11Error> {

@@ -141,24 +141,8 @@ fn redact(url: &str) -> String {
 
 /// `%XX` sequences decoded (a user or password in a URL); the result must be UTF-8.
 fn percent_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|hex| std::str::from_utf8(hex).ok())
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .ok_or("proxy credentials hold a bad %-escape")?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "proxy credentials are not UTF-8 once decoded".to_owned())
+    let bytes = crate::percent::decode(text).ok_or("proxy credentials hold a bad %-escape")?;
+    String::from_utf8(bytes).map_err(|_| "proxy credentials are not UTF-8 once decoded".to_owned())
 }
 
 /// `host:port`, `[v6]:port`, `host`, `[v6]` or a bare IPv6 address, split; the host without
