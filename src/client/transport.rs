@@ -427,6 +427,25 @@ mod tests {
         }
     }
 
+    /// Plain TCP, straight, on tokio, to a name that resolves to `addresses`.
+    async fn open_to(addresses: Vec<SocketAddr>) -> Result<Stream, SessionError> {
+        let port = addresses.first().map_or(1, SocketAddr::port);
+        open(
+            Arc::new(Tokio),
+            route(port, addresses),
+            None,
+            None,
+            Arc::default(),
+        )
+        .await
+    }
+
+    /// An address on which nobody listens: a connection to it is refused at once.
+    fn refused_address() -> SocketAddr {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        closed.local_addr().unwrap()
+    }
+
     #[tokio::test]
     async fn a_black_holed_ipv6_address_costs_one_attempt_delay_not_the_connect_timeout() {
         let Some((hole, _filler)) = black_hole() else {
@@ -438,13 +457,7 @@ mod tests {
         let good = gateway.local_addr().unwrap();
         // The black hole comes first (IPv6 first), the gateway second.
         let started = Instant::now();
-        let opening = open(
-            Arc::new(Tokio),
-            route(good.port(), vec![good, hole]),
-            None,
-            None,
-            Arc::default(),
-        );
+        let opening = open_to(vec![good, hole]);
         let accepting = tokio::spawn(async move { gateway.accept().await });
         let stream = tokio::time::timeout(Duration::from_secs(20), opening).await;
         let took = started.elapsed();
@@ -462,20 +475,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_first_address_lets_the_next_start_at_once() {
-        // A port nobody listens on, on IPv6 and IPv4: refused at once.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let refused = closed.local_addr().unwrap();
-        drop(closed);
+        let refused = refused_address();
         let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let good = gateway.local_addr().unwrap();
         let started = Instant::now();
-        let opening = open(
-            Arc::new(Tokio),
-            route(good.port(), vec![refused, good]),
-            None,
-            None,
-            Arc::default(),
-        );
+        let opening = open_to(vec![refused, good]);
         let (stream, _) = tokio::join!(opening, gateway.accept());
         assert!(stream.is_ok());
         assert!(
@@ -487,30 +491,10 @@ mod tests {
 
     #[tokio::test]
     async fn every_address_refused_is_the_last_refusal() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let refused = closed.local_addr().unwrap();
-        drop(closed);
-        let err = open(
-            Arc::new(Tokio),
-            route(refused.port(), vec![refused, refused]),
-            None,
-            None,
-            Arc::default(),
-        )
-        .await
-        .err()
-        .unwrap();
+        let refused = refused_address();
+        let err = open_to(vec![refused, refused]).await.err().unwrap();
         assert_eq!(err.code.code(), "ECONNREFUSED");
-        let none = open(
-            Arc::new(Tokio),
-            route(1, vec![]),
-            None,
-            None,
-            Arc::default(),
-        )
-        .await
-        .err()
-        .unwrap();
+        let none = open_to(vec![]).await.err().unwrap();
         assert_eq!(none.code, ErrorCode::NotFound);
     }
 
