@@ -524,16 +524,25 @@ test('a large action arrives whole, as a Buffer that outlives garbage collection
   action.parameters.data[0] ^= 0xff // the application owns it
   // A second large action, dropped at once: the collector frees its Buffer (which shows that it
   // ran), and a frame freed too early would have its memory taken by this one.
+  // The registry is kept reachable to the end (a registry that is collected itself never calls
+  // back), and the second action is received in a function of its own, so that no promise or
+  // variable of this test still holds it.
   let freed = false
   const registry = new FinalizationRegistry(() => { freed = true })
-  const next = once(client, 'action')
-  server.queueAction(require('os').hostname(), { id: 'big-2', type: 'firmware', parameters: { data: Buffer.alloc(data.length, 0x55) } })
-  await next.then(([second, ackSecond]) => { ackSecond(); registry.register(second.parameters.data, 'big-2') })
-  for (let i = 0; i < 20; i++) {
-    global.gc()
-    await new Promise((resolve) => setTimeout(resolve, 10))
-    if (freed) break
+  const receiveSecond = async () => {
+    const next = once(client, 'action')
+    server.queueAction(require('os').hostname(), { id: 'big-2', type: 'firmware', parameters: { data: Buffer.alloc(data.length, 0x55) } })
+    const [second, ackSecond] = await next
+    ackSecond()
+    registry.register(second.parameters.data, 'big-2', registry)
   }
+  await receiveSecond()
+  const deadline = Date.now() + scaled(5000)
+  while (!freed && Date.now() < deadline) {
+    global.gc()
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  registry.unregister(registry)
   t.true(freed, 'the collector ran and freed the dropped Buffer')
   const expected = Buffer.from(data)
   expected[0] ^= 0xff
