@@ -29,6 +29,9 @@ if (!why) {
   hsm.initToken('device')
   hsm.initToken('gateway')
   hsm.initToken('spare')
+  hsm.initToken('locked')
+  hsm.generateKey('locked', 'EC:prime256v1', 'locked-key', '04')
+  hsm.lockUserPin('locked')
   ca = new TestCertificateAuthority('pkcs11 test root')
   const issue = (name, spki, extra) => ca.issue({ commonName: name, publicKey: spki, ...extra }).cert
   rsa = { cert: issue('rsa-device', hsm.generateKey('device', 'rsa:2048', 'rsa-key', '01'), { client: true }), uri: hsm.uri('device', 'rsa-key') }
@@ -64,6 +67,13 @@ run('a wrong PIN is EPKCS11PIN, before any login in this process', (t) => {
   t.notRegex(err.message, /0000/, 'the PIN is not in the message')
   const none = t.throws(() => new Client({ host: '127.0.0.1', port: 1, key: hsm.uri('device', 'rsa-key', { pin: null }), cert: rsa.cert, ca: ca.cert }))
   t.is(none.code, 'EPKCS11PIN')
+})
+
+run('a token whose user PIN is locked is EPKCS11PINLOCKED, and no login is tried', (t) => {
+  const err = t.throws(() => new Client({ host: '127.0.0.1', port: 1, key: hsm.uri('locked', 'locked-key'), cert: ec.cert, ca: ca.cert }))
+  t.is(err.code, 'EPKCS11PINLOCKED')
+  t.regex(err.message, /locked/)
+  t.notRegex(err.message, new RegExp(hsm.pin), 'the PIN is not in the message')
 })
 
 run('mutual TLS with an RSA key generated in the token', async (t) => {

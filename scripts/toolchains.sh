@@ -16,6 +16,10 @@
 #              EDQUOT (__test__/outbox.test.js, which needs root and is skipped without)
 #   pkcs11     softhsm2 and opensc (pkcs11-tool): a software token holding the RSA and EC keys
 #              of the hardware-key tests (__test__/pkcs11.test.js, skipped without)
+#   pkcs11-arm64  SoftHSM 2 built for arm64 and the OpenSSL it links, from Debian's arm64
+#              packages, unpacked into /opt/softhsm-arm64 (Debian's libsofthsm2 cannot be
+#              installed for two machines at once): the hardware-key tests under qemu
+#              (scripts/test-emulated.sh linux-arm64-gnu)
 # Debian or Ubuntu; uses sudo when not root.
 set -euo pipefail
 
@@ -86,6 +90,25 @@ pkcs11 () {
   apt_install softhsm2 opensc
 }
 
+SOFTHSM_ARM64=/opt/softhsm-arm64
+
+pkcs11_arm64 () {
+  [ -e "$SOFTHSM_ARM64/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so" ] && return 0
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    $SUDO dpkg --add-architecture arm64
+    APT_UPDATED=""
+  fi
+  if [ -z "$APT_UPDATED" ]; then $SUDO apt-get update -qq; APT_UPDATED=1; fi
+  local debs
+  debs=$(mktemp -d)
+  chmod 777 "$debs" # apt's download user writes there
+  echo "toolchains: apt-get download libsofthsm2:arm64 libssl3:arm64 into $SOFTHSM_ARM64"
+  (cd "$debs" && apt-get download -qq libsofthsm2:arm64 libssl3:arm64)
+  $SUDO mkdir -p "$SOFTHSM_ARM64"
+  for deb in "$debs"/*.deb; do $SUDO dpkg-deb -x "$deb" "$SOFTHSM_ARM64"; done
+  rm -rf "$debs"
+}
+
 [ $# -gt 0 ] || set -- linux
 for part in "$@"; do
   case "$part" in
@@ -97,6 +120,7 @@ for part in "$@"; do
     network) network ;;
     filesystems) filesystems ;;
     pkcs11) pkcs11 ;;
-    *) echo "toolchains: unknown part '$part' (linux, emulation, musl, windows, lint, network, filesystems)" >&2; exit 2 ;;
+    pkcs11-arm64) pkcs11_arm64 ;;
+    *) echo "toolchains: unknown part '$part' (linux, emulation, musl, windows, lint, network, filesystems, pkcs11, pkcs11-arm64)" >&2; exit 2 ;;
   esac
 done
