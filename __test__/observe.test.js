@@ -154,6 +154,44 @@ test('health(): the certificate\'s remaining validity over TLS, and the outbox\'
   t.true(outbox.bytes > 0)
 })
 
+test('metrics: each event is timed from send() to its acknowledgement, none is left out over thousands, and a closed client hands over its last', async (t) => {
+  const { provider, collect } = meter()
+  // The gateway holds the verdict on the first event for 300 ms.
+  const server = await start(t, { echo: false, onEvent: (event) => event.type === 'slow' ? delay(300) : undefined })
+  const client = new Client({ host: 'localhost', port: server.address().port, maxInFlight: 64, meterProvider: provider })
+  t.teardown(() => client.close())
+  await client.connectAsync()
+  t.is(await sent(client, new Event('slow', {})), null)
+  let m = await collect()
+  let { value } = m['imt_gateway.client.event.duration'].points[0]
+  t.is(value.count, 1)
+  t.true(value.min >= 0.29 && value.max < scaled(5), `${value.min} s: the gateway's 300 ms, and not more than a few seconds`)
+  // More than the core keeps between hand-overs, pipelined.
+  const count = 2500
+  const results = await Promise.all(Array.from({ length: count }, (_, n) => sent(client, new Event('fast', { n }))))
+  t.deepEqual(results.filter((r) => r !== null), [])
+  m = await collect()
+  value = m['imt_gateway.client.event.duration'].points[0].value
+  t.is(value.count, count + 1, 'every acknowledged event, once')
+  t.true(value.max < scaled(30), `${value.max} s: each event's own wait, queue included`)
+  // Another client's event answered after the last collection; the client is closed and
+  // dropped before the next one: close() handed its duration over.
+  const other = new WeakRef(await (async () => {
+    const dropped = new Client({ host: 'localhost', port: server.address().port, meterProvider: provider })
+    await dropped.connectAsync()
+    t.is(await sent(dropped, new Event('fast', { n: -1 })), null)
+    dropped.close()
+    return dropped
+  })())
+  for (let i = 0; i < 50 && other.deref() !== undefined; i++) {
+    await delay(20)
+    global.gc()
+  }
+  t.is(other.deref(), undefined, 'the closed client was collected')
+  m = await collect()
+  t.is(m['imt_gateway.client.event.duration'].points[0].value.count, count + 2)
+})
+
 test('metrics: the client\'s instruments count events, actions and connections by outcome, with device.id, and observe the queue and the state', async (t) => {
   const { provider, collect } = meter()
   const server = await start(t, {

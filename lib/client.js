@@ -369,6 +369,8 @@ class Client extends EventEmitter {
       connectTimeout: count(options.connectTimeout, 'connectTimeout'),
       ackTimeout: count(options.ackTimeout, 'ackTimeout'),
       keepAlive: count(options.keepAlive, 'keepAlive'),
+      // With metrics, the core times each answered event for the duration histogram.
+      timeEvents: meter !== null,
       // Opened here: a locked outbox (EOUTBOXLOCKED) or an unusable directory throws now.
       outbox,
       ...route,
@@ -477,6 +479,7 @@ class Client extends EventEmitter {
       outboxDebug('closing the outbox: %s (%s)', err.message, err.code)
     }
     if (this._outbox && !keepQueue) this._outboxClosed = true
+    if (this._metrics !== null) this._metrics.drain()
     this._setState('closed')
     // A client with no connection keeps nothing alive, yet the callbacks of its queued events
     // are still to run (ECLOSED, from the native side): hold the process until they have.
@@ -536,9 +539,7 @@ class Client extends EventEmitter {
       // What JavaScript threw while the bundle was read (a getter).
       refused = gatewayError(`Invalid event bundle: ${reason(err)}`, 'EINVALIDBUNDLE')
     }
-    if (refused === undefined) {
-      if (this._metrics !== null) this._metrics.sent(seq)
-    } else {
+    if (refused !== undefined) {
       this._callbacks.take(seq)
       if (this._metrics !== null) this._metrics.events.failed++
       reportPanics()
@@ -843,7 +844,6 @@ class Client extends EventEmitter {
   // A batch is one flat list, `[kind, ...fields, kind, ...]` (lib/notices.js).
   _dispatch (batch) {
     let thrown = null
-    this._now = 0 // the batch's performance.now(), read at its first done event (with metrics)
     for (let at = 0; at < batch.length;) {
       const kind = batch[at]
       const fields = at + 1
@@ -891,10 +891,7 @@ class Client extends EventEmitter {
     this._dead = gatewayError(message, code)
     let thrown = null
     const callbacks = this._callbacks.drain()
-    if (this._metrics !== null) {
-      this._metrics.events.failed += callbacks.length
-      this._metrics.forget()
-    }
+    if (this._metrics !== null) this._metrics.events.failed += callbacks.length
     for (const callback of callbacks) {
       try {
         callback(gatewayError(message, code))
@@ -930,7 +927,7 @@ class Client extends EventEmitter {
   }
 
   _done (seq, err, outcome) {
-    if (this._metrics !== null) this._metrics.done(seq, outcome, this._now || (this._now = performance.now()))
+    if (this._metrics !== null) this._metrics.done(outcome)
     const callback = this._callbacks.take(seq)
     if (err && debug.enabled) debug('event %d failed: %s (%s)', seq, err.message, err.code)
     if (callback && this._closing > 0 && --this._closing === 0 && !this._active) this._native.unref()

@@ -163,6 +163,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
         max_reconnect_attempts: input.below(4) as u32,
         max_in_flight: window,
         max_queue_size: input.below(6),
+        time_events: input.bool(),
     };
     let timing = Timing {
         reconnect_delay: ms(input.below(3) * 100),

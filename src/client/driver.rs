@@ -394,6 +394,10 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         let stats = self.session.stats();
         self.stats.store(&stats);
         self.stats.store_oldest(self.session.oldest_pending());
+        let durations = self.session.take_durations();
+        if !durations.is_empty() {
+            self.stats.add_durations(durations);
+        }
         // Waiting with nothing in flight, the connection keeps no read buffer: an idle
         // client's largest allocation, made again when a frame arrives. Not right after a
         // large frame, whose memory the next one may reuse (see `FrameReader::release_idle`).

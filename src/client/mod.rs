@@ -69,6 +69,13 @@ impl ClientHandle {
     pub fn stats(&self) -> ClientStats {
         self.stats.read()
     }
+
+    /// The durations (seconds) of the events answered since the last call, when the session
+    /// times them ([`crate::session::SessionConfig::time_events`]), in the order they were
+    /// answered; read without waiting for the task.
+    pub fn take_durations(&self) -> Vec<f64> {
+        self.stats.take_durations()
+    }
 }
 
 /// Creates a client: the handle, and the task to spawn on a tokio runtime. `sink` receives

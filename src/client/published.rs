@@ -2,8 +2,8 @@
 //! from any thread's point of view (`Published`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Traffic;
@@ -57,6 +57,9 @@ pub(super) struct Published {
     /// [`ClientStats::oldest_queued`] as nanoseconds after [`base`] plus one; 0 for none.
     oldest: AtomicU64,
     pub(super) traffic: Arc<Traffic>,
+    /// The answered events' durations not yet taken by the host (metrics only, see
+    /// `SessionConfig::time_events`): added once per turn, taken in bulk.
+    durations: Mutex<Vec<f64>>,
 }
 
 impl Published {
@@ -85,6 +88,21 @@ impl Published {
             u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
         });
         self.oldest.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Adds a turn's durations (see [`Published::take_durations`]).
+    pub(super) fn add_durations(&self, mut durations: Vec<f64>) {
+        let mut kept = self.durations.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.is_empty() {
+            std::mem::swap(&mut *kept, &mut durations);
+        } else {
+            kept.append(&mut durations);
+        }
+    }
+
+    /// The durations added since the last call, oldest first.
+    pub(super) fn take_durations(&self) -> Vec<f64> {
+        std::mem::take(&mut *self.durations.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub(super) fn read(&self) -> ClientStats {

@@ -24,6 +24,10 @@ pub struct SessionConfig {
     /// How many events may wait for their callback at once; a `send` beyond it fails at once
     /// with `EQUEUEFULL`. 0 is unlimited.
     pub max_queue_size: usize,
+    /// Time each answered event, from its send to its acknowledgement, for the duration
+    /// histogram of the metrics (see [`super::Session::take_durations`]). Off unless the host
+    /// records metrics: then nothing is timed or kept.
+    pub time_events: bool,
 }
 
 impl SessionConfig {
@@ -35,6 +39,7 @@ impl SessionConfig {
             max_reconnect_attempts: defaults::MAX_RECONNECT_ATTEMPTS,
             max_in_flight: defaults::MAX_IN_FLIGHT,
             max_queue_size: defaults::MAX_QUEUE_SIZE,
+            time_events: false,
         }
     }
 }

@@ -129,6 +129,11 @@ pub struct Session {
     armed: [Option<Instant>; 3],
     /// The time of the input being handled: timers started by it run from then.
     now: Option<Instant>,
+    /// What [`Session::take_durations`] hands over; `None` unless
+    /// [`SessionConfig::time_events`] (boxed: every client's task holds a session, and a
+    /// pointer is a third of a `Vec`).
+    #[allow(clippy::box_collection)]
+    durations: Option<Box<Vec<f64>>>,
     /// The totals of [`Session::stats`], and `queued` and `in_flight`, counted as events are
     /// queued, written, acknowledged and forgotten; `connected` and `drained` are filled in
     /// when it is read.
@@ -155,7 +160,18 @@ impl Session {
             armed: [None; 3],
             now: None,
             counts: SessionStats::default(),
+            durations: None,
         }
+    }
+
+    /// The durations (seconds, from send to acknowledgement) of the events answered since the
+    /// last call, in the order of their acknowledgements; empty unless
+    /// [`SessionConfig::time_events`].
+    pub fn take_durations(&mut self) -> Vec<f64> {
+        self.durations
+            .as_deref_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// What the session has done and where it is, in O(1).
@@ -285,7 +301,7 @@ impl Session {
                 correlid,
                 status,
                 error,
-            } => self.acknowledged(&mut out, correlid, status, error),
+            } => self.acknowledged(&mut out, correlid, status, error, now),
             Message::Bye { error: Some(error) } => {
                 out.push(Output::Emit(Notice::Error(SessionError {
                     code: error.code.map_or(ErrorCode::Bye, ErrorCode::Gateway),
@@ -725,6 +741,7 @@ impl Session {
         correlid: Value,
         status: i64,
         error: Option<ErrorBody>,
+        now: Instant,
     ) {
         let written = self.written.min(self.pending.len());
         let mut any_sent = false;
@@ -772,6 +789,11 @@ impl Session {
             }
             counts.in_flight = counts.in_flight.saturating_sub(1);
             counts.last_acked_write = pending.write;
+            if self.config.time_events {
+                let taken = now.saturating_duration_since(pending.queued_at);
+                let durations = self.durations.get_or_insert_with(Box::default);
+                durations.push(taken.as_secs_f64());
+            }
             pending.stage = Stage::Acked(result);
             if let Some(stored) = pending.event.stored {
                 out.push(Output::Forget(stored));

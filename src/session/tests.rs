@@ -257,6 +257,37 @@ fn ten_events_are_sent_one_at_a_time_in_order() {
 }
 
 #[test]
+fn answered_events_are_timed_from_send_to_acknowledgement_only_when_asked() {
+    let t0 = now();
+    let mut timed = drained(SessionConfig {
+        time_events: true,
+        ..config()
+    });
+    assert_eq!(timed.send(event(0), t0), [write(0)]);
+    assert_eq!(timed.send(event(1), t0 + ms(10)), []);
+    // Accepted after 250 ms; refused 100 ms after that (sent when the first was answered, but
+    // queued at 10 ms).
+    timed.receive(ack(0), t0 + ms(250));
+    let refusal = Message::Acknowledgement {
+        correlid: text("e1"),
+        status: 1,
+        error: None,
+    };
+    timed.receive(refusal, t0 + ms(350));
+    assert_eq!(timed.take_durations(), [0.25, 0.34]);
+    assert_eq!(timed.take_durations(), Vec::<f64>::new(), "taken once");
+    // Closed unanswered: no verdict, no duration.
+    assert_eq!(timed.send(event(2), t0 + ms(400)), [write(2)]);
+    timed.close(false);
+    assert_eq!(timed.take_durations(), Vec::<f64>::new());
+
+    let mut untimed = drained(config());
+    assert_eq!(untimed.send(event(0), t0), [write(0)]);
+    untimed.receive(ack(0), t0 + ms(250));
+    assert_eq!(untimed.take_durations(), Vec::<f64>::new());
+}
+
+#[test]
 fn a_failed_acknowledgement_fails_the_callback() {
     let mut s = drained(config());
     s.send(event(1), now());
@@ -1465,6 +1496,7 @@ proptest! {
                 max_reconnect_attempts,
                 max_in_flight,
                 max_queue_size: 0,
+                time_events: true,
             },
             timing.clone(),
             Xorshift::new(seed),
@@ -1580,6 +1612,13 @@ proptest! {
             (tally.reconnects, tally.acknowledged, tally.rejected, tally.failed_closed)
         );
         prop_assert_eq!((stats.queued, stats.in_flight), (0, 0));
+        let durations = s.take_durations();
+        prop_assert_eq!(
+            durations.len() as u64,
+            stats.acknowledged + stats.rejected,
+            "one duration per answered event"
+        );
+        prop_assert!(durations.iter().all(|d| d.is_finite() && *d >= 0.0));
         prop_assert_eq!(s.poll_timeout(), None, "a timer armed after close");
         for seq in 1..=next_seq {
             prop_assert_eq!(seen.done.get(&seq).copied(), Some(1), "seq {}", seq);

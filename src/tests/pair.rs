@@ -1451,6 +1451,7 @@ mod tests {
                         max_reconnect_attempts,
                         max_in_flight,
                         max_queue_size,
+                        time_events: false,
                     }
                 },
             );

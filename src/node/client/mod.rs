@@ -29,7 +29,7 @@ use std::ptr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Buffer, Either, FromNapiValue, Function, Unknown};
+use napi::bindgen_prelude::{Buffer, Either, Float64Array, FromNapiValue, Function, Unknown};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{sys, Env, Result};
 use napi_derive::napi;
@@ -75,6 +75,8 @@ pub struct NativeClientOptions {
     pub keep_alive: u32,
     /// The durable outbox, validated by lib/client.js.
     pub outbox: Option<NativeOutboxOptions>,
+    /// Time each answered event for the metrics (see `takeDurations`).
+    pub time_events: Option<bool>,
     /// The name for SNI and the gateway's certificate, when not `host`.
     pub servername: Option<String>,
     /// An explicit proxy URL (`proxy: 'http://...'`); read here, refused with
@@ -191,6 +193,7 @@ impl NativeClient {
         session.max_reconnect_attempts = options.max_reconnect_attempts;
         session.max_in_flight = options.max_in_flight.max(1) as usize;
         session.max_queue_size = options.max_queue_size as usize;
+        session.time_events = options.time_events.unwrap_or(false);
         // Opened before anything else, so a locked outbox fails the constructor at once.
         let opened = match &options.outbox {
             Some(outbox) => {
@@ -421,6 +424,14 @@ impl NativeClient {
     #[napi(catch_unwind)]
     pub fn stats(&self) -> NativeStats {
         NativeStats::of(&self.handle.stats())
+    }
+
+    /// The durations (seconds, from `send()` to the acknowledgement) of the events answered
+    /// since the last call, for the metrics' histogram: empty unless the client was made with
+    /// `timeEvents`.
+    #[napi(catch_unwind)]
+    pub fn take_durations(&self) -> Float64Array {
+        Float64Array::new(self.handle.take_durations())
     }
 
     /// `client.health()`'s numbers (see [`NativeHealth`]), read without waiting for the task.
