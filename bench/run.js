@@ -55,8 +55,12 @@ function pinned (command, args) {
   return pin === null ? [command, args] : ['taskset', ['-c', pin, command, ...args]]
 }
 
+// In a target directory of its own: the crate is a cdylib too, so its library's file names carry
+// no hash, and a release build of the addon (`--features node`) in the main target directory
+// and the floor's build (without it) would each overwrite the other's `libimt_gateway.rlib`
+// and `.so` there (the floor then fails to compile, or the addon's file is the floor's).
 function buildFloor () {
-  const target = path.join(root, 'target')
+  const target = path.join(root, 'target', 'floor')
   execFileSync('cargo', ['build', '--release', '--quiet', '--target-dir', target], { cwd: path.join(__dirname, 'floor'), stdio: 'inherit' })
   return path.join(target, 'release', process.platform === 'win32' ? 'floor.exe' : 'floor')
 }
@@ -187,6 +191,17 @@ function runFloor (floor, files, port, mode, options) {
       if (err) return reject(new Error(`floor ${mode}: ${stderr || err.message}`))
       resolve(JSON.parse(stdout))
     })
+  })
+}
+
+// The Node floor (bench/node-floor.js): a minimal client on Node's own `tls`, for the lean rows.
+function runNodeFloor (scenario) {
+  return new Promise((resolve, reject) => {
+    execFile(...pinned(process.execPath, [path.join(__dirname, 'node-floor.js'), JSON.stringify(scenario)]),
+      { cwd: root, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+        if (err) return reject(new Error(`node floor ${scenario.kind}: ${stderr || err.message}`))
+        resolve(JSON.parse(stdout))
+      })
   })
 }
 
@@ -338,6 +353,8 @@ async function main () {
 
   // Small events, small actions and the round trip of one awaited event again, against the
   // lean gateway (see startLeanGateway): pinned, these measure the client's CPU per message.
+  // In the same rounds, the Node floor (bench/node-floor.js) against the same gateway: its
+  // rows (`..., Node floor`) give its ratio to the same floor, where pure JavaScript stops.
   const leanRows = [['events small, lean gateway', 'events'], ['actions small, lean gateway', 'actions'],
     ['event round trip, lean gateway', 'rtt']].filter(([name]) => wanted(name))
   let lean = null
@@ -346,24 +363,26 @@ async function main () {
     const leanBase = { ...base, port: lean.port }
     // CPU per message of each side and of the gateway serving it (µs; the connection's
     // setup is included, a few hundredths of a µs a message): where the ratio's time goes.
-    const cpuLine = (c, f) => console.log(`    CPU per message: client ${c.cpuUs.toFixed(1)} µs (gateway ${c.gatewayCpuUs.toFixed(1)} µs), floor ${f.cpuUs.toFixed(1)} µs (gateway ${f.gatewayCpuUs.toFixed(1)} µs)`)
+    const cpuLine = (c, f, n) => console.log(`    CPU per message: client ${c.cpuUs.toFixed(1)} µs (gateway ${c.gatewayCpuUs.toFixed(1)} µs), floor ${f.cpuUs.toFixed(1)} µs (gateway ${f.gatewayCpuUs.toFixed(1)} µs), Node floor ${n.cpuUs.toFixed(1)} µs (gateway ${n.gatewayCpuUs.toFixed(1)} µs)`)
     if (kind === 'rtt') {
       // After as many untimed round trips on each side: the client's JavaScript compiled, as in
       // a process that has run a while (a fresh one's first thousands are slower).
       const count = scale(5000)
       const warmup = scale(5000)
-      const { clients: [c], floor: f, ratios } = await paired(
+      const { clients: [c, n], floor: f, ratios } = await paired(
         () => lean.measured(count + warmup, () => runFloor(floor(), files, lean.port, 'events', { count, size: 0, warmup })),
-        () => lean.measured(count + warmup, () => runClient({ ...leanBase, kind: 'rtt', count, warmup })))
-      results[name] = { client: c, floor: f }
+        () => lean.measured(count + warmup, () => runClient({ ...leanBase, kind: 'rtt', count, warmup })),
+        () => lean.measured(count + warmup, () => runNodeFloor({ ...leanBase, kind: 'rtt', count, warmup })))
+      results[name] = { client: c, floor: f, nodeFloor: n }
       row(`${name}, median`, 'rttMedianUs', 'µs', c.rttMedianUs, f.rttMedianUs, pin === null ? null : 1.2, false, ratios('rttMedianUs'))
       row(`${name}, p99`, 'rttP99Us', 'µs', c.rttP99Us, f.rttP99Us, null, false, ratios('rttP99Us'))
-      cpuLine(c, f)
+      row(`${name}, median, Node floor`, 'rttMedianUs', 'µs', n.rttMedianUs, f.rttMedianUs, null, false, ratios('rttMedianUs', 1))
+      cpuLine(c, f, n)
       continue
     }
     const actions = kind === 'actions'
     const count = scale(20000)
-    const { clients: [c], floor: f, ratios } = await paired(
+    const { clients: [c, n], floor: f, ratios } = await paired(
       async () => {
         if (actions) await lean.queue('floor-actions', count, 0)
         return lean.measured(count, () => runFloor(floor(), files, lean.port, kind, { count, size: 0, ...(actions ? { device: 'floor-actions' } : {}) }))
@@ -371,10 +390,15 @@ async function main () {
       async () => {
         if (actions) await lean.queue(device, count, 0)
         return lean.measured(count, () => runClient({ ...leanBase, kind, count, size: 0 }))
+      },
+      async () => {
+        if (actions) await lean.queue('node-floor-actions', count, 0)
+        return lean.measured(count, () => runNodeFloor({ ...leanBase, kind, count, device: 'node-floor-actions' }))
       })
-    results[name] = { client: c, floor: f }
+    results[name] = { client: c, floor: f, nodeFloor: n }
     row(name, 'perSecond', `${kind}/s`, c.perSecond, f.perSecond, 0.85, true, ratios('perSecond'))
-    cpuLine(c, f)
+    row(`${name}, Node floor`, 'perSecond', `${kind}/s`, n.perSecond, f.perSecond, null, true, ratios('perSecond', 1))
+    cpuLine(c, f, n)
   }
   if (lean) await lean.stop()
 
