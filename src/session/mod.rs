@@ -78,7 +78,9 @@ impl Phase {
 enum Stage {
     Queued,
     Sent,
-    Acked(Result<(), SessionError>),
+    /// The verdict; a refusal boxed, so that every queued event's entry stays small (a queue
+    /// may hold many thousands: 144 bytes each, not 192).
+    Acked(Result<(), Box<SessionError>>),
 }
 
 #[derive(Debug)]
@@ -605,7 +607,7 @@ impl Session {
             self.counts.queued = 0;
             for pending in self.pending.drain(..) {
                 let result = match pending.stage {
-                    Stage::Acked(result) => result,
+                    Stage::Acked(result) => result.map_err(|e| *e),
                     Stage::Queued | Stage::Sent => {
                         self.counts.failed_closed += 1;
                         Err(SessionError::new(ErrorCode::Closed, "Client closed."))
@@ -794,7 +796,7 @@ impl Session {
                 let durations = self.durations.get_or_insert_with(Box::default);
                 durations.push(taken.as_secs_f64());
             }
-            pending.stage = Stage::Acked(result);
+            pending.stage = Stage::Acked(result.map_err(Box::new));
             if let Some(stored) = pending.event.stored {
                 out.push(Output::Forget(stored));
             }
@@ -819,7 +821,7 @@ impl Session {
             if let Stage::Acked(result) = pending.stage {
                 out.push(Output::Emit(Notice::EventDone {
                     seq: pending.event.seq,
-                    result,
+                    result: result.map_err(|e| *e),
                 }));
             }
         }
