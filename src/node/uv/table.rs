@@ -182,8 +182,8 @@ fn find_uv() -> Option<Uv> {
         let found = unsafe { export(module, name) };
         // SAFETY: `found` is non-null, the address of `name` in the Node image; `T` is a
         // pointer-sized function pointer type with `name`'s C signature (the caller's
-        // guarantee; on x64 Windows `extern "C"` is the one calling convention), so the bits
-        // make a valid `T`.
+        // guarantee; libuv's exports use the C calling convention, as `uv.h`'s `UV_EXTERN`
+        // names no other, and that is Rust's `extern "C"`), so the bits make a valid `T`.
         (!found.is_null()).then(|| unsafe { std::mem::transmute_copy(&found) })
     }
     // libuv comes from that same image only (Node for Windows links it statically and exports
