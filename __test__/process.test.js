@@ -101,7 +101,7 @@ test('a caught panic in the core prints nothing without DEBUG, and its report wi
 
 test('clients run on the JavaScript thread\'s event loop, or on tokio with IMT_GATEWAY_IO=tokio', async (t) => {
   const { ioDriver } = require('imt-gateway/testing')
-  t.is(ioDriver(), process.platform === 'win32' ? 'tokio' : 'libuv')
+  t.is(ioDriver(), 'libuv')
   const { server, pki } = await require('./helpers/server').startTls(t)
   const os = require('os')
   server.queueAction(os.hostname(), { id: 'held', type: 'switch', parameters: { on: true } })

@@ -24,7 +24,7 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use cryptoki::types::AuthPin;
+use cryptoki::types::{AuthPin, Ulong};
 use rustls_pki_types::CertificateDer;
 use tokio_rustls::rustls::sign::{Signer, SigningKey};
 use tokio_rustls::rustls::{self, OtherError, SignatureAlgorithm, SignatureScheme};
@@ -655,7 +655,11 @@ impl TokenKey {
                 let params = PkcsPssParams {
                     hash_alg: hash_mechanism,
                     mgf,
-                    s_len: (hash.len() as u64).into(),
+                    // The salt is as long as the hash (at most 64 bytes); `CK_ULONG` is 32
+                    // bits on Windows, 64 on Linux.
+                    s_len: Ulong::try_from(hash.len()).map_err(|_| {
+                        Pkcs11Error::new(KEY_TYPE, format!("No salt of {} bytes.", hash.len()))
+                    })?,
                 };
                 self.sign_raw(&Mechanism::RsaPkcsPss(params), hash)
             }

@@ -2,6 +2,7 @@
 //! lock, creating a segment, and the permissions (Unix: the directory 0700 and its files 0600,
 //! and `EOUTBOXPERM` for a directory or file of another user, or a directory others may write).
 
+#[cfg(unix)]
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};

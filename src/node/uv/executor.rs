@@ -283,17 +283,18 @@ pub(super) fn executor(env: &Env) -> Option<Rc<Executor>> {
     // `signal` is zeroed memory of the async handle's size, and `on_wake` an `AsyncCb`.
     if signal.is_null() || unsafe { (uv.async_init)(uv_loop.cast(), signal, on_wake) } != 0 {
         // SAFETY: a failed `uv_async_init` returns before it registers the handle with the
-        // loop, so it is plain memory from `alloc_handle` (or null, which `free` ignores).
-        unsafe { libc::free(signal) };
+        // loop, so it is plain memory from `alloc_handle` (or null), which `free_handle` frees.
+        unsafe { free_handle(signal) };
         return None;
     }
     let idle = alloc_handle(uv, UV_IDLE);
     // SAFETY: as for `signal`: this loop's thread, zeroed memory of the idle handle's size.
     if idle.is_null() || unsafe { (uv.idle_init)(uv_loop.cast(), idle) } != 0 {
-        // SAFETY: `idle` was not registered (as above); `signal` was, so it is closed, on the
-        // loop's thread, and freed by `free_handle` once libuv is done with it.
+        // SAFETY: `idle` was not registered (as above), so `free_handle` frees it now;
+        // `signal` was, so it is closed, on the loop's thread, and freed by `free_handle` once
+        // libuv is done with it.
         unsafe {
-            libc::free(idle);
+            free_handle(idle);
             (uv.close)(signal, Some(free_handle));
         }
         return None;

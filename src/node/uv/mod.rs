@@ -13,9 +13,11 @@
 //! Wake-ups made on the loop's own thread (a `send()`) need no system call: a `uv_idle` handle
 //! runs the tasks on the loop's next turn. And what a loop callback has for JavaScript is
 //! called directly when its work is done ([`call_after_callback`]), as Node calls a socket's listeners.
-//! libuv is found at run time in the host process, and used only where it is really Node's:
-//! the `uv_*` functions must come from the image that provides `napi_get_uv_event_loop` (or
-//! from a shared libuv, as distributions build Node), report the version
+//! libuv is found at run time in the host process (`dlsym` on unix, `GetProcAddress` on
+//! Windows, where sockets are watched with `uv_poll_init_socket`), and used only where it is
+//! really Node's: the `uv_*` functions must come from the image that provides
+//! `napi_get_uv_event_loop` (or, on unix, from a shared libuv, as distributions build Node),
+//! report the version
 //! `process.versions.uv` names, and the host must not be Bun or Deno (Bun exports `uv_*`
 //! functions that abort, Deno's loop is not libuv's). Any other host, or
 //! `IMT_GATEWAY_IO=tokio` in the environment, keeps the clients on the tokio runtime; so does

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::executor::{run_after, Shared};
-use super::table::{alloc_handle, free_handle, uv, UV_POLL, UV_READABLE, UV_WRITABLE};
+use super::table::{alloc_handle, free_handle, uv, OsSocket, UV_POLL, UV_READABLE, UV_WRITABLE};
 use super::{loop_callback, on_loop, LOOP, PROBE};
 use crate::client::{prepare_socket, Reactor, Stream, Task, TcpConnecting};
 
@@ -54,6 +54,8 @@ impl Reactor for LoopReactor {
     }
 }
 
+/// A non-blocking connect that has begun: EINPROGRESS on unix, WSAEWOULDBLOCK on Windows
+/// (which std reads as `WouldBlock`).
 fn in_progress(err: &io::Error) -> bool {
     #[cfg(unix)]
     if err.raw_os_error() == Some(libc::EINPROGRESS) {
@@ -222,18 +224,25 @@ impl PolledSocket {
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         }
         #[cfg(unix)]
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&io);
-        #[cfg(not(unix))]
-        let fd: c_int = -1;
+        let socket: OsSocket = std::os::fd::AsRawFd::as_raw_fd(&io);
+        // A `SOCKET` is a pointer-sized handle: `as_raw_socket` gives it as a u64, which on a
+        // 64-bit (or 32-bit) Windows holds it whole.
+        #[cfg(windows)]
+        let socket = std::os::windows::io::AsRawSocket::as_raw_socket(&io) as OsSocket;
+        // Never used: elsewhere `uv()` is `None`, so this returned above.
+        #[cfg(not(any(unix, windows)))]
+        let socket = OsSocket::MAX;
         // SAFETY: `uv_loop` is this thread's loop (`LOOP` is non-zero only between
         // `executor()` and `teardown`, on this thread); `handle` is zeroed memory of a poll
-        // handle's size; `fd` is the open socket of `io`, which is closed only after the
-        // handle (see `drop`). Only unix reaches here: elsewhere `uv()` is `None`.
-        let status = unsafe { (uv.poll_init)(uv_loop as *mut c_void, handle, fd) };
+        // handle's size; `socket` is the open, non-blocking socket of `io` (a descriptor for
+        // `uv_poll_init` on unix, a `SOCKET` for `uv_poll_init_socket` on Windows, as
+        // `table::find_uv` picks), which is closed only after the handle (see `drop`).
+        let status = unsafe { (uv.poll_init)(uv_loop as *mut c_void, handle, socket) };
         if status != 0 {
-            // SAFETY: a failed `uv_poll_init` returns before it registers the handle with the
-            // loop, so it is still plain memory from `alloc_handle`.
-            unsafe { libc::free(handle) };
+            // SAFETY: a failed `uv_poll_init`/`uv_poll_init_socket` returns before it
+            // registers the handle with the loop, so it is still plain memory from
+            // `alloc_handle`.
+            unsafe { free_handle(handle) };
             return Err(io::Error::other(format!("uv_poll_init failed ({status})")));
         }
         // SAFETY: the handle was initialized just above on this loop, and this is its thread.
@@ -320,21 +329,29 @@ impl Drop for PolledSocket {
         let Some(uv) = uv() else { return };
         if !self.on_thread() {
             // Never expected. The poll handle cannot be closed from here, and it stays armed
-            // with the Watch as its data and the socket as its descriptor: freeing the Watch
+            // with the Watch as its data and the socket as what it polls: freeing the Watch
             // would leave the loop a dangling pointer for its next report, and closing the
-            // socket would let libuv watch whatever reuses the descriptor, so all are leaked.
+            // socket would let libuv watch whatever reuses the descriptor (or `SOCKET`), so
+            // all are leaked.
             debug_assert!(false, "socket dropped outside its event loop's thread");
             return;
         }
         // SAFETY: the Watch was made in `new` and is freed only here, on the loop's thread;
-        // closing the handle stops its callbacks at once, and libuv frees the handle's memory
-        // afterwards.
+        // closing the handle just below stops its callbacks at once (on Windows as on unix:
+        // libuv calls no poll callback of a closing handle), and `free_handle` frees the
+        // handle's memory afterwards.
         let watch = unsafe { Box::from_raw(self.watch) };
         // SAFETY: on the loop's thread; the handle is open (closed only here, once, as the
         // Watch that owned it was freed just above) and came from `alloc_handle`, so
         // `free_handle` may free it when libuv calls it back.
         unsafe { (uv.close)(watch.handle, Some(free_handle)) };
-        // SAFETY: dropped once, here, after libuv stopped watching it.
+        // SAFETY: dropped once, here, after `uv_close` stopped libuv watching it. On unix it
+        // took the descriptor out of the loop's poll set. On Windows it stopped the handle and
+        // cancelled its pending AFD poll requests before returning (they complete into the
+        // handle's own memory, which `free_handle` frees only after they have), and libuv
+        // submits no new request for a closing handle; without AFD (a socket provider that is
+        // not Microsoft's), a `select()` thread of libuv's that still waits on the socket
+        // returns when it is closed.
         unsafe { std::mem::ManuallyDrop::drop(&mut self.io) };
     }
 }

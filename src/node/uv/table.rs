@@ -16,13 +16,22 @@ pub(super) const UV_READABLE: c_int = 1;
 pub(super) const UV_WRITABLE: c_int = 2;
 
 pub(super) type PollCb = unsafe extern "C" fn(*mut c_void, c_int, c_int);
+
+/// What libuv watches a socket by: a descriptor on unix (`uv_poll_init`), a `SOCKET` on
+/// Windows (`uv_os_sock_t`, pointer-sized, for `uv_poll_init_socket`).
+#[cfg(unix)]
+pub(super) type OsSocket = c_int;
+#[cfg(not(unix))]
+pub(super) type OsSocket = usize;
 pub(super) type AsyncCb = unsafe extern "C" fn(*mut c_void);
 pub(super) type CloseCb = unsafe extern "C" fn(*mut c_void);
 
 /// The few libuv functions used here, as the host process exports them.
 pub(super) struct Uv {
     pub(super) handle_size: unsafe extern "C" fn(c_int) -> usize,
-    pub(super) poll_init: unsafe extern "C" fn(*mut c_void, *mut c_void, c_int) -> c_int,
+    /// `uv_poll_init` on unix, `uv_poll_init_socket` on Windows (where `uv_poll_init` takes a
+    /// C runtime file descriptor, not a socket).
+    pub(super) poll_init: unsafe extern "C" fn(*mut c_void, *mut c_void, OsSocket) -> c_int,
     pub(super) poll_start: unsafe extern "C" fn(*mut c_void, c_int, PollCb) -> c_int,
     pub(super) poll_stop: unsafe extern "C" fn(*mut c_void) -> c_int,
     pub(super) async_init: unsafe extern "C" fn(*mut c_void, *mut c_void, AsyncCb) -> c_int,
@@ -127,7 +136,81 @@ fn find_uv() -> Option<Uv> {
     }
 }
 
-#[cfg(not(unix))]
+#[cfg(windows)]
+fn find_uv() -> Option<Uv> {
+    use windows_sys::Win32::Foundation::HMODULE;
+    use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
+
+    /// The address of the function `name` that `module` exports, or null.
+    ///
+    /// # Safety
+    ///
+    /// `module` is a module loaded in this process that stays loaded while `find_uv` runs.
+    unsafe fn export(module: HMODULE, name: &std::ffi::CStr) -> *mut c_void {
+        // SAFETY: `module` is a loaded module (the caller's guarantee) and `name` a
+        // NUL-terminated name; `GetProcAddress` only reads both, and returns `None` (null)
+        // for a name the module does not export.
+        unsafe { GetProcAddress(module, name.as_ptr().cast()) }
+            .map_or(std::ptr::null_mut(), |f| f as *mut c_void)
+    }
+    // The image that runs Node-API, as napi-rs itself finds it: the executable (node.exe,
+    // Electron), else a libnode.dll or node.dll already loaded by an embedder. Nothing is
+    // loaded here, and a module found stays loaded for the life of the process: it runs the
+    // JavaScript that loaded this addon.
+    let node = [None, Some("libnode"), Some("node")]
+        .into_iter()
+        .find_map(|name| {
+            let wide: Option<Vec<u16>> = name.map(|n| n.encode_utf16().chain([0]).collect());
+            // SAFETY: `GetModuleHandleW` takes null (the executable) or a NUL-terminated UTF-16
+            // name, which `wide` is and which outlives the call; it loads nothing and takes no
+            // reference, and returns null for a module that is not loaded.
+            let module =
+                unsafe { GetModuleHandleW(wide.as_ref().map_or(std::ptr::null(), |w| w.as_ptr())) };
+            // SAFETY: a non-null result is a module loaded in this process; the executable and a
+            // Node library that runs JavaScript stay loaded (see above).
+            (!module.is_null() && !unsafe { export(module, c"napi_get_uv_event_loop") }.is_null())
+                .then_some(module)
+        })?;
+    /// The function `name` that the Node image exports, as a `T`.
+    ///
+    /// # Safety
+    ///
+    /// As [`export`] for `module`; `T` is a function pointer type (pointer-sized) whose
+    /// signature is the C signature of `name`.
+    unsafe fn symbol<T: Copy>(module: HMODULE, name: &std::ffi::CStr) -> Option<T> {
+        // SAFETY: the caller's guarantee for `module`.
+        let found = unsafe { export(module, name) };
+        // SAFETY: `found` is non-null, the address of `name` in the Node image; `T` is a
+        // pointer-sized function pointer type with `name`'s C signature (the caller's
+        // guarantee; libuv's exports use the C calling convention, as `uv.h`'s `UV_EXTERN`
+        // names no other, and that is Rust's `extern "C"`), so the bits make a valid `T`.
+        (!found.is_null()).then(|| unsafe { std::mem::transmute_copy(&found) })
+    }
+    // libuv comes from that same image only (Node for Windows links it statically and exports
+    // it): never from another module, whose loops are not Node's.
+    // SAFETY: each `T` here is the type of the `Uv` field, an `extern "C"` function pointer
+    // with the signature libuv 1.x's `uv.h` declares for that symbol on Windows (stable across
+    // 1.x; `uv_poll_init_socket` takes a `uv_os_sock_t`, a pointer-sized `SOCKET`), and
+    // `node` is the loaded module found above.
+    unsafe {
+        Some(Uv {
+            version_string: symbol(node, c"uv_version_string")?,
+            handle_size: symbol(node, c"uv_handle_size")?,
+            poll_init: symbol(node, c"uv_poll_init_socket")?,
+            poll_start: symbol(node, c"uv_poll_start")?,
+            poll_stop: symbol(node, c"uv_poll_stop")?,
+            async_init: symbol(node, c"uv_async_init")?,
+            async_send: symbol(node, c"uv_async_send")?,
+            idle_init: symbol(node, c"uv_idle_init")?,
+            idle_start: symbol(node, c"uv_idle_start")?,
+            idle_stop: symbol(node, c"uv_idle_stop")?,
+            close: symbol(node, c"uv_close")?,
+            unref: symbol(node, c"uv_unref")?,
+        })
+    }
+}
+
+#[cfg(not(any(unix, windows)))]
 fn find_uv() -> Option<Uv> {
     None
 }
@@ -186,7 +269,11 @@ unsafe fn is_node_libuv(env: sys::napi_env, uv: &Uv) -> Option<bool> {
     Some(unsafe { std::ffi::CStr::from_ptr(ours) }.to_bytes() == node.as_bytes())
 }
 
-/// Allocates a libuv handle of `kind`; freed by [`free_handle`] from its close callback.
+/// Allocates a libuv handle of `kind`; freed by [`free_handle`] (from its close callback, or
+/// directly when its `*_init` failed). Both use this crate's own C runtime (`calloc` and `free`
+/// of the CRT this library links: on Windows, the one CRT DLL it imports both from), never
+/// libuv's or Node's allocator: libuv only fills the memory and calls the close callback, and
+/// never allocates or frees a handle itself.
 pub(super) fn alloc_handle(uv: &Uv, kind: c_int) -> *mut c_void {
     // SAFETY: `uv_handle_size` takes any handle type and only returns a size; `kind` is one
     // of the `UV_*` handle types above. `calloc` has no precondition, and every caller checks
@@ -194,14 +281,18 @@ pub(super) fn alloc_handle(uv: &Uv, kind: c_int) -> *mut c_void {
     unsafe { libc::calloc(1, (uv.handle_size)(kind)) }
 }
 
-/// Frees a handle made by [`alloc_handle`]: the close callback given to `uv_close`.
+/// Frees a handle made by [`alloc_handle`]: the close callback given to `uv_close`, and what
+/// frees a handle whose `*_init` failed.
 ///
 /// # Safety
 ///
-/// `handle` was returned by [`alloc_handle`] and libuv is done with it: either its close
-/// callback is running (libuv no longer refers to a closed handle) or it was never initialized.
+/// `handle` is null or was returned by [`alloc_handle`], and libuv is done with it: either its
+/// close callback is running (libuv no longer refers to a closed handle) or it was never
+/// initialized (a failed `*_init` returns before it registers the handle with the loop).
 pub(super) unsafe extern "C" fn free_handle(handle: *mut c_void) {
-    // SAFETY: `handle` came from `calloc` in `alloc_handle` and nothing refers to it any more
-    // (the caller's guarantee), so it is freed once.
+    // SAFETY: `handle` is null (which `free` ignores) or came from `calloc` in
+    // `alloc_handle`, of the same C runtime as this `free` (both are this library's imports,
+    // on Windows as on unix), and nothing refers to it any more (the caller's guarantee), so
+    // it is freed once.
     unsafe { libc::free(handle) };
 }

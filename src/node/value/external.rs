@@ -7,7 +7,7 @@
 //! None of the calls made here runs JavaScript; the units handed to V8 are Rust memory (a
 //! frame's bytes or a transcoded copy), owned by the string from then on.
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void};
 use std::ptr;
 
 use napi::{check_status, sys, Result};
@@ -102,7 +102,7 @@ unsafe fn find_external_strings(env: sys::napi_env) -> Option<ExternalStrings> {
         return None;
     }
     // SAFETY: `dlsym` gets the `RTLD_DEFAULT` pseudo-handle and a NUL-terminated name.
-    let find = |name: &CStr| unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    let find = |name: &std::ffi::CStr| unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
     let latin1 = find(c"node_api_create_external_string_latin1");
     let utf16 = find(c"node_api_create_external_string_utf16");
     if latin1.is_null() || utf16.is_null() {
