@@ -183,3 +183,14 @@ test('every getter and Proxy trap of a bundle runs once, in the walk order, wher
     t.is(await done, null)
   }
 })
+
+test('a revoked Proxy fails its send() as the native walk fails it', async (t) => {
+  const gateway = await fakeGateway(t)
+  const client = new Client({ host: 'localhost', port: gateway.port, connectTimeout: scaled(30000) })
+  t.teardown(() => client.close())
+  const { proxy, revoke } = Proxy.revocable({ a: 1 }, {})
+  revoke()
+  const err = await new Promise((resolve) => client.send(new Event('row', proxy, 'revoked'), resolve))
+  t.is(err.code, 'EINVALIDBUNDLE')
+  t.is(err.message, "Invalid event bundle: Cannot perform 'get' on a proxy that has been revoked")
+})

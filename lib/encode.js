@@ -145,7 +145,15 @@ function walk (bundle) {
   keys = undefined
   first = undefined
   read = false
-  if (isArray(bundle)) {
+  let array
+  try {
+    array = isArray(bundle)
+  } catch {
+    // A revoked Proxy, which `Array.isArray` refuses and the native walk does not: it runs
+    // no JavaScript of the program, so the native walk takes the bundle as if never seen.
+    array = true
+  }
+  if (array) {
     length = -1
     return
   }
