@@ -12,6 +12,7 @@ const { pemBuffer, pemPath, tokenUri, caList, CODES } = require('./tls-options')
 // expect. Per-message paths check `debug.enabled` (a cached flag in `debug` 4) before formatting.
 const createDebug = require('debug')
 const { newId } = require('./ids')
+const { sendEvent } = require('./encode')
 const { meterOf, loggerOf, log, ClientMetrics } = require('./observe')
 
 const debug = createDebug('imt:gateway:client')
@@ -534,7 +535,7 @@ class Client extends EventEmitter {
       if (this._sendNative === null) this._makeCalls()
       // Undefined, or the Error with its code that refused the event (IM491, EINVALIDBUNDLE,
       // or the outbox's: EQUEUEFULL, ENOSPC, ...), which is then not queued.
-      refused = this._sendNative(seq, event.id, event.type, event.bundle === undefined ? null : event.bundle)
+      refused = sendEvent(this._sendNative, seq, event.id, event.type, event.bundle === undefined ? null : event.bundle)
     } catch (err) {
       // What JavaScript threw while the bundle was read (a getter).
       refused = gatewayError(`Invalid event bundle: ${reason(err)}`, 'EINVALIDBUNDLE')

@@ -14,7 +14,8 @@ use super::run_command;
 use crate::client::{ActionAck, ClientHandle, Command, EventStore};
 use crate::errors::ErrorCode;
 use crate::node::value::{
-    encode, read_string, short_string, EncodeError, FIELD_DEPTH, SHORT_STRING,
+    encode, encode_resumed, read_string, short_string, EncodeError, Resumed, FIELD_DEPTH,
+    SHORT_STRING,
 };
 use crate::node::{thrown, Thrown};
 use crate::protocol::ErrorBody;
@@ -244,11 +245,12 @@ fn refusal(err: EncodeError) -> (String, String) {
     }
 }
 
-/// `send(seq, id, type, bundle)`: queues an event; `seq` names its callback in the `done`
-/// notice. Returns undefined, or the `Error` (with its code, see [`refusal`]) that refused the
-/// event, which is then not queued; throws only what JavaScript threw (a getter of the
-/// bundle). The bundle is encoded here, straight from the caller's Buffers into the frame,
-/// and not kept.
+/// `send(seq, id, type, bundle, scratch, length, keys, at, first, read)`: queues an event;
+/// `seq` names its callback in the `done` notice. Returns undefined, or the `Error` (with its
+/// code, see [`refusal`]) that refused the event, which is then not queued; throws only what
+/// JavaScript threw (a getter of the bundle). The bundle is encoded here, straight from the
+/// caller's Buffers into the frame, and not kept, from where `lib/encode.js` handed it over
+/// (the last six arguments, see [`resumed`]).
 ///
 /// # Safety
 ///
@@ -265,8 +267,11 @@ pub(super) unsafe extern "C" fn call_send(
             env,
             info,
             Failure::Return,
-            |calls, [seq, id, kind, bundle]: [sys::napi_value; 4]| {
-                send(env, calls, seq, id, kind, bundle)
+            |calls,
+             [seq, id, kind, bundle, scratch, length, keys, at, first, read]: [sys::napi_value;
+                 10]| {
+                let resumed = resumed(env, scratch, length, keys, at, first, read)?;
+                send(env, calls, seq, id, kind, bundle, resumed)
             },
         )
     }
@@ -285,6 +290,7 @@ unsafe fn send(
     id: sys::napi_value,
     kind: sys::napi_value,
     bundle: sys::napi_value,
+    resumed: Option<Resumed>,
 ) -> std::result::Result<(), EncodeError> {
     let mut number = 0.0;
     // SAFETY: `env` is current and `seq` a live handle (the caller's guarantee); the
@@ -309,8 +315,13 @@ unsafe fn send(
         // SAFETY: `env` is current and `id` a live handle (the caller's guarantee).
         |out| unsafe { encode(env, id, FIELD_DEPTH, out) },
         kind,
-        // SAFETY: as above, for `bundle`.
-        |out| unsafe { encode(env, bundle, FIELD_DEPTH, out) },
+        // SAFETY: as above, for `bundle` and the values of `resumed`.
+        |out| unsafe {
+            match resumed {
+                None => encode(env, bundle, FIELD_DEPTH, out),
+                Some(resumed) => encode_resumed(env, bundle, resumed, FIELD_DEPTH, out),
+            }
+        },
     )?;
     // On disk (or refused, and then not queued at all) before `send` returns, whichever
     // driver runs the client (docs/ARCHITECTURE.md section 6).
@@ -328,6 +339,63 @@ unsafe fn send(
         calls.handle.command(event);
     }
     Ok(())
+}
+
+/// How far `lib/encode.js` got with the bundle (see [`Resumed`]): `length` is -1 when it
+/// did not start (the bundle is walked here whole); otherwise the bundle's first `length`
+/// bytes are in the Uint8Array `scratch`, and `at` says what they are: -1 the whole bundle,
+/// -2 none of it, whose `constructor`, not `Object`, is `first`; from 0, the entries before
+/// key `at` of `keys` (the bundle's `Object.keys`), with `first` the value of key `at` when
+/// `read` is true.
+///
+/// # Safety
+///
+/// `env` is current on its JavaScript thread, and the values are handles of the current
+/// handle scope.
+unsafe fn resumed(
+    env: sys::napi_env,
+    scratch: sys::napi_value,
+    length: sys::napi_value,
+    keys: sys::napi_value,
+    at: sys::napi_value,
+    first: sys::napi_value,
+    read: sys::napi_value,
+) -> std::result::Result<Option<Resumed>, EncodeError> {
+    let (mut len, mut start) = (-1.0, 0.0);
+    // SAFETY: `env` is current and the values live handles (the caller's guarantee); the
+    // out-pointers are locals. Reading a value runs no JavaScript.
+    unsafe {
+        if sys::napi_get_value_double(env, length, &mut len) != sys::Status::napi_ok || len < 0.0 {
+            return Ok(None);
+        }
+        napi::check_status!(sys::napi_get_value_double(env, at, &mut start))?;
+    }
+    let len = len as usize;
+    if start == -1.0 {
+        return Ok(Some(Resumed::Whole { scratch, len }));
+    }
+    if start == -2.0 {
+        return Ok(Some(Resumed::Class(first)));
+    }
+    let (mut count, mut was_read) = (0u32, false);
+    // SAFETY: as above; `keys` is `Object.keys`'s array, whose length is data.
+    unsafe {
+        napi::check_status!(sys::napi_get_array_length(env, keys, &mut count))?;
+        napi::check_status!(sys::napi_get_value_bool(env, read, &mut was_read))?;
+    }
+    if !(0.0..f64::from(count)).contains(&start) || start.fract() != 0.0 {
+        return Err(EncodeError::Napi(napi::Error::from_reason(
+            "the bundle was handed over past its keys",
+        )));
+    }
+    Ok(Some(Resumed::Entries {
+        keys,
+        len: count,
+        scratch,
+        written: len,
+        start: start as u32,
+        first: was_read.then_some(first),
+    }))
 }
 
 /// `ack(id, code?, message?)`: acknowledges an action; with `message`, as failed. `id` is

@@ -103,6 +103,134 @@ pub unsafe fn encode(
     unsafe { encoder.value(value, depth, out) }
 }
 
+/// How far JavaScript got with a bundle before handing it over (`lib/encode.js`, which
+/// writes plain objects of primitives as this walk does, and stops where it would differ).
+pub enum Resumed {
+    /// All of it: the first `len` bytes of the Uint8Array `scratch` are the bundle, written
+    /// as [`encode`] writes it.
+    Whole {
+        scratch: sys::napi_value,
+        len: usize,
+    },
+    /// Its `constructor`, read as [`encode`] reads it, is `class`, not `Object`; the value
+    /// is not an array.
+    Class(sys::napi_value),
+    /// A plain object whose keys, listed by `Object.keys`, are `keys` (`len` of them), and
+    /// whose map header and entries before `start` are the first `written` bytes of the
+    /// Uint8Array `scratch`; `first` is the value of key `start` when it was read already.
+    Entries {
+        keys: sys::napi_value,
+        len: u32,
+        scratch: sys::napi_value,
+        written: usize,
+        start: u32,
+        first: Option<sys::napi_value>,
+    },
+}
+
+/// Appends the first `len` bytes of the Uint8Array `scratch` to `out`, within `limit`.
+///
+/// # Safety
+///
+/// `env` is current on its JavaScript thread, inside a handle scope, and `scratch` a handle
+/// of it.
+unsafe fn append_scratch(
+    env: sys::napi_env,
+    scratch: sys::napi_value,
+    len: usize,
+    limit: usize,
+    out: &mut BytesMut,
+) -> Walk<()> {
+    let mut kind = 0;
+    let mut length = 0;
+    let mut data = ptr::null_mut();
+    let mut buffer = ptr::null_mut();
+    let mut offset = 0;
+    // SAFETY: `env` is current and `scratch` a live handle (the caller's guarantee); the
+    // out-pointers are locals. Inspecting a value runs no JavaScript.
+    check_status!(unsafe {
+        sys::napi_get_typedarray_info(
+            env,
+            scratch,
+            &mut kind,
+            &mut length,
+            &mut data,
+            &mut buffer,
+            &mut offset,
+        )
+    })?;
+    if kind != sys::TypedarrayType::uint8_array || len > length || (data.is_null() && len > 0) {
+        return Err(EncodeError::Napi(napi::Error::from_reason(
+            "the bundle's bytes are not where JavaScript said",
+        )));
+    }
+    if out.len().saturating_add(len) > limit {
+        return Err(EncodeError::OverBudget);
+    }
+    if len > 0 {
+        // SAFETY: `data` points at the view's `length >= len` bytes, as the info call above
+        // reported them, and no JavaScript runs between that call and the end of this copy
+        // (`extend_from_slice` makes no Node-API call), so nothing can shrink or detach the
+        // memory meanwhile; no other thread can (the view is `lib/encode.js`'s own, on an
+        // ArrayBuffer that is not shared), and the slice does not outlive the block.
+        let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
+        out.extend_from_slice(bytes);
+    }
+    Ok(())
+}
+
+/// Writes `value` into `out` as [`encode`] does, from where JavaScript handed it over:
+/// nothing is read twice, so each getter runs once, in the walk's order.
+///
+/// # Safety
+///
+/// As [`encode`], and the values of `resumed` are handles of the caller's scope (`keys` an
+/// array made by `Object.keys`, whose elements are data: reading them runs no JavaScript);
+/// `value` is an object unless `resumed` is [`Resumed::Whole`].
+pub unsafe fn encode_resumed(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    resumed: Resumed,
+    depth: usize,
+    out: &mut BytesMut,
+) -> Walk<()> {
+    if let Resumed::Whole { scratch, len } = resumed {
+        // SAFETY: the caller's guarantee.
+        return unsafe { append_scratch(env, scratch, len, MAX_BUFFER, out) };
+    }
+    let mut encoder = Encoder {
+        env,
+        limit: MAX_BUFFER,
+        buffer_class: None,
+        known: None,
+        visited: 1,
+        memo: None,
+        top: &*out,
+    };
+    // SAFETY: the caller's guarantee is the `Encoder`'s invariant, and the values are
+    // handles of the caller's scope.
+    unsafe {
+        match resumed {
+            Resumed::Whole { .. } => Ok(()),
+            Resumed::Class(class) => encoder.object_of_class(value, class, depth, out),
+            Resumed::Entries {
+                keys,
+                len,
+                scratch,
+                written,
+                start,
+                first,
+            } => {
+                if depth >= MAX_DEPTH {
+                    return Err(too_deep());
+                }
+                let written = Some((scratch, written));
+                encoder.map_entries(value, keys, len, written, start, first, depth, out)
+            }
+        }
+    }
+}
+
 fn too_deep() -> EncodeError {
     EncodeError::Refused("Value is nested too deeply (or is circular).".to_owned())
 }
@@ -311,7 +439,35 @@ impl Encoder {
         check_status!(unsafe {
             sys::napi_get_property(env, value, known.constructor, &mut class)
         })?;
-        // SAFETY: as above; comparing runs no JavaScript.
+        // SAFETY: as above; `class` was just read into the walk's scope.
+        unsafe { self.object_of_class(value, class, depth, out) }
+    }
+
+    /// An object that is not an array (for `napi_is_array`), whose `constructor` was read
+    /// already as `class`: what the rest of [`Encoder::object`] makes of it.
+    ///
+    /// # Safety
+    ///
+    /// `value` is an object and `class` a value, both handles of the walk's scope (see
+    /// [`Encoder`]).
+    unsafe fn object_of_class(
+        &mut self,
+        value: sys::napi_value,
+        class: sys::napi_value,
+        depth: usize,
+        out: &mut BytesMut,
+    ) -> Walk<()> {
+        let env = self.env;
+        let mut flag = false;
+        let known = match self.known {
+            Some(known) => known,
+            // SAFETY: `env` is current (the invariant of `Encoder`); `known` reads into the
+            // walk's scope, and may run getters of `globalThis` with no pointer held.
+            None => *self.known.insert(unsafe { known(env) }?),
+        };
+        // SAFETY: `env` is current and `class` and `known.object` handles of the walk's scope
+        // (the invariant of `Encoder`, and the caller's guarantee); the out-pointer is a local.
+        // Comparing runs no JavaScript.
         check_status!(unsafe { sys::napi_strict_equals(env, class, known.object, &mut flag) })?;
         if flag {
             // SAFETY: as above.
@@ -959,18 +1115,61 @@ impl Encoder {
             ))?;
             check_status!(sys::napi_get_array_length(env, keys, &mut len))?;
         }
+        // SAFETY: as above; `keys` is a fresh array of `len` strings.
+        unsafe { self.map_entries(value, keys, len, None, 0, None, depth, out) }
+    }
+
+    /// The map of `value`'s entries for `keys` (an array of `len` strings, listed as
+    /// `Object.keys` lists them): its header and the entries before `start`, or, when given,
+    /// `written` instead (a Uint8Array and how many of its bytes: that header and those
+    /// entries as this walk writes them), then the entries from `start` on, the first of them
+    /// with the value `first` when it was read already.
+    ///
+    /// # Safety
+    ///
+    /// `value` is an object and `keys` an array of `len` strings made by `Object.keys` or
+    /// `napi_get_all_property_names` (own data elements: reading them runs no JavaScript),
+    /// `first` a value, `written` a Uint8Array; all handles of the walk's scope (see
+    /// [`Encoder`]).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn map_entries(
+        &mut self,
+        value: sys::napi_value,
+        keys: sys::napi_value,
+        len: u32,
+        written: Option<(sys::napi_value, usize)>,
+        start: u32,
+        mut first: Option<sys::napi_value>,
+        depth: usize,
+        out: &mut BytesMut,
+    ) -> Walk<()> {
+        let env = self.env;
         // Every entry takes at least two bytes.
         self.room(out, (len as usize).saturating_mul(2).saturating_add(5))?;
-        write_map_header(len as usize, out);
-        for i in 0..len {
+        if let Some((scratch, written)) = written {
+            // SAFETY: `env` is current and `scratch` a handle of the walk's scope (the
+            // invariant of `Encoder`, and the caller's guarantee); the bytes are copied into
+            // `out` before any JavaScript runs below.
+            unsafe { append_scratch(env, scratch, written, self.limit, out) }?;
+        } else {
+            write_map_header(len as usize, out);
+        }
+        for i in start..len {
             let mut key = ptr::null_mut();
-            let mut item = ptr::null_mut();
-            // SAFETY: as above; `key` and `item` are read into the walk's scope, and the key
-            // into `out`, Rust memory. Reading the item may run a getter or a Proxy trap,
-            // with no pointer held.
+            // SAFETY: `env` is current and `value`, `keys` and `first` handles of the walk's
+            // scope (the invariant of `Encoder`, and the caller's guarantee); `key` and `item`
+            // are read into that scope, and the key into `out`, Rust memory. Reading the item
+            // may run a getter or a Proxy trap, with no pointer held.
             unsafe {
                 check_status!(sys::napi_get_element(env, keys, i, &mut key))?;
-                check_status!(sys::napi_get_property(env, value, key, &mut item))?;
+                let item = match first.take() {
+                    Some(item) => item,
+                    None => {
+                        let mut item = ptr::null_mut();
+                        check_status!(sys::napi_get_property(env, value, key, &mut item))?;
+                        item
+                    }
+                };
                 put_utf8(env, key, out, self.limit, write_str_header)?;
                 self.value(item, depth + 1, out)?;
             }

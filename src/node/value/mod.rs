@@ -39,7 +39,7 @@ use napi::{check_status, sys, Error, Result};
 use crate::errors::ErrorCode;
 use crate::protocol::DecodeError;
 
-pub use encode::{encode, to_value, FIELD_DEPTH};
+pub use encode::{encode, encode_resumed, to_value, Resumed, FIELD_DEPTH};
 pub(crate) use read::{read_string, short_string, SHORT_STRING};
 pub use to_js::{JsValue, JsValueCopy};
 
