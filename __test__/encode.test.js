@@ -101,7 +101,8 @@ function bundles () {
   return list
 }
 
-test('bundles written in JavaScript and natively are msgpack-lite 0.1.26 byte for byte', async (t) => {
+// A client drained by a fake gateway, and the gateway's side of the connection.
+async function drained (t) {
   const gateway = await fakeGateway(t)
   const client = new Client({ host: 'localhost', port: gateway.port, connectTimeout: scaled(30000) })
   t.teardown(() => client.close())
@@ -109,6 +110,11 @@ test('bundles written in JavaScript and natively are msgpack-lite 0.1.26 byte fo
   const peer = await gateway.accept()
   await welcome(peer)
   await once(client, 'drain')
+  return { client, peer }
+}
+
+test('bundles written in JavaScript and natively are msgpack-lite 0.1.26 byte for byte', async (t) => {
+  const { client, peer } = await drained(t)
   let index = 0
   for (const bundle of bundles()) {
     const id = `id-${index++}`
@@ -130,13 +136,7 @@ test('bundles written in JavaScript and natively are msgpack-lite 0.1.26 byte fo
 })
 
 test('every getter and Proxy trap of a bundle runs once, in the walk order, wherever the walk is handed over', async (t) => {
-  const gateway = await fakeGateway(t)
-  const client = new Client({ host: 'localhost', port: gateway.port, connectTimeout: scaled(30000) })
-  t.teardown(() => client.close())
-  client.connect()
-  const peer = await gateway.accept()
-  await welcome(peer)
-  await once(client, 'drain')
+  const { client, peer } = await drained(t)
   const log = []
   const getters = (name, entries) => {
     const object = {}
