@@ -43,7 +43,14 @@ async function blackHole (t, port) {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0)
     })
   `], { stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => child.kill('SIGKILL'))
+  // Gone before the test's server closes (teardowns run last first): its port must not be
+  // free on 127.0.0.1 while [::1] still drops SYNs for it, or another test's 'localhost'
+  // connection to that port number would hang on the IPv6 attempt.
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  t.teardown(() => {
+    child.kill('SIGKILL')
+    return exited
+  })
   const said = await new Promise((resolve) => {
     let out = ''
     child.stdout.on('data', (chunk) => {
