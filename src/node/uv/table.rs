@@ -149,7 +149,9 @@ fn find_uv() -> Option<Uv> {
     unsafe fn export(module: HMODULE, name: &std::ffi::CStr) -> *mut c_void {
         // SAFETY: `module` is a loaded module (the caller's guarantee) and `name` a
         // NUL-terminated name; `GetProcAddress` only reads both, and returns `None` (null)
-        // for a name the module does not export.
+        // for a name the module does not export. `name` is a C-string literal in this
+        // library's read-only data: nothing, JavaScript or another program, can write to it,
+        // and no JavaScript runs during the call (it is made from Rust, not a JS callback).
         unsafe { GetProcAddress(module, name.as_ptr().cast()) }
             .map_or(std::ptr::null_mut(), |f| f as *mut c_void)
     }
@@ -163,7 +165,9 @@ fn find_uv() -> Option<Uv> {
             let wide: Option<Vec<u16>> = name.map(|n| n.encode_utf16().chain([0]).collect());
             // SAFETY: `GetModuleHandleW` takes null (the executable) or a NUL-terminated UTF-16
             // name, which `wide` is and which outlives the call; it loads nothing and takes no
-            // reference, and returns null for a module that is not loaded.
+            // reference, and returns null for a module that is not loaded. `wide` is a Vec of
+            // this function's own, in this process's private heap, which no JavaScript (none
+            // runs during the call) and no other program can change while it is read.
             let module =
                 unsafe { GetModuleHandleW(wide.as_ref().map_or(std::ptr::null(), |w| w.as_ptr())) };
             // SAFETY: a non-null result is a module loaded in this process; the executable and a

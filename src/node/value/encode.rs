@@ -172,7 +172,8 @@ unsafe fn append_scratch(
         // reported them, and no JavaScript runs between that call and the end of this copy
         // (`extend_from_slice` makes no Node-API call), so nothing can shrink or detach the
         // memory meanwhile; no other thread can (the view is `lib/encode.js`'s own, on an
-        // ArrayBuffer that is not shared), and the slice does not outlive the block.
+        // ArrayBuffer that is not shared), nor any other program (V8's heap and array buffers
+        // are this process's private memory), and the slice does not outlive the block.
         let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
         out.extend_from_slice(bytes);
     }

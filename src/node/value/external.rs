@@ -101,7 +101,9 @@ unsafe fn find_external_strings(env: sys::napi_env) -> Option<ExternalStrings> {
     if !unsafe { crate::node::host::is_node(env) } {
         return None;
     }
-    // SAFETY: `dlsym` gets the `RTLD_DEFAULT` pseudo-handle and a NUL-terminated name.
+    // SAFETY: `dlsym` gets the `RTLD_DEFAULT` pseudo-handle and a NUL-terminated name, a
+    // C-string literal in read-only data (no JavaScript or other program can change it), and
+    // runs no JavaScript.
     let find = |name: &std::ffi::CStr| unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
     let latin1 = find(c"node_api_create_external_string_latin1");
     let utf16 = find(c"node_api_create_external_string_utf16");
