@@ -353,6 +353,56 @@ fn open_session(module: &Pkcs11, uri: &Pkcs11Uri) -> Result<(Slot, Session), Pkc
     Ok((slot, session))
 }
 
+/// What an option's URI must name: its `type=`, the option, the object's class and name.
+struct Wanted {
+    kind: &'static str,
+    option: &'static str,
+    class: ObjectClass,
+    what: &'static str,
+    /// What the error calls it.
+    noun: &'static str,
+}
+
+impl Wanted {
+    const KEY: Wanted = Wanted {
+        kind: "private",
+        option: "key",
+        class: ObjectClass::PRIVATE_KEY,
+        what: "private key",
+        noun: "key",
+    };
+    const CERT: Wanted = Wanted {
+        kind: "cert",
+        option: "cert",
+        class: ObjectClass::CERTIFICATE,
+        what: "certificate",
+        noun: "certificate",
+    };
+}
+
+/// The module, the token's slot, a session on it (logged in when the token asks) and the one
+/// object the URI names, which must be of the `type=` the option takes.
+fn open_object(
+    uri: &Pkcs11Uri,
+    wanted: Wanted,
+) -> Result<(Pkcs11, Slot, Session, ObjectHandle), Pkcs11Error> {
+    if let Some(kind) = uri.kind.as_deref() {
+        if kind != wanted.kind {
+            return Err(Pkcs11Error::new(
+                OBJECT,
+                format!(
+                    "options.{} names an object of type '{kind}' ({uri}): a {} is type={}.",
+                    wanted.option, wanted.noun, wanted.kind
+                ),
+            ));
+        }
+    }
+    let module = module(&uri.module)?;
+    let (slot, session) = open_session(&module, uri)?;
+    let object = find_object(&session, uri, wanted.class, wanted.what)?;
+    Ok((module, slot, session, object))
+}
+
 /// The one object of `class` the URI names.
 fn find_object(
     session: &Session,
@@ -521,17 +571,7 @@ impl TokenKey {
     /// Loads the module, finds the token, logs in and finds the private key, checking that TLS
     /// can sign with it.
     pub fn open(uri: &Pkcs11Uri) -> Result<Arc<Self>, Pkcs11Error> {
-        if let Some(kind) = uri.kind.as_deref() {
-            if kind != "private" {
-                return Err(Pkcs11Error::new(
-                    OBJECT,
-                    format!("options.key names an object of type '{kind}' ({uri}): a key is type=private."),
-                ));
-            }
-        }
-        let module = module(&uri.module)?;
-        let (slot, session) = open_session(&module, uri)?;
-        let key = find_object(&session, uri, ObjectClass::PRIVATE_KEY, "private key")?;
+        let (module, slot, session, key) = open_object(uri, Wanted::KEY)?;
         let kind = key_kind(&module, slot, &session, key, uri)?;
         Ok(Arc::new(TokenKey {
             uri: uri.clone(),
@@ -794,17 +834,7 @@ impl Signer for TokenSigner {
 
 /// The certificate the URI names (`type=cert`), read from the token.
 pub fn read_certificate(uri: &Pkcs11Uri) -> Result<CertificateDer<'static>, Pkcs11Error> {
-    if let Some(kind) = uri.kind.as_deref() {
-        if kind != "cert" {
-            return Err(Pkcs11Error::new(
-                OBJECT,
-                format!("options.cert names an object of type '{kind}' ({uri}): a certificate is type=cert."),
-            ));
-        }
-    }
-    let module = module(&uri.module)?;
-    let (_, session) = open_session(&module, uri)?;
-    let cert = find_object(&session, uri, ObjectClass::CERTIFICATE, "certificate")?;
+    let (_, _, session, cert) = open_object(uri, Wanted::CERT)?;
     let value = session
         .get_attributes(cert, &[AttributeType::Value])
         .map_err(|e| failed(e, "reading the certificate"))?;
