@@ -368,6 +368,47 @@ test('event ids made by send() are random UUIDs without dashes, all different, a
   t.is(given.id, 'my-own-id')
 })
 
+test('acknowledgement reaches listeners however and whenever they are added, and again after all were removed', async (t) => {
+  const { options } = await transports.tcp(t)
+  const { client } = track(t, options)
+  client.connect()
+  await once(client, 'drain')
+  const send = async () => {
+    const event = new Event('reading', { n: 1 })
+    t.is(await sendAsync(client, event), null)
+    return event.id
+  }
+  // None listens: the events are acknowledged all the same.
+  await send()
+  const heard = []
+  client.once('acknowledgement', (ack) => heard.push(['once', ack.correlid]))
+  client.prependListener('acknowledgement', (ack) => heard.push(['prepended', ack.correlid]))
+  const first = await send()
+  t.deepEqual(heard, [['prepended', first], ['once', first]])
+  client.removeAllListeners()
+  await send()
+  await send()
+  t.is(heard.length, 2, 'nothing heard while none listens')
+  client.addListener('acknowledgement', (ack) => heard.push(['added', ack.correlid, ack.status]))
+  const later = await send()
+  t.deepEqual(heard.slice(2), [['added', later, 0]])
+  t.true(UUID_V4.test(later))
+})
+
+test('an event refused at send() has an id all the same', (t) => {
+  const client = new Client({ host: 'localhost', port: 1 })
+  t.teardown(() => client.close())
+  const queued = new Event('reading', { n: 1 })
+  client.send(queued, () => {})
+  const unwritable = new Event('reading', { n: 2n })
+  t.throws(() => client.send(unwritable), { code: 'EINVALIDBUNDLE' })
+  const throwing = new Event('reading', { get n () { throw new Error('no reading') } })
+  t.throws(() => client.send(throwing), { code: 'EINVALIDBUNDLE', message: /no reading/ })
+  const ids = [queued.id, unwritable.id, throwing.id]
+  t.true(ids.every((id) => UUID_V4.test(id)), ids.join())
+  t.is(new Set(ids).size, 3)
+})
+
 test('validation: constructor options', (t) => {
   const pki = createPki()
   t.throws(() => new Client(), { instanceOf: Error, message: 'Options expected.' })

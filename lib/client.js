@@ -387,6 +387,8 @@ class Client extends EventEmitter {
       const client = self.deref()
       if (client) client._dispatch(batchOf(values))
     })
+    // See the listener methods below: a subclass may have added one already.
+    if (this.listenerCount('acknowledgement') > 0) this._native.acknowledgements(true)
     // The two calls made per event and per action, as plain functions (see Calls in
     // src/node/client/calls.rs), made at the first send() or action: an idle client does not pay
     // for them.
@@ -528,18 +530,26 @@ class Client extends EventEmitter {
         return this
       }
     }
-    if (event.id === null || event.id === undefined) event.id = newId()
+    // Without an id, the native send makes one (see src/node/client/calls.rs).
+    const id = event.id === null ? undefined : event.id
     const seq = this._callbacks.add(callback || undefined)
     let refused
     try {
       if (this._sendNative === null) this._makeCalls()
-      // Undefined, or the Error with its code that refused the event (IM491, EINVALIDBUNDLE,
-      // or the outbox's: EQUEUEFULL, ENOSPC, ...), which is then not queued.
-      refused = sendEvent(this._sendNative, seq, event.id, event.type, event.bundle === undefined ? null : event.bundle)
+      // The id made, undefined (an id was given), or the Error with its code that refused the
+      // event (IM491, EINVALIDBUNDLE, or the outbox's: EQUEUEFULL, ENOSPC, ...), which is then
+      // not queued.
+      refused = sendEvent(this._sendNative, seq, id, event.type, event.bundle === undefined ? null : event.bundle)
     } catch (err) {
       // What JavaScript threw while the bundle was read (a getter).
       refused = gatewayError(`Invalid event bundle: ${reason(err)}`, 'EINVALIDBUNDLE')
     }
+    if (typeof refused === 'string') {
+      event.id = refused
+      return this
+    }
+    // A refused event has an id all the same, as every event send() was given.
+    if (id === undefined) event.id = newId()
     if (refused !== undefined) {
       this._callbacks.take(seq)
       if (this._metrics !== null) this._metrics.events.failed++
@@ -850,7 +860,11 @@ class Client extends EventEmitter {
       const fields = at + 1
       at = fields + WIDTHS[kind]
       try {
-        this._notice(kind, batch, fields)
+        // The notices of every event and action first, each in a small function of its own:
+        // the rest is rare, and JavaScript compiles the hot path alone.
+        if (kind === DONE) this._done(batch[fields], null, 'acked')
+        else if (kind === ACTION) this._action(batch[fields], batch[fields + 1], batch[fields + 2], batch[fields + 3])
+        else this._notice(kind, batch, fields)
       } catch (err) {
         // A listener or callback threw: finish the batch so no callback is lost, then let the
         // exception surface as Node would have surfaced it.
@@ -944,6 +958,11 @@ class Client extends EventEmitter {
         this._action(batch[at], batch[at + 1], batch[at + 2], batch[at + 3])
         break
       case ACKNOWLEDGEMENT: {
+        if (this.listenerCount('acknowledgement') === 0) {
+          // The last listener went: the native side stops making these until one is added.
+          this._native.acknowledgements(false)
+          break
+        }
         const body = { correlid: batch[at], status: batch[at + 1] }
         const code = batch[at + 2]
         const message = batch[at + 3]
@@ -1019,6 +1038,24 @@ class Client extends EventEmitter {
     if (debug.enabled) debug('action %s %s', action.id, action.type)
     this.emit('action', action, ack)
   }
+}
+
+// An `acknowledgement` notice costs a string and an object per event: the native side makes
+// them only while someone listens. Every way of adding a listener turns them on (`once` and
+// `prependOnceListener` add through these too); a notice that finds no listener turns them off.
+for (const name of ['on', 'addListener', 'prependListener', 'once', 'prependOnceListener']) {
+  const add = EventEmitter.prototype[name]
+  Object.defineProperty(Client.prototype, name, {
+    configurable: true,
+    writable: true,
+    value: {
+      [name] (event, listener) {
+        const result = add.call(this, event, listener)
+        if (event === 'acknowledgement' && this._native !== undefined) this._native.acknowledgements(true)
+        return result
+      }
+    }[name]
+  })
 }
 
 module.exports = { Client, Event, Action }

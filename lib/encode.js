@@ -228,11 +228,12 @@ function handOver (list, i, pos, value, wasRead) {
 
 /**
  * `native(seq, id, type, bundle, ...)`, the native `send` (src/node/client/calls.rs), with as
- * much of `bundle` written here as this walk writes; returns what it returns. A string id
- * only: an object id's getters run before the bundle's, in the native walk.
+ * much of `bundle` written here as this walk writes; returns what it returns. A string id, or
+ * none (undefined: the native send makes one), only: an object id's getters run before the
+ * bundle's, in the native walk.
  */
 function sendEvent (native, seq, id, type, bundle) {
-  if (busy || typeof id !== 'string' || bundle === null || typeof bundle !== 'object') {
+  if (busy || (id !== undefined && typeof id !== 'string') || bundle === null || typeof bundle !== 'object') {
     return native(seq, id, type, bundle, SCRATCH, -1)
   }
   busy = true

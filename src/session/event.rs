@@ -2,7 +2,7 @@
 
 #[cfg(doc)]
 use super::{Notice, Output, Session};
-use crate::protocol::value::value_writer;
+use crate::protocol::value::{value_writer, write_str};
 use crate::protocol::{decode, DecodeError, Message, Value};
 use bytes::{Bytes, BytesMut};
 use std::convert::Infallible;
@@ -65,6 +65,67 @@ impl OutgoingEvent {
             stored: None,
         })
     }
+
+    /// As [`OutgoingEvent::encode`], for the string id `id` (one made by [`new_event_id`]),
+    /// which is then not read back from the frame.
+    pub fn encode_with_id<E>(
+        seq: u64,
+        id: &str,
+        kind: &str,
+        write_bundle: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<OutgoingEvent, E> {
+        let write_id = |out: &mut BytesMut| {
+            write_str(id, out);
+            Ok(())
+        };
+        let (frame, _) = encode_event(write_id, kind, write_bundle)?;
+        Ok(OutgoingEvent {
+            seq,
+            id: Value::String(id.into()),
+            frame,
+            stored: None,
+        })
+    }
+}
+
+/// Random bytes for event ids, drawn from the system's generator 4 KiB at a time.
+struct IdPool {
+    bytes: [u8; 4096],
+    used: usize,
+}
+
+thread_local! {
+    static IDS: std::cell::RefCell<IdPool> = const {
+        std::cell::RefCell::new(IdPool { bytes: [0; 4096], used: 4096 })
+    };
+}
+
+/// A new event id, as the original makes them: a random UUID (version 4) without its dashes,
+/// 32 lowercase hex characters. `None` if the system's random generator failed.
+pub fn new_event_id() -> Option<[u8; 32]> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut random = IDS.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.used == pool.bytes.len() {
+            aws_lc_rs::rand::fill(&mut pool.bytes).ok()?;
+            pool.used = 0;
+        }
+        let at = pool.used;
+        pool.used += 16;
+        let mut random = [0u8; 16];
+        random.copy_from_slice(&pool.bytes[at..at + 16]);
+        // Each id's bytes are used once.
+        pool.bytes[at..at + 16].fill(0);
+        Some(random)
+    })?;
+    random[6] = (random[6] & 0x0f) | 0x40; // version 4
+    random[8] = (random[8] & 0x3f) | 0x80; // the RFC 4122 variant
+    let mut id = [0u8; 32];
+    for (i, byte) in random.iter().enumerate() {
+        id[2 * i] = HEX[usize::from(byte >> 4)];
+        id[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+    }
+    Some(id)
 }
 
 /// An EVENT frame and where its id is in it (see [`Message::encode_event`]), encoded in a
@@ -86,4 +147,40 @@ fn encode_event<E>(
         *scratch.borrow_mut() = frame;
         exact
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_event_ids_are_uuid_v4_hex_and_all_different() {
+        let mut seen = std::collections::HashSet::new();
+        // More than one pool's worth, so the pool is refilled on the way.
+        for _ in 0..1000 {
+            let id = new_event_id().expect("random bytes");
+            let text = std::str::from_utf8(&id).unwrap();
+            assert!(text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            assert_eq!(&text[12..13], "4", "version 4: {text}");
+            assert!(
+                "89ab".contains(&text[16..17]),
+                "the RFC 4122 variant: {text}"
+            );
+            assert!(seen.insert(id), "ids repeat");
+        }
+    }
+
+    #[test]
+    fn encode_with_id_writes_the_id_as_encode_would() {
+        let id = new_event_id().unwrap();
+        let id = std::str::from_utf8(&id).unwrap();
+        let bundle = Value::Map(vec![("n".to_owned(), Value::Number(1.0))]);
+        let made: Result<_, Infallible> =
+            OutgoingEvent::encode_with_id(7, id, "reading", value_writer(&bundle));
+        let made = made.unwrap();
+        let expected = OutgoingEvent::new(7, Value::String(id.into()), "reading", bundle);
+        assert_eq!(made, expected);
+    }
 }

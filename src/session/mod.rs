@@ -36,7 +36,7 @@ mod tests;
 pub use actions::ActionKey;
 use actions::Delivered;
 pub use config::{SessionConfig, Timer, Timing};
-pub use event::OutgoingEvent;
+pub use event::{new_event_id, OutgoingEvent};
 pub use output::{ConnectionState, ErrorDetail, Notice, Output, SessionError};
 pub use random::{backoff, Random, Xorshift};
 pub use stats::SessionStats;

@@ -19,7 +19,7 @@ use crate::node::value::{
 };
 use crate::node::{thrown, Thrown};
 use crate::protocol::ErrorBody;
-use crate::session::OutgoingEvent;
+use crate::session::{new_event_id, OutgoingEvent};
 
 /// A value made with raw Node-API calls, returned as it is.
 pub struct RawValue(pub sys::napi_value);
@@ -121,10 +121,11 @@ enum Failure {
     Return,
 }
 
-/// Runs a call's body with its arguments and `Calls`: an error becomes a JavaScript `Error`
-/// with its code, thrown or returned as `failure` says, unless an exception is pending
-/// already, as when a getter of the bundle threw, which is then thrown as it is. A panic,
-/// which must not unwind into Node, becomes `EINTERNAL`.
+/// Runs a call's body with its arguments and `Calls`, and returns what the body returned
+/// (a null `napi_value` is undefined): an error becomes a JavaScript `Error` with its code,
+/// thrown or returned as `failure` says, unless an exception is pending already, as when a
+/// getter of the bundle threw, which is then thrown as it is. A panic, which must not unwind
+/// into Node, becomes `EINTERNAL`.
 ///
 /// # Safety
 ///
@@ -134,7 +135,7 @@ unsafe fn run_call<const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
     failure: Failure,
-    body: impl FnOnce(&Calls, [sys::napi_value; N]) -> std::result::Result<(), EncodeError>,
+    body: impl FnOnce(&Calls, [sys::napi_value; N]) -> std::result::Result<sys::napi_value, EncodeError>,
 ) -> sys::napi_value {
     let mut argc = N;
     let mut argv = [ptr::null_mut(); N];
@@ -151,7 +152,7 @@ unsafe fn run_call<const N: usize>(
             &mut data,
         )
     };
-    let result: std::result::Result<(), EncodeError> =
+    let result: std::result::Result<sys::napi_value, EncodeError> =
         if status != sys::Status::napi_ok || data.is_null() {
             Err(EncodeError::Napi(napi::Error::from_reason(
                 "napi_get_cb_info failed",
@@ -176,8 +177,9 @@ unsafe fn run_call<const N: usize>(
                 ))),
             }
         };
-    let Err(err) = result else {
-        return ptr::null_mut();
+    let err = match result {
+        Ok(value) => return value,
+        Err(err) => err,
     };
     let mut pending = false;
     // SAFETY: `env` is current, in this call's scope; the out-pointer is a local.
@@ -246,9 +248,10 @@ fn refusal(err: EncodeError) -> (String, String) {
 }
 
 /// `send(seq, id, type, bundle, scratch, length, keys, at, first, read)`: queues an event;
-/// `seq` names its callback in the `done` notice. Returns undefined, or the `Error` (with its
-/// code, see [`refusal`]) that refused the event, which is then not queued; throws only what
-/// JavaScript threw (a getter of the bundle). The bundle is encoded here, straight from the
+/// `seq` names its callback in the `done` notice. With `id` undefined, the event's id is made
+/// here ([`new_event_id`]) and returned, as a string; with an id given, returns undefined. A
+/// refused event is not queued: it returns the `Error` (with its code, see [`refusal`]) that
+/// refused it. Throws only what JavaScript threw (a getter of the bundle). The bundle is encoded here, straight from the
 /// caller's Buffers into the frame, and not kept, from where `lib/encode.js` handed it over
 /// (the last six arguments, see [`resumed`]).
 ///
@@ -277,7 +280,7 @@ pub(super) unsafe extern "C" fn call_send(
     }
 }
 
-/// The body of [`call_send`].
+/// The body of [`call_send`]: undefined, or the id made (see there).
 ///
 /// # Safety
 ///
@@ -291,11 +294,23 @@ unsafe fn send(
     kind: sys::napi_value,
     bundle: sys::napi_value,
     resumed: Option<Resumed>,
-) -> std::result::Result<(), EncodeError> {
+) -> std::result::Result<sys::napi_value, EncodeError> {
     let mut number = 0.0;
-    // SAFETY: `env` is current and `seq` a live handle (the caller's guarantee); the
-    // out-pointer is a local. Reading a value runs no JavaScript.
-    napi::check_status!(unsafe { sys::napi_get_value_double(env, seq, &mut number) })?;
+    let mut id_type = 0;
+    // SAFETY: `env` is current and `seq` and `id` live handles (the caller's guarantee); the
+    // out-pointers are locals. Reading a value or its type runs no JavaScript.
+    unsafe {
+        napi::check_status!(sys::napi_get_value_double(env, seq, &mut number))?;
+        napi::check_status!(sys::napi_typeof(env, id, &mut id_type))?;
+    }
+    let made =
+        if id_type == sys::ValueType::napi_undefined {
+            Some(new_event_id().ok_or_else(|| {
+                EncodeError::Refused("no random bytes for the event id".to_owned())
+            })?)
+        } else {
+            None
+        };
     let mut short = [0u8; SHORT_STRING];
     let long;
     // SAFETY: as above, for `kind`; the string is read into Rust memory (`short`, or
@@ -310,19 +325,46 @@ unsafe fn send(
     };
     // The id and the bundle go straight from the caller's values and Buffers into
     // the frame.
-    let mut event = OutgoingEvent::encode(
-        number as u64,
-        // SAFETY: `env` is current and `id` a live handle (the caller's guarantee).
-        |out| unsafe { encode(env, id, FIELD_DEPTH, out) },
-        kind,
-        // SAFETY: as above, for `bundle` and the values of `resumed`.
-        |out| unsafe {
-            match resumed {
-                None => encode(env, bundle, FIELD_DEPTH, out),
-                Some(resumed) => encode_resumed(env, bundle, resumed, FIELD_DEPTH, out),
-            }
-        },
-    )?;
+    // SAFETY: `env` is current and `bundle` and the values of `resumed` live handles (the
+    // caller's guarantee).
+    let write_bundle = |out: &mut _| unsafe {
+        match resumed {
+            None => encode(env, bundle, FIELD_DEPTH, out),
+            Some(resumed) => encode_resumed(env, bundle, resumed, FIELD_DEPTH, out),
+        }
+    };
+    let mut event = match &made {
+        // Hex digits: ASCII.
+        Some(made) => OutgoingEvent::encode_with_id(
+            number as u64,
+            std::str::from_utf8(made).unwrap_or_default(),
+            kind,
+            write_bundle,
+        )?,
+        None => OutgoingEvent::encode(
+            number as u64,
+            // SAFETY: `env` is current and `id` a live handle (the caller's guarantee).
+            |out| unsafe { encode(env, id, FIELD_DEPTH, out) },
+            kind,
+            write_bundle,
+        )?,
+    };
+    // The id made, for JavaScript: made before the event is queued, so that a failure here
+    // refuses the event rather than leaving it queued.
+    let mut made_id = ptr::null_mut();
+    if let Some(made) = &made {
+        // SAFETY: `env` is current (the caller's guarantee); `made` is Rust memory of the
+        // length given (Latin-1 is ASCII here), and the out-pointer a local. Runs no
+        // JavaScript.
+        napi::check_status!(unsafe {
+            sys::napi_create_string_latin1(
+                env,
+                made.as_ptr().cast(),
+                made.len() as isize,
+                &mut made_id,
+            )
+        })?;
+    }
     // On disk (or refused, and then not queued at all) before `send` returns, whichever
     // driver runs the client (docs/ARCHITECTURE.md section 6).
     if let Some(store) = &calls.store {
@@ -338,7 +380,7 @@ unsafe fn send(
     } else {
         calls.handle.command(event);
     }
-    Ok(())
+    Ok(made_id)
 }
 
 /// How far `lib/encode.js` got with the bundle (see [`Resumed`]): `length` is -1 when it
@@ -426,7 +468,7 @@ pub(super) unsafe extern "C" fn call_ack(
                     &calls.handle,
                     Command::Ack(Box::new(ActionAck { id, error })),
                 );
-                Ok(())
+                Ok(ptr::null_mut())
             },
         )
     }

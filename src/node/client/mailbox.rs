@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use napi::bindgen_prelude::{ToNapiValue, TypeName};
@@ -26,6 +27,11 @@ pub(super) type BatchSink = ThreadsafeFunction<MailboxCall, (), MailboxCall, Sta
 pub(super) struct Mailbox {
     waiting: Mutex<Waiting>,
     pub(super) backlog: Arc<Backlog>,
+    /// Whether JavaScript listens for `acknowledgement` (see `NativeClient::acknowledgements`):
+    /// when not, a batch leaves out the acknowledgement notices, which would each cost a
+    /// string and an object that nobody reads. Read when a batch is handed over, on the JS
+    /// thread, so it is what JavaScript had set by then.
+    pub(super) acknowledgements: AtomicBool,
 }
 
 #[derive(Default)]
@@ -106,7 +112,11 @@ unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox, pulled: bool) -> R
     let batch = mailbox.take(pulled);
     // SAFETY: the caller's `env`, on its thread, in the handle scope it opened.
     let mut out = unsafe { Flat::new(env, batch.notices.len() * 4 + 3) };
-    write_batch(&mut out, batch)?;
+    write_batch(
+        &mut out,
+        batch,
+        mailbox.acknowledgements.load(Ordering::Relaxed),
+    )?;
     out.finish()
 }
 

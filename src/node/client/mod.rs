@@ -158,6 +158,8 @@ pub struct NativeClient {
     restored: Mutex<Option<NativeRestored>>,
     /// Lookups waiting for the `lookup` option's answer; none without the option.
     lookups: Option<Arc<Lookups>>,
+    /// Where batches wait for JavaScript; see [`NativeClient::acknowledgements`].
+    mailbox: Arc<Mailbox>,
 }
 
 impl Drop for NativeClient {
@@ -204,6 +206,7 @@ impl NativeClient {
         };
         let callback = napi::JsValue::raw(&on_batch);
         let mailbox: Arc<Mailbox> = Arc::default();
+        let listened = mailbox.clone();
         let reactor = super::uv::reactor(&env);
         let direct = Arc::new(DirectCall::new(&env, callback, mailbox.clone()).map_err(internal)?);
         let pull = DirectCall::pull_function(&direct).map_err(internal)?;
@@ -271,6 +274,7 @@ impl NativeClient {
             store,
             restored: Mutex::new(restored),
             lookups,
+            mailbox: listened,
         };
         // Idle until the first connect().
         client.unref(env).map_err(internal)?;
@@ -290,10 +294,20 @@ impl NativeClient {
         Ok(())
     }
 
+    /// Whether batches carry acknowledgement notices (off until called): `lib/client.js` turns
+    /// them on when an `acknowledgement` listener is added, and off when one arrives that
+    /// nobody listens for.
+    #[napi(catch_unwind)]
+    pub fn acknowledgements(&self, on: bool) {
+        self.mailbox
+            .acknowledgements
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// `send` and `ack` as plain functions, made once per client (see [`Calls`]).
     #[napi(
         catch_unwind,
-        ts_return_type = "{ send(seq: number, id: unknown, type: string, bundle: unknown): (Error & { code: string }) | undefined, ack(id: unknown, code?: string, message?: string): void }"
+        ts_return_type = "{ send(seq: number, id: unknown, type: string, bundle: unknown): (Error & { code: string }) | string | undefined, ack(id: unknown, code?: string, message?: string): void }"
     )]
     pub fn calls(&self, env: Env) -> Result<RawValue> {
         let calls = Arc::new(Calls {

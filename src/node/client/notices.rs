@@ -10,10 +10,13 @@ use crate::node::notice::{ClientKind, Flat};
 use crate::protocol::{ErrorBody, Value};
 use crate::session::{ActionKey, ConnectionState, ErrorDetail, Notice, SessionError};
 
-/// Writes `batch`'s notices, then its fatal error and its idle report.
-pub(super) fn write_batch(out: &mut Flat, batch: Batch) -> Result<()> {
+/// Writes `batch`'s notices, then its fatal error and its idle report; the acknowledgement
+/// notices only when `acknowledgements` (someone listens for them).
+pub(super) fn write_batch(out: &mut Flat, batch: Batch, acknowledgements: bool) -> Result<()> {
     for notice in batch.notices {
-        write_notice(out, notice)?;
+        if acknowledgements || !matches!(notice, Notice::Acknowledgement { .. }) {
+            write_notice(out, notice)?;
+        }
     }
     if let Some(err) = batch.fatal {
         out.kind(ClientKind::Fatal)?;
@@ -152,5 +155,6 @@ pub(crate) fn write_samples(out: &mut Flat) -> Result<()> {
             fatal: Some(err(ErrorCode::Internal)),
             idle: Some(7),
         },
+        true,
     )
 }
