@@ -48,7 +48,20 @@ function meterProvider () {
   return new MeterProvider({ readers: [reader] })
 }
 
-async function events ({ count, size, text, maxInFlight = 1, outbox, metrics }) {
+/** Sends `count` events at once, each of `payloads` in turn (or `{ n }`); resolves when all are done. */
+function sendAll (c, count, size, payloads) {
+  return new Promise((resolve, reject) => {
+    let done = 0
+    for (let i = 0; i < count; i++) {
+      c.send(new Event('bench', size ? payloads[i % payloads.length] : { n: i }), (err) => {
+        if (err) return reject(err)
+        if (++done === count) resolve()
+      })
+    }
+  })
+}
+
+async function events ({ count, size, text, maxInFlight = 1, outbox, metrics, warmup = 0 }) {
   // With `outbox: { sync }`: a fresh outbox directory, removed afterwards.
   const dir = outbox && fs.mkdtempSync(path.join(os.tmpdir(), 'imt-bench-outbox-'))
   const provider = metrics ? meterProvider() : null
@@ -59,17 +72,12 @@ async function events ({ count, size, text, maxInFlight = 1, outbox, metrics }) 
   // A first collection before the measured time: it compiles the SDK's collection path, a cost
   // an application pays once, not per event.
   if (provider) await provider.forceFlush()
+  // Untimed events first, with `warmup`, as the round trip does: the JavaScript on the path is
+  // then compiled, as in a process that has run a while.
+  if (warmup) await sendAll(c, warmup, size, payloads)
   const cpu = process.cpuUsage()
   const started = now()
-  await new Promise((resolve, reject) => {
-    let done = 0
-    for (let i = 0; i < count; i++) {
-      c.send(new Event('bench', size ? payloads[i % payloads.length] : { n: i }), (err) => {
-        if (err) return reject(err)
-        if (++done === count) resolve()
-      })
-    }
-  })
+  await sendAll(c, count, size, payloads)
   // With metrics, one collection and export inside the measured time: the durations the client
   // hands over in bulk are recorded then.
   if (provider) await provider.forceFlush()
@@ -103,7 +111,28 @@ async function rtt ({ count, warmup = 0 }) {
   return { rttMedianUs: percentile(times, 0.5), rttP99Us: percentile(times, 0.99), cpuUs: cpuPer }
 }
 
-async function actions ({ count, size }) {
+async function actions ({ count, size, warmup = 0, warmupDevice }) {
+  // With `warmup`: first, untimed, a client of its own connects as `warmupDevice`, for which
+  // the gateway holds `warmup` actions, and acknowledges them (the JavaScript on the path is then
+  // compiled); the timed client connects after it has closed.
+  if (warmup) {
+    // The Client names its device after the host, as the original does, and takes no option
+    // for it: the warm-up client is made with another host name.
+    const hostname = os.hostname
+    os.hostname = () => warmupDevice
+    let w
+    try {
+      w = client()
+    } finally {
+      os.hostname = hostname
+    }
+    let acked = 0
+    w.on('action', (action, ack) => { acked++; ack() })
+    w.connect()
+    await drained(w)
+    await w.closeAsync()
+    if (acked !== warmup) throw new Error(`expected ${warmup} warm-up actions, got ${acked}`)
+  }
   const c = client()
   let seen = 0
   c.on('action', (action, ack) => { seen++; ack() })

@@ -157,7 +157,7 @@ function decodeBody (buffer, start, end) {
 /**
  * Connects, says HELLO, acknowledges every held action up to DRAINED, then calls `drained()`.
  * Afterwards `onAcknowledgement({correlid, status})` is called for each acknowledgement; actions
- * are acknowledged as they come. Returns `{ write, actions() }`.
+ * are acknowledged as they come. Returns `{ write, actions(), end() }`.
  */
 function connect (device, drained, onAcknowledgement, fail) {
   const socket = tls.connect({ host: '127.0.0.1', port: scenario.port, key: scenario.key, cert: scenario.cert, ca: scenario.ca })
@@ -196,7 +196,11 @@ function connect (device, drained, onAcknowledgement, fail) {
     }
     pending = at === buffer.length ? null : buffer.subarray(at)
   })
-  return { write: (data) => socket.write(data), actions: () => actions }
+  const end = () => {
+    socket.removeAllListeners('close')
+    socket.end()
+  }
+  return { write: (data) => socket.write(data), actions: () => actions, end }
 }
 
 function percentile (sorted, p) {
@@ -242,8 +246,18 @@ function events ({ count, warmup = 0 }) {
   })
 }
 
-/** Connects as `device`, for which the gateway holds `count` actions, and acknowledges each. */
-function actions ({ count, device }) {
+/** Connects as `device`, for which the gateway holds `count` actions, and acknowledges each;
+ * with `warmup`, untimed first, as `${device}-warmup`, which holds `warmup` actions. */
+async function actions ({ count, device, warmup = 0 }) {
+  if (warmup) {
+    await new Promise((resolve, reject) => {
+      const peer = connect(`${device}-warmup`, () => {
+        if (peer.actions() !== warmup) return reject(new Error(`node floor: expected ${warmup} warm-up actions, got ${peer.actions()}`))
+        peer.end()
+        resolve()
+      }, () => reject(new Error('node floor: acknowledgement with no event sent')), reject)
+    })
+  }
   return new Promise((resolve, reject) => {
     const cpu = process.cpuUsage()
     const started = process.hrtime.bigint()

@@ -248,6 +248,16 @@ async fn run(args: Args) -> Result<String, Failure> {
             ))
         }
         "actions" => {
+            // With `--warmup`: untimed first, as bench/client.js does, a connection as
+            // DEVICE-warmup, for which the server holds `warmup` actions.
+            if args.warmup > 0 {
+                let (_peer, actions) = connect(&args, &format!("{}-warmup", args.device)).await?;
+                if actions != args.warmup {
+                    return Err(
+                        format!("expected {} warm-up actions, got {actions}", args.warmup).into(),
+                    );
+                }
+            }
             // The server holds `count` actions for this device: they arrive before DRAINED.
             let cpu = cpu_nanos();
             let started = Instant::now();
