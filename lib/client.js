@@ -949,14 +949,9 @@ class Client extends EventEmitter {
     if (callback) callback(err)
   }
 
+  // Every kind but `done` and `action`, which `_dispatch` reads itself.
   _notice (kind, batch, at) {
     switch (kind) {
-      case DONE:
-        this._done(batch[at], null, 'acked')
-        break
-      case ACTION:
-        this._action(batch[at], batch[at + 1], batch[at + 2], batch[at + 3])
-        break
       case ACKNOWLEDGEMENT: {
         if (this.listenerCount('acknowledgement') === 0) {
           // The last listener went: the native side stops making these until one is added.

@@ -104,7 +104,7 @@ thread_local! {
 /// 32 lowercase hex characters. `None` if the system's random generator failed.
 pub fn new_event_id() -> Option<[u8; 32]> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut random = IDS.with(|pool| {
+    IDS.with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.used == pool.bytes.len() {
             aws_lc_rs::rand::fill(&mut pool.bytes).ok()?;
@@ -112,20 +112,18 @@ pub fn new_event_id() -> Option<[u8; 32]> {
         }
         let at = pool.used;
         pool.used += 16;
-        let mut random = [0u8; 16];
-        random.copy_from_slice(&pool.bytes[at..at + 16]);
-        // Each id's bytes are used once.
-        pool.bytes[at..at + 16].fill(0);
-        Some(random)
-    })?;
-    random[6] = (random[6] & 0x0f) | 0x40; // version 4
-    random[8] = (random[8] & 0x3f) | 0x80; // the RFC 4122 variant
-    let mut id = [0u8; 32];
-    for (i, byte) in random.iter().enumerate() {
-        id[2 * i] = HEX[usize::from(byte >> 4)];
-        id[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
-    }
-    Some(id)
+        let mut id = [0u8; 32];
+        for (i, &byte) in pool.bytes[at..at + 16].iter().enumerate() {
+            let byte = match i {
+                6 => (byte & 0x0f) | 0x40, // version 4
+                8 => (byte & 0x3f) | 0x80, // the RFC 4122 variant
+                _ => byte,
+            };
+            id[2 * i] = HEX[usize::from(byte >> 4)];
+            id[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+        }
+        Some(id)
+    })
 }
 
 /// An EVENT frame and where its id is in it (see [`Message::encode_event`]), encoded in a
@@ -160,6 +158,7 @@ mod tests {
         for _ in 0..1000 {
             let id = new_event_id().expect("random bytes");
             let text = std::str::from_utf8(&id).unwrap();
+            assert_eq!(text.len(), 32);
             assert!(text
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));

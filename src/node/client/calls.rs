@@ -251,9 +251,9 @@ fn refusal(err: EncodeError) -> (String, String) {
 /// `seq` names its callback in the `done` notice. With `id` undefined, the event's id is made
 /// here ([`new_event_id`]) and returned, as a string; with an id given, returns undefined. A
 /// refused event is not queued: it returns the `Error` (with its code, see [`refusal`]) that
-/// refused it. Throws only what JavaScript threw (a getter of the bundle). The bundle is encoded here, straight from the
-/// caller's Buffers into the frame, and not kept, from where `lib/encode.js` handed it over
-/// (the last six arguments, see [`resumed`]).
+/// refused it. Throws only what JavaScript threw (a getter of the bundle). The bundle is
+/// encoded here, straight from the caller's Buffers into the frame, and not kept, from where
+/// `lib/encode.js` handed it over (the last six arguments, see [`resumed`]).
 ///
 /// # Safety
 ///
@@ -323,39 +323,15 @@ unsafe fn send(
             long.as_str()
         }
     };
-    // The id and the bundle go straight from the caller's values and Buffers into
-    // the frame.
-    // SAFETY: `env` is current and `bundle` and the values of `resumed` live handles (the
-    // caller's guarantee).
-    let write_bundle = |out: &mut _| unsafe {
-        match resumed {
-            None => encode(env, bundle, FIELD_DEPTH, out),
-            Some(resumed) => encode_resumed(env, bundle, resumed, FIELD_DEPTH, out),
-        }
-    };
-    let mut event = match &made {
-        // Hex digits: ASCII.
-        Some(made) => OutgoingEvent::encode_with_id(
-            number as u64,
-            std::str::from_utf8(made).unwrap_or_default(),
-            kind,
-            write_bundle,
-        )?,
-        None => OutgoingEvent::encode(
-            number as u64,
-            // SAFETY: `env` is current and `id` a live handle (the caller's guarantee).
-            |out| unsafe { encode(env, id, FIELD_DEPTH, out) },
-            kind,
-            write_bundle,
-        )?,
-    };
     // The id made, for JavaScript: made before the event is queued, so that a failure here
     // refuses the event rather than leaving it queued.
     let mut made_id = ptr::null_mut();
     if let Some(made) = &made {
-        // SAFETY: `env` is current (the caller's guarantee); `made` is Rust memory of the
-        // length given (Latin-1 is ASCII here), and the out-pointer a local. Runs no
-        // JavaScript.
+        // SAFETY: `env` is current (the caller's guarantee), and the out-pointer a local. V8
+        // copies the `made.len()` bytes at `made.as_ptr()` (hex digits: ASCII, so Latin-1)
+        // during the call. They are an array on this function's stack: no JavaScript runs
+        // during the call, no other thread can reach the array, and no other program can
+        // write to this process's memory.
         napi::check_status!(unsafe {
             sys::napi_create_string_latin1(
                 env,
@@ -365,6 +341,31 @@ unsafe fn send(
             )
         })?;
     }
+    // The id and the bundle go straight from the caller's values and Buffers into the frame.
+    // The closures hold no pointer themselves: `encode` and `encode_resumed` say, for each
+    // pointer they hold, why no JavaScript runs and nothing else writes the memory meanwhile.
+    // SAFETY: `env` is current and `bundle` and the values of `resumed` live handles (the
+    // caller's guarantee).
+    let write_bundle = |out: &mut _| unsafe {
+        match resumed {
+            None => encode(env, bundle, FIELD_DEPTH, out),
+            Some(resumed) => encode_resumed(env, bundle, resumed, FIELD_DEPTH, out),
+        }
+    };
+    let mut event = match &made {
+        Some(made) => {
+            let made = std::str::from_utf8(made)
+                .map_err(|_| EncodeError::Refused("the event id made is not hex".to_owned()))?;
+            OutgoingEvent::encode_with_id(number as u64, made, kind, write_bundle)?
+        }
+        None => OutgoingEvent::encode(
+            number as u64,
+            // SAFETY: `env` is current and `id` a live handle (the caller's guarantee).
+            |out| unsafe { encode(env, id, FIELD_DEPTH, out) },
+            kind,
+            write_bundle,
+        )?,
+    };
     // On disk (or refused, and then not queued at all) before `send` returns, whichever
     // driver runs the client (docs/ARCHITECTURE.md section 6).
     if let Some(store) = &calls.store {

@@ -215,6 +215,11 @@ impl DirectCall {
         here
     }
 
+    /// The mailbox whose batches this hands over.
+    pub(super) fn mailbox(&self) -> &Mailbox {
+        &self.mailbox
+    }
+
     /// On the JS thread, when the `NativeClient` is finalized.
     pub(super) fn release(&self) {
         if self.on_thread() && self.live.replace(false) {

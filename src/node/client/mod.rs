@@ -158,8 +158,6 @@ pub struct NativeClient {
     restored: Mutex<Option<NativeRestored>>,
     /// Lookups waiting for the `lookup` option's answer; none without the option.
     lookups: Option<Arc<Lookups>>,
-    /// Where batches wait for JavaScript; see [`NativeClient::acknowledgements`].
-    mailbox: Arc<Mailbox>,
 }
 
 impl Drop for NativeClient {
@@ -206,7 +204,6 @@ impl NativeClient {
         };
         let callback = napi::JsValue::raw(&on_batch);
         let mailbox: Arc<Mailbox> = Arc::default();
-        let listened = mailbox.clone();
         let reactor = super::uv::reactor(&env);
         let direct = Arc::new(DirectCall::new(&env, callback, mailbox.clone()).map_err(internal)?);
         let pull = DirectCall::pull_function(&direct).map_err(internal)?;
@@ -274,7 +271,6 @@ impl NativeClient {
             store,
             restored: Mutex::new(restored),
             lookups,
-            mailbox: listened,
         };
         // Idle until the first connect().
         client.unref(env).map_err(internal)?;
@@ -299,7 +295,8 @@ impl NativeClient {
     /// nobody listens for.
     #[napi(catch_unwind)]
     pub fn acknowledgements(&self, on: bool) {
-        self.mailbox
+        self.direct
+            .mailbox()
             .acknowledgements
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }

@@ -89,15 +89,7 @@ pub unsafe fn encode(
     depth: usize,
     out: &mut BytesMut,
 ) -> Walk<()> {
-    let mut encoder = Encoder {
-        env,
-        limit: MAX_BUFFER,
-        buffer_class: None,
-        known: None,
-        visited: 0,
-        memo: None,
-        top: &*out,
-    };
+    let mut encoder = Encoder::new(env, out, 0);
     // SAFETY: the caller's guarantee is the `Encoder`'s invariant, and `value` is a handle of
     // the caller's scope.
     unsafe { encoder.value(value, depth, out) }
@@ -199,15 +191,8 @@ pub unsafe fn encode_resumed(
         // SAFETY: the caller's guarantee.
         return unsafe { append_scratch(env, scratch, len, MAX_BUFFER, out) };
     }
-    let mut encoder = Encoder {
-        env,
-        limit: MAX_BUFFER,
-        buffer_class: None,
-        known: None,
-        visited: 1,
-        memo: None,
-        top: &*out,
-    };
+    // The bundle itself was visited in JavaScript.
+    let mut encoder = Encoder::new(env, out, 1);
     // SAFETY: the caller's guarantee is the `Encoder`'s invariant, and the values are
     // handles of the caller's scope.
     unsafe {
@@ -302,7 +287,7 @@ enum Viewed {
 /// One walk of a JavaScript value into MessagePack.
 ///
 /// Its invariant, on which every `unsafe` block of its methods relies: an `Encoder` lives
-/// only inside [`encode`], whose caller guarantees that `env` is current on this, its
+/// only inside [`encode`] or [`encode_resumed`], whose caller guarantees that `env` is current on this, its
 /// JavaScript thread, inside a handle scope that outlives the walk; and every `napi_value`
 /// it keeps (`buffer_class`, `known`, `memo`) was read or made into that scope during the
 /// walk. The `# Safety` of its methods: each `napi_value` argument is a handle of that scope.
@@ -338,6 +323,33 @@ struct Memo {
 }
 
 impl Encoder {
+    /// A walk into `out` (the top buffer) that has visited `visited` values already.
+    fn new(env: sys::napi_env, out: &BytesMut, visited: usize) -> Encoder {
+        Encoder {
+            env,
+            limit: MAX_BUFFER,
+            buffer_class: None,
+            known: None,
+            visited,
+            memo: None,
+            top: out,
+        }
+    }
+
+    /// What every object is compared with, resolved at the first object of the walk.
+    ///
+    /// # Safety
+    ///
+    /// The invariant of `Encoder`: `env` is current, in the walk's scope, where the values
+    /// are read. Reading them may run getters of `globalThis`, with no pointer held.
+    unsafe fn known(&mut self) -> Walk<Known> {
+        match self.known {
+            Some(known) => Ok(known),
+            // SAFETY: the invariant of `Encoder` (see above).
+            None => Ok(*self.known.insert(unsafe { known(self.env) }?)),
+        }
+    }
+
     fn room(&self, out: &BytesMut, need: usize) -> Walk<()> {
         if out.len().saturating_add(need) > self.limit {
             return Err(EncodeError::OverBudget);
@@ -428,11 +440,8 @@ impl Encoder {
             // SAFETY: as above.
             return unsafe { self.array(value, len, depth, out) };
         }
-        let known = match self.known {
-            Some(known) => known,
-            // SAFETY: as above; `known` reads into the walk's scope.
-            None => *self.known.insert(unsafe { known(env) }?),
-        };
+        // SAFETY: as above; `known` reads into the walk's scope.
+        let known = unsafe { self.known() }?;
         let mut class = ptr::null_mut();
         // SAFETY: as above; `known.constructor` is a handle of the walk's scope. Reading
         // `constructor` may run a getter or a Proxy trap; no pointer into a JavaScript object
@@ -460,12 +469,9 @@ impl Encoder {
     ) -> Walk<()> {
         let env = self.env;
         let mut flag = false;
-        let known = match self.known {
-            Some(known) => known,
-            // SAFETY: `env` is current (the invariant of `Encoder`); `known` reads into the
-            // walk's scope, and may run getters of `globalThis` with no pointer held.
-            None => *self.known.insert(unsafe { known(env) }?),
-        };
+        // SAFETY: `env` is current (the invariant of `Encoder`); `known` reads into the walk's
+        // scope, and may run getters of `globalThis` with no pointer held.
+        let known = unsafe { self.known() }?;
         // SAFETY: `env` is current and `class` and `known.object` handles of the walk's scope
         // (the invariant of `Encoder`, and the caller's guarantee); the out-pointer is a local.
         // Comparing runs no JavaScript.
