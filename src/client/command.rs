@@ -1,6 +1,8 @@
 //! What the host and the client's task say to each other: [`Command`]s in, [`Batch`]es of
 //! notices out.
 
+use std::cell::Cell;
+
 use crate::protocol::ErrorBody;
 #[cfg(doc)]
 use crate::session::Session;
@@ -56,7 +58,34 @@ pub struct Batch {
     pub fatal: Option<SessionError>,
 }
 
+thread_local! {
+    /// The list of a batch whose notices were taken on this thread ([`Batch::recycle`]).
+    static SPARE_NOTICES: Cell<Vec<Notice>> = const { Cell::new(Vec::new()) };
+}
+
 impl Batch {
+    /// An empty batch whose list is the one last given back on this thread
+    /// ([`Batch::recycle`]), if any: where the host takes a batch's notices on the thread that
+    /// makes the batches (the Node binding's libuv driver), a turn's notices cost no
+    /// allocation of their own.
+    pub fn reusing() -> Batch {
+        Batch {
+            notices: SPARE_NOTICES.with(Cell::take),
+            idle: None,
+            fatal: None,
+        }
+    }
+
+    /// Gives back the list of a batch whose notices the host has taken, for
+    /// [`Batch::reusing`] on this thread. What it still holds is dropped; a list grown large
+    /// is let go.
+    pub fn recycle(mut notices: Vec<Notice>) {
+        notices.clear();
+        if notices.capacity() <= 64 {
+            SPARE_NOTICES.with(|spare| spare.set(notices));
+        }
+    }
+
     /// Appends a later batch: its notices after these, its idle and fatal reports over these.
     pub fn absorb(&mut self, later: Batch) {
         self.notices.extend(later.notices);

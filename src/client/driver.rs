@@ -261,8 +261,8 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         }
     }
 
-    fn apply(&mut self, outputs: Vec<Output>) {
-        for output in outputs {
+    fn apply(&mut self, mut outputs: Vec<Output>) {
+        for output in outputs.drain(..) {
             match output {
                 Output::Connect => {
                     // The material for this attempt: files are read again now, and refused
@@ -311,6 +311,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 }
             }
         }
+        self.session.recycle(outputs);
     }
 
     /// Puts a [`Notice::State`] before the notices of the input just handled (from
@@ -407,7 +408,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             }
         }
         if !self.batch.notices.is_empty() || self.batch.idle.is_some() {
-            (self.sink)(std::mem::take(&mut self.batch));
+            (self.sink)(std::mem::replace(&mut self.batch, Batch::reusing()));
         }
     }
 }

@@ -10,6 +10,7 @@
 //! each notice has as many fields as its table says, and `__test__/notices.test.js` runs a batch
 //! of every kind through the real writers and readers.
 
+use std::cell::Cell;
 use std::ptr;
 
 use napi::bindgen_prelude::ToNapiValue;
@@ -142,6 +143,11 @@ pub fn notice_format() -> NoticeFormat {
     }
 }
 
+thread_local! {
+    /// The list of values of the last batch handed over on this thread ([`Flat::recycle`]).
+    static SPARE_VALUES: Cell<Vec<sys::napi_value>> = const { Cell::new(Vec::new()) };
+}
+
 /// A batch's values, made in the current handle scope.
 pub struct Flat {
     env: sys::napi_env,
@@ -156,10 +162,22 @@ impl Flat {
     /// `env` is the environment of the JavaScript thread this runs on, in a handle scope that
     /// outlives the `Flat` and the values it makes.
     pub unsafe fn new(env: sys::napi_env, capacity: usize) -> Flat {
+        let mut values = SPARE_VALUES.with(Cell::take);
+        values.reserve(capacity);
         Flat {
             env,
-            values: Vec::with_capacity(capacity),
+            values,
             open: None,
+        }
+    }
+
+    /// Gives back a batch's list of values once the call that read them has returned, for the
+    /// next [`Flat::new`] on this thread: a batch then costs no allocation for its list. A
+    /// list grown large is let go.
+    pub fn recycle(mut values: Vec<sys::napi_value>) {
+        values.clear();
+        if values.capacity() <= 4096 {
+            SPARE_VALUES.with(|spare| spare.set(values));
         }
     }
 
@@ -201,10 +219,11 @@ impl Flat {
                 self.values.len(),
                 &mut array
             ))?;
-            for (index, value) in self.values.into_iter().enumerate() {
+            for (index, &value) in self.values.iter().enumerate() {
                 napi::check_status!(sys::napi_set_element(self.env, array, index as u32, value))?;
             }
         }
+        Flat::recycle(self.values);
         Ok(array)
     }
 

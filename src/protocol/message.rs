@@ -158,6 +158,30 @@ impl Message {
         })
     }
 
+    /// The correlid's UTF-8 bytes when `frame` is an ACKNOWLEDGEMENT of success written as
+    /// the gateway writes one for a string id, `{correlid: <string>, status: 0}` and nothing
+    /// else, byte for byte; `None` for any other frame, which [`Message::from_frame`] reads.
+    /// The bytes are not checked to be UTF-8: they are only compared with an id's.
+    pub fn plain_acknowledgement(frame: &Frame) -> Option<&[u8]> {
+        const HEAD: &[u8] = b"\x82\xa8correlid";
+        const TAIL: &[u8] = b"\xa6status\x00";
+        if frame.token != Token::Acknowledgement as u8 {
+            return None;
+        }
+        let rest = frame.body.strip_prefix(HEAD)?.strip_suffix(TAIL)?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, text) = match first {
+            0xa0..=0xbf => (usize::from(first & 0x1f), rest),
+            0xd9 => (usize::from(*rest.first()?), &rest[1..]),
+            0xda => (
+                usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?])),
+                &rest[2..],
+            ),
+            _ => return None,
+        };
+        (text.len() == len).then_some(text)
+    }
+
     /// The whole frame, header and body, ready to write, in a buffer of exactly its size.
     pub fn to_bytes(&self) -> Bytes {
         let mut buf = BytesMut::new();
@@ -251,27 +275,56 @@ impl Message {
                 correlid,
                 status,
                 error,
-            } => {
-                let failed = *status != 0;
-                write_map_header(if failed { 3 } else { 2 }, out);
-                write_str("correlid", out);
-                write_value(correlid, out);
-                write_str("status", out);
-                // Beyond 2^53 an i64 is no exact JavaScript number anyway.
-                write_value(&Value::Number(*status as f64), out);
-                if failed {
-                    write_str("error", out);
-                    let empty = ErrorBody {
-                        code: None,
-                        message: String::new(),
-                    };
-                    error
-                        .as_ref()
-                        .unwrap_or(&empty)
-                        .write(ErrorKeys::MessageFirst, out);
-                }
-            }
+            } => write_acknowledgement(
+                out,
+                |out| write_value(correlid, out),
+                *status,
+                error.as_ref(),
+            ),
         }
+    }
+
+    /// The ACKNOWLEDGEMENT frame for an id given in its MessagePack encoding (an action's
+    /// key): the bytes [`Message::to_bytes`] writes for the id decoded, made without decoding
+    /// it, in a buffer of exactly their size.
+    pub fn acknowledgement_bytes(correlid: &[u8], status: i64, error: Option<&ErrorBody>) -> Bytes {
+        let mut measure = Measure {
+            len: 0,
+            scratch: [0; 16],
+        };
+        write_acknowledgement(&mut measure, |out| out.put_slice(correlid), status, error);
+        let mut dst = BytesMut::with_capacity(HEADER_LEN + measure.len);
+        let written: Result<(), Infallible> = framed(Token::Acknowledgement, &mut dst, |out| {
+            write_acknowledgement(out, |out| out.put_slice(correlid), status, error);
+            Ok(())
+        });
+        let Ok(()) = written;
+        dst.freeze()
+    }
+}
+
+/// An ACKNOWLEDGEMENT body, `{correlid, status}` or `{correlid, status, error}` when the
+/// status says it failed, with the correlid written by `write_correlid`.
+fn write_acknowledgement<B: BufMut>(
+    out: &mut B,
+    write_correlid: impl FnOnce(&mut B),
+    status: i64,
+    error: Option<&ErrorBody>,
+) {
+    let failed = status != 0;
+    write_map_header(if failed { 3 } else { 2 }, out);
+    write_str("correlid", out);
+    write_correlid(out);
+    write_str("status", out);
+    // Beyond 2^53 an i64 is no exact JavaScript number anyway.
+    write_value(&Value::Number(status as f64), out);
+    if failed {
+        write_str("error", out);
+        let empty = ErrorBody {
+            code: None,
+            message: String::new(),
+        };
+        error.unwrap_or(&empty).write(ErrorKeys::MessageFirst, out);
     }
 }
 
@@ -414,6 +467,7 @@ unsafe impl BufMut for Measure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::encode;
     use crate::protocol::reader::frames_of;
 
     fn text(s: &str) -> Value {
@@ -638,6 +692,78 @@ mod tests {
                 b"\x83\xa8correlid\xa1a\xa6status\x01\xa5error\x81\xa7message\xa0"
             )
         );
+    }
+
+    #[test]
+    fn an_acknowledgement_from_an_encoded_id_is_the_frame_of_the_decoded_one() {
+        let ids = [
+            text("a"),
+            Value::Number(300.0),
+            Value::Nil,
+            Value::Map(vec![("k".into(), Value::Array(vec![text("v")]))]),
+            text(&"x".repeat(300)),
+        ];
+        let errors = [None, Some(error(Some("E"), "m")), Some(error(None, ""))];
+        for id in &ids {
+            for (status, error) in [(0, None)]
+                .into_iter()
+                .chain(errors.iter().map(|e| (1, e.clone())))
+            {
+                let decoded = Message::Acknowledgement {
+                    correlid: id.clone(),
+                    status,
+                    error: error.clone(),
+                }
+                .to_bytes();
+                let made = Message::acknowledgement_bytes(&encode(id), status, error.as_ref());
+                assert_eq!(made, decoded, "{id:?} {status} {error:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_plain_acknowledgement_is_read_from_the_bytes_the_gateway_writes_and_nothing_else() {
+        let ack = |correlid: Value, status| {
+            Message::Acknowledgement {
+                correlid,
+                status,
+                error: None,
+            }
+            .to_frame()
+        };
+        for id in ["", "a1", &"e".repeat(32), &"x".repeat(300)] {
+            let frame = ack(text(id), 0);
+            assert!(
+                Message::plain_acknowledgement(&frame) == Some(id.as_bytes()),
+                "an id of {} bytes",
+                id.len()
+            );
+        }
+        let frame = |token: u8, body: &[u8]| Frame {
+            token,
+            body: Bytes::copy_from_slice(body),
+        };
+        // Anything else is left to `from_frame`: another id type, a failure, other keys or
+        // another order, a length that does not match, another token.
+        for other in [
+            ack(Value::Number(1.0), 0),
+            // An id over 64 KiB (a 32-bit length): rare enough to decode.
+            ack(text(&"y".repeat(70_000)), 0),
+            ack(text("a"), 1),
+            frame(0x06, b"\x82\xa6status\x00\xa8correlid\xa1a"),
+            frame(0x06, b"\x83\xa8correlid\xa1a\xa6status\x00\xa5error\xc0"),
+            frame(0x06, b"\x82\xa8correlid\xa2a\xa6status\x00"),
+            frame(0x06, b"\x82\xa8correlid\xd9\x02a\xa6status\x00"),
+            frame(0x06, b"\x82\xa8correlid\xda\x00\xa6status\x00"),
+            frame(0x06, b""),
+            frame(0x05, b"\x82\xa8correlid\xa1a\xa6status\x00"),
+        ] {
+            assert!(
+                Message::plain_acknowledgement(&other).is_none(),
+                "{:?}",
+                &other.body[..other.body.len().min(40)]
+            );
+        }
     }
 
     #[test]

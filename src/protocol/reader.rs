@@ -34,6 +34,9 @@ pub const LARGE_BODY: usize = 64 * 1024;
 /// The room a read buffer is given when a frame starts arriving in an empty or small one.
 const READ_ROOM: usize = 8 * 1024;
 
+/// What a read into an empty buffer takes, on the stack (see [`FrameReader`]'s `poll_next`).
+const PROBE: usize = 2048;
+
 /// From this length a large body is mapped for huge pages where the system has them.
 #[cfg(target_os = "linux")]
 const HUGE_FROM: usize = 1024 * 1024;
@@ -183,6 +186,31 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
                 Ok(None) if this.large.is_some() => continue,
                 Ok(None) => {}
             }
+            if this.buffer.capacity() == 0 {
+                // No read buffer (a new connection, or one that waited with nothing in flight,
+                // see `release_idle`): the read goes to the stack. A small frame that arrives
+                // whole, as each does on a connection that waits for every answer, is then
+                // cut from there with one allocation, its body's, rather than a read buffer
+                // made for it and let go again. Anything else goes on in a read buffer.
+                let mut probe = [MaybeUninit::<u8>::uninit(); PROBE];
+                let mut read = ReadBuf::uninit(&mut probe);
+                let result = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read));
+                if let Err(err) = result {
+                    return this.fail(err.into());
+                }
+                let got = read.filled();
+                if got.is_empty() {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                if let Some((frame, rest)) = small_frame(got) {
+                    this.buffer.extend_from_slice(rest);
+                    this.last_large = false;
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                this.buffer.extend_from_slice(got);
+                continue;
+            }
             if this.buffer.capacity() == this.buffer.len() {
                 // Room for a header only: a read that finds nothing leaves an idle connection
                 // with a few bytes, not READ_ROOM (`cut` makes room once a header shows
@@ -255,6 +283,26 @@ fn cut(buffer: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         buffer.split_to(body_len).freeze()
     };
     Ok(Some(Frame { token, body }))
+}
+
+/// The first frame of `bytes` and the bytes after it, when the frame is whole there and its
+/// body is small (under [`LARGE_BODY`], so never over the cap); its body is a copy, memory of
+/// its own.
+fn small_frame(bytes: &[u8]) -> Option<(Frame, &[u8])> {
+    let &[token, _reserved, l0, l1, l2, l3, ..] = bytes else {
+        return None;
+    };
+    let body_len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    if body_len >= LARGE_BODY || bytes.len() - HEADER_LEN < body_len {
+        return None;
+    }
+    let (body, rest) = bytes[HEADER_LEN..].split_at(body_len);
+    let body = if body.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(body)
+    };
+    Some((Frame { token, body }, rest))
 }
 
 /// Lets go of an empty read buffer's memory: a connection does so whenever it waits with
@@ -511,6 +559,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reader.next().await.unwrap().unwrap(), frame(6, 3000, 9));
+    }
+
+    #[tokio::test]
+    async fn a_small_frame_that_arrives_whole_at_an_idle_reader_needs_no_read_buffer() {
+        let (mut gateway, ours) = tokio::io::duplex(1 << 16);
+        let mut reader = FrameReader::new(ours);
+        // One frame at a time, as a connection that waits for each answer gets them.
+        for n in 0..3u8 {
+            gateway.write_all(&wire(&[frame(5, 40, n)])).await.unwrap();
+            assert_eq!(reader.next().await.unwrap().unwrap(), frame(5, 40, n));
+            assert_eq!(reader.read_buffer().capacity(), 0, "frame {n}");
+            reader.release_idle();
+        }
+        // Two in one read: the first at once, the second from a read buffer.
+        let two = [frame(6, 0, 0), frame(4, 300, 7)];
+        gateway.write_all(&wire(&two)).await.unwrap();
+        assert_eq!(reader.next().await.unwrap().unwrap(), two[0]);
+        assert_eq!(reader.read_buffer().len(), HEADER_LEN + 300);
+        assert_eq!(reader.next().await.unwrap().unwrap(), two[1]);
+        reader.release_idle();
+        // One larger than a read on the stack takes, and the start of a large one: read on
+        // in a buffer, whole all the same.
+        let more = [frame(5, PROBE + 10, 1), frame(5, LARGE_BODY + 1, 2)];
+        let bytes = wire(&more);
+        tokio::spawn(async move { gateway.write_all(&bytes).await.unwrap() });
+        assert_eq!(reader.next().await.unwrap().unwrap(), more[0]);
+        assert_eq!(reader.next().await.unwrap().unwrap(), more[1]);
+        assert!(reader.next().await.is_none());
     }
 
     #[tokio::test]

@@ -38,6 +38,15 @@ impl Text {
         Text { bytes, ascii }
     }
 
+    /// `bytes` as a string when they are all ASCII (so valid UTF-8), else `None`: a string
+    /// that shares the memory it is in, as a slice of a frame.
+    pub fn ascii(bytes: Bytes) -> Option<Text> {
+        bytes.is_ascii().then_some(Text {
+            bytes,
+            ascii: Some(true),
+        })
+    }
+
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor takes valid UTF-8 (a `String`, a `&str`, or bytes the
         // caller of `from_utf8_unchecked` checked), and the bytes of a `Bytes` never change.

@@ -2,8 +2,10 @@
 //! and the table of those delivered on the current connection and not yet acknowledged
 //! ([`Delivered`]).
 
-use crate::protocol::{decode, Value};
+use crate::protocol::value::write_str;
+use crate::protocol::{decode, encode_into, Value};
 use bytes::Bytes;
+use std::cell::Cell;
 use std::collections::HashMap;
 
 /// An action's id as the session keeps it until the application acknowledges the action: its
@@ -28,9 +30,36 @@ impl ActionKey {
     }
 }
 
+thread_local! {
+    /// Where [`ActionKey::from`] encodes an id before copying it into memory of its exact size.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+impl ActionKey {
+    /// The key of the string id `id`: the key `ActionKey::from(&Value::String(id))` is, made
+    /// without the value.
+    pub fn string(id: &str) -> ActionKey {
+        ActionKey::encoded(|out| write_str(id, out))
+    }
+
+    /// The key of the encoding `write` makes: encoded into this thread's scratch list, then
+    /// copied once (an encoding grown in a list of its own costs an allocation at each growth,
+    /// and another to freeze a list with room to spare).
+    fn encoded(write: impl FnOnce(&mut Vec<u8>)) -> ActionKey {
+        let mut scratch = SCRATCH.with(Cell::take);
+        scratch.clear();
+        write(&mut scratch);
+        let key = ActionKey(Bytes::copy_from_slice(&scratch));
+        if scratch.capacity() <= 4096 {
+            SCRATCH.with(|spare| spare.set(scratch));
+        }
+        key
+    }
+}
+
 impl From<&Value> for ActionKey {
     fn from(id: &Value) -> ActionKey {
-        ActionKey(Bytes::from(crate::protocol::encode(id)))
+        ActionKey::encoded(|out| encode_into(id, out))
     }
 }
 
@@ -41,25 +70,54 @@ impl From<Value> for ActionKey {
 }
 
 /// Ids of the actions delivered on the current connection and not yet acknowledged, with how
-/// many times each was (a server may deliver one id again before its acknowledgement).
+/// many times each was (a server may deliver one id again before its acknowledgement). The
+/// first [`FEW`] are kept in a list, searched by comparing encodings, which for the action or
+/// two a device has open costs less than hashing an id twice; more go to a hash map. Every
+/// operation is O(1).
 #[derive(Debug, Default)]
-pub(super) struct Delivered(HashMap<ActionKey, u32>);
+pub(super) struct Delivered {
+    few: Vec<(ActionKey, u32)>,
+    /// Made at the first id past [`FEW`], and boxed: every client's task holds a session, and
+    /// a pointer is a sixth of an empty map.
+    #[allow(clippy::box_collection)]
+    many: Option<Box<HashMap<ActionKey, u32>>>,
+}
+
+/// How many ids [`Delivered`] keeps in its list.
+const FEW: usize = 8;
 
 impl Delivered {
     /// One more delivery of `key`.
     pub(super) fn deliver(&mut self, key: ActionKey) {
-        *self.0.entry(key).or_default() += 1;
+        if let Some((_, count)) = self.few.iter_mut().find(|(k, _)| *k == key) {
+            *count += 1;
+        } else if let Some(count) = self.many.as_mut().and_then(|many| many.get_mut(&key)) {
+            *count += 1;
+        } else if self.few.len() < FEW {
+            self.few.push((key, 1));
+        } else {
+            self.many.get_or_insert_default().insert(key, 1);
+        }
     }
 
     /// Takes one delivery of `key` off the table: false when none awaits its acknowledgement.
-    /// O(1).
     pub(super) fn acknowledge(&mut self, key: &ActionKey) -> bool {
-        let Some(count) = self.0.get_mut(key) else {
+        if let Some(at) = self.few.iter().position(|(k, _)| k == key) {
+            self.few[at].1 -= 1;
+            if self.few[at].1 == 0 {
+                self.few.swap_remove(at);
+            }
+            return true;
+        }
+        let Some(many) = self.many.as_mut() else {
+            return false;
+        };
+        let Some(count) = many.get_mut(key) else {
             return false;
         };
         *count -= 1;
         if *count == 0 {
-            self.0.remove(key);
+            many.remove(key);
         }
         true
     }
@@ -80,5 +138,52 @@ mod tests {
         assert!(delivered.acknowledge(&key));
         assert!(!delivered.acknowledge(&key), "both deliveries answered");
         assert_eq!(key.value(), Value::String("a1".into()));
+    }
+
+    #[test]
+    fn a_string_ids_key_is_the_key_of_its_value() {
+        for id in [
+            "",
+            "a1",
+            "x".repeat(31).as_str(),
+            "y".repeat(32).as_str(),
+            "\u{436}".repeat(200).as_str(),
+            "z".repeat(70_000).as_str(),
+        ] {
+            assert_eq!(
+                ActionKey::string(id),
+                ActionKey::from(Value::String(id.into())),
+                "{} bytes",
+                id.len()
+            );
+        }
+    }
+
+    #[test]
+    fn many_open_deliveries_are_each_acknowledged_once_wherever_they_are_kept() {
+        let keys: Vec<ActionKey> = (0..3 * FEW)
+            .map(|n| ActionKey::from(Value::String(format!("a{n}").into())))
+            .collect();
+        let mut delivered = Delivered::default();
+        // Each delivered twice, the second time after all the others: some in the list,
+        // some in the map.
+        for key in keys.iter().chain(&keys) {
+            delivered.deliver(key.clone());
+        }
+        assert_eq!(delivered.few.len(), FEW);
+        // Acknowledged in another order, as an application may: each twice, then no more.
+        for key in keys.iter().rev().chain(&keys) {
+            assert!(delivered.acknowledge(key), "{key:?}");
+        }
+        for key in &keys {
+            assert!(
+                !delivered.acknowledge(key),
+                "{key:?} answered twice already"
+            );
+        }
+        assert!(delivered.few.is_empty() && delivered.many.as_ref().is_some_and(|m| m.is_empty()));
+        // The list takes new ids again once emptied.
+        delivered.deliver(keys[0].clone());
+        assert_eq!(delivered.few.len(), 1);
     }
 }

@@ -3,7 +3,7 @@
 #[cfg(doc)]
 use super::{Notice, Output, Session};
 use crate::protocol::value::{value_writer, write_str};
-use crate::protocol::{decode, DecodeError, Message, Value};
+use crate::protocol::{decode, DecodeError, Message, Text, Value};
 use bytes::{Bytes, BytesMut};
 use std::convert::Infallible;
 use std::ops::Range;
@@ -78,10 +78,16 @@ impl OutgoingEvent {
             write_str(id, out);
             Ok(())
         };
-        let (frame, _) = encode_event(write_id, kind, write_bundle)?;
+        let (frame, at) = encode_event(write_id, kind, write_bundle)?;
+        // The id's characters end its encoding: a slice of the frame, which the event keeps
+        // anyway, rather than a copy of their own.
+        let shared = (at.len() >= id.len())
+            .then(|| Text::ascii(frame.slice(at.end - id.len()..at.end)))
+            .flatten()
+            .filter(|text| text.as_str() == id);
         Ok(OutgoingEvent {
             seq,
-            id: Value::String(id.into()),
+            id: Value::String(shared.unwrap_or_else(|| id.into())),
             frame,
             stored: None,
         })

@@ -140,6 +140,10 @@ pub struct Session {
     /// queued, written, acknowledged and forgotten; `connected` and `drained` are filled in
     /// when it is read.
     counts: SessionStats,
+    /// An emptied list of outputs that the host gave back ([`Session::recycle`]): the inputs
+    /// of every message (`receive`, `send`, `ack_action`) hand their outputs over in it, so
+    /// that a message does not cost a list's allocation.
+    spare: Vec<Output>,
 }
 
 const NO_EVENT_IN_QUEUE: &str = "Received acknowledgement even if there is no event in the queue.";
@@ -163,6 +167,7 @@ impl Session {
             now: None,
             counts: SessionStats::default(),
             durations: None,
+            spare: Vec::new(),
         }
     }
 
@@ -259,7 +264,7 @@ impl Session {
     /// ones, after `close()`) are ignored.
     pub fn receive(&mut self, message: Message, now: Instant) -> Vec<Output> {
         self.now = Some(now);
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.spare);
         if !self.phase.socket_open() {
             return out;
         }
@@ -339,6 +344,11 @@ impl Session {
     /// A failure to read the socket is the driver's to name ([`Session::connection_lost`]);
     /// one that comes here anyway ends the connection as `ECONNRESET`.
     pub fn handle_frame(&mut self, frame: Result<Frame, FrameError>, now: Instant) -> Vec<Output> {
+        if let Ok(frame) = &frame {
+            if let Some(out) = self.plain_acknowledgement(frame, now) {
+                return out;
+            }
+        }
         match frame {
             Ok(frame) => match Message::from_frame(&frame) {
                 Ok(message) => self.receive(message, now),
@@ -493,7 +503,7 @@ impl Session {
     /// has room, else it waits, across reconnects too.
     pub fn send(&mut self, event: OutgoingEvent, now: Instant) -> Vec<Output> {
         self.now = Some(now);
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.spare);
         let limit = self.config.max_queue_size;
         if limit != 0 && self.pending.len() >= limit {
             self.counts.failed_queue_full += 1;
@@ -553,14 +563,22 @@ impl Session {
         }
         self.counts.actions_acked += 1;
         let status = if error.is_some() { 1 } else { 0 };
-        vec![Output::Write(
-            Message::Acknowledgement {
-                correlid: key.value(),
-                status,
-                error,
-            }
-            .to_bytes(),
-        )]
+        let mut out = std::mem::take(&mut self.spare);
+        out.push(Output::Write(Message::acknowledgement_bytes(
+            key.bytes(),
+            status,
+            error.as_ref(),
+        )));
+        out
+    }
+
+    /// Gives back a list of outputs the host has carried out, for the next input's outputs
+    /// (see the `spare` field). What it still holds is dropped; a list grown large is let go.
+    pub fn recycle(&mut self, mut outputs: Vec<Output>) {
+        outputs.clear();
+        if outputs.capacity() <= 16 && outputs.capacity() > self.spare.capacity() {
+            self.spare = outputs;
+        }
     }
 
     /// The host asked for a new connection now (new TLS material): the connection or attempt
@@ -737,6 +755,43 @@ impl Session {
         }
     }
 
+    /// The index of the first event sent and not yet answered whose id `is_id` accepts; `Err`
+    /// with whether any event was sent and not yet answered when none is.
+    fn sent_event(&self, is_id: impl Fn(&Value) -> bool) -> Result<usize, bool> {
+        let written = self.written.min(self.pending.len());
+        let mut any_sent = false;
+        for (index, pending) in self.pending.range(..written).enumerate() {
+            if let Stage::Sent = pending.stage {
+                any_sent = true;
+                if is_id(&pending.event.id) {
+                    return Ok(index);
+                }
+            }
+        }
+        Err(any_sent)
+    }
+
+    /// An acknowledgement of success for a string id, as the gateway writes one (see
+    /// [`Message::plain_acknowledgement`]), that answers an event sent: handled as
+    /// [`Session::receive`] handles it, without decoding the frame (the notice carries the
+    /// event's own id, the same string). `None` for any other frame, or one that answers no
+    /// event, which the decoder then reads as usual.
+    fn plain_acknowledgement(&mut self, frame: &Frame, now: Instant) -> Option<Vec<Output>> {
+        let correlid = Message::plain_acknowledgement(frame)?;
+        if !self.phase.socket_open() {
+            return None;
+        }
+        let index = self
+            .sent_event(|id| matches!(id, Value::String(text) if text.as_bytes() == correlid))
+            .ok()?;
+        self.now = Some(now);
+        let mut out = std::mem::take(&mut self.spare);
+        let id = self.pending[index].event.id.clone();
+        self.answered(&mut out, index, id, 0, None, now);
+        self.watch_acknowledgements(true);
+        Some(out)
+    }
+
     fn acknowledged(
         &mut self,
         out: &mut Vec<Output>,
@@ -745,26 +800,30 @@ impl Session {
         error: Option<ErrorBody>,
         now: Instant,
     ) {
-        let written = self.written.min(self.pending.len());
-        let mut any_sent = false;
-        let mut matched = None;
-        for (index, pending) in self.pending.range(..written).enumerate() {
-            if let Stage::Sent = pending.stage {
-                any_sent = true;
-                if pending.event.id == correlid {
-                    matched = Some(index);
-                    break;
-                }
+        match self.sent_event(|id| *id == correlid) {
+            Ok(index) => self.answered(out, index, correlid, status, error, now),
+            Err(any_sent) => {
+                let message = if any_sent {
+                    DIFFERENT_EVENT
+                } else {
+                    NO_EVENT_IN_QUEUE
+                };
+                self.violation(out, ErrorCode::Proto, message)
             }
         }
-        let Some(index) = matched else {
-            let message = if any_sent {
-                DIFFERENT_EVENT
-            } else {
-                NO_EVENT_IN_QUEUE
-            };
-            return self.violation(out, ErrorCode::Proto, message);
-        };
+    }
+
+    /// The event at `index` in the queue, sent, is answered by the acknowledgement
+    /// `{correlid, status, error}`.
+    fn answered(
+        &mut self,
+        out: &mut Vec<Output>,
+        index: usize,
+        correlid: Value,
+        status: i64,
+        error: Option<ErrorBody>,
+        now: Instant,
+    ) {
         let result = match (status, &error) {
             (0, _) => Ok(()),
             (_, Some(error)) => Err(SessionError {

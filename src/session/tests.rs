@@ -334,6 +334,46 @@ fn a_failed_acknowledgement_fails_the_callback() {
 }
 
 #[test]
+fn an_acknowledgement_frame_is_handled_as_its_decoded_message_whatever_it_answers() {
+    // Two sessions in step: one is given each acknowledgement as the frame read from the
+    // wire (a plain one skips the decoder), the other as the decoded message.
+    let mut framed = drained(config());
+    let mut decoded = drained(config());
+    let both = |framed: &mut Session, decoded: &mut Session, message: Message| {
+        let frame = message.to_frame();
+        let from_frame = framed.handle_frame(Ok(frame), now());
+        assert_eq!(from_frame, decoded.receive(message, now()));
+        from_frame
+    };
+    for seq in 0..3 {
+        framed.send(event(seq), now());
+        decoded.send(event(seq), now());
+    }
+    assert_eq!(
+        both(&mut framed, &mut decoded, ack(0)),
+        [acked(0), done(0), write(1)]
+    );
+    let number_id = Message::Acknowledgement {
+        correlid: Value::Number(1.0),
+        status: 0,
+        error: None,
+    };
+    // Not the event in flight: the connection is dropped all the same.
+    assert_eq!(
+        both(&mut framed, &mut decoded, ack(7))[0],
+        proto(DIFFERENT_EVENT)
+    );
+    assert_eq!(framed.phase(), decoded.phase());
+    // No connection: ignored alike.
+    assert_eq!(both(&mut framed, &mut decoded, ack(1)), []);
+    assert_eq!(both(&mut framed, &mut decoded, number_id), []);
+    assert_eq!(
+        (framed.queued(), framed.in_flight()),
+        (decoded.queued(), decoded.in_flight())
+    );
+}
+
+#[test]
 fn an_acknowledgement_for_a_different_event_drops_the_connection() {
     let mut s = drained(config());
     s.send(event(1), now());

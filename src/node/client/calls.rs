@@ -135,7 +135,11 @@ unsafe fn run_call<const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
     failure: Failure,
-    body: impl FnOnce(&Calls, [sys::napi_value; N]) -> std::result::Result<sys::napi_value, EncodeError>,
+    body: impl FnOnce(
+        &Calls,
+        [sys::napi_value; N],
+        usize,
+    ) -> std::result::Result<sys::napi_value, EncodeError>,
 ) -> sys::napi_value {
     let mut argc = N;
     let mut argv = [ptr::null_mut(); N];
@@ -152,31 +156,34 @@ unsafe fn run_call<const N: usize>(
             &mut data,
         )
     };
-    let result: std::result::Result<sys::napi_value, EncodeError> =
-        if status != sys::Status::napi_ok || data.is_null() {
-            Err(EncodeError::Napi(napi::Error::from_reason(
-                "napi_get_cb_info failed",
-            )))
-        } else {
-            if argc < N {
-                // Missing arguments are undefined, as in JavaScript.
-                let mut undefined = ptr::null_mut();
-                // SAFETY: `env` is current, in this call's scope; the out-pointer is a local.
-                unsafe { sys::napi_get_undefined(env, &mut undefined) };
-                argv[argc..].fill(undefined);
-            }
-            // SAFETY: `data` is the `Calls` count the function holds (the caller's guarantee),
-            // released only by its finalizer, which cannot run during a call of it. It is Rust
-            // memory, not a JavaScript object's: JavaScript that `body` runs cannot move or free
-            // it, and no other program can reach this process's heap.
-            let calls = unsafe { &*data.cast::<Calls>() };
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(calls, argv))) {
-                Ok(done) => done,
-                Err(_) => Err(EncodeError::Napi(napi::Error::from_reason(
-                    "internal error (panic)",
-                ))),
-            }
-        };
+    let result: std::result::Result<sys::napi_value, EncodeError> = if status
+        != sys::Status::napi_ok
+        || data.is_null()
+    {
+        Err(EncodeError::Napi(napi::Error::from_reason(
+            "napi_get_cb_info failed",
+        )))
+    } else {
+        if argc < N {
+            // Missing arguments are undefined, as in JavaScript.
+            let mut undefined = ptr::null_mut();
+            // SAFETY: `env` is current, in this call's scope; the out-pointer is a local.
+            unsafe { sys::napi_get_undefined(env, &mut undefined) };
+            argv[argc..].fill(undefined);
+        }
+        // SAFETY: `data` is the `Calls` count the function holds (the caller's guarantee),
+        // released only by its finalizer, which cannot run during a call of it. It is Rust
+        // memory, not a JavaScript object's: JavaScript that `body` runs cannot move or free
+        // it, and no other program can reach this process's heap.
+        let calls = unsafe { &*data.cast::<Calls>() };
+        let given = argc.min(N);
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(calls, argv, given))) {
+            Ok(done) => done,
+            Err(_) => Err(EncodeError::Napi(napi::Error::from_reason(
+                "internal error (panic)",
+            ))),
+        }
+    };
     let err = match result {
         Ok(value) => return value,
         Err(err) => err,
@@ -272,7 +279,8 @@ pub(super) unsafe extern "C" fn call_send(
             Failure::Return,
             |calls,
              [seq, id, kind, bundle, scratch, length, keys, at, first, read]: [sys::napi_value;
-                 10]| {
+                 10],
+             _| {
                 let resumed = resumed(env, scratch, length, keys, at, first, read)?;
                 send(env, calls, seq, id, kind, bundle, resumed)
             },
@@ -460,11 +468,15 @@ pub(super) unsafe extern "C" fn call_ack(
             env,
             info,
             Failure::Throw,
-            |calls, [id, code, message]: [sys::napi_value; 3]| {
+            |calls, [id, code, message]: [sys::napi_value; 3], given| {
                 let id = action_key(env, id)?;
-                let code = optional_string(env, code)?;
-                let error =
-                    optional_string(env, message)?.map(|message| ErrorBody { code, message });
+                // `ack()`, the usual call, passes the id alone: nothing else to read.
+                let error = if given > 1 {
+                    let code = optional_string(env, code)?;
+                    optional_string(env, message)?.map(|message| ErrorBody { code, message })
+                } else {
+                    None
+                };
                 run_command(
                     &calls.handle,
                     Command::Ack(Box::new(ActionAck { id, error })),

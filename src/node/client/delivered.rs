@@ -6,7 +6,7 @@ use std::ptr;
 
 use napi::{sys, Result, Status};
 
-use crate::node::value::{to_value, EncodeError};
+use crate::node::value::{short_string, to_value, EncodeError, SHORT_STRING};
 use crate::protocol::Value;
 use crate::session::ActionKey;
 
@@ -126,6 +126,14 @@ pub(super) unsafe fn action_key(
             // scope, keeps the external alive; the key is cloned (a reference count) at once,
             // before any JavaScript can run. No other program can reach this process's heap.
             return Ok(unsafe { &*data.cast::<ActionKey>() }.clone());
+        }
+    }
+    if kind == sys::ValueType::napi_string {
+        let mut short = [0u8; SHORT_STRING];
+        // SAFETY: as above; `id` is a string, read into `short`, Rust memory. Runs no
+        // JavaScript.
+        if let Some(id) = unsafe { short_string(env, id, &mut short) }? {
+            return Ok(ActionKey::string(id));
         }
     }
     // SAFETY: as above; the walk may run JavaScript (the id's getters) and holds no pointer

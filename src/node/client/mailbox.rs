@@ -290,6 +290,7 @@ impl DirectCall {
                     sys::napi_get_and_clear_last_exception(env, &mut error);
                     sys::napi_fatal_exception(env, error);
                 }
+                Flat::recycle(args);
             }
             sys::napi_close_handle_scope(env, scope);
             ready

@@ -12,12 +12,13 @@ use crate::session::{ActionKey, ConnectionState, ErrorDetail, Notice, SessionErr
 
 /// Writes `batch`'s notices, then its fatal error and its idle report; the acknowledgement
 /// notices only when `acknowledgements` (someone listens for them).
-pub(super) fn write_batch(out: &mut Flat, batch: Batch, acknowledgements: bool) -> Result<()> {
-    for notice in batch.notices {
+pub(super) fn write_batch(out: &mut Flat, mut batch: Batch, acknowledgements: bool) -> Result<()> {
+    for notice in batch.notices.drain(..) {
         if acknowledgements || !matches!(notice, Notice::Acknowledgement { .. }) {
             write_notice(out, notice)?;
         }
     }
+    Batch::recycle(batch.notices);
     if let Some(err) = batch.fatal {
         out.kind(ClientKind::Fatal)?;
         out.error(err)?;

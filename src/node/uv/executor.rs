@@ -138,6 +138,9 @@ pub(super) struct Executor {
     pub(super) shared: Arc<Shared>,
     tasks: RefCell<Vec<Option<Slot>>>,
     free: RefCell<Vec<usize>>,
+    /// The woken list of the last run, emptied: swapped into the queue at the next, so that
+    /// wake-ups do not allocate a list for every turn.
+    spare: RefCell<Vec<usize>>,
     running: Cell<bool>,
 }
 
@@ -182,14 +185,13 @@ impl Executor {
             }
         }
         let _running = Running(&self.running);
-        let (mut woken, spawned) = {
+        let mut woken = self.spare.take();
+        let spawned = {
             let mut queue = lock(&self.shared.queue);
             queue.signalled = false;
             queue.stop_idle();
-            (
-                std::mem::take(&mut queue.woken),
-                std::mem::take(&mut queue.spawned),
-            )
+            std::mem::swap(&mut queue.woken, &mut woken);
+            std::mem::take(&mut queue.spawned)
         };
         for task in spawned {
             if let Ok(id) = catch_unwind(AssertUnwindSafe(|| self.insert(task))) {
@@ -198,13 +200,15 @@ impl Executor {
         }
         if !woken.is_empty() {
             napi::bindgen_prelude::within_runtime_if_available(|| {
-                for id in woken {
+                for &id in &woken {
                     // Each task on its own: one that panics cannot keep the others, woken
                     // and so not queued again, from ever being polled.
                     let _ = catch_unwind(AssertUnwindSafe(|| self.poll(id)));
                 }
             });
         }
+        woken.clear();
+        self.spare.replace(woken);
     }
 
     fn poll(&self, id: usize) {
@@ -316,6 +320,7 @@ pub(super) fn executor(env: &Env) -> Option<Rc<Executor>> {
         }),
         tasks: RefCell::default(),
         free: RefCell::default(),
+        spare: RefCell::default(),
         running: Cell::new(false),
     });
     EXECUTOR.with(|e| *e.borrow_mut() = Some((env.raw() as usize, executor.clone())));
