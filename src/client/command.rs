@@ -64,20 +64,17 @@ thread_local! {
 }
 
 impl Batch {
-    /// An empty batch whose list is the one last given back on this thread
-    /// ([`Batch::recycle`]), if any: where the host takes a batch's notices on the thread that
-    /// makes the batches (the Node binding's libuv driver), a turn's notices cost no
-    /// allocation of their own.
-    pub fn reusing() -> Batch {
-        Batch {
-            notices: SPARE_NOTICES.with(Cell::take),
-            idle: None,
-            fatal: None,
-        }
+    /// An empty list for a batch's notices: the one last given back on this thread
+    /// ([`Batch::recycle`]), if any. Where the host takes a batch's notices on the thread that
+    /// makes the batches (the Node binding's libuv driver), a turn's notices then cost no
+    /// allocation of their own. Taken when a turn has its first notice, so that a client
+    /// waiting between turns keeps none.
+    pub fn spare_list() -> Vec<Notice> {
+        SPARE_NOTICES.with(Cell::take)
     }
 
     /// Gives back the list of a batch whose notices the host has taken, for
-    /// [`Batch::reusing`] on this thread. What it still holds is dropped; a list grown large
+    /// [`Batch::spare_list`] on this thread. What it still holds is dropped; a list grown large
     /// is let go.
     pub fn recycle(mut notices: Vec<Notice>) {
         notices.clear();

@@ -302,7 +302,12 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                         self.options.reactor.spawn(Box::pin(connection.finish()));
                     }
                 }
-                Output::Emit(notice) => self.batch.notices.push(notice),
+                Output::Emit(notice) => {
+                    if self.batch.notices.capacity() == 0 {
+                        self.batch.notices = Batch::spare_list();
+                    }
+                    self.batch.notices.push(notice)
+                }
                 Output::Forget(stored) => {
                     if let Some(store) = &self.options.store {
                         store.forget(stored);
@@ -311,7 +316,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 }
             }
         }
-        self.session.recycle(outputs);
+        Session::recycle(outputs);
     }
 
     /// Puts a [`Notice::State`] before the notices of the input just handled (from
@@ -408,7 +413,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             }
         }
         if !self.batch.notices.is_empty() || self.batch.idle.is_some() {
-            (self.sink)(std::mem::replace(&mut self.batch, Batch::reusing()));
+            (self.sink)(std::mem::take(&mut self.batch));
         }
     }
 }

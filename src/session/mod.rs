@@ -140,10 +140,19 @@ pub struct Session {
     /// queued, written, acknowledged and forgotten; `connected` and `drained` are filled in
     /// when it is read.
     counts: SessionStats,
-    /// An emptied list of outputs that the host gave back ([`Session::recycle`]): the inputs
-    /// of every message (`receive`, `send`, `ack_action`) hand their outputs over in it, so
-    /// that a message does not cost a list's allocation.
-    spare: Vec<Output>,
+}
+
+thread_local! {
+    /// An emptied list of outputs that a host gave back on this thread ([`Session::recycle`]):
+    /// the inputs of every message (`receive`, `send`, `ack_action`) hand their outputs over
+    /// in it, so that a message does not cost a list's allocation. One a thread, not one a
+    /// session: an idle client keeps none.
+    static SPARE_OUTPUTS: std::cell::Cell<Vec<Output>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A list for an input's outputs: this thread's spare one if there is one.
+fn outputs() -> Vec<Output> {
+    SPARE_OUTPUTS.with(std::cell::Cell::take)
 }
 
 const NO_EVENT_IN_QUEUE: &str = "Received acknowledgement even if there is no event in the queue.";
@@ -167,7 +176,6 @@ impl Session {
             now: None,
             counts: SessionStats::default(),
             durations: None,
-            spare: Vec::new(),
         }
     }
 
@@ -264,7 +272,7 @@ impl Session {
     /// ones, after `close()`) are ignored.
     pub fn receive(&mut self, message: Message, now: Instant) -> Vec<Output> {
         self.now = Some(now);
-        let mut out = std::mem::take(&mut self.spare);
+        let mut out = outputs();
         if !self.phase.socket_open() {
             return out;
         }
@@ -503,7 +511,7 @@ impl Session {
     /// has room, else it waits, across reconnects too.
     pub fn send(&mut self, event: OutgoingEvent, now: Instant) -> Vec<Output> {
         self.now = Some(now);
-        let mut out = std::mem::take(&mut self.spare);
+        let mut out = outputs();
         let limit = self.config.max_queue_size;
         if limit != 0 && self.pending.len() >= limit {
             self.counts.failed_queue_full += 1;
@@ -563,7 +571,7 @@ impl Session {
         }
         self.counts.actions_acked += 1;
         let status = if error.is_some() { 1 } else { 0 };
-        let mut out = std::mem::take(&mut self.spare);
+        let mut out = outputs();
         out.push(Output::Write(Message::acknowledgement_bytes(
             key.bytes(),
             status,
@@ -573,11 +581,12 @@ impl Session {
     }
 
     /// Gives back a list of outputs the host has carried out, for the next input's outputs
-    /// (see the `spare` field). What it still holds is dropped; a list grown large is let go.
-    pub fn recycle(&mut self, mut outputs: Vec<Output>) {
+    /// on this thread (see `SPARE_OUTPUTS`). What it still holds is dropped; a list grown
+    /// large is let go.
+    pub fn recycle(mut outputs: Vec<Output>) {
         outputs.clear();
-        if outputs.capacity() <= 16 && outputs.capacity() > self.spare.capacity() {
-            self.spare = outputs;
+        if outputs.capacity() <= 16 {
+            SPARE_OUTPUTS.with(|spare| spare.set(outputs));
         }
     }
 
@@ -785,7 +794,7 @@ impl Session {
             .sent_event(|id| matches!(id, Value::String(text) if text.as_bytes() == correlid))
             .ok()?;
         self.now = Some(now);
-        let mut out = std::mem::take(&mut self.spare);
+        let mut out = outputs();
         let id = self.pending[index].event.id.clone();
         self.answered(&mut out, index, id, 0, None, now);
         self.watch_acknowledgements(true);
