@@ -121,7 +121,8 @@ enum Failure {
     Return,
 }
 
-/// Runs a call's body with its arguments and `Calls`, and returns what the body returned
+/// Runs a call's body with its arguments (those not given undefined), how many were given, and
+/// `Calls`, and returns what the body returned
 /// (a null `napi_value` is undefined): an error becomes a JavaScript `Error` with its code,
 /// thrown or returned as `failure` says, unless an exception is pending already, as when a
 /// getter of the bundle threw, which is then thrown as it is. A panic, which must not unwind
@@ -156,34 +157,33 @@ unsafe fn run_call<const N: usize>(
             &mut data,
         )
     };
-    let result: std::result::Result<sys::napi_value, EncodeError> = if status
-        != sys::Status::napi_ok
-        || data.is_null()
-    {
-        Err(EncodeError::Napi(napi::Error::from_reason(
-            "napi_get_cb_info failed",
-        )))
-    } else {
-        if argc < N {
-            // Missing arguments are undefined, as in JavaScript.
-            let mut undefined = ptr::null_mut();
-            // SAFETY: `env` is current, in this call's scope; the out-pointer is a local.
-            unsafe { sys::napi_get_undefined(env, &mut undefined) };
-            argv[argc..].fill(undefined);
-        }
-        // SAFETY: `data` is the `Calls` count the function holds (the caller's guarantee),
-        // released only by its finalizer, which cannot run during a call of it. It is Rust
-        // memory, not a JavaScript object's: JavaScript that `body` runs cannot move or free
-        // it, and no other program can reach this process's heap.
-        let calls = unsafe { &*data.cast::<Calls>() };
-        let given = argc.min(N);
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(calls, argv, given))) {
-            Ok(done) => done,
-            Err(_) => Err(EncodeError::Napi(napi::Error::from_reason(
-                "internal error (panic)",
-            ))),
-        }
-    };
+    let result: std::result::Result<sys::napi_value, EncodeError> =
+        if status != sys::Status::napi_ok || data.is_null() {
+            Err(EncodeError::Napi(napi::Error::from_reason(
+                "napi_get_cb_info failed",
+            )))
+        } else {
+            if argc < N {
+                // Missing arguments are undefined, as in JavaScript.
+                let mut undefined = ptr::null_mut();
+                // SAFETY: `env` is current, in this call's scope; the out-pointer is a local.
+                unsafe { sys::napi_get_undefined(env, &mut undefined) };
+                argv[argc..].fill(undefined);
+            }
+            // SAFETY: `data` is the `Calls` count the function holds (the caller's guarantee),
+            // released only by its finalizer, which cannot run during a call of it. It is Rust
+            // memory, not a JavaScript object's: JavaScript that `body` runs cannot move or free
+            // it, and no other program can reach this process's heap.
+            let calls = unsafe { &*data.cast::<Calls>() };
+            let given = argc.min(N);
+            let call = std::panic::AssertUnwindSafe(|| body(calls, argv, given));
+            match std::panic::catch_unwind(call) {
+                Ok(done) => done,
+                Err(_) => Err(EncodeError::Napi(napi::Error::from_reason(
+                    "internal error (panic)",
+                ))),
+            }
+        };
     let err = match result {
         Ok(value) => return value,
         Err(err) => err,
