@@ -48,6 +48,7 @@ pub mod pki;
 pub mod protocol;
 pub mod server;
 pub mod session;
+mod spare;
 pub mod tls;
 
 #[cfg(test)]

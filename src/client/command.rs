@@ -7,6 +7,7 @@ use crate::protocol::ErrorBody;
 #[cfg(doc)]
 use crate::session::Session;
 use crate::session::{ActionKey, Notice, OutgoingEvent, SessionError};
+use crate::spare;
 
 /// What the host asks of the client.
 // `Crash` is a test hook of the Node binding, not a non-exhaustive marker: without the
@@ -70,17 +71,13 @@ impl Batch {
     /// allocation of their own. Taken when a turn has its first notice, so that a client
     /// waiting between turns keeps none.
     pub fn spare_list() -> Vec<Notice> {
-        SPARE_NOTICES.with(Cell::take)
+        spare::take(&SPARE_NOTICES)
     }
 
     /// Gives back the list of a batch whose notices the host has taken, for
-    /// [`Batch::spare_list`] on this thread. What it still holds is dropped; a list grown large
-    /// is let go.
-    pub fn recycle(mut notices: Vec<Notice>) {
-        notices.clear();
-        if notices.capacity() <= 64 {
-            SPARE_NOTICES.with(|spare| spare.set(notices));
-        }
+    /// [`Batch::spare_list`] on this thread.
+    pub fn recycle(notices: Vec<Notice>) {
+        spare::keep(&SPARE_NOTICES, notices, 64);
     }
 
     /// Appends a later batch: its notices after these, its idle and fatal reports over these.

@@ -20,6 +20,7 @@ use napi_derive::napi;
 use super::value::{JsValue, JsValueCopy};
 use crate::protocol::Value;
 use crate::session::{ErrorDetail, SessionError};
+use crate::spare;
 
 /// One kind of notice: its name and the fields that follow its number.
 pub struct Spec {
@@ -162,7 +163,7 @@ impl Flat {
     /// `env` is the environment of the JavaScript thread this runs on, in a handle scope that
     /// outlives the `Flat` and the values it makes.
     pub unsafe fn new(env: sys::napi_env, capacity: usize) -> Flat {
-        let mut values = SPARE_VALUES.with(Cell::take);
+        let mut values = spare::take(&SPARE_VALUES);
         values.reserve(capacity);
         Flat {
             env,
@@ -172,13 +173,9 @@ impl Flat {
     }
 
     /// Gives back a batch's list of values once the call that read them has returned, for the
-    /// next [`Flat::new`] on this thread: a batch then costs no allocation for its list. A
-    /// list grown large is let go.
-    pub fn recycle(mut values: Vec<sys::napi_value>) {
-        values.clear();
-        if values.capacity() <= 4096 {
-            SPARE_VALUES.with(|spare| spare.set(values));
-        }
+    /// next [`Flat::new`] on this thread: a batch then costs no allocation for its list.
+    pub fn recycle(values: Vec<sys::napi_value>) {
+        spare::keep(&SPARE_VALUES, values, 4096);
     }
 
     /// In debug builds: the notice written last has as many fields as its table says.

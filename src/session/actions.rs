@@ -3,7 +3,8 @@
 //! ([`Delivered`]).
 
 use crate::protocol::value::write_str;
-use crate::protocol::{decode, encode_into, Value};
+use crate::protocol::{encode_into, Value};
+use crate::spare;
 use bytes::Bytes;
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -17,25 +18,17 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ActionKey(Bytes);
 
-impl ActionKey {
-    /// The id again, to write in the acknowledgement.
-    pub fn value(&self) -> Value {
-        // The key is an encoding of a decoded value, which decodes (to the same value).
-        decode(&self.0).unwrap_or(Value::Nil)
-    }
-
-    /// The id's MessagePack encoding.
-    pub fn bytes(&self) -> &Bytes {
-        &self.0
-    }
-}
-
 thread_local! {
     /// Where [`ActionKey::from`] encodes an id before copying it into memory of its exact size.
     static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 impl ActionKey {
+    /// The id's MessagePack encoding.
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
     /// The key of the string id `id`: the key `ActionKey::from(&Value::String(id))` is, made
     /// without the value.
     pub fn string(id: &str) -> ActionKey {
@@ -46,13 +39,10 @@ impl ActionKey {
     /// copied once (an encoding grown in a list of its own costs an allocation at each growth,
     /// and another to freeze a list with room to spare).
     fn encoded(write: impl FnOnce(&mut Vec<u8>)) -> ActionKey {
-        let mut scratch = SCRATCH.with(Cell::take);
-        scratch.clear();
+        let mut scratch = spare::take(&SCRATCH);
         write(&mut scratch);
         let key = ActionKey(Bytes::copy_from_slice(&scratch));
-        if scratch.capacity() <= 4096 {
-            SCRATCH.with(|spare| spare.set(scratch));
-        }
+        spare::keep(&SCRATCH, scratch, 4096);
         key
     }
 }
@@ -137,7 +127,10 @@ mod tests {
         assert!(delivered.acknowledge(&key));
         assert!(delivered.acknowledge(&key));
         assert!(!delivered.acknowledge(&key), "both deliveries answered");
-        assert_eq!(key.value(), Value::String("a1".into()));
+        assert_eq!(
+            crate::protocol::decode(key.bytes()),
+            Ok(Value::String("a1".into()))
+        );
     }
 
     #[test]

@@ -79,12 +79,11 @@ impl OutgoingEvent {
             Ok(())
         };
         let (frame, at) = encode_event(write_id, kind, write_bundle)?;
-        // The id's characters end its encoding: a slice of the frame, which the event keeps
-        // anyway, rather than a copy of their own.
-        let shared = (at.len() >= id.len())
-            .then(|| Text::ascii(frame.slice(at.end - id.len()..at.end)))
-            .flatten()
-            .filter(|text| text.as_str() == id);
+        // The id's characters end its encoding (`write_id` wrote `id` as it is): a slice of
+        // the frame, which the event keeps anyway, rather than a copy of their own. An id made
+        // by `new_event_id` is ASCII; any other is copied.
+        let shared = Text::ascii(frame.slice(at.end - id.len()..at.end));
+        debug_assert!(shared.as_deref().is_none_or(|text| text == id));
         Ok(OutgoingEvent {
             seq,
             id: Value::String(shared.unwrap_or_else(|| id.into())),

@@ -43,6 +43,7 @@ pub use stats::SessionStats;
 
 use crate::errors::ErrorCode;
 use crate::protocol::{ErrorBody, Frame, FrameError, Message, MessageError, Value};
+use crate::spare;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -143,16 +144,15 @@ pub struct Session {
 }
 
 thread_local! {
-    /// An emptied list of outputs that a host gave back on this thread ([`Session::recycle`]):
-    /// the inputs of every message (`receive`, `send`, `ack_action`) hand their outputs over
-    /// in it, so that a message does not cost a list's allocation. One a thread, not one a
-    /// session: an idle client keeps none.
+    /// The list of outputs a host gave back on this thread ([`Session::recycle`]): the inputs
+    /// of every message (`receive`, `send`, `ack_action`) hand their outputs over in it (see
+    /// `crate::spare`).
     static SPARE_OUTPUTS: std::cell::Cell<Vec<Output>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// A list for an input's outputs: this thread's spare one if there is one.
 fn outputs() -> Vec<Output> {
-    SPARE_OUTPUTS.with(std::cell::Cell::take)
+    spare::take(&SPARE_OUTPUTS)
 }
 
 const NO_EVENT_IN_QUEUE: &str = "Received acknowledgement even if there is no event in the queue.";
@@ -581,13 +581,9 @@ impl Session {
     }
 
     /// Gives back a list of outputs the host has carried out, for the next input's outputs
-    /// on this thread (see `SPARE_OUTPUTS`). What it still holds is dropped; a list grown
-    /// large is let go.
-    pub fn recycle(mut outputs: Vec<Output>) {
-        outputs.clear();
-        if outputs.capacity() <= 16 {
-            SPARE_OUTPUTS.with(|spare| spare.set(outputs));
-        }
+    /// on this thread (see `SPARE_OUTPUTS`).
+    pub fn recycle(outputs: Vec<Output>) {
+        spare::keep(&SPARE_OUTPUTS, outputs, 16);
     }
 
     /// The host asked for a new connection now (new TLS material): the connection or attempt

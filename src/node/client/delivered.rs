@@ -130,8 +130,11 @@ pub(super) unsafe fn action_key(
     }
     if kind == sys::ValueType::napi_string {
         let mut short = [0u8; SHORT_STRING];
-        // SAFETY: as above; `id` is a string, read into `short`, Rust memory. Runs no
-        // JavaScript.
+        // SAFETY: as above; `id` is a string. Node copies its characters into `short`, an
+        // array on this function's stack, and keeps no pointer to it; the `&str` returned
+        // borrows `short`, not the string's memory. Reading a string primitive runs no
+        // JavaScript, no other thread can reach `short`, and no other program can write to
+        // this process's memory, so the characters stay as read until the key is made.
         if let Some(id) = unsafe { short_string(env, id, &mut short) }? {
             return Ok(ActionKey::string(id));
         }
