@@ -8,12 +8,15 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
+use super::gate::ReadGate;
 use super::Stream;
 use crate::protocol::FrameReader;
 
 /// An open connection: frames in, bytes out.
 pub(super) struct Connection {
     pub(super) reader: FrameReader<ReadHalf<Stream>>,
+    /// Lets the driver's `select!` poll `reader` only when it may have a frame.
+    pub(super) gate: ReadGate,
     pub(super) out: Outgoing,
 }
 
@@ -32,6 +35,7 @@ impl Connection {
         Connection {
             // Empty until a frame arrives (see `FrameReader::release_idle`).
             reader: FrameReader::new(read),
+            gate: ReadGate::default(),
             out: Outgoing {
                 writer: write,
                 queue: VecDeque::new(),

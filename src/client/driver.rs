@@ -13,6 +13,7 @@ use tokio::io::ReadHalf;
 use tokio::sync::mpsc;
 
 use super::connection::{Connection, Outgoing};
+use super::gate::ReadGate;
 use super::published::Published;
 use super::timer::Timer;
 use super::write_times::WriteTimes;
@@ -34,10 +35,12 @@ async fn maybe<F: Future + Unpin>(future: Option<&mut F>) -> F::Output {
 }
 
 async fn next_frame(
-    reader: Option<&mut FrameReader<ReadHalf<Stream>>>,
+    reader: Option<(&mut FrameReader<ReadHalf<Stream>>, &ReadGate)>,
 ) -> Option<Result<Frame, FrameError>> {
     match reader {
-        Some(reader) => reader.next().await,
+        Some((reader, gate)) => {
+            std::future::poll_fn(|cx| gate.poll(cx, |cx| reader.poll_next_unpin(cx))).await
+        }
         None => std::future::pending().await,
     }
 }
@@ -161,8 +164,8 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
         let backlog = &self.options.backlog;
         let behind = backlog.full();
         let (reader, out) = match self.connection.as_mut() {
-            Some(Connection { reader, out }) => (
-                Some(reader).filter(|_| !behind),
+            Some(Connection { reader, gate, out }) => (
+                Some((reader, &*gate)).filter(|_| !behind),
                 Some(out).filter(|o| o.wants_write()),
             ),
             None => (None, None),

@@ -18,6 +18,7 @@ mod command;
 mod connection;
 mod driver;
 mod eyeballs;
+mod gate;
 mod options;
 pub mod proxy;
 mod published;
