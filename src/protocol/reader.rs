@@ -133,8 +133,7 @@ impl<R> FrameReader<R> {
 
     /// A frame cut from the read buffer, or the start of a large one taken out of it.
     fn decode(&mut self) -> Result<Option<Frame>, FrameError> {
-        if let Some(&[token, _, l0, l1, l2, l3]) = self.buffer.get(..HEADER_LEN) {
-            let body_len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+        if let Some((token, body_len)) = header(&self.buffer) {
             let whole = self.buffer.len() >= HEADER_LEN + body_len;
             if body_len >= LARGE_BODY && HEADER_LEN + body_len <= MAX_BUFFER && !whole {
                 let mut body = self.body(body_len);
@@ -253,16 +252,15 @@ pub fn frames_of(bytes: &[u8]) -> impl Iterator<Item = Result<Frame, FrameError>
 /// it is read, since waiting for bytes that can never be accepted would only let the peer
 /// fill our memory first.
 fn cut(buffer: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-    let Some(&[token, _reserved, l0, l1, l2, l3]) = buffer.get(..HEADER_LEN) else {
+    let Some((token, body_len)) = header(buffer) else {
         return Ok(None);
     };
-    let body_len = u64::from(u32::from_le_bytes([l0, l1, l2, l3]));
-    let frame_len = HEADER_LEN as u64 + body_len;
+    let frame_len = HEADER_LEN as u64 + body_len as u64;
     if frame_len > MAX_BUFFER as u64 {
         return Err(FrameError::Oversize { frame_len });
     }
-    // Both fit in usize now: they are at most MAX_BUFFER.
-    let (frame_len, body_len) = (frame_len as usize, body_len as usize);
+    // It fits in usize now: it is at most MAX_BUFFER.
+    let frame_len = frame_len as usize;
     if buffer.len() < frame_len {
         // Grow to the whole frame at once rather than doubling through many reads; and a
         // buffer that starts empty (see `release_idle_buffer`) gets `READ_ROOM` at its first
@@ -289,20 +287,23 @@ fn cut(buffer: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
 /// body is small (under [`LARGE_BODY`], so never over the cap); its body is a copy, memory of
 /// its own.
 fn small_frame(bytes: &[u8]) -> Option<(Frame, &[u8])> {
-    let &[token, _reserved, l0, l1, l2, l3, ..] = bytes else {
-        return None;
-    };
-    let body_len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    let (token, body_len) = header(bytes)?;
     if body_len >= LARGE_BODY || bytes.len() - HEADER_LEN < body_len {
         return None;
     }
     let (body, rest) = bytes[HEADER_LEN..].split_at(body_len);
-    let body = if body.is_empty() {
-        Bytes::new()
-    } else {
-        Bytes::copy_from_slice(body)
-    };
+    // An empty body is `Bytes::new()`, no allocation, as `cut` makes it.
+    let body = Bytes::copy_from_slice(body);
     Some((Frame { token, body }, rest))
+}
+
+/// The token and the body's length that a frame's header gives, when `bytes` start with a
+/// whole header.
+fn header(bytes: &[u8]) -> Option<(u8, usize)> {
+    let &[token, _reserved, l0, l1, l2, l3, ..] = bytes else {
+        return None;
+    };
+    Some((token, u32::from_le_bytes([l0, l1, l2, l3]) as usize))
 }
 
 /// Lets go of an empty read buffer's memory: a connection does so whenever it waits with

@@ -48,8 +48,12 @@ impl Text {
     }
 
     pub fn as_str(&self) -> &str {
-        // SAFETY: every constructor takes valid UTF-8 (a `String`, a `&str`, or bytes the
-        // caller of `from_utf8_unchecked` checked), and the bytes of a `Bytes` never change.
+        // SAFETY: every constructor takes valid UTF-8 (a `String`, a `&str`, bytes the caller
+        // of `from_utf8_unchecked` checked, or bytes `ascii` found all ASCII), and nothing
+        // writes to them afterwards: a `Bytes` is never written through, JavaScript can reach
+        // a string's bytes only as a V8 string, which it cannot change (a Buffer handed to it
+        // shares a binary value's bytes, never a string's), and no other program can write
+        // to this process's memory.
         unsafe { std::str::from_utf8_unchecked(&self.bytes) }
     }
 

@@ -271,12 +271,31 @@ impl Session {
     /// A decoded frame from the server. Frames that arrive when no connection is open (stale
     /// ones, after `close()`) are ignored.
     pub fn receive(&mut self, message: Message, now: Instant) -> Vec<Output> {
+        let acknowledgement = matches!(message, Message::Acknowledgement { .. });
+        self.receiving(now, acknowledgement, |session, out| {
+            session.dispatch(message, out, now)
+        })
+    }
+
+    /// What every frame received goes through, decoded or not: its outputs, none when no
+    /// connection is open; then the acknowledgement timer, restarted by an `acknowledgement`.
+    fn receiving(
+        &mut self,
+        now: Instant,
+        acknowledgement: bool,
+        handle: impl FnOnce(&mut Self, &mut Vec<Output>),
+    ) -> Vec<Output> {
         self.now = Some(now);
         let mut out = outputs();
-        if !self.phase.socket_open() {
-            return out;
+        if self.phase.socket_open() {
+            handle(self, &mut out);
+            self.watch_acknowledgements(acknowledgement);
         }
-        let acknowledgement = matches!(message, Message::Acknowledgement { .. });
+        out
+    }
+
+    /// A decoded frame, while a connection is open.
+    fn dispatch(&mut self, message: Message, out: &mut Vec<Output>, now: Instant) {
         match message {
             Message::Welcome if self.phase == Phase::AwaitingWelcome => {
                 self.phase = Phase::Receiving;
@@ -288,14 +307,14 @@ impl Session {
                 }
             }
             // What makes no sense now is ignored, as the original does: the connection goes on.
-            Message::Welcome => ignore(&mut out, "Received welcome twice."),
+            Message::Welcome => ignore(out, "Received welcome twice."),
             Message::Drained if self.phase == Phase::AwaitingWelcome => {
-                ignore(&mut out, "Received drained before welcome.")
+                ignore(out, "Received drained before welcome.")
             }
             Message::Drained => {
                 self.phase = Phase::Drained;
                 out.push(Output::Emit(Notice::Drain));
-                self.flush(&mut out);
+                self.flush(out);
             }
             Message::Action {
                 id,
@@ -316,7 +335,7 @@ impl Session {
                 correlid,
                 status,
                 error,
-            } => self.acknowledged(&mut out, correlid, status, error, now),
+            } => self.acknowledged(out, correlid, status, error, now),
             Message::Bye { error: Some(error) } => {
                 out.push(Output::Emit(Notice::Error(SessionError {
                     code: error.code.map_or(ErrorCode::Bye, ErrorCode::Gateway),
@@ -324,17 +343,15 @@ impl Session {
                     detail: None,
                 })));
                 out.push(Output::CloseSocket);
-                self.connection_gone(&mut out, Ending::Reported);
+                self.connection_gone(out, Ending::Reported);
             }
             Message::Bye { error: None } => {
                 out.push(Output::CloseSocket);
-                self.connection_gone(&mut out, Ending::Clean);
+                self.connection_gone(out, Ending::Clean);
             }
-            Message::Hello { .. } => ignore(&mut out, "Received hello, which only a client sends."),
-            Message::Event { .. } => ignore(&mut out, "Received event, which only a client sends."),
+            Message::Hello { .. } => ignore(out, "Received hello, which only a client sends."),
+            Message::Event { .. } => ignore(out, "Received event, which only a client sends."),
         }
-        self.watch_acknowledgements(acknowledgement);
-        out
     }
 
     /// A frame from the server as the reader framed it, or why it could not: every decision
@@ -352,10 +369,15 @@ impl Session {
     /// A failure to read the socket is the driver's to name ([`Session::connection_lost`]);
     /// one that comes here anyway ends the connection as `ECONNRESET`.
     pub fn handle_frame(&mut self, frame: Result<Frame, FrameError>, now: Instant) -> Vec<Output> {
-        if let Ok(frame) = &frame {
-            if let Some(out) = self.plain_acknowledgement(frame, now) {
-                return out;
-            }
+        if let Some(index) = frame
+            .as_ref()
+            .ok()
+            .and_then(|f| self.plain_acknowledgement(f))
+        {
+            return self.receiving(now, true, |session, out| {
+                let id = session.pending[index].event.id.clone();
+                session.answered(out, index, id, 0, None, now);
+            });
         }
         match frame {
             Ok(frame) => match Message::from_frame(&frame) {
@@ -776,25 +798,16 @@ impl Session {
         Err(any_sent)
     }
 
-    /// An acknowledgement of success for a string id, as the gateway writes one (see
-    /// [`Message::plain_acknowledgement`]), that answers an event sent: handled as
-    /// [`Session::receive`] handles it, without decoding the frame (the notice carries the
-    /// event's own id, the same string). `None` for any other frame, or one that answers no
-    /// event, which the decoder then reads as usual.
-    fn plain_acknowledgement(&mut self, frame: &Frame, now: Instant) -> Option<Vec<Output>> {
+    /// The index of the sent event that `frame` answers, when it is an acknowledgement of
+    /// success for a string id as the gateway writes one (see
+    /// [`Message::plain_acknowledgement`]): answered then as [`Session::receive`] answers its
+    /// decoded message, without decoding it (the notice carries the event's own id, the same
+    /// string). `None` for any other frame, or one that answers no event, which the decoder
+    /// then reads as usual.
+    fn plain_acknowledgement(&self, frame: &Frame) -> Option<usize> {
         let correlid = Message::plain_acknowledgement(frame)?;
-        if !self.phase.socket_open() {
-            return None;
-        }
-        let index = self
-            .sent_event(|id| matches!(id, Value::String(text) if text.as_bytes() == correlid))
-            .ok()?;
-        self.now = Some(now);
-        let mut out = outputs();
-        let id = self.pending[index].event.id.clone();
-        self.answered(&mut out, index, id, 0, None, now);
-        self.watch_acknowledgements(true);
-        Some(out)
+        self.sent_event(|id| matches!(id, Value::String(text) if text.as_bytes() == correlid))
+            .ok()
     }
 
     fn acknowledged(
