@@ -26,6 +26,7 @@ native.NativeClient = class extends NativeClient {
 
 const { Client, Server, Event } = require('imt-gateway')
 const { layout, FORMAT } = require('../lib/notices')
+const msgpack = require('msgpack-lite')
 const { frame } = require('./helpers/raw-client')
 const { fakeGateway } = require('./helpers/fake-gateway')
 const { waitFor } = require('./helpers/server')
@@ -60,14 +61,18 @@ test('a reader that reads other kinds or fields than the native table fails at l
 })
 
 // A sample batch walked with the table's widths: every kind once or more, ending exactly at the end.
+// A shaped action's values, one per key of its shape, follow its fields.
 function walk (t, side, batch) {
-  const { widths } = layout(side, reads(side))
+  const { kinds, widths } = layout(side, reads(side))
   const seen = new Set()
+  const shapes = []
   let at = 0
   while (at < batch.length) {
     const kind = batch[at]
     t.is(typeof kind, 'number', `a kind at ${at}`)
     seen.add(FORMAT[side][kind].kind)
+    if (kind === kinds.shape) shapes[batch[at + 1]] = batch[at + 3]
+    if (kind === kinds.shapedAction) at += shapes[batch[at + 2]].length
     at += 1 + widths[kind]
   }
   t.is(at, batch.length, 'the last notice ends the batch')
@@ -94,6 +99,8 @@ test('a client batch with every kind, made by the native writer, is read as the 
     'connect', 'drain', 'drained',
     ['action', 'a1', 'sample', null, 'function'],
     ['action', [1], 'sample', null, 'function'],
+    ['action', 'a2', 'sample', { n: 2, list: [2] }, 'function'],
+    ['action', [3], 'sample', { n: 3, list: [3] }, 'function'],
     ['acknowledgement', { correlid: 'e1', status: 1, error: { code: 'C1', message: 'rejected' } }],
     ['acknowledgement', { correlid: 'e2', status: 0 }],
     'reconnect', 'disconnect',
@@ -171,4 +178,62 @@ test('a batch comes as the callback\'s arguments, or as one array when it is lar
   t.true(forms.some((n) => n < 0), 'smaller batches came as arguments')
   t.false(forms.some((n) => n > 0 && n <= 1024), 'no batch of 1024 values or fewer came as an array')
   t.false(forms.some((n) => n < -1024), 'no batch of more than 1024 values came as arguments')
+})
+
+test('action parameters are the objects msgpack-lite decodes, whether their shape is new, known or one a client does not tell', async (t) => {
+  const gateway = await fakeGateway(t)
+  // Maps written by hand (map 16, string keys), so that keys may repeat.
+  const map = (entries) => Buffer.concat([
+    Buffer.from([0xde, entries.length >> 8, entries.length & 0xff]),
+    ...entries.flatMap(([key, value]) => [msgpack.encode(key), msgpack.encode(value)])
+  ])
+  const action = (id, type, parameters) => {
+    const body = Buffer.concat([Buffer.from([0x83]), msgpack.encode('id'), msgpack.encode(id), msgpack.encode('type'), msgpack.encode(type), msgpack.encode('parameters'), parameters])
+    const header = Buffer.alloc(6)
+    header[0] = 5
+    header.writeUInt32LE(body.length, 2)
+    return Buffer.concat([header, body])
+  }
+  const maps = [
+    map([['a', 1], ['b', 'two'], ['c', { d: [3] }]]),
+    // A repeated key: set twice, the last value stays.
+    map([['a', 1], ['a', 2]]),
+    // `__proto__` sets the prototype, as msgpack-lite's `map[key] = value` does.
+    map([['__proto__', { inherited: true }], ['own', 1]]),
+    // Integer-like keys come first in the object's order.
+    map([['x', 'x'], ['10', 'ten'], ['2', 'two']]),
+    map([['x', null], ['y', Buffer.from([1, 2])], ['z', new Date(5)]]),
+    // More keys, or more bytes, than a shape has.
+    map(Array.from({ length: 17 }, (_, i) => [`k${i}`, i])),
+    map([['long', 1], ['x'.repeat(1100), 2]]),
+    // Past the 64 shapes a client tells: one key each.
+    ...Array.from({ length: 70 }, (_, i) => map([[`only${i}`, i]]))
+  ]
+  // Each map twice of one type (its shape new, then known), then once of another type.
+  const sent = [...maps.map((m) => ['t', m]), ...maps.map((m) => ['t', m]), ...maps.map((m) => ['u', m])]
+  gateway.accept().then(async (peer) => {
+    await peer.next()
+    peer.sendRaw(Buffer.concat([frame(2), ...sent.map(([type, m], i) => action(`a${i}`, type, m)), frame(7)]))
+  })
+  const client = new Client({ host: 'localhost', port: gateway.port, autoReconnect: false })
+  t.teardown(() => client.close())
+  const received = []
+  client.on('action', (action, ack) => {
+    received.push(action)
+    ack()
+  })
+  client.connect()
+  await waitFor(() => received.length === sent.length, 20000)
+  for (const [i, [type, m]] of sent.entries()) {
+    const expected = msgpack.decode(m)
+    const got = received[i]
+    t.is(got.id, `a${i}`)
+    t.is(got.type, type)
+    t.deepEqual(Object.keys(got.parameters), Object.keys(expected), `keys of action ${i}`)
+    t.deepEqual(got.parameters, expected, `action ${i}`)
+    t.deepEqual(Object.getPrototypeOf(got.parameters), Object.getPrototypeOf(expected), `prototype of action ${i}`)
+  }
+  t.true(received[2].parameters.inherited, 'the prototype msgpack-lite sets')
+  t.false(Object.hasOwn(received[2].parameters, '__proto__'))
+  t.deepEqual(received[1].parameters, { a: 2 })
 })

@@ -41,6 +41,8 @@ const { kinds: KINDS, widths: WIDTHS } = layout('client', {
   connect: [],
   drain: [],
   action: ['id', 'type', 'payload', 'delivered'],
+  shape: ['shape', 'type', 'keys'],
+  shapedAction: ['id', 'shape', 'delivered', '...values'],
   acknowledgement: ['correlid', 'status', 'code', 'message'],
   done: ['seq'],
   failed: ['seq', 'code', 'message', 'refused'],
@@ -55,6 +57,8 @@ const { kinds: KINDS, widths: WIDTHS } = layout('client', {
 const CONNECT = KINDS.connect
 const DRAIN = KINDS.drain
 const ACTION = KINDS.action
+const SHAPE = KINDS.shape
+const SHAPED_ACTION = KINDS.shapedAction
 const ACKNOWLEDGEMENT = KINDS.acknowledgement
 const DONE = KINDS.done
 const FAILED = KINDS.failed
@@ -351,6 +355,11 @@ class Client extends EventEmitter {
     const deviceName = os.hostname()
     const meter = meterOf(options.meterProvider)
     const self = new WeakRef(this)
+    // The client as the batch callback reaches it: strongly while it is active (as `active`
+    // holds it anyway), else only through `self`. A WeakRef's deref() costs a runtime call
+    // and an entry in V8's list of objects kept for the job, every batch.
+    const reach = { active: null }
+    this._reach = reach
     // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...).
     this._native = new NativeClient({
       host,
@@ -384,7 +393,7 @@ class Client extends EventEmitter {
             if (client) client._resolve(id, hostname)
           }
     }, (...values) => {
-      const client = self.deref()
+      const client = reach.active !== null ? reach.active : self.deref()
       if (client) client._dispatch(batchOf(values))
     })
     // See the listener methods below: a subclass may have added one already.
@@ -394,6 +403,8 @@ class Client extends EventEmitter {
     // for them.
     this._sendNative = null
     this._ackNative = null
+    // The action shapes the native side has told (src/node/client/shapes.rs), by number.
+    this._shapes = null
     // With an outbox: open from here until close() (without keepQueue), opened again by the
     // next connect() or send().
     this._outbox = outbox !== undefined
@@ -458,6 +469,7 @@ class Client extends EventEmitter {
     this._cycle = (this._cycle + 1) >>> 0
     this._active = true
     active.add(this)
+    this._reach.active = this
     debug('connect to %s:%d', this.host, this.port)
     if (this._state === 'closed') this._setState('connecting')
     if (this._wantRef) this._native.ref()
@@ -859,10 +871,13 @@ class Client extends EventEmitter {
       const kind = batch[at]
       const fields = at + 1
       at = fields + WIDTHS[kind]
+      // A shaped action's values follow its fields, one per key of its shape.
+      if (kind === SHAPED_ACTION) at += this._shapes[batch[fields + 1]].keys.length
       try {
         // The notices of every event and action first, each in a small function of its own:
         // the rest is rare, and JavaScript compiles the hot path alone.
         if (kind === DONE) this._done(batch[fields], null, 'acked')
+        else if (kind === SHAPED_ACTION) this._shapedAction(batch, fields)
         else if (kind === ACTION) this._action(batch[fields], batch[fields + 1], batch[fields + 2], batch[fields + 3])
         else this._notice(kind, batch, fields)
       } catch (err) {
@@ -887,6 +902,7 @@ class Client extends EventEmitter {
     this._active = false
     this._drained = false
     active.delete(this)
+    this._reach.active = null
     this._native.unref()
     if (this._warning) {
       clearTimeout(this._warning)
@@ -952,6 +968,11 @@ class Client extends EventEmitter {
   // Every kind but `done` and `action`, which `_dispatch` reads itself.
   _notice (kind, batch, at) {
     switch (kind) {
+      case SHAPE:
+        // Told once, before the first action of the shape (src/node/client/shapes.rs).
+        if (this._shapes === null) this._shapes = []
+        this._shapes[batch[at]] = { type: batch[at + 1], keys: batch[at + 2] }
+        break
       case ACKNOWLEDGEMENT: {
         if (this.listenerCount('acknowledgement') === 0) {
           // The last listener went: the native side stops making these until one is added.
@@ -1010,6 +1031,17 @@ class Client extends EventEmitter {
         this._stateNotice(batch[at], batch[at + 1], batch[at + 2])
         break
     }
+  }
+
+  // An action whose parameters are an object of a shape told before: the object is built
+  // here, each key set in the shape's order, as the native side sets them for any other
+  // object (and msgpack-lite did): `parameters[key] = value`.
+  _shapedAction (batch, at) {
+    const shape = this._shapes[batch[at + 1]]
+    const keys = shape.keys
+    const parameters = {}
+    for (let i = 0, from = at + 3; i < keys.length; i++) parameters[keys[i]] = batch[from + i]
+    this._action(batch[at], shape.type, parameters, batch[at + 2])
   }
 
   // `delivered` names the id as the server sent it when the application could change the id

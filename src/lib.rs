@@ -48,6 +48,9 @@ pub mod pki;
 pub mod protocol;
 pub mod server;
 pub mod session;
+// Used by the Node.js binding only; tested without it.
+#[cfg_attr(not(feature = "node"), allow(dead_code))]
+mod shapes;
 mod spare;
 pub mod tls;
 

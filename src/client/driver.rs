@@ -170,13 +170,18 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             ),
             None => (None, None),
         };
+        // In this order, not a random one (which costs a thread-local random number, on every
+        // turn): none can keep another waiting. The timer and the rare branches come first;
+        // a frame before a command, because each frame's turn then takes every command queued
+        // (`run`), while a command's turn reads no frame.
         tokio::select! {
-            command = commands.recv() => Input::Command(command),
-            () = backlog.taken.notified(), if behind => Input::Caught,
-            frame = next_frame(reader) => Input::Frame(frame),
-            written = write_some(out) => Input::Written(written),
-            opened = maybe(self.connecting.as_mut()) => Input::Opened(opened),
+            biased;
             () = self.timer.expired() => Input::Timeout,
+            opened = maybe(self.connecting.as_mut()) => Input::Opened(opened),
+            () = backlog.taken.notified(), if behind => Input::Caught,
+            written = write_some(out) => Input::Written(written),
+            frame = next_frame(reader) => Input::Frame(frame),
+            command = commands.recv() => Input::Command(command),
         }
     }
 

@@ -4,7 +4,9 @@
 //! build on the path every action and acknowledgement takes.
 //!
 //! The tables here are the format's only definition: a kind's number is its place in its
-//! table, and its fields follow it in the order given. JavaScript reads them at load
+//! table, and its fields follow it in the order given. A last field named `...name` stands
+//! for as many values as the notice says elsewhere (a shaped action's values, one per key of
+//! its shape); a notice's width is that of its other fields plus those values. JavaScript reads them at load
 //! (`noticeFormat()`, read by `lib/notices.js`), and a reader there that expects other kinds or
 //! fields fails at load with `ENOTICEFORMAT`; the writer ([`Flat`]) checks in debug builds that
 //! each notice has as many fields as its table says, and `__test__/notices.test.js` runs a batch
@@ -66,6 +68,12 @@ notices! {
         /// `delivered`: what `ack` passes back for the id when JavaScript could change the id
         /// object (see `node::client::delivered::delivered_handle`), else null.
         Action = "action" ["id", "type", "payload", "delivered"],
+        /// The type and parameter keys of the actions of shape number `shape`, told before the
+        /// first of them (`node::client::shapes`); `keys` is an array of strings.
+        Shape = "shape" ["shape", "type", "keys"],
+        /// An action whose parameters are an object of a shape told before: its values follow,
+        /// one per key of the shape, in its order. `delivered` as for `action`.
+        ShapedAction = "shapedAction" ["id", "shape", "delivered", "...values"],
         /// `code` and `message` undefined when the server sent none.
         Acknowledgement = "acknowledgement" ["correlid", "status", "code", "message"],
         /// The event's callback, without error.
@@ -183,7 +191,9 @@ impl Flat {
         if cfg!(debug_assertions) {
             if let Some((at, spec)) = self.open {
                 let written = self.values.len() - at - 1;
-                if written != spec.fields.len() {
+                let rest = spec.fields.last().is_some_and(|f| f.starts_with("..."));
+                let fixed = spec.fields.len() - usize::from(rest);
+                if written != fixed && !(rest && written > fixed) {
                     return Err(napi::Error::from_reason(format!(
                         "notice {} written with {written} fields, its table has {}",
                         spec.name,

@@ -2,7 +2,7 @@
 //! (and join), the threadsafe function that wakes the JS thread, and [`DirectCall`], which calls
 //! the callback on the JS thread, directly at the end of a loop callback or through [`pull`].
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +15,7 @@ use super::calls::function;
 use super::notices::write_batch;
 use crate::client::{Backlog, Batch};
 use crate::node::notice::Flat;
+use crate::shapes::Shapes;
 
 pub(super) type BatchSink = ThreadsafeFunction<MailboxCall, (), MailboxCall, Status, false>;
 
@@ -108,7 +109,12 @@ impl ToNapiValue for MailboxCall {
 ///
 /// `env` is current on this, its JavaScript thread, inside a handle scope, where the values
 /// made here live.
-unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox, pulled: bool) -> Result<Flat> {
+unsafe fn batch_values(
+    env: sys::napi_env,
+    mailbox: &Mailbox,
+    pulled: bool,
+    shapes: Option<&mut Shapes>,
+) -> Result<Flat> {
     let batch = mailbox.take(pulled);
     // SAFETY: the caller's `env`, on its thread, in the handle scope it opened.
     let mut out = unsafe { Flat::new(env, batch.notices.len() * 4 + 3) };
@@ -116,6 +122,7 @@ unsafe fn batch_values(env: sys::napi_env, mailbox: &Mailbox, pulled: bool) -> R
         &mut out,
         batch,
         mailbox.acknowledgements.load(Ordering::Relaxed),
+        shapes,
     )?;
     out.finish()
 }
@@ -143,6 +150,8 @@ pub(super) struct DirectCall {
     pull: Cell<sys::napi_ref>,
     /// Cleared when the `NativeClient` goes (and the references with it).
     live: Cell<bool>,
+    /// The action shapes told to this client's JavaScript (see [`Shapes`]).
+    shapes: RefCell<Shapes>,
     /// The JS thread, the only one that may touch `env`, `callback`, `pull` and `live`.
     thread: std::thread::ThreadId,
 }
@@ -188,6 +197,7 @@ impl DirectCall {
             mailbox,
             pull: Cell::new(ptr::null_mut()),
             live: Cell::new(true),
+            shapes: RefCell::new(Shapes::default()),
             thread: std::thread::current().id(),
         })
     }
@@ -264,8 +274,15 @@ impl DirectCall {
                 == sys::Status::napi_ok
                 && !callback.is_null()
                 && sys::napi_get_global(env, &mut global) == sys::Status::napi_ok;
+            // A batch call runs JavaScript, which may call into this client again (`ack()`,
+            // `send()`), whose batches are handed over after it returns
+            // (`call_after_callback`, `pull`). Only a loop run inside the callback (a module
+            // that spins the event loop) could hand one over meanwhile: that batch goes
+            // without shapes.
+            let mut shapes = self.shapes.try_borrow_mut().ok();
+            let told = shapes.as_ref().map_or(0, |s| s.told());
             let batch = if ready {
-                batch_values(env, &self.mailbox, pulled).ok()
+                batch_values(env, &self.mailbox, pulled, shapes.as_deref_mut()).ok()
             } else {
                 None
             };
@@ -285,12 +302,23 @@ impl DirectCall {
                     args.as_ptr(),
                     &mut result,
                 );
+                // The batch reached JavaScript, which read its shapes, unless the call failed
+                // before any JavaScript ran.
+                let reached = matches!(
+                    status,
+                    sys::Status::napi_ok | sys::Status::napi_pending_exception
+                );
+                if let Some(shapes) = shapes.as_mut() {
+                    shapes.settle(told, reached);
+                }
                 if status == sys::Status::napi_pending_exception {
                     let mut error = ptr::null_mut();
                     sys::napi_get_and_clear_last_exception(env, &mut error);
                     sys::napi_fatal_exception(env, error);
                 }
                 Flat::recycle(args);
+            } else if let Some(shapes) = shapes.as_mut() {
+                shapes.settle(told, false);
             }
             sys::napi_close_handle_scope(env, scope);
             ready

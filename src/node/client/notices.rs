@@ -9,13 +9,19 @@ use crate::errors::ErrorCode;
 use crate::node::notice::{ClientKind, Flat};
 use crate::protocol::{ErrorBody, Value};
 use crate::session::{ActionKey, ConnectionState, ErrorDetail, Notice, SessionError};
+use crate::shapes::{Shaped, Shapes};
 
 /// Writes `batch`'s notices, then its fatal error and its idle report; the acknowledgement
 /// notices only when `acknowledgements` (someone listens for them).
-pub(super) fn write_batch(out: &mut Flat, mut batch: Batch, acknowledgements: bool) -> Result<()> {
+pub(super) fn write_batch(
+    out: &mut Flat,
+    mut batch: Batch,
+    acknowledgements: bool,
+    mut shapes: Option<&mut Shapes>,
+) -> Result<()> {
     for notice in batch.notices.drain(..) {
         if acknowledgements || !matches!(notice, Notice::Acknowledgement { .. }) {
-            write_notice(out, notice)?;
+            write_notice(out, notice, shapes.as_deref_mut())?;
         }
     }
     Batch::recycle(batch.notices);
@@ -30,8 +36,9 @@ pub(super) fn write_batch(out: &mut Flat, mut batch: Batch, acknowledgements: bo
     Ok(())
 }
 
-/// Writes `notice` in the format of [`ClientKind`].
-fn write_notice(out: &mut Flat, notice: Notice) -> Result<()> {
+/// Writes `notice` in the format of [`ClientKind`]; an action of a shape `shapes` has or takes
+/// (see [`crate::shapes`]) as a shaped action, after the shape's notice if it is new.
+fn write_notice(out: &mut Flat, notice: Notice, shapes: Option<&mut Shapes>) -> Result<()> {
     match notice {
         Notice::Connect => out.kind(ClientKind::Connect),
         Notice::Drain => out.kind(ClientKind::Drain),
@@ -41,13 +48,38 @@ fn write_notice(out: &mut Flat, notice: Notice) -> Result<()> {
             kind,
             parameters,
         } => {
-            out.kind(ClientKind::Action)?;
             // SAFETY: `out`'s environment, on its thread, in its open handle scope.
             let delivered = unsafe { delivered_handle(out.env(), &id, key) }?;
-            out.value(id)?;
-            out.string(&kind)?;
-            out.value(parameters)?;
-            out.raw(delivered)
+            let shape = match shapes.and_then(|shapes| shapes.shape(&kind, &parameters)) {
+                None => None,
+                Some(Shaped::Known(shape)) => Some(shape),
+                Some(Shaped::New(shape, kind, keys)) => {
+                    out.kind(ClientKind::Shape)?;
+                    out.number(f64::from(shape))?;
+                    out.string(kind)?;
+                    out.object(keys.iter().map(|k| &**k).collect::<Vec<&str>>())?;
+                    Some(shape)
+                }
+            };
+            match (shape, parameters) {
+                (Some(shape), Value::Map(entries)) => {
+                    out.kind(ClientKind::ShapedAction)?;
+                    out.value(id)?;
+                    out.number(f64::from(shape))?;
+                    out.raw(delivered)?;
+                    for (_, value) in entries {
+                        out.value(value)?;
+                    }
+                    Ok(())
+                }
+                (_, parameters) => {
+                    out.kind(ClientKind::Action)?;
+                    out.value(id)?;
+                    out.string(&kind)?;
+                    out.value(parameters)?;
+                    out.raw(delivered)
+                }
+            }
         }
         Notice::Acknowledgement {
             correlid,
@@ -105,17 +137,26 @@ fn write_notice(out: &mut Flat, notice: Notice) -> Result<()> {
 /// `node::notice::notice_samples`).
 pub(crate) fn write_samples(out: &mut Flat) -> Result<()> {
     let err = |code: ErrorCode| SessionError::new(code, "sample");
-    let action = |id: Value| Notice::Action {
+    let action = |id: Value, parameters: Value| Notice::Action {
         key: ActionKey::from(id.clone()),
         id,
         kind: "sample".to_owned(),
-        parameters: Value::Nil,
+        parameters,
+    };
+    // Two actions of one shape: the shape's notice comes before the first only.
+    let shaped = |n: f64| {
+        Value::Map(vec![
+            ("n".to_owned(), Value::Number(n)),
+            ("list".to_owned(), Value::Array(vec![Value::Number(n)])),
+        ])
     };
     let notices = vec![
         Notice::Connect,
         Notice::Drain,
-        action(Value::String("a1".into())),
-        action(Value::Array(vec![Value::Number(1.0)])),
+        action(Value::String("a1".into()), Value::Nil),
+        action(Value::Array(vec![Value::Number(1.0)]), Value::Nil),
+        action(Value::String("a2".into()), shaped(2.0)),
+        action(Value::Array(vec![Value::Number(3.0)]), shaped(3.0)),
         Notice::Acknowledgement {
             correlid: Value::String("e1".into()),
             status: 1,
@@ -157,5 +198,6 @@ pub(crate) fn write_samples(out: &mut Flat) -> Result<()> {
             idle: Some(7),
         },
         true,
+        Some(&mut Shapes::default()),
     )
 }
