@@ -147,7 +147,12 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 }
                 frames += 1;
             }
-            self.write_now();
+            // What was written may be answered before the loop would report it (`gate.rs`).
+            if self.write_now() {
+                if let Some(connection) = self.connection.as_ref() {
+                    connection.gate.after_write();
+                }
+            }
             self.flush_notices();
             if frames == BURST {
                 // More may be waiting: let the host (and other clients) run before reading on.
@@ -361,8 +366,9 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
     /// the wire before JavaScript hears of the batch that made it, so the peer works on it
     /// meanwhile, and no extra turn of the loop is spent only on writing. What the socket does
     /// not take now is left to the next turn's `select!`, which also waits for it with the
-    /// task's own waker.
-    fn write_now(&mut self) {
+    /// task's own waker. Whether anything was written.
+    fn write_now(&mut self) -> bool {
+        let mut wrote = false;
         while let Some(out) = self
             .connection
             .as_mut()
@@ -370,7 +376,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
             .filter(|out| out.wants_write())
         {
             match out.write_some().now_or_never() {
-                Some(Ok(())) => {}
+                Some(Ok(())) => wrote = true,
                 Some(Err(err)) => {
                     self.handle(Input::Written(Err(err)));
                     break;
@@ -378,6 +384,7 @@ impl<S: Fn(Batch) + Send + Sync + 'static> Driver<S> {
                 None => break,
             }
         }
+        wrote
     }
 
     fn write(&mut self, bytes: Bytes) {

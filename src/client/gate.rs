@@ -12,8 +12,21 @@
 //! `Stream::poll_next`, kept by tokio's sockets, ours on libuv and tokio-rustls above them), so
 //! a skipped poll misses nothing: the gate's waker fires when the reader may go on, and wakes
 //! the task that last polled the gate.
+//!
+//! **Reading after a write.** A device answers the gateway one message at a time: it writes an
+//! acknowledgement or an event, and the gateway answers with the next action or the
+//! acknowledgement. When the gateway runs on the same CPU and answers while the client is still
+//! writing, the answer is already in the socket when the write returns; waiting for the event
+//! loop to report it costs a system call and a whole turn of the loop. So after each turn that
+//! wrote (`after_write`), the gate lets one poll through, and tells a socket whose readiness
+//! comes from the loop to try reading once ([`READ_AHEAD`]). A try that finds nothing costs a
+//! pass through the TLS layers and a `recv` that fails, so each one that finds nothing doubles
+//! how many writes pass before the next try (up to [`MOST_WRITES_BETWEEN`]), and one that finds
+//! a frame starts again at every write: a gateway across a network, which never answers that
+//! fast, costs one try in 64 writes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -29,6 +42,23 @@ struct Shared {
     open: AtomicBool,
     /// The task that last polled the gate.
     task: AtomicWaker,
+    /// The next poll is a read after a write (see the module documentation).
+    trying: AtomicBool,
+    /// Writes to let pass before the next read after a write.
+    skip: AtomicU8,
+    /// How many writes the last try that found nothing made pass: the next such try doubles it.
+    backoff: AtomicU8,
+}
+
+/// The most writes that pass between two reads after a write.
+const MOST_WRITES_BETWEEN: u8 = 64;
+
+thread_local! {
+    /// Set when the gate lets a read after a write through: the socket under the reader, if
+    /// its readiness comes from the host's event loop (`node::uv::socket`), reads once even if
+    /// the loop has not reported it readable, and clears this. Cleared by the gate after the
+    /// poll in any case, so it never reaches another connection's socket.
+    pub(crate) static READ_AHEAD: Cell<bool> = const { Cell::new(false) };
 }
 
 impl ArcWake for Shared {
@@ -45,6 +75,9 @@ impl Default for ReadGate {
                 // A new reader has never registered a waker: the first poll goes through.
                 open: AtomicBool::new(true),
                 task: AtomicWaker::new(),
+                trying: AtomicBool::new(false),
+                skip: AtomicU8::new(0),
+                backoff: AtomicU8::new(0),
             }),
         }
     }
@@ -63,12 +96,39 @@ impl ReadGate {
         if !self.shared.open.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
+        let trying = self.shared.trying.swap(false, Ordering::Relaxed);
+        if trying {
+            READ_AHEAD.with(|ahead| ahead.set(true));
+        }
         // The reader keeps a clone of this waker when it has nothing (a counted reference).
         let result = poll(&mut Context::from_waker(&waker_ref(&self.shared)));
         if result.is_ready() {
             self.shared.open.store(true, Ordering::Release);
         }
+        if trying {
+            READ_AHEAD.with(|ahead| ahead.set(false));
+            let backoff = if result.is_ready() {
+                0
+            } else {
+                (self.shared.backoff.load(Ordering::Relaxed) * 2).clamp(1, MOST_WRITES_BETWEEN)
+            };
+            self.shared.backoff.store(backoff, Ordering::Relaxed);
+            self.shared.skip.store(backoff, Ordering::Relaxed);
+        }
         result
+    }
+
+    /// The driver wrote: the next poll goes through, and reads even before the loop reports
+    /// the socket readable, unless tries that found nothing make this write pass (see the
+    /// module documentation).
+    pub(super) fn after_write(&self) {
+        let skip = self.shared.skip.load(Ordering::Relaxed);
+        if skip > 0 {
+            self.shared.skip.store(skip - 1, Ordering::Relaxed);
+            return;
+        }
+        self.shared.trying.store(true, Ordering::Relaxed);
+        self.shared.open.store(true, Ordering::Release);
     }
 }
 
@@ -146,5 +206,71 @@ mod tests {
         assert_eq!(other.0.load(Ordering::SeqCst), 1);
         assert_eq!(task.0.load(Ordering::SeqCst), 1);
         assert_eq!(gate.poll(&mut cx, reader(Poll::Ready(6))), Poll::Ready(6));
+    }
+
+    #[test]
+    fn after_a_write_the_reader_is_tried_once_and_tries_that_find_nothing_back_off() {
+        let gate = ReadGate::default();
+        let task = Arc::new(Counter(AtomicUsize::new(0)));
+        let task_waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        // The reader: whether the gate asked it to read ahead, and what it returns next.
+        let asked = Cell::new(Vec::new());
+        let reader = |next: Poll<u8>| {
+            let asked = &asked;
+            move |_: &mut Context<'_>| {
+                let mut seen = asked.take();
+                seen.push(READ_AHEAD.with(Cell::get));
+                asked.set(seen);
+                next
+            }
+        };
+        // Closed: the reader had nothing.
+        assert_eq!(gate.poll(&mut cx, reader(Poll::Pending)), Poll::Pending);
+        assert_eq!(asked.take(), [false]);
+
+        // A write: the next poll goes through, with no wake-up, and reads ahead; the hint is
+        // gone after it.
+        gate.after_write();
+        assert_eq!(gate.poll(&mut cx, reader(Poll::Ready(1))), Poll::Ready(1));
+        assert_eq!(asked.take(), [true]);
+        assert!(!READ_AHEAD.with(Cell::get));
+        assert_eq!(task.0.load(Ordering::SeqCst), 0);
+        // It found a frame: the next write is tried too.
+        assert_eq!(gate.poll(&mut cx, reader(Poll::Pending)), Poll::Pending);
+        gate.after_write();
+        assert_eq!(gate.poll(&mut cx, reader(Poll::Pending)), Poll::Pending);
+        assert_eq!(asked.take(), [false, true]);
+        assert!(!READ_AHEAD.with(Cell::get));
+
+        // Each try that finds nothing doubles the writes let pass before the next: 1, 2, 4 ...
+        // up to 64.
+        let mut passed = Vec::new();
+        for _ in 0..8 {
+            let mut writes = 0;
+            loop {
+                gate.after_write();
+                writes += 1;
+                assert_eq!(gate.poll(&mut cx, reader(Poll::Pending)), Poll::Pending);
+                if asked.take() == [true] {
+                    break;
+                }
+            }
+            passed.push(writes - 1);
+        }
+        assert_eq!(passed, [1, 2, 4, 8, 16, 32, 64, 64]);
+
+        // A try that finds a frame starts again at every write (after the 64 writes it lets
+        // pass).
+        for _ in 0..=64 {
+            gate.after_write();
+        }
+        assert_eq!(gate.poll(&mut cx, reader(Poll::Ready(2))), Poll::Ready(2));
+        assert_eq!(asked.take(), [true]);
+        assert_eq!(gate.poll(&mut cx, reader(Poll::Pending)), Poll::Pending);
+        asked.take();
+        gate.after_write();
+        assert_eq!(gate.poll(&mut cx, reader(Poll::Pending)), Poll::Pending);
+        assert_eq!(asked.take(), [true]);
     }
 }

@@ -43,6 +43,9 @@ use published::Published;
 
 pub use backlog::Backlog;
 pub use command::{ActionAck, Batch, Command};
+/// The gate's hint to a socket polled through a host's loop: read once now (see `gate.rs`).
+#[cfg_attr(not(feature = "node"), allow(unused_imports))]
+pub(crate) use gate::READ_AHEAD;
 pub use options::ClientOptions;
 pub use published::ClientStats;
 pub use store::{EventStore, Restored, StoreStats};

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::executor::{run_after, Shared};
 use super::table::{alloc_handle, free_handle, uv, OsSocket, UV_POLL, UV_READABLE, UV_WRITABLE};
 use super::{loop_callback, on_loop, LOOP, PROBE};
-use crate::client::{prepare_socket, Reactor, Stream, Task, TcpConnecting};
+use crate::client::{prepare_socket, Reactor, Stream, Task, TcpConnecting, READ_AHEAD};
 
 pub(super) struct LoopReactor {
     pub(super) shared: Arc<Shared>,
@@ -97,6 +97,16 @@ impl Watch {
                 self.ready |= self.events & (UV_READABLE | UV_WRITABLE);
                 self.budget = self.budget.max(1);
             }
+        }
+        // A read after a write (`client::READ_AHEAD`): the answer may be here before the loop
+        // reports it. Within this turn's reads, so a peer that always answers at once is still
+        // read a slice per turn.
+        if event == UV_READABLE
+            && self.ready & UV_READABLE == 0
+            && self.budget > 0
+            && READ_AHEAD.with(|ahead| ahead.replace(false))
+        {
+            self.ready |= UV_READABLE;
         }
         if self.ready & event != 0 {
             return Poll::Ready(Ok(()));
