@@ -21,6 +21,48 @@ test('a process whose only client has been closed exits by itself', async (t) =>
   t.is(result.out, 'drained\ndisconnected\n')
 })
 
+// A listener that throws leaves its microtasks for the next callback scope. When the client
+// reads the gateway's answer in the same turn as its own write (a read after a write, which one
+// CPU for client and server makes likely: the server's thread, woken by the write, answers before
+// it returns), the batch with that answer must still come after them, as a later turn's would.
+test('a batch read right after a write comes after the microtasks of a listener that threw', async (t) => {
+  const result = await runNode(`
+    // Linux's taskset; elsewhere the order is checked all the same, the race only rarer.
+    try {
+      require('child_process').execFileSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' })
+    } catch {}
+    const { Client, Server, Event } = require('imt-gateway')
+    let order = []
+    process.on('uncaughtException', (err) => order.push('uncaught ' + err.message))
+    const server = new Server()
+    server.listen(0, async () => {
+      for (let i = 0; i < 20; i++) {
+        order = []
+        await new Promise((resolve) => {
+          const client = new Client({ host: 'localhost', port: server.address().port })
+          client.once('drain', () => {
+            Promise.resolve().then(() => order.push('microtask'))
+            client.send(new Event('after'), (err) => {
+              order.push('acked ' + err)
+              client.close()
+              resolve()
+            })
+            throw new Error('boom')
+          })
+          client.connect()
+        })
+        console.log(order.join(','))
+      }
+      server.close()
+    })
+  `, { timeout: 60000 })
+  t.is(result.signal, null, result.err)
+  t.is(result.code, 0, result.err)
+  const lines = result.out.trim().split('\n')
+  t.is(lines.length, 20, result.out)
+  t.deepEqual(lines.filter((line) => line !== 'uncaught boom,microtask,acked null'), [], result.out)
+})
+
 test('a process whose client gave up exits by itself', async (t) => {
   const result = await runNode(`
     const { Client } = require('imt-gateway')

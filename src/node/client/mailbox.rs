@@ -315,6 +315,17 @@ impl DirectCall {
                     let mut error = ptr::null_mut();
                     sys::napi_get_and_clear_last_exception(env, &mut error);
                     sys::napi_fatal_exception(env, error);
+                    // Node runs the microtasks and `process.nextTick` callbacks when a callback
+                    // returns, not when it throws: they wait for the next callback scope to
+                    // close. Close one now, so that they run before a batch handed over next in
+                    // this turn (one that a read after a write found), as they would before a
+                    // batch of a later turn.
+                    let mut after = ptr::null_mut();
+                    if sys::napi_open_callback_scope(env, global, self.context, &mut after)
+                        == sys::Status::napi_ok
+                    {
+                        sys::napi_close_callback_scope(env, after);
+                    }
                 }
                 Flat::recycle(args);
             } else if let Some(shapes) = shapes.as_mut() {
