@@ -262,7 +262,11 @@ impl DirectCall {
         // callback of its loop (`uv::call_after_callback`, whose `teardown` drops pending
         // calls when the environment goes) or from [`pull`], a JavaScript function of `env`;
         // either may call into JavaScript. Every value made here lives in the handle scope
-        // opened first and closed last, and `args` outlives the call that reads it.
+        // opened first and closed last, and `args` outlives the call that reads it. The
+        // callback scope opened after a throw is closed at once, inside that handle scope,
+        // with the async context `live` vouches for; the JavaScript its closing runs (the
+        // microtasks left) sees no value or pointer of ours but the `shapes` borrow, which
+        // only a nested hand-over could meet, and that one takes none (`try_borrow_mut`).
         unsafe {
             let mut scope = ptr::null_mut();
             if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
