@@ -29,12 +29,6 @@ const DEFAULTS = optionDefaults().client
 const OUTBOX_DEFAULTS = optionDefaults().outbox
 const SYNC_MODES = ['always', 'interval', 'none']
 
-// Clients with work (between connect() and the core reporting them idle) are held here, as
-// Node holds an open socket: a connected client keeps working even when the application kept
-// no reference to it. An idle client is only weakly reachable from its native side, so it is
-// garbage-collected like any object, and its native half with it.
-const active = new Set()
-
 // The notices this reader reads, with their fields in order, checked at load against the
 // native table (src/node/notice.rs), which numbers them.
 const { kinds: KINDS, widths: WIDTHS } = layout('client', {
@@ -355,9 +349,13 @@ class Client extends EventEmitter {
     const deviceName = os.hostname()
     const meter = meterOf(options.meterProvider)
     const self = new WeakRef(this)
-    // The client as the batch callback reaches it: strongly while it is active (as `active`
-    // holds it anyway), else only through `self`. A WeakRef's deref() costs a runtime call
-    // and an entry in V8's list of objects kept for the job, every batch.
+    // The client as its batch callback reaches it. A client with work (from connect() until
+    // the core reports it idle) is held here, strongly, since the native side holds the
+    // callback: it keeps working, as Node keeps an open socket, even when the application kept
+    // no reference to it. An idle client is reached only through `self`, so it is
+    // garbage-collected like any object, and its native half with it. (A WeakRef's deref()
+    // costs a runtime call and an entry in V8's list of objects kept for the job: a busy
+    // client does not pay it per batch.)
     const reach = { active: null }
     this._reach = reach
     // Refused TLS material throws an Error with its code (EINVALIDKEY, EKEYMISMATCH, ...).
@@ -403,7 +401,7 @@ class Client extends EventEmitter {
     // for them.
     this._sendNative = null
     this._ackNative = null
-    // The action shapes the native side has told (src/node/client/shapes.rs), by number.
+    // The action shapes the native side has told (src/shapes.rs), by number.
     this._shapes = null
     // With an outbox: open from here until close() (without keepQueue), opened again by the
     // next connect() or send().
@@ -468,7 +466,6 @@ class Client extends EventEmitter {
     if (this._outboxClosed) this._reopenOutbox()
     this._cycle = (this._cycle + 1) >>> 0
     this._active = true
-    active.add(this)
     this._reach.active = this
     debug('connect to %s:%d', this.host, this.port)
     if (this._state === 'closed') this._setState('connecting')
@@ -872,12 +869,13 @@ class Client extends EventEmitter {
       const fields = at + 1
       at = fields + WIDTHS[kind]
       // A shaped action's values follow its fields, one per key of its shape.
-      if (kind === SHAPED_ACTION) at += this._shapes[batch[fields + 1]].keys.length
+      const shape = kind === SHAPED_ACTION ? this._shapes[batch[fields + 1]] : null
+      if (shape !== null) at += shape.keys.length
       try {
         // The notices of every event and action first, each in a small function of its own:
         // the rest is rare, and JavaScript compiles the hot path alone.
         if (kind === DONE) this._done(batch[fields], null, 'acked')
-        else if (kind === SHAPED_ACTION) this._shapedAction(batch, fields)
+        else if (shape !== null) this._shapedAction(shape, batch, fields)
         else if (kind === ACTION) this._action(batch[fields], batch[fields + 1], batch[fields + 2], batch[fields + 3])
         else this._notice(kind, batch, fields)
       } catch (err) {
@@ -901,7 +899,6 @@ class Client extends EventEmitter {
     this._setState('closed')
     this._active = false
     this._drained = false
-    active.delete(this)
     this._reach.active = null
     this._native.unref()
     if (this._warning) {
@@ -969,7 +966,7 @@ class Client extends EventEmitter {
   _notice (kind, batch, at) {
     switch (kind) {
       case SHAPE:
-        // Told once, before the first action of the shape (src/node/client/shapes.rs).
+        // Told once, before the first action of the shape (src/shapes.rs).
         if (this._shapes === null) this._shapes = []
         this._shapes[batch[at]] = { type: batch[at + 1], keys: batch[at + 2] }
         break
@@ -1036,8 +1033,7 @@ class Client extends EventEmitter {
   // An action whose parameters are an object of a shape told before: the object is built
   // here, each key set in the shape's order, as the native side sets them for any other
   // object (and msgpack-lite did): `parameters[key] = value`.
-  _shapedAction (batch, at) {
-    const shape = this._shapes[batch[at + 1]]
+  _shapedAction (shape, batch, at) {
     const keys = shape.keys
     const parameters = {}
     for (let i = 0, from = at + 3; i < keys.length; i++) parameters[keys[i]] = batch[from + i]

@@ -20,15 +20,14 @@ pub(crate) const MAX_KEYS: usize = 16;
 /// The most bytes of type and keys together a shape has.
 pub(crate) const MAX_BYTES: usize = 1024;
 
-/// The shapes a client has told JavaScript (or is telling it, in the batch being written).
-/// Lives on the JavaScript thread, in the client's `DirectCall`: nothing else reads it.
+/// The shapes a client has told JavaScript (or is telling it, in the batch being written),
+/// each numbered by its place. Lives on the JavaScript thread, in the client's `DirectCall`:
+/// nothing else reads it. Found by comparing type and keys, which for the few shapes a device
+/// uses costs less than hashing them first.
 #[derive(Default)]
 pub(crate) struct Shapes {
-    /// Each shape's hash, its number being its place: found by one pass over 8-byte words.
-    hashes: Vec<u64>,
-    /// Each shape's type and keys, to confirm a match of the hash.
     shapes: Vec<Shape>,
-    /// How many of them JavaScript has certainly been told (see [`Shapes::told`]).
+    /// How many of them JavaScript has certainly been told (see [`Shapes::settle`]).
     told: usize,
 }
 
@@ -63,26 +62,17 @@ impl Shapes {
         if bytes > MAX_BYTES {
             return None;
         }
-        let hash = entries
-            .iter()
-            .fold(hash_of(FNV_OFFSET, kind), |h, (key, _)| hash_of(h, key));
         let same = |shape: &Shape| {
             *shape.kind == *kind
                 && shape.keys.len() == entries.len()
                 && shape.keys.iter().zip(entries).all(|(a, (b, _))| **a == **b)
         };
-        if let Some(at) = self
-            .hashes
-            .iter()
-            .zip(&self.shapes)
-            .position(|(&h, shape)| h == hash && same(shape))
-        {
+        if let Some(at) = self.shapes.iter().position(same) {
             return Some(Shaped::Known(at as u32));
         }
         if self.shapes.len() >= MAX_SHAPES {
             return None;
         }
-        self.hashes.push(hash);
         self.shapes.push(Shape {
             kind: kind.into(),
             keys: entries.iter().map(|(key, _)| key.as_str().into()).collect(),
@@ -92,34 +82,16 @@ impl Shapes {
         Some(Shaped::New(at as u32, &shape.kind, &shape.keys))
     }
 
-    /// How many shapes JavaScript has been told before a batch is written.
-    pub(crate) fn told(&self) -> usize {
-        self.told
-    }
-
-    /// The batch written since `told()` returned `before` reached JavaScript (`true`): its new
-    /// shapes are known there. Or it did not (the call failed before any JavaScript ran): its
-    /// new shapes are forgotten, to be told again with the next action of each.
-    pub(crate) fn settle(&mut self, before: usize, reached: bool) {
+    /// The batch written since the last `settle` reached JavaScript (`true`): its new shapes
+    /// are known there. Or it did not (the call failed before any JavaScript ran): its new
+    /// shapes are forgotten, to be told again with the next action of each.
+    pub(crate) fn settle(&mut self, reached: bool) {
         if reached {
             self.told = self.shapes.len();
         } else {
-            self.hashes.truncate(before);
-            self.shapes.truncate(before);
-            self.told = before;
+            self.shapes.truncate(self.told);
         }
     }
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// FNV-1a over `s`'s bytes and then its length, from `h`: no two key lists of different
-/// splits hash alike by construction (`"ab", "c"` against `"a", "bc"`).
-fn hash_of(h: u64, s: &str) -> u64 {
-    let h = s
-        .bytes()
-        .fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    (h ^ s.len() as u64).wrapping_mul(0x0100_0000_01b3)
 }
 
 #[cfg(test)]
@@ -140,32 +112,23 @@ mod tests {
     #[test]
     fn a_shape_is_new_once_then_known_by_type_and_keys_in_order() {
         let mut shapes = Shapes::default();
-        assert_eq!(
-            number(shapes.shape("t", &map(&["a", "b"]))),
-            Some((0, true))
-        );
-        assert_eq!(
-            number(shapes.shape("t", &map(&["a", "b"]))),
-            Some((0, false))
-        );
-        // Another order, another split of the same bytes, another type: other shapes.
-        assert_eq!(
-            number(shapes.shape("t", &map(&["b", "a"]))),
-            Some((1, true))
-        );
-        assert_eq!(number(shapes.shape("t", &map(&["ab"]))), Some((2, true)));
-        assert_eq!(
-            number(shapes.shape("u", &map(&["a", "b"]))),
-            Some((3, true))
-        );
-        // Repeated keys are a shape like any other (each is set in turn, the last one wins).
-        assert_eq!(
-            number(shapes.shape("t", &map(&["a", "a"]))),
-            Some((4, true))
-        );
-        match shapes.shape("t", &map(&["b", "a"])) {
-            Some(Shaped::Known(1)) => {}
-            _ => panic!("shape 1 expected"),
+        // Another order, another split of the same bytes, another type: other shapes. Repeated
+        // keys are a shape like any other (each is set in turn, the last one wins).
+        let cases: [(&str, &[&str], (u32, bool)); 7] = [
+            ("t", &["a", "b"], (0, true)),
+            ("t", &["a", "b"], (0, false)),
+            ("t", &["b", "a"], (1, true)),
+            ("t", &["ab"], (2, true)),
+            ("u", &["a", "b"], (3, true)),
+            ("t", &["a", "a"], (4, true)),
+            ("t", &["b", "a"], (1, false)),
+        ];
+        for (kind, keys, expected) in cases {
+            assert_eq!(
+                number(shapes.shape(kind, &map(keys))),
+                Some(expected),
+                "{kind} {keys:?}"
+            );
         }
     }
 
@@ -195,15 +158,14 @@ mod tests {
         }
         assert!(shapes.shape("another", &map(&["a"])).is_none());
         assert_eq!(number(shapes.shape("t3", &map(&["a"]))), Some((3, false)));
-        shapes.settle(0, true);
-        assert_eq!(shapes.told(), MAX_SHAPES);
+        shapes.settle(true);
+        assert_eq!(shapes.told, MAX_SHAPES);
 
         let mut shapes = Shapes::default();
         shapes.shape("t", &map(&["a"]));
-        shapes.settle(0, true);
-        let before = shapes.told();
+        shapes.settle(true);
         shapes.shape("u", &map(&["a"]));
-        shapes.settle(before, false);
+        shapes.settle(false);
         // The batch that told "u" never reached JavaScript: "u" is new again, "t" is not.
         assert_eq!(number(shapes.shape("u", &map(&["a"]))), Some((1, true)));
         assert_eq!(number(shapes.shape("t", &map(&["a"]))), Some((0, false)));

@@ -6,11 +6,12 @@
 //! The tables here are the format's only definition: a kind's number is its place in its
 //! table, and its fields follow it in the order given. A last field named `...name` stands
 //! for as many values as the notice says elsewhere (a shaped action's values, one per key of
-//! its shape); a notice's width is that of its other fields plus those values. JavaScript reads them at load
-//! (`noticeFormat()`, read by `lib/notices.js`), and a reader there that expects other kinds or
-//! fields fails at load with `ENOTICEFORMAT`; the writer ([`Flat`]) checks in debug builds that
-//! each notice has as many fields as its table says, and `__test__/notices.test.js` runs a batch
-//! of every kind through the real writers and readers.
+//! its shape); a notice's width is that of its other fields plus those values. JavaScript
+//! reads the tables at load (`noticeFormat()`, read by `lib/notices.js`), and a reader there
+//! that expects other kinds or fields fails at load with `ENOTICEFORMAT`; the writer
+//! ([`Flat`]) checks in debug builds that each notice has as many fields as its table says,
+//! and `__test__/notices.test.js` runs a batch of every kind through the real writers and
+//! readers.
 
 use std::cell::Cell;
 use std::ptr;
@@ -69,7 +70,7 @@ notices! {
         /// object (see `node::client::delivered::delivered_handle`), else null.
         Action = "action" ["id", "type", "payload", "delivered"],
         /// The type and parameter keys of the actions of shape number `shape`, told before the
-        /// first of them (`node::client::shapes`); `keys` is an array of strings.
+        /// first of them (`crate::shapes`); `keys` is an array of strings.
         Shape = "shape" ["shape", "type", "keys"],
         /// An action whose parameters are an object of a shape told before: its values follow,
         /// one per key of the shape, in its order. `delivered` as for `action`.
@@ -193,7 +194,12 @@ impl Flat {
                 let written = self.values.len() - at - 1;
                 let rest = spec.fields.last().is_some_and(|f| f.starts_with("..."));
                 let fixed = spec.fields.len() - usize::from(rest);
-                if written != fixed && !(rest && written > fixed) {
+                let fits = if rest {
+                    written > fixed
+                } else {
+                    written == fixed
+                };
+                if !fits {
                     return Err(napi::Error::from_reason(format!(
                         "notice {} written with {written} fields, its table has {}",
                         spec.name,

@@ -262,11 +262,14 @@ impl DirectCall {
         // callback of its loop (`uv::call_after_callback`, whose `teardown` drops pending
         // calls when the environment goes) or from [`pull`], a JavaScript function of `env`;
         // either may call into JavaScript. Every value made here lives in the handle scope
-        // opened first and closed last, and `args` outlives the call that reads it. The
-        // callback scope opened after a throw is closed at once, inside that handle scope,
-        // with the async context `live` vouches for; the JavaScript its closing runs (the
-        // microtasks left) sees no value or pointer of ours but the `shapes` borrow, which
-        // only a nested hand-over could meet, and that one takes none (`try_borrow_mut`).
+        // opened first and closed last. JavaScript runs in `napi_make_callback` and when the
+        // callback scope opened after a throw closes (the microtasks left); meanwhile this
+        // holds pointers to its own memory only, never into a JavaScript object: `args`, a
+        // Rust list of handles that outlives the call reading it, the out-pointers (locals),
+        // and the `shapes` borrow, which JavaScript cannot reach (a nested hand-over takes
+        // none, `try_borrow_mut`). No other program can write to this process's memory. The
+        // callback scope is closed at once, inside the handle scope, with the async context
+        // `live` vouches for.
         unsafe {
             let mut scope = ptr::null_mut();
             if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
@@ -284,7 +287,6 @@ impl DirectCall {
             // that spins the event loop) could hand one over meanwhile: that batch goes
             // without shapes.
             let mut shapes = self.shapes.try_borrow_mut().ok();
-            let told = shapes.as_ref().map_or(0, |s| s.told());
             let batch = if ready {
                 batch_values(env, &self.mailbox, pulled, shapes.as_deref_mut()).ok()
             } else {
@@ -313,7 +315,7 @@ impl DirectCall {
                     sys::Status::napi_ok | sys::Status::napi_pending_exception
                 );
                 if let Some(shapes) = shapes.as_mut() {
-                    shapes.settle(told, reached);
+                    shapes.settle(reached);
                 }
                 if status == sys::Status::napi_pending_exception {
                     let mut error = ptr::null_mut();
@@ -333,7 +335,7 @@ impl DirectCall {
                 }
                 Flat::recycle(args);
             } else if let Some(shapes) = shapes.as_mut() {
-                shapes.settle(told, false);
+                shapes.settle(false);
             }
             sys::napi_close_handle_scope(env, scope);
             ready
